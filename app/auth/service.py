@@ -1,0 +1,105 @@
+"""Users, login sessions and API tokens."""
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.auth.security import API_TOKEN_PREFIX, hash_password, new_token, token_digest, verify_password
+from app.models import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession, utcnow
+
+LOGIN_WINDOW = timedelta(minutes=15)
+MAX_FAILED_LOGINS = 10
+
+
+class LoginRateLimited(Exception):
+    pass
+
+
+def create_user(db: Session, *, email: str, password: str, role: str = Role.labeler, display_name: str = "") -> User:
+    user = User(email=email.strip().lower(), password_hash=hash_password(password), role=role,
+                display_name=display_name or email.split("@")[0])
+    db.add(user)
+    db.flush()
+    return user
+
+
+def get_user_by_email(db: Session, *, email: str) -> User | None:
+    return db.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+def authenticate(db: Session, *, email: str, password: str, client: str) -> User | None:
+    """Checks a password, counting failures per email and per client address."""
+    since = utcnow() - LOGIN_WINDOW
+    failures = db.scalar(
+        select(func.count()).select_from(LoginAttempt)
+        .where(LoginAttempt.at >= since)
+        .where((LoginAttempt.email == email.strip().lower()) | (LoginAttempt.client == client))
+    )
+    if failures >= MAX_FAILED_LOGINS:
+        raise LoginRateLimited()
+    user = get_user_by_email(db, email=email)
+    if user is None or not user.is_active or not verify_password(user.password_hash, password):
+        db.add(LoginAttempt(email=email.strip().lower()[:320], client=client[:64]))
+        return None
+    db.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
+    return user
+
+
+def start_session(db: Session, *, user: User, hours: int) -> str:
+    """Returns the cookie value; only its hash is stored."""
+    token = new_token()
+    db.add(WebSession(token_hash=token_digest(token), user_id=user.id, csrf_token=secrets.token_urlsafe(24),
+                      expires_at=utcnow() + timedelta(hours=hours)))
+    db.flush()
+    return token
+
+
+def get_session(db: Session, *, token: str) -> WebSession | None:
+    session = db.scalar(select(WebSession).where(WebSession.token_hash == token_digest(token)))
+    if session is None or session.expires_at < utcnow() or not session.user.is_active:
+        return None
+    return session
+
+
+def end_session(db: Session, *, token: str) -> None:
+    db.execute(delete(WebSession).where(WebSession.token_hash == token_digest(token)))
+
+
+def create_api_token(db: Session, *, name: str, scopes: list[str], created_by: User | None) -> tuple[ApiToken, str]:
+    """Returns the row and the plaintext token, which is shown once and never stored."""
+    for scope in scopes:
+        TokenScope(scope)  # raises ValueError naming an unknown scope
+    plaintext = new_token(API_TOKEN_PREFIX)
+    row = ApiToken(name=name, prefix=plaintext[:10], token_hash=token_digest(plaintext), scopes=sorted(set(scopes)),
+                   created_by_id=created_by.id if created_by else None)
+    db.add(row)
+    db.flush()
+    return row, plaintext
+
+
+def get_api_token(db: Session, *, plaintext: str) -> ApiToken | None:
+    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(plaintext)))
+    if row is None or row.revoked_at is not None:
+        return None
+    now = utcnow()
+    # Coarse last-used stamp: at most one write per token per minute keeps hot API paths read-only.
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
+        db.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+    return row
+
+
+def revoke_api_token(db: Session, *, token_id: int) -> bool:
+    row = db.get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
+
+
+def list_api_tokens(db: Session) -> list[ApiToken]:
+    return list(db.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+
+

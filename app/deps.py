@@ -1,0 +1,115 @@
+"""Typed FastAPI dependencies: DB session, current user, API token scopes, CSRF."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
+
+from app.auth import service as auth_service
+from app.auth.security import constant_time_equal
+from app.models import ApiToken, TokenScope, User
+from app.settings import Settings
+
+SESSION_COOKIE = "ranklab_session"
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    """One session per request; the request owns the commit (nothing is committed on error)."""
+    db = request.app.state.sessionmaker()
+    try:
+        yield db
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    finally:
+        db.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+# scope="function": commit right after the endpoint returns, before the response is sent,
+# so a client never sees success for something that was not stored.
+DbDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+class LoginRequired(Exception):
+    """Raised for anonymous browser requests; the app turns it into a redirect to /login."""
+
+
+def optional_user(request: Request, db: DbDep) -> User | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    session = auth_service.get_session(db, token=token)
+    if session is None:
+        return None
+    request.state.user = session.user
+    request.state.csrf_token = session.csrf_token
+    return session.user
+
+
+def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+def current_admin(user: Annotated[User, Depends(current_user)]) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Admins only.")
+    return user
+
+
+UserDep = Annotated[User, Depends(current_user)]
+AdminDep = Annotated[User, Depends(current_admin)]
+OptionalUserDep = Annotated[User | None, Depends(optional_user)]
+
+
+async def csrf_protect(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> None:
+    """Every cookie-authenticated state change must echo the session's CSRF token
+    (htmx sends it as a header from <body hx-headers>; plain forms as a hidden field)."""
+    if user is None:
+        return  # not logged in: the route's own auth dependency answers
+    expected = request.state.csrf_token
+    sent = request.headers.get("X-CSRF-Token")
+    if sent is None:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            sent = (await request.form()).get("csrf_token")
+    if not sent or not constant_time_equal(str(sent), expected):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Missing or wrong CSRF token: reload the page and try again.")
+
+
+CsrfDep = Depends(csrf_protect)
+
+
+def require_scope(scope: TokenScope):
+    """Bearer-token auth for /api/v1. The admin scope implies every other scope."""
+
+    def dependency(request: Request, db: DbDep) -> ApiToken:
+        header = request.headers.get("Authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Send an API token as 'Authorization: Bearer <token>'.",
+                                headers={"WWW-Authenticate": "Bearer"})
+        row = auth_service.get_api_token(db, plaintext=token.strip())
+        if row is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Unknown or revoked API token.",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if scope not in row.scopes and TokenScope.admin not in row.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"This token lacks the '{scope}' scope.")
+        request.state.api_token = row
+        return row
+
+    return dependency
+
+
+UploadTokenDep = Annotated[ApiToken, Depends(require_scope(TokenScope.upload))]
+ExportTokenDep = Annotated[ApiToken, Depends(require_scope(TokenScope.export))]
+AdminTokenDep = Annotated[ApiToken, Depends(require_scope(TokenScope.admin))]

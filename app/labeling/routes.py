@@ -1,0 +1,4 @@
+"""Routes for labeling (filled in by its owner)."""
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,64 @@
+"""The FastAPI app factory: settings, DB, static files, routers, error handlers."""
+from __future__ import annotations
+
+from importlib import import_module
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import sessionmaker
+
+from app.db import make_engine
+from app.deps import LoginRequired
+from app.limits import BodySizeLimit
+from app.settings import ROOT, Settings, get_settings
+
+# Each domain module exposes `router` (pages) and/or `api_router` (/api/v1).
+DOMAINS = ["auth", "projects", "prompts", "exports", "labeling", "admin", "rounds"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="ranklab", version="0.1.0",
+                  description="Self-hosted RLHF: rank completions, train reward models, run PPO.")
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.sqlalchemy_url)
+    app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False)
+
+    app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
+    for name in DOMAINS:
+        module = import_module(f"app.{name}.routes")
+        for attr in ("api_router", "router"):
+            router = getattr(module, attr, None)
+            if router is not None:
+                app.include_router(router)
+
+    _add_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, _exc: LoginRequired) -> Response:
+        target = "/login?next=" + quote(request.url.path)
+        if request.headers.get("HX-Request") == "true":
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": "Not logged in."}, status_code=401)
+        return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name each offending field in plain words, keep FastAPI's structured list too.
+        errors = exc.errors()
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:20])
+        return JSONResponse({"detail": _jsonable(errors), "message": summary}, status_code=422)
+
+
+def _jsonable(errors: list[dict]) -> list[dict]:
+    return [{k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items() if k != "input"}
+            for e in errors]

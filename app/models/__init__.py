@@ -1,0 +1,21 @@
+"""All ORM tables, shared by the web process and the worker."""
+from app.models._types import utcnow
+from app.models.labeling import (
+    Assignment,
+    AssignmentState,
+    PairwiseComparison,
+    Ranking,
+    RankingTask,
+    TaskCompletion,
+    TaskStatus,
+)
+from app.models.projects import DEFAULT_FLAGS, Completion, CompletionSource, Project, ProjectMember, Prompt, PromptSplit
+from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundStatus, TrainingRound
+from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession
+
+__all__ = [
+    "ApiToken", "Assignment", "AssignmentState", "Completion", "CompletionSource", "DEFAULT_FLAGS",
+    "LoginAttempt", "ModelKind", "ModelVersion", "PairwiseComparison", "Project", "ProjectMember",
+    "Prompt", "PromptSplit", "Ranking", "RankingTask", "Role", "RoundEvent", "RoundStatus",
+    "TaskCompletion", "TaskStatus", "TokenScope", "TrainingRound", "User", "WebSession", "utcnow",
+]

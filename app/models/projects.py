@@ -1,0 +1,94 @@
+"""Projects, their members, prompts and completions."""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base
+from app.models._types import JSONType, UTCDateTime, utcnow
+
+DEFAULT_FLAGS = ["unsafe", "factually_wrong", "off_topic"]
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("k_min >= 4 AND k_max <= 9 AND k_min <= k_max", name="k_range"),
+        CheckConstraint("overlap >= 1", name="overlap_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    """Markdown shown beside every task."""
+    k_min: Mapped[int] = mapped_column(Integer, default=4)
+    k_max: Mapped[int] = mapped_column(Integer, default=9)
+    overlap: Mapped[int] = mapped_column(Integer, default=1)
+    """Independent rankings wanted per task."""
+    lease_minutes: Mapped[int] = mapped_column(Integer, default=30)
+    flags: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(DEFAULT_FLAGS))
+    """Per-completion flags a labeler can set."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProjectMember(Base):
+    """A labeler sees and labels only the projects they belong to (admins see all)."""
+
+    __tablename__ = "project_members"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class PromptSplit(StrEnum):
+    train = "train"
+    validation = "validation"
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("project_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    external_id: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str | None] = mapped_column(Text)
+    """A plain-text prompt; None when `messages` holds a chat."""
+    messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSONType)
+    """Chat turns [{"role": "system"|"user"|"assistant", "content": str}]; the last is the user's."""
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    split: Mapped[str] = mapped_column(String(16), default=PromptSplit.train)
+    """train or validation: rounds hold validation prompts out of RM training."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    completions: Mapped[list[Completion]] = relationship(back_populates="prompt", order_by="Completion.id")
+
+
+class CompletionSource(StrEnum):
+    upload = "upload"
+    model = "model"
+
+
+class Completion(Base):
+    __tablename__ = "completions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default=CompletionSource.upload)
+    model_name: Mapped[str] = mapped_column(String(200), default="")
+    """Free-form name of the model that wrote an uploaded completion."""
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"), index=True)
+    """Set when one of ranklab's own policies generated it (lineage)."""
+    generation_params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    token_count: Mapped[int | None] = mapped_column(Integer)
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    """eos or length, for generated completions."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship(back_populates="completions")

@@ -1,0 +1,4 @@
+"""Routes for projects (filled in by its owner)."""
+from fastapi import APIRouter
+
+router = APIRouter()

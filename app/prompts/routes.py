@@ -1,0 +1,4 @@
+"""Routes for prompts (filled in by its owner)."""
+from fastapi import APIRouter
+
+router = APIRouter()

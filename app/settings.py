@@ -1,0 +1,80 @@
+"""The one place ranklab reads configuration from (environment variables or .env)."""
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RANKLAB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = ROOT / "data"
+    """Where the embedded SQLite DB, the converted default model and artifacts live."""
+
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means the embedded SQLite file `<data_dir>/ranklab.sqlite`.
+    Production: postgresql+psycopg://user:pass@host/db."""
+
+    secret_key: str = ""
+    """Signs CSRF tokens. Empty: a random key is generated once and kept in <data_dir>/secret_key."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_workers: int = 1
+    """uvicorn worker processes for `ranklab serve`."""
+
+    secure_cookies: bool = False
+    """Mark session cookies Secure (set this behind https)."""
+    session_hours: int = 12
+
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Largest JSON request body; larger ones get 413."""
+    max_upload_bytes: int = 512 * 1024 * 1024
+    """Largest uploaded JSONL file; larger ones get 413."""
+    max_text_chars: int = 100_000
+    """Longest prompt or completion text accepted."""
+
+    default_lease_minutes: int = 30
+    """How long a labeler holds a task before the slot is freed for others."""
+    lease_sweep_seconds: float = 5.0
+    """How often (at most) a web process frees expired leases."""
+
+    broker_url: str = ""
+    """Celery broker. Empty: kombu's SQLAlchemy transport on <data_dir>/broker.sqlite (embedded)."""
+    result_backend: str = ""
+    embedded_worker: bool = True
+    """`ranklab serve` starts a solo-pool worker beside the web process when True."""
+
+    default_model: str = ""
+    """Hub id or local folder of the base policy. Empty: the bundled SmolLM2-135M-Instruct."""
+
+    admin_email: str = "admin@ranklab.local"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'ranklab.sqlite'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

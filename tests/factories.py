@@ -1,0 +1,74 @@
+"""Plain functions that create rows for tests (each commits, so the app sees them)."""
+from __future__ import annotations
+
+import itertools
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app.auth import service as auth_service
+from app.models import (Completion, Project, ProjectMember, Prompt, RankingTask, Role, TaskCompletion, User)
+
+PASSWORD = "correct horse battery staple"
+_seq = itertools.count(1)
+
+
+def make_user(db: Session, *, role: str = Role.labeler, email: str | None = None,
+              projects: list[Project] = ()) -> User:
+    user = auth_service.create_user(db, email=email or f"user{next(_seq)}@example.com", password=PASSWORD, role=role)
+    for project in projects:
+        db.add(ProjectMember(project_id=project.id, user_id=user.id))
+    db.commit()
+    return user
+
+
+def make_project(db: Session, **fields) -> Project:
+    project = Project(name=fields.pop("name", f"project {next(_seq)}"), **fields)
+    db.add(project)
+    db.commit()
+    return project
+
+
+def add_member(db: Session, project: Project, user: User) -> None:
+    db.add(ProjectMember(project_id=project.id, user_id=user.id))
+    db.commit()
+
+
+def make_task(db: Session, project: Project, *, k: int = 4, texts: list[str] | None = None,
+              prompt_text: str | None = None) -> RankingTask:
+    n = next(_seq)
+    prompt = Prompt(project_id=project.id, external_id=f"p{n}", text=prompt_text or f"Prompt number {n}")
+    db.add(prompt)
+    db.flush()
+    texts = texts or [f"completion {i} of prompt {n}" for i in range(k)]
+    completions = [Completion(prompt_id=prompt.id, text=t) for t in texts]
+    db.add_all(completions)
+    db.flush()
+    task = RankingTask(project_id=project.id, prompt_id=prompt.id)
+    db.add(task)
+    db.flush()
+    db.add_all(TaskCompletion(task_id=task.id, completion_id=c.id, position=i) for i, c in enumerate(completions))
+    db.commit()
+    return task
+
+
+def make_token(db: Session, *scopes: str) -> str:
+    _row, plaintext = auth_service.create_api_token(db, name="test", scopes=list(scopes), created_by=None)
+    db.commit()
+    return plaintext
+
+
+def login(client: TestClient, user: User) -> TestClient:
+    response = client.post("/login", data={"email": user.email, "password": PASSWORD}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return client
+
+
+def csrf_of(client: TestClient, db: Session) -> str:
+    """The CSRF token of the client's current session (as a page would embed it)."""
+    from app.auth.security import token_digest
+    from app.models import WebSession
+    from sqlalchemy import select
+
+    token = client.cookies.get("ranklab_session")
+    return db.scalar(select(WebSession.csrf_token).where(WebSession.token_hash == token_digest(token)))

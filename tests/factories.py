@@ -72,3 +72,27 @@ def csrf_of(client: TestClient, db: Session) -> str:
 
     token = client.cookies.get("ranklab_session")
     return db.scalar(select(WebSession.csrf_token).where(WebSession.token_hash == token_digest(token)))
+
+
+def make_ranking(db: Session, task: RankingTask, user: User, groups: list[list[int]], **fields):
+    """Stores a submitted ranking with its derived pairs, as the labeling service would."""
+    from app.labeling.partition import pairs_from_groups
+    from app.models import Assignment, AssignmentState, PairwiseComparison, Ranking, TaskStatus, utcnow
+
+    now = utcnow()
+    assignment = Assignment(task_id=task.id, user_id=user.id, project_id=task.project_id,
+                            state=AssignmentState.submitted, lease_expires_at=now, finished_at=now)
+    db.add(assignment)
+    db.flush()
+    ranking = Ranking(task_id=task.id, user_id=user.id, project_id=task.project_id, assignment_id=assignment.id,
+                      groups=groups, display_order=[c for g in groups for c in g], **fields)
+    ranking.pairs = [PairwiseComparison(task_id=task.id, chosen_id=c, rejected_id=r, margin=m)
+                     for c, r, m in pairs_from_groups(groups)]
+    db.add(ranking)
+    task.slots_taken += 1
+    task.rankings_count += 1
+    project = db.get(Project, task.project_id)
+    if task.rankings_count >= project.overlap:
+        task.status = TaskStatus.complete
+    db.commit()
+    return ranking

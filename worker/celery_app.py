@@ -1,0 +1,56 @@
+"""The Celery app, configured from ranklab's Settings.
+
+Production: Redis broker. Embedded default (`make run`): kombu's SQLAlchemy transport on a
+SQLite file, so no server is needed and the same task code runs in both."""
+from __future__ import annotations
+
+from celery import Celery
+
+from app.settings import Settings, get_settings
+
+# Task names are constants so the web process can enqueue by name without importing torch.
+PING = "ranklab.ping"
+# Queues: training steps run one at a time per GPU worker; generation batches can fan out.
+TRAIN_QUEUE = "train"
+GENERATE_QUEUE = "generate"
+
+
+def broker_url(settings: Settings) -> str:
+    if settings.broker_url:
+        return settings.broker_url
+    return f"sqla+sqlite:///{settings.data_dir / 'broker.sqlite'}"
+
+
+def result_backend(settings: Settings) -> str:
+    if settings.result_backend:
+        return settings.result_backend
+    if settings.broker_url.startswith("redis"):
+        return settings.broker_url
+    return f"db+sqlite:///{settings.data_dir / 'results.sqlite'}"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("ranklab", broker=broker_url(settings), backend=result_backend(settings))
+    app.conf.update(
+        task_acks_late=True,  # a worker killed mid-task leaves the message for the next one
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=TRAIN_QUEUE,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        result_extended=True,
+        imports=["worker.tasks"],
+    )
+    if app.conf.broker_url.startswith("sqla+"):
+        # NOTES.md: transport options are passed to create_engine by kombu's SQLAlchemy
+        # transport, so the polling interval is set on the transport class instead.
+        from kombu.transport import sqlalchemy as sqla_transport
+
+        sqla_transport.Transport.polling_interval = 0.5
+    return app
+
+
+celery_app = make_celery()

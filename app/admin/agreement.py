@@ -1,0 +1,119 @@
+"""Inter-labeler agreement on overlapped tasks: pure functions on rankings (no DB).
+
+A ranking is a list of groups of completion ids, best first; ids inside one group are tied.
+Two measures compare two labelers' rankings of the same task:
+
+- pairwise agreement: of all unordered pairs of completions, the share on which both labelers
+  give the same verdict (a above b, b above a, or tied).
+- Kendall's tau-b: rank correlation corrected for ties, in [-1, 1]. Undefined (None) when one
+  labeler tied every completion, because there is no order to correlate with.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from app.labeling.partition import rank_positions
+
+Groups = Sequence[Sequence[int]]
+
+
+@dataclass(frozen=True)
+class PairComparison:
+    """Two rankings of one task compared."""
+
+    pairs: int
+    """Completion pairs both labelers ranked."""
+    agreeing: int
+    """Of those, pairs with the same verdict."""
+    tau_b: float | None
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def compare_rankings(a: Groups, b: Groups) -> PairComparison:
+    """Compares two rankings over the completions both contain."""
+    rank_a, rank_b = rank_positions(a), rank_positions(b)
+    shared = sorted(rank_a.keys() & rank_b.keys())
+    agreeing = concordant = discordant = tied_a_only = tied_b_only = 0
+    pairs = 0
+    for x, y in combinations(shared, 2):
+        pairs += 1
+        # Lower rank = better; the sign says which of the two each labeler preferred (0 = tie).
+        verdict_a = _sign(rank_a[y] - rank_a[x])
+        verdict_b = _sign(rank_b[y] - rank_b[x])
+        agreeing += verdict_a == verdict_b
+        if verdict_a and verdict_b:
+            if verdict_a == verdict_b:
+                concordant += 1
+            else:
+                discordant += 1
+        elif verdict_a and not verdict_b:
+            tied_b_only += 1
+        elif verdict_b and not verdict_a:
+            tied_a_only += 1
+    # tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)); n0 - n1 counts pairs a did not tie,
+    # which is C + D + (pairs tied only by b); likewise for b.
+    untied_a = concordant + discordant + tied_b_only
+    untied_b = concordant + discordant + tied_a_only
+    tau = None
+    if untied_a and untied_b:
+        tau = (concordant - discordant) / math.sqrt(untied_a * untied_b)
+    return PairComparison(pairs=pairs, agreeing=agreeing, tau_b=tau)
+
+
+@dataclass
+class AgreementSummary:
+    """Agreement aggregated over many comparisons (each a pair of labelers on one shared task)."""
+
+    comparisons: int = 0
+    tasks: set[int] = field(default_factory=set)
+    pairs: int = 0
+    agreeing: int = 0
+    tau_values: list[float] = field(default_factory=list)
+
+    def add(self, task_id: int, result: PairComparison) -> None:
+        self.comparisons += 1
+        self.tasks.add(task_id)
+        self.pairs += result.pairs
+        self.agreeing += result.agreeing
+        if result.tau_b is not None:
+            self.tau_values.append(result.tau_b)
+
+    @property
+    def agreement_pct(self) -> float | None:
+        """Pooled over all compared completion pairs."""
+        return 100.0 * self.agreeing / self.pairs if self.pairs else None
+
+    @property
+    def mean_tau_b(self) -> float | None:
+        """Mean of per-comparison tau-b (comparisons where tau-b is undefined are left out)."""
+        return sum(self.tau_values) / len(self.tau_values) if self.tau_values else None
+
+
+@dataclass
+class AgreementReport:
+    overall: AgreementSummary
+    per_labeler: dict[int, AgreementSummary]
+    """user id -> that labeler compared with every other labeler on the tasks they share."""
+
+
+def agreement_report(rankings_by_task: Mapping[int, Mapping[int, Groups]]) -> AgreementReport:
+    """`rankings_by_task`: task id -> {user id -> groups}. Tasks with one ranking are ignored.
+
+    Every pair of labelers on a task is one comparison; it counts once in the overall summary
+    and once for each of the two labelers."""
+    overall = AgreementSummary()
+    per_labeler: dict[int, AgreementSummary] = defaultdict(AgreementSummary)
+    for task_id, by_user in rankings_by_task.items():
+        for (user_a, groups_a), (user_b, groups_b) in combinations(sorted(by_user.items()), 2):
+            result = compare_rankings(groups_a, groups_b)
+            overall.add(task_id, result)
+            per_labeler[user_a].add(task_id, result)
+            per_labeler[user_b].add(task_id, result)
+    return AgreementReport(overall=overall, per_labeler=dict(per_labeler))

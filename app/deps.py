@@ -89,8 +89,8 @@ async def csrf_protect(request: Request, user: Annotated[User | None, Depends(op
 CsrfDep = Depends(csrf_protect)
 
 
-def require_scope(scope: TokenScope):
-    """Bearer-token auth for /api/v1. The admin scope implies every other scope."""
+def require_scope(scope: TokenScope | None):
+    """Bearer-token auth for /api/v1. The admin scope implies every other scope; None accepts any valid token."""
 
     def dependency(request: Request, db: DbDep) -> ApiToken:
         header = request.headers.get("Authorization", "")
@@ -102,7 +102,7 @@ def require_scope(scope: TokenScope):
         if row is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Unknown or revoked API token.",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if scope not in row.scopes and TokenScope.admin not in row.scopes:
+        if scope is not None and scope not in row.scopes and TokenScope.admin not in row.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"This token lacks the '{scope}' scope.")
         request.state.api_token = row
         return row
@@ -113,3 +113,5 @@ def require_scope(scope: TokenScope):
 UploadTokenDep = Annotated[ApiToken, Depends(require_scope(TokenScope.upload))]
 ExportTokenDep = Annotated[ApiToken, Depends(require_scope(TokenScope.export))]
 AdminTokenDep = Annotated[ApiToken, Depends(require_scope(TokenScope.admin))]
+AnyTokenDep = Annotated[ApiToken, Depends(require_scope(None))]
+"""Any valid token, whatever its scopes (read-only project listings)."""

@@ -1,4 +1,55 @@
-"""Routes for projects (filled in by its owner)."""
-from fastapi import APIRouter
+"""/api/v1/projects: create, list, read, change, and progress."""
+from fastapi import APIRouter, HTTPException, status
 
-router = APIRouter()
+from app.deps import AdminTokenDep, AnyTokenDep, DbDep, ExportTokenDep, UploadTokenDep
+from app.projects import service
+from app.projects.deps import ProjectDep
+from app.projects.schemas import ErrorOut, ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
+
+api_router = APIRouter(prefix="/api/v1", tags=["projects"])
+ERRORS = {401: {"model": ErrorOut, "description": "Missing or unknown token."},
+          403: {"model": ErrorOut, "description": "The token lacks the scope."}}
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No such project."}}
+
+
+@api_router.post("/projects", status_code=201, response_model=ProjectOut, summary="Create a project",
+                 responses={**ERRORS, 409: {"model": ErrorOut, "description": "The name is taken."}})
+def create_project(body: ProjectCreate, db: DbDep, _token: UploadTokenDep):
+    """Needs an `upload` (or `admin`) token. K (completions per task) is bounded by 4–9."""
+    try:
+        return service.create_project(db, **body.model_dump())
+    except service.DuplicateProjectName as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except service.ProjectError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+@api_router.get("/projects", response_model=list[ProjectOut], summary="List projects", responses=ERRORS)
+def list_projects(db: DbDep, _token: AnyTokenDep):
+    """Any valid token."""
+    return service.list_projects(db)
+
+
+@api_router.get("/projects/{project_id}", response_model=ProjectOut, summary="Read a project",
+                responses={**ERRORS, **NOT_FOUND})
+def get_project(project: ProjectDep, _token: AnyTokenDep):
+    return project
+
+
+@api_router.patch("/projects/{project_id}", response_model=ProjectOut, summary="Change a project",
+                  responses={**ERRORS, **NOT_FOUND, 409: {"model": ErrorOut}})
+def update_project(body: ProjectUpdate, project: ProjectDep, db: DbDep, _token: AdminTokenDep):
+    """Needs an `admin` token. Only the fields sent change; a refused value changes nothing."""
+    try:
+        return service.update_project(db, project=project, **body.model_dump(exclude_unset=True))
+    except service.DuplicateProjectName as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except service.ProjectError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+@api_router.get("/projects/{project_id}/progress", response_model=ProgressOut, summary="Labeling progress",
+                responses={**ERRORS, **NOT_FOUND})
+def project_progress(project: ProjectDep, db: DbDep, _token: ExportTokenDep):
+    """Needs an `export` (or `admin`) token."""
+    return service.project_progress(db, project=project)

@@ -1,0 +1,68 @@
+"""Project bodies and answers of the /api/v1 API."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STRICT_BODY = ConfigDict(extra="forbid", strict=True)
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"name": "support answers", "guidelines": "Prefer correct, short answers.", "k_min": 4, "k_max": 6,
+         "overlap": 3}]})
+    name: str = Field(min_length=1, max_length=200, description="Unique among projects.")
+    description: str = ""
+    guidelines: str = Field("", description="Markdown shown to labelers beside every task.")
+    k_min: int = Field(4, ge=4, le=9, description="Fewest completions per task.")
+    k_max: int = Field(9, ge=4, le=9, description="Most completions per task (≥ k_min).")
+    overlap: int = Field(1, ge=1, le=50, description="Independent rankings wanted per task.")
+    lease_minutes: int = Field(30, ge=1, le=7 * 24 * 60, description="How long a labeler holds a task.")
+    flags: list[str] | None = Field(None, description="Per-completion flags labelers can set. "
+                                                      "Default: unsafe, factually_wrong, off_topic.")
+
+
+class ProjectUpdate(BaseModel):
+    """Only the fields sent are changed."""
+
+    model_config = STRICT_BODY
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = None
+    guidelines: str | None = None
+    k_min: int | None = Field(None, ge=4, le=9)
+    k_max: int | None = Field(None, ge=4, le=9)
+    overlap: int | None = Field(None, ge=1, le=50)
+    lease_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
+    flags: list[str] | None = None
+
+
+class ProjectOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    description: str
+    guidelines: str
+    k_min: int
+    k_max: int
+    overlap: int
+    lease_minutes: int
+    flags: list[str]
+    created_at: datetime
+
+
+class ProgressOut(BaseModel):
+    prompts: int
+    tasks: int = Field(description="Open and complete tasks (retired ones are left out).")
+    tasks_open: int
+    tasks_complete: int
+    tasks_retired: int
+    rankings: int
+    overlap: int
+    coverage: float = Field(description="Rankings on live tasks / (tasks × overlap); 1.0 when labeling is done.")
+    tasks_by_rankings: dict[str, int] = Field(description='How many live tasks have 0, 1, 2... rankings, e.g. {"0": 12, "1": 3}.')
+    open_leases: int = Field(description="Tasks held right now by a labeler.")
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What was wrong, naming the field or line, and what to send instead.")

@@ -1,7 +1,143 @@
-"""Admin pages: the dashboard and per-project pages; accounts and tokens live in people_routes."""
-from fastapi import APIRouter
+"""Admin pages: the dashboard and per-project pages (settings, uploads, progress, labelers, members).
+Accounts and API tokens are in people_routes."""
+from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from app.admin import forms, service, stats
 from app.admin.people_routes import router as people_router
+from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
+from app.models import Project, Role
+from app.projects import service as projects
+from app.prompts import service as prompts
+from app.prompts.jsonl import read_lines
+from app.web import page, render_markdown
 
+pages = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
+
+UPLOAD_KINDS = {"prompts": "Prompts", "completions": "Completions"}
+
+
+def _project_or_404(db, project_id: int) -> Project:
+    project = projects.get_project(db, project_id=project_id)
+    if project is None:
+        raise HTTPException(404, f"No project with id {project_id}.")
+    return project
+
+
+@pages.get("")
+def dashboard(request: Request, db: DbDep, _admin: AdminDep):
+    rows = [(p, projects.project_progress(db, project=p)) for p in projects.list_projects(db)]
+    return page(request, "admin/dashboard.html", {"rows": rows})
+
+
+@pages.get("/projects/new")
+def new_project(request: Request, _admin: AdminDep, settings: SettingsDep):
+    return page(request, "admin/project_form.html", {"form": forms.blank_form(settings.default_lease_minutes),
+                                                     "project": None})
+
+
+def _form_fields(name: str = "", description: str = "", guidelines: str = "", k_min: str = "", k_max: str = "",
+                 overlap: str = "", lease_minutes: str = "", flags: str = "") -> dict[str, str]:
+    return locals()
+
+
+FormText = Annotated[str, Form()]
+
+
+@pages.post("/projects", dependencies=[CsrfDep])
+def create_project(request: Request, db: DbDep, _admin: AdminDep, name: FormText = "", description: FormText = "",
+                   guidelines: FormText = "", k_min: FormText = "", k_max: FormText = "", overlap: FormText = "",
+                   lease_minutes: FormText = "", flags: FormText = ""):
+    form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
+    project = forms.save(db, form=form)
+    if project is None:
+        return page(request, "admin/project_form.html", {"form": form, "project": None}, status_code=422)
+    return RedirectResponse(f"/admin/projects/{project.id}", status_code=303)
+
+
+@pages.get("/projects/{project_id}/settings")
+def project_settings(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
+    project = _project_or_404(db, project_id)
+    return page(request, "admin/project_form.html", {"form": forms.form_of(project), "project": project})
+
+
+@pages.post("/projects/{project_id}/settings", dependencies=[CsrfDep])
+def save_settings(request: Request, db: DbDep, _admin: AdminDep, project_id: int, name: FormText = "",
+                  description: FormText = "", guidelines: FormText = "", k_min: FormText = "", k_max: FormText = "",
+                  overlap: FormText = "", lease_minutes: FormText = "", flags: FormText = ""):
+    project = _project_or_404(db, project_id)
+    form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
+    if forms.save(db, form=form, project=project) is None:  # refused: nothing was changed
+        return page(request, "admin/project_form.html", {"form": form, "project": project}, status_code=422)
+    return RedirectResponse(f"/admin/projects/{project.id}?saved=1", status_code=303)
+
+
+@pages.post("/markdown-preview", dependencies=[CsrfDep])
+def markdown_preview(_admin: AdminDep, guidelines: FormText = ""):
+    """htmx: the guidelines as labelers will see them (raw HTML escaped, unsafe links dropped)."""
+    return HTMLResponse(render_markdown(guidelines))
+
+
+def _project_page(request: Request, db, project: Project, *, upload=None, errors=None, status_code: int = 200):
+    labelers = stats.labeler_stats(db, project_id=project.id)
+    members = service.project_members(db, project_id=project.id)
+    member_ids = {m.id for m in members}
+    candidates = [u for u in service.list_users(db)
+                  if u.id not in member_ids and u.is_active and u.role == Role.labeler]
+    return page(request, "admin/project.html", {
+        "project": project, "progress": projects.project_progress(db, project=project), "labelers": labelers,
+        "agreement": stats.project_agreement(db, project_id=project.id), "members": members,
+        "candidates": candidates, "upload": upload, "upload_kinds": UPLOAD_KINDS, "errors": errors or {},
+        "saved": request.query_params.get("saved") == "1",
+    }, status_code=status_code)
+
+
+@pages.get("/projects/{project_id}")
+def project_detail(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
+    return _project_page(request, db, _project_or_404(db, project_id))
+
+
+@pages.post("/projects/{project_id}/upload", dependencies=[CsrfDep])
+def upload(request: Request, db: DbDep, _admin: AdminDep, settings: SettingsDep, project_id: int,
+           kind: FormText = "", file: UploadFile | None = None):
+    """A JSONL file of prompts, or of completion groups (one ranking task per line)."""
+    project = _project_or_404(db, project_id)
+    if kind not in UPLOAD_KINDS:
+        return _project_page(request, db, project, errors={"upload": "kind: choose prompts or completions"},
+                             status_code=422)
+    if file is None or not file.filename:
+        return _project_page(request, db, project, errors={f"upload_{kind}": "file: choose a .jsonl file to upload"},
+                             status_code=422)
+    # One line is at most as large as a JSON request body may be.
+    lines = read_lines(file.file, max_line_bytes=settings.max_body_bytes)
+    ingest = prompts.ingest_prompts if kind == "prompts" else prompts.ingest_completion_groups
+    report = ingest(db, project=project, lines=lines, max_text_chars=settings.max_text_chars)
+    return _project_page(request, db, project, upload={"kind": kind, "filename": file.filename, "report": report})
+
+
+@pages.post("/projects/{project_id}/members", dependencies=[CsrfDep])
+def add_member(request: Request, db: DbDep, _admin: AdminDep, project_id: int, user_id: FormText = ""):
+    project = _project_or_404(db, project_id)
+    try:
+        service.add_member(db, project_id=project.id, user_id=int(user_id))
+    except (ValueError, service.AdminError) as exc:
+        message = exc.message if isinstance(exc, service.AdminError) else "user: choose a user to add"
+        return _project_page(request, db, project, errors={"members": message}, status_code=422)
+    return RedirectResponse(f"/admin/projects/{project.id}#members", status_code=303)
+
+
+@pages.post("/projects/{project_id}/members/{user_id}/remove", dependencies=[CsrfDep])
+def remove_member(db: DbDep, _admin: AdminDep, project_id: int, user_id: int):
+    project = _project_or_404(db, project_id)
+    service.remove_member(db, project_id=project.id, user_id=user_id)
+    return RedirectResponse(f"/admin/projects/{project.id}#members", status_code=303)
+
+
+# main.py includes `router`: the project pages and the account and token pages.
 router = APIRouter()
+router.include_router(pages)
 router.include_router(people_router)

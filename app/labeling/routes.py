@@ -1,4 +1,154 @@
-"""Routes for labeling (filled in by its owner)."""
-from fastapi import APIRouter
+"""Labeler pages (queue, ranking page) and a small JSON API for the same actions.
 
-router = APIRouter()
+Thin: parse → service → render. The ranking page's URL answers with the whole page, or with only
+its `task` block when htmx asks (polling, next task); submit and skip answer with the next task's
+block, so the browser swaps it in without a reload."""
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
+from app.labeling import service
+from app.labeling.errors import LabelingError
+from app.labeling.schemas import (CompletionOut, NextTaskOut, PromptOut, RankingIn, SkipIn, SkipOut, SubmitOut,
+                                  TaskOut, ranking_from_form, skip_from_form)
+from app.models import Project, User
+from app.web import is_htmx, page
+
+router = APIRouter(tags=["labeling"])
+api_router = APIRouter(prefix="/api/v1/labeling", tags=["labeling"])
+
+LABEL_TEMPLATE = "labeling/label.html"
+
+
+# ---- pages ------------------------------------------------------------------------------------
+
+@router.get("/", include_in_schema=False)
+def queue_page(request: Request, db: DbDep, user: UserDep):
+    return page(request, "labeling/queue.html", {"projects": service.list_projects_for(db, user=user)})
+
+
+@router.get("/projects/{project_id}/label", include_in_schema=False)
+def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, settings: SettingsDep):
+    try:
+        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        view = service.current_task(db, user=user, project=project, sweep_every=settings.lease_sweep_seconds)
+    except LabelingError as exc:
+        return _error(request, db, exc)
+    return _task_page(request, db, user=user, project=project, view=view)
+
+
+@router.post("/projects/{project_id}/label/{assignment_id}", include_in_schema=False, dependencies=[CsrfDep])
+def submit_form(request: Request, project_id: int, assignment_id: int, db: DbDep, user: UserDep,
+                settings: SettingsDep, ranking: Annotated[str, Form()] = "",
+                flag: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
+                none_acceptable: Annotated[str, Form()] = "", time_spent_ms: Annotated[str, Form()] = "",
+                comment: Annotated[str, Form()] = ""):
+    try:
+        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        data = ranking_from_form({"ranking": ranking, "none_acceptable": none_acceptable,
+                                  "time_spent_ms": time_spent_ms, "comment": comment}, flag)
+        result, view = service.submit_ranking(db, user=user, project=project, assignment_id=assignment_id, data=data,
+                                              sweep_every=settings.lease_sweep_seconds)
+    except LabelingError as exc:
+        return _error(request, db, exc)
+    if not is_htmx(request):
+        return RedirectResponse(f"/projects/{project_id}/label", status_code=303)
+    notice = "Late, but accepted: a slot was still free." if result.late else "Saved."
+    return _task_page(request, db, user=user, project=project, view=view, notice=notice)
+
+
+@router.post("/projects/{project_id}/label/{assignment_id}/skip", include_in_schema=False, dependencies=[CsrfDep])
+def skip_form(request: Request, project_id: int, assignment_id: int, db: DbDep, user: UserDep,
+              settings: SettingsDep, reason: Annotated[str, Form()] = "", detail: Annotated[str, Form()] = ""):
+    try:
+        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        data = skip_from_form({"reason": reason, "detail": detail})
+        view = service.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=data.reason,
+                                 sweep_every=settings.lease_sweep_seconds)
+    except LabelingError as exc:
+        return _error(request, db, exc)
+    if not is_htmx(request):
+        return RedirectResponse(f"/projects/{project_id}/label", status_code=303)
+    return _task_page(request, db, user=user, project=project, view=view, notice="Skipped.")
+
+
+def _task_page(request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None,
+               notice: str = ""):
+    context = {
+        "project": project,
+        "view": view,
+        "progress": service.progress(db, user_id=user.id, project=project, holding_task=view is not None),
+        "initial_ranking": json.dumps([[c.id] for c in view.completions]) if view else "[]",
+        "notice": notice,
+    }
+    return page(request, LABEL_TEMPLATE, context, block="task")
+
+
+def _error(request: Request, db: Session, exc: LabelingError):
+    """Inline for htmx (ranking.js puts it beside the submit button; the cards stay as they are),
+    a small page otherwise. Nothing of the failed request is kept."""
+    db.rollback()
+    project_id = request.path_params.get("project_id")
+    context = {"message": exc.message, "status": exc.status_code, "project_id": project_id, "inline": is_htmx(request)}
+    return page(request, "labeling/error.html", context, block="error", status_code=exc.status_code)
+
+
+# ---- JSON API (cookie session + X-CSRF-Token, like the pages) --------------------------------
+
+def _raise(exc: LabelingError) -> None:
+    raise HTTPException(exc.status_code, exc.message)
+
+
+def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None:
+    if view is None:
+        return None
+    return TaskOut(assignment_id=view.assignment_id, task_id=view.task_id, project_id=view.project_id,
+                   lease_expires_at=view.lease_expires_at,
+                   prompt=PromptOut(text=view.prompt_text, messages=view.prompt_messages),
+                   completions=[CompletionOut(id=c.id, text=c.text) for c in view.completions],
+                   flags=list(project.flags or []))
+
+
+@api_router.get("/projects/{project_id}/next", response_model=NextTaskOut)
+def api_next_task(project_id: int, db: DbDep, user: UserDep, settings: SettingsDep) -> NextTaskOut:
+    """Your current task in the project (the same one until you submit or skip it), or null."""
+    try:
+        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        view = service.current_task(db, user=user, project=project, sweep_every=settings.lease_sweep_seconds)
+    except LabelingError as exc:
+        _raise(exc)
+    return NextTaskOut(task=_task_out(view, project))
+
+
+@api_router.post("/projects/{project_id}/assignments/{assignment_id}/ranking", response_model=SubmitOut,
+                 dependencies=[CsrfDep])
+def api_submit(project_id: int, assignment_id: int, body: RankingIn, db: DbDep, user: UserDep,
+               settings: SettingsDep) -> SubmitOut:
+    """Stores a ranking (safe to retry: a retry returns the stored one) and returns your next task."""
+    try:
+        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        result, view = service.submit_ranking(db, user=user, project=project, assignment_id=assignment_id,
+                                              data=body, sweep_every=settings.lease_sweep_seconds)
+    except LabelingError as exc:
+        _raise(exc)
+    return SubmitOut(ranking_id=result.ranking_id, late=result.late, duplicate=result.duplicate,
+                     next=_task_out(view, project))
+
+
+@api_router.post("/projects/{project_id}/assignments/{assignment_id}/skip", response_model=SkipOut,
+                 dependencies=[CsrfDep])
+def api_skip(project_id: int, assignment_id: int, body: SkipIn, db: DbDep, user: UserDep,
+             settings: SettingsDep) -> SkipOut:
+    try:
+        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        view = service.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=body.reason,
+                                 sweep_every=settings.lease_sweep_seconds)
+    except LabelingError as exc:
+        _raise(exc)
+    return SkipOut(next=_task_out(view, project))

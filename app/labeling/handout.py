@@ -1,0 +1,190 @@
+"""Handing out ranking tasks so that no slot is ever given twice, under any concurrency.
+
+Invariant: `ranking_tasks.slots_taken` = live leases + submitted rankings of the task, and it only
+changes while the task row is locked (Postgres) or under SQLite's single write lock. A labeler
+gets a task only if `slots_taken < overlap` and they never had an assignment for it (the unique
+(task_id, user_id) on assignments is the backstop).
+
+Locking order, everywhere: labeler lock (Postgres advisory lock per project+labeler) → the
+labeler's own assignment rows → task rows. The sweep never waits for a lock at all (SKIP LOCKED on
+both tables), so it cannot take part in a deadlock.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from app.db import is_sqlite
+from app.models import Assignment, AssignmentState, RankingTask, TaskCompletion, TaskStatus, utcnow
+
+SWEEP_BATCH = 500
+
+# When each engine (one per process and database) last swept: the sweep is throttled per process.
+_last_sweep: WeakKeyDictionary[Engine, float] = WeakKeyDictionary()
+
+_assignments = Assignment.__table__
+_tasks = RankingTask.__table__
+
+
+def start_write_transaction(db: Session) -> None:
+    """Makes the coming read-then-write atomic.
+
+    Postgres: nothing to do here, row locks do it. SQLite: the write lock must be taken by the
+    transaction's own BEGIN (IMMEDIATE). A transaction that began DEFERRED and only read (e.g. this
+    request's login lookup) cannot take it later in WAL mode once another writer has committed, so
+    such a transaction is committed first. Call this before anything you need to keep atomic.
+    """
+    if not is_sqlite(db):
+        return
+    if db.in_transaction():
+        if db.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            return  # this transaction already holds the write lock
+        db.commit()
+    conn = db.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    if conn.get_execution_options().get("sqlite_begin") != "IMMEDIATE":  # pragma: no cover - a wiring bug
+        raise RuntimeError("SQLite write lock was not taken at BEGIN; the handout would not be atomic")
+
+
+def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
+    """Serialises one labeler's own requests in one project (two tabs, double clicks) so they hold
+    at most one live lease there. Postgres only: SQLite's write lock already serialises everything."""
+    if not is_sqlite(db):
+        db.execute(select(func.pg_advisory_xact_lock(project_id, user_id)))
+
+
+def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
+                    sweep_every: float, now: datetime | None = None, labeler_locked: bool = False) -> int | None:
+    """The id of the assignment the labeler should work on now, or None when nothing is left.
+
+    A labeler who holds a lease in the project gets that same task back (refreshing burns nothing).
+    `labeler_locked=True` when the caller already ran start_write_transaction and lock_labeler in
+    this transaction (submit and skip hand out the next task in their own transaction)."""
+    now = now or utcnow()
+    if not labeler_locked:
+        start_write_transaction(db)
+        lock_labeler(db, project_id=project_id, user_id=user_id)
+    if _sweep_due(db, sweep_every):
+        sweep(db, now=now)
+
+    held = _held_lease(db, user_id=user_id, project_id=project_id, now=now, lease_minutes=lease_minutes)
+    if held is not None:
+        return held
+    claimed = _claim_task(db, user_id=user_id, project_id=project_id, overlap=overlap,
+                          lease_minutes=lease_minutes, now=now)
+    if claimed is None and sweep(db, now=now):
+        claimed = _claim_task(db, user_id=user_id, project_id=project_id, overlap=overlap,
+                              lease_minutes=lease_minutes, now=now)
+    return claimed
+
+
+def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, lease_minutes: int) -> int | None:
+    row = db.execute(
+        select(_assignments.c.id, _assignments.c.lease_expires_at)
+        .where(_assignments.c.user_id == user_id, _assignments.c.state == AssignmentState.leased,
+               _assignments.c.project_id == project_id)
+        .order_by(_assignments.c.id).limit(1)
+    ).first()
+    if row is None:
+        return None
+    if row.lease_expires_at > now:
+        return row.id
+    # Expired but not yet swept: the slot is still counted for this labeler, so renew it. The
+    # state condition loses cleanly against a sweep that got there first.
+    renewed = db.execute(
+        update(_assignments).where(_assignments.c.id == row.id, _assignments.c.state == AssignmentState.leased)
+        .values(lease_expires_at=now + timedelta(minutes=lease_minutes))
+    ).rowcount
+    return row.id if renewed else None
+
+
+def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
+                now: datetime) -> int | None:
+    already_had = exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == user_id)
+    task_id = db.scalar(
+        select(_tasks.c.id)
+        .where(_tasks.c.project_id == project_id, _tasks.c.status == TaskStatus.open,
+               _tasks.c.slots_taken < overlap, ~already_had)
+        .order_by(_tasks.c.id).limit(1)
+        .with_for_update(skip_locked=True)  # other labelers' picks are skipped, never waited for
+    )
+    if task_id is None:
+        return None
+    completion_ids = list(db.scalars(
+        select(TaskCompletion.completion_id).where(TaskCompletion.task_id == task_id).order_by(TaskCompletion.position)))
+    assignment_id = db.scalar(insert(_assignments).values(
+        task_id=task_id, user_id=user_id, project_id=project_id, state=AssignmentState.leased,
+        display_order=display_order(completion_ids, task_id=task_id, user_id=user_id),
+        leased_at=now, lease_expires_at=now + timedelta(minutes=lease_minutes),
+    ).returning(_assignments.c.id))
+    db.execute(update(_tasks).where(_tasks.c.id == task_id).values(slots_taken=_tasks.c.slots_taken + 1))
+    return assignment_id
+
+
+def display_order(completion_ids: list[int], *, task_id: int, user_id: int) -> list[int]:
+    """Shuffled against position bias; seeded by (task, labeler) so a refresh shows the same order."""
+    order = list(completion_ids)
+    random.Random(f"{task_id}:{user_id}").shuffle(order)
+    return order
+
+
+def _sweep_due(db: Session, every: float) -> bool:
+    engine = db.get_bind()
+    now = time.monotonic()
+    if now - _last_sweep.get(engine, float("-inf")) < every:
+        return False
+    _last_sweep[engine] = now
+    return True
+
+
+def sweep(db: Session, *, now: datetime | None = None) -> int:
+    """Expires leases past their time and frees their slots; returns how many.
+
+    SQLite: runs in the caller's transaction, which already holds the write lock (a second
+    connection would only wait for it). Postgres: its own short transaction, so the freed slots are
+    visible to everyone at once and its locks are not held while the caller renders a page."""
+    now = now or utcnow()
+    if is_sqlite(db):
+        return expire_leases(db, now=now)
+    with Session(bind=db.get_bind()) as own:
+        freed = expire_leases(own, now=now)
+        own.commit()
+    return freed
+
+
+def expire_leases(db: Session, *, now: datetime) -> int:
+    """One batch of expired leases: assignment → expired, the task's slot freed."""
+    rows = db.execute(
+        select(_assignments.c.id, _assignments.c.task_id)
+        .where(_assignments.c.state == AssignmentState.leased, _assignments.c.lease_expires_at < now)
+        .order_by(_assignments.c.id).limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return 0
+    # A task locked by a handout or submit right now is left for the next sweep.
+    locked_tasks = set(db.scalars(
+        select(_tasks.c.id).where(_tasks.c.id.in_(sorted({r.task_id for r in rows})))
+        .order_by(_tasks.c.id).with_for_update(skip_locked=True)
+    ))
+    expiring = [r for r in rows if r.task_id in locked_tasks]
+    if not expiring:
+        return 0
+    db.execute(update(_assignments).where(_assignments.c.id.in_([r.id for r in expiring]))
+               .values(state=AssignmentState.expired, finished_at=now))
+    freed_per_task: dict[int, int] = defaultdict(int)
+    for row in expiring:
+        freed_per_task[row.task_id] += 1
+    tasks_by_count: dict[int, list[int]] = defaultdict(list)
+    for task_id, count in freed_per_task.items():
+        tasks_by_count[count].append(task_id)
+    for count, task_ids in sorted(tasks_by_count.items()):
+        db.execute(update(_tasks).where(_tasks.c.id.in_(task_ids)).values(slots_taken=_tasks.c.slots_taken - count))
+    return len(expiring)
+

@@ -1,0 +1,121 @@
+"""What a labeler sends (a ranking, a skip) and what the JSON API answers."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+from app.labeling.errors import InvalidSubmission
+
+MAX_COMMENT_CHARS = 10_000
+MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+
+
+class RankingIn(BaseModel):
+    """One labeler's judgement of one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ranking: list[list[StrictInt]]
+    """Groups of completion ids, best first; ids in one group are tied."""
+    flags: dict[int, list[str]] = Field(default_factory=dict)
+    """Completion id -> names from the project's flag list."""
+    none_acceptable: bool = False
+    time_spent_ms: Annotated[int, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
+    """Active time the client measured (the server also keeps leased_at -> submitted)."""
+    comment: str = Field(default="", max_length=MAX_COMMENT_CHARS)
+
+
+class SkipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(max_length=1000)
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("say why you skip this task")
+        return value
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10])
+
+
+def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> RankingIn:
+    """The browser form: `ranking` holds the groups as JSON (kept current by ranking.js),
+    each flag checkbox sends `flag=<completion id>:<flag name>`."""
+    raw = form.get("ranking")
+    if not raw:
+        raise InvalidSubmission("ranking: missing; reload the page if this keeps happening")
+    try:
+        groups = json.loads(raw)
+    except ValueError:
+        raise InvalidSubmission("ranking: not valid JSON") from None
+    flags: dict[str, list[str]] = {}
+    for value in flag_values:
+        completion_id, sep, name = str(value).partition(":")
+        if not sep:
+            raise InvalidSubmission(f"flag: {value!r} is not '<completion id>:<flag name>'")
+        flags.setdefault(completion_id, []).append(name)
+    time_spent = form.get("time_spent_ms") or None
+    try:
+        return RankingIn(ranking=groups, flags=flags,
+                         none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
+                         time_spent_ms=int(time_spent) if time_spent and str(time_spent).isdigit() else None,
+                         comment=str(form.get("comment") or ""))
+    except ValidationError as exc:
+        raise InvalidSubmission(describe_validation_error(exc)) from None
+
+
+def skip_from_form(form: Mapping[str, Any]) -> SkipIn:
+    reason = str(form.get("reason") or "").strip()
+    detail = str(form.get("detail") or "").strip()
+    try:
+        return SkipIn(reason=f"{reason}: {detail}" if reason and detail else reason or detail)
+    except ValidationError as exc:
+        raise InvalidSubmission(describe_validation_error(exc)) from None
+
+
+class CompletionOut(BaseModel):
+    id: int
+    text: str
+
+
+class PromptOut(BaseModel):
+    text: str | None
+    messages: list[dict[str, str]] | None
+
+
+class TaskOut(BaseModel):
+    assignment_id: int
+    task_id: int
+    project_id: int
+    lease_expires_at: datetime
+    prompt: PromptOut
+    completions: list[CompletionOut]
+    """In this labeler's (shuffled) display order."""
+    flags: list[str]
+
+
+class NextTaskOut(BaseModel):
+    task: TaskOut | None
+    """None: nothing left for you right now; ask again later."""
+
+
+class SubmitOut(BaseModel):
+    ranking_id: int
+    late: bool
+    """Sent after the lease expired, accepted because a slot was still free."""
+    duplicate: bool
+    """This ranking had already been stored (a retry); the stored one stands."""
+    next: TaskOut | None
+
+
+class SkipOut(BaseModel):
+    next: TaskOut | None

@@ -1,0 +1,227 @@
+"""`ranklab` command line: bootstrap (migrate + first accounts + demo), serve, create-user, create-token.
+
+Secrets (generated passwords, API tokens) are printed exactly once, when they are created;
+only their hashes are stored, so a re-run has nothing secret to print."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import make_engine
+from app.models import Project, ProjectMember, Role, TokenScope, User
+from app.settings import ROOT, Settings, get_settings
+
+DEMO_LABELER_EMAIL = "labeler@ranklab.local"
+
+Print = Callable[[str], None]
+
+
+def _alembic_config(settings: Settings):
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    # ConfigParser treats % as interpolation; URL-encoded passwords contain it.
+    cfg.set_main_option("sqlalchemy.url", settings.sqlalchemy_url.replace("%", "%%"))
+    return cfg
+
+
+def _current_revision(settings: Settings) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def migrate(settings: Settings, out: Print = print) -> None:
+    """Alembic `upgrade head` on the configured database."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(settings)
+    before = _current_revision(settings)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    if before == head:
+        out(f"Database {where}: up to date (revision {head}).")
+        return
+    command.upgrade(cfg, "head")
+    out(f"Database {where}: migrated from {before or 'empty'} to {head}.")
+
+
+def _print_credentials(out: Print, title: str, email: str, password: str) -> None:
+    out(title)
+    out(f"    email:    {email}")
+    out(f"    password: {password}")
+
+
+def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> None:
+    """Idempotent first-run set-up. Creates the admin (and a demo labeler) only when the database
+    has no admin yet, and the demo project only when it has no project at all."""
+    from app.admin import service as admin_service
+    from app.auth import service as auth_service
+    from app.demo import seed_demo
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings, out)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with sessionmaker(bind=engine)() as db, db.begin():
+            created: list[tuple[str, str, str]] = []
+            admins = db.scalar(select(func.count()).select_from(User).where(User.role == Role.admin))
+            if admins == 0:
+                admin, password = admin_service.create_account(db, email=settings.admin_email, role=Role.admin,
+                                                               display_name="Admin")
+                created.append(("Admin account (shown only now; stored hashed):", admin.email, password))
+                if demo and auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL) is None:
+                    labeler, password = admin_service.create_account(db, email=DEMO_LABELER_EMAIL, role=Role.labeler,
+                                                                     display_name="Demo labeler")
+                    created.append(("Demo labeler account (shown only now):", labeler.email, password))
+            else:
+                out(f"Admin account exists ({admins} admin{'s' if admins > 1 else ''}); no account created.")
+            projects = db.scalar(select(func.count()).select_from(Project))
+            if demo and projects == 0:
+                labeler = auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL)
+                project = seed_demo(db, labeler=labeler)
+                out(f"Seeded the demo project “{project.name}” (id {project.id})"
+                    f"{f' with {labeler.email} as a member' if labeler else ''}.")
+            elif projects:
+                out(f"{projects} project{'s exist' if projects > 1 else ' exists'}; no demo project seeded.")
+        # Printed after the commit: a password is only shown for an account that really exists.
+        for title, email, password in created:
+            out("")
+            _print_credentials(out, title, email, password)
+        if created:
+            out("")
+            out(f"Log in at http://{settings.host}:{settings.port}/login after `ranklab serve`.")
+    finally:
+        engine.dispose()
+
+
+def _embedded_worker(settings: Settings) -> subprocess.Popen | None:
+    """A solo-pool Celery worker beside the web process, for the no-server default set-up."""
+    from worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE  # celery only; no torch in this process
+
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
+               "--concurrency=1", "--prefetch-multiplier=1", "-Q", f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
+               "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    try:
+        return subprocess.Popen(command, cwd=ROOT)
+    except OSError as exc:
+        print(f"warning: could not start the embedded worker ({exc}); training rounds will wait for a worker",
+              file=sys.stderr)
+        return None
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    worker = _embedded_worker(settings) if settings.embedded_worker else None
+    try:
+        # A factory import string, so each of several worker processes builds its own app and engine.
+        uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.web_workers, proxy_headers=True)
+    finally:
+        if worker is not None:
+            worker.terminate()  # SIGTERM: Celery's warm shutdown finishes or requeues the current task
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+def _session(settings: Settings) -> tuple[Session, Callable[[], None]]:
+    engine = make_engine(settings.sqlalchemy_url)
+    return sessionmaker(bind=engine)(), engine.dispose
+
+
+def create_user(settings: Settings, *, email: str, role: str, project_names: Sequence[str], out: Print = print) -> int:
+    from app.admin import service as admin_service
+    from app.projects import service as projects
+
+    db, dispose = _session(settings)
+    try:
+        with db.begin():
+            user, password = admin_service.create_account(db, email=email, role=role)
+            email = user.email  # normalised; read before the session closes
+            for name in project_names:
+                project = projects.get_project_by_name(db, name=name)
+                if project is None:
+                    raise admin_service.AdminError("--project", f"no project named {name!r}")
+                db.add(ProjectMember(project_id=project.id, user_id=user.id))
+    except admin_service.AdminError as exc:
+        print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+        dispose()
+    _print_credentials(out, f"Created {role} account (password shown only now):", email, password)
+    return 0
+
+
+def create_token(settings: Settings, *, name: str, scopes: Sequence[str], out: Print = print) -> int:
+    from app.auth import service as auth_service
+
+    db, dispose = _session(settings)
+    try:
+        with db.begin():
+            row, plaintext = auth_service.create_api_token(db, name=name, scopes=list(scopes),
+                                                                         created_by=None)
+            scope_list = ", ".join(row.scopes)
+    finally:
+        db.close()
+        dispose()
+    out(f"API token “{name}” ({scope_list}); shown only now, stored hashed:")
+    out(f"    {plaintext}")
+    out("Send it as: Authorization: Bearer <token>")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ranklab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    boot = commands.add_parser("bootstrap", help="migrate the database; first run: admin, demo labeler, demo project")
+    boot.add_argument("--no-demo", action="store_true", help="create neither the demo labeler nor the demo project")
+    commands.add_parser("serve", help="run the web server (settings: RANKLAB_HOST, RANKLAB_PORT, RANKLAB_WEB_WORKERS)")
+    commands.add_parser("migrate", help="only run the database migrations")
+    user = commands.add_parser("create-user", help="create an account with a generated password")
+    user.add_argument("email")
+    user.add_argument("--role", choices=[r.value for r in Role], default=Role.labeler.value)
+    user.add_argument("--project", action="append", default=[], metavar="NAME",
+                      help="make the user a member of this project (repeatable)")
+    token = commands.add_parser("create-token", help="create an API token")
+    token.add_argument("name", help="what the token is for, e.g. 'nightly export'")
+    token.add_argument("--scope", action="append", required=True, choices=[s.value for s in TokenScope],
+                       help="repeatable: upload, export, admin")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    if args.command == "bootstrap":
+        bootstrap(settings, demo=not args.no_demo)
+        return 0
+    if args.command == "migrate":
+        migrate(settings)
+        return 0
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    if args.command == "create-user":
+        return create_user(settings, email=args.email, role=args.role, project_names=args.project)
+    return create_token(settings, name=args.name, scopes=args.scope)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""`python -m worker.ml <command>`: the ML library from a shell, with progress bars.
+
+Commands are registered in COMMANDS (name -> Command). Config flags are derived from the
+config dataclasses, with each field's docstring as its help, so they never drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from worker.ml.config import GenerationConfig, RewardConfig
+
+
+@dataclass
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def default_data_dir() -> Path:
+    # Same variable the web app's Settings reads (worker.ml must not import app/).
+    return Path(os.environ.get("RANKLAB_DATA_DIR", "data"))
+
+
+class ProgressBars:
+    """An on_progress callback drawing one tqdm bar per stage."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="step", leave=True)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def field_docs(cls) -> dict[str, str]:
+    """{field: docstring} from the string literal written under each dataclass field."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """--field-name flags for every simple field of a config dataclass."""
+    docs = field_docs(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = (docs.get(f.name, "") + f" (default: {default})").replace("%", "%%")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text,
+                                action=argparse.BooleanOptionalAction)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, dest=f.name, default=None, nargs="+", help=help_text)
+        elif isinstance(default, (int, float, str)) or default is None:
+            kind = type(default) if default is not None else str
+            parser.add_argument(flag, dest=f.name, default=None, type=kind, help=help_text)
+
+
+def config_from_args(cls, args: argparse.Namespace, **fixed):
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+              if getattr(args, f.name, None) is not None}
+    return cls.from_dict({**values, **fixed})
+
+
+# --- convert-default -------------------------------------------------------------------------
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where models/ lives (default: $RANKLAB_DATA_DIR or ./data)")
+
+
+def _convert_run(args: argparse.Namespace) -> int:
+    from worker.ml.models import convert_default_model
+
+    bars = ProgressBars()
+    path = convert_default_model(args.data_dir or default_data_dir(), on_progress=bars)
+    bars.close()
+    print(path)
+    return 0
+
+
+# --- generate --------------------------------------------------------------------------------
+
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="hub id or folder (default: the converted bundled SmolLM2)")
+    parser.add_argument("--prompts", type=Path, required=True,
+                        help='JSONL: {"prompt": str | [messages], "prompt_id"?: ...} per line')
+    parser.add_argument("--out", type=Path, required=True, help="JSONL written, one line per prompt")
+    parser.add_argument("--model-version", default="", help="label stored with each completion")
+    parser.add_argument("-k", dest="k", type=int, default=None, help="completions per prompt (4-9)")
+    add_config_flags(parser, GenerationConfig, skip=("k",))
+
+
+def _generate_run(args: argparse.Namespace) -> int:
+    from worker.ml.data import read_prompts, write_jsonl
+    from worker.ml.generate import generate
+
+    cfg = config_from_args(GenerationConfig, args)
+    prompts = read_prompts(args.prompts)
+    model = args.model or str(_default_model())
+    bars = ProgressBars()
+    results = generate(model, [p for _, p in prompts], cfg, on_progress=bars,
+                       model_version=args.model_version or Path(model).name)
+    bars.close()
+    write_jsonl(args.out, (
+        {"prompt_id": prompt_id, "prompt": prompt, "completions": [c.text for c in samples],
+         "details": [{k: v for k, v in c.to_dict().items() if k != "text"} for c in samples]}
+        for (prompt_id, prompt), samples in zip(prompts, results, strict=True)
+    ))
+    print(f"wrote {len(results)} prompts x {cfg.k} completions to {args.out}")
+    return 0
+
+
+# --- train-reward ----------------------------------------------------------------------------
+
+def _train_reward_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="backbone hub id or folder (default: the converted bundled SmolLM2)")
+    parser.add_argument("--rankings", type=Path, required=True,
+                        help="rankings JSONL (format in worker/ml/data.py)")
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
+    add_config_flags(parser, RewardConfig, skip=("model", "extra"))
+
+
+def _train_reward_run(args: argparse.Namespace) -> int:
+    from worker.ml.data import read_rankings
+    from worker.ml.reward import train_reward
+
+    cfg = config_from_args(RewardConfig, args, model=args.model or str(_default_model()))
+    rankings = read_rankings(args.rankings)
+    bars = ProgressBars()
+    metrics = train_reward(cfg, rankings, args.out, on_progress=bars)
+    bars.close()
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _default_model() -> Path:
+    from worker.ml.models import convert_default_model
+
+    return convert_default_model(default_data_dir())
+
+
+# Registrations. The PPO side adds "train-policy" here: Command(help, add_arguments, run).
+COMMANDS: dict[str, Command] = {
+    "convert-default": Command("convert the bundled SmolLM2 GGUF to a HF folder (once)",
+                               _convert_arguments, _convert_run),
+    "generate": Command("sample K completions per prompt", _generate_arguments, _generate_run),
+    "train-reward": Command("train a reward model on rankings", _train_reward_arguments,
+                            _train_reward_run),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m worker.ml", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

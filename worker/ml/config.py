@@ -1,0 +1,145 @@
+"""Documented configuration for generation and reward-model training (cleanrl style).
+
+Each field carries its docstring; `__post_init__` rejects out-of-range values with a
+ValueError that names the field, so a bad request fails before any model is loaded.
+`asdict(cfg)` is what gets saved in an artifact's card.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+LR_SCHEDULES = ("linear", "cosine", "constant")
+RM_LOSSES = ("kwise", "plackett_luce")
+RM_MODES = ("lora", "full")
+GEN_BACKENDS = ("auto", "hf", "vllm")
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {message}")
+
+
+class _Config:
+    """Shared helpers: a plain dict for cards, and construction from a dict that names bad keys."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass
+class GenerationConfig(_Config):
+    k: int = 4
+    """Completions sampled per prompt (what a labeler ranks): 4 to 9."""
+    temperature: float = 0.8
+    """Sampling temperature, > 0 (K samples must differ, so greedy decoding is not offered)."""
+    top_p: float = 0.95
+    """Nucleus sampling mass in (0, 1]; 1 disables it."""
+    max_new_tokens: int = 128
+    """Longest completion in tokens; a completion that hits it has finish_reason "length"."""
+    max_prompt_tokens: int = 1024
+    """Longer prompts keep their last `max_prompt_tokens` tokens (the end matters most in chat)."""
+    batch_size: int = 32
+    """Sequences (prompt x sample rows) per generate call; prompts per call = batch_size // k."""
+    seed: int | None = 0
+    """Sampling seed for reproducible rounds; None draws a fresh one."""
+    backend: str = "auto"
+    """"hf" (transformers generate), "vllm" (needs vllm and CUDA), or "auto" (vllm when usable)."""
+    device: str | None = None
+    """"cpu", "cuda", ...; None picks CUDA when present."""
+    autocast: bool = True
+    """bf16 autocast where the hardware has it (1.5-2x faster on this CPU); False for fp32."""
+
+    def __post_init__(self) -> None:
+        _check(4 <= self.k <= 9, "k", f"must be between 4 and 9, got {self.k}")
+        _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
+        _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(1 <= self.max_new_tokens <= 8192, "max_new_tokens",
+               f"must be between 1 and 8192, got {self.max_new_tokens}")
+        _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
+        _check(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        _check(self.backend in GEN_BACKENDS, "backend", f"must be one of {GEN_BACKENDS}")
+
+    @property
+    def prompts_per_batch(self) -> int:
+        return max(1, self.batch_size // self.k)
+
+
+@dataclass
+class RewardConfig(_Config):
+    model: str = ""
+    """Backbone: hub id or local folder of a causal LM (the policy's base, usually)."""
+    mode: str = "lora"
+    """"lora" (adapters + trainable score head, small artifact) or "full" fine-tuning."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch."""
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that get LoRA adapters (the score head is always fully trained)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate (AdamW). 2e-4 suits LoRA; use ~2e-5 for full fine-tuning."""
+    lr_schedule: str = "linear"
+    """Decay after warmup: "linear" to 0, "cosine" to 0, or "constant"."""
+    warmup_fraction: float = 0.05
+    """Fraction of optimizer steps spent warming the LR up linearly from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables clipping."""
+    epochs: int = 1
+    """Passes over the training rankings; 1 is the InstructGPT recommendation (more overfits)."""
+    batch_rankings: int = 8
+    """Rankings per optimizer step. Each ranking forwards its K completions once."""
+    max_tokens_per_forward: int = 4096
+    """Padded tokens (sequences x longest) per forward pass; a step whose rankings exceed it is
+    split into several forwards with gradient accumulation (a ranking is never split)."""
+    max_length: int = 512
+    """Tokens per prompt+completion; longer sequences keep their end, where the reward is read."""
+    loss: str = "kwise"
+    """"kwise": mean -log sigmoid(r_better - r_worse) over all pairs of a ranking (InstructGPT).
+    "plackett_luce": listwise likelihood of the ranked order (ties: Breslow, see reward.py)."""
+    val_fraction: float = 0.1
+    """Fraction of prompts held out for validation (the split is by prompt, never by ranking)."""
+    norm_samples: int = 1024
+    """Training completions scored after training to fit the reward's mean/std normalisation."""
+    seed: int = 0
+    """Seed for the split, shuffling, and the score head's initialisation."""
+    device: str | None = None
+    """"cpu", "cuda", ...; None picks CUDA when present."""
+    autocast: bool = True
+    """bf16 autocast where the hardware has it; False trains in the weights' dtype."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory (recompute activations in the backward pass)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes saved with the card (e.g. the round id)."""
+
+    def __post_init__(self) -> None:
+        _check(self.mode in RM_MODES, "mode", f"must be one of {RM_MODES}, got {self.mode!r}")
+        _check(self.loss in RM_LOSSES, "loss", f"must be one of {RM_LOSSES}, got {self.loss!r}")
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}")
+        _check(1 <= self.lora_r <= 1024, "lora_r", f"must be between 1 and 1024, got {self.lora_r}")
+        _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        _check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        _check(len(self.lora_targets) > 0, "lora_targets", "name at least one module")
+        _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        _check(0 <= self.warmup_fraction < 1, "warmup_fraction", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        _check(1 <= self.epochs <= 100, "epochs", f"must be between 1 and 100, got {self.epochs}")
+        _check(self.batch_rankings >= 1, "batch_rankings", "must be at least 1")
+        _check(self.max_tokens_per_forward >= 16, "max_tokens_per_forward", "must be at least 16")
+        _check(16 <= self.max_length <= 32768, "max_length", f"must be between 16 and 32768, got {self.max_length}")
+        _check(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        _check(self.norm_samples >= 0, "norm_samples", "must be >= 0")

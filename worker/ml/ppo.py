@@ -1,0 +1,266 @@
+"""PPO for a LoRA policy against a frozen reward: `train_policy(cfg, prompts, reward, out_dir)`.
+
+One backbone holds the policy (LoRA adapter), the reference (adapter disabled) and the value
+head (see values.py for the value-function choice and its measured cost). The details follow
+Huang et al., "The N Implementation Details of RLHF with PPO": per-token KL penalty with the
+score on the last token, temperature-scaled logprobs recomputed by a forward pass, dropout
+off, GAE with gamma=1 / lambda=0.95, whitened advantages, clipped policy and value losses,
+several epochs over shuffled minibatches, rollouts batched with left padding.
+Pure tensor maths lives in ppo_math.py, sampling and scoring in ppo_rollout.py.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from worker.ml import ppo_math as pm
+from worker.ml.config import _check, _Config
+from worker.ml.data import Prompt
+from worker.ml.models import Progress, autocast, pick_device
+from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
+from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
+from worker.ml.values import VALUE_MODES, PolicyValue
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+@dataclass
+class PPOConfig(_Config):
+    model: str = ""
+    """Starting policy: a local HF folder (base or SFT, e.g. the converted SmolLM2) or a policy
+    adapter folder from an earlier run (training continues that adapter; the reference stays
+    its base)."""
+    steps: int = 8
+    """PPO iterations. Each samples `batch_size` prompts, rolls out, scores and updates."""
+    batch_size: int = 8
+    """Prompts (= responses) per iteration."""
+    minibatch_size: int = 4
+    """Responses per gradient step; batch_size / minibatch_size steps per PPO epoch."""
+    ppo_epochs: int = 4
+    """Passes over each rollout batch, freshly shuffled each time."""
+    max_new_tokens: int = 32
+    """Longest response. One that reaches it without EOS gets `missing_eos_penalty`."""
+    max_prompt_tokens: int = 256
+    """Longer prompts keep their last tokens (the assistant-turn opener must survive)."""
+    generation_batch_size: int = 0
+    """Prompts per `generate` call (left-padded together); 0 = the whole batch in one call."""
+    temperature: float = 0.7
+    """Sampling temperature; logprobs use logits divided by the same value."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate for the LoRA weights and the value head (Adam eps 1e-5)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables clipping."""
+    lora_r: int = 16
+    """LoRA rank of the policy adapter (and of the value adapter in value_mode "adapter")."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (updates are scaled by alpha / r)."""
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                     "up_proj", "down_proj")
+    """Module names that get LoRA adapters. LoRA dropout is always 0 (dropout off in RL)."""
+    kl_coef: float = 0.05
+    """beta: weight of the per-token KL(policy || reference) penalty in the reward."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimate in the reward: "k1" (log ratio), "k2" or "k3" (see ppo_math)."""
+    adaptive_kl_target: float | None = None
+    """When set, beta adapts so the mean per-response KL tracks this value (Ziegler et al.)."""
+    adaptive_kl_horizon: int = 10_000
+    """Responses over which the adaptive controller may move beta by up to 20%."""
+    missing_eos_penalty: float = 1.0
+    """Subtracted from the score of a response that ends without EOS (0 disables)."""
+    whiten_rewards: bool = False
+    """Scale per-token rewards to unit variance (mean kept) before GAE."""
+    gamma: float = 1.0
+    """Discount over response tokens."""
+    lam: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO ratio clip epsilon."""
+    clip_range_value: float = 0.2
+    """How far a value prediction may move from its rollout value before the loss clips."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the total loss."""
+    value_mode: str = "shared"
+    """"shared": value head on the policy's trunk; "adapter": a second LoRA + head (values.py)."""
+    merge: bool = False
+    """Also save a merged full model under `out_dir/merged` (loads without peft)."""
+    seed: int = 0
+    """Seeds LoRA/value-head initialisation, prompt order and sampling."""
+    device: str | None = None
+    """"cpu", "cuda", ...; None picks CUDA when present."""
+    autocast: bool = True
+    """bf16 autocast for the trunk where the hardware has it; logprobs are always fp32."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
+        _check(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
+        _check(1 <= self.minibatch_size <= self.batch_size, "minibatch_size",
+               "must be between 1 and batch_size")
+        _check(self.ppo_epochs >= 1, "ppo_epochs", "must be at least 1")
+        _check(1 <= self.max_new_tokens <= 8192, "max_new_tokens", "must be between 1 and 8192")
+        _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
+        _check(self.generation_batch_size >= 0, "generation_batch_size", "must be >= 0")
+        _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
+        _check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        _check(1 <= self.lora_r <= 1024, "lora_r", "must be between 1 and 1024")
+        _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
+        _check(len(self.lora_targets) > 0, "lora_targets", "name at least one module")
+        _check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be one of {KL_ESTIMATORS}")
+        _check(self.adaptive_kl_target is None or self.adaptive_kl_target > 0,
+               "adaptive_kl_target", "must be positive or unset")
+        _check(self.adaptive_kl_horizon >= 1, "adaptive_kl_horizon", "must be at least 1")
+        _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0")
+        _check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
+        _check(0 <= self.lam <= 1, "lam", "must be in [0, 1]")
+        _check(self.clip_range > 0, "clip_range", "must be positive")
+        _check(self.clip_range_value > 0, "clip_range_value", "must be positive")
+        _check(self.vf_coef >= 0, "vf_coef", "must be >= 0")
+        _check(self.value_mode in VALUE_MODES, "value_mode", f"must be one of {VALUE_MODES}")
+
+
+def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, kl_ctl,
+             reward_fn: RewardFn, prompts: Sequence[Prompt], cfg: PPOConfig) -> dict[str, float]:
+    """One PPO iteration on `prompts`: roll out, score, compute advantages, update. Returns stats."""
+    device = policy.causal_lm.device
+    use_amp = cfg.autocast
+    started = time.perf_counter()
+
+    # 1. Roll out with the current policy: one response per prompt, many per generate call.
+    policy.eval()  # dropout is also zeroed for good in build_policy
+    with autocast(device, use_amp):
+        rollout = sample_rollout(policy.peft_model, tokenizer, prompts,
+                                 max_prompt_tokens=cfg.max_prompt_tokens,
+                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                 generation_batch_size=cfg.generation_batch_size)
+    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
+    response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
+    n_context, batch = rollout.query_ids.shape[1], response_ids.shape[0]
+
+    # 2. Score the decoded responses with the frozen reward; penalise responses without EOS.
+    raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)  # [B]
+    scores = scores.to(device)
+
+    # 3. Logprobs of the sampled tokens under the rollout policy and under the reference
+    #    (adapter disabled), plus values. Recomputed by a forward pass, not taken from
+    #    generate(), so old and new logprobs come from the same computation.
+    old_logprobs, ref_logprobs, old_values, entropies = [], [], [], []
+    with torch.no_grad(), autocast(device, use_amp):
+        for rows in torch.arange(batch).split(cfg.minibatch_size):
+            ids, am, labels = input_ids[rows], attention_mask[rows], response_ids[rows]
+            logits, values = policy(ids, am, n_context, cfg.temperature)  # [b, T, V], [b, T]
+            if values is None:
+                values = policy.values(ids, am, n_context)
+            old_logprobs.append(pm.logprobs_of_labels(logits, labels))  # [b, T]
+            entropies.append(pm.entropy_from_logits(logits))  # [b, T]
+            ref_logits = policy.reference_logits(ids, am, n_context, cfg.temperature)
+            ref_logprobs.append(pm.logprobs_of_labels(ref_logits, labels))  # [b, T]
+            old_values.append(values.float())
+    old_logprobs, ref_logprobs = torch.cat(old_logprobs), torch.cat(ref_logprobs)  # [B, T]
+    old_values, entropy = torch.cat(old_values) * mask, torch.cat(entropies)  # [B, T]
+
+    # 4. Per-token reward: -beta * KL at every token, plus the score at the last real token.
+    kl = pm.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask  # [B, T]
+    rewards = pm.per_token_rewards(scores, kl, mask, kl_ctl.value)  # [B, T]
+    if cfg.whiten_rewards:
+        rewards = pm.masked_whiten(rewards, mask, shift_mean=False)
+
+    # 5. Advantages by GAE over response tokens, whitened over the batch; returns for the value.
+    advantages, returns = pm.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)  # [B, T] each
+    advantages = pm.masked_whiten(advantages, mask)
+
+    # 6. Several epochs of clipped PPO updates over shuffled minibatches.
+    trainable = policy.trainable_parameters()
+    update_stats: dict[str, list[float]] = defaultdict(list)
+    for _epoch in range(cfg.ppo_epochs):
+        for rows in torch.randperm(batch).split(cfg.minibatch_size):
+            ids, am, labels, mb_mask = input_ids[rows], attention_mask[rows], response_ids[rows], mask[rows]
+            with autocast(device, use_amp):
+                logits, values = policy(ids, am, n_context, cfg.temperature)  # [b, T, V], [b, T]
+                new_logprobs = pm.logprobs_of_labels(logits, labels)  # [b, T]
+                pg_loss, pg_stats = pm.clipped_policy_loss(
+                    new_logprobs, old_logprobs[rows], advantages[rows], mb_mask, cfg.clip_range)
+                if values is None:  # value_mode "adapter": free the policy graph, then the value's
+                    pg_loss.backward()
+                    values = policy.values(ids, am, n_context)  # [b, T]
+                vf_loss, vf_stats = pm.clipped_value_loss(
+                    values, old_values[rows], returns[rows], mb_mask, cfg.clip_range_value)
+            if policy.value_mode == "shared":  # one backward through the shared trunk
+                (pg_loss + cfg.vf_coef * vf_loss).backward()
+            else:
+                (cfg.vf_coef * vf_loss).backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for name, value in {"policy_loss": pg_loss, "value_loss": vf_loss, **pg_stats, **vf_stats}.items():
+                update_stats[name].append(float(value))
+
+    # 7. Adapt beta to the measured KL, and summarise the iteration.
+    seq_kl = (pm.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask).sum(1)  # [B]
+    kl_coef_used = kl_ctl.value
+    kl_ctl.update(float(seq_kl.mean()), batch)
+    stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
+    stats.update({
+        "score": float(raw_scores.mean()),
+        "penalised_score": float(scores.mean()),
+        "kl": float(seq_kl.mean()),
+        "non_score_reward": float(-(kl_coef_used * kl).sum(1).mean()),
+        "kl_coef": kl_coef_used,
+        "entropy": float(pm.masked_mean(entropy, mask)),
+        "response_length": float(mask.sum(1).mean()),
+        "no_eos_fraction": float((~rollout.has_eos).float().mean()),
+        "seconds": time.perf_counter() - started,
+    })
+    return stats
+
+
+def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
+                 out_dir: str | os.PathLike, on_progress: Progress | None = None) -> dict[str, Any]:
+    """Run `cfg.steps` PPO iterations and save the policy adapter (+ card) in `out_dir`.
+
+    `reward_model_or_fn`: a reward artifact folder, a RewardScorer, or any callable
+    `reward_fn(prompts, responses) -> tensor [B]`. Returns per-iteration lists (score, kl,
+    entropy, clip_fraction, approx_kl, value_loss, response_length, ...) plus totals and the
+    folders written.
+    """
+    if not prompts:
+        raise ValueError("prompts: need at least one prompt")
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    policy, tokenizer = build_policy(cfg, device)
+    reward_fn = resolve_reward(reward_model_or_fn, device)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
+    kl_ctl = (pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.adaptive_kl_horizon)
+              if cfg.adaptive_kl_target else pm.FixedKLController(cfg.kl_coef))
+
+    history: dict[str, list[float]] = defaultdict(list)
+    order: list[int] = []
+    started = time.perf_counter()
+    for step in range(cfg.steps):
+        # Walk the prompts in a fresh random order each pass (prompts may be fewer than a batch).
+        while len(order) < cfg.batch_size:
+            order += torch.randperm(len(prompts)).tolist()
+        batch_prompts, order = [prompts[i] for i in order[:cfg.batch_size]], order[cfg.batch_size:]
+        stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, batch_prompts, cfg)
+        for name, value in stats.items():
+            history[name].append(value)
+        if on_progress is not None:
+            on_progress(step + 1, cfg.steps, f"ppo step {step + 1}/{cfg.steps}: "
+                        f"score {stats['score']:.3f}, kl {stats['kl']:.3f}")
+    seconds = time.perf_counter() - started
+
+    metrics: dict[str, Any] = dict(history)
+    metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
+    card = {"kind": "policy", "config": cfg.to_dict(),
+            "metrics": {name: values[-1] for name, values in history.items()},
+            "samples_per_second": metrics["samples_per_second"]}
+    metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
+    return metrics

@@ -1,0 +1,99 @@
+"""Loading and saving around PPO: the LoRA policy on one backbone, the frozen reward, and the
+saved policy artifact (a peft adapter folder + ranklab_card.json, optionally a merged model).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from worker.ml.models import (is_adapter_dir, load_causal_lm, load_tokenizer, match_embeddings,
+                              save_artifact)
+from worker.ml.ppo_rollout import RewardFn
+from worker.ml.values import VALUE_ADAPTER, PolicyValue, check_head_matches
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere, for good: rollouts and training must see the same network, or
+    the PPO ratio is noise (Huang et al.). eval() alone would be undone by a stray train()."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    model.eval()
+
+
+def lora_config(cfg) -> LoraConfig:
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+
+
+def base_of_adapter(path: str | os.PathLike) -> str:
+    config = json.loads((Path(path) / "adapter_config.json").read_text())
+    return config["base_model_name_or_path"]
+
+
+def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
+    """(policy-with-value on `device`, left-padding tokenizer) from `cfg.model`.
+
+    A plain model folder gets a fresh LoRA adapter (B = 0, so policy == reference at first);
+    an adapter folder continues that adapter, and its base stays the reference.
+    """
+    model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    if not model_path:
+        raise ValueError("model: name the starting policy (a model or adapter folder)")
+    tokenizer = load_tokenizer(model_path)
+    if is_adapter_dir(model_path):
+        base = load_causal_lm(base_of_adapter(model_path), device=device)
+        match_embeddings(base, tokenizer)
+        peft_model = PeftModel.from_pretrained(base, model_path, is_trainable=True)
+    else:
+        base = load_causal_lm(model_path, device=device)
+        match_embeddings(base, tokenizer)
+        peft_model = get_peft_model(base, lora_config(cfg))
+    disable_dropout(peft_model)
+    probe = tokenizer(["a b c"], return_tensors="pt")
+    check_head_matches(peft_model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
+    policy = PolicyValue(peft_model, cfg.value_mode, lora_config(cfg))
+    disable_dropout(policy)
+    return policy, tokenizer
+
+
+def resolve_reward(reward, device: torch.device) -> RewardFn:
+    """A reward artifact folder (loaded frozen via RewardScorer, normalised scores), an object
+    with `.score(prompts, completions)`, or any `reward_fn(prompts, responses) -> [B]`."""
+    if isinstance(reward, (str, os.PathLike)):
+        from worker.ml.scorer import RewardScorer
+
+        reward = RewardScorer.load(reward, device=device)
+        for param in reward.model.parameters():
+            param.requires_grad_(False)
+    if hasattr(reward, "score") and callable(reward.score):
+        return reward.score
+    if callable(reward):
+        return reward
+    raise TypeError("reward: pass a reward artifact folder, a RewardScorer, or a callable "
+                    "reward_fn(prompts, responses) -> tensor of scores")
+
+
+def save_policy(policy: PolicyValue, tokenizer, out_dir: str | os.PathLike,
+                card: dict[str, Any], merge: bool) -> dict[str, str]:
+    """Save the policy adapter (loads with peft, or with models.load_causal_lm) and, when
+    `merge`, a merged full model in `out_dir/merged`. Returns the folders written."""
+    peft_model = policy.peft_model
+    if VALUE_ADAPTER in peft_model.peft_config:
+        # The value adapter is only meaningful with its head; the artifact is the policy.
+        peft_model.delete_adapter(VALUE_ADAPTER)
+    out_dir = save_artifact(peft_model, tokenizer, out_dir, card)
+    written = {"adapter": str(out_dir)}
+    if merge:
+        merged = peft_model.merge_and_unload()  # in place: the adapter is gone afterwards
+        written["merged"] = str(save_artifact(merged, tokenizer, Path(out_dir) / "merged",
+                                              {**card, "merged_from": str(out_dir)}))
+    return written

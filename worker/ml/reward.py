@@ -1,0 +1,226 @@
+"""Reward-model training from K-wise rankings.
+
+The model is the causal-LM backbone with a one-output classification head
+(AutoModelForSequenceClassification, num_labels=1) that reads the reward at the last real
+token, i.e. the end-of-turn token (the tokenizer's pad is kept distinct from EOS for that).
+Each ranking forwards its K completions once; the loss over its pairs is computed from the K
+scores with masks (losses.py). Several labelers' rankings of one task share that forward.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, get_scheduler
+
+from worker.ml.config import RewardConfig
+from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
+from worker.ml.formatting import encode_reward_texts, has_chat_template
+from worker.ml.losses import LOSSES, informative, pair_accuracy_counts
+from worker.ml.models import (Progress, autocast, load_tokenizer, match_embeddings, pick_device,
+                              save_artifact)
+from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
+
+_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+class EncodedSet:
+    """A RankedSet as token ids: sequences (K lists) and levels (n_rankings, K)."""
+
+    def __init__(self, sequences: list[list[int]], levels: torch.Tensor, n_rankings: int):
+        self.sequences, self.levels, self.n_rankings = sequences, levels, n_rankings
+        self.longest = max(len(s) for s in sequences)
+        self.tokens = self.longest * len(sequences)
+
+
+def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[EncodedSet]:
+    """Tokenise each completion once; completions nobody ranked are dropped."""
+    encoded = []
+    for ranked in sets:
+        used = [k for k in range(len(ranked.completions)) if any(row[k] >= 0 for row in ranked.levels)]
+        sequences = encode_reward_texts(tokenizer, [ranked.prompt] * len(used),
+                                        [ranked.completions[k] for k in used], max_length)
+        levels = torch.tensor([[row[k] for k in used] for row in ranked.levels], dtype=torch.long)
+        encoded.append(EncodedSet(sequences, levels, len(ranked.levels)))
+    return encoded
+
+
+def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
+    """Backbone + fresh score head, in fp32 weights (autocast supplies bf16 speed)."""
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1,
+                                                               dtype=torch.float32)
+    match_embeddings(model, tokenizer)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
+                          modules_to_save=["score"])
+        model = get_peft_model(model, lora)
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model.to(device)
+
+
+def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices of sets, bucketed so each batch holds similar lengths; batch order shuffled."""
+    order = sorted(range(len(sets)), key=lambda i: (sets[i].longest, rng.random()))
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def assemble(flat: torch.Tensor, sets: Sequence[EncodedSet]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of all completions of `sets` (flat, in order) -> (scores, levels), both
+    (n_rankings, K_max). A task ranked by several labelers gives one row per ranking, sharing
+    its scores. Padding slots have level -1 (their score is never used)."""
+    k_max = max(len(s.sequences) for s in sets)
+    index_rows, level_rows, offset = [], [], 0
+    for s in sets:
+        k = len(s.sequences)
+        index = torch.arange(offset, offset + k).expand(s.n_rankings, k)
+        index_rows.append(torch.nn.functional.pad(index, (0, k_max - k)))
+        level_rows.append(torch.nn.functional.pad(s.levels, (0, k_max - k), value=-1))
+        offset += k
+    index = torch.cat(index_rows).to(flat.device)
+    return flat[index], torch.cat(level_rows).to(flat.device)
+
+
+def forward_sets(model, sets: Sequence[EncodedSet], pad_id: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over every completion of `sets` -> assemble()'s (scores, levels)."""
+    flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device)
+    return assemble(flat, sets)
+
+
+def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | Path,
+                 on_progress: Progress | None = None) -> dict[str, Any]:
+    """Train a reward model on `rankings`, save it to `out_dir`, return its metrics."""
+    if not cfg.model:
+        raise ValueError("model: name the backbone to train (hub id or local folder)")
+    device = pick_device(cfg.device)
+    rng = random.Random(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model, padding_side="right")
+
+    # 1. data: merge labelers' rankings of one task, split by prompt, tokenise once
+    train_sets, val_sets = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
+    train_enc = [s for s in encode_sets(tokenizer, train_sets, cfg.max_length)
+                 if bool(informative(s.levels).any())]
+    val_enc = encode_sets(tokenizer, val_sets, cfg.max_length)
+    if not train_enc:
+        raise ValueError("rankings: no training ranking orders two completions (all ties?)")
+
+    # 2. model, optimizer, LR schedule (warmup, then decay)
+    model = build_reward_model(cfg, tokenizer, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_rankings)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = get_scheduler(_SCHEDULES[cfg.lr_schedule], optimizer,
+                              num_warmup_steps=int(cfg.warmup_fraction * total_steps),
+                              num_training_steps=total_steps)
+    loss_fn = LOSSES[cfg.loss]
+    pad_id = tokenizer.pad_token_id
+
+    # 3. training loop: per step, whole rankings are packed into forwards by token budget
+    model.train()
+    step, losses, started = 0, [], time.perf_counter()
+    n_train_rankings = sum(s.n_rankings for s in train_enc)
+    for _epoch in range(cfg.epochs):
+        for batch in batches_by_length(train_enc, cfg.batch_rankings, rng):
+            sets = [train_enc[i] for i in batch]
+            n_informative = sum(int(informative(s.levels).sum()) for s in sets)
+            step_loss = 0.0
+            for chunk in token_budget_chunks([s.longest * len(s.sequences) for s in sets],
+                                             cfg.max_tokens_per_forward):
+                with autocast(device, cfg.autocast):
+                    scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device)
+                _, per_ranking = loss_fn(scores, levels)                   # (rows,)
+                # sum over this chunk / informative rankings in the step = the step's mean
+                loss = (per_ranking * informative(levels)).sum() / n_informative
+                loss.backward()
+                step_loss += loss.item()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            step += 1
+            _report(on_progress, step, total_steps, "train")
+    train_seconds = time.perf_counter() - started
+
+    # 4. validation metrics and the reward normalisation, then save
+    model.eval()
+    metrics: dict[str, Any] = {
+        "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
+        "train_seconds": round(train_seconds, 3), "steps": step,
+        "train_rankings_per_second": round(n_train_rankings * cfg.epochs / train_seconds, 3),
+    }
+    _report(on_progress, 0, 1, "validate")
+    metrics.update(evaluate(model, val_enc, pad_id, device, cfg))
+    _report(on_progress, 0, 1, "normalize")
+    mean, std = reward_stats(model, train_enc, pad_id, device, cfg, rng)
+    data = {"rankings": len(rankings), "tasks": len(train_sets) + len(val_sets),
+            "train_tasks": len(train_sets), "val_tasks": len(val_sets),
+            "train_rankings": n_train_rankings, "val_rankings": sum(s.n_rankings for s in val_enc),
+            "train_prompts": len({s.prompt_id for s in train_sets}),
+            "val_prompts": len({s.prompt_id for s in val_sets})}
+    card = {"kind": "reward_model", "base_model": cfg.model, "config": cfg.to_dict(),
+            "data": data, "metrics": metrics,
+            "reward_normalization": {"mean": mean, "std": std},
+            "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
+            "load": "worker.ml.scorer.RewardScorer.load(path); or AutoPeftModelForSequence"
+                    "Classification.from_pretrained(path, num_labels=1) for LoRA artifacts"}
+    save_artifact(model, tokenizer, out_dir, card)
+    _report(on_progress, 1, 1, "saved")
+    return {**metrics, "reward_mean": mean, "reward_std": std, **data}
+
+
+@torch.no_grad()
+def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device,
+             cfg: RewardConfig) -> dict[str, Any]:
+    """Validation pairwise accuracy, loss, and accuracy by K (completions ranked)."""
+    if not sets:
+        return {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}}
+    flat = score_sequences(model, [seq for s in sets for seq in s.sequences], pad_id, device,
+                           max_tokens=cfg.max_tokens_per_forward, use_autocast=cfg.autocast)
+    score_m, level_m = assemble(flat, sets)
+    loss, _ = LOSSES[cfg.loss](score_m, level_m)
+    correct, total = pair_accuracy_counts(score_m, level_m)
+    ranked_k = (level_m >= 0).sum(dim=1)
+    by_k = {}
+    for k in sorted(set(ranked_k.tolist())):
+        pick = (ranked_k == k) & (total > 0)
+        if bool(pick.any()):
+            by_k[str(k)] = round(float(correct[pick].sum() / total[pick].sum()), 4)
+    return {"val_accuracy": round(float(correct.sum() / total.sum().clamp(min=1)), 4),
+            "val_loss": round(float(loss), 4), "val_accuracy_by_k": by_k,
+            "val_pairs": int(total.sum())}
+
+
+def reward_stats(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device,
+                 cfg: RewardConfig, rng: random.Random) -> tuple[float, float]:
+    """Mean and std of raw rewards over (a sample of up to norm_samples) training completions."""
+    sequences = [seq for s in sets for seq in s.sequences]
+    if cfg.norm_samples == 0 or len(sequences) < 2:
+        return 0.0, 1.0
+    if len(sequences) > cfg.norm_samples:
+        sequences = rng.sample(sequences, cfg.norm_samples)
+    raw = score_sequences(model, sequences, pad_id, device, max_tokens=cfg.max_tokens_per_forward,
+                          use_autocast=cfg.autocast)
+    return float(raw.mean()), float(raw.std().clamp(min=1e-6))
+
+
+def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
+    if on_progress is not None:
+        on_progress(done, total, stage)

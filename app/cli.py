@@ -73,6 +73,8 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
     from app.demo import seed_demo
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Create the signing key now, before `serve` starts several workers that would race to.
+    settings.resolved_secret_key()
     migrate(settings, out)
     engine = make_engine(settings.sqlalchemy_url)
     try:

@@ -113,15 +113,21 @@ def test_token_form_validation(client, db):
     assert db.scalar(select(ApiToken)) is None
 
 
-def test_revoke_marks_the_token(client, db):
+def test_revoke_stops_the_token_at_once(client, anon_client, db):
     _admin, csrf = admin_client(client, db)
     plaintext = shown_secret(client.post("/admin/tokens", data={"name": "ci", "scopes": "upload", "csrf_token": csrf}).text)
     fresh(db)
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(plaintext)))
+    bearer = {"Authorization": f"Bearer {plaintext}"}
+    assert anon_client.get("/api/v1/projects", headers=bearer).status_code == 200
+    fresh(db)
+    assert db.get(ApiToken, row.id).last_used_at is not None  # the list's "last used" column
     response = client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": csrf}, follow_redirects=False)
     assert response.status_code == 303
     fresh(db)
     assert db.get(ApiToken, row.id).revoked_at is not None
     assert "revoked" in client.get("/admin/tokens").text
+    response = anon_client.get("/api/v1/projects", headers=bearer)
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]
     response = client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": csrf})
     assert response.status_code == 404 and "already revoked" in response.text

@@ -192,3 +192,20 @@ def test_progress_counts_tasks_and_coverage(client, db):
     page = client.get("/admin").text
     row = page.split(project.name)[1].split("</tr>")[0]
     assert '<td class="num">3</td>' in row and "0%" in row
+
+
+def test_membership_decides_what_a_labeler_sees(client, anon_client, db):
+    admin_client(client, db)
+    csrf = csrf_of(client, db)
+    project = make_project(db, name="Members only")
+    make_task(db, project)
+    labeler = make_user(db)
+    login(anon_client, labeler)
+    assert "Members only" not in anon_client.get("/").text
+    assert anon_client.get(f"/projects/{project.id}/label").status_code == 403
+    client.post(f"/admin/projects/{project.id}/members", data={"user_id": str(labeler.id), "csrf_token": csrf})
+    assert "Members only" in anon_client.get("/").text
+    assert anon_client.get(f"/projects/{project.id}/label").status_code == 200
+    client.post(f"/admin/projects/{project.id}/members/{labeler.id}/remove", data={"csrf_token": csrf})
+    assert "Members only" not in anon_client.get("/").text
+    assert anon_client.get(f"/projects/{project.id}/label").status_code == 403

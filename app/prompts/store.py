@@ -77,7 +77,8 @@ def insert_prompt_rows(db: Session, rows: list[dict]) -> set[str]:
     else:  # pragma: no cover - only SQLite and Postgres are supported
         insert = plain_insert
     table = Prompt.__table__
-    statement = (insert(table).values(rows)
-                 .on_conflict_do_nothing(index_elements=["project_id", "external_id"])
+    # executemany with one cached statement: SQLAlchemy's "insertmanyvalues" sends it as
+    # multi-row INSERTs (RETURNING included) without recompiling SQL for each batch.
+    statement = (insert(table).on_conflict_do_nothing(index_elements=["project_id", "external_id"])
                  .returning(table.c.external_id))
-    return set(db.execute(statement).scalars())
+    return set(db.execute(statement, rows).scalars())

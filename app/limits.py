@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import json
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 STREAMED_TYPES = ("multipart/form-data", "application/x-ndjson", "application/jsonl", "application/x-jsonlines")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """An HTTPException so that FastAPI's body parsing re-raises it (it turns any other error
+    while reading a JSON body into a 400) and the app answers 413 wherever it was raised."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(413, _message(limit, setting))
 
 
 class BodySizeLimit:
@@ -44,7 +49,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(limit, setting)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -61,7 +66,11 @@ class BodySizeLimit:
 
 
 async def _reject(send: Send, limit: int, setting: str) -> None:
-    body = json.dumps({"detail": f"Request body is larger than the limit of {limit} bytes (setting {setting})."}).encode()
+    body = json.dumps({"detail": _message(limit, setting)}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _message(limit: int, setting: str) -> str:
+    return f"Request body is larger than the limit of {limit} bytes (setting {setting})."

@@ -212,7 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     if args.command == "bootstrap":
-        bootstrap(settings, demo=not args.no_demo)
+        from app.admin.service import AdminError
+
+        try:
+            bootstrap(settings, demo=not args.no_demo)
+        except AdminError as exc:  # e.g. RANKLAB_ADMIN_EMAIL already belongs to a labeler
+            print(f"error: {exc.field}: {exc.message} (setting RANKLAB_ADMIN_EMAIL)", file=sys.stderr)
+            return 2
         return 0
     if args.command == "migrate":
         migrate(settings)

@@ -176,3 +176,14 @@ def test_serve_answers_http_and_stops_on_sigterm(tmp_path):
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
     assert server.returncode in (0, -15), output
     assert "Application shutdown complete" in output
+
+
+def test_bootstrap_refuses_an_admin_email_that_a_labeler_has(db_url, tmp_path, db):
+    from tests.factories import make_user
+
+    make_user(db, role=Role.labeler, email="admin@ranklab.local")
+    result = run_cli("bootstrap", env=cli_env(tmp_path, db_url))
+    assert result.returncode == 2
+    assert "admin@ranklab.local already has an account (setting RANKLAB_ADMIN_EMAIL)" in result.stderr
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(Project)) == 0  # nothing half-done

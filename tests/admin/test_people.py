@@ -131,3 +131,26 @@ def test_revoke_stops_the_token_at_once(client, anon_client, db):
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
     response = client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": csrf})
     assert response.status_code == 404 and "already revoked" in response.text
+
+
+def test_every_admin_post_needs_the_csrf_token(client, db):
+    """Walks the admin routers, so a new admin form without CsrfDep fails here."""
+    from fastapi.routing import APIRoute
+
+    from app.admin.people_routes import router as people_router
+    from app.admin.routes import pages
+    from tests.factories import make_project
+
+    admin, _csrf = admin_client(client, db)
+    project = make_project(db)
+    labeler = make_user(db)
+    ids = {"project_id": project.id, "user_id": labeler.id, "token_id": 1}
+    posts = [route.path for route in [*pages.routes, *people_router.routes]
+             if isinstance(route, APIRoute) and "POST" in route.methods]
+    assert len(posts) >= 10
+    for path in posts:
+        response = client.post(path.format(**ids), data={"active": "false", "user_id": str(labeler.id),
+                                                         "email": "x@example.com", "name": "x"})
+        assert response.status_code == 403 and "CSRF" in response.text, path
+    fresh(db)
+    assert db.get(User, labeler.id).is_active

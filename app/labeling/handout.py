@@ -60,14 +60,18 @@ def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
 
 
 def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                    sweep_every: float, now: datetime | None = None, labeler_locked: bool = False) -> int | None:
+                    sweep_every: float, now: datetime | None = None, after_submit: bool = False) -> int | None:
     """The id of the assignment the labeler should work on now, or None when nothing is left.
 
     A labeler who holds a lease in the project gets that same task back (refreshing burns nothing).
-    `labeler_locked=True` when the caller already ran start_write_transaction and lock_labeler in
-    this transaction (submit and skip hand out the next task in their own transaction)."""
+
+    `after_submit=True` when submit or skip hands out the next task in its own transaction: the
+    write transaction and labeler lock are already taken, and as that transaction holds row locks
+    it must never wait for another task's lock (that could close a cycle), so rows other labelers
+    are picking right now are only skipped. A plain request instead waits for them when nothing
+    else is free, so the last slots are never reported empty just because someone was mid-pick."""
     now = now or utcnow()
-    if not labeler_locked:
+    if not after_submit:
         start_write_transaction(db)
         lock_labeler(db, project_id=project_id, user_id=user_id)
     if _sweep_due(db, sweep_every):
@@ -76,11 +80,11 @@ def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int,
     held = _held_lease(db, user_id=user_id, project_id=project_id, now=now, lease_minutes=lease_minutes)
     if held is not None:
         return held
-    claimed = _claim_task(db, user_id=user_id, project_id=project_id, overlap=overlap,
-                          lease_minutes=lease_minutes, now=now)
-    if claimed is None and sweep(db, now=now):
-        claimed = _claim_task(db, user_id=user_id, project_id=project_id, overlap=overlap,
-                              lease_minutes=lease_minutes, now=now)
+    claim = dict(user_id=user_id, project_id=project_id, overlap=overlap, lease_minutes=lease_minutes, now=now)
+    claimed = _claim_task(db, **claim, wait=False)
+    if claimed is None:
+        sweep(db, now=now)
+        claimed = _claim_task(db, **claim, wait=not after_submit)
     return claimed
 
 
@@ -105,14 +109,16 @@ def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, le
 
 
 def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                now: datetime) -> int | None:
+                now: datetime, wait: bool) -> int | None:
     already_had = exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == user_id)
     task_id = db.scalar(
         select(_tasks.c.id)
         .where(_tasks.c.project_id == project_id, _tasks.c.status == TaskStatus.open,
                _tasks.c.slots_taken < overlap, ~already_had)
         .order_by(_tasks.c.id).limit(1)
-        .with_for_update(skip_locked=True)  # other labelers' picks are skipped, never waited for
+        # Other labelers' picks are skipped; when waiting, Postgres re-checks the row after the lock
+        # holder commits and moves on to the next row if it no longer qualifies.
+        .with_for_update(skip_locked=not wait)
     )
     if task_id is None:
         return None

@@ -148,7 +148,7 @@ def _letter(index: int) -> str:
 def _next_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime) -> TaskView | None:
     assignment_id = handout.lease_next_task(
         db, user_id=user_id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
-        sweep_every=sweep_every, now=now, labeler_locked=True)
+        sweep_every=sweep_every, now=now, after_submit=True)
     return None if assignment_id is None else load_task_view(db, assignment_id=assignment_id)
 
 

@@ -21,9 +21,10 @@ def strict_order(view: service.TaskView) -> list[list[int]]:
 
 
 def submit(db: Session, user: User, project: Project, view: service.TaskView, groups=None, **fields):
+    now = fields.pop("now", None)
     data = RankingIn(ranking=groups if groups is not None else strict_order(view), **fields)
     result = service.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
-                                    sweep_every=fields.pop("sweep_every", 3600))
+                                    sweep_every=3600, now=now)
     db.commit()
     return result
 
@@ -38,3 +39,19 @@ def snapshot(db: Session) -> dict:
         "tasks": sorted(db.execute(select(RankingTask.id, RankingTask.slots_taken, RankingTask.rankings_count,
                                           RankingTask.status)).all()),
     }
+
+
+def make_labelers(db: Session, project: Project, n: int) -> list[User]:
+    """n labelers in the project, sharing one password hash (hashing 32 passwords would take seconds)."""
+    from app.auth.security import hash_password
+    from app.models import ProjectMember, Role
+    from tests.factories import PASSWORD, _seq
+
+    password_hash = hash_password(PASSWORD)
+    users = [User(email=f"labeler{next(_seq)}@example.com", password_hash=password_hash, role=Role.labeler)
+             for _ in range(n)]
+    db.add_all(users)
+    db.flush()
+    db.add_all(ProjectMember(project_id=project.id, user_id=u.id) for u in users)
+    db.commit()
+    return users

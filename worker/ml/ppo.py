@@ -68,8 +68,9 @@ class PPOConfig(_Config):
     """beta: weight of the per-token KL(policy || reference) penalty in the reward."""
     kl_estimator: str = "k1"
     """Per-token KL estimate in the reward: "k1" (log ratio), "k2" or "k3" (see ppo_math)."""
-    adaptive_kl_target: float | None = None
-    """When set, beta adapts so the mean per-response KL tracks this value (Ziegler et al.)."""
+    adaptive_kl_target: float = 0.0
+    """When > 0, beta adapts so the mean per-response KL tracks this value (Ziegler et al.);
+    0 keeps beta fixed."""
     adaptive_kl_horizon: int = 10_000
     """Responses over which the adaptive controller may move beta by up to 20%."""
     missing_eos_penalty: float = 1.0
@@ -114,8 +115,7 @@ class PPOConfig(_Config):
         _check(len(self.lora_targets) > 0, "lora_targets", "name at least one module")
         _check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
         _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be one of {KL_ESTIMATORS}")
-        _check(self.adaptive_kl_target is None or self.adaptive_kl_target > 0,
-               "adaptive_kl_target", "must be positive or unset")
+        _check(self.adaptive_kl_target >= 0, "adaptive_kl_target", "must be >= 0 (0 = fixed beta)")
         _check(self.adaptive_kl_horizon >= 1, "adaptive_kl_horizon", "must be at least 1")
         _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0")
         _check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
@@ -201,7 +201,7 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             for name, value in {"policy_loss": pg_loss, "value_loss": vf_loss, **pg_stats, **vf_stats}.items():
-                update_stats[name].append(float(value))
+                update_stats[name].append(value.item())
 
     # 7. Adapt beta to the measured KL, and summarise the iteration.
     seq_kl = (pm.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask).sum(1)  # [B]
@@ -239,7 +239,7 @@ def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
     reward_fn = resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
     kl_ctl = (pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.adaptive_kl_horizon)
-              if cfg.adaptive_kl_target else pm.FixedKLController(cfg.kl_coef))
+              if cfg.adaptive_kl_target > 0 else pm.FixedKLController(cfg.kl_coef))
 
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []

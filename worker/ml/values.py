@@ -93,6 +93,8 @@ class PolicyValue(nn.Module):
         # fp32 even under autocast: bf16 logits would add noise of ~1e-2 to every log-ratio.
         head = self.causal_lm.get_output_embeddings()
         with torch.autocast(device_type=hidden.device.type, enabled=False):
+            if type(head) is not nn.Linear:  # e.g. LoRA on lm_head: use its own forward
+                return head(hidden.to(head.weight.dtype)).float() / temperature
             bias = None if head.bias is None else head.bias.float()
             return F.linear(hidden.float(), head.weight.float(), bias) / temperature
 

@@ -1,0 +1,260 @@
+"""PPO end to end on tiny random-weight Llamas: it learns a toy reward, the reference is the
+untouched base, logprobs are those of the sampling distribution, artifacts reload."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import GenerationConfig as HFGenerationConfig
+
+from worker.ml.config import GenerationConfig
+from worker.ml.formatting import prompt_text
+from worker.ml.generate import generate
+from worker.ml.models import load_causal_lm, load_tokenizer, read_card, save_artifact
+from worker.ml.ppo import PPOConfig, ppo_step, train_policy
+from worker.ml.ppo_math import FixedKLController, logprobs_of_labels
+from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
+from worker.ml.ppo_rollout import Rollout, encode_prompts, response_mask, score_rollout
+from worker.ml.scorer import RewardScorer
+from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
+
+CPU = torch.device("cpu")
+PROMPTS = ["say cat", "tell a story", "hello world", "write a poem about the sun"]
+TARGET_WORDS = set("cat dog bird fish red blue green one two three".split())
+
+
+def toy_reward(prompts, responses) -> torch.Tensor:
+    """Fraction of response words from TARGET_WORDS (10 of the 73 words of the tiny vocab)."""
+    return torch.tensor([sum(w in TARGET_WORDS for w in r.split()) / max(len(r.split()), 1)
+                         for r in responses])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    # Tiny models: thread start-up costs more than the maths, and with other test runs on the
+    # same 2 cores, 2 threads made a PPO step ~8x slower. The real model keeps both threads.
+    if request.node.get_closest_marker("smollm2"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tmp_path_factory):
+    """A tiny Llama with 10x embeddings: peaked next-token distributions (entropy ~1 nat), like
+    a trained LM, so a LoRA policy can move probability mass within a few steps."""
+    path = tmp_path_factory.mktemp("sharp-tiny")
+    model, tokenizer = tiny_causal_lm(tiny_tokenizer())
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(10.0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def small_cfg(model_dir, **overrides) -> PPOConfig:
+    values = dict(model=str(model_dir), steps=1, batch_size=4, minibatch_size=2, ppo_epochs=1,
+                  max_new_tokens=6, learning_rate=1e-2, device="cpu")
+    return PPOConfig(**{**values, **overrides})
+
+
+def one_step(cfg: PPOConfig, reward_fn=toy_reward):
+    torch.manual_seed(cfg.seed)
+    policy, tokenizer = build_policy(cfg, CPU)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
+    stats = ppo_step(policy, tokenizer, optimizer, FixedKLController(cfg.kl_coef), reward_fn,
+                     PROMPTS, cfg)
+    return policy, tokenizer, stats
+
+
+def lora_weights(model, adapter: str = "default") -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()
+            if "lora_B" in n and f".{adapter}." in n}
+
+
+def test_ppo_raises_a_toy_reward_with_finite_kl(sharp_model_dir, tmp_path):
+    cfg = PPOConfig(model=str(sharp_model_dir), steps=12, batch_size=16, minibatch_size=4,
+                    max_new_tokens=12, learning_rate=5e-3, kl_coef=0.01, temperature=1.0,
+                    missing_eos_penalty=0.0, device="cpu")
+    progress = []
+    metrics = train_policy(cfg, PROMPTS, toy_reward, tmp_path / "policy",
+                           on_progress=lambda done, total, stage: progress.append((done, total)))
+
+    for key in ("score", "kl", "entropy", "clip_fraction", "approx_kl", "value_loss",
+                "policy_loss", "response_length", "kl_coef", "no_eos_fraction"):
+        assert len(metrics[key]) == cfg.steps, key
+    scores = metrics["score"]
+    assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.15, scores
+    assert all(math.isfinite(kl) for kl in metrics["kl"]) and metrics["kl"][-1] > 0
+    assert metrics["kl"][0] == pytest.approx(0.0, abs=1e-4)  # LoRA starts as the identity
+    assert all(0 <= c <= 1 for c in metrics["clip_fraction"])
+    assert progress == [(i, cfg.steps) for i in range(1, cfg.steps + 1)]
+    card = read_card(tmp_path / "policy")
+    assert card["kind"] == "policy" and card["format"] == "peft-adapter"
+    assert card["config"]["steps"] == 12 and card["metrics"]["score"] == scores[-1]
+
+
+def test_reference_is_the_base_model_and_the_saved_adapter_reloads(tiny_model_dir, tmp_path):
+    policy, tokenizer, _ = one_step(small_cfg(tiny_model_dir, autocast=False))
+    assert any(w.abs().sum() > 0 for w in lora_weights(policy.peft_model).values())
+
+    batch = tokenizer(["hello world cat", "a"], return_tensors="pt", padding=True)
+    base = load_causal_lm(tiny_model_dir, device="cpu")
+    with torch.no_grad():
+        with policy.peft_model.disable_adapter():
+            reference = policy.peft_model(**batch).logits
+        trained = policy.peft_model(**batch).logits
+        expected = base(**batch).logits
+    assert torch.equal(reference, expected)  # no second copy needed
+    assert not torch.allclose(trained, expected)
+
+    written = save_policy(policy, tokenizer, tmp_path / "policy", {"kind": "policy"}, merge=True)
+    from peft import PeftModel
+
+    reloaded = PeftModel.from_pretrained(load_causal_lm(tiny_model_dir, device="cpu"),
+                                         written["adapter"]).eval()
+    merged = AutoModelForCausalLM.from_pretrained(written["merged"]).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, trained)
+        torch.testing.assert_close(merged(**batch).logits, trained, atol=1e-5, rtol=1e-5)
+    assert read_card(written["merged"])["format"] == "transformers"
+
+    # The next cycle generates from the adapter folder (generate.py loads it via peft).
+    completions = generate(written["adapter"], ["say cat"],
+                           GenerationConfig(k=4, max_new_tokens=4, device="cpu", autocast=False))
+    assert len(completions[0]) == 4
+
+
+def test_recomputed_logprobs_are_the_sampling_distribution_under_left_padding(tiny_model_dir):
+    cfg = small_cfg(tiny_model_dir, autocast=False)
+    policy, tokenizer = build_policy(cfg, CPU)
+    texts = [prompt_text(tokenizer, p) for p in ["hi", "tell me a long story about a cat and a dog"]]
+    query, query_mask = encode_prompts(tokenizer, texts, 256)  # [2, Lq]
+    assert query_mask[0, 0] == 0  # the short prompt really is left-padded
+    out = policy.peft_model.generate(
+        input_ids=query, attention_mask=query_mask, output_scores=True,
+        return_dict_in_generate=True, generation_config=HFGenerationConfig(
+            do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=6,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+    response = out.sequences[:, query.shape[1]:]  # [2, T]
+    mask, _ = response_mask(response, tokenizer.eos_token_id)
+    sampled = logprobs_of_labels(torch.stack(out.scores, 1), response)  # [2, T]
+
+    with torch.no_grad():
+        logits, values = policy(torch.cat([query, response], 1),
+                                torch.cat([query_mask, mask.long()], 1), query.shape[1], 0.7)
+    ours = logprobs_of_labels(logits, response)
+    torch.testing.assert_close(ours * mask, sampled * mask, atol=1e-4, rtol=1e-4)
+    assert values.shape == response.shape and torch.all(values == 0)  # zero-initialised head
+
+
+def test_response_mask_ends_at_the_first_eos_even_when_pad_is_eos():
+    eos = 2
+    ids = torch.tensor([[5, eos, eos, eos], [5, 6, 7, 8], [eos, 9, 9, 9]])
+    mask, has_eos = response_mask(ids, eos)
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert has_eos.tolist() == [True, False, True]
+
+
+def test_missing_eos_penalty_is_subtracted_from_the_score(tiny_model_dir):
+    rollout = Rollout(["p", "q"], ["ends", "runs on"], torch.zeros(2, 1, dtype=torch.long),
+                      torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long),
+                      torch.ones(2, 2), torch.tensor([True, False]))
+    raw, scores = score_rollout(lambda p, r: torch.tensor([0.5, 0.5]), rollout, 1.5)
+    assert raw.tolist() == [0.5, 0.5] and scores.tolist() == [0.5, -1.0]
+    with pytest.raises(ValueError, match="returned 1 scores for 2"):
+        score_rollout(lambda p, r: torch.tensor([0.5]), rollout, 1.5)
+
+    # In a real step: 3 new tokens rarely reach EOS; every such response pays the penalty.
+    _, _, stats = one_step(small_cfg(tiny_model_dir, batch_size=8, max_new_tokens=3,
+                                     missing_eos_penalty=2.0),
+                           reward_fn=lambda p, r: torch.zeros(len(r)))
+    assert stats["no_eos_fraction"] > 0 and stats["score"] == 0
+    assert stats["penalised_score"] == pytest.approx(-2.0 * stats["no_eos_fraction"])
+
+
+@pytest.mark.parametrize("mode", ["shared", "adapter"])
+def test_value_gradients_reach_the_policy_adapter_only_in_shared_mode(tiny_model_dir, mode):
+    policy, tokenizer = build_policy(small_cfg(tiny_model_dir, value_mode=mode), CPU)
+    with torch.no_grad():  # give the LoRA B matrices some weight so gradients flow through A too
+        for name, param in policy.peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+        policy.value_head.score.weight.normal_(0, 0.1)
+    batch = tokenizer(["hello world cat dog"], return_tensors="pt")
+    policy.values(batch["input_ids"], batch["attention_mask"], 2).sum().backward()
+
+    def has_grad(adapter):
+        return any(p.grad is not None and p.grad.abs().sum() > 0
+                   for n, p in policy.peft_model.named_parameters() if f".{adapter}." in n)
+
+    assert has_grad("default") == (mode == "shared")
+    assert has_grad("value") == (mode == "adapter")
+    assert policy.value_head.score.weight.grad.abs().sum() > 0
+
+
+def test_value_adapter_mode_trains_both_adapters_and_saves_only_the_policy(tiny_model_dir, tmp_path):
+    cfg = small_cfg(tiny_model_dir, value_mode="adapter")
+    policy, tokenizer = build_policy(cfg, CPU)
+    head_before = policy.value_head.score.weight.detach().clone()
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
+    stats = ppo_step(policy, tokenizer, optimizer, FixedKLController(cfg.kl_coef), toy_reward,
+                     PROMPTS, cfg)
+    assert math.isfinite(stats["value_loss"])
+    for adapter in ("default", "value"):
+        assert any(w.abs().sum() > 0 for w in lora_weights(policy.peft_model, adapter).values())
+    assert not torch.equal(policy.value_head.score.weight, head_before)
+
+    written = save_policy(policy, tokenizer, tmp_path / "policy", {"kind": "policy"}, merge=False)
+    assert not (tmp_path / "policy" / "value").exists() and "merged" not in written
+    assert load_causal_lm(written["adapter"], device="cpu") is not None
+
+
+def test_reward_artifact_folder_is_loaded_frozen_and_adaptive_kl_moves_beta(tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(tiny_model_dir)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    save_artifact(reward_model, tokenizer, tmp_path / "rm",
+                  {"kind": "reward_model", "reward_normalization": {"mean": 0.1, "std": 2.0}})
+
+    reward_fn = resolve_reward(tmp_path / "rm", CPU)
+    assert not any(p.requires_grad for p in reward_fn.__self__.model.parameters())
+    expected = RewardScorer.load(tmp_path / "rm", device="cpu").score(PROMPTS, ["a", "b", "c", "d"])
+    torch.testing.assert_close(reward_fn(PROMPTS, ["a", "b", "c", "d"]), expected)
+
+    cfg = small_cfg(tiny_model_dir, steps=2, adaptive_kl_target=6.0, adaptive_kl_horizon=100)
+    metrics = train_policy(cfg, PROMPTS, tmp_path / "rm", tmp_path / "policy")
+    assert all(math.isfinite(s) for s in metrics["score"])
+    # First-step KL is 0, far below the target: beta shrinks by the clipped 20% x 4/100.
+    assert metrics["kl_coef"][1] == pytest.approx(cfg.kl_coef * (1 - 0.2 * 4 / 100))
+
+
+def test_bad_config_and_inputs_name_the_problem(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="minibatch_size"):
+        PPOConfig(batch_size=4, minibatch_size=8)
+    with pytest.raises(ValueError, match="value_mode"):
+        PPOConfig(value_mode="separate")
+    with pytest.raises(ValueError, match="unknown PPOConfig field"):
+        PPOConfig.from_dict({"lr": 1e-4})
+    with pytest.raises(ValueError, match="prompts"):
+        train_policy(small_cfg(tiny_model_dir), [], toy_reward, tmp_path / "p")
+    with pytest.raises(TypeError, match="reward"):
+        resolve_reward(42, CPU)
+    with pytest.raises(ValueError, match="non-finite"):
+        one_step(small_cfg(tiny_model_dir), reward_fn=lambda p, r: torch.full((len(r),), math.nan))
+
+
+@pytest.mark.smollm2
+def test_ppo_step_on_the_real_smollm2(smollm2_dir, tmp_path):
+    cfg = PPOConfig(model=str(smollm2_dir), steps=1, batch_size=2, minibatch_size=2,
+                    ppo_epochs=1, max_new_tokens=8, device="cpu")
+    metrics = train_policy(cfg, ["Name a colour.", "Say hello."],
+                           lambda p, r: torch.tensor([min(len(x.split()), 8) / 8 for x in r]),
+                           tmp_path / "policy")
+    assert math.isfinite(metrics["kl"][0]) and math.isfinite(metrics["value_loss"][0])
+    assert 1 <= metrics["response_length"][0] <= 8
+    assert read_card(tmp_path / "policy")["config"]["model"] == str(smollm2_dir)

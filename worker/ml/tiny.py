@@ -44,13 +44,14 @@ def tiny_tokenizer(words: Iterable[str] = (), *, padding_side: str = "left") -> 
 
 
 def tiny_config(vocab_size: int, *, hidden_size: int = 32, layers: int = 2, heads: int = 4,
-                max_positions: int = 512, pad_token_id: int = 0, bos_token_id: int = 1,
-                eos_token_id: int = 2) -> LlamaConfig:
+                max_positions: int = 512, tie_word_embeddings: bool = True,
+                pad_token_id: int = 0, bos_token_id: int = 1,
+                eos_token_id: int = 2, **extra) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-        max_position_embeddings=max_positions, tie_word_embeddings=True,
-        pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+        max_position_embeddings=max_positions, tie_word_embeddings=tie_word_embeddings,
+        pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **extra,
     )
 
 

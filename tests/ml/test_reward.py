@@ -1,0 +1,129 @@
+"""Reward-model training on tiny random-weight Llamas: it learns, it saves, it reloads."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from worker.ml.config import RewardConfig
+from worker.ml.data import Ranking, group_rankings, split_by_prompt
+from worker.ml.formatting import encode_reward_texts, reward_text
+from worker.ml.models import read_card
+from worker.ml.reward import build_reward_model, encode_sets, forward_sets, train_reward
+from worker.ml.scorer import RewardScorer, sequence_scores
+from worker.ml.synthetic import quality_rankings
+from worker.ml.tiny import tiny_tokenizer
+
+
+@pytest.mark.parametrize(("loss", "mode", "lr"), [("kwise", "full", 3e-3), ("plackett_luce", "lora", 1e-2)])
+def test_reward_model_learns_a_synthetic_preference(tiny_model_dir, tmp_path, loss, mode, lr):
+    rankings = quality_rankings(300, 4, qualities=range(-2, 3), seed=1)
+    cfg = RewardConfig(model=str(tiny_model_dir), mode=mode, loss=loss, learning_rate=lr,
+                       batch_rankings=8, val_fraction=0.2)
+    stages = []
+    metrics = train_reward(cfg, rankings, tmp_path / "rm", on_progress=lambda d, t, s: stages.append(s))
+
+    assert metrics["val_accuracy"] > 0.9
+    assert metrics["val_accuracy_by_k"]["4"] == metrics["val_accuracy"]
+    assert metrics["train_loss_last"] < metrics["train_loss_first"]
+    assert metrics["val_prompts"] == 60 and metrics["train_prompts"] == 240
+    assert metrics["steps"] == 30 and "train" in stages and stages[-1] == "saved"
+    card = read_card(tmp_path / "rm")
+    assert card["kind"] == "reward_model" and card["base_model"] == str(tiny_model_dir)
+    assert card["config"]["loss"] == loss and card["config"]["mode"] == mode
+    assert card["data"]["train_rankings"] + card["data"]["val_rankings"] == 300
+    assert card["metrics"]["val_accuracy"] == metrics["val_accuracy"]
+    assert card["format"] == ("peft-adapter" if mode == "lora" else "transformers")
+    # Normalised rewards of training completions are centred with unit spread.
+    assert abs(card["reward_normalization"]["mean"] - metrics["reward_mean"]) < 1e-9
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_saved_reward_model_reloads_with_plain_libraries_and_scores_the_same(tiny_model_dir, tmp_path, mode):
+    rankings = quality_rankings(40, 4, qualities=range(-2, 3), seed=2)
+    cfg = RewardConfig(model=str(tiny_model_dir), mode=mode, learning_rate=3e-3, batch_rankings=8,
+                       val_fraction=0.25, autocast=False, norm_samples=10_000)
+    metrics = train_reward(cfg, rankings, tmp_path / "rm")
+
+    # The training completions, exactly as train_reward split them.
+    train_sets, _ = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
+    prompts = [s.prompt for s in train_sets for _ in s.completions]
+    completions = [c for s in train_sets for c in s.completions]
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "rm")
+    if mode == "full":
+        plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+    else:
+        from peft import AutoPeftModelForSequenceClassification
+
+        plain = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1)
+    plain.eval()
+    with torch.no_grad():
+        raw = torch.cat([
+            plain(**tokenizer(reward_text(tokenizer, p, c), return_tensors="pt",
+                              add_special_tokens=False)).logits[:, 0]
+            for p, c in zip(prompts, completions)
+        ])
+    # Same mean/std as the in-memory model measured on these completions right after training.
+    assert raw.mean().item() == pytest.approx(metrics["reward_mean"], abs=1e-4)
+    assert raw.std().item() == pytest.approx(metrics["reward_std"], rel=1e-3)
+
+    scorer = RewardScorer.load(tmp_path / "rm", device="cpu", use_autocast=False)
+    assert torch.allclose(scorer.score(prompts, completions, normalize=False), raw, atol=1e-4)
+    normalised = scorer.score(prompts, completions)
+    assert normalised.mean().abs().item() < 1e-3
+    assert normalised.std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_reward_is_read_at_the_end_of_turn_token(tiny_model_dir):
+    tokenizer = tiny_tokenizer()
+    text = reward_text(tokenizer, "tell a story", "the cat sat")
+    assert text.endswith("<|im_end|>")
+    cfg = RewardConfig(model=str(tiny_model_dir), mode="full")
+    model = build_reward_model(cfg, tokenizer, torch.device("cpu")).eval()
+    short, long = encode_reward_texts(tokenizer, ["hi", "tell a story"], ["yes", "the cat is good ."], 64)
+    assert short[-1] == long[-1] == tokenizer.eos_token_id != tokenizer.pad_token_id
+    with torch.no_grad():
+        batched = sequence_scores(model, [short, long], tokenizer.pad_token_id, torch.device("cpu"))
+        hidden = model.model(input_ids=torch.tensor([short])).last_hidden_state[0, -1]
+        by_hand = model.score(hidden)[0]
+    # the padded row scores exactly as if it were alone, read at its <|im_end|>
+    assert batched[0].item() == pytest.approx(by_hand.item(), abs=1e-5)
+
+
+def test_labelers_rankings_of_one_task_share_one_forward(tiny_model_dir):
+    completions = ["good cat", "bad dog", "the sun", "no"]
+    rankings = [Ranking("hello", completions, groups, "p1")
+                for groups in ([[0], [2], [3], [1]], [[0, 2], [1, 3]], [[2], [0], [1]])]
+    sets = group_rankings(rankings)
+    assert len(sets) == 1 and len(sets[0].levels) == 3
+    tokenizer = tiny_tokenizer()
+    encoded = encode_sets(tokenizer, sets, 64)
+    model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode="full"), tokenizer,
+                               torch.device("cpu"))
+    rows_forwarded = []
+    model.register_forward_pre_hook(lambda mod, args, kwargs: rows_forwarded.append(
+        kwargs["input_ids"].shape[0]), with_kwargs=True)
+    scores, levels = forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"))
+    assert rows_forwarded == [4]                       # K sequences, once, for three rankings
+    assert scores.shape == (3, 4) and torch.equal(scores[0], scores[2])
+    assert levels.tolist() == [[0, 3, 1, 2], [0, 1, 0, 1], [1, 2, 0, -1]]
+
+
+def test_training_on_ties_only_is_refused(tiny_model_dir, tmp_path):
+    rankings = [Ranking(f"p {i}", ["a", "b", "c", "d"], [[0, 1, 2, 3]], f"p{i}") for i in range(5)]
+    with pytest.raises(ValueError, match="rankings: no training ranking orders two completions"):
+        train_reward(RewardConfig(model=str(tiny_model_dir)), rankings, tmp_path / "rm")
+    assert not (tmp_path / "rm").exists()
+
+
+def test_card_is_plain_json_next_to_the_weights(tiny_model_dir, tmp_path):
+    rankings = quality_rankings(12, 4, seed=3)
+    train_reward(RewardConfig(model=str(tiny_model_dir), mode="lora", val_fraction=0.25), rankings,
+                 tmp_path / "rm")
+    files = {p.name for p in (tmp_path / "rm").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "ranklab_card.json",
+            "tokenizer.json"} <= files
+    card = json.loads((tmp_path / "rm" / "ranklab_card.json").read_text())
+    assert card["versions"]["torch"] == torch.__version__
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers

@@ -1,7 +1,11 @@
-"""The project named in an /api/v1 path, or 404."""
+"""Shared pieces of the /api/v1 routers: the project named in the path, and a route class
+that answers a non-UTF-8 JSON body with a message instead of FastAPI's bare 400."""
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, status
+from fastapi import Depends, HTTPException, Path, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from app.deps import DbDep
 from app.models import Project
@@ -16,3 +20,22 @@ def project_from_path(db: DbDep, project_id: Annotated[int, Path(description="Th
 
 
 ProjectDep = Annotated[Project, Depends(project_from_path)]
+
+
+class JsonApiRoute(APIRoute):
+    """FastAPI turns a JSON body that is not UTF-8 into "400 There was an error parsing the
+    body"; this checks the (cached) body first and says what is wrong."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                try:
+                    (await request.body()).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    message = f"body: invalid UTF-8 at byte {exc.start + 1}; send JSON encoded as UTF-8"
+                    return JSONResponse({"detail": message, "message": message}, status_code=422)
+            return await handler(request)
+
+        return checked

@@ -12,13 +12,13 @@ from starlette.datastructures import UploadFile
 
 from app.deps import DbDep, SettingsDep, UploadTokenDep
 from app.limits import STREAMED_TYPES
-from app.projects.deps import ProjectDep
+from app.projects.deps import JsonApiRoute, ProjectDep
 from app.projects.schemas import ErrorOut
 from app.prompts import service
 from app.prompts.jsonl import read_lines, spool_stream
 from app.prompts.schemas import CompletionOut, CompletionsIn, GroupIngestOut, IngestOut, PromptBatchIn, TaskOut
 
-api_router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["uploads"])
+api_router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["uploads"], route_class=JsonApiRoute)
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut, "description": "No such project."},
           413: {"model": ErrorOut, "description": "Body over the size limit."}}
 FILE_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Neither multipart nor JSONL."}}

@@ -84,3 +84,20 @@ def test_service_refuses_bad_values_with_value_error(db):
     with pytest.raises(service.ProjectError, match="flags"):
         service.update_project(db, project=project, flags=["ok", ""])
     assert project.flags == ["unsafe", "factually_wrong", "off_topic"]
+
+
+def test_openapi_documents_the_api(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
+    expected = [("post", "/api/v1/projects"), ("get", "/api/v1/projects/{project_id}/progress"),
+                ("post", "/api/v1/projects/{project_id}/prompts"), ("post", "/api/v1/projects/{project_id}/prompts/jsonl"),
+                ("post", "/api/v1/projects/{project_id}/prompts/{external_id}/completions"),
+                ("post", "/api/v1/projects/{project_id}/completions/jsonl"),
+                ("get", "/api/v1/projects/{project_id}/exports/pairs")]
+    for key in expected:
+        assert operations[key]["summary"] and operations[key]["description"], key
+    jsonl_body = operations["post", "/api/v1/projects/{project_id}/prompts/jsonl"]["requestBody"]["content"]
+    assert set(jsonl_body) == {"multipart/form-data", "application/x-ndjson"}
+    prompt_schema = spec["components"]["schemas"]["PromptIn"]
+    assert "idempotent" in prompt_schema["properties"]["external_id"]["description"]

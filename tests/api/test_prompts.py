@@ -137,3 +137,27 @@ def test_reported_errors_are_capped_with_a_count(client, db, upload_auth):
                            content=body)
     report = response.json()
     assert report["rejected"] == 1005 and len(report["errors"]) == 1000 and report["errors_omitted"] == 5
+
+
+def test_rejected_batch_leaves_stored_prompts_unchanged(client, db, upload_auth):
+    project = make_project(db)
+    url = f"/api/v1/projects/{project.id}/prompts"
+    client.post(url, headers=upload_auth, json={"prompts": [{"external_id": "a", "text": "original"}]})
+    response = client.post(url, headers=upload_auth, json={"prompts": [
+        {"external_id": "a", "text": "rewritten"}, {"external_id": "b", "text": "new"}, {"external_id": "c", "text": ""}]})
+    assert response.status_code == 422 and "prompts.2.text" in response.json()["message"]
+    prompts = stored(db, project)
+    assert list(prompts) == ["a"] and prompts["a"].text == "original"
+
+
+def test_malformed_json_bodies_name_the_problem(client, db, upload_auth):
+    project = make_project(db)
+    url = f"/api/v1/projects/{project.id}/prompts"
+    response = client.post(url, headers={**upload_auth, "Content-Type": "application/json"}, content=b'{"prompts": [')
+    assert response.status_code == 422 and "JSON decode error" in response.json()["message"]
+    response = client.post(url, headers=upload_auth, json={"prompts": "all of them"})
+    assert response.status_code == 422 and "prompts" in response.json()["message"]
+    response = client.post(url, headers={**upload_auth, "Content-Type": "application/json"},
+                           content='{"prompts": [{"text": "caf\u00e9"}]}'.encode("latin-1"))
+    assert response.status_code == 422 and response.json()["detail"].startswith("body: invalid UTF-8 at byte")
+    assert stored(db, project) == {}

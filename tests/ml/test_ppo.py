@@ -258,3 +258,18 @@ def test_ppo_step_on_the_real_smollm2(smollm2_dir, tmp_path):
     assert math.isfinite(metrics["kl"][0]) and math.isfinite(metrics["value_loss"][0])
     assert 1 <= metrics["response_length"][0] <= 8
     assert read_card(tmp_path / "policy")["config"]["model"] == str(smollm2_dir)
+
+
+def test_train_policy_command(tiny_model_dir, tmp_path, capsys):
+    from worker.ml.cli import main
+
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "say cat"}\n"hello world"\n')
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    save_artifact(reward_model, load_tokenizer(tiny_model_dir), tmp_path / "rm", {"kind": "reward_model"})
+    args = ["train-policy", "--model", str(tiny_model_dir), "--prompts", str(tmp_path / "prompts.jsonl"),
+            "--out", str(tmp_path / "policy"), "--steps", "1", "--batch-size", "2",
+            "--minibatch-size", "1", "--max-new-tokens", "4", "--device", "cpu"]
+    assert main([*args, "--reward", str(tmp_path / "rm")]) == 0
+    assert read_card(tmp_path / "policy")["config"]["minibatch_size"] == 1
+    assert main([*args, "--reward", str(tmp_path / "missing")]) == 2
+    assert "reward:" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worker.ml.config import GenerationConfig, RewardConfig
+from worker.ml.ppo_config import PPOConfig
 
 
 @dataclass
@@ -164,6 +165,33 @@ def _train_reward_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train-policy ----------------------------------------------------------------------------
+
+def _train_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="starting policy: a model folder or an earlier policy adapter "
+                             "(default: the converted bundled SmolLM2)")
+    parser.add_argument("--prompts", type=Path, required=True,
+                        help='JSONL: {"prompt": str | [messages]} per line')
+    parser.add_argument("--reward", type=Path, required=True,
+                        help="reward model artifact folder (from train-reward)")
+    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write")
+    add_config_flags(parser, PPOConfig, skip=("model",))
+
+
+def _train_policy_run(args: argparse.Namespace) -> int:
+    from worker.ml.data import read_prompts
+    from worker.ml.ppo import train_policy
+
+    cfg = config_from_args(PPOConfig, args, model=args.model or str(_default_model()))
+    prompts = read_prompts(args.prompts)
+    bars = ProgressBars()
+    metrics = train_policy(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars)
+    bars.close()
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def _default_model() -> Path:
     from worker.ml.models import convert_default_model
 
@@ -177,6 +205,8 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("sample K completions per prompt", _generate_arguments, _generate_run),
     "train-reward": Command("train a reward model on rankings", _train_reward_arguments,
                             _train_reward_run),
+    "train-policy": Command("PPO: train a LoRA policy against a reward model",
+                            _train_policy_arguments, _train_policy_run),
 }
 
 

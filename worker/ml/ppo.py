@@ -14,116 +14,20 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from worker.ml import ppo_math as pm
-from worker.ml.config import _check, _Config
 from worker.ml.data import Prompt
 from worker.ml.models import Progress, autocast, pick_device
+from worker.ml.ppo_config import PPOConfig
 from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
 from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
-from worker.ml.values import VALUE_MODES, PolicyValue
+from worker.ml.values import PolicyValue
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
-
-
-@dataclass
-class PPOConfig(_Config):
-    model: str = ""
-    """Starting policy: a local HF folder (base or SFT, e.g. the converted SmolLM2) or a policy
-    adapter folder from an earlier run (training continues that adapter; the reference stays
-    its base)."""
-    steps: int = 8
-    """PPO iterations. Each samples `batch_size` prompts, rolls out, scores and updates."""
-    batch_size: int = 8
-    """Prompts (= responses) per iteration."""
-    minibatch_size: int = 4
-    """Responses per gradient step; batch_size / minibatch_size steps per PPO epoch."""
-    ppo_epochs: int = 4
-    """Passes over each rollout batch, freshly shuffled each time."""
-    max_new_tokens: int = 32
-    """Longest response. One that reaches it without EOS gets `missing_eos_penalty`."""
-    max_prompt_tokens: int = 256
-    """Longer prompts keep their last tokens (the assistant-turn opener must survive)."""
-    generation_batch_size: int = 0
-    """Prompts per `generate` call (left-padded together); 0 = the whole batch in one call."""
-    temperature: float = 0.7
-    """Sampling temperature; logprobs use logits divided by the same value."""
-    learning_rate: float = 5e-5
-    """AdamW learning rate for the LoRA weights and the value head (Adam eps 1e-5)."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm; 0 disables clipping."""
-    lora_r: int = 16
-    """LoRA rank of the policy adapter (and of the value adapter in value_mode "adapter")."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator (updates are scaled by alpha / r)."""
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                     "up_proj", "down_proj")
-    """Module names that get LoRA adapters. LoRA dropout is always 0 (dropout off in RL)."""
-    kl_coef: float = 0.05
-    """beta: weight of the per-token KL(policy || reference) penalty in the reward."""
-    kl_estimator: str = "k1"
-    """Per-token KL estimate in the reward: "k1" (log ratio), "k2" or "k3" (see ppo_math)."""
-    adaptive_kl_target: float = 0.0
-    """When > 0, beta adapts so the mean per-response KL tracks this value (Ziegler et al.);
-    0 keeps beta fixed."""
-    adaptive_kl_horizon: int = 10_000
-    """Responses over which the adaptive controller may move beta by up to 20%."""
-    missing_eos_penalty: float = 1.0
-    """Subtracted from the score of a response that ends without EOS (0 disables)."""
-    whiten_rewards: bool = False
-    """Scale per-token rewards to unit variance (mean kept) before GAE."""
-    gamma: float = 1.0
-    """Discount over response tokens."""
-    lam: float = 0.95
-    """GAE lambda."""
-    clip_range: float = 0.2
-    """PPO ratio clip epsilon."""
-    clip_range_value: float = 0.2
-    """How far a value prediction may move from its rollout value before the loss clips."""
-    vf_coef: float = 0.1
-    """Weight of the value loss in the total loss."""
-    value_mode: str = "shared"
-    """"shared": value head on the policy's trunk; "adapter": a second LoRA + head (values.py)."""
-    merge: bool = False
-    """Also save a merged full model under `out_dir/merged` (loads without peft)."""
-    seed: int = 0
-    """Seeds LoRA/value-head initialisation, prompt order and sampling."""
-    device: str | None = None
-    """"cpu", "cuda", ...; None picks CUDA when present."""
-    autocast: bool = True
-    """bf16 autocast for the trunk where the hardware has it; logprobs are always fp32."""
-
-    def __post_init__(self) -> None:
-        _check(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
-        _check(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
-        _check(1 <= self.minibatch_size <= self.batch_size, "minibatch_size",
-               "must be between 1 and batch_size")
-        _check(self.ppo_epochs >= 1, "ppo_epochs", "must be at least 1")
-        _check(1 <= self.max_new_tokens <= 8192, "max_new_tokens", "must be between 1 and 8192")
-        _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
-        _check(self.generation_batch_size >= 0, "generation_batch_size", "must be >= 0")
-        _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
-        _check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
-        _check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
-        _check(1 <= self.lora_r <= 1024, "lora_r", "must be between 1 and 1024")
-        _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
-        _check(len(self.lora_targets) > 0, "lora_targets", "name at least one module")
-        _check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
-        _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be one of {KL_ESTIMATORS}")
-        _check(self.adaptive_kl_target >= 0, "adaptive_kl_target", "must be >= 0 (0 = fixed beta)")
-        _check(self.adaptive_kl_horizon >= 1, "adaptive_kl_horizon", "must be at least 1")
-        _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0")
-        _check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
-        _check(0 <= self.lam <= 1, "lam", "must be in [0, 1]")
-        _check(self.clip_range > 0, "clip_range", "must be positive")
-        _check(self.clip_range_value > 0, "clip_range_value", "must be positive")
-        _check(self.vf_coef >= 0, "vf_coef", "must be >= 0")
-        _check(self.value_mode in VALUE_MODES, "value_mode", f"must be one of {VALUE_MODES}")
+__all__ = ["PPOConfig", "ppo_step", "train_policy"]
 
 
 def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, kl_ctl,

@@ -71,6 +71,9 @@ def resolve_reward(reward, device: torch.device) -> RewardFn:
     if isinstance(reward, (str, os.PathLike)):
         from worker.ml.scorer import RewardScorer
 
+        if not (Path(reward) / "config.json").is_file() and not Path(reward, "adapter_config.json").is_file():
+            raise FileNotFoundError(f"reward: {reward} is not a reward model folder "
+                                    "(train one with `python -m worker.ml train-reward`)")
         reward = RewardScorer.load(reward, device=device)
         for param in reward.model.parameters():
             param.requires_grad_(False)

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-VALUE_MODES = ("shared", "adapter")
+from worker.ml.ppo_config import VALUE_MODES
+
 POLICY_ADAPTER = "default"
 VALUE_ADAPTER = "value"
 

@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Self-hosted RLHF: rank completions, train reward models, run PPO.")
     app.state.settings = settings
     app.state.engine = make_engine(settings.sqlalchemy_url)
-    app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False)
+    # info["settings"]: tasks enqueued in a request go to this app's broker (app/rounds/queue.py).
+    app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False, info={"settings": settings})
 
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for name in DOMAINS:

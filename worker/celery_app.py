@@ -10,6 +10,17 @@ from app.settings import Settings, get_settings
 
 # Task names are constants so the web process can enqueue by name without importing torch.
 PING = "ranklab.ping"
+# The training-round loop (worker/loop, docs/loop.md). Each takes ids only.
+GENERATE_BATCH = "ranklab.round.generate_batch"
+"""(round_id, batch): K completions for one batch of the round's prompts; the last batch creates the tasks."""
+TRAIN_REWARD = "ranklab.round.train_reward"
+"""(round_id): reward model on the project's rankings."""
+TRAIN_POLICY = "ranklab.round.train_policy"
+"""(round_id): PPO from the round's policy against its reward model."""
+GENERATE_NEXT = "ranklab.round.generate_next"
+"""(round_id): create the next round from the new policy and enqueue its generation."""
+SWEEP_ROUNDS = "ranklab.round.sweep"
+"""(): re-enqueue steps whose worker died; auto-start rounds whose labeling reached the threshold."""
 # Queues: training steps run one at a time per GPU worker; generation batches can fan out.
 TRAIN_QUEUE = "train"
 GENERATE_QUEUE = "generate"

@@ -10,12 +10,12 @@ from app.models.labeling import (
     TaskStatus,
 )
 from app.models.projects import DEFAULT_FLAGS, Completion, CompletionSource, Project, ProjectMember, Prompt, PromptSplit
-from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundStatus, TrainingRound
+from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundPrompt, RoundStatus, TrainingRound
 from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession
 
 __all__ = [
     "ApiToken", "Assignment", "AssignmentState", "Completion", "CompletionSource", "DEFAULT_FLAGS",
     "LoginAttempt", "ModelKind", "ModelVersion", "PairwiseComparison", "Project", "ProjectMember",
-    "Prompt", "PromptSplit", "Ranking", "RankingTask", "Role", "RoundEvent", "RoundStatus",
+    "Prompt", "PromptSplit", "Ranking", "RankingTask", "Role", "RoundEvent", "RoundPrompt", "RoundStatus",
     "TaskCompletion", "TaskStatus", "TokenScope", "TrainingRound", "User", "WebSession", "utcnow",
 ]

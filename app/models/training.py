@@ -48,6 +48,25 @@ class TrainingRound(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Touched every few seconds by the worker running a step; a stale heartbeat on a running
+    status means the worker died and the step is re-enqueued (worker/loop/recovery.py)."""
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    """Which task run holds the current training step, so a duplicate delivery does not train twice."""
+
+
+class RoundPrompt(Base):
+    """A prompt a round generates completions for, in the generation job (batch) that does it."""
+
+    __tablename__ = "round_prompts"
+    __table_args__ = (Index("ix_round_prompts_round_batch", "round_id", "batch"),)
+
+    round_id: Mapped[int] = mapped_column(ForeignKey("training_rounds.id", ondelete="CASCADE"), primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True,
+                                           index=True)
+    batch: Mapped[int] = mapped_column(Integer)
+    generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Set in the same transaction that stores the prompt's completions (so a re-run skips it)."""
 
 
 class RoundEvent(Base):
@@ -76,6 +95,8 @@ class ModelKind(StrEnum):
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
+    # One reward model and one policy per round: a step delivered twice cannot register twice.
+    __table_args__ = (UniqueConstraint("round_id", "kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)

@@ -1,4 +1,6 @@
-"""Routes for rounds (filled in by its owner)."""
+"""Routes for rounds: the admin pages (filled in by the UI's owner) and the /api/v1 API (api.py)."""
 from fastapi import APIRouter
+
+from app.rounds.api import api_router  # noqa: F401  (app.main includes `api_router` and `router`)
 
 router = APIRouter()

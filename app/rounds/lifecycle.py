@@ -1,0 +1,191 @@
+"""The round state machine, shared by the web process and the worker (no torch here).
+
+    pending → generating → labeling → training_reward → training_policy → generating_next → done
+    any active status → cancelled;  a running step → failed → (retry) the same step
+
+Every change of status is one conditional UPDATE (`WHERE status IN (...)`), so two requests or two
+deliveries of one task cannot both move a round: the second finds nothing to update. Work for a
+status is enqueued by `enqueue_step` on the same session, sent only after its commit (queue.py).
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from app.models import (ModelVersion, Project, Prompt, PromptSplit, RankingTask, RoundEvent, RoundPrompt, RoundStatus,
+                        TaskStatus, TrainingRound, utcnow)
+from app.rounds.queue import enqueue_on_commit
+from worker.celery_app import (GENERATE_BATCH, GENERATE_NEXT, GENERATE_QUEUE, TRAIN_POLICY, TRAIN_QUEUE,
+                               TRAIN_REWARD)
+
+S = RoundStatus
+RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.generating_next)
+"""A worker step is (or should be) under way."""
+ACTIVE = (*RUNNING, S.labeling)
+TERMINAL = (S.done, S.failed, S.cancelled)
+STEP_TASKS = {S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE), S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
+              S.generating_next: (GENERATE_NEXT, GENERATE_QUEUE)}
+BUNDLED_MODEL = "bundled:SmolLM2-135M-Instruct"
+"""ModelVersion.base_model of the bundled default; the worker converts it under its data dir."""
+
+
+def transition(db: Session, *, round_id: int, source: Sequence[str], target: str, **values: Any) -> bool:
+    """Move the round to `target` if it is in one of `source`; False when another actor won."""
+    values.setdefault("current_step", target)
+    values.setdefault("progress", 0.0)
+    values.setdefault("eta_seconds", None)
+    if target in TERMINAL or target == S.labeling:
+        values.setdefault("claim_token", None)
+        values.setdefault("heartbeat_at", None)
+    if target in TERMINAL:
+        values.setdefault("finished_at", utcnow())
+    result = db.execute(update(TrainingRound).where(TrainingRound.id == round_id, TrainingRound.status.in_(source))
+                        .values(status=target, **values).execution_options(synchronize_session=False))
+    updated = result.rowcount == 1
+    if updated:
+        row = db.identity_map.get(db.identity_key(TrainingRound, round_id))  # keep a loaded row truthful
+        if row is not None:
+            db.expire(row)
+    return updated
+
+
+def log_event(db: Session, *, round_id: int, message: str = "", stage: str = "", kind: str = "log",
+              step: int | None = None, data: dict[str, Any] | None = None) -> None:
+    db.add(RoundEvent(round_id=round_id, kind=kind, stage=stage, step=step, data=data or {}, message=message))
+
+
+# ---- what each status needs from a worker -----------------------------------------------------
+
+def pending_batches(db: Session, *, round_id: int) -> list[int]:
+    return list(db.scalars(select(RoundPrompt.batch).where(RoundPrompt.round_id == round_id,
+                                                           RoundPrompt.generated_at.is_(None))
+                           .distinct().order_by(RoundPrompt.batch)))
+
+
+def enqueue_step(db: Session, *, round: TrainingRound) -> list[str]:
+    """Enqueue (on commit) the work the round's status calls for; returns the task names.
+    Safe to call again: every task checks the status and what is already stored first."""
+    if round.status in (S.pending, S.generating):
+        batches = pending_batches(db, round_id=round.id)
+        for batch in batches:
+            enqueue_on_commit(db, GENERATE_BATCH, round.id, batch, queue=GENERATE_QUEUE)
+        return [GENERATE_BATCH] * len(batches)
+    if round.status in STEP_TASKS:
+        name, queue = STEP_TASKS[round.status]
+        enqueue_on_commit(db, name, round.id, queue=queue)
+        return [name]
+    return []
+
+
+# ---- creating rounds --------------------------------------------------------------------------
+
+def unused_prompts(db: Session, *, project_id: int, limit: int | None) -> list[Prompt]:
+    """Prompts no round has taken and no ranking task shows yet, oldest first."""
+    query = (select(Prompt).where(Prompt.project_id == project_id,
+                                  ~exists().where(RoundPrompt.prompt_id == Prompt.id),
+                                  ~exists().where(RankingTask.prompt_id == Prompt.id))
+             .order_by(Prompt.id))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(db.scalars(query))
+
+
+def create_round(db: Session, *, project_id: int, number: int, policy_in_id: int, config: dict[str, Any],
+                 prompts: Sequence[Prompt]) -> TrainingRound:
+    """A pending round with its prompts split into generation batches; flushes, does not enqueue."""
+    round = TrainingRound(project_id=project_id, number=number, status=S.pending, config=config,
+                          policy_in_id=policy_in_id, current_step=S.pending, progress=0.0, metrics={})
+    db.add(round)
+    db.flush()
+    _hold_out_validation(prompts, fraction=config["prompts"]["validation_fraction"], seed=config["seed"] + number)
+    per_batch = config["generation"]["prompts_per_task"]
+    db.add_all(RoundPrompt(round_id=round.id, prompt_id=p.id, batch=i // per_batch) for i, p in enumerate(prompts))
+    db.flush()
+    return round
+
+
+def _hold_out_validation(prompts: Sequence[Prompt], *, fraction: float, seed: int) -> None:
+    """Mark a share of new prompts `validation`, unless some came with that split already."""
+    if fraction <= 0 or len(prompts) < 2 or any(p.split == PromptSplit.validation for p in prompts):
+        return
+    n_val = min(max(round(len(prompts) * fraction), 1), len(prompts) - 1)
+    for prompt in random.Random(seed).sample(list(prompts), n_val):
+        prompt.split = PromptSplit.validation
+
+
+def next_number(db: Session, *, project_id: int) -> int:
+    latest = db.scalar(select(func.max(TrainingRound.number)).where(TrainingRound.project_id == project_id))
+    return 0 if latest is None else latest + 1
+
+
+def latest_policy(db: Session, *, project_id: int) -> ModelVersion | None:
+    return db.scalar(select(ModelVersion).where(ModelVersion.project_id == project_id,
+                                                ModelVersion.kind == "policy")
+                     .order_by(ModelVersion.id.desc()).limit(1))
+
+
+def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersion:
+    """The project's base ModelVersion for `base_model`, created on first use."""
+    row = db.scalar(select(ModelVersion).where(ModelVersion.project_id == project_id, ModelVersion.kind == "base",
+                                               ModelVersion.base_model == base_model).limit(1))
+    if row is None:
+        name = "SmolLM2-135M-Instruct (bundled)" if base_model == BUNDLED_MODEL else base_model.rstrip("/")[-200:]
+        row = ModelVersion(project_id=project_id, kind="base", name=name, base_model=base_model,
+                           artifact_path=None if base_model == BUNDLED_MODEL else base_model, config={}, metrics={})
+        db.add(row)
+        db.flush()
+    return row
+
+
+# ---- labeling progress and the threshold ------------------------------------------------------
+
+def labeling_progress(db: Session, *, round: TrainingRound, overlap: int | None = None) -> dict[str, Any]:
+    if overlap is None:
+        overlap = db.scalar(select(Project.overlap).where(Project.id == round.project_id)) or 1
+    live = (RankingTask.round_id == round.id, RankingTask.status != TaskStatus.retired)
+    tasks, rankings, counted = db.execute(
+        select(func.count(), func.coalesce(func.sum(RankingTask.rankings_count), 0),
+               func.coalesce(func.sum(func.min(RankingTask.rankings_count, overlap)
+                                      if db.get_bind().dialect.name == "sqlite"
+                                      else func.least(RankingTask.rankings_count, overlap)), 0))
+        .where(*live)).one()
+    wanted = tasks * overlap
+    coverage = (counted / wanted) if wanted else 0.0
+    threshold = round.config.get("labeling", {})
+    met = (tasks > 0 and rankings >= threshold.get("min_rankings", 1)
+           and coverage >= threshold.get("min_coverage", 1.0) - 1e-9)
+    return {"tasks": tasks, "rankings": int(rankings), "wanted": wanted, "coverage": round_to(coverage),
+            "threshold_met": bool(met)}
+
+
+def round_to(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}f}")
+
+
+def begin_training(db: Session, *, round: TrainingRound, reason: str) -> bool:
+    """labeling → training_reward, and enqueue the reward model; False when not in labeling."""
+    if not transition(db, round_id=round.id, source=[S.labeling], target=S.training_reward, started_at=utcnow()):
+        return False
+    db.refresh(round)
+    log_event(db, round_id=round.id, stage=S.training_reward, message=f"training started ({reason})")
+    enqueue_step(db, round=round)
+    return True
+
+
+def auto_start_ready(db: Session, *, project_id: int | None = None) -> list[int]:
+    """Start training on labeling rounds with auto_start whose threshold is met; returns their ids."""
+    query = select(TrainingRound).where(TrainingRound.status == S.labeling)
+    if project_id is not None:
+        query = query.where(TrainingRound.project_id == project_id)
+    started = []
+    for round in db.scalars(query).all():
+        if not round.config.get("labeling", {}).get("auto_start"):
+            continue
+        if labeling_progress(db, round=round)["threshold_met"] and begin_training(
+                db, round=round, reason="labeling threshold reached"):
+            started.append(round.id)
+    return started

@@ -1,0 +1,173 @@
+"""What an admin chooses for a training round, and what the rounds API answers.
+
+The settings mirror worker/ml's config dataclasses (GenerationConfig, RewardConfig, PPOConfig)
+without importing them: the web process never imports torch. The worker turns a stored round
+config into those dataclasses (worker/loop/configs.py), which check ranges a second time.
+Defaults are small enough for a 2-core CPU with the bundled SmolLM2-135M.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STRICT = ConfigDict(extra="forbid")
+
+
+class PromptSelection(BaseModel):
+    """Which of the project's prompts a round generates completions for. A round only takes
+    prompts no earlier round used; later rounds of the loop take the next unused ones."""
+
+    model_config = STRICT
+    count: int = Field(16, ge=1, le=100_000, description="Prompts per round (fewer when fewer are unused).")
+    all_unlabeled: bool = Field(False, description="Take every unused prompt instead of `count`.")
+    validation_fraction: float = Field(0.2, ge=0.0, le=0.5, description=(
+        "Share of each round's new prompts marked `validation`: their rankings are held out of reward-model "
+        "training and measure its accuracy. Prompts uploaded with split=validation are kept as they are."))
+
+
+class GenerationSettings(BaseModel):
+    """Sampling the K completions labelers rank (worker.ml.config.GenerationConfig)."""
+
+    model_config = STRICT
+    temperature: float = Field(0.8, gt=0.0, le=5.0, description="Sampling temperature (K samples must differ).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 disables it.")
+    max_new_tokens: int = Field(64, ge=1, le=8192, description="Longest completion in tokens.")
+    prompts_per_task: int = Field(8, ge=1, le=1024, description=(
+        "Prompts per generation job: generation is split into jobs of this many prompts so several "
+        "workers can share it."))
+    seed: int | None = Field(0, description="Sampling seed (per job it is offset by the job number); null = random.")
+
+
+class RewardSettings(BaseModel):
+    """Reward-model training on all of the project's rankings (worker.ml.config.RewardConfig)."""
+
+    model_config = STRICT
+    loss: Literal["kwise", "plackett_luce"] = Field("kwise", description=(
+        "kwise: mean -log sigmoid over every ordered pair of a ranking (InstructGPT); "
+        "plackett_luce: likelihood of the whole ranked order."))
+    mode: Literal["lora", "full"] = Field("lora", description="LoRA adapters + score head, or full fine-tuning.")
+    learning_rate: float = Field(2e-4, gt=0.0, lt=1.0, description="Peak AdamW LR; ~2e-4 for LoRA, ~2e-5 for full.")
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the rankings; 1 is InstructGPT's advice.")
+    batch_rankings: int = Field(8, ge=1, le=4096, description="Rankings per optimizer step.")
+    max_length: int = Field(512, ge=16, le=32768, description="Tokens per prompt+completion (the end is kept).")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank (mode lora).")
+
+
+class PPOSettings(BaseModel):
+    """PPO against the round's reward model (worker.ml.ppo.PPOConfig)."""
+
+    model_config = STRICT
+    steps: int = Field(8, ge=1, le=100_000, description="PPO iterations (each: roll out, score, update).")
+    batch_size: int = Field(8, ge=2, le=4096, description="Prompts (= responses) per iteration.")
+    minibatch_size: int = Field(4, ge=1, le=4096, description="Responses per gradient step (≤ batch_size).")
+    ppo_epochs: int = Field(4, ge=1, le=100, description="Passes over each rollout batch.")
+    learning_rate: float = Field(5e-5, gt=0.0, lt=1.0, description="AdamW LR of the policy's LoRA and value head.")
+    kl_coef: float = Field(0.05, ge=0.0, le=100.0, description="beta: weight of the per-token KL penalty.")
+    adaptive_kl_target: float = Field(0.0, ge=0.0, description="> 0: adapt beta so the KL tracks this; 0: fixed.")
+    max_new_tokens: int = Field(32, ge=1, le=8192, description="Longest response during PPO rollouts.")
+    temperature: float = Field(0.7, gt=0.0, le=5.0, description="Rollout sampling temperature.")
+    missing_eos_penalty: float = Field(1.0, ge=0.0, description="Subtracted from a response that never ends.")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank of the policy adapter.")
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> PPOSettings:
+        if self.minibatch_size > self.batch_size:
+            raise ValueError(f"minibatch_size ({self.minibatch_size}) must be ≤ batch_size ({self.batch_size})")
+        return self
+
+
+class LabelingThreshold(BaseModel):
+    """When a round's labeling is enough to train on. Both conditions must hold."""
+
+    model_config = STRICT
+    min_rankings: int = Field(1, ge=0, le=10_000_000, description="Rankings of this round's tasks needed.")
+    min_coverage: float = Field(1.0, ge=0.0, le=1.0, description=(
+        "Share of wanted rankings present: rankings / (tasks × project overlap); 1.0 = every task fully ranked."))
+    auto_start: bool = Field(False, description=(
+        "Start training by itself once the threshold is reached; otherwise an admin starts it."))
+
+
+class RoundConfigIn(BaseModel):
+    """Everything an admin chooses for a round; saved with the round (TrainingRound.config)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"k": 4, "prompts": {"count": 16}, "labeling": {"min_coverage": 1.0, "auto_start": True}}]})
+    model: str = Field("", max_length=500, description=(
+        "Starting policy: a hub id or a folder on the worker. Empty: the project's latest trained policy, "
+        "or the bundled SmolLM2-135M-Instruct (converted once under the data dir) for a first round."))
+    k: int | None = Field(None, ge=4, le=9, description="Completions per prompt; within the project's k range "
+                                                        "(default: the project's k_min).")
+    seed: int = Field(0, description="Seed for the validation split and training.")
+    prompts: PromptSelection = Field(default_factory=PromptSelection)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
+    ppo: PPOSettings = Field(default_factory=PPOSettings)
+    labeling: LabelingThreshold = Field(default_factory=LabelingThreshold)
+
+
+class StartTrainingIn(BaseModel):
+    model_config = STRICT
+    force: bool = Field(False, description="Start even though the labeling threshold is not reached.")
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+class RoundEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    kind: str = Field(description="log or metric.")
+    stage: str
+    step: int | None
+    data: dict[str, Any]
+    message: str
+    created_at: datetime
+
+
+class LabelingProgressOut(BaseModel):
+    tasks: int
+    rankings: int
+    wanted: int = Field(description="tasks × project overlap.")
+    coverage: float
+    threshold_met: bool
+
+
+class RoundOut(BaseModel):
+    """A round's state as the admin UI polls it (from our DB, never Celery's result store)."""
+
+    id: int
+    project_id: int
+    number: int
+    status: str = Field(description="pending, generating, labeling, training_reward, training_policy, "
+                                    "generating_next, done, failed or cancelled.")
+    current_step: str
+    progress: float = Field(description="0..1 within the current step.")
+    eta_seconds: float | None
+    error_message: str | None
+    error_step: str | None
+    policy_in_id: int | None
+    reward_model_id: int | None
+    policy_out_id: int | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    labeling: LabelingProgressOut
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    events: list[RoundEventOut] = Field(default_factory=list, description="Events after `events_after`, oldest first.")
+
+
+class ModelVersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    project_id: int | None
+    kind: str = Field(description="base, sft, reward or policy.")
+    name: str
+    base_model: str
+    parent_id: int | None = Field(description="Lineage: the policy this one was trained from.")
+    round_id: int | None
+    artifact_path: str | None
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    created_at: datetime

@@ -26,8 +26,8 @@ from app.prompts.store import (BATCH_SIZE, DEFAULT_MAX_TEXT_CHARS, IngestReport,
                                prompt_row, too_long)
 
 __all__ = ["CompletionsRejected", "CompletionsReport", "GroupIngestReport", "IngestReport", "LineError",
-           "PromptBatchRejected", "PromptNotFound", "add_completions", "add_prompts", "ingest_completion_groups",
-           "ingest_prompts"]
+           "PromptBatchRejected", "PromptIn", "PromptNotFound", "add_completions", "add_prompts",
+           "ingest_completion_groups", "ingest_prompts"]
 
 
 class PromptBatchRejected(ValueError):

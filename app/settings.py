@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     default_model: str = ""
     """Hub id or local folder of the base policy. Empty: the bundled SmolLM2-135M-Instruct."""
 
+    round_stale_seconds: float = 120.0
+    """A running round step whose worker heartbeat (every few seconds) is older than this is
+    presumed dead (worker killed) and enqueued again."""
+    round_sweep_seconds: float = 30.0
+    """How often each worker looks for dead steps and rounds whose labeling reached the threshold."""
+    fault_inject: str = ""
+    """Testing only: a round step name (e.g. training_policy) whose task raises on purpose."""
+
     admin_email: str = "admin@ranklab.local"
 
     @property

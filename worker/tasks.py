@@ -1,10 +1,61 @@
-"""Celery tasks: thin wrappers that take ids, load rows, call worker.ml, and write status."""
+"""Celery tasks: thin wrappers that take ids, load rows, call worker.ml, and write status.
+
+The bodies live in worker/loop (one module per round step). Every task is safe to deliver
+twice (acks_late redelivers after a crash): it checks the round's status and what is already
+stored before working. Errors mark the round failed and re-raise; see docs/loop.md.
+"""
 from __future__ import annotations
 
-from worker.celery_app import PING, celery_app
+from celery.signals import worker_ready, worker_shutdown
+
+from worker.celery_app import (GENERATE_BATCH, GENERATE_NEXT, PING, SWEEP_ROUNDS, TRAIN_POLICY, TRAIN_REWARD,
+                               celery_app)
+from worker.loop import generation, next_round, policy, recovery, reward
 
 
 @celery_app.task(name=PING)
 def ping(value: str = "pong") -> str:
     """Health check: proves a worker is consuming the queue."""
     return value
+
+
+@celery_app.task(name=GENERATE_BATCH)
+def generate_batch(round_id: int, batch: int) -> dict:
+    return generation.run_batch(round_id, batch)
+
+
+@celery_app.task(name=TRAIN_REWARD)
+def train_reward(round_id: int) -> dict:
+    return reward.run(round_id)
+
+
+@celery_app.task(name=TRAIN_POLICY)
+def train_policy(round_id: int) -> dict:
+    return policy.run(round_id)
+
+
+@celery_app.task(name=GENERATE_NEXT)
+def generate_next(round_id: int) -> dict:
+    return next_round.run(round_id)
+
+
+@celery_app.task(name=SWEEP_ROUNDS)
+def sweep_rounds() -> dict:
+    """Also runs on a timer inside every worker; exposed for celery beat or cron."""
+    return recovery.sweep()
+
+
+_sweeper: recovery.SweepThread | None = None
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs) -> None:
+    global _sweeper
+    _sweeper = recovery.SweepThread()
+    _sweeper.start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_kwargs) -> None:
+    if _sweeper is not None:
+        _sweeper.stopping.set()

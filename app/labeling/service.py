@@ -18,6 +18,7 @@ from app.labeling.partition import InvalidRanking, pairs_from_groups, validate_p
 from app.labeling.schemas import RankingIn
 from app.models import (Assignment, AssignmentState, Completion, PairwiseComparison, Project, ProjectMember, Prompt,
                         Ranking, RankingTask, TaskStatus, User, utcnow)
+from app.rounds import service as rounds_service
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
@@ -208,6 +209,8 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
         status=case((and_(_tasks.c.status == TaskStatus.open, _tasks.c.rankings_count + 1 >= overlap),
                      TaskStatus.complete), else_=_tasks.c.status),
     ))
+    # A training round set to auto-start begins once its labeling threshold is reached.
+    rounds_service.on_rankings_added(db, project_id=project_id)
     result = SubmitResult(ranking_id=ranking_id, late=late, duplicate=False)
     return result, _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now)
 

@@ -38,9 +38,9 @@ def transition(db: Session, *, round_id: int, source: Sequence[str], target: str
     values.setdefault("current_step", target)
     values.setdefault("progress", 0.0)
     values.setdefault("eta_seconds", None)
-    if target in TERMINAL or target == S.labeling:
-        values.setdefault("claim_token", None)
-        values.setdefault("heartbeat_at", None)
+    # A new status is free to be claimed by the task that works on it.
+    values.setdefault("claim_token", None)
+    values.setdefault("heartbeat_at", None)
     if target in TERMINAL:
         values.setdefault("finished_at", utcnow())
     result = db.execute(update(TrainingRound).where(TrainingRound.id == round_id, TrainingRound.status.in_(source))

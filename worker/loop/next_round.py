@@ -1,0 +1,58 @@
+"""generating_next: round N's new policy writes the completions of round N+1.
+
+Creates round N+1 (same settings, policy_in = round N's policy, the next unused prompts) and
+enqueues its generation; when that finishes (generation.finish_if_complete) round N+1 opens for
+labeling and round N is done. With no unused prompts left, round N is simply done.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.models import TrainingRound
+from app.rounds import lifecycle
+from app.rounds.lifecycle import S
+from worker.loop.runtime import db_session, inject_fault, mark_failed
+
+
+def run(round_id: int) -> dict[str, Any]:
+    try:
+        inject_fault(S.generating_next)
+        return _spawn(round_id)
+    except IntegrityError:  # another delivery created round N+1 first: just make sure it runs
+        return _spawn(round_id)
+    except Exception as exc:
+        mark_failed(round_id, S.generating_next, exc)
+        raise
+
+
+def _spawn(round_id: int) -> dict[str, Any]:
+    with db_session() as db:
+        round = db.get(TrainingRound, round_id)
+        if round is None or round.status != S.generating_next:
+            return {"round_id": round_id, "skipped": f"round is {getattr(round, 'status', None)}"}
+        nxt = db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
+                                                    TrainingRound.number == round.number + 1))
+        if nxt is not None:
+            lifecycle.enqueue_step(db, round=nxt)
+            return {"round_id": round_id, "next_round_id": nxt.id, "existing": True}
+        selection = round.config["prompts"]
+        prompts = lifecycle.unused_prompts(db, project_id=round.project_id,
+                                           limit=None if selection["all_unlabeled"] else selection["count"])
+        if not prompts:
+            lifecycle.transition(db, round_id=round_id, source=[S.generating_next], target=S.done)
+            lifecycle.log_event(db, round_id=round_id, stage=S.done,
+                                message="done; no unused prompts are left for a next round — upload more prompts "
+                                        "and launch a round to continue from this policy")
+            return {"round_id": round_id, "next_round_id": None}
+        nxt = lifecycle.create_round(db, project_id=round.project_id, number=round.number + 1,
+                                     policy_in_id=round.policy_out_id, config=round.config, prompts=prompts)
+        lifecycle.log_event(db, round_id=nxt.id, stage=S.pending,
+                            message=f"round {nxt.number} created by round {round.number}: {len(prompts)} prompts "
+                                    "from the new policy")
+        lifecycle.log_event(db, round_id=round_id, stage=S.generating_next,
+                            message=f"generating round {nxt.number} ({len(prompts)} prompts)")
+        lifecycle.enqueue_step(db, round=nxt)
+        return {"round_id": round_id, "next_round_id": nxt.id}

@@ -1,0 +1,78 @@
+"""training_policy: PPO from the round's policy against the round's reward model.
+
+A base policy gets a fresh LoRA adapter; a policy from an earlier round continues its adapter,
+and the reference (for the KL penalty) stays the original base model, so the KL reported is the
+distance from the base across rounds.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from app.models import ModelVersion, TrainingRound
+from app.rounds import lifecycle
+from app.rounds.lifecycle import S
+from worker.loop import data
+from worker.loop.configs import ppo_config, root_base, version_path
+from worker.loop.runtime import Reporter, db_session, remove_partial_artifacts, round_dir, run_claimed_step
+
+SUMMARY_KEYS = ("score", "kl", "entropy", "response_length", "kl_coef", "policy_loss", "value_loss",
+                "clip_fraction", "approx_kl", "no_eos_fraction")
+
+
+def run(round_id: int) -> dict[str, Any]:
+    return run_claimed_step(round_id, S.training_policy, lambda _token: _train(round_id))
+
+
+def _train(round_id: int) -> dict[str, Any]:
+    from worker.ml.ppo import train_policy
+
+    # 1. Inputs: the starting policy, the reward model, the prompts.
+    with db_session() as db:
+        round = db.get(TrainingRound, round_id)
+        policy_in = db.get(ModelVersion, round.policy_in_id)
+        reward = db.get(ModelVersion, round.reward_model_id)
+        if reward is None or not reward.artifact_path:
+            raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
+        prompts = data.ppo_prompts(db, round=round)
+        base_model = root_base(db, policy_in).base_model
+        policy_ref = (policy_in.id, policy_in.kind, policy_in.base_model, policy_in.artifact_path)
+        project_id, number, config, reward_path = round.project_id, round.number, round.config, reward.artifact_path
+    if not prompts:
+        raise ValueError("prompts: the rounds so far have no train-split prompts for PPO")
+    reporter = Reporter(round_id, S.training_policy)
+    start = version_path(policy_ref[1], policy_ref[2], policy_ref[3], reporter)
+    cfg = ppo_config(config, model=start)
+    out = round_dir(project_id, number) / "policy"
+    remove_partial_artifacts(out.parent)
+
+    # 2. PPO; the artifact folder appears complete or not at all (worker.ml renames it into place).
+    history = train_policy(cfg, prompts, reward_path, out, reporter)
+    summary = {key: round(history[key][-1], 5) for key in SUMMARY_KEYS if history.get(key)}
+    summary.update(score_first=round(history["score"][0], 5), steps=len(history["score"]),
+                   seconds=round(history["total_seconds"], 2), prompts=len(prompts))
+
+    # 3. Register the policy and move on, in one transaction (only if still training_policy).
+    with db_session() as db:
+        if not lifecycle.transition(db, round_id=round_id, source=[S.training_policy], target=S.generating_next):
+            db.rollback()
+            return {"round_id": round_id, "skipped": "the round left training_policy meanwhile"}
+        version = ModelVersion(project_id=project_id, kind="policy", name=f"round {number} policy",
+                               base_model=base_model, parent_id=policy_ref[0], round_id=round_id,
+                               artifact_path=str(out), config=cfg.to_dict(), metrics=summary)
+        db.add(version)
+        db.flush()
+        round = db.get(TrainingRound, round_id)
+        db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(
+            policy_out_id=version.id, metrics={**(round.metrics or {}), "policy": summary}))
+        for step in range(len(history["score"])):
+            point = {key: float(history[key][step]) for key in SUMMARY_KEYS if len(history.get(key) or []) > step}
+            lifecycle.log_event(db, round_id=round_id, stage=S.training_policy, kind="metric", step=step + 1,
+                                data=point)
+        lifecycle.log_event(db, round_id=round_id, stage=S.training_policy,
+                            message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, "
+                                    f"KL {summary.get('kl')}")
+        db.refresh(round)
+        lifecycle.enqueue_step(db, round=round)
+    return {"round_id": round_id, "policy_id": version.id, **summary}

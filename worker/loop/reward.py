@@ -1,0 +1,106 @@
+"""training_reward: a reward model on all of the project's rankings, validation prompts held out.
+
+Also measures the previous round's reward model on this round's fresh human rankings (completions
+of a policy it never saw) — the honest out-of-distribution figure — and stores it on that round.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.models import ModelVersion, PromptSplit, TrainingRound
+from app.rounds import lifecycle
+from app.rounds.lifecycle import S
+from worker.loop import data
+from worker.loop.configs import base_model_path, reward_config, root_base
+from worker.loop.runtime import Reporter, db_session, remove_partial_artifacts, round_dir, run_claimed_step
+
+
+def run(round_id: int) -> dict[str, Any]:
+    return run_claimed_step(round_id, S.training_reward, lambda _token: _train(round_id))
+
+
+def rm_accuracy(path: str, rankings: list, cfg) -> dict[str, Any] | None:
+    """Pairwise accuracy (and loss) of the reward model at `path` on `rankings`; None without any."""
+    if not rankings:
+        return None
+    from worker.ml.data import group_rankings
+    from worker.ml.reward import encode_sets, evaluate
+    from worker.ml.scorer import RewardScorer
+
+    scorer = RewardScorer.load(path, device=cfg.device)
+    sets = encode_sets(scorer.tokenizer, group_rankings(rankings), cfg.max_length)
+    result = evaluate(scorer.model, sets, scorer.tokenizer.pad_token_id, scorer.device, cfg)
+    return {**result, "rankings": len(rankings)}
+
+
+def _train(round_id: int) -> dict[str, Any]:
+    from worker.ml.reward import train_reward
+
+    # 1. Inputs: rankings by split, this round's fresh rankings, the previous reward model.
+    with db_session() as db:
+        round = db.get(TrainingRound, round_id)
+        base = root_base(db, db.get(ModelVersion, round.policy_in_id))
+        train = data.rankings(db, project_id=round.project_id, split=PromptSplit.train)
+        val = data.rankings(db, project_id=round.project_id, split=PromptSplit.validation)
+        fresh = data.rankings(db, project_id=round.project_id, round_id=round_id)
+        prev = db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
+                                                     TrainingRound.number == round.number - 1))
+        prev_rm = db.get(ModelVersion, prev.reward_model_id) if prev is not None and prev.reward_model_id else None
+        prev_ref = (prev.id, prev_rm.artifact_path) if prev_rm is not None else None
+        project_id, number, config, base_id, base_model = (round.project_id, round.number, round.config,
+                                                           base.id, base.base_model)
+    reporter = Reporter(round_id, S.training_reward)
+    backbone = base_model_path(base_model, reporter)
+    cfg = reward_config(config, backbone=backbone, round_id=round_id)
+    out = round_dir(project_id, number) / "reward"
+    remove_partial_artifacts(out.parent)
+
+    # 2. The previous reward model on rankings of completions it never saw.
+    ood = rm_accuracy(prev_ref[1], fresh, cfg) if prev_ref is not None else None
+    reporter.check()
+
+    # 3. Train (validation prompts are not in `train`), then measure on the held-out prompts.
+    metrics = train_reward(cfg, train, out, reporter)
+    held_out = rm_accuracy(str(out), val, cfg)
+    summary = {"val_accuracy": held_out and held_out["val_accuracy"], "val_loss": held_out and held_out["val_loss"],
+               "val_pairs": held_out and held_out["val_pairs"], "val_rankings": len(val),
+               "val_accuracy_by_k": held_out and held_out["val_accuracy_by_k"],
+               "train_rankings": len(train), "train_loss_first": metrics["train_loss_first"],
+               "train_loss_last": metrics["train_loss_last"], "steps": metrics["steps"],
+               "train_seconds": metrics["train_seconds"], "reward_mean": metrics["reward_mean"],
+               "reward_std": metrics["reward_std"]}
+
+    # 4. Register the model and move on, in one transaction (only if still training_reward).
+    with db_session() as db:
+        if not lifecycle.transition(db, round_id=round_id, source=[S.training_reward], target=S.training_policy):
+            db.rollback()
+            return {"round_id": round_id, "skipped": "the round left training_reward meanwhile"}
+        version = ModelVersion(project_id=project_id, kind="reward", name=f"round {number} reward model",
+                               base_model=base_model, parent_id=base_id, round_id=round_id,
+                               artifact_path=str(out), config=cfg.to_dict(), metrics=summary)
+        db.add(version)
+        db.flush()
+        round = db.get(TrainingRound, round_id)
+        db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(
+            reward_model_id=version.id, metrics={**(round.metrics or {}), "reward": summary}))
+        lifecycle.log_event(db, round_id=round_id, stage=S.training_reward, kind="metric", data=summary,
+                            message=f"reward model trained on {len(train)} rankings; "
+                                    f"held-out accuracy {summary['val_accuracy']}")
+        if ood is not None:
+            _store_ood(db, prev_id=prev_ref[0], round_number=number, ood=ood)
+        db.refresh(round)
+        lifecycle.enqueue_step(db, round=round)
+    return {"round_id": round_id, "reward_model_id": version.id, **summary}
+
+
+def _store_ood(db, *, prev_id: int, round_number: int, ood: dict[str, Any]) -> None:
+    prev = db.get(TrainingRound, prev_id)
+    figure = {"accuracy": ood["val_accuracy"], "pairs": ood["val_pairs"], "rankings": ood["rankings"],
+              "round": round_number}
+    db.execute(update(TrainingRound).where(TrainingRound.id == prev_id)
+               .values(metrics={**(prev.metrics or {}), "reward_next_round": figure}))
+    lifecycle.log_event(db, round_id=prev_id, stage=S.done, kind="metric", data=figure,
+                        message=f"this round's reward model on round {round_number}'s fresh rankings: "
+                                f"accuracy {figure['accuracy']}")

@@ -1,6 +1,3 @@
 """Routes for rounds: the admin pages (filled in by the UI's owner) and the /api/v1 API (api.py)."""
-from fastapi import APIRouter
-
 from app.rounds.api import api_router  # noqa: F401  (app.main includes `api_router` and `router`)
-
-router = APIRouter()
+from app.rounds.pages import router  # noqa: F401

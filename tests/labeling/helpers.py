@@ -29,9 +29,17 @@ def submit(db: Session, user: User, project: Project, view: service.TaskView, gr
     return result
 
 
+def fresh(db: Session) -> None:
+    """Ends the test session's transaction: a SQLite (WAL) reader keeps seeing the database as of its
+    BEGIN, so without this a test could read stale rows and miss what the app wrote. Also forgets
+    loaded rows (rollback without a transaction expires nothing)."""
+    db.rollback()
+    db.expire_all()
+
+
 def snapshot(db: Session) -> dict:
     """Everything a submit may change, to show that a rejected one changed nothing."""
-    db.expire_all()
+    fresh(db)
     return {
         "rankings": db.scalar(select(func.count()).select_from(Ranking)),
         "pairs": db.scalar(select(func.count()).select_from(PairwiseComparison)),

@@ -10,7 +10,7 @@ from app.labeling import handout, service
 from app.labeling.errors import NotAMember, NotFound
 from app.models import Assignment, AssignmentState, RankingTask, Role, utcnow
 from tests.factories import make_project, make_task, make_user
-from tests.labeling.helpers import next_view, submit
+from tests.labeling.helpers import fresh, next_view, submit
 
 
 def _expire(db, assignment_id: int) -> None:
@@ -20,7 +20,7 @@ def _expire(db, assignment_id: int) -> None:
 
 
 def _task(db, task_id: int) -> RankingTask:
-    db.expire_all()
+    fresh(db)
     return db.get(RankingTask, task_id)
 
 
@@ -92,7 +92,7 @@ def test_an_expired_lease_frees_the_slot_for_another_labeler(db):
 
     taken_over = next_view(db, bob, project)  # nothing free → the sweep runs → the slot is free again
     assert taken_over is not None and taken_over.task_id == task.id
-    db.expire_all()
+    fresh(db)
     assert db.get(Assignment, held.assignment_id).state == AssignmentState.expired
     assert _task(db, task.id).slots_taken == 1
     lease = db.get(Assignment, taken_over.assignment_id)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from app.models import Assignment, Ranking, RankingTask
 from tests.factories import make_project, make_task
-from tests.labeling.helpers import make_labelers
+from tests.labeling.helpers import fresh, make_labelers
 from tests.labeling.race_worker import label_until_empty, process_main, take_one
 
 LABELERS = 24
@@ -27,7 +27,7 @@ def _check_every_slot_handed_exactly_once(db, reports, *, tasks, overlap):
     per_task = Counter(task_id for task_id, _ in handouts)
     assert per_task == {t.id: overlap for t in tasks}, "some task was handed out more or less than overlap times"
 
-    db.expire_all()
+    fresh(db)
     rankings = Counter(db.scalars(select(Ranking.task_id)))
     assert rankings == per_task
     assert db.scalar(select(func.count()).select_from(Assignment)) == len(handouts)
@@ -64,7 +64,7 @@ def test_racing_for_the_last_slots_only_overlap_labelers_win(app, db, overlap):
     assert not errors, errors[0]
     winners = [user_id for user_id, handed, _ in reports if handed == [task.id]]
     assert len(winners) == overlap
-    db.expire_all()
+    fresh(db)
     assert db.get(RankingTask, task.id).slots_taken == overlap
     assert sorted(db.scalars(select(Assignment.user_id))) == sorted(winners)
 

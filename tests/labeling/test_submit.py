@@ -11,7 +11,7 @@ from app.labeling.errors import Conflict, InvalidSubmission, NotFound
 from app.labeling.schemas import RankingIn
 from app.models import Assignment, AssignmentState, PairwiseComparison, Ranking, RankingTask, utcnow
 from tests.factories import make_project, make_task, make_user
-from tests.labeling.helpers import next_view, snapshot, submit
+from tests.labeling.helpers import fresh, next_view, snapshot, submit
 
 
 def _expire(db, assignment_id: int) -> None:
@@ -45,7 +45,7 @@ def test_a_ranking_is_stored_with_its_pairs_flags_and_display_order(db):
     pairs = {(p.chosen_id, p.rejected_id, p.margin) for p in
              db.scalars(select(PairwiseComparison).where(PairwiseComparison.ranking_id == ranking.id))}
     assert pairs == {(c, a, 1), (c, b, 1), (c, d, 2), (a, d, 1), (b, d, 1)}  # the a=b tie gives no pair
-    db.expire_all()
+    fresh(db)
     assignment = db.get(Assignment, view.assignment_id)
     assert assignment.state == AssignmentState.submitted and assignment.finished_at is not None
     row = db.get(RankingTask, task.id)
@@ -58,7 +58,7 @@ def test_the_task_is_complete_at_overlap(db):
     for _ in range(2):
         user = make_user(db, projects=[project])
         submit(db, user, project, next_view(db, user, project))
-    db.expire_all()
+    fresh(db)
     row = db.get(RankingTask, task.id)
     assert (row.slots_taken, row.rankings_count, row.status) == (2, 2, "complete")
 
@@ -87,7 +87,7 @@ def test_a_late_submission_is_accepted_while_the_lease_was_not_yet_swept(db):
 
     result, _ = submit(db, alice, project, view)
     assert result.late and db.get(Ranking, result.ranking_id).late
-    db.expire_all()
+    fresh(db)
     row = db.get(RankingTask, task.id)
     assert (row.slots_taken, row.rankings_count, row.status) == (1, 1, "complete")
 
@@ -103,7 +103,7 @@ def test_a_late_submission_after_the_sweep_takes_a_free_slot_again(db):
 
     result, _ = submit(db, alice, project, view)
     assert result.late
-    db.expire_all()
+    fresh(db)
     row = db.get(RankingTask, task.id)
     assert (row.slots_taken, row.rankings_count, row.status) == (2, 2, "complete")
 
@@ -210,7 +210,7 @@ def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
     # skipping again is harmless; submitting a skipped task is refused
     service.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="x", sweep_every=3600)
     db.commit()
-    db.expire_all()
+    fresh(db)
     assert db.get(RankingTask, first.id).slots_taken == 1
     with pytest.raises(Conflict, match="You skipped this task"):
         submit(db, alice, project, view)
@@ -225,7 +225,7 @@ def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_canno
     assert _sweep(db) == 1
     service.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="away", sweep_every=3600)
     db.commit()
-    db.expire_all()
+    fresh(db)
     assert db.get(RankingTask, task.id).slots_taken == 0
 
     bob_view = next_view(db, bob, project)

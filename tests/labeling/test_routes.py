@@ -1,0 +1,227 @@
+"""The labeler pages and JSON API through HTTP (TestClient), on SQLite and Postgres."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from app.models import Assignment, Prompt, Ranking, RankingTask, utcnow
+from tests.factories import csrf_of, login, make_project, make_task, make_user
+from tests.labeling.helpers import fresh, snapshot
+
+HX = {"HX-Request": "true"}
+
+
+def _form_fields(html: str) -> dict:
+    assignment_id = int(re.search(r'data-assignment-id="(\d+)"', html).group(1))
+    ranking = json.loads(re.search(r'name="ranking" value="([^"]*)"', html).group(1).replace("&#34;", '"'))
+    return {"assignment_id": assignment_id, "ranking": ranking}
+
+
+def _labeler_with_task(client, db, *, overlap=1, tasks=2, **project_fields):
+    project = make_project(db, overlap=overlap, **project_fields)
+    for _ in range(tasks):
+        make_task(db, project)
+    user = make_user(db, projects=[project])
+    login(client, user)
+    return project, user
+
+
+def test_the_queue_page_lists_only_my_projects_with_progress(client, db):
+    mine, _other = make_project(db, name="Mine"), make_project(db, name="Not mine")
+    make_task(db, mine)
+    user = make_user(db, projects=[mine])
+    assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
+    login(client, user)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Mine" in page.text and "Not mine" not in page.text
+    assert f'href="/projects/{mine.id}/label"' in page.text and "Start labeling" in page.text
+    assert "<strong>0</strong> ranked by you · <strong>1</strong> left for you" in page.text
+
+
+def test_the_ranking_page_renders_whole_or_as_a_block_for_htmx(client, db):
+    project, _ = _labeler_with_task(client, db, guidelines="# Be *kind*\n<script>alert(1)</script>")
+    page = client.get(f"/projects/{project.id}/label")
+    assert page.status_code == 200 and page.headers["vary"] == "HX-Request"
+    assert page.text.startswith("<!doctype html>") and "<h1>Be <em>kind</em></h1>" in page.text
+    assert "<script>alert(1)" not in page.text and "&lt;script&gt;alert(1)" in page.text
+    assert "/static/vendor/Sortable.min.js" in page.text and "/static/js/ranking.js" in page.text
+
+    block = client.get(f"/projects/{project.id}/label", headers=HX)
+    assert block.status_code == 200 and "<html" not in block.text and "Guidelines" not in block.text
+    assert _form_fields(block.text) == _form_fields(page.text)  # same lease on refresh
+
+
+def test_untrusted_prompt_and_completion_text_is_rendered_inert(client, db):
+    project = make_project(db, overlap=1)
+    task = make_task(db, project, texts=['<script>window.__pwned=1</script>', '<img src=x onerror="window.__pwned=2">',
+                                         "[click](javascript:alert(1))", "```\ncode <b>x</b>\n```"])
+    db.execute(update(Prompt).where(Prompt.id == task.prompt_id).values(text=None, messages=[
+        {"role": "system", "content": "Be brief <iframe src=//evil>"},
+        {"role": "user\" onmouseover=\"x", "content": "Hi <b>there</b>"}]))
+    db.commit()
+    login(client, make_user(db, projects=[project]))
+    html = client.get(f"/projects/{project.id}/label").text
+    for raw in ("<script>window", "<img src=x", 'href="javascript:', "<iframe", "<b>there", "<b>x", 'onmouseover="x'):
+        assert raw not in html
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+    assert 'class="turn turn-system"' in html and 'class="turn turn-other"' in html
+
+
+def test_submitting_swaps_in_the_next_task_and_stores_the_ranking(client, db):
+    project, user = _labeler_with_task(client, db, overlap=1, tasks=2)
+    page = client.get(f"/projects/{project.id}/label")
+    fields = _form_fields(page.text)
+    first_id = fields["ranking"][0][0]
+    groups = [fields["ranking"][0] + fields["ranking"][1]] + fields["ranking"][2:]  # a tie on top
+    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", headers={
+        **HX, "X-CSRF-Token": csrf_of(client, db)}, data={
+        "ranking": json.dumps(groups), "flag": [f"{first_id}:unsafe"], "none_acceptable": "on",
+        "time_spent_ms": "5300", "comment": "fine"})
+    assert response.status_code == 200, response.text
+    assert "<html" not in response.text and "Saved." in response.text
+    assert _form_fields(response.text)["assignment_id"] != fields["assignment_id"]
+    assert "<strong>1</strong> ranked by you" in response.text
+
+    fresh(db)
+    ranking = db.scalar(select(Ranking).where(Ranking.user_id == user.id))
+    assert ranking.groups == groups and ranking.flags == {str(first_id): ["unsafe"]}
+    assert ranking.none_acceptable and ranking.time_spent_ms == 5300 and ranking.comment == "fine"
+
+    # a retry of the same submission answers the same next task and stores nothing new
+    retry = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", headers={
+        **HX, "X-CSRF-Token": csrf_of(client, db)}, data={"ranking": json.dumps(groups)})
+    assert retry.status_code == 200
+    assert _form_fields(retry.text)["assignment_id"] == _form_fields(response.text)["assignment_id"]
+    fresh(db)
+    assert db.scalar(select(func.count()).select_from(Ranking)) == 1
+
+
+def test_a_plain_form_post_redirects_to_the_next_task(client, db):
+    project, _ = _labeler_with_task(client, db)
+    fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
+    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", follow_redirects=False,
+                           data={"ranking": json.dumps(fields["ranking"]), "csrf_token": csrf_of(client, db)})
+    assert response.status_code == 303 and response.headers["location"] == f"/projects/{project.id}/label"
+
+
+def test_state_changes_need_the_csrf_token(client, db):
+    project, _ = _labeler_with_task(client, db)
+    fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
+    before = snapshot(db)
+    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", headers=HX,
+                           data={"ranking": json.dumps(fields["ranking"])})
+    assert response.status_code == 403 and "CSRF" in response.text
+    assert snapshot(db) == before
+
+
+def test_an_invalid_ranking_is_shown_inline_with_422_and_nothing_is_stored(client, db):
+    project, _ = _labeler_with_task(client, db)
+    fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
+    before = snapshot(db)
+    url = f"/projects/{project.id}/label/{fields['assignment_id']}"
+    headers = {**HX, "X-CSRF-Token": csrf_of(client, db)}
+
+    response = client.post(url, headers=headers, data={"ranking": json.dumps(fields["ranking"][1:])})
+    assert response.status_code == 422 and "<html" not in response.text
+    assert "Please fix:" in response.text and "are missing; rank every completion" in response.text
+    response = client.post(url, headers=headers, data={"ranking": "[[1,"})
+    assert response.status_code == 422 and "ranking: not valid JSON" in response.text
+    response = client.post(url, headers=headers, data={"ranking": json.dumps(fields["ranking"]),
+                                                       "flag": [f"{fields['ranking'][0][0]}:made_up"]})
+    assert response.status_code == 422 and "unknown flag &#39;made_up&#39;" in response.text
+    assert snapshot(db) == before
+
+
+def test_a_late_submission_nobody_needs_any_more_gets_a_409_explaining_why(client, db):
+    project, _ = _labeler_with_task(client, db, overlap=1, tasks=1)
+    fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
+    db.execute(update(Assignment).where(Assignment.id == fields["assignment_id"])
+               .values(lease_expires_at=utcnow() - timedelta(minutes=5)))
+    db.commit()
+    with type(client)(client.app) as other:  # another labeler takes the freed slot and completes the task
+        login(other, make_user(db, projects=[project]))
+        other_fields = _form_fields(other.get(f"/projects/{project.id}/label").text)
+        assert other.post(f"/projects/{project.id}/label/{other_fields['assignment_id']}",
+                          headers={**HX, "X-CSRF-Token": csrf_of(other, db)},
+                          data={"ranking": json.dumps(other_fields["ranking"])}).status_code == 200
+
+    before = snapshot(db)
+    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}",
+                           headers={**HX, "X-CSRF-Token": csrf_of(client, db)},
+                           data={"ranking": json.dumps(fields["ranking"])})
+    assert response.status_code == 409
+    assert "completed by other labelers while your lease had expired; your ranking was not needed" in response.text
+    assert "Go to your next task" in response.text
+    assert snapshot(db) == before
+
+
+def test_skip_needs_a_reason_and_then_shows_the_next_task(client, db):
+    project, user = _labeler_with_task(client, db, overlap=1, tasks=2)
+    fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
+    url = f"/projects/{project.id}/label/{fields['assignment_id']}/skip"
+    headers = {**HX, "X-CSRF-Token": csrf_of(client, db)}
+    response = client.post(url, headers=headers, data={"reason": "  "})
+    assert response.status_code == 422 and "reason: Value error, say why you skip this task" in response.text
+
+    response = client.post(url, headers=headers, data={"reason": "Other", "detail": "not my language"})
+    assert response.status_code == 200 and "Skipped." in response.text
+    assert _form_fields(response.text)["assignment_id"] != fields["assignment_id"]
+    fresh(db)
+    assert db.get(Assignment, fields["assignment_id"]).skip_reason == "Other: not my language"
+
+
+def test_an_empty_queue_says_so_and_polls(client, db):
+    project, _ = _labeler_with_task(client, db, tasks=0)
+    page = client.get(f"/projects/{project.id}/label")
+    assert "Queue empty" in page.text
+    assert f'hx-get="/projects/{project.id}/label" hx-trigger="every 10s"' in page.text
+
+
+def test_projects_i_do_not_belong_to_are_refused(client, db):
+    project, _ = _labeler_with_task(client, db)
+    other = make_project(db)
+    make_task(db, other)
+    response = client.get(f"/projects/{other.id}/label")
+    assert response.status_code == 403 and "ask an admin to add you" in response.text
+    assert client.get(f"/projects/{other.id + 99}/label").status_code == 404
+    api = client.get(f"/api/v1/labeling/projects/{other.id}/next")
+    assert api.status_code == 403 and "not a member" in api.json()["detail"]
+    fresh(db)
+    assert db.scalar(select(func.count()).select_from(Assignment).where(Assignment.project_id == other.id)) == 0
+
+
+def test_the_json_api_hands_out_takes_rankings_idempotently_and_skips(client, db):
+    project, user = _labeler_with_task(client, db, overlap=1, tasks=3, flags=["unsafe"])
+    headers = {"X-CSRF-Token": csrf_of(client, db)}
+    task = client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"]
+    assert task["flags"] == ["unsafe"] and len(task["completions"]) == 4
+    assert client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"] == task
+
+    url = f"/api/v1/labeling/projects/{project.id}/assignments/{task['assignment_id']}/ranking"
+    body = {"ranking": [[c["id"]] for c in task["completions"]], "flags": {str(task["completions"][0]["id"]): ["unsafe"]}}
+    assert client.post(url, json=body).status_code == 403  # no CSRF header
+    first = client.post(url, json=body, headers=headers).json()
+    again = client.post(url, json=body, headers=headers).json()
+    assert not first["duplicate"] and again["duplicate"] and again["ranking_id"] == first["ranking_id"]
+    assert again["next"] == first["next"] and first["next"]["task_id"] != task["task_id"]
+
+    bad = client.post(f"/api/v1/labeling/projects/{project.id}/assignments/{first['next']['assignment_id']}/ranking",
+                      json={"ranking": [["a"]]}, headers=headers)
+    assert bad.status_code == 422 and "ranking.0.0" in bad.json()["message"]
+
+    skip_url = f"/api/v1/labeling/projects/{project.id}/assignments/{first['next']['assignment_id']}/skip"
+    skipped = client.post(skip_url, json={"reason": "broken prompt"}, headers=headers)
+    assert skipped.status_code == 200 and skipped.json()["next"]["task_id"] not in (task["task_id"],
+                                                                                    first["next"]["task_id"])
+    fresh(db)
+    assert db.scalar(select(RankingTask.rankings_count).where(RankingTask.id == task["task_id"])) == 1
+
+
+def test_the_api_answers_401_when_not_logged_in(client, db):
+    project = make_project(db)
+    response = client.get(f"/api/v1/labeling/projects/{project.id}/next")
+    assert response.status_code == 401 and response.json() == {"detail": "Not logged in."}

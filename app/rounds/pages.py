@@ -183,6 +183,8 @@ def version_page(request: Request, db: DbDep, _admin: AdminDep, settings: Settin
         "round_numbers": views.round_numbers(db, round_ids=[v.round_id for v in chain]),
         "rankings": views.rankings_behind(db, version=version), "download_problem": download_problem,
         "completions": views.completion_counts(db, version_ids=[version.id]).get(version.id, 0),
+        "charts": [charts.line_chart(points, title=key)
+                   for key, points in views.per_step_metrics(version.metrics or {}).items()],
     })
 
 

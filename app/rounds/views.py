@@ -147,6 +147,16 @@ def lineage(db: Session, *, version: ModelVersion, limit: int = 100) -> list[Mod
     return chain
 
 
+def per_step_metrics(metrics: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """Metrics recorded as one number per step (PPO's history: score, kl, ...) as (step, value) points."""
+    series = {}
+    for key, values in sorted(metrics.items()):
+        if (isinstance(values, list) and values
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            series[key] = list(enumerate(values, start=1))
+    return series
+
+
 def round_numbers(db: Session, *, round_ids: Sequence[int | None]) -> dict[int, int]:
     """round id → its number within the project (for 'produced by round 3' links)."""
     ids = {i for i in round_ids if i is not None}

@@ -209,3 +209,6 @@ def test_rounds_list(client, db):
     assert re.findall(r">Round (\d+)</a>", html) == ["1", "0"]
     assert 'class="status status-labeling">Labeling<' in html and 'class="status status-done">Done<' in html
     assert f'href="/admin/projects/{project.id}/rounds/new"' in html
+    project_page = client.get(f"/admin/projects/{project.id}").text
+    for path in ("rounds/new", "rounds", "models"):
+        assert f'href="/admin/projects/{project.id}/{path}"' in project_page

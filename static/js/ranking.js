@@ -267,13 +267,16 @@
     if (first) first.focus({ preventScroll: true });
   }
 
+  function errorSlotFor(element) {
+    var form = element && element.closest ? element.closest("form") : null;
+    return form && form.querySelector("[data-error-slot]");
+  }
+
   function setupErrors() {
     // 4xx/5xx answers are shown beside the button that sent them; the cards stay as they are.
     document.body.addEventListener("htmx:beforeSwap", function (event) {
-      var status = event.detail.xhr.status;
-      if (status < 400) return;
-      var form = event.detail.elt.closest ? event.detail.elt.closest("form") : null;
-      var slot = form && form.querySelector("[data-error-slot]");
+      if (event.detail.xhr.status < 400) return;
+      var slot = errorSlotFor(event.detail.requestConfig && event.detail.requestConfig.elt);
       if (!slot) return;
       event.detail.shouldSwap = true;
       event.detail.isError = false;
@@ -281,8 +284,7 @@
       event.detail.swapOverride = "innerHTML";
     });
     document.body.addEventListener("htmx:sendError", function (event) {
-      var form = event.detail.elt.closest ? event.detail.elt.closest("form") : null;
-      var slot = form && form.querySelector("[data-error-slot]");
+      var slot = errorSlotFor(event.target);
       if (slot) slot.textContent = "Could not reach the server. Your ranking is kept here; try again.";
     });
     document.body.addEventListener("htmx:afterSwap", function (event) {

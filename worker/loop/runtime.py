@@ -30,6 +30,7 @@ from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
+"""At most this long between heartbeats (and at most a third of Settings.round_stale_seconds)."""
 PROGRESS_SECONDS = 2.0
 """Progress rows are written at most this often (and on a change of stage)."""
 
@@ -106,7 +107,8 @@ class Heartbeat:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        every = min(HEARTBEAT_SECONDS, settings().round_stale_seconds / 3)
+        while not self._stop.wait(every):
             try:
                 self.beat()
             except Exception:  # a missed beat is harmless; the next one tries again

@@ -33,9 +33,10 @@ def resolve_artifact(artifact_path: str | None, *, artifacts_dir: Path) -> Path:
     root = artifacts_dir.resolve()
     path = (root / artifact_path).resolve()  # an absolute artifact_path replaces root here
     if not path.is_relative_to(root):
-        raise ArtifactOutsideRoot(f"the artifact path is outside the artifacts folder ({root}); refusing to serve it")
+        raise ArtifactOutsideRoot("the artifact path is outside the artifacts folder; refusing to serve it")
     if not path.exists():
-        raise ArtifactUnavailable(f"the artifact folder {path} does not exist (deleted, or on another machine)")
+        raise ArtifactUnavailable("nothing is stored at this path under the artifacts folder "
+                                  "(a hub id, a deleted folder, or one on another machine)")
     return path
 
 

@@ -33,7 +33,7 @@ CHOICE_LABELS = {"lora": "LoRA (adapters + score head)", "full": "Full fine-tune
 
 def placeholders(project: Any) -> dict[str, str]:
     """What an empty optional input means, shown in it."""
-    return {"model": "latest trained policy, or the bundled SmolLM2-135M-Instruct",
+    return {"model": "latest policy, or bundled SmolLM2",
             "k": f"project's K min ({project.k_min})", "generation.seed": "random"}
 
 
@@ -120,7 +120,9 @@ def sections() -> list[Section]:
     for key, info in RoundConfigIn.model_fields.items():
         model = info.annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
-            nested.append(Section(key, SECTION_TITLES.get(key, key.capitalize()), (model.__doc__ or "").strip(),
+            # The docstrings name worker classes for developers; the form keeps the plain words.
+            help_text = re.sub(r"\s*\(worker\.[^)]*\)", "", (model.__doc__ or "").strip())
+            nested.append(Section(key, SECTION_TITLES.get(key, key.capitalize()), help_text,
                                   [_field(f"{key}.{sub}", sub, sub_info) for sub, sub_info in model.model_fields.items()]))
         else:
             top.fields.append(_field(key, key, info))

@@ -14,6 +14,7 @@ from app.models import ModelVersion, Project, TrainingRound
 from app.projects import service as projects
 from app.rounds import charts, launch_form, service, views
 from app.rounds.downloads import ArtifactUnavailable, artifact_files, resolve_artifact, stream_zip
+from app.settings import Settings
 from app.web import is_htmx, page
 
 router = APIRouter(prefix="/admin", tags=["rounds"], include_in_schema=False)
@@ -94,8 +95,11 @@ def round_page(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
 def _round_page(request: Request, db: Session, training_round: TrainingRound, *, action_error: str = "",
                 status_code: int = 200):
     project = _project_or_404(db, training_round.project_id)
+    settings = request.app.state.settings
     series = views.metric_series(db, round_id=training_round.id)
-    rendered = [charts.line_chart(series[spec.title], title=spec.title, unit=spec.unit) for spec in views.CHARTS]
+    rendered = [charts.line_chart(series[spec.title], title=spec.title, unit=spec.unit)
+                for spec in views.CHARTS if series[spec.title]]
+    waiting = [spec.title for spec in views.CHARTS if not series[spec.title]]
     versions = views.round_versions(db, training_round=training_round)
     context = {
         "project": project, "round": training_round, "finished": views.is_finished(training_round.status),
@@ -103,7 +107,8 @@ def _round_page(request: Request, db: Session, training_round: TrainingRound, *,
         "steps": views.stepper(training_round, last_stage=views.last_stage(db, round_id=training_round.id)),
         "logs": views.recent_logs(db, round_id=training_round.id),
         "labeling": service.round_status(db, round_id=training_round.id)["labeling"], "overlap": project.overlap,
-        "charts": rendered, "has_points": any(series.values()), "versions": versions,
+        "charts": rendered, "waiting": waiting, "versions": versions,
+        "download_problems": _download_problems(versions, settings),
         "action_error": action_error, "labels_by_key": views.STATUS_LABELS,
     }
     return page(request, ROUND_TEMPLATE, context, block="live", status_code=status_code)
@@ -145,6 +150,18 @@ def retry(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
                          lambda: service.retry_round(db, round=training_round))
 
 
+def _download_problems(versions: list[ModelVersion], settings: Settings) -> dict[int, str]:
+    """version id → why its artifact cannot be downloaded ("" when it can)."""
+    problems = {}
+    for version in versions:
+        try:
+            resolve_artifact(version.artifact_path, artifacts_dir=settings.artifacts_dir)
+            problems[version.id] = ""
+        except ArtifactUnavailable as exc:
+            problems[version.id] = str(exc)
+    return problems
+
+
 # ---- model versions --------------------------------------------------------------------------
 
 @router.get("/projects/{project_id}/models")
@@ -172,16 +189,11 @@ def versions_page(request: Request, db: DbDep, _admin: AdminDep, project_id: int
 def version_page(request: Request, db: DbDep, _admin: AdminDep, settings: SettingsDep, version_id: int):
     version = _version_or_404(db, version_id)
     chain = views.lineage(db, version=version)
-    try:
-        resolve_artifact(version.artifact_path, artifacts_dir=settings.artifacts_dir)
-        download_problem = ""
-    except ArtifactUnavailable as exc:
-        download_problem = str(exc)
     project = db.get(Project, version.project_id) if version.project_id is not None else None
     return page(request, "rounds/model.html", {
         "version": version, "project": project, "lineage": chain,
         "round_numbers": views.round_numbers(db, round_ids=[v.round_id for v in chain]),
-        "rankings": views.rankings_behind(db, version=version), "download_problem": download_problem,
+        "rankings": views.rankings_behind(db, version=version), "download_problem": _download_problems([version], settings)[version.id],
         "completions": views.completion_counts(db, version_ids=[version.id]).get(version.id, 0),
         "charts": [charts.line_chart(points, title=key)
                    for key, points in views.per_step_metrics(version.metrics or {}).items()],

@@ -125,6 +125,21 @@ def test_download_refuses_paths_outside_the_artifacts_folder(client, db, setting
         assert "Download unavailable: the artifact path is outside" in client.get(f"/admin/models/{version.id}").text
     missing = make_version(db, project, artifact_path="round-9/gone")
     response = client.get(f"/admin/models/{missing.id}/download")
-    assert response.status_code == 404 and "does not exist" in response.json()["detail"]
+    assert response.status_code == 404 and "nothing is stored at this path" in response.json()["detail"]
     no_path = make_version(db, project, kind="base")
     assert client.get(f"/admin/models/{no_path.id}/download").status_code == 404
+
+
+def test_round_page_links_only_downloadable_artifacts(client, db, settings):
+    admin_client(client, db)
+    project = make_project(db)
+    folder = settings.artifacts_dir / "rm"
+    folder.mkdir(parents=True)
+    (folder / "card.json").write_text("{}")
+    training_round = make_round(db, project, status="training_policy")
+    reward = make_version(db, project, kind="reward", training_round=training_round, artifact_path=str(folder))
+    policy = make_version(db, project, kind="policy", training_round=training_round, artifact_path="/etc")
+    html = client.get(f"/admin/rounds/{training_round.id}", headers={"HX-Request": "true"}).text
+    assert f'href="/admin/models/{reward.id}/download"' in html
+    assert f'href="/admin/models/{policy.id}/download"' not in html
+    assert "Download unavailable: the artifact path is outside the artifacts folder" in html

@@ -138,13 +138,16 @@ def test_charts_draw_the_metric_points(client, db):
         "RM validation accuracy": 3, "PPO reward": 5, "KL to reference": 5, "Entropy": 5, "Response length": 5}
     assert "step 3 · 0.7" in html and "step 5 · 25 tokens" in html and "step 5 · 0.05<" in html
     assert "99" not in re.search(r"KL to reference.*?</figure>", html, re.S).group(0)
+    assert "Charted per step once" not in html
 
 
 def test_charts_wait_for_points(client, db):
     admin_client(client, db)
     training_round = make_round(db, make_project(db))
     html = client.get(f"/admin/rounds/{training_round.id}", headers=HX).text
-    assert "<svg" not in html and "charted here per step once training reports them" in html
+    assert "<svg" not in html
+    assert ("Charted per step once training reports RM validation accuracy, PPO reward, KL to reference, Entropy, "
+            "Response length.") in html
 
 
 def test_labeling_progress_and_start_training(client, db):

@@ -60,7 +60,8 @@ def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
 
 
 def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                    sweep_every: float, now: datetime | None = None, after_submit: bool = False) -> int | None:
+                    sweep_every: float, now: datetime | None = None, after_submit: bool = False,
+                    check_held: bool = True) -> int | None:
     """The id of the assignment the labeler should work on now, or None when nothing is left.
 
     A labeler who holds a lease in the project gets that same task back (refreshing burns nothing).
@@ -72,14 +73,20 @@ def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int,
     else is free, so the last slots are never reported empty just because someone was mid-pick."""
     now = now or utcnow()
     if not after_submit:
+        # Fast path for refreshes and polls: a live lease is only read, with no lock taken (on
+        # SQLite this keeps the many page loads out of the single write lock).
+        live = _live_lease(db, user_id=user_id, project_id=project_id, now=now)
+        if live is not None:
+            return live
         start_write_transaction(db)
         lock_labeler(db, project_id=project_id, user_id=user_id)
     if _sweep_due(db, sweep_every):
         sweep(db, now=now)
 
-    held = _held_lease(db, user_id=user_id, project_id=project_id, now=now, lease_minutes=lease_minutes)
-    if held is not None:
-        return held
+    if check_held:
+        held = _held_lease(db, user_id=user_id, project_id=project_id, now=now, lease_minutes=lease_minutes)
+        if held is not None:
+            return held
     claim = dict(user_id=user_id, project_id=project_id, overlap=overlap, lease_minutes=lease_minutes, now=now)
     claimed = _claim_task(db, **claim, wait=False)
     if claimed is None:
@@ -88,7 +95,17 @@ def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int,
     return claimed
 
 
+def _live_lease(db: Session, *, user_id: int, project_id: int, now: datetime) -> int | None:
+    return db.scalar(
+        select(_assignments.c.id)
+        .where(_assignments.c.user_id == user_id, _assignments.c.state == AssignmentState.leased,
+               _assignments.c.project_id == project_id, _assignments.c.lease_expires_at > now)
+        .order_by(_assignments.c.id).limit(1)
+    )
+
+
 def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, lease_minutes: int) -> int | None:
+    """The labeler's lease in the project, renewed if it ran out but was not swept yet."""
     row = db.execute(
         select(_assignments.c.id, _assignments.c.lease_expires_at)
         .where(_assignments.c.user_id == user_id, _assignments.c.state == AssignmentState.leased,
@@ -110,27 +127,29 @@ def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, le
 
 def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
                 now: datetime, wait: bool) -> int | None:
-    already_had = exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == user_id)
-    task_id = db.scalar(
-        select(_tasks.c.id)
-        .where(_tasks.c.project_id == project_id, _tasks.c.status == TaskStatus.open,
-               _tasks.c.slots_taken < overlap, ~already_had)
-        .order_by(_tasks.c.id).limit(1)
+    candidate = _tasks.alias("candidate")
+    already_had = exists().where(_assignments.c.task_id == candidate.c.id, _assignments.c.user_id == user_id)
+    pick = (
+        select(candidate.c.id)
+        .where(candidate.c.project_id == project_id, candidate.c.status == TaskStatus.open,
+               candidate.c.slots_taken < overlap, ~already_had)
+        .order_by(candidate.c.id).limit(1)
         # Other labelers' picks are skipped; when waiting, Postgres re-checks the row after the lock
         # holder commits and moves on to the next row if it no longer qualifies.
         .with_for_update(skip_locked=not wait)
     )
+    # Pick, lock and take the slot in one statement (the row stays locked until commit).
+    task_id = db.scalar(update(_tasks).where(_tasks.c.id == pick.scalar_subquery())
+                        .values(slots_taken=_tasks.c.slots_taken + 1).returning(_tasks.c.id))
     if task_id is None:
         return None
     completion_ids = list(db.scalars(
         select(TaskCompletion.completion_id).where(TaskCompletion.task_id == task_id).order_by(TaskCompletion.position)))
-    assignment_id = db.scalar(insert(_assignments).values(
+    return db.scalar(insert(_assignments).values(
         task_id=task_id, user_id=user_id, project_id=project_id, state=AssignmentState.leased,
         display_order=display_order(completion_ids, task_id=task_id, user_id=user_id),
         leased_at=now, lease_expires_at=now + timedelta(minutes=lease_minutes),
     ).returning(_assignments.c.id))
-    db.execute(update(_tasks).where(_tasks.c.id == task_id).values(slots_taken=_tasks.c.slots_taken + 1))
-    return assignment_id
 
 
 def display_order(completion_ids: list[int], *, task_id: int, user_id: int) -> list[int]:

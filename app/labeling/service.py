@@ -24,6 +24,8 @@ _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
 _rankings = Ranking.__table__
 
+REMAINING_CAP = 200
+
 
 @dataclass(frozen=True)
 class CompletionView:
@@ -51,6 +53,8 @@ class Progress:
     """Rankings this labeler submitted in the project."""
     remaining: int
     """The task this labeler holds now, plus open tasks with a free slot they have not had yet."""
+    capped: bool = False
+    """`remaining` is a lower bound (see REMAINING_CAP)."""
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,16 @@ def list_projects_for(db: Session, *, user: User) -> list[tuple[Project, Progres
 
 
 def progress(db: Session, *, user_id: int, project: Project, holding_task: bool) -> Progress:
-    done = db.scalar(select(func.count()).select_from(Ranking)
-                     .where(Ranking.user_id == user_id, Ranking.project_id == project.id))
-    remaining = db.scalar(select(func.count()).select_from(RankingTask)
-                          .where(RankingTask.project_id == project.id, RankingTask.status == TaskStatus.open,
-                                 RankingTask.slots_taken < project.overlap, ~_had_task(user_id)))
-    return Progress(done=done or 0, remaining=(remaining or 0) + int(holding_task))
+    """One statement; the count of what is left stops at REMAINING_CAP (shown as "200+") so that it
+    stays cheap on every task render, however large the project."""
+    done = (select(func.count()).select_from(Ranking)
+            .where(Ranking.user_id == user_id, Ranking.project_id == project.id).scalar_subquery())
+    waiting = (select(RankingTask.id)
+               .where(RankingTask.project_id == project.id, RankingTask.status == TaskStatus.open,
+                      RankingTask.slots_taken < project.overlap, ~_had_task(user_id))
+               .limit(REMAINING_CAP).subquery())
+    row = db.execute(select(done, select(func.count()).select_from(waiting).scalar_subquery())).one()
+    return Progress(done=row[0], remaining=row[1] + int(holding_task), capped=row[1] >= REMAINING_CAP)
 
 
 def _had_task(user_id: int):
@@ -146,10 +154,13 @@ def _letter(index: int) -> str:
     return chr(ord("A") + index) if index < 26 else str(index + 1)
 
 
-def _next_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime) -> TaskView | None:
+def _next_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime,
+                finished_lease: bool) -> TaskView | None:
+    """The next task, in the submit/skip transaction. `finished_lease`: that transaction just ended
+    the labeler's one lease in the project, so no held lease needs looking up."""
     assignment_id = handout.lease_next_task(
         db, user_id=user_id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
-        sweep_every=sweep_every, now=now, after_submit=True)
+        sweep_every=sweep_every, now=now, after_submit=True, check_held=not finished_lease)
     return None if assignment_id is None else load_task_view(db, assignment_id=assignment_id)
 
 
@@ -178,7 +189,8 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
         raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
     if row.ranking_id is not None:
         result = SubmitResult(ranking_id=row.ranking_id, late=row.late, duplicate=True)
-        return result, _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now)
+        return result, _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
+                                   finished_lease=False)
     if row.state == AssignmentState.skipped:
         raise Conflict("You skipped this task, so it cannot be submitted any more.")
 
@@ -212,7 +224,8 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
     # A training round set to auto-start begins once its labeling threshold is reached.
     rounds_service.on_rankings_added(db, project_id=project_id)
     result = SubmitResult(ranking_id=ranking_id, late=late, duplicate=False)
-    return result, _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now)
+    return result, _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
+                               finished_lease=row.state == AssignmentState.leased)
 
 
 def _reclaim_slot(db: Session, *, task_id: int, overlap: int) -> None:
@@ -270,4 +283,5 @@ def skip_task(db: Session, *, user: User, project: Project, assignment_id: int, 
         if row.state == AssignmentState.leased:  # an expired lease already gave its slot back
             db.execute(update(_tasks).where(_tasks.c.id == row.task_id)
                        .values(slots_taken=_tasks.c.slots_taken - 1))
-    return _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now)
+    return _next_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
+                       finished_lease=row.state == AssignmentState.leased)

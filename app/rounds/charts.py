@@ -127,7 +127,7 @@ def line_chart(points: Sequence[Point], *, title: str, unit: str = "", x_label: 
     frame = frame_for(shown, y_ticks)
     last_x, last_y = clean[-1]
     parts = [f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" preserveAspectRatio="xMidYMid meet" '
-             f'aria-label="{heading}: {len(clean)} points, latest {format_number(last_y)} at {escape(x_label)} '
+             f'aria-label="{heading}: {len(clean)} point{"s" if len(clean) != 1 else ""}, latest {format_number(last_y)} at {escape(x_label)} '
              f'{format_number(last_x)}">']
     parts += _grid(frame, y_ticks, whole_x=all(x == int(x) for x, _ in shown))
     coords = " ".join(f"{frame.sx(x):.1f},{frame.sy(y):.1f}" for x, y in shown)

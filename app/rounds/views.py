@@ -41,7 +41,7 @@ class ChartSpec:
 
 
 CHARTS = [
-    ChartSpec("RM validation accuracy", ("val_accuracy", "accuracy"), (RoundStatus.training_reward,)),
+    ChartSpec("RM validation accuracy", ("val_accuracy",), (RoundStatus.training_reward,)),
     ChartSpec("PPO reward", ("score", "reward"), (RoundStatus.training_policy,)),
     ChartSpec("KL to reference", ("kl",), (RoundStatus.training_policy,)),
     ChartSpec("Entropy", ("entropy",), (RoundStatus.training_policy,)),
@@ -100,13 +100,20 @@ def last_stage(db: Session, *, round_id: int) -> str | None:
 
 
 def metric_series(db: Session, *, round_id: int, specs: Sequence[ChartSpec] = CHARTS) -> dict[str, list[Point]]:
-    """title → (step, value) points from the round's metric events, in the order they were logged."""
+    """title → (step, value) points from the round's metric events, in the order they were logged.
+
+    An event without a step is a stage's summary (the reward model logs one when training ends);
+    it is placed at the stage's last optimizer step, `data["steps"]`, when it has one."""
     series: dict[str, list[Point]] = {spec.title: [] for spec in specs}
     rows = db.execute(select(RoundEvent.stage, RoundEvent.step, RoundEvent.data)
                       .where(RoundEvent.round_id == round_id, RoundEvent.kind == "metric")
                       .order_by(RoundEvent.id))
     for stage, step, data in rows:
-        if step is None or not isinstance(data, dict):
+        if not isinstance(data, dict):
+            continue
+        if step is None:
+            step = data.get("steps") if isinstance(data.get("steps"), int) else None
+        if step is None:
             continue
         for spec in specs:
             if spec.stages and stage not in spec.stages:

@@ -141,6 +141,20 @@ def test_charts_draw_the_metric_points(client, db):
     assert "Charted per step once" not in html
 
 
+def test_reward_summary_without_a_step_is_drawn_at_its_last_step(client, db):
+    """The worker logs the reward model's held-out accuracy once, when training ends (step None)."""
+    admin_client(client, db)
+    training_round = make_round(db, make_project(db), status="training_policy")
+    add_event(db, training_round, kind="metric", stage="training_reward",
+              data={"val_accuracy": 0.64, "steps": 12, "train_rankings": 40})
+    add_event(db, training_round, kind="metric", stage="training_reward", data={"val_accuracy": None, "steps": 3})
+    add_event(db, training_round, kind="metric", stage="labeling", data={"tasks": 16})  # no chart wants it
+    html = client.get(f"/admin/rounds/{training_round.id}", headers=HX).text
+    figure = re.search(r'<figure class="chart"><figcaption>RM validation accuracy.*?</figure>', html, re.S).group(0)
+    assert "step 12 · 0.64" in figure and "1 point, latest 0.64" in figure and "<polyline" not in figure
+    assert html.count('<figure class="chart">') == 1
+
+
 def test_charts_wait_for_points(client, db):
     admin_client(client, db)
     training_round = make_round(db, make_project(db))

@@ -205,6 +205,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("name", help="what the token is for, e.g. 'nightly export'")
     token.add_argument("--scope", action="append", required=True, choices=[s.value for s in TokenScope],
                        help="repeatable: upload, export, admin")
+    from app.simulation import cli as simulation_cli
+
+    simulation_cli.add_arguments(commands.add_parser(
+        "simulate", help="run training rounds with a scripted labeling team over HTTP (docs/loop.md)"))
     return parser
 
 
@@ -226,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         serve(settings)
         return 0
+    if args.command == "simulate":
+        from app.simulation import cli as simulation_cli
+
+        return simulation_cli.run(args)
     if args.command == "create-user":
         return create_user(settings, email=args.email, role=args.role, project_names=args.project)
     return create_token(settings, name=args.name, scopes=args.scope)

@@ -5,6 +5,7 @@ only their hashes are stored, so a re-run has nothing secret to print."""
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -125,10 +126,17 @@ def _embedded_worker(settings: Settings) -> subprocess.Popen | None:
         return None
 
 
+def _exit_on_sigterm(_signum, _frame) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
     worker = _embedded_worker(settings) if settings.embedded_worker else None
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that would
+    # kill this process before `finally` and orphan the worker. Turn it into SystemExit instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # A factory import string, so each of several worker processes builds its own app and engine.
         uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,

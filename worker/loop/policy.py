@@ -30,15 +30,15 @@ def _train(round_id: int) -> dict[str, Any]:
 
     # 1. Inputs: the starting policy, the reward model, the prompts.
     with db_session() as db:
-        round = db.get(TrainingRound, round_id)
-        policy_in = db.get(ModelVersion, round.policy_in_id)
-        reward = db.get(ModelVersion, round.reward_model_id)
+        rnd = db.get(TrainingRound, round_id)
+        policy_in = db.get(ModelVersion, rnd.policy_in_id)
+        reward = db.get(ModelVersion, rnd.reward_model_id)
         if reward is None or not reward.artifact_path:
             raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
-        prompts = data.ppo_prompts(db, round=round)
+        prompts = data.ppo_prompts(db, round=rnd)
         base_model = root_base(db, policy_in).base_model
         policy_ref = (policy_in.id, policy_in.kind, policy_in.base_model, policy_in.artifact_path)
-        project_id, number, config, reward_path = round.project_id, round.number, round.config, reward.artifact_path
+        project_id, number, config, reward_path = rnd.project_id, rnd.number, rnd.config, reward.artifact_path
     if not prompts:
         raise ValueError("prompts: the rounds so far have no train-split prompts for PPO")
     reporter = Reporter(round_id, S.training_policy)
@@ -63,9 +63,9 @@ def _train(round_id: int) -> dict[str, Any]:
                                artifact_path=str(out), config=cfg.to_dict(), metrics=summary)
         db.add(version)
         db.flush()
-        round = db.get(TrainingRound, round_id)
+        rnd = db.get(TrainingRound, round_id)
         db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(
-            policy_out_id=version.id, metrics={**(round.metrics or {}), "policy": summary}))
+            policy_out_id=version.id, metrics={**(rnd.metrics or {}), "policy": summary}))
         for step in range(len(history["score"])):
             point = {key: float(history[key][step]) for key in SUMMARY_KEYS if len(history.get(key) or []) > step}
             lifecycle.log_event(db, round_id=round_id, stage=S.training_policy, kind="metric", step=step + 1,
@@ -73,6 +73,6 @@ def _train(round_id: int) -> dict[str, Any]:
         lifecycle.log_event(db, round_id=round_id, stage=S.training_policy,
                             message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, "
                                     f"KL {summary.get('kl')}")
-        db.refresh(round)
-        lifecycle.enqueue_step(db, round=round)
+        db.refresh(rnd)
+        lifecycle.enqueue_step(db, round=rnd)
     return {"round_id": round_id, "policy_id": version.id, **summary}

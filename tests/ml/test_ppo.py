@@ -81,9 +81,10 @@ def test_ppo_raises_a_toy_reward_with_finite_kl(sharp_model_dir, tmp_path):
     cfg = PPOConfig(model=str(sharp_model_dir), steps=12, batch_size=16, minibatch_size=4,
                     max_new_tokens=12, learning_rate=5e-3, kl_coef=0.01, temperature=1.0,
                     missing_eos_penalty=0.0, device="cpu")
-    progress = []
+    progress, live = [], []
     metrics = train_policy(cfg, PROMPTS, toy_reward, tmp_path / "policy",
-                           on_progress=lambda done, total, stage: progress.append((done, total)))
+                           on_progress=lambda *args: progress.append(args),
+                           on_step=lambda step, stats: live.append((step, stats["score"])))
 
     for key in ("score", "kl", "entropy", "clip_fraction", "approx_kl", "value_loss",
                 "policy_loss", "response_length", "kl_coef", "no_eos_fraction"):
@@ -93,7 +94,8 @@ def test_ppo_raises_a_toy_reward_with_finite_kl(sharp_model_dir, tmp_path):
     assert all(math.isfinite(kl) for kl in metrics["kl"]) and metrics["kl"][-1] > 0
     assert metrics["kl"][0] == pytest.approx(0.0, abs=1e-4)  # LoRA starts as the identity
     assert all(0 <= c <= 1 for c in metrics["clip_fraction"])
-    assert progress == [(i, cfg.steps) for i in range(1, cfg.steps + 1)]
+    assert progress == [(i, cfg.steps, "ppo") for i in range(1, cfg.steps + 1)]
+    assert live == list(enumerate(scores, start=1))
     card = read_card(tmp_path / "policy")
     assert card["kind"] == "policy" and card["format"] == "peft-adapter"
     assert card["config"]["steps"] == 12 and card["metrics"]["score"] == scores[-1]
@@ -113,6 +115,11 @@ def test_reference_is_the_base_model_and_the_saved_adapter_reloads(tiny_model_di
     assert torch.equal(reference, expected)  # no second copy needed
     assert not torch.allclose(trained, expected)
 
+    # generate.py accepts the in-memory peft model as well as the saved folder (below).
+    in_memory = generate(policy.peft_model, ["say cat"], GenerationConfig(
+        k=4, max_new_tokens=4, device="cpu", autocast=False), tokenizer=tokenizer)
+    assert len(in_memory[0]) == 4
+
     written = save_policy(policy, tokenizer, tmp_path / "policy", {"kind": "policy"}, merge=True)
     from peft import PeftModel
 
@@ -128,6 +135,25 @@ def test_reference_is_the_base_model_and_the_saved_adapter_reloads(tiny_model_di
     completions = generate(written["adapter"], ["say cat"],
                            GenerationConfig(k=4, max_new_tokens=4, device="cpu", autocast=False))
     assert len(completions[0]) == 4
+
+
+def test_training_continues_from_a_saved_policy_adapter_with_the_base_as_reference(tiny_model_dir, tmp_path):
+    first = train_policy(small_cfg(tiny_model_dir), PROMPTS, toy_reward, tmp_path / "cycle1")
+    saved = lora_weights(load_causal_lm(first["adapter"], device="cpu", merge_adapter=False))
+
+    policy, tokenizer = build_policy(small_cfg(first["adapter"]), CPU)
+    continued = lora_weights(policy.peft_model)
+    assert saved.keys() == continued.keys() and all(torch.equal(saved[k], continued[k]) for k in saved)
+    assert all(p.requires_grad for n, p in policy.peft_model.named_parameters() if "lora_" in n)
+    batch = tokenizer(["hello world"], return_tensors="pt")
+    with torch.no_grad(), policy.peft_model.disable_adapter():
+        reference = policy.peft_model(**batch).logits
+    assert torch.equal(reference, load_causal_lm(tiny_model_dir, device="cpu")(**batch).logits)
+
+    train_policy(small_cfg(first["adapter"]), PROMPTS, toy_reward, tmp_path / "cycle2")
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(tmp_path / "cycle2").base_model_name_or_path == str(tiny_model_dir)
 
 
 def test_recomputed_logprobs_are_the_sampling_distribution_under_left_padding(tiny_model_dir):

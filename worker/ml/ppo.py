@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -127,13 +127,15 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
 
 
 def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
-                 out_dir: str | os.PathLike, on_progress: Progress | None = None) -> dict[str, Any]:
+                 out_dir: str | os.PathLike, on_progress: Progress | None = None, *,
+                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Run `cfg.steps` PPO iterations and save the policy adapter (+ card) in `out_dir`.
 
     `reward_model_or_fn`: a reward artifact folder, a RewardScorer, or any callable
-    `reward_fn(prompts, responses) -> tensor [B]`. Returns per-iteration lists (score, kl,
-    entropy, clip_fraction, approx_kl, value_loss, response_length, ...) plus totals and the
-    folders written.
+    `reward_fn(prompts, responses) -> tensor [B]`. `on_progress(done, total, "ppo")` after each
+    iteration; `on_step(step, stats)` too, for live charts. Returns per-iteration lists (score,
+    kl, entropy, clip_fraction, approx_kl, value_loss, response_length, ...), totals, and the
+    folders written ("adapter", and "merged" when cfg.merge).
     """
     if not prompts:
         raise ValueError("prompts: need at least one prompt")
@@ -156,9 +158,10 @@ def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
         stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, batch_prompts, cfg)
         for name, value in stats.items():
             history[name].append(value)
+        if on_step is not None:
+            on_step(step + 1, stats)
         if on_progress is not None:
-            on_progress(step + 1, cfg.steps, f"ppo step {step + 1}/{cfg.steps}: "
-                        f"score {stats['score']:.3f}, kl {stats['kl']:.3f}")
+            on_progress(step + 1, cfg.steps, "ppo")
     seconds = time.perf_counter() - started
 
     metrics: dict[str, Any] = dict(history)

@@ -5,7 +5,9 @@ with the whole page, or with only its `live` block when htmx polls it every 2 s;
 leaves out the polling trigger once the round is finished, so polling stops by itself."""
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -66,10 +68,16 @@ def _launch_form(request: Request, project: Project, form: launch_form.LaunchFor
                                                 "placeholders": launch_form.placeholders(project)}, status_code=status_code)
 
 
+async def _posted_text(request: Request) -> dict[str, str]:
+    """The form's text fields by name (the launch form's names are dotted paths, not parameters)."""
+    return {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
+
+
 @router.post("/projects/{project_id}/rounds", dependencies=[CsrfDep])
-async def launch(request: Request, db: DbDep, admin: AdminDep, project_id: int):
+def launch(request: Request, db: DbDep, admin: AdminDep, project_id: int,
+           posted: Annotated[dict[str, str], Depends(_posted_text)]):
+    """A plain (threadpool) endpoint: launching talks to the DB and the broker, which block."""
     project = _project_or_404(db, project_id)
-    posted = {key: value for key, value in (await request.form()).items() if isinstance(value, str)}
     form, config = launch_form.parse(posted)
     if config is None:
         return _launch_form(request, project, form, status_code=422)

@@ -201,7 +201,3 @@ def _message(error: dict[str, Any]) -> str:
     message = error["msg"]
     return message.removeprefix("Value error, ")
 
-
-def section_error(form: LaunchForm, section: str) -> str:
-    """A model-level error of a section (no single field to put it beside)."""
-    return form.errors.get(section or "__all__", "")

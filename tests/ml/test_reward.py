@@ -102,10 +102,10 @@ def test_labelers_rankings_of_one_task_share_one_forward(tiny_model_dir):
     model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode="full"), tokenizer,
                                torch.device("cpu"))
     rows_forwarded = []
-    model.register_forward_pre_hook(lambda mod, args, kwargs: rows_forwarded.append(
+    model.model.register_forward_pre_hook(lambda mod, args, kwargs: rows_forwarded.append(
         kwargs["input_ids"].shape[0]), with_kwargs=True)
     scores, levels = forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"))
-    assert rows_forwarded == [4]                       # K sequences, once, for three rankings
+    assert rows_forwarded == [1, 4]   # the prompt once, then K completions, for three rankings
     assert scores.shape == (3, 4) and torch.equal(scores[0], scores[2])
     assert levels.tolist() == [[0, 3, 1, 2], [0, 1, 0, 1], [1, 2, 0, -1]]
 
@@ -127,3 +127,30 @@ def test_card_is_plain_json_next_to_the_weights(tiny_model_dir, tmp_path):
     card = json.loads((tmp_path / "rm" / "ranklab_card.json").read_text())
     assert card["versions"]["torch"] == torch.__version__
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_sharing_the_prompt_prefix_gives_the_same_scores_and_gradients(tiny_model_dir, mode):
+    tokenizer = tiny_tokenizer()
+    rankings = quality_rankings(5, 4, seed=4, length=(1, 9))
+    encoded = encode_sets(tokenizer, group_rankings(rankings), 64)
+    assert all(s.prefix_len > 5 for s in encoded)
+    model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode=mode), tokenizer,
+                               torch.device("cpu"))
+    with torch.no_grad():  # move LoRA B / the head away from their zero-ish init
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    results = []
+    for share in (True, False):
+        model.zero_grad()
+        scores, levels = forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"), share)
+        scores.sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((scores.detach(), levels, grads))
+    (shared, levels_a, grads_a), (full, levels_b, grads_b) = results
+    assert torch.equal(levels_a, levels_b)
+    assert torch.allclose(shared, full, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-4), name

@@ -120,6 +120,10 @@ class RewardConfig(_Config):
     """"cpu", "cuda", ...; None picks CUDA when present."""
     autocast: bool = True
     """bf16 autocast where the hardware has it; False trains in the weights' dtype."""
+    share_prompt_prefix: bool = True
+    """Forward each ranking's shared prompt once and reuse its key/value cache for the K
+    completions (same result up to float rounding, far fewer tokens); False forwards K full
+    sequences."""
     gradient_checkpointing: bool = False
     """Trade compute for memory (recompute activations in the backward pass)."""
     extra: dict[str, Any] = field(default_factory=dict)

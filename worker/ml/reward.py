@@ -25,6 +25,7 @@ from worker.ml.losses import LOSSES, informative, pair_accuracy_counts
 from worker.ml.models import (Progress, autocast, load_tokenizer, match_embeddings, pick_device,
                               save_artifact)
 from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
+from worker.ml.shared_prefix import common_prefix_len, prefix_shared_scores, supports_prefix_sharing
 
 _SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
@@ -35,7 +36,14 @@ class EncodedSet:
     def __init__(self, sequences: list[list[int]], levels: torch.Tensor, n_rankings: int):
         self.sequences, self.levels, self.n_rankings = sequences, levels, n_rankings
         self.longest = max(len(s) for s in sequences)
-        self.tokens = self.longest * len(sequences)
+        self.prefix_len = common_prefix_len(sequences)
+        """Tokens the K sequences share (the prompt), forwarded once when prefixes are shared."""
+
+    def cost(self, share_prefix: bool) -> int:
+        """Padded tokens this set adds to a forward pass."""
+        if share_prefix:
+            return self.prefix_len + len(self.sequences) * (self.longest - self.prefix_len)
+        return self.longest * len(self.sequences)
 
 
 def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[EncodedSet]:
@@ -95,10 +103,16 @@ def assemble(flat: torch.Tensor, sets: Sequence[EncodedSet]) -> tuple[torch.Tens
     return flat[index], torch.cat(level_rows).to(flat.device)
 
 
-def forward_sets(model, sets: Sequence[EncodedSet], pad_id: int,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward over every completion of `sets` -> assemble()'s (scores, levels)."""
-    flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device)
+def forward_sets(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device,
+                 share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score every completion of `sets` once -> assemble()'s (scores, levels).
+    With share_prefix, each set's common prompt is forwarded once (shared_prefix.py)."""
+    if share_prefix and supports_prefix_sharing(model):
+        groups = [(s.sequences[0][: s.prefix_len], [seq[s.prefix_len:] for seq in s.sequences])
+                  for s in sets]
+        flat = prefix_shared_scores(model, groups, pad_id, device)
+    else:
+        flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device)
     return assemble(flat, sets)
 
 
@@ -133,17 +147,19 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
 
     # 3. training loop: per step, whole rankings are packed into forwards by token budget
     model.train()
-    step, losses, started = 0, [], time.perf_counter()
+    step, losses = 0, []
+    started, started_cpu = time.perf_counter(), time.process_time()
     n_train_rankings = sum(s.n_rankings for s in train_enc)
     for _epoch in range(cfg.epochs):
         for batch in batches_by_length(train_enc, cfg.batch_rankings, rng):
             sets = [train_enc[i] for i in batch]
             n_informative = sum(int(informative(s.levels).sum()) for s in sets)
             step_loss = 0.0
-            for chunk in token_budget_chunks([s.longest * len(s.sequences) for s in sets],
+            for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets],
                                              cfg.max_tokens_per_forward):
                 with autocast(device, cfg.autocast):
-                    scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device)
+                    scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device,
+                                                  cfg.share_prompt_prefix)
                 _, per_ranking = loss_fn(scores, levels)                   # (rows,)
                 # sum over this chunk / informative rankings in the step = the step's mean
                 loss = (per_ranking * informative(levels)).sum() / n_informative
@@ -158,12 +174,14 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
             step += 1
             _report(on_progress, step, total_steps, "train")
     train_seconds = time.perf_counter() - started
+    train_cpu_seconds = time.process_time() - started_cpu
 
     # 4. validation metrics and the reward normalisation, then save
     model.eval()
     metrics: dict[str, Any] = {
         "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
-        "train_seconds": round(train_seconds, 3), "steps": step,
+        "train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
+        "steps": step,
         "train_rankings_per_second": round(n_train_rankings * cfg.epochs / train_seconds, 3),
     }
     _report(on_progress, 0, 1, "validate")
@@ -191,13 +209,22 @@ def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.devic
              cfg: RewardConfig) -> dict[str, Any]:
     """Validation pairwise accuracy, loss, and accuracy by K (completions ranked)."""
     if not sets:
-        return {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}}
-    flat = score_sequences(model, [seq for s in sets for seq in s.sequences], pad_id, device,
-                           max_tokens=cfg.max_tokens_per_forward, use_autocast=cfg.autocast)
-    score_m, level_m = assemble(flat, sets)
-    loss, _ = LOSSES[cfg.loss](score_m, level_m)
-    correct, total = pair_accuracy_counts(score_m, level_m)
-    ranked_k = (level_m >= 0).sum(dim=1)
+        return {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}, "val_pairs": 0}
+    losses, correct, total, ranked_k, keep = [], [], [], [], []
+    for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets],
+                                     cfg.max_tokens_per_forward):
+        with autocast(device, cfg.autocast):
+            scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device,
+                                          cfg.share_prompt_prefix)
+        scores, levels = scores.float().cpu(), levels.cpu()
+        losses.append(LOSSES[cfg.loss](scores, levels)[1])
+        right, pairs = pair_accuracy_counts(scores, levels)
+        correct.append(right)
+        total.append(pairs)
+        ranked_k.append((levels >= 0).sum(dim=1))
+        keep.append(informative(levels))
+    correct, total, ranked_k = torch.cat(correct), torch.cat(total), torch.cat(ranked_k)
+    loss = torch.cat(losses)[torch.cat(keep)].mean() if bool(torch.cat(keep).any()) else torch.tensor(0.0)
     by_k = {}
     for k in sorted(set(ranked_k.tolist())):
         pick = (ranked_k == k) & (total > 0)

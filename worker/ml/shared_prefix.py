@@ -1,0 +1,77 @@
+"""Score K completions of one prompt while forwarding the prompt only once.
+
+The K sequences of a ranking share their first tokens (system prompt, user turn, assistant
+opener). We run the backbone over each ranking's shared prefix once, copy its key/value cache
+to that ranking's K rows (an index_select, so gradients flow back into the single prefix
+pass), then run only the K differing suffixes against that cache. The result equals scoring
+the full sequences (up to float rounding; RoPE attention depends on relative positions only,
+so the prefix's left padding changes nothing) at a fraction of the tokens.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def common_prefix_len(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens all sequences share at the start, leaving each at least one token of its own
+    (the reward is read at a sequence's last token, which must be in the suffix pass)."""
+    shortest = min(len(s) for s in sequences)
+    limit = shortest - 1
+    first = sequences[0]
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in sequences):
+        n += 1
+    return n
+
+
+def supports_prefix_sharing(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    return backbone is not None and hasattr(base, "score")
+
+
+def prefix_shared_scores(model, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+                         pad_id: int, device: torch.device) -> torch.Tensor:
+    """groups: (prefix ids, [suffix ids, ...]) per ranking -> (sum of suffixes,) rewards, in order.
+
+    Every suffix must be non-empty. Prefixes are left-padded (so each ends right before its
+    suffixes), suffixes right-padded; the reward is read at each suffix's last real token.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, head = getattr(base, base.base_model_prefix), base.score
+
+    # 1. one pass over the B prefixes -> a key/value cache with B rows
+    prefixes = [list(prefix) for prefix, _ in groups]
+    longest_prefix = max(len(p) for p in prefixes)
+    prefix_ids = torch.full((len(groups), longest_prefix), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(groups), longest_prefix), dtype=torch.long)
+    for row, prefix in enumerate(prefixes):
+        if prefix:
+            prefix_ids[row, -len(prefix):] = torch.as_tensor(prefix)
+            prefix_mask[row, -len(prefix):] = 1
+    cache = None
+    if longest_prefix > 0:
+        cache = backbone(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                         use_cache=True).past_key_values
+
+    # 2. copy each prefix's cache to its rankings' N suffix rows (differentiable gather)
+    owner = torch.tensor([g for g, (_, suffixes) in enumerate(groups) for _ in suffixes], dtype=torch.long)
+    if cache is not None:
+        cache.reorder_cache(owner.to(device))
+
+    # 3. one pass over the N right-padded suffixes, attending to the cached prefixes
+    suffixes = [list(s) for _, group in groups for s in group]
+    longest_suffix = max(len(s) for s in suffixes)
+    suffix_ids = torch.full((len(suffixes), longest_suffix), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((len(suffixes), longest_suffix), dtype=torch.long)
+    for row, suffix in enumerate(suffixes):
+        suffix_ids[row, : len(suffix)] = torch.as_tensor(suffix)
+        suffix_mask[row, : len(suffix)] = 1
+    attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)
+    hidden = backbone(input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
+                      past_key_values=cache, use_cache=cache is not None).last_hidden_state  # (N, S, H)
+    last = (suffix_mask.sum(dim=1) - 1).to(device)                                          # (N,)
+    pooled = hidden[torch.arange(len(suffixes), device=device), last]                       # (N, H)
+    return head(pooled)[:, 0]

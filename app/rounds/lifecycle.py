@@ -146,13 +146,12 @@ def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersi
 def labeling_progress(db: Session, *, round: TrainingRound, overlap: int | None = None) -> dict[str, Any]:
     if overlap is None:
         overlap = db.scalar(select(Project.overlap).where(Project.id == round.project_id)) or 1
-    live = (RankingTask.round_id == round.id, RankingTask.status != TaskStatus.retired)
+    # A task's rankings beyond the overlap do not raise coverage.
+    capped = (func.min if db.get_bind().dialect.name == "sqlite" else func.least)(RankingTask.rankings_count, overlap)
     tasks, rankings, counted = db.execute(
         select(func.count(), func.coalesce(func.sum(RankingTask.rankings_count), 0),
-               func.coalesce(func.sum(func.min(RankingTask.rankings_count, overlap)
-                                      if db.get_bind().dialect.name == "sqlite"
-                                      else func.least(RankingTask.rankings_count, overlap)), 0))
-        .where(*live)).one()
+               func.coalesce(func.sum(capped), 0))
+        .where(RankingTask.round_id == round.id, RankingTask.status != TaskStatus.retired)).one()
     wanted = tasks * overlap
     coverage = (counted / wanted) if wanted else 0.0
     threshold = round.config.get("labeling", {})

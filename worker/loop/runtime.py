@@ -165,7 +165,7 @@ class Reporter:
             if status not in self.statuses:
                 raise Cancelled(f"round {self.round_id} is {status}; {self.step} stops here")
             db.execute(update(TrainingRound).where(TrainingRound.id == self.round_id).values(
-                progress=min(max(self.overall(done, total), 0.0), 1.0), current_step=f"{self.step}: {stage}",
+                progress=min(max(self.overall(done, total), 0.0), 1.0), current_step=f"{self.step}: {stage}"[:64],
                 eta_seconds=eta, heartbeat_at=utcnow()))
             lifecycle.log_event(db, round_id=self.round_id, stage=self.step, step=done,
                                 data={"done": done, "total": total, "stage": stage}, message=f"{stage} ({done}/{total})")

@@ -17,7 +17,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,43 @@ _last_sweep: WeakKeyDictionary[Engine, float] = WeakKeyDictionary()
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
+
+# The hot-path statements are built once, with bind parameters: building a statement and its
+# cache key on every call costs SQLAlchemy several times the CPU of running it.
+_LEASED_BY = and_(_assignments.c.user_id == bindparam("user_id"), _assignments.c.project_id == bindparam("project_id"),
+                  _assignments.c.state == AssignmentState.leased)
+_LOCK_LABELER = select(func.pg_advisory_xact_lock(bindparam("project_id"), bindparam("user_id")))
+_LIVE_LEASE = (select(_assignments.c.id).where(_LEASED_BY, _assignments.c.lease_expires_at > bindparam("now"))
+               .order_by(_assignments.c.id).limit(1))
+_HELD_LEASE = (select(_assignments.c.id, _assignments.c.lease_expires_at).where(_LEASED_BY)
+               .order_by(_assignments.c.id).limit(1))
+_RENEW_LEASE = (update(_assignments)
+                .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.state == AssignmentState.leased)
+                .values(lease_expires_at=bindparam("expires")))
+_TASK_COMPLETION_IDS = (select(TaskCompletion.completion_id).where(TaskCompletion.task_id == bindparam("task_id"))
+                        .order_by(TaskCompletion.position))
+_INSERT_LEASE = insert(_assignments).returning(_assignments.c.id)
+
+
+def _claim_statement(*, wait: bool):
+    """Picks the oldest open task with a free slot this labeler never had, locks it and takes the
+    slot, in one statement (the row stays locked until commit). Other labelers' picks are skipped;
+    when waiting, Postgres re-checks a row after its lock holder commits and moves on to the next
+    row if it no longer qualifies."""
+    candidate = _tasks.alias("candidate")
+    # (bind names differ from ranking_tasks' columns: SQLAlchemy reserves those in an UPDATE)
+    already_had = exists().where(_assignments.c.task_id == candidate.c.id,
+                                 _assignments.c.user_id == bindparam("labeler"))
+    pick = (select(candidate.c.id)
+            .where(candidate.c.project_id == bindparam("project"), candidate.c.status == TaskStatus.open,
+                   candidate.c.slots_taken < bindparam("overlap"), ~already_had)
+            .order_by(candidate.c.id).limit(1)
+            .with_for_update(skip_locked=not wait))
+    return (update(_tasks).where(_tasks.c.id == pick.scalar_subquery())
+            .values(slots_taken=_tasks.c.slots_taken + 1).returning(_tasks.c.id))
+
+
+_CLAIM = {False: _claim_statement(wait=False), True: _claim_statement(wait=True)}
 
 
 def start_write_transaction(db: Session) -> None:
@@ -56,7 +93,7 @@ def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
     """Serialises one labeler's own requests in one project (two tabs, double clicks) so they hold
     at most one live lease there. Postgres only: SQLite's write lock already serialises everything."""
     if not is_sqlite(db):
-        db.execute(select(func.pg_advisory_xact_lock(project_id, user_id)))
+        db.execute(_LOCK_LABELER, {"project_id": project_id, "user_id": user_id})
 
 
 def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
@@ -96,60 +133,34 @@ def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int,
 
 
 def _live_lease(db: Session, *, user_id: int, project_id: int, now: datetime) -> int | None:
-    return db.scalar(
-        select(_assignments.c.id)
-        .where(_assignments.c.user_id == user_id, _assignments.c.state == AssignmentState.leased,
-               _assignments.c.project_id == project_id, _assignments.c.lease_expires_at > now)
-        .order_by(_assignments.c.id).limit(1)
-    )
+    return db.scalar(_LIVE_LEASE, {"user_id": user_id, "project_id": project_id, "now": now})
 
 
 def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, lease_minutes: int) -> int | None:
     """The labeler's lease in the project, renewed if it ran out but was not swept yet."""
-    row = db.execute(
-        select(_assignments.c.id, _assignments.c.lease_expires_at)
-        .where(_assignments.c.user_id == user_id, _assignments.c.state == AssignmentState.leased,
-               _assignments.c.project_id == project_id)
-        .order_by(_assignments.c.id).limit(1)
-    ).first()
+    row = db.execute(_HELD_LEASE, {"user_id": user_id, "project_id": project_id}).first()
     if row is None:
         return None
     if row.lease_expires_at > now:
         return row.id
     # Expired but not yet swept: the slot is still counted for this labeler, so renew it. The
     # state condition loses cleanly against a sweep that got there first.
-    renewed = db.execute(
-        update(_assignments).where(_assignments.c.id == row.id, _assignments.c.state == AssignmentState.leased)
-        .values(lease_expires_at=now + timedelta(minutes=lease_minutes))
-    ).rowcount
+    renewed = db.execute(_RENEW_LEASE, {"assignment_id": row.id,
+                                        "expires": now + timedelta(minutes=lease_minutes)}).rowcount
     return row.id if renewed else None
 
 
 def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
                 now: datetime, wait: bool) -> int | None:
-    candidate = _tasks.alias("candidate")
-    already_had = exists().where(_assignments.c.task_id == candidate.c.id, _assignments.c.user_id == user_id)
-    pick = (
-        select(candidate.c.id)
-        .where(candidate.c.project_id == project_id, candidate.c.status == TaskStatus.open,
-               candidate.c.slots_taken < overlap, ~already_had)
-        .order_by(candidate.c.id).limit(1)
-        # Other labelers' picks are skipped; when waiting, Postgres re-checks the row after the lock
-        # holder commits and moves on to the next row if it no longer qualifies.
-        .with_for_update(skip_locked=not wait)
-    )
-    # Pick, lock and take the slot in one statement (the row stays locked until commit).
-    task_id = db.scalar(update(_tasks).where(_tasks.c.id == pick.scalar_subquery())
-                        .values(slots_taken=_tasks.c.slots_taken + 1).returning(_tasks.c.id))
+    task_id = db.scalar(_CLAIM[wait], {"labeler": user_id, "project": project_id, "overlap": overlap})
     if task_id is None:
         return None
-    completion_ids = list(db.scalars(
-        select(TaskCompletion.completion_id).where(TaskCompletion.task_id == task_id).order_by(TaskCompletion.position)))
-    return db.scalar(insert(_assignments).values(
-        task_id=task_id, user_id=user_id, project_id=project_id, state=AssignmentState.leased,
-        display_order=display_order(completion_ids, task_id=task_id, user_id=user_id),
-        leased_at=now, lease_expires_at=now + timedelta(minutes=lease_minutes),
-    ).returning(_assignments.c.id))
+    completion_ids = list(db.scalars(_TASK_COMPLETION_IDS, {"task_id": task_id}))
+    return db.scalar(_INSERT_LEASE, {
+        "task_id": task_id, "user_id": user_id, "project_id": project_id, "state": AssignmentState.leased,
+        "display_order": display_order(completion_ids, task_id=task_id, user_id=user_id),
+        "leased_at": now, "lease_expires_at": now + timedelta(minutes=lease_minutes),
+    })
 
 
 def display_order(completion_ids: list[int], *, task_id: int, user_id: int) -> list[int]:

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
-from app.labeling import service
+from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.schemas import (CompletionOut, NextTaskOut, PromptOut, RankingIn, SkipIn, SkipOut, SubmitOut,
                                   TaskOut, ranking_from_form, skip_from_form)
@@ -53,7 +53,7 @@ def submit_form(request: Request, project_id: int, assignment_id: int, db: DbDep
         project = service.get_project_for_labeler(db, user=user, project_id=project_id)
         data = ranking_from_form({"ranking": ranking, "none_acceptable": none_acceptable,
                                   "time_spent_ms": time_spent_ms, "comment": comment}, flag)
-        result, view = service.submit_ranking(db, user=user, project=project, assignment_id=assignment_id, data=data,
+        result, view = submission.submit_ranking(db, user=user, project=project, assignment_id=assignment_id, data=data,
                                               sweep_every=settings.lease_sweep_seconds)
     except LabelingError as exc:
         return _error(request, db, exc)
@@ -69,7 +69,7 @@ def skip_form(request: Request, project_id: int, assignment_id: int, db: DbDep, 
     try:
         project = service.get_project_for_labeler(db, user=user, project_id=project_id)
         data = skip_from_form({"reason": reason, "detail": detail})
-        view = service.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=data.reason,
+        view = submission.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=data.reason,
                                  sweep_every=settings.lease_sweep_seconds)
     except LabelingError as exc:
         return _error(request, db, exc)
@@ -133,7 +133,7 @@ def api_submit(project_id: int, assignment_id: int, body: RankingIn, db: DbDep, 
     """Stores a ranking (safe to retry: a retry returns the stored one) and returns your next task."""
     try:
         project = service.get_project_for_labeler(db, user=user, project_id=project_id)
-        result, view = service.submit_ranking(db, user=user, project=project, assignment_id=assignment_id,
+        result, view = submission.submit_ranking(db, user=user, project=project, assignment_id=assignment_id,
                                               data=body, sweep_every=settings.lease_sweep_seconds)
     except LabelingError as exc:
         _raise(exc)
@@ -147,7 +147,7 @@ def api_skip(project_id: int, assignment_id: int, body: SkipIn, db: DbDep, user:
              settings: SettingsDep) -> SkipOut:
     try:
         project = service.get_project_for_labeler(db, user=user, project_id=project_id)
-        view = service.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=body.reason,
+        view = submission.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=body.reason,
                                  sweep_every=settings.lease_sweep_seconds)
     except LabelingError as exc:
         _raise(exc)

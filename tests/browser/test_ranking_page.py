@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.labeling import service
 from app.models import Assignment, Ranking, utcnow
 from tests.factories import PASSWORD, make_project, make_task, make_user
 from tests.labeling.helpers import fresh, next_view, submit

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.labeling import service
+from app.labeling import service, submission
 from app.labeling.schemas import RankingIn
 from app.models import Assignment, PairwiseComparison, Project, Ranking, RankingTask, User
 
@@ -23,7 +23,7 @@ def strict_order(view: service.TaskView) -> list[list[int]]:
 def submit(db: Session, user: User, project: Project, view: service.TaskView, groups=None, **fields):
     now = fields.pop("now", None)
     data = RankingIn(ranking=groups if groups is not None else strict_order(view), **fields)
-    result = service.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
+    result = submission.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
                                     sweep_every=3600, now=now)
     db.commit()
     return result

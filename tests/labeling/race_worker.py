@@ -10,7 +10,7 @@ import traceback
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine
-from app.labeling import service
+from app.labeling import service, submission
 from app.labeling.schemas import RankingIn
 from app.models import Project, User
 
@@ -46,7 +46,7 @@ def label_until_empty(sessions: sessionmaker[Session], *, user_id: int, project_
                 db.commit()
                 handed.append(view.task_id)
                 data = RankingIn(ranking=[[c.id] for c in view.completions])
-                service.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
+                submission.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
                                        sweep_every=3600)
                 db.commit()
             db.commit()

@@ -202,7 +202,8 @@ def test_the_json_api_hands_out_takes_rankings_idempotently_and_skips(client, db
     assert client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"] == task
 
     url = f"/api/v1/labeling/projects/{project.id}/assignments/{task['assignment_id']}/ranking"
-    body = {"ranking": [[c["id"]] for c in task["completions"]], "flags": {str(task["completions"][0]["id"]): ["unsafe"]}}
+    body = {"ranking": [[c["id"]] for c in task["completions"]],
+            "flags": {str(task["completions"][0]["id"]): ["unsafe"]}}
     assert client.post(url, json=body).status_code == 403  # no CSRF header
     first = client.post(url, json=body, headers=headers).json()
     again = client.post(url, json=body, headers=headers).json()

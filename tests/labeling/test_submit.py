@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.labeling import handout, service
+from app.labeling import handout, submission
 from app.labeling.errors import Conflict, InvalidSubmission, NotFound
 from app.labeling.schemas import RankingIn
 from app.models import Assignment, AssignmentState, PairwiseComparison, Ranking, RankingTask, utcnow
@@ -198,7 +198,7 @@ def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
     view = next_view(db, alice, project)
     assert view.task_id == first.id
 
-    nxt = service.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id,
+    nxt = submission.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id,
                             reason="I cannot judge this topic", sweep_every=3600)
     db.commit()
     assert nxt.task_id == second.id
@@ -208,7 +208,8 @@ def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
     assert next_view(db, bob, project).task_id == first.id  # free for others
 
     # skipping again is harmless; submitting a skipped task is refused
-    service.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="x", sweep_every=3600)
+    submission.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="x",
+                         sweep_every=3600)
     db.commit()
     fresh(db)
     assert db.get(RankingTask, first.id).slots_taken == 1
@@ -223,7 +224,8 @@ def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_canno
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)
     assert _sweep(db) == 1
-    service.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="away", sweep_every=3600)
+    submission.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="away",
+                         sweep_every=3600)
     db.commit()
     fresh(db)
     assert db.get(RankingTask, task.id).slots_taken == 0
@@ -231,7 +233,7 @@ def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_canno
     bob_view = next_view(db, bob, project)
     submit(db, bob, project, bob_view)
     with pytest.raises(Conflict, match="already submitted"):
-        service.skip_task(db, user=bob, project=project, assignment_id=bob_view.assignment_id, reason="x",
+        submission.skip_task(db, user=bob, project=project, assignment_id=bob_view.assignment_id, reason="x",
                           sweep_every=3600)
 
 

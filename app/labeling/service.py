@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.labeling import handout
 from app.labeling.errors import NotAMember, NotFound
 from app.models import (Assignment, AssignmentState, Completion, Project, ProjectMember, Prompt, Ranking, RankingTask,
-                        TaskStatus, User)
+                        TaskCompletion, TaskStatus, User)
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
@@ -46,7 +46,9 @@ _TASK_VIEW = (select(_assignments.c.id, _assignments.c.task_id, _assignments.c.p
               .join(_tasks, _tasks.c.id == _assignments.c.task_id)
               .join(Prompt, Prompt.id == _tasks.c.prompt_id)
               .where(_assignments.c.id == bindparam("assignment_id")))
-_COMPLETION_TEXTS = select(Completion.id, Completion.text).where(Completion.id.in_(bindparam("ids", expanding=True)))
+_COMPLETION_TEXTS = (select(Completion.id, Completion.text)
+                     .join(TaskCompletion, TaskCompletion.completion_id == Completion.id)
+                     .where(TaskCompletion.task_id == bindparam("task_id")))
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def current_task(db: Session, *, user: User, project: Project, sweep_every: floa
 def load_task_view(db: Session, *, assignment_id: int) -> TaskView:
     """Two queries: the assignment with its prompt, then the completions."""
     row = db.execute(_TASK_VIEW, {"assignment_id": assignment_id}).one()
-    texts = dict(db.execute(_COMPLETION_TEXTS, {"ids": row.display_order}).all())
+    texts = dict(db.execute(_COMPLETION_TEXTS, {"task_id": row.task_id}).all())
     completions = [CompletionView(id=cid, text=texts[cid], letter=_letter(i))
                    for i, cid in enumerate(row.display_order)]
     return TaskView(assignment_id=row.id, task_id=row.task_id, project_id=row.project_id,

@@ -50,6 +50,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("pageerror", lambda e: errors.append(str(e)))
     _log_in(page, live_url, user)
+    page.screenshot(path="/tmp/ranklab-queue.png")
 
     page.get_by_role("link", name="Start labeling").focus()
     page.keyboard.press("Enter")
@@ -150,6 +151,7 @@ def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, brow
     error = page.locator("[data-ranking-form] [data-error-slot]")
     error.get_by_text("your ranking was not needed").wait_for()
     assert _order(page) == order and page.input_value("[data-ranking-field]") == ranking_before
+    page.screenshot(path="/tmp/ranklab-refused.png")
     assert page.get_by_role("button", name="Go to your next task").is_visible()
 
     page.get_by_role("button", name="Go to your next task").focus()

@@ -288,7 +288,16 @@
       if (slot) slot.textContent = "Could not reach the server. Your ranking is kept here; try again.";
     });
     document.body.addEventListener("htmx:afterSwap", function (event) {
-      if (event.detail.target && event.detail.target.id === "task") {
+      var target = event.detail.target;
+      if (target && target.hasAttribute("data-error-slot")) {
+        // The message sits by the submit button, maybe far below the card in focus: bring it
+        // into view, and offer its one way on ("Go to your next task") to the keyboard.
+        target.scrollIntoView({ block: "nearest" });
+        var next = target.querySelector("button, a");
+        if (next) next.focus({ preventScroll: true });
+        return;
+      }
+      if (target && target.id === "task") {
         var head = event.detail.target.querySelector(".task-head");
         if (head && head.getBoundingClientRect().top < 0) head.scrollIntoView({ block: "start" });
       }

@@ -154,7 +154,7 @@ def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, brow
     page.screenshot(path="/tmp/ranklab-refused.png")
     assert page.get_by_role("button", name="Go to your next task").is_visible()
 
-    page.get_by_role("button", name="Go to your next task").focus()
+    assert page.evaluate("() => document.activeElement.textContent.trim()") == "Go to your next task"
     page.keyboard.press("Enter")
     page.wait_for_selector("[data-queue-empty]")
     context.close()

@@ -63,11 +63,10 @@ def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> Rankin
         if not sep:
             raise InvalidSubmission(f"flag: {value!r} is not '<completion id>:<flag name>'")
         flags.setdefault(completion_id, []).append(name)
-    time_spent = form.get("time_spent_ms") or None
     try:
         return RankingIn(ranking=groups, flags=flags,
                          none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
-                         time_spent_ms=int(time_spent) if time_spent and str(time_spent).isdigit() else None,
+                         time_spent_ms=form.get("time_spent_ms") or None,
                          comment=str(form.get("comment") or ""))
     except ValidationError as exc:
         raise InvalidSubmission(describe_validation_error(exc)) from None

@@ -130,6 +130,8 @@ def test_an_invalid_ranking_is_shown_inline_with_422_and_nothing_is_stored(clien
     assert "Please fix:" in response.text and "are missing; rank every completion" in response.text
     response = client.post(url, headers=headers, data={"ranking": "[[1,"})
     assert response.status_code == 422 and "ranking: not valid JSON" in response.text
+    response = client.post(url, headers=headers, data={"ranking": json.dumps(fields["ranking"]), "time_spent_ms": "x"})
+    assert response.status_code == 422 and "time_spent_ms: Input should be a valid integer" in response.text
     response = client.post(url, headers=headers, data={"ranking": json.dumps(fields["ranking"]),
                                                        "flag": [f"{fields['ranking'][0][0]}:made_up"]})
     assert response.status_code == 422 and "unknown flag &#39;made_up&#39;" in response.text

@@ -99,7 +99,7 @@ class Api:
     def rounds(self, project_id: int) -> list[dict]:
         return self.get(f"/api/v1/projects/{project_id}/rounds")
 
-    def wait_status(self, round_id: int, status: str | tuple[str, ...], *, timeout: float = 90,
+    def wait_status(self, round_id: int, status: str | tuple[str, ...], *, timeout: float = 240,
                     worker: WorkerProcess | None = None) -> dict:
         wanted = (status,) if isinstance(status, str) else status
 

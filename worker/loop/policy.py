@@ -48,7 +48,9 @@ def _train(round_id: int) -> dict[str, Any]:
     remove_partial_artifacts(out.parent)
 
     # 2. PPO; the artifact folder appears complete or not at all (worker.ml renames it into place).
-    history = train_policy(cfg, prompts, reward_path, out, reporter)
+    #    Each iteration's statistics become a metric event at once, for the live charts.
+    history = train_policy(cfg, prompts, reward_path, out, reporter, on_step=lambda step, stats: _metric_point(
+        round_id, step, stats))
     summary = {key: round(history[key][-1], 5) for key in SUMMARY_KEYS if history.get(key)}
     summary.update(score_first=round(history["score"][0], 5), steps=len(history["score"]),
                    seconds=round(history["total_seconds"], 2), prompts=len(prompts))
@@ -66,13 +68,15 @@ def _train(round_id: int) -> dict[str, Any]:
         rnd = db.get(TrainingRound, round_id)
         db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(
             policy_out_id=version.id, metrics={**(rnd.metrics or {}), "policy": summary}))
-        for step in range(len(history["score"])):
-            point = {key: float(history[key][step]) for key in SUMMARY_KEYS if len(history.get(key) or []) > step}
-            lifecycle.log_event(db, round_id=round_id, stage=S.training_policy, kind="metric", step=step + 1,
-                                data=point)
         lifecycle.log_event(db, round_id=round_id, stage=S.training_policy,
                             message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, "
                                     f"KL {summary.get('kl')}")
         db.refresh(rnd)
         lifecycle.enqueue_step(db, round=rnd)
     return {"round_id": round_id, "policy_id": version.id, **summary}
+
+
+def _metric_point(round_id: int, step: int, stats: dict[str, float]) -> None:
+    with db_session() as db:
+        lifecycle.log_event(db, round_id=round_id, stage=S.training_policy, kind="metric", step=step,
+                            data={key: float(stats[key]) for key in SUMMARY_KEYS if key in stats})

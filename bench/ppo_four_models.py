@@ -3,6 +3,7 @@ as four separate models (OpenRLHF style). It runs the same PPO maths (worker.ml.
 the same rollout code as worker.ml.ppo, so only the model layout differs."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -77,11 +78,13 @@ def critic_values(models: FourModels, ids, mask, n_context: int) -> torch.Tensor
 
 def four_models_step(models: FourModels, kl_ctl, reward_fn, prompts, cfg) -> dict[str, float]:
     device = next(models.policy.parameters()).device
+    started = time.perf_counter()
     # 1. Roll out with the policy model.
     with autocast(device, cfg.autocast):
         rollout = sample_rollout(models.policy, models.tokenizer, prompts,
                                  max_prompt_tokens=cfg.max_prompt_tokens,
                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    rollout_seconds = time.perf_counter() - started
     ids_all, mask_all = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     labels_all, mask = rollout.response_ids, rollout.response_mask  # [B, T]
     n_context, batch = rollout.query_ids.shape[1], labels_all.shape[0]
@@ -123,4 +126,4 @@ def four_models_step(models: FourModels, kl_ctl, reward_fn, prompts, cfg) -> dic
                 nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-    return {"response_length": float(mask.sum(1).mean())}
+    return {"response_length": float(mask.sum(1).mean()), "rollout_seconds": rollout_seconds}

@@ -14,7 +14,8 @@ Variants, each in a FRESH subprocess (peak RSS is per process and never goes dow
 All variants see the same prompts, sampling settings, reward model and PPO hyper-parameters; the
 reward model is the base with a fresh score head (what it scores does not change the memory).
 Memory: peak RSS (resource.getrusage maxrss) on CPU - it includes the Python and torch runtime
-(~0.4 GB); torch.cuda.max_memory_allocated on CUDA. samples/s: responses per second over the
+(~0.4 GB), and weights count once a step has touched them (safetensors are memory-mapped);
+torch.cuda.max_memory_allocated on CUDA. samples/s: responses per second over the
 timed steps (the first step is a warm-up).
 """
 from __future__ import annotations
@@ -93,17 +94,19 @@ def run_variant(args) -> dict:
 
         def step(prompts):
             return four_models_step(models, kl_ctl, scorer.score, prompts, cfg)
-    loaded_mb = peak_memory_mb(device)
 
     prompts = (PROMPTS * (args.batch_size // len(PROMPTS) + 1))[:args.batch_size]
     step(prompts)  # warm-up: allocator pools, optimizer state, one-off kernel choices
-    started = time.perf_counter()
+    started, rollout_seconds = time.perf_counter(), 0.0
     for _ in range(args.steps - 1):
         stats = step(prompts)
+        rollout_seconds += stats["rollout_seconds"]
     seconds = time.perf_counter() - started
-    return {"variant": args.variant, "peak_mb": peak_memory_mb(device), "after_load_mb": loaded_mb,
-            "samples_per_s": (args.steps - 1) * args.batch_size / seconds,
-            "step_s": seconds / (args.steps - 1), "trainable_params": trainable,
+    timed = args.steps - 1
+    return {"variant": args.variant, "peak_mb": peak_memory_mb(device),
+            "samples_per_s": timed * args.batch_size / seconds,
+            "step_s": seconds / timed, "rollout_s": rollout_seconds / timed,
+            "trainable_params": trainable,
             "response_tokens": stats["response_length"]}
 
 
@@ -157,12 +160,13 @@ def main() -> None:
     print(f"model={model} device={args.device} batch={args.batch_size} "
           f"minibatch={args.minibatch_size} epochs={args.ppo_epochs} "
           f"max_new_tokens={args.max_new_tokens} timed_steps={args.steps - 1}")
-    print(f"{'variant':<14}{'peak MB':>10}{'x base':>8}{'loaded MB':>11}{'samples/s':>11}"
-          f"{'x base':>8}{'s/step':>8}{'trainable':>13}")
+    print(f"{'variant':<14}{'peak MB':>10}{'x base':>8}{'samples/s':>11}"
+          f"{'x base':>8}{'s/step':>8}{'rollout s':>11}{'update s':>10}{'trainable':>13}")
     for r in results:
         print(f"{r['variant']:<14}{r['peak_mb']:>10.0f}{r['peak_mb'] / base['peak_mb']:>8.2f}"
-              f"{r['after_load_mb']:>11.0f}{r['samples_per_s']:>11.2f}"
+              f"{r['samples_per_s']:>11.2f}"
               f"{r['samples_per_s'] / base['samples_per_s']:>8.2f}{r['step_s']:>8.1f}"
+              f"{r['rollout_s']:>11.1f}{r['step_s'] - r['rollout_s']:>10.1f}"
               f"{r['trainable_params']:>13,}")
 
 

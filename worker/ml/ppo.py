@@ -44,6 +44,7 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
                                  max_prompt_tokens=cfg.max_prompt_tokens,
                                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                  generation_batch_size=cfg.generation_batch_size)
+    rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
     n_context, batch = rollout.query_ids.shape[1], response_ids.shape[0]
@@ -121,6 +122,7 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
         "entropy": float(pm.masked_mean(entropy, mask)),
         "response_length": float(mask.sum(1).mean()),
         "no_eos_fraction": float((~rollout.has_eos).float().mean()),
+        "rollout_seconds": rollout_seconds,
         "seconds": time.perf_counter() - started,
     })
     return stats

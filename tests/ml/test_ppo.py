@@ -31,19 +31,6 @@ def toy_reward(prompts, responses) -> torch.Tensor:
                          for r in responses])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    # Tiny models: thread start-up costs more than the maths, and with other test runs on the
-    # same 2 cores, 2 threads made a PPO step ~8x slower. The real model keeps both threads.
-    if request.node.get_closest_marker("smollm2"):
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sharp_model_dir(tmp_path_factory):
     """A tiny Llama with 10x embeddings: peaked next-token distributions (entropy ~1 nat), like

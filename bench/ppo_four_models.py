@@ -13,7 +13,13 @@ from torch.nn import functional as F
 from transformers import AutoModel
 
 from worker.ml import ppo_math as pm
-from worker.ml.models import autocast, load_causal_lm, load_tokenizer, match_embeddings, pick_dtype
+from worker.ml.models import (
+    autocast,
+    load_causal_lm,
+    load_tokenizer,
+    match_embeddings,
+    pick_dtype,
+)
 from worker.ml.ppo_policy import disable_dropout, lora_config
 from worker.ml.ppo_rollout import sample_rollout, score_rollout
 from worker.ml.values import ValueHead, position_ids_for
@@ -30,7 +36,7 @@ class FourModels:
     critic_optimizer: torch.optim.Optimizer
 
     @classmethod
-    def load(cls, cfg, device: torch.device, lora: bool) -> "FourModels":
+    def load(cls, cfg, device: torch.device, lora: bool) -> FourModels:
         tokenizer = load_tokenizer(cfg.model)
         policy, reference = (load_causal_lm(cfg.model, device=device) for _ in range(2))
         critic = AutoModel.from_pretrained(cfg.model, dtype=pick_dtype(device)).to(device)
@@ -45,7 +51,10 @@ class FourModels:
         for model in (policy, reference, critic):
             disable_dropout(model)
         value_head = ValueHead(critic.config.hidden_size).to(device)
-        trainable = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
+
+        def trainable(module):
+            return [p for p in module.parameters() if p.requires_grad]
+
         return cls(policy, reference, critic, value_head, tokenizer,
                    torch.optim.AdamW(trainable(policy), lr=cfg.learning_rate, eps=1e-5),
                    torch.optim.AdamW(trainable(critic) + list(value_head.parameters()),

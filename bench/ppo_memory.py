@@ -67,11 +67,10 @@ def run_variant(args) -> dict:
     """Build one layout, run `args.steps` PPO steps, report memory and speed (child process)."""
     import torch
 
+    from bench.ppo_four_models import FourModels, four_models_step
     from worker.ml.ppo import PPOConfig, ppo_step
     from worker.ml.ppo_math import FixedKLController
     from worker.ml.ppo_policy import build_policy
-
-    from bench.ppo_four_models import FourModels, four_models_step
 
     device = torch.device(args.device)
     cfg = PPOConfig(model=args.model, batch_size=args.batch_size,

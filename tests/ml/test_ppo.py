@@ -22,7 +22,7 @@ from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
 
 CPU = torch.device("cpu")
 PROMPTS = ["say cat", "tell a story", "hello world", "write a poem about the sun"]
-TARGET_WORDS = set("cat dog bird fish red blue green one two three".split())
+TARGET_WORDS = {"cat", "dog", "bird", "fish", "red", "blue", "green", "one", "two", "three"}
 
 
 def toy_reward(prompts, responses) -> torch.Tensor:
@@ -45,8 +45,8 @@ def sharp_model_dir(tmp_path_factory):
 
 
 def small_cfg(model_dir, **overrides) -> PPOConfig:
-    values = dict(model=str(model_dir), steps=1, batch_size=4, minibatch_size=2, ppo_epochs=1,
-                  max_new_tokens=6, learning_rate=1e-2, device="cpu")
+    values = {"model": str(model_dir), "steps": 1, "batch_size": 4, "minibatch_size": 2,
+              "ppo_epochs": 1, "max_new_tokens": 6, "learning_rate": 1e-2, "device": "cpu"}
     return PPOConfig(**{**values, **overrides})
 
 

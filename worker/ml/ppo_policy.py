@@ -12,8 +12,13 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from worker.ml.models import (is_adapter_dir, load_causal_lm, load_tokenizer, match_embeddings,
-                              save_artifact)
+from worker.ml.models import (
+    is_adapter_dir,
+    load_causal_lm,
+    load_tokenizer,
+    match_embeddings,
+    save_artifact,
+)
 from worker.ml.ppo_rollout import RewardFn
 from worker.ml.values import VALUE_ADAPTER, PolicyValue, check_head_matches
 

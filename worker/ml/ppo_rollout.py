@@ -36,7 +36,7 @@ class Rollout:
     def attention_mask(self) -> torch.Tensor:  # [B, Lq + T]
         return torch.cat([self.query_mask, self.response_mask.long()], dim=1)
 
-    def select(self, index: torch.Tensor) -> "Rollout":
+    def select(self, index: torch.Tensor) -> Rollout:
         rows = index.tolist()
         return Rollout([self.prompts[i] for i in rows], [self.responses[i] for i in rows],
                        self.query_ids[index], self.query_mask[index], self.response_ids[index],

@@ -31,8 +31,8 @@ architectures where logits are not a plain projection of the last hidden state.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

@@ -1,6 +1,7 @@
 """Templates and rendering helpers for the server-rendered UI."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
@@ -15,8 +16,23 @@ from app.settings import ROOT
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table")
 
 
+# Prompts and completions never change once stored and each is shown many times (every labeler,
+# every refresh, the page after each submit), so their rendering is cached. Bounded: at most
+# MARKDOWN_CACHE_ENTRIES entries of at most MARKDOWN_CACHE_MAX_CHARS characters each (~100 MB worst case).
+MARKDOWN_CACHE_ENTRIES = 2048
+MARKDOWN_CACHE_MAX_CHARS = 20_000
+
+
+@lru_cache(maxsize=MARKDOWN_CACHE_ENTRIES)
+def _render_cached(text: str) -> Markup:
+    return Markup(_markdown.render(text))
+
+
 def render_markdown(text: str | None) -> Markup:
-    return Markup(_markdown.render(text or ""))
+    text = text or ""
+    if len(text) > MARKDOWN_CACHE_MAX_CHARS:
+        return Markup(_markdown.render(text))
+    return _render_cached(text)
 
 
 templates = Jinja2Blocks(directory=str(ROOT / "templates"))

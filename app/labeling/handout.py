@@ -15,6 +15,7 @@ import random
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import and_, bindparam, exists, func, insert, select, update
@@ -22,7 +23,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from app.db import is_sqlite
-from app.models import Assignment, AssignmentState, RankingTask, TaskCompletion, TaskStatus, utcnow
+from app.labeling.content import TaskContent, load_task_content
+from app.models import Assignment, AssignmentState, RankingTask, TaskStatus, utcnow
 
 SWEEP_BATCH = 500
 
@@ -37,15 +39,14 @@ _tasks = RankingTask.__table__
 _LEASED_BY = and_(_assignments.c.user_id == bindparam("user_id"), _assignments.c.project_id == bindparam("project_id"),
                   _assignments.c.state == AssignmentState.leased)
 _LOCK_LABELER = select(func.pg_advisory_xact_lock(bindparam("project_id"), bindparam("user_id")))
-_LIVE_LEASE = (select(_assignments.c.id).where(_LEASED_BY, _assignments.c.lease_expires_at > bindparam("now"))
+_LEASE_COLUMNS = (_assignments.c.id, _assignments.c.task_id, _assignments.c.lease_expires_at,
+                  _assignments.c.display_order)
+_LIVE_LEASE = (select(*_LEASE_COLUMNS).where(_LEASED_BY, _assignments.c.lease_expires_at > bindparam("now"))
                .order_by(_assignments.c.id).limit(1))
-_HELD_LEASE = (select(_assignments.c.id, _assignments.c.lease_expires_at).where(_LEASED_BY)
-               .order_by(_assignments.c.id).limit(1))
+_HELD_LEASE = select(*_LEASE_COLUMNS).where(_LEASED_BY).order_by(_assignments.c.id).limit(1)
 _RENEW_LEASE = (update(_assignments)
                 .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.state == AssignmentState.leased)
                 .values(lease_expires_at=bindparam("expires")))
-_TASK_COMPLETION_IDS = (select(TaskCompletion.completion_id).where(TaskCompletion.task_id == bindparam("task_id"))
-                        .order_by(TaskCompletion.position))
 _INSERT_LEASE = insert(_assignments).returning(_assignments.c.id)
 
 
@@ -68,6 +69,16 @@ def _claim_statement(*, wait: bool):
 
 
 _CLAIM = {False: _claim_statement(wait=False), True: _claim_statement(wait=True)}
+
+
+class Lease(NamedTuple):
+    """A labeler's live assignment, with what rendering it needs."""
+    assignment_id: int
+    task_id: int
+    lease_expires_at: datetime
+    display_order: list[int]
+    content: TaskContent | None = None
+    """The task's prompt and completions when the handout had to load them anyway (a new lease)."""
 
 
 def start_write_transaction(db: Session) -> None:
@@ -98,8 +109,8 @@ def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
 
 def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
                     sweep_every: float, now: datetime | None = None, after_submit: bool = False,
-                    check_held: bool = True) -> int | None:
-    """The id of the assignment the labeler should work on now, or None when nothing is left.
+                    check_held: bool = True) -> Lease | None:
+    """The assignment the labeler should work on now, or None when nothing is left.
 
     A labeler who holds a lease in the project gets that same task back (refreshing burns nothing).
 
@@ -132,35 +143,39 @@ def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int,
     return claimed
 
 
-def _live_lease(db: Session, *, user_id: int, project_id: int, now: datetime) -> int | None:
-    return db.scalar(_LIVE_LEASE, {"user_id": user_id, "project_id": project_id, "now": now})
+def _live_lease(db: Session, *, user_id: int, project_id: int, now: datetime) -> Lease | None:
+    row = db.execute(_LIVE_LEASE, {"user_id": user_id, "project_id": project_id, "now": now}).first()
+    return None if row is None else Lease(*row)
 
 
-def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, lease_minutes: int) -> int | None:
+def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, lease_minutes: int) -> Lease | None:
     """The labeler's lease in the project, renewed if it ran out but was not swept yet."""
     row = db.execute(_HELD_LEASE, {"user_id": user_id, "project_id": project_id}).first()
     if row is None:
         return None
-    if row.lease_expires_at > now:
-        return row.id
+    lease = Lease(*row)
+    if lease.lease_expires_at > now:
+        return lease
     # Expired but not yet swept: the slot is still counted for this labeler, so renew it. The
     # state condition loses cleanly against a sweep that got there first.
-    renewed = db.execute(_RENEW_LEASE, {"assignment_id": row.id,
-                                        "expires": now + timedelta(minutes=lease_minutes)}).rowcount
-    return row.id if renewed else None
+    expires = now + timedelta(minutes=lease_minutes)
+    renewed = db.execute(_RENEW_LEASE, {"assignment_id": lease.assignment_id, "expires": expires}).rowcount
+    return lease._replace(lease_expires_at=expires) if renewed else None
 
 
 def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                now: datetime, wait: bool) -> int | None:
+                now: datetime, wait: bool) -> Lease | None:
     task_id = db.scalar(_CLAIM[wait], {"labeler": user_id, "project": project_id, "overlap": overlap})
     if task_id is None:
         return None
-    completion_ids = list(db.scalars(_TASK_COMPLETION_IDS, {"task_id": task_id}))
-    return db.scalar(_INSERT_LEASE, {
+    content = load_task_content(db, task_id=task_id)  # its completion ids are shuffled, and it is shown next
+    order = display_order(list(content.completions), task_id=task_id, user_id=user_id)
+    expires = now + timedelta(minutes=lease_minutes)
+    assignment_id = db.scalar(_INSERT_LEASE, {
         "task_id": task_id, "user_id": user_id, "project_id": project_id, "state": AssignmentState.leased,
-        "display_order": display_order(completion_ids, task_id=task_id, user_id=user_id),
-        "leased_at": now, "lease_expires_at": now + timedelta(minutes=lease_minutes),
+        "display_order": order, "leased_at": now, "lease_expires_at": expires,
     })
+    return Lease(assignment_id, task_id, expires, order, content)
 
 
 def display_order(completion_ids: list[int], *, task_id: int, user_id: int) -> list[int]:

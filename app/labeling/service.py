@@ -13,12 +13,13 @@ from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.labeling import handout
+from app.labeling.content import load_task_content
 from app.labeling.errors import NotAMember, NotFound
-from app.models import (Assignment, AssignmentState, Completion, Project, ProjectMember, Prompt, Ranking, RankingTask,
-                        TaskCompletion, TaskStatus, User)
+from app.models import Assignment, AssignmentState, Project, ProjectMember, Ranking, RankingTask, TaskStatus, User
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
+_rankings = Ranking.__table__
 
 REMAINING_CAP = 200
 """The progress counter stops counting here ("200+ left"), so it stays cheap on every render."""
@@ -32,23 +33,18 @@ def _had_task(user_id):
 _PROJECT_FOR_USER = select(Project, exists().where(ProjectMember.project_id == Project.id,
                                                    ProjectMember.user_id == bindparam("user_id"))
                            ).where(Project.id == bindparam("project_id"))
+# Core columns (not the ORM classes'): the ORM execution path costs more than the statement here.
 _PROGRESS = select(
-    select(func.count()).select_from(Ranking)
-    .where(Ranking.user_id == bindparam("user_id"), Ranking.project_id == bindparam("project_id")).scalar_subquery(),
+    select(func.count()).select_from(_rankings)
+    .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
+    .scalar_subquery(),
     select(func.count()).select_from(
-        select(RankingTask.id)
-        .where(RankingTask.project_id == bindparam("project_id"), RankingTask.status == TaskStatus.open,
-               RankingTask.slots_taken < bindparam("overlap"), ~_had_task(bindparam("user_id")))
+        select(_tasks.c.id)
+        .where(_tasks.c.project_id == bindparam("project_id"), _tasks.c.status == TaskStatus.open,
+               _tasks.c.slots_taken < bindparam("overlap"),
+               ~exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == bindparam("user_id")))
         .limit(REMAINING_CAP).subquery()).scalar_subquery(),
 )
-_TASK_VIEW = (select(_assignments.c.id, _assignments.c.task_id, _assignments.c.project_id,
-                     _assignments.c.lease_expires_at, _assignments.c.display_order, Prompt.text, Prompt.messages)
-              .join(_tasks, _tasks.c.id == _assignments.c.task_id)
-              .join(Prompt, Prompt.id == _tasks.c.prompt_id)
-              .where(_assignments.c.id == bindparam("assignment_id")))
-_COMPLETION_TEXTS = (select(Completion.id, Completion.text)
-                     .join(TaskCompletion, TaskCompletion.completion_id == Completion.id)
-                     .where(TaskCompletion.task_id == bindparam("task_id")))
 
 
 @dataclass(frozen=True)
@@ -134,32 +130,30 @@ def progress(db: Session, *, user_id: int, project: Project, holding_task: bool)
 def current_task(db: Session, *, user: User, project: Project, sweep_every: float,
                  now: datetime | None = None) -> TaskView | None:
     """The labeler's leased task (the same one on every refresh), leasing a new one if needed."""
-    assignment_id = handout.lease_next_task(
+    lease = handout.lease_next_task(
         db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
         sweep_every=sweep_every, now=now)
-    return None if assignment_id is None else load_task_view(db, assignment_id=assignment_id)
-
-
-def load_task_view(db: Session, *, assignment_id: int) -> TaskView:
-    """Two queries: the assignment with its prompt, then the completions."""
-    row = db.execute(_TASK_VIEW, {"assignment_id": assignment_id}).one()
-    texts = dict(db.execute(_COMPLETION_TEXTS, {"task_id": row.task_id}).all())
-    completions = [CompletionView(id=cid, text=texts[cid], letter=_letter(i))
-                   for i, cid in enumerate(row.display_order)]
-    return TaskView(assignment_id=row.id, task_id=row.task_id, project_id=row.project_id,
-                    lease_expires_at=row.lease_expires_at, prompt_text=row.text, prompt_messages=row.messages,
-                    completions=completions)
-
-
-def _letter(index: int) -> str:
-    return chr(ord("A") + index) if index < 26 else str(index + 1)
+    return None if lease is None else _task_view(db, lease, project_id=project.id)
 
 
 def next_task_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime,
                     finished_lease: bool) -> TaskView | None:
     """The next task, in the submit/skip transaction. `finished_lease`: that transaction just ended
     the labeler's one lease in the project, so no held lease needs looking up."""
-    assignment_id = handout.lease_next_task(
+    lease = handout.lease_next_task(
         db, user_id=user_id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
         sweep_every=sweep_every, now=now, after_submit=True, check_held=not finished_lease)
-    return None if assignment_id is None else load_task_view(db, assignment_id=assignment_id)
+    return None if lease is None else _task_view(db, lease, project_id=project.id)
+
+
+def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskView:
+    content = lease.content or load_task_content(db, task_id=lease.task_id)
+    completions = [CompletionView(id=cid, text=content.completions[cid], letter=_letter(i))
+                   for i, cid in enumerate(lease.display_order)]
+    return TaskView(assignment_id=lease.assignment_id, task_id=lease.task_id, project_id=project_id,
+                    lease_expires_at=lease.lease_expires_at, prompt_text=content.prompt_text,
+                    prompt_messages=content.prompt_messages, completions=completions)
+
+
+def _letter(index: int) -> str:
+    return chr(ord("A") + index) if index < 26 else str(index + 1)

@@ -25,7 +25,8 @@ _rankings = Ranking.__table__
 _ASSIGNMENT_FOR_SUBMIT = (
     select(_assignments.c.id, _assignments.c.task_id, _assignments.c.project_id, _assignments.c.state,
            _assignments.c.lease_expires_at, _assignments.c.display_order,
-           _rankings.c.id.label("ranking_id"), _rankings.c.late)
+           _tasks.c.round_id, _rankings.c.id.label("ranking_id"), _rankings.c.late)
+    .join(_tasks, _tasks.c.id == _assignments.c.task_id)
     .outerjoin(_rankings, and_(_rankings.c.task_id == _assignments.c.task_id,
                                _rankings.c.user_id == _assignments.c.user_id))
     .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.user_id == bindparam("user_id"))
@@ -97,8 +98,10 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
     db.execute(_FINISH_ASSIGNMENT, {"assignment_id": row.id, "new_state": AssignmentState.submitted, "now": now,
                                     "reason": None})
     db.execute(_COUNT_RANKING, {"task_id": row.task_id, "overlap": overlap})
-    # A training round set to auto-start begins once its labeling threshold is reached.
-    rounds_service.on_rankings_added(db, project_id=project_id)
+    if row.round_id is not None:
+        # A training round set to auto-start begins once its labeling threshold is reached. Only a
+        # round's own tasks count towards it, so rankings of uploaded tasks need no look.
+        rounds_service.on_rankings_added(db, project_id=project_id)
     result = SubmitResult(ranking_id=ranking_id, late=late, duplicate=False)
     return result, next_task_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
                                    finished_lease=row.state == AssignmentState.leased)

@@ -16,7 +16,8 @@ HELP = {
     "rm_lr": "reward-model learning rate", "rm_batch": "rankings per reward-model step",
     "model": "policy to start from (folder or hub id); empty: the bundled SmolLM2-135M-Instruct",
     "data_dir": "fresh data dir to use (default: a new temporary one)", "port": "web port (0: a free one)",
-    "seed": "seed for prompts, noise and training", "target_agreement": "inter-labeler agreement to tune noise to",
+    "seed": "seed for prompts, noise and training",
+    "torch_threads": "torch threads in the worker (0: all cores; 1 was much faster on a busy shared CPU)", "target_agreement": "inter-labeler agreement to tune noise to",
     "timeout_minutes": "give up after this long",
 }
 

@@ -36,21 +36,23 @@ TEMPLATES = ("Tell me about {}.", "Explain {} to a child.", "What is interesting
 class Options:
     rounds: int = 3
     """Training rounds; the report covers rounds 0..rounds (the last one is generated, not trained)."""
-    prompts: int = 16
+    prompts: int = 12
     k: int = 4
     labelers: int = 3
     overlap: int = 2
     max_new_tokens: int = 48
-    ppo_steps: int = 8
+    ppo_steps: int = 6
     ppo_lr: float = 1e-4
     kl_coef: float = 0.05
-    rm_lr: float = 2e-4
+    rm_lr: float = 5e-4
     rm_batch: int = 4
     model: str = ""
     """Empty: the bundled SmolLM2-135M-Instruct."""
     data_dir: Path | None = None
     port: int = 0
     seed: int = 0
+    torch_threads: int = 0
+    """Threads for the worker's torch (OMP_NUM_THREADS); 0 = torch's default (all cores)."""
     target_agreement: float = TARGET_AGREEMENT
     timeout_minutes: float = 60.0
 
@@ -63,7 +65,8 @@ def round_config(o: Options) -> dict[str, Any]:
             "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
             "ppo": {"steps": o.ppo_steps, "batch_size": 8, "minibatch_size": 4, "ppo_epochs": 4,
                     "learning_rate": o.ppo_lr, "kl_coef": o.kl_coef, "max_new_tokens": o.max_new_tokens,
-                    "temperature": 1.0},
+                    # No bonus for ending: whatever PPO gains must come from the learned reward model.
+                    "temperature": 1.0, "missing_eos_penalty": 0.0},
             "labeling": {"min_coverage": 1.0, "auto_start": False}}
 
 
@@ -115,12 +118,14 @@ def _setup(settings: Settings, o: Options) -> tuple[str, int, list[tuple[str, st
 class Server:
     """`ranklab serve` with its embedded worker, logging to <data_dir>/server.log."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, torch_threads: int = 0):
         self.url = f"http://127.0.0.1:{settings.port}"
         env = {**os.environ, "RANKLAB_DATA_DIR": str(settings.data_dir), "RANKLAB_DATABASE_URL": "",
                "RANKLAB_BROKER_URL": "", "RANKLAB_RESULT_BACKEND": "", "RANKLAB_HOST": "127.0.0.1",
                "RANKLAB_PORT": str(settings.port), "RANKLAB_WEB_WORKERS": "1", "RANKLAB_EMBEDDED_WORKER": "true",
                "RANKLAB_ROUND_SWEEP_SECONDS": "10"}
+        if torch_threads:
+            env["OMP_NUM_THREADS"] = str(torch_threads)
         self.log_path = settings.data_dir / "server.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env,
@@ -189,7 +194,7 @@ def simulate(o: Options, out=print) -> Report:
                         _env_file=None)
     out(f"data dir {data_dir}; server log {data_dir / 'server.log'}")
     token, project_id, accounts = _setup(settings, o)
-    server = Server(settings)
+    server = Server(settings, o.torch_threads)
     report = Report(o.target_agreement)
     try:
         server.wait_ready()

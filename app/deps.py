@@ -1,9 +1,11 @@
 """Typed FastAPI dependencies: DB session, current user, API token scopes, CSRF."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
 
@@ -15,19 +17,34 @@ from app.settings import Settings
 SESSION_COOKIE = "ranklab_session"
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Dependencies that do no I/O are `async def`: a plain `def` would cost a hop to the threadpool
+# and back on every request, which is a good part of a fast request's CPU.
+
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """One session per request; the request owns the commit (nothing is committed on error)."""
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """One session per request; the request owns the commit (nothing is committed on error).
+
+    Creating a Session does no I/O (it connects on first use), so only its end runs in a worker
+    thread, with a limiter of its own: waiting for a free worker while holding a pooled connection
+    could deadlock against requests that wait for a connection (as FastAPI does for sync generators)."""
     db = request.app.state.sessionmaker()
     try:
         yield db
-        db.commit()
     except BaseException:
-        db.rollback()
+        await anyio.to_thread.run_sync(partial(_end_session, db, commit=False), limiter=anyio.CapacityLimiter(1))
         raise
+    await anyio.to_thread.run_sync(partial(_end_session, db, commit=True), limiter=anyio.CapacityLimiter(1))
+
+
+def _end_session(db: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            db.commit()
+        else:
+            db.rollback()
     finally:
         db.close()
 
@@ -54,13 +71,13 @@ def optional_user(request: Request, db: DbDep) -> User | None:
     return session.user
 
 
-def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
     if user is None:
         raise LoginRequired()
     return user
 
 
-def current_admin(user: Annotated[User, Depends(current_user)]) -> User:
+async def current_admin(user: Annotated[User, Depends(current_user)]) -> User:
     if not user.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Admins only.")
     return user

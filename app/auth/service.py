@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.security import API_TOKEN_PREFIX, hash_password, new_token, token_digest, verify_password
@@ -57,11 +58,22 @@ def start_session(db: Session, *, user: User, hours: int) -> str:
     return token
 
 
-def get_session(db: Session, *, token: str) -> WebSession | None:
-    session = db.scalar(select(WebSession).where(WebSession.token_hash == token_digest(token)))
-    if session is None or session.expires_at < utcnow() or not session.user.is_active:
-        return None
-    return session
+class LoginSession(NamedTuple):
+    user: User
+    csrf_token: str
+
+
+# Every logged-in request runs this: one statement, built once, with only the user as an entity.
+_LIVE_SESSION = (select(User, WebSession.csrf_token).join(WebSession, WebSession.user_id == User.id)
+                 .where(WebSession.token_hash == bindparam("token_hash"), WebSession.expires_at >= bindparam("now"),
+                        User.is_active))
+
+
+def get_session(db: Session, *, token: str) -> LoginSession | None:
+    """The user behind a session cookie, while the session lasts and the account is active.
+    Read from the database on every request, so a logout or deactivation takes effect at once."""
+    row = db.execute(_LIVE_SESSION, {"token_hash": token_digest(token), "now": utcnow()}).first()
+    return None if row is None else LoginSession(*row)
 
 
 def end_session(db: Session, *, token: str) -> None:

@@ -6,6 +6,10 @@ runs for --seconds, then checks the database: every accepted submission stored, 
 more often than its overlap, no task handed to more labelers than its overlap at once, no
 duplicate rankings from the client retries it sends on purpose (--retry-fraction).
 
+Client and server share the machine, so it also reports the CPU time per loop of the server's
+processes, of this client and of the Postgres backends serving the run. The default client
+(bench/rawhttp.py) costs a fraction of httpx's CPU; `--client httpx` is there to compare.
+
     .venv/bin/python bench/labeling_load.py --db postgres --labelers 32 --seconds 30
     .venv/bin/python bench/labeling_load.py --db sqlite --labelers 8 --seconds 30
 """
@@ -29,9 +33,13 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import rawhttp  # noqa: E402
 
 from app.auth.security import hash_password  # noqa: E402
 from app.db import Base, make_engine  # noqa: E402
@@ -133,60 +141,140 @@ async def timed(stats: Stats, name: str, coro):
         stats.latencies[name].append(time.perf_counter() - start)
 
 
-async def login(client: httpx.AsyncClient, index: int, project_id: int) -> dict[str, str]:
-    response = await client.post("/login", data={"email": f"labeler{index}@bench.local", "password": PASSWORD})
-    if response.status_code != 303:
-        raise SystemExit(f"login of labeler{index} failed: {response.status_code}")
+class HttpxConnection:
+    """httpx behind the same small interface as rawhttp.Connection (for --client httpx)."""
+
+    def __init__(self, base_url: str) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits)
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> rawhttp.Response:
+        return self._wrap(await self.client.get(path, headers=headers))
+
+    async def post_form(self, path: str, form: dict, headers: dict[str, str] | None = None) -> rawhttp.Response:
+        return self._wrap(await self.client.post(path, data=form, headers=headers))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    @staticmethod
+    def _wrap(response: httpx.Response) -> rawhttp.Response:
+        return rawhttp.Response(response.status_code, [(k.lower(), v) for k, v in response.headers.items()],
+                                response.content)
+
+
+async def login(client, index: int, project_id: int) -> dict[str, str]:
+    response = await client.post_form("/login", {"email": f"labeler{index}@bench.local", "password": PASSWORD})
+    if response.status != 303:
+        raise SystemExit(f"login of labeler{index} failed: {response.status}")
     page = await client.get(f"/projects/{project_id}/label")
     return {"HX-Request": "true", "X-CSRF-Token": CSRF_RE.search(page.text).group(1)}
 
 
-async def labeler(index: int, client: httpx.AsyncClient, headers: dict[str, str], project_id: int, stop_at: float,
+async def labeler(index: int, client, headers: dict[str, str], project_id: int, stop_at: float,
                   stats: Stats, retry_fraction: float, max_loops: int) -> None:
     rng = random.Random(index)
     while time.time() < stop_at and stats.loops < max_loops:
-        response = await timed(stats, "next", client.get(f"/projects/{project_id}/label", headers=headers))
-        if response.status_code != 200:
-            stats.errors[f"next {response.status_code}"] += 1
+        response = await timed(stats, "next", client.get(f"/projects/{project_id}/label", headers))
+        if response.status != 200:
+            stats.errors[f"next {response.status}"] += 1
             continue
-        match = ASSIGNMENT_RE.search(response.text)
+        text = response.text
+        match = ASSIGNMENT_RE.search(text)
         if match is None:
             stats.errors["queue empty"] += 1
             await asyncio.sleep(0.5)
             continue
         assignment = int(match.group(1))
-        ids = [int(c) for c in COMPLETION_RE.findall(response.text)]
+        ids = [int(c) for c in COMPLETION_RE.findall(text)]
         rng.shuffle(ids)
         groups = [[ids[0], ids[1]]] + [[c] for c in ids[2:]]  # one tie per ranking
         form = {"ranking": json.dumps(groups), "time_spent_ms": str(rng.randint(2000, 60000)),
                 "flag": [f"{ids[-1]}:off_topic"]}
         url = f"/projects/{project_id}/label/{assignment}"
-        response = await timed(stats, "submit", client.post(url, data=form, headers=headers))
+        response = await timed(stats, "submit", client.post_form(url, form, headers))
         if rng.random() < retry_fraction:  # a client retry / double click: must not duplicate
             stats.retries_sent += 1
-            retry = await timed(stats, "submit", client.post(url, data=form, headers=headers))
-            if retry.status_code != 200:
-                stats.errors[f"retry {retry.status_code}"] += 1
-        if response.status_code == 200:
+            retry = await timed(stats, "submit", client.post_form(url, form, headers))
+            if retry.status != 200:
+                stats.errors[f"retry {retry.status}"] += 1
+        if response.status == 200 and "Saved." in response.text:
             stats.accepted.add((index, assignment))
             stats.loops += 1
         else:
-            stats.errors[f"submit {response.status_code}"] += 1
+            stats.errors[f"submit {response.status}"] += 1
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the server's process tree, of this process and of the run's Postgres backends."""
+    server_pid: int | None
+    db_url: str
+    readings: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def read(self) -> None:
+        server = _tree_cpu_seconds(self.server_pid) if self.server_pid else float("nan")
+        self.readings.append((server, time.process_time(), _postgres_backend_cpu_seconds(self.db_url)))
+
+    def per_loop_ms(self, loops: int) -> tuple[float, float, float]:
+        (s0, c0, p0), (s1, c1, p1) = self.readings[0], self.readings[-1]
+        return tuple((b - a) / max(loops, 1) * 1000 for a, b in ((s0, s1), (c0, c1), (p0, p1)))
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """The process and its live descendants (uvicorn's supervisor and its workers)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += _proc_cpu_seconds(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return total
+
+
+def _postgres_backend_cpu_seconds(url: str) -> float:
+    """Backends of the run's database; only meaningful for a Postgres on this machine."""
+    if not url.startswith("postgresql"):
+        return float("nan")
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            pids = conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND pid <> pg_backend_pid()")).all()
+    finally:
+        engine.dispose()
+    return sum(_proc_cpu_seconds(pid) for pid in pids)
 
 
 async def run_team(base: str, project_id: int, labelers: int, seconds: float, stats: Stats, retry_fraction: float,
-                   max_loops: int) -> float:
+                   max_loops: int, client_kind: str, meter: CpuMeter) -> float:
     """Logs everyone in first (argon2 is slow on purpose), then runs the timed phase."""
-    limits = httpx.Limits(max_connections=labelers, max_keepalive_connections=labelers)
-    clients = [httpx.AsyncClient(base_url=base, timeout=30, limits=limits) for _ in range(labelers)]
+    clients = [rawhttp.Connection(base) if client_kind == "raw" else HttpxConnection(base) for _ in range(labelers)]
     try:
         headers = await asyncio.gather(*(login(c, i, project_id) for i, c in enumerate(clients)))
+        meter.read()
         started = time.time()
         await asyncio.gather(*(labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops)
                                for i, (c, h) in enumerate(zip(clients, headers))))
-        return time.time() - started
+        elapsed = time.time() - started
+        meter.read()
+        return elapsed
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.gather(*(c.close() for c in clients))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,6 +315,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--retry-fraction", type=float, default=0.05, help="share of submits sent twice on purpose")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="raw: bench/rawhttp.py (light); httpx: to compare what the client costs")
     parser.add_argument("--url", help="use a running server instead (its DB must be --db-url)")
     parser.add_argument("--db-url", help="database of the running server given by --url")
     args = parser.parse_args()
@@ -244,22 +334,26 @@ def main() -> None:
         server = start_server(url, port, args.workers, workdir)
         base = f"http://127.0.0.1:{port}"
     stats = Stats()
+    meter = CpuMeter(server_pid=server.pid if server is not None else None, db_url=url)
     try:
         elapsed = asyncio.run(run_team(base, project_id, args.labelers, args.seconds, stats, args.retry_fraction,
-                                       args.max_loops))
+                                       args.max_loops, args.client, meter))
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
     checks = verify(url, stats, args.overlap)
     server_errors = sum(n for key, n in stats.errors.items() if key.split()[-1].startswith("5"))
+    server_ms, client_ms, postgres_ms = meter.per_loop_ms(stats.loops)
     print(f"\nranklab labeling load — {args.labelers} labelers, {args.db}, {args.workers} uvicorn workers, "
-          f"{elapsed:.1f} s")
+          f"{args.client} client, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"  loops/s             {stats.loops / elapsed:8.1f}   ({stats.loops} loops = next-task + submit)")
     for name in ("next", "submit"):
         values = stats.latencies[name]
         print(f"  {name:<7} p50 / p99    {percentile(values, .5) * 1000:6.1f} / {percentile(values, .99) * 1000:6.1f} ms"
               f"   (mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms, n={len(values)})")
+    print(f"  CPU per loop        server {server_ms:.2f} ms, Postgres {postgres_ms:.2f} ms, "
+          f"client {client_ms:.2f} ms")
     print(f"  errors              {dict(stats.errors) or 0}   (server errors: {server_errors})")
     print(f"  retries sent        {stats.retries_sent}")
     for key, value in checks.items():

@@ -140,7 +140,7 @@ def serve(settings: Settings) -> None:
     try:
         # A factory import string, so each of several worker processes builds its own app and engine.
         uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.web_workers, proxy_headers=True)
+                    workers=settings.web_workers, proxy_headers=True, access_log=settings.access_log)
     finally:
         if worker is not None:
             worker.terminate()  # SIGTERM: Celery's warm shutdown finishes or requeues the current task

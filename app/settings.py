@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     port: int = 8000
     web_workers: int = 1
     """uvicorn worker processes for `ranklab serve`."""
+    access_log: bool = False
+    """uvicorn's per-request access log for `ranklab serve` (off: it costs CPU on every request)."""
 
     secure_cookies: bool = False
     """Mark session cookies Secure (set this behind https)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, get_scheduler
+from transformers.utils import logging as hf_logging
 
 from worker.ml.config import RewardConfig
 from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
@@ -61,8 +62,14 @@ def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[E
 def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     """Backbone + fresh score head, in fp32 weights (autocast supplies bf16 speed)."""
     torch.manual_seed(cfg.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1,
-                                                               dtype=torch.float32)
+    # The score head is new by design; silence the loader's "missing weights" report for it.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1,
+                                                                   dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     match_embeddings(model, tokenizer)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

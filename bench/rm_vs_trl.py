@@ -168,7 +168,8 @@ def main() -> None:
 
     print(f"\nmodel={'tiny' if args.tiny else model_path} mode={args.mode} K={args.k} "
           f"train={len(train_sets)} val={len(val_sets)} rankings epochs={args.epochs} "
-          f"lr={args.lr}/{args.trl_lr} threads={args.threads} bf16={'off' if args.no_autocast else 'autocast'}")
+          f"lr={args.lr}/{args.trl_lr} threads={args.threads} "
+          f"bf16={'off' if args.no_autocast else 'autocast'}")
     print(f"{'':10} {'rankings/s':>11} {'train s':>9} {'cpu s':>9} {'steps':>6} {'seqs fwd':>9} "
           f"{'val acc':>8}")
     for name, r in results.items():

@@ -51,7 +51,8 @@ def test_finish_reasons_follow_eos_and_length(tiny_tok):
     stopper = forced_model(tiny_tok, "<|im_end|>")
     (talked,) = generate(talker, ["hello"], cfg, tokenizer=tiny_tok)
     (stopped,) = generate(stopper, ["hello"], cfg, tokenizer=tiny_tok)
-    assert [(c.text, c.token_count, c.finish_reason) for c in talked] == [("cat cat cat cat cat", 5, "length")] * 4
+    assert [(c.text, c.token_count, c.finish_reason) for c in talked] == \
+        [("cat cat cat cat cat", 5, "length")] * 4
     assert [(c.text, c.token_count, c.finish_reason) for c in stopped] == [("", 0, "eos")] * 4
 
 

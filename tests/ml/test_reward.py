@@ -62,7 +62,7 @@ def test_saved_reward_model_reloads_with_plain_libraries_and_scores_the_same(tin
         raw = torch.cat([
             plain(**tokenizer(reward_text(tokenizer, p, c), return_tensors="pt",
                               add_special_tokens=False)).logits[:, 0]
-            for p, c in zip(prompts, completions)
+            for p, c in zip(prompts, completions, strict=True)
         ])
     # Same mean/std as the in-memory model measured on these completions right after training.
     assert raw.mean().item() == pytest.approx(metrics["reward_mean"], abs=1e-4)

@@ -49,7 +49,7 @@ def test_generate_then_train_a_reward_model_end_to_end(smollm2_dir, tmp_path):
 
     # A toy preference: shorter answers are better (ties share a group).
     rankings = []
-    for prompt, samples in zip(prompts, results):
+    for prompt, samples in zip(prompts, results, strict=True):
         completions = [c.text for c in samples]
         lengths = sorted({len(t) for t in completions})
         groups = [[i for i, t in enumerate(completions) if len(t) == n] for n in lengths]

@@ -144,6 +144,7 @@ class RewardConfig(_Config):
         _check(1 <= self.epochs <= 100, "epochs", f"must be between 1 and 100, got {self.epochs}")
         _check(self.batch_rankings >= 1, "batch_rankings", "must be at least 1")
         _check(self.max_tokens_per_forward >= 16, "max_tokens_per_forward", "must be at least 16")
-        _check(16 <= self.max_length <= 32768, "max_length", f"must be between 16 and 32768, got {self.max_length}")
+        _check(16 <= self.max_length <= 32768, "max_length",
+               f"must be between 16 and 32768, got {self.max_length}")
         _check(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(self.norm_samples >= 0, "norm_samples", "must be >= 0")

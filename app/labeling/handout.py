@@ -109,7 +109,7 @@ def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
 
 def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
                     sweep_every: float, now: datetime | None = None, after_submit: bool = False,
-                    check_held: bool = True) -> Lease | None:
+                    check_held: bool = True, check_live: bool = True) -> Lease | None:
     """The assignment the labeler should work on now, or None when nothing is left.
 
     A labeler who holds a lease in the project gets that same task back (refreshing burns nothing).
@@ -122,8 +122,9 @@ def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int,
     now = now or utcnow()
     if not after_submit:
         # Fast path for refreshes and polls: a live lease is only read, with no lock taken (on
-        # SQLite this keeps the many page loads out of the single write lock).
-        live = _live_lease(db, user_id=user_id, project_id=project_id, now=now)
+        # SQLite this keeps the many page loads out of the single write lock). `check_live=False`:
+        # the caller just read that there is none.
+        live = _live_lease(db, user_id=user_id, project_id=project_id, now=now) if check_live else None
         if live is not None:
             return live
         start_write_transaction(db)

@@ -36,11 +36,11 @@ def queue_page(request: Request, db: DbDep, user: UserDep):
 @router.get("/projects/{project_id}/label", include_in_schema=False)
 def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, settings: SettingsDep):
     try:
-        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
-        view = service.current_task(db, user=user, project=project, sweep_every=settings.lease_sweep_seconds)
+        task_page = service.open_task_page(db, user=user, project_id=project_id,
+                                           sweep_every=settings.lease_sweep_seconds)
     except LabelingError as exc:
         return _error(request, db, exc)
-    return _task_page(request, db, user=user, project=project, view=view)
+    return _render_task(request, task_page)
 
 
 @router.post("/projects/{project_id}/label/{assignment_id}", include_in_schema=False, dependencies=[CsrfDep])
@@ -80,10 +80,16 @@ def skip_form(request: Request, project_id: int, assignment_id: int, db: DbDep, 
 
 def _task_page(request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None,
                notice: str = ""):
+    progress = service.progress(db, user_id=user.id, project=project, holding_task=view is not None)
+    return _render_task(request, service.TaskPage(project=project, view=view, progress=progress), notice=notice)
+
+
+def _render_task(request: Request, task_page: service.TaskPage, *, notice: str = ""):
+    view = task_page.view
     context = {
-        "project": project,
+        "project": task_page.project,
         "view": view,
-        "progress": service.progress(db, user_id=user.id, project=project, holding_task=view is not None),
+        "progress": task_page.progress,
         "initial_ranking": json.dumps([[c.id] for c in view.completions]) if view else "[]",
         "notice": notice,
     }

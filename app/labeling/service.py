@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
 from app.labeling import handout
 from app.labeling.content import load_task_content
 from app.labeling.errors import NotAMember, NotFound
-from app.models import Assignment, AssignmentState, Project, ProjectMember, Ranking, RankingTask, TaskStatus, User
+from app.models import (Assignment, AssignmentState, Project, ProjectMember, Ranking, RankingTask, TaskStatus, User,
+                        utcnow)
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
@@ -29,21 +30,38 @@ def _had_task(user_id):
     return exists().where(Assignment.task_id == RankingTask.id, Assignment.user_id == user_id)
 
 
-# Built once (see handout.py for why).
-_PROJECT_FOR_USER = select(Project, exists().where(ProjectMember.project_id == Project.id,
-                                                   ProjectMember.user_id == bindparam("user_id"))
-                           ).where(Project.id == bindparam("project_id"))
-# Core columns (not the ORM classes'): the ORM execution path costs more than the statement here.
-_PROGRESS = select(
-    select(func.count()).select_from(_rankings)
-    .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
-    .scalar_subquery(),
-    select(func.count()).select_from(
+def _progress_columns(overlap):
+    """This labeler's rankings in the project, and the open tasks with a free slot they never had
+    (counted up to REMAINING_CAP). Core columns, not the ORM classes': the ORM execution path costs
+    more than the statement here."""
+    done = (select(func.count()).select_from(_rankings)
+            .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
+            .scalar_subquery())
+    never_had = ~exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == bindparam("user_id"))
+    waiting = select(func.count()).select_from(
         select(_tasks.c.id)
         .where(_tasks.c.project_id == bindparam("project_id"), _tasks.c.status == TaskStatus.open,
-               _tasks.c.slots_taken < bindparam("overlap"),
-               ~exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == bindparam("user_id")))
-        .limit(REMAINING_CAP).subquery()).scalar_subquery(),
+               _tasks.c.slots_taken < overlap, never_had)
+        .limit(REMAINING_CAP).subquery()).scalar_subquery()
+    return done, waiting
+
+
+# Built once (see handout.py for why).
+_IS_MEMBER = exists().where(ProjectMember.project_id == Project.id, ProjectMember.user_id == bindparam("user_id"))
+_PROJECT_FOR_USER = select(Project, _IS_MEMBER).where(Project.id == bindparam("project_id"))
+_PROGRESS = select(*_progress_columns(bindparam("overlap")))
+# The ranking page on every refresh, poll and load after a submit: project, membership, the
+# labeler's live lease (if any) and their progress in one statement.
+_PAGE_STATE = (
+    select(Project, _IS_MEMBER, _assignments.c.id, _assignments.c.task_id, _assignments.c.lease_expires_at,
+           _assignments.c.display_order,
+           *_progress_columns(select(Project.__table__.c.overlap)
+                              .where(Project.__table__.c.id == bindparam("project_id")).scalar_subquery()))
+    .outerjoin(_assignments, and_(_assignments.c.project_id == Project.id, _assignments.c.user_id == bindparam("user_id"),
+                                  _assignments.c.state == AssignmentState.leased,
+                                  _assignments.c.lease_expires_at > bindparam("now")))
+    .where(Project.id == bindparam("project_id"))
+    .order_by(_assignments.c.id).limit(1)
 )
 
 
@@ -85,9 +103,13 @@ def get_project_for_labeler(db: Session, *, user: User, project_id: int) -> Proj
     if row is None:
         raise NotFound(f"Project {project_id} does not exist.")
     project, is_member = row
+    _check_access(project, is_member=is_member, user=user)
+    return project
+
+
+def _check_access(project: Project, *, is_member: bool, user: User) -> None:
     if not (is_member or user.is_admin):
         raise NotAMember(f"You are not a member of the project '{project.name}'; ask an admin to add you.")
-    return project
 
 
 def list_projects_for(db: Session, *, user: User) -> list[tuple[Project, Progress]]:
@@ -134,6 +156,38 @@ def current_task(db: Session, *, user: User, project: Project, sweep_every: floa
         db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
         sweep_every=sweep_every, now=now)
     return None if lease is None else _task_view(db, lease, project_id=project.id)
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    project: Project
+    view: TaskView | None
+    progress: Progress
+
+
+def open_task_page(db: Session, *, user: User, project_id: int, sweep_every: float,
+                   now: datetime | None = None) -> TaskPage:
+    """What the ranking page shows: the project (if this user may label it), the labeler's task
+    (leasing one if needed) and their progress.
+
+    Two statements while the labeler holds a live lease, which is nearly every time (refreshes,
+    polls, the load after each submit): the page state, then the task's content."""
+    now = now or utcnow()
+    row = db.execute(_PAGE_STATE, {"user_id": user.id, "project_id": project_id, "now": now}).first()
+    if row is None:
+        raise NotFound(f"Project {project_id} does not exist.")
+    project, is_member, assignment_id, task_id, lease_expires_at, order, done, waiting = row
+    _check_access(project, is_member=is_member, user=user)
+    if assignment_id is not None:
+        lease = handout.Lease(assignment_id, task_id, lease_expires_at, order)
+        return TaskPage(project=project, view=_task_view(db, lease, project_id=project.id),
+                        progress=Progress(done=done, remaining=waiting + 1, capped=waiting >= REMAINING_CAP))
+    lease = handout.lease_next_task(
+        db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
+        sweep_every=sweep_every, now=now, check_live=False)
+    view = None if lease is None else _task_view(db, lease, project_id=project.id)
+    return TaskPage(project=project, view=view,
+                    progress=progress(db, user_id=user.id, project=project, holding_task=view is not None))
 
 
 def next_task_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime,

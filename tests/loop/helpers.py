@@ -54,7 +54,7 @@ class WorkerProcess:
             return
         self.process.terminate()  # warm shutdown: the current task finishes or is left for the sweep
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=2)  # an idle worker's warm shutdown still takes ~7 s; not worth waiting for
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)

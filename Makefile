@@ -33,7 +33,7 @@ model: venv
 migrate: venv
 	$(BIN)/alembic upgrade head
 
-run: venv assets migrate
+run: venv assets model
 	$(BIN)/python -m app.cli bootstrap
 	$(BIN)/python -m app.cli serve
 

@@ -37,7 +37,7 @@ def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
 
 
 def ppo_config(config: dict[str, Any], *, model: str):
-    from worker.ml.ppo import PPOConfig
+    from worker.ml.ppo_config import PPOConfig
 
     ppo = config["ppo"]
     return PPOConfig(model=model, steps=ppo["steps"], batch_size=ppo["batch_size"],

@@ -71,7 +71,7 @@ def test_cancel_stops_a_running_step_at_its_next_progress_report(app, db, client
     worker = start_worker()
     config = tiny_config(tiny_model_dir, ppo={"steps": 500})  # far longer than the test waits
     round0 = launch_and_label(api, app, db, project, labelers, config, worker)
-    wait_for(lambda: policy_progress(db, round0["id"]) >= 1, timeout=60, what="PPO progress", worker=worker)
+    wait_for(lambda: policy_progress(db, round0["id"]) >= 1, timeout=240, what="PPO progress", worker=worker)
 
     cancelled = api.post(f"/api/v1/rounds/{round0['id']}/cancel")
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
@@ -80,7 +80,7 @@ def test_cancel_stops_a_running_step_at_its_next_progress_report(app, db, client
         events = api.round(round0["id"], events_after=0)["events"]
         return any(e["message"].startswith("stopped: round") for e in events)
 
-    wait_for(stopped, timeout=30, what="the PPO step to stop", worker=worker)
+    wait_for(stopped, timeout=120, what="the PPO step to stop", worker=worker)
     assert versions(db, round0["id"], "policy") == 0
     assert policy_progress(db, round0["id"]) < 500
     api.post(f"/api/v1/rounds/{round0['id']}/cancel", expect=409)
@@ -99,7 +99,7 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(app, d
     worker = start_worker()
     config = tiny_config(tiny_model_dir, ppo={"steps": 12})
     round0 = launch_and_label(api, app, db, project, labelers, config, worker)
-    wait_for(lambda: policy_progress(db, round0["id"]) >= 1, timeout=60, what="PPO progress", worker=worker)
+    wait_for(lambda: policy_progress(db, round0["id"]) >= 1, timeout=240, what="PPO progress", worker=worker)
     worker.kill()
     db.rollback()
     killed = db.get(TrainingRound, round0["id"])

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import rawhttp  # noqa: E402
 
 from app.auth.security import hash_password  # noqa: E402
-from app.db import Base, make_engine  # noqa: E402
+from app.db import make_engine  # noqa: E402
 from app.models import (Assignment, Completion, Project, ProjectMember, Prompt, Ranking,  # noqa: E402
                         RankingTask, TaskCompletion, User, utcnow)
 

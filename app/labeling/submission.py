@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, case, insert, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.labeling import handout
 from app.labeling.errors import LEASE_LOST_MESSAGE, Conflict, InvalidSubmission, NotFound
-from app.labeling.partition import InvalidRanking, pairs_from_groups, validate_partition
+from app.labeling.partition import InvalidRanking, validate_partition
+from app.labeling.ranking_store import FINISH_ASSIGNMENT, store_ranking
 from app.labeling.schemas import RankingIn
 from app.labeling.service import TaskView, next_task_after
-from app.models import Assignment, AssignmentState, PairwiseComparison, Project, Ranking, RankingTask, TaskStatus, User
-from app.models import utcnow
+from app.models import Assignment, AssignmentState, Project, Ranking, RankingTask, TaskStatus, User, utcnow
 from app.rounds import service as rounds_service
 
 _assignments = Assignment.__table__
@@ -31,16 +31,6 @@ _ASSIGNMENT_FOR_SUBMIT = (
                                _rankings.c.user_id == _assignments.c.user_id))
     .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.user_id == bindparam("user_id"))
     .with_for_update(of=_assignments)
-)
-_INSERT_RANKING = insert(_rankings).returning(_rankings.c.id)
-_INSERT_PAIRS = insert(PairwiseComparison.__table__)
-_FINISH_ASSIGNMENT = (update(_assignments).where(_assignments.c.id == bindparam("assignment_id"))
-                      .values(state=bindparam("new_state"), finished_at=bindparam("now"),
-                              skip_reason=bindparam("reason")))
-_COUNT_RANKING = update(_tasks).where(_tasks.c.id == bindparam("task_id")).values(
-    rankings_count=_tasks.c.rankings_count + 1,
-    status=case((and_(_tasks.c.status == TaskStatus.open, _tasks.c.rankings_count + 1 >= bindparam("overlap")),
-                 TaskStatus.complete), else_=_tasks.c.status),
 )
 _RECLAIM_SLOT = (update(_tasks).where(_tasks.c.id == bindparam("task_id"), _tasks.c.status == TaskStatus.open,
                                       _tasks.c.slots_taken < bindparam("overlap"))
@@ -86,18 +76,11 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
         _reclaim_slot(db, task_id=row.task_id, overlap=overlap)
         late = True
 
-    ranking_id = db.scalar(_INSERT_RANKING, {
+    ranking_id = store_ranking(db, overlap=overlap, now=now, ranking={
         "task_id": row.task_id, "user_id": user_id, "project_id": project_id, "assignment_id": row.id,
         "groups": groups, "flags": flags, "none_acceptable": data.none_acceptable, "display_order": row.display_order,
         "time_spent_ms": data.time_spent_ms, "comment": data.comment.strip(), "late": late, "created_at": now,
     })
-    pairs = [{"ranking_id": ranking_id, "task_id": row.task_id, "chosen_id": chosen, "rejected_id": rejected,
-              "margin": margin} for chosen, rejected, margin in pairs_from_groups(groups)]
-    if pairs:
-        db.execute(_INSERT_PAIRS, pairs)
-    db.execute(_FINISH_ASSIGNMENT, {"assignment_id": row.id, "new_state": AssignmentState.submitted, "now": now,
-                                    "reason": None})
-    db.execute(_COUNT_RANKING, {"task_id": row.task_id, "overlap": overlap})
     if row.round_id is not None:
         # A training round set to auto-start begins once its labeling threshold is reached. Only a
         # round's own tasks count towards it, so rankings of uploaded tasks need no look.
@@ -148,7 +131,7 @@ def skip_task(db: Session, *, user: User, project: Project, assignment_id: int, 
     if row.state == AssignmentState.submitted:
         raise Conflict("You already submitted a ranking for this task; it cannot be skipped.")
     if row.state != AssignmentState.skipped:
-        db.execute(_FINISH_ASSIGNMENT, {"assignment_id": row.id, "new_state": AssignmentState.skipped, "now": now,
+        db.execute(FINISH_ASSIGNMENT, {"assignment_id": row.id, "new_state": AssignmentState.skipped, "now": now,
                                         "reason": reason})
         if row.state == AssignmentState.leased:  # an expired lease already gave its slot back
             db.execute(_FREE_SLOT, {"task_id": row.task_id})

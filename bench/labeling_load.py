@@ -269,7 +269,9 @@ async def run_team(base: str, project_id: int, labelers: int, seconds: float, st
     """Logs everyone in first (argon2 is slow on purpose), then runs the timed phase."""
     clients = [rawhttp.Connection(base) if client_kind == "raw" else HttpxConnection(base) for _ in range(labelers)]
     try:
-        headers = await asyncio.gather(*(login(c, i, project_id) for i, c in enumerate(clients)))
+        # One after another: concurrent logins on SQLite can fail with "database is locked" (the
+        # login reads, then writes, in a deferred transaction), and they are not what is measured.
+        headers = [await login(c, i, project_id) for i, c in enumerate(clients)]
         meter.read()
         started = time.time()
         await asyncio.gather(*(labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops)

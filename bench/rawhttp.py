@@ -61,6 +61,18 @@ class Connection:
         return await asyncio.wait_for(self._request(method, path, headers or {}, body), self.timeout)
 
     async def _request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        reused = self._writer is not None
+        try:
+            return await self._send(method, path, headers, body)
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+            # The server closes a keep-alive connection after it sat idle (uvicorn: 5 s). Then
+            # nothing of this request was read, so it is sent again on a new connection.
+            await self.close()
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            return await self._send(method, path, headers, body)
+
+    async def _send(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from cpu_meter import proc_cpu_seconds  # noqa: E402
 from labeling_load import prepare_database  # noqa: E402
 
 from app.auth import service as auth_service  # noqa: E402
@@ -45,7 +46,6 @@ from app.settings import Settings  # noqa: E402
 
 ASSIGNMENT_RE = re.compile(rb'data-assignment-id="(\d+)"')
 COMPLETION_RE = re.compile(rb'data-completion-id="(\d+)"')
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def postgres_url(name: str) -> str:
@@ -91,18 +91,11 @@ class AsgiCaller:
         return status, b"".join(chunks)
 
 
-def backend_cpu_seconds(engine, database: str) -> float:
-    """CPU time of the Postgres backends connected to `database` (this benchmark's only)."""
+def postgres_backends_cpu(engine, database: str) -> float:
+    """CPU seconds of the Postgres backends connected to `database` (this benchmark's only)."""
     with engine.connect() as conn:
         pids = conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": database}).all()
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / CLOCK_TICKS
+    return sum(proc_cpu_seconds(pid) for pid in pids)
 
 
 async def run_loops(caller: AsgiCaller, sessions: list[tuple[str, str]], project_id: int, loops: int,
@@ -183,13 +176,13 @@ def main() -> None:
     per_round = args.loops // args.rounds
     web, pg, walls = [], [], []
     for _ in range(args.rounds):
-        pg0 = backend_cpu_seconds(app.state.engine, database) if args.db == "postgres" else 0.0
+        pg0 = postgres_backends_cpu(app.state.engine, database) if args.db == "postgres" else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         loop.run_until_complete(run_loops(caller, sessions, project_id, per_round, statements, current))
         web.append((time.process_time() - cpu0) / per_round)
         walls.append((time.perf_counter() - wall0) / per_round)
         if args.db == "postgres":
-            pg.append((backend_cpu_seconds(app.state.engine, database) - pg0) / per_round)
+            pg.append((postgres_backends_cpu(app.state.engine, database) - pg0) / per_round)
     if args.profile:
         yappi.stop()
         yappi.get_func_stats().save(args.profile, type="pstat")

@@ -91,3 +91,22 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def start_write_transaction(db: Session) -> None:
+    """Makes the coming read-then-write atomic.
+
+    Postgres: nothing to do here, row locks do it. SQLite: the write lock must be taken by the
+    transaction's own BEGIN (IMMEDIATE). A transaction that began DEFERRED and only read (e.g. this
+    request's login lookup) cannot take it later in WAL mode once another writer has committed, so
+    such a transaction is committed first. Call this before anything you need to keep atomic.
+    """
+    if not is_sqlite(db):
+        return
+    if db.in_transaction():
+        if db.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            return  # this transaction already holds the write lock
+        db.commit()
+    conn = db.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    if conn.get_execution_options().get("sqlite_begin") != "IMMEDIATE":  # pragma: no cover - a wiring bug
+        raise RuntimeError("SQLite write lock was not taken at BEGIN; the handout would not be atomic")

@@ -32,3 +32,21 @@ def test_login_is_rate_limited(client, db):
         client.post("/login", data={"email": user.email, "password": "nope"})
     response = client.post("/login", data={"email": user.email, "password": PASSWORD})
     assert response.status_code == 429 and "Too many failed logins" in response.text
+
+
+def test_concurrent_logins_all_succeed(app, db):
+    """Logins read then write; on SQLite they must not fail with 'database is locked'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    users = [make_user(db) for _ in range(8)]
+
+    def log_in(user):
+        with TestClient(app) as c:
+            return c.post("/login", data={"email": user.email, "password": PASSWORD},
+                          follow_redirects=False).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(log_in, users))
+    assert statuses == [303] * 8

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.security import API_TOKEN_PREFIX, hash_password, new_token, token_digest, verify_password
+from app.db import start_write_transaction
 from app.models import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession, utcnow
 
 LOGIN_WINDOW = timedelta(minutes=15)
@@ -33,6 +34,9 @@ def get_user_by_email(db: Session, *, email: str) -> User | None:
 
 def authenticate(db: Session, *, email: str, password: str, client: str) -> User | None:
     """Checks a password, counting failures per email and per client address."""
+    # Reads then writes (attempts, sessions): on SQLite take the write lock at BEGIN, or
+    # concurrent logins fail with "database is locked" when the read transaction tries to upgrade.
+    start_write_transaction(db)
     since = utcnow() - LOGIN_WINDOW
     failures = db.scalar(
         select(func.count()).select_from(LoginAttempt)

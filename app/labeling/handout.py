@@ -22,7 +22,7 @@ from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from app.db import is_sqlite
+from app.db import is_sqlite, start_write_transaction  # noqa: F401 (re-exported for submission.py)
 from app.labeling.content import TaskContent, load_task_content
 from app.models import Assignment, AssignmentState, RankingTask, TaskStatus, utcnow
 
@@ -79,25 +79,6 @@ class Lease(NamedTuple):
     display_order: list[int]
     content: TaskContent | None = None
     """The task's prompt and completions when the handout had to load them anyway (a new lease)."""
-
-
-def start_write_transaction(db: Session) -> None:
-    """Makes the coming read-then-write atomic.
-
-    Postgres: nothing to do here, row locks do it. SQLite: the write lock must be taken by the
-    transaction's own BEGIN (IMMEDIATE). A transaction that began DEFERRED and only read (e.g. this
-    request's login lookup) cannot take it later in WAL mode once another writer has committed, so
-    such a transaction is committed first. Call this before anything you need to keep atomic.
-    """
-    if not is_sqlite(db):
-        return
-    if db.in_transaction():
-        if db.connection().get_execution_options().get("sqlite_begin") == "IMMEDIATE":
-            return  # this transaction already holds the write lock
-        db.commit()
-    conn = db.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-    if conn.get_execution_options().get("sqlite_begin") != "IMMEDIATE":  # pragma: no cover - a wiring bug
-        raise RuntimeError("SQLite write lock was not taken at BEGIN; the handout would not be atomic")
 
 
 def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:

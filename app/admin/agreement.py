@@ -10,13 +10,12 @@ Two measures compare two labelers' rankings of the same task:
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from app.labeling.partition import rank_positions
+from app.labeling.partition import kendall_tau_b, rank_positions
 
 Groups = Sequence[Sequence[int]]
 
@@ -40,30 +39,12 @@ def compare_rankings(a: Groups, b: Groups) -> PairComparison:
     """Compares two rankings over the completions both contain."""
     rank_a, rank_b = rank_positions(a), rank_positions(b)
     shared = sorted(rank_a.keys() & rank_b.keys())
-    agreeing = concordant = discordant = tied_a_only = tied_b_only = 0
-    pairs = 0
+    agreeing = pairs = 0
     for x, y in combinations(shared, 2):
         pairs += 1
         # Lower rank = better; the sign says which of the two each labeler preferred (0 = tie).
-        verdict_a = _sign(rank_a[y] - rank_a[x])
-        verdict_b = _sign(rank_b[y] - rank_b[x])
-        agreeing += verdict_a == verdict_b
-        if verdict_a and verdict_b:
-            if verdict_a == verdict_b:
-                concordant += 1
-            else:
-                discordant += 1
-        elif verdict_a and not verdict_b:
-            tied_b_only += 1
-        elif verdict_b and not verdict_a:
-            tied_a_only += 1
-    # tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)); n0 - n1 counts pairs a did not tie,
-    # which is C + D + (pairs tied only by b); likewise for b.
-    untied_a = concordant + discordant + tied_b_only
-    untied_b = concordant + discordant + tied_a_only
-    tau = None
-    if untied_a and untied_b:
-        tau = (concordant - discordant) / math.sqrt(untied_a * untied_b)
+        agreeing += _sign(rank_a[y] - rank_a[x]) == _sign(rank_b[y] - rank_b[x])
+    tau = kendall_tau_b({c: rank_a[c] for c in shared}, {c: rank_b[c] for c in shared})
     return PairComparison(pairs=pairs, agreeing=agreeing, tau_b=tau)
 
 

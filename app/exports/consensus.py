@@ -15,12 +15,11 @@ Agreement, both None with fewer than two rankings:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from app.labeling.partition import rank_positions
+from app.labeling.partition import kendall_tau_b, rank_positions
 
 Groups = Sequence[Sequence[int]]
 TIE_TOLERANCE = 1e-9
@@ -86,27 +85,6 @@ def kendall_w(positions: Sequence[dict[int, float]]) -> float | None:
     if denominator <= 0:
         return None
     return 12 * s / denominator
-
-
-def kendall_tau_b(a: dict[int, float], b: dict[int, float]) -> float | None:
-    """Tau-b between two rankings of the same items (ties allowed); None when undefined."""
-    concordant = discordant = tied_a = tied_b = 0
-    for x, y in combinations(sorted(a), 2):
-        da, db = a[x] - a[y], b[x] - b[y]
-        if da == 0:
-            tied_a += 1
-        if db == 0:
-            tied_b += 1
-        if da and db:
-            if (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    total = len(a) * (len(a) - 1) // 2
-    denominator = math.sqrt((total - tied_a) * (total - tied_b))
-    if denominator == 0:
-        return None
-    return (concordant - discordant) / denominator
 
 
 def _tie_term(ranks: dict[int, float]) -> int:

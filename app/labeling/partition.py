@@ -3,7 +3,9 @@
 A ranking is a list of groups, best first; completions inside one group are tied."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from itertools import combinations
 
 
 class InvalidRanking(ValueError):
@@ -58,3 +60,24 @@ def rank_positions(groups: Sequence[Sequence[int]]) -> dict[int, float]:
             positions[cid] = mean_rank
         start += len(group)
     return positions
+
+
+def kendall_tau_b(a: dict[int, float], b: dict[int, float]) -> float | None:
+    """Tau-b between two rankings of the same items (ties allowed); None when undefined."""
+    concordant = discordant = tied_a = tied_b = 0
+    for x, y in combinations(sorted(a), 2):
+        da, db = a[x] - a[y], b[x] - b[y]
+        if da == 0:
+            tied_a += 1
+        if db == 0:
+            tied_b += 1
+        if da and db:
+            if (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    total = len(a) * (len(a) - 1) // 2
+    denominator = math.sqrt((total - tied_a) * (total - tied_b))
+    if denominator == 0:
+        return None
+    return (concordant - discordant) / denominator

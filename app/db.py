@@ -20,6 +20,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Fail fast when PostgreSQL is down or unreachable (app/unavailable.py turns it into a 503):
+# libpq waits forever to connect by default, and a peer that vanished without closing the socket
+# (host down, network cut) is only noticed by TCP keepalives, after ~2 h with the OS defaults.
+CONNECT_TIMEOUT_SECONDS = 5
+TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+POOL_TIMEOUT_SECONDS = 10
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -36,8 +43,11 @@ def make_engine(url: str, **engine_kw) -> Engine:
         _configure_sqlite(engine)
         return engine
     if "poolclass" not in engine_kw:
-        engine_kw.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
-    return create_engine(url, **engine_kw)
+        # pre_ping replaces connections a restarted server ended; pool_timeout bounds the wait for
+        # a free connection, so an overloaded or restarting database gives a 503, not a hang.
+        engine_kw.update(pool_size=20, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS)
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **TCP_KEEPALIVES} if url.startswith("postgresql") else {}
+    return create_engine(url, connect_args=connect_args, **engine_kw)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -13,7 +13,9 @@ from sqlalchemy.orm import sessionmaker
 from app.db import make_engine
 from app.deps import LoginRequired
 from app.limits import BodySizeLimit
+from app.security_headers import SecurityHeaders
 from app.settings import ROOT, Settings, get_settings
+from app.unavailable import add_unavailable_handlers
 
 # Each domain module exposes `router` (pages) and/or `api_router` (/api/v1).
 DOMAINS = ["auth", "projects", "prompts", "exports", "labeling", "admin", "rounds"]
@@ -37,8 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.include_router(router)
 
     _add_error_handlers(app)
+    add_unavailable_handlers(app)  # database down → 503 + Retry-After
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)  # outside BodySizeLimit: its 413s carry the headers too
     return app
 
 

@@ -1,4 +1,4 @@
-"""`ranklab` command line: bootstrap (migrate + first accounts + demo), serve, create-user, create-token.
+"""`ranklab` command line: bootstrap (migrate + accounts + demo), serve, create-user/-token, export-all/import-all.
 
 Secrets (generated passwords, API tokens) are printed exactly once, when they are created;
 only their hashes are stored, so a re-run has nothing secret to print."""
@@ -217,6 +217,9 @@ def _parser() -> argparse.ArgumentParser:
 
     simulation_cli.add_arguments(commands.add_parser(
         "simulate", help="run training rounds with a scripted labeling team over HTTP (docs/loop.md)"))
+    from app.backup import cli as backup_cli
+
+    backup_cli.add_arguments(commands)
     return parser
 
 
@@ -242,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.simulation import cli as simulation_cli
 
         return simulation_cli.run(args)
+    if args.command in ("export-all", "import-all"):
+        from app.backup import cli as backup_cli
+
+        return backup_cli.run(args, settings)
     if args.command == "create-user":
         return create_user(settings, email=args.email, role=args.role, project_names=args.project)
     return create_token(settings, name=args.name, scopes=args.scope)

@@ -6,25 +6,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 
+from app.api_types import INT32_MAX, id_path
 from app.deps import AdminTokenDep, DbDep
 from app.projects.deps import JsonApiRoute, ProjectDep
-from app.projects.schemas import ErrorOut
+from app.projects.schemas import UNPROCESSABLE, ErrorOut
 from app.rounds import service
 from app.rounds.schemas import ModelVersionOut, RoundConfigIn, RoundOut, StartTrainingIn
 
 api_router = APIRouter(prefix="/api/v1", tags=["rounds"], route_class=JsonApiRoute)
 ERRORS = {401: {"model": ErrorOut, "description": "Missing or unknown token."},
           403: {"model": ErrorOut, "description": "The token lacks the admin scope."},
-          404: {"model": ErrorOut, "description": "No such project or round."}}
+          404: {"model": ErrorOut, "description": "No such project or round."}, **UNPROCESSABLE}
 CHANGES = {**ERRORS, 409: {"model": ErrorOut, "description": "The round is not in a state that allows this."},
            503: {"model": ErrorOut, "description": "The task queue (Redis) is unreachable; nothing was changed."}}
-RoundId = Annotated[int, Path(description="The round's id.")]
+RoundId = Annotated[int, id_path("The round's id.")]
 
 
 def _fail(exc: service.RoundError):
-    raise HTTPException(exc.status_code, str(exc)) from None
+    raise HTTPException(exc.status_code, str(exc), headers=service.retry_headers(exc)) from None
 
 
 def _status(db, round_id: int, events_after: int | None = None) -> RoundOut:
@@ -32,7 +33,7 @@ def _status(db, round_id: int, events_after: int | None = None) -> RoundOut:
 
 
 @api_router.post("/projects/{project_id}/rounds", status_code=201, response_model=RoundOut,
-                 summary="Launch a training round", responses={**CHANGES, 422: {"model": ErrorOut}})
+                 summary="Launch a training round", responses=CHANGES)
 def launch(body: RoundConfigIn, project: ProjectDep, db: DbDep, _token: AdminTokenDep):
     """Generates K completions per prompt for the project's unused prompts (in the worker), then
     opens them for labeling. Every setting is optional; see the schema for defaults."""
@@ -58,7 +59,7 @@ def list_models(project: ProjectDep, db: DbDep, _token: AdminTokenDep):
 @api_router.get("/rounds/{round_id}", response_model=RoundOut, summary="A round's status, metrics and events",
                 responses=ERRORS)
 def get_round(round_id: RoundId, db: DbDep, _token: AdminTokenDep,
-              events_after: Annotated[int | None, Query(ge=0, description=(
+              events_after: Annotated[int | None, Query(ge=0, le=INT32_MAX, description=(
                   "Include events with a larger id (0 = from the start); left out, no events."))] = None):
     try:
         return _status(db, round_id, events_after)

@@ -89,7 +89,9 @@ def launch(request: Request, db: DbDep, admin: AdminDep, project_id: int,
             form.errors[exc.field] = exc.message
         else:
             form.error = exc.message
-        return _launch_form(request, project, form, status_code=exc.status_code)
+        response = _launch_form(request, project, form, status_code=exc.status_code)
+        response.headers.update(service.retry_headers(exc))
+        return response
     return RedirectResponse(f"/admin/rounds/{training_round.id}", status_code=303)
 
 

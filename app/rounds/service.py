@@ -17,6 +17,9 @@ from app.rounds.lifecycle import ACTIVE, BUNDLED_MODEL, RUNNING, S
 from app.rounds.queue import QueueUnreachable, check_reachable, settings_of
 from app.rounds.schemas import RoundConfigIn
 
+QUEUE_RETRY_AFTER_SECONDS = 10
+"""Retry-After on a 503 for an unreachable broker (a Redis restart takes seconds)."""
+
 
 class RoundError(Exception):
     """A request the round cannot take; `field` names what to change."""
@@ -38,6 +41,11 @@ class RoundConflict(RoundError):
 
 class QueueDown(RoundError):
     status_code = 503
+
+
+def retry_headers(exc: RoundError) -> dict[str, str]:
+    """Retry-After for a queue that is down (it comes back by itself); nothing for the other refusals."""
+    return {"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)} if isinstance(exc, QueueDown) else {}
 
 
 def get_round(db: Session, *, round_id: int) -> TrainingRound:
@@ -221,6 +229,6 @@ def list_model_versions(db: Session, *, project: Project) -> list[ModelVersion]:
                            .order_by(ModelVersion.id.desc())))
 
 
-__all__ = ["QueueDown", "RoundConflict", "RoundError", "RoundNotFound", "RoundStatus", "active_round",
-           "cancel_round", "get_round", "launch_round", "list_model_versions", "list_rounds", "on_rankings_added",
-           "retry_round", "round_events", "round_status", "start_training"]
+__all__ = ["QUEUE_RETRY_AFTER_SECONDS", "QueueDown", "RoundConflict", "RoundError", "RoundNotFound", "RoundStatus",
+           "active_round", "cancel_round", "get_round", "launch_round", "list_model_versions", "list_rounds", "on_rankings_added",
+           "retry_headers", "retry_round", "round_events", "round_status", "start_training"]

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import JSON, Integer, Table, bindparam, func, insert, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from app.backup import archive, schema
 from app.backup.dump import NoProgress, Progress, tar_mode
@@ -105,6 +106,9 @@ def _restore(engine, manifest: dict[str, Any], staging: Path, settings: Settings
                     try:
                         tables[table.name] = _insert_table(conn, table, staging / table_member(table.name),
                                                            rows, rewrite, bar)
+                    except DBAPIError as exc:
+                        raise BackupError(f"{table.name}: the database refused the archive's rows "
+                                          f"({str(exc.orig).splitlines()[0]}); nothing was restored") from exc
                     finally:
                         bar.close()
                 if conn.dialect.name == "postgresql":

@@ -33,7 +33,7 @@ _PAGE = templates.env.from_string("""{% extends "base.html" %}
 {% block title %}Unavailable · ranklab{% endblock %}
 {% block content %}<section class="card narrow">
   <p class="error-message" role="alert"><strong>Unavailable:</strong> {{ message }}</p>
-  <p>Try again in {{ seconds }} seconds; <a class="button" href="{{ path }}">reload</a>.</p>
+  <p>Try again in {{ seconds }} seconds{% if path %}: <a class="button" href="{{ path }}">reload</a>{% endif %}.</p>
 </section>{% endblock %}""")
 _INLINE = ('<p class="error-message" role="alert"><strong>Unavailable:</strong> '
            f'{MESSAGE} Nothing is lost on this page; try again in {RETRY_AFTER_SECONDS} seconds.</p>')
@@ -54,7 +54,7 @@ def unavailable_response(request: Request) -> Response:
         return HTMLResponse(_INLINE, status_code=503, headers={**RETRY_HEADERS, "Vary": "HX-Request"})
     # The base layout without a user: reading the user would need the database.
     body = _PAGE.render(request=request, user=None, csrf_token="", message=MESSAGE, seconds=RETRY_AFTER_SECONDS,
-                        path=request.url.path)
+                        path=request.url.path if request.method == "GET" else "")  # a POST is resent by going back
     return HTMLResponse(body, status_code=503, headers={**RETRY_HEADERS, "Vary": "HX-Request"})
 
 

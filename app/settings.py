@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     Production: postgresql+psycopg://user:pass@host/db."""
 
     secret_key: str = ""
-    """Signs CSRF tokens. Empty: a random key is generated once and kept in <data_dir>/secret_key."""
+    """Keys the labeler pseudonyms in exports (CSRF tokens are random per login session, not signed).
+    Empty: a random key is generated once and kept in <data_dir>/secret_key."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -29,8 +30,11 @@ class Settings(BaseSettings):
     """uvicorn's per-request access log for `ranklab serve` (off: it costs CPU on every request)."""
 
     secure_cookies: bool = False
-    """Mark session cookies Secure (set this behind https)."""
+    """Always mark the session cookie Secure. Without it the cookie is still Secure on requests
+    that arrive over https, directly or through a proxy whose X-Forwarded-Proto uvicorn trusts
+    (uvicorn's FORWARDED_ALLOW_IPS environment variable, default 127.0.0.1)."""
     session_hours: int = 12
+    """How long a login lasts; logging out or deactivating the account ends it at once."""
 
     max_body_bytes: int = 10 * 1024 * 1024
     """Largest JSON request body; larger ones get 413."""
@@ -59,7 +63,8 @@ class Settings(BaseSettings):
     round_sweep_seconds: float = 30.0
     """How often each worker looks for dead steps and rounds whose labeling reached the threshold."""
     fault_inject: str = ""
-    """Testing only: a round step name (e.g. training_policy) whose task raises on purpose."""
+    """Testing only: a round step name (e.g. training_policy) whose task raises on purpose;
+    `<step>:stall` makes it stop for good at its first progress report, still heartbeating."""
 
     admin_email: str = "admin@ranklab.local"
 

@@ -1,23 +1,29 @@
 """Users, login sessions and API tokens."""
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.auth.security import API_TOKEN_PREFIX, hash_password, new_token, token_digest, verify_password
+from app.auth.security import (API_TOKEN_PREFIX, hash_password, new_token, password_needs_rehash, token_digest,
+                               verify_password, verify_unknown_user)
 from app.db import start_write_transaction
 from app.models import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession, utcnow
 
 LOGIN_WINDOW = timedelta(minutes=15)
 MAX_FAILED_LOGINS = 10
+"""After this many failed logins within LOGIN_WINDOW, for one email or from one client address,
+logins are refused (HTTP 429 with Retry-After) until the oldest of them leaves the window."""
 
 
 class LoginRateLimited(Exception):
-    pass
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
 
 
 def create_user(db: Session, *, email: str, password: str, role: str = Role.labeler, display_name: str = "") -> User:
@@ -33,23 +39,33 @@ def get_user_by_email(db: Session, *, email: str) -> User | None:
 
 
 def authenticate(db: Session, *, email: str, password: str, client: str) -> User | None:
-    """Checks a password, counting failures per email and per client address."""
+    """Checks a password, counting failures per email and per client address.
+    Raises LoginRateLimited (before looking at the password) while either is over the limit."""
     # Reads then writes (attempts, sessions): on SQLite take the write lock at BEGIN, or
     # concurrent logins fail with "database is locked" when the read transaction tries to upgrade.
     start_write_transaction(db)
-    since = utcnow() - LOGIN_WINDOW
-    failures = db.scalar(
-        select(func.count()).select_from(LoginAttempt)
-        .where(LoginAttempt.at >= since)
-        .where((LoginAttempt.email == email.strip().lower()) | (LoginAttempt.client == client))
+    email = email.strip().lower()
+    now = utcnow()
+    since = now - LOGIN_WINDOW
+    # The MAX_FAILED_LOGINS-th newest failure in the window: while it exists the limit is
+    # reached, and when it leaves the window one more attempt is allowed.
+    limiting = db.scalar(
+        select(LoginAttempt.at)
+        .where(LoginAttempt.at >= since, (LoginAttempt.email == email) | (LoginAttempt.client == client))
+        .order_by(LoginAttempt.at.desc()).offset(MAX_FAILED_LOGINS - 1).limit(1)
     )
-    if failures >= MAX_FAILED_LOGINS:
-        raise LoginRateLimited()
+    if limiting is not None:
+        raise LoginRateLimited(max(1, math.ceil((limiting + LOGIN_WINDOW - now).total_seconds())))
     user = get_user_by_email(db, email=email)
-    if user is None or not user.is_active or not verify_password(user.password_hash, password):
-        db.add(LoginAttempt(email=email.strip().lower()[:320], client=client[:64]))
+    # Every refusal costs one password check, so timing does not tell unknown or inactive accounts apart.
+    ok = verify_password(user.password_hash, password) if user is not None else verify_unknown_user(password)
+    if not ok or not user.is_active:
+        db.execute(delete(LoginAttempt).where(LoginAttempt.at < since))  # keeps the table to one window
+        db.add(LoginAttempt(email=email[:320], client=client[:64], at=now))
         return None
     db.execute(delete(LoginAttempt).where(LoginAttempt.email == user.email))
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)  # made with older argon2 parameters: upgrade it now
     return user
 
 

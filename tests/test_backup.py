@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Column, MetaData, Table, func, select, text
+from sqlalchemy import Column, Integer, MetaData, Table, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.backup import schema
 from app.backup.dump import export_all
-from app.backup.format import BackupError, RowCodec, sha256_file
+from app.backup.format import BackupError, RowCodec
 from app.backup.restore import import_all
 from app.db import make_engine
 from app.main import create_app
@@ -34,7 +34,7 @@ from app.models import (Assignment, Completion, ModelVersion, Project, Prompt, R
                         WebSession, utcnow)
 from app.settings import ROOT, Settings
 from tests import services
-from tests.factories import PASSWORD, login, make_project, make_ranking, make_task, make_token, make_user
+from tests.factories import login, make_project, make_ranking, make_task, make_token, make_user
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
 
 PG_SCHEMA = "backup_target"
@@ -144,7 +144,8 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     write_artifact(folder / "reward", 3)
     write_artifact(folder / "policy", 7)
     write_artifact(folder / "sft", 11)
-    reward = make_version(db, project, kind="reward", parent=base, training_round=r0, artifact_path=str(folder / "reward"),
+    reward = make_version(db, project, kind="reward", parent=base, training_round=r0,
+                          artifact_path=str(folder / "reward"),
                           metrics={"val_accuracy": 0.7500000000000001, "steps": 2**40})
     policy = make_version(db, project, kind="policy", training_round=r0, artifact_path=str(folder / "policy"))
     # Lineage pointing at a *later* id (restored in a second pass), and a path relative to artifacts_dir.
@@ -269,7 +270,8 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, source_app, sour
             login(client, alice)  # the same password; a new web_sessions row (its sequence was fixed)
         with Session(restored.state.engine, expire_on_commit=False) as db:
             newest_user, newest_task = db.scalar(select(func.max(User.id))), db.scalar(select(func.max(RankingTask.id)))
-            admin = make_user(db, role=Role.admin)  # new rows get fresh ids: sequences were moved past the restored ones
+            # New rows get fresh ids: the sequences were moved past the restored ones.
+            admin = make_user(db, role=Role.admin)
             task = make_task(db, db.get(Project, built["project"]))
             assert admin.id == newest_user + 1 and task.id == newest_task + 1
             assert db.scalar(select(func.count()).select_from(WebSession)) == 2
@@ -279,3 +281,197 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, source_app, sour
             assert zipped.status_code == 200 and len(zipped.content) > 1_400_000  # found at the rewritten path
     finally:
         restored.state.engine.dispose()
+
+
+# ---- the command line, as a subprocess --------------------------------------------------------
+
+def cli(*args: str, settings: Settings) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLAB_")}
+    env.update(RANKLAB_DATA_DIR=str(settings.data_dir), RANKLAB_DATABASE_URL=settings.sqlalchemy_url)
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(request, source, source_app, source_db,
+                                                                            tmp_path):
+    with TestClient(source_app) as client:
+        build_project(source_db, source, client)
+    archive = tmp_path / "cli-backup.tar"
+    exported = cli("export-all", "--out", str(archive), settings=source)
+    assert exported.returncode == 0, exported.stderr
+    assert f"Wrote {archive}" in exported.stdout and "not archived: model version" in exported.stdout
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+
+    other = "postgres" if source.sqlalchemy_url.startswith("sqlite") else "sqlite"
+    target = target_settings(request, tmp_path, other)
+    imported = cli("import-all", str(archive), settings=target)
+    assert imported.returncode == 0, imported.stderr
+    assert "Restored" in imported.stdout and "2 artifact paths rewritten" in imported.stdout
+    check_restored(source, target, manifest)
+
+    again = cli("import-all", str(archive), settings=target)
+    assert again.returncode == 2 and "already holds data (" in again.stderr and "users: 4" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert counts(target.sqlalchemy_url) == {name: meta["rows"] for name, meta in manifest["tables"].items()}
+
+
+# ---- refusals: a clear message, and nothing written --------------------------------------------
+
+@pytest.fixture
+def small_archive(sqlite_template, tmp_path) -> tuple[Path, Settings]:
+    """A SQLite install with a project, a member, a model version and its artifact, exported."""
+    data = tmp_path / "small"
+    data.mkdir()
+    (data / "ranklab.sqlite").write_bytes(sqlite_template.read_bytes())
+    settings = make_settings(data, f"sqlite:///{data / 'ranklab.sqlite'}")
+    engine = make_engine(settings.sqlalchemy_url)
+    with Session(engine, expire_on_commit=False) as db:
+        project = make_project(db)
+        make_user(db, projects=[project])
+        write_artifact(settings.artifacts_dir / "project-1" / "round-0" / "policy", 5)
+        make_version(db, project, artifact_path=str(settings.artifacts_dir / "project-1" / "round-0" / "policy"))
+    engine.dispose()
+    archive = tmp_path / "small.tar"
+    export_all(settings, archive)
+    return archive, settings
+
+
+def rewrite_archive(source: Path, target: Path, edit: Callable[[str, bytes], bytes | None], *,
+                    fix_checksums: bool = False) -> Path:
+    """A copy of the archive with members changed by `edit` (None drops one); optionally with the
+    manifest's checksums recomputed, as a careful forger would."""
+    import hashlib
+
+    digests = {}
+    with tarfile.open(source) as old, tarfile.open(target, "w") as new:
+        for member in old:
+            data = edit(member.name, old.extractfile(member).read())
+            if data is None:
+                continue
+            if member.name == "manifest.json" and fix_checksums:
+                manifest = json.loads(data)
+                manifest["files"].update(digests)
+                data = json.dumps(manifest).encode()
+            digests[member.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            new.addfile(info, io.BytesIO(data))
+    return target
+
+
+def assert_nothing_restored(target: Settings) -> None:
+    assert not any(counts(target.sqlalchemy_url).values())
+    assert not target.artifacts_dir.exists() or not any(target.artifacts_dir.iterdir())
+    assert not (target.data_dir / "secret_key").exists()
+    assert not list(target.data_dir.glob(".restore-tmp-*"))  # the staging folder is gone too
+
+
+def test_a_corrupted_archive_is_refused_before_anything_is_written(small_archive, target, tmp_path):
+    archive, _ = small_archive
+    flipped = rewrite_archive(archive, tmp_path / "flipped.tar", lambda name, data: data.replace(b"project", b"prOject")
+                              if name == "tables/projects.jsonl" else data)
+    with pytest.raises(BackupError, match=r"checksum mismatch for tables/projects\.jsonl .* Nothing was restored"):
+        import_all(target, flipped)
+    assert_nothing_restored(target)
+
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(BackupError, match=r"cannot be read as a tar archive|has no manifest\.json"):
+        import_all(target, truncated)
+    dropped = rewrite_archive(archive, tmp_path / "dropped.tar",
+                              lambda name, data: None if name.endswith("adapter_model.safetensors") else data)
+    with pytest.raises(BackupError, match=r"lacks artifacts/project-1/round-0/policy/adapter/adapter_model"):
+        import_all(target, dropped)
+    assert_nothing_restored(target)
+
+
+def test_a_target_with_data_is_refused(small_archive, target):
+    archive, _ = small_archive
+    schema.upgrade_head(target.sqlalchemy_url)
+    engine = make_engine(target.sqlalchemy_url)
+    with Session(engine) as db:
+        make_user(db, email="already@example.com")
+    engine.dispose()
+    with pytest.raises(BackupError, match=r"already holds data \(users: 1\).*empty database"):
+        import_all(target, archive)
+    assert counts(target.sqlalchemy_url)["users"] == 1 and not target.artifacts_dir.exists()
+
+
+def test_existing_artifact_folders_are_never_overwritten(small_archive, target):
+    archive, _ = small_archive
+    kept = target.artifacts_dir / "project-1" / "round-0" / "policy"
+    kept.mkdir(parents=True)
+    (kept / "mine.txt").write_text("keep me")
+    with pytest.raises(BackupError, match=r"already has project-1/round-0/policy; import-all never overwrites"):
+        import_all(target, archive)
+    assert [p.name for p in kept.iterdir()] == ["mine.txt"]
+    assert not any(counts(target.sqlalchemy_url).values())
+
+
+def test_an_archive_from_another_migration_is_refused(small_archive, target, tmp_path):
+    archive, _ = small_archive
+
+    def older(name: str, data: bytes) -> bytes:
+        return json.dumps(json.loads(data) | {"alembic_revision": "0002"}).encode() if name == "manifest.json" else data
+
+    with pytest.raises(BackupError, match=rf"made at migration 0002 .* migrations end at {schema.code_head()}"):
+        import_all(target, rewrite_archive(archive, tmp_path / "older.tar", older))
+    assert_nothing_restored(target)
+
+
+def test_a_row_the_database_refuses_rolls_back_every_table(small_archive, target, tmp_path):
+    """Checksums made to match: the foreign-key violation in project_members (after users and
+    projects are inserted) aborts the one transaction, so no table keeps a row."""
+    archive, _ = small_archive
+
+    def dangling(name: str, data: bytes) -> bytes:
+        if name != "tables/project_members.jsonl":
+            return data
+        row = json.loads(data)
+        return (json.dumps(row | {"user_id": 999}) + "\n").encode()
+
+    forged = rewrite_archive(archive, tmp_path / "forged.tar", dangling, fix_checksums=True)
+    with pytest.raises(BackupError, match=r"project_members: the database refused the archive's rows"):
+        import_all(target, forged)
+    assert_nothing_restored(target)
+
+
+def test_a_member_leading_outside_is_refused(small_archive, target, tmp_path):
+    archive, _ = small_archive
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(BackupError, match=r"unexpected entry '\.\./escaped\.txt'"):
+        import_all(target, evil)
+    assert not (target.data_dir.parent / "escaped.txt").exists()
+    assert_nothing_restored(target)
+
+
+def test_export_refuses_what_it_cannot_write_faithfully(small_archive, tmp_path):
+    archive, settings = small_archive
+    with pytest.raises(BackupError, match="already exists; choose a new name"):
+        export_all(settings, archive)
+    with pytest.raises(BackupError, match=r"must end in \.tar, \.tar\.gz or \.tgz"):
+        export_all(settings, tmp_path / "backup.zip")
+    engine = make_engine(settings.sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
+    with pytest.raises(BackupError, match="tables that app.models does not declare: stray"):
+        export_all(settings, tmp_path / "stray.tar")
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE stray"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+    engine.dispose()
+    with pytest.raises(BackupError, match=r"at migration 0002 .* run `ranklab migrate` first"):
+        export_all(settings, tmp_path / "old.tar")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tar") or ".tmp-" in p.name
+                  or ".rows-" in p.name) == ["small.tar"]  # no partial archive left behind
+
+
+def test_a_column_type_without_a_codec_stops_the_export():
+    gadgets = Table("gadgets", MetaData(), Column("id", Integer, primary_key=True), Column("tags", ARRAY(Integer)))
+    with pytest.raises(BackupError, match=r"gadgets\.tags has the column type .* app/backup/format\.py"):
+        RowCodec(gadgets)

@@ -59,15 +59,6 @@ def check_member_name(name: str) -> PurePosixPath:
 
 # ---- checksums --------------------------------------------------------------------------------
 
-def sha256_file(path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def copy_hashing(source: BinaryIO, target: BinaryIO) -> tuple[str, int]:
     """Copies in chunks (never a whole file in memory) and returns (sha256, bytes)."""
     digest, size = hashlib.sha256(), 0

@@ -3,6 +3,7 @@ broker a real Celery worker subprocess shares (kombu's SQL transport on SQLite f
 database, Redis for Postgres), and a project with labelers and prompts."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from tests.factories import make_project, make_token, make_user
 from tests.loop.helpers import WorkerProcess
 
 REDIS_TEST_DB = 13
-"""A Redis database of its own, flushed per test, so other suites' queues are never touched."""
+"""A Redis database of its own, flushed per test, so other suites' queues are never touched —
+unless RANKLAB_TEST_REDIS_URL names one (the database set aside for this test run)."""
 PROMPT_WORDS = "write tell say answer a story poem question about the cat dog bird fish tree sun moon".split()
 
 
@@ -34,8 +36,9 @@ def _redis_url() -> str:
         services.missing("Redis")
     import redis
 
-    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    url = f"{base}/{REDIS_TEST_DB}"
+    if "RANKLAB_TEST_REDIS_URL" not in os.environ:
+        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+        url = f"{base}/{REDIS_TEST_DB}"
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -1,13 +1,17 @@
 """Failure, retry, cancel and a worker killed mid-step, through a real Celery worker."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from app.models import ModelVersion, RoundEvent, TrainingRound
-from tests.loop.helpers import Api, label_everything, wait_for
+from app.settings import ROOT
+from tests.loop.helpers import ONE_THREAD, Api, label_everything, wait_for
 from tests.loop.test_loop import tiny_config
 
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -20,12 +24,12 @@ def launch_and_label(api: Api, app, db, project, labelers, config: dict, worker)
     return round0
 
 
-def policy_progress(db, round_id: int) -> int:
-    """How many PPO progress reports the worker has written for the round."""
+def step_progress(db, round_id: int, step: str = "training_policy") -> int:
+    """How many progress reports past the start the worker has written for the round's step
+    (worker/loop/runtime.Reporter: log events of that stage with step = iterations done)."""
     db.rollback()
     return db.scalar(select(func.count()).select_from(RoundEvent).where(
-        RoundEvent.round_id == round_id, RoundEvent.stage == "training_policy", RoundEvent.kind == "log",
-        RoundEvent.step >= 1))
+        RoundEvent.round_id == round_id, RoundEvent.stage == step, RoundEvent.kind == "log", RoundEvent.step >= 1))
 
 
 def versions(db, round_id: int, kind: str) -> int:
@@ -71,7 +75,7 @@ def test_cancel_stops_a_running_step_at_its_next_progress_report(app, db, client
     worker = start_worker()
     config = tiny_config(tiny_model_dir, ppo={"steps": 500})  # far longer than the test waits
     round0 = launch_and_label(api, app, db, project, labelers, config, worker)
-    wait_for(lambda: policy_progress(db, round0["id"]) >= 1, timeout=240, what="PPO progress", worker=worker)
+    wait_for(lambda: step_progress(db, round0["id"]) >= 1, timeout=240, what="PPO progress", worker=worker)
 
     cancelled = api.post(f"/api/v1/rounds/{round0['id']}/cancel")
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
@@ -82,7 +86,7 @@ def test_cancel_stops_a_running_step_at_its_next_progress_report(app, db, client
 
     wait_for(stopped, timeout=120, what="the PPO step to stop", worker=worker)
     assert versions(db, round0["id"], "policy") == 0
-    assert policy_progress(db, round0["id"]) < 500
+    assert step_progress(db, round0["id"]) < 500
     api.post(f"/api/v1/rounds/{round0['id']}/cancel", expect=409)
     # The worker is free again: a new round (on the remaining prompts) runs to labeling.
     round1 = api.post(f"/api/v1/projects/{project.id}/rounds", tiny_config(tiny_model_dir), expect=201)
@@ -90,28 +94,71 @@ def test_cancel_stops_a_running_step_at_its_next_progress_report(app, db, client
     api.wait_status(round1["id"], "labeling", worker=worker)
 
 
-@SQLITE_ONLY
-def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(app, db, client, admin_token,
+TRAINED = {"training_reward": ("reward", "reward model trained"), "training_policy": ("policy", "policy trained")}
+HALF_WRITTEN = """
+import sys, threading
+from worker.ml.models import save_artifact
+from worker.ml.tiny import tiny_causal_lm
+model, tokenizer = tiny_causal_lm()
+
+class StopsAfterTheWeights:  # the real weights land in the temp folder, then the write hangs
+    def save_pretrained(self, path):
+        model.save_pretrained(path)
+        print("weights written", flush=True)
+        threading.Event().wait()
+
+save_artifact(StopsAfterTheWeights(), tokenizer, sys.argv[1], {})
+"""
+
+
+def half_written_artifact(out: Path) -> str:
+    """What a writer SIGKILLed mid-save leaves: worker.ml's save_artifact in a real process,
+    killed once the weights are in its temp folder. Returns the leftover folder's name."""
+    process = subprocess.Popen([sys.executable, "-c", HALF_WRITTEN, str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                               env={**os.environ, **ONE_THREAD})
+    assert process.stdout.readline() == b"weights written\n"
+    process.kill()
+    process.wait(timeout=30)
+    process.stdout.close()
+    [leftover] = [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
+    assert (leftover / "model.safetensors").is_file() and not (leftover / "ranklab_card.json").exists()
+    return leftover.name
+
+
+@pytest.mark.parametrize("step", list(TRAINED))
+def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(step, app, db, client, admin_token,
                                                                         loop_project, tiny_model_dir,
                                                                         start_worker, settings):
+    """SIGKILL mid reward-model training and mid PPO, on SQLite (SQL transport) and Postgres
+    (Redis): the step runs again on a new worker, registers one model, and the round finishes."""
     project, labelers = loop_project
     api = Api(client, admin_token)
-    worker = start_worker()
-    config = tiny_config(tiny_model_dir, ppo={"steps": 12})
+    worker = start_worker(RANKLAB_FAULT_INJECT=f"{step}:stall")  # stops for good after its first step of 3
+    config = tiny_config(tiny_model_dir, reward={"epochs": 3}, ppo={"steps": 3})
     round0 = launch_and_label(api, app, db, project, labelers, config, worker)
-    wait_for(lambda: policy_progress(db, round0["id"]) >= 1, timeout=240, what="PPO progress", worker=worker)
+    wait_for(lambda: step_progress(db, round0["id"], step) >= 1, timeout=240, what=f"{step} progress", worker=worker)
     worker.kill()
     db.rollback()
     killed = db.get(TrainingRound, round0["id"])
-    assert killed.status == "training_policy" and killed.claim_token is not None
+    assert killed.status == step and killed.claim_token is not None and killed.progress < 1
+    kind, trained = TRAINED[step]
+    assert versions(db, round0["id"], kind) == 0
+    round_folder = Path(settings.artifacts_dir) / f"project-{project.id}" / "round-0"
+    leftover = half_written_artifact(round_folder / kind)  # as if the kill had come mid-save
 
     # A new worker finds the stale heartbeat, enqueues the step again and finishes it.
     replacement = start_worker()
-    done = api.wait_status(round0["id"], "done", worker=replacement, timeout=120)
-    assert versions(db, round0["id"], "policy") == 1
+    done = api.wait_status(round0["id"], "done", worker=replacement, timeout=240)
+    assert versions(db, round0["id"], "reward") == 1 and versions(db, round0["id"], "policy") == 1
     messages = [e["message"] for e in api.round(round0["id"], events_after=0)["events"]]
-    assert "training_policy: no live worker (heartbeat stopped); enqueued again" in messages
+    assert f"{step}: no live worker (heartbeat stopped); enqueued again" in messages
+    assert sum(m.startswith(f"{step} started") for m in messages) == 2  # the killed run and the new one
+    assert sum(m.startswith("reward model trained") for m in messages) == 1
     assert sum(m.startswith("policy trained") for m in messages) == 1
-    round_folder = Path(settings.artifacts_dir) / f"project-{project.id}" / "round-0"
-    assert sorted(p.name for p in round_folder.iterdir()) == ["policy", "reward"]  # no half-written leftovers
+    assert any(m.startswith(trained) for m in messages)
+    assert sorted(p.name for p in round_folder.iterdir()) == ["policy", "reward"]  # the leftover is gone
+    assert leftover not in {p.name for p in round_folder.iterdir()}
+    for version in (done["reward_model_id"], done["policy_out_id"]):
+        model = db.get(ModelVersion, version)
+        assert (Path(model.artifact_path) / "ranklab_card.json").is_file()  # complete, under its final name
     assert api.rounds(project.id)[0]["policy_in_id"] == done["policy_out_id"]

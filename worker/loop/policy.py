@@ -13,9 +13,9 @@ from sqlalchemy import update
 from app.models import ModelVersion, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
-from worker.loop import data
+from worker.loop import artifacts, data
 from worker.loop.configs import ppo_config, root_base, version_path
-from worker.loop.runtime import Reporter, db_session, remove_partial_artifacts, round_dir, run_claimed_step
+from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
 SUMMARY_KEYS = ("score", "kl", "entropy", "response_length", "kl_coef", "policy_loss", "value_loss",
                 "clip_fraction", "approx_kl", "no_eos_fraction")
@@ -29,7 +29,7 @@ def _train(round_id: int) -> dict[str, Any]:
     from worker.ml.ppo import train_policy
 
     # 1. Inputs: the starting policy, the reward model, the prompts.
-    with db_session() as db:
+    with db_session(read_only=True) as db:
         rnd = db.get(TrainingRound, round_id)
         policy_in = db.get(ModelVersion, rnd.policy_in_id)
         reward = db.get(ModelVersion, rnd.reward_model_id)
@@ -41,16 +41,18 @@ def _train(round_id: int) -> dict[str, Any]:
         project_id, number, config, reward_path = rnd.project_id, rnd.number, rnd.config, reward.artifact_path
     if not prompts:
         raise ValueError("prompts: the rounds so far have no train-split prompts for PPO")
+    out = artifacts.round_dir(project_id, number) / "policy"
+    artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any PPO
     reporter = Reporter(round_id, S.training_policy)
     start = version_path(policy_ref[1], policy_ref[2], policy_ref[3], reporter)
     cfg = ppo_config(config, model=start)
-    out = round_dir(project_id, number) / "policy"
-    remove_partial_artifacts(out.parent)
 
-    # 2. PPO; the artifact folder appears complete or not at all (worker.ml renames it into place).
-    #    Each iteration's statistics become a metric event at once, for the live charts.
-    history = train_policy(cfg, prompts, reward_path, out, reporter, on_step=lambda step, stats: _metric_point(
-        round_id, step, stats))
+    # 2. PPO; the artifact folder appears complete or not at all (worker.ml renames it into place),
+    #    and a disk fault gets a message naming it. Each iteration's statistics become a metric
+    #    event at once, for the live charts.
+    with artifacts.writing(out, "the policy"):
+        history = train_policy(cfg, prompts, reward_path, out, reporter,
+                               on_step=lambda step, stats: _metric_point(round_id, step, stats))
     summary = {key: round(history[key][-1], 5) for key in SUMMARY_KEYS if history.get(key)}
     summary.update(score_first=round(history["score"][0], 5), steps=len(history["score"]),
                    seconds=round(history["total_seconds"], 2), prompts=len(prompts))

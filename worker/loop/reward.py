@@ -12,9 +12,9 @@ from sqlalchemy import select, update
 from app.models import ModelVersion, PromptSplit, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
-from worker.loop import data
+from worker.loop import artifacts, data
 from worker.loop.configs import base_model_path, reward_config, root_base
-from worker.loop.runtime import Reporter, db_session, remove_partial_artifacts, round_dir, run_claimed_step
+from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
 
 def run(round_id: int) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def _train(round_id: int) -> dict[str, Any]:
     from worker.ml.reward import train_reward
 
     # 1. Inputs: rankings by split, this round's fresh rankings, the previous reward model.
-    with db_session() as db:
+    with db_session(read_only=True) as db:
         round = db.get(TrainingRound, round_id)
         base = root_base(db, db.get(ModelVersion, round.policy_in_id))
         train = data.rankings(db, project_id=round.project_id, split=PromptSplit.train)
@@ -51,18 +51,20 @@ def _train(round_id: int) -> dict[str, Any]:
         prev_ref = (prev.id, prev_rm.artifact_path) if prev_rm is not None else None
         project_id, number, config, base_id, base_model = (round.project_id, round.number, round.config,
                                                            base.id, base.base_model)
+    out = artifacts.round_dir(project_id, number) / "reward"
+    artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
     reporter = Reporter(round_id, S.training_reward)
     backbone = base_model_path(base_model, reporter)
     cfg = reward_config(config, backbone=backbone, round_id=round_id)
-    out = round_dir(project_id, number) / "reward"
-    remove_partial_artifacts(out.parent)
 
     # 2. The previous reward model on rankings of completions it never saw.
     ood = rm_accuracy(prev_ref[1], fresh, cfg) if prev_ref is not None else None
     reporter.check()
 
     # 3. Train (validation prompts are not in `train`), then measure on the held-out prompts.
-    metrics = train_reward(cfg, train, out, reporter)
+    #    The folder appears complete or not at all; a disk fault gets a message naming it.
+    with artifacts.writing(out, "the reward model"):
+        metrics = train_reward(cfg, train, out, reporter)
     held_out = rm_accuracy(str(out), val, cfg)
     summary = {"val_accuracy": held_out and held_out["val_accuracy"], "val_loss": held_out and held_out["val_loss"],
                "val_pairs": held_out and held_out["val_pairs"], "val_rankings": len(val),

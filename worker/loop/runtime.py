@@ -1,5 +1,5 @@
 """What every round step shares: sessions, claiming a step, the heartbeat, throttled progress
-with cancellation, failure marking, fault injection and artifact folders.
+with cancellation, failure marking and fault injection (artifact folders: worker/loop/artifacts.py).
 
 A step's life: claim (conditional UPDATE) → heartbeat thread while it works → results and the
 next status written in one transaction at the end. Sessions are short: nothing holds a database
@@ -8,7 +8,6 @@ transaction open while a model trains.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 import traceback
@@ -16,13 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import session_scope
+from app.db import session_scope, start_write_transaction
 from app.models import TrainingRound, utcnow
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
@@ -48,32 +46,33 @@ def settings() -> Settings:
 
 
 @contextmanager
-def db_session() -> Iterator[Session]:
-    """One short unit of work: commit on success (then queued tasks are sent), roll back on error."""
+def db_session(*, read_only: bool = False) -> Iterator[Session]:
+    """One short unit of work: commit on success (then queued tasks are sent), roll back on error.
+
+    Nearly every unit reads a status and then writes. On SQLite (WAL) a transaction that began by
+    reading cannot take the write lock once another connection has committed meanwhile — our own
+    heartbeat thread does every second or so — and fails at once with "database is locked",
+    whatever the busy timeout; under load that failed rounds mid-training. So a unit takes the write
+    lock at BEGIN, unless it only reads (`read_only`). Postgres needs none of this."""
     with session_scope() as db:
         db.info["settings"] = settings()
+        if not read_only:
+            start_write_transaction(db)
         yield db
-
-
-def round_dir(project_id: int, number: int) -> Path:
-    return settings().artifacts_dir / f"project-{project_id}" / f"round-{number}"
-
-
-def remove_partial_artifacts(folder: Path) -> list[str]:
-    """Delete temp folders a killed writer left behind (worker.ml writes `.NAME.tmp-*` siblings
-    and renames them into place, so a complete artifact never has such a name)."""
-    removed = []
-    if folder.is_dir():
-        for child in folder.iterdir():
-            if child.name.startswith(".") and (".tmp-" in child.name or ".old-" in child.name):
-                shutil.rmtree(child, ignore_errors=True)
-                removed.append(child.name)
-    return removed
 
 
 def inject_fault(step: str) -> None:
     if settings().fault_inject == step:
         raise FaultInjected(f"fault injected at {step} (RANKLAB_FAULT_INJECT={step})")
+
+
+def stall_if_injected(step: str) -> None:
+    """RANKLAB_FAULT_INJECT=<step>:stall stops the step here, mid-work, for good: its claim stays
+    held and its heartbeat keeps beating, like a live worker deep in training. Tests SIGKILL such
+    a worker and know where it died, instead of racing a kill against a fast toy step."""
+    if settings().fault_inject == f"{step}:stall":
+        log.warning("%s stalls here on purpose (RANKLAB_FAULT_INJECT=%s:stall)", step, step)
+        threading.Event().wait()
 
 
 # ---- claiming and heartbeats --------------------------------------------------------------------
@@ -169,10 +168,12 @@ class Reporter:
                 eta_seconds=eta, heartbeat_at=utcnow()))
             lifecycle.log_event(db, round_id=self.round_id, stage=self.step, step=done,
                                 data={"done": done, "total": total, "stage": stage}, message=f"{stage} ({done}/{total})")
+        if 0 < done < total:
+            stall_if_injected(self.step)
 
     def check(self) -> None:
         """Raise Cancelled now if the round left the step (for code paths without progress)."""
-        with db_session() as db:
+        with db_session(read_only=True) as db:
             status = db.scalar(select(TrainingRound.status).where(TrainingRound.id == self.round_id))
         if status not in self.statuses:
             raise Cancelled(f"round {self.round_id} is {status}; {self.step} stops here")

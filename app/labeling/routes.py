@@ -12,16 +12,19 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
+from app.api_types import id_path
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
 from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.schemas import (CompletionOut, NextTaskOut, PromptOut, RankingIn, SkipIn, SkipOut, SubmitOut,
                                   TaskOut, ranking_from_form, skip_from_form)
 from app.models import Project, User
+from app.projects.deps import JsonApiRoute
+from app.projects.schemas import UNPROCESSABLE, ErrorOut
 from app.web import is_htmx, page
 
 router = APIRouter(tags=["labeling"])
-api_router = APIRouter(prefix="/api/v1/labeling", tags=["labeling"])
+api_router = APIRouter(prefix="/api/v1/labeling", tags=["labeling"], route_class=JsonApiRoute)
 
 LABEL_TEMPLATE = "labeling/label.html"
 
@@ -80,7 +83,7 @@ def skip_form(request: Request, project_id: int, assignment_id: int, db: DbDep, 
 
 def _task_page(request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None,
                notice: str = ""):
-    progress = service.progress(db, user_id=user.id, project=project, holding_task=view is not None)
+    progress = service.progress_with(db, view, user_id=user.id, project=project)
     return _render_task(request, service.TaskPage(project=project, view=view, progress=progress), notice=notice)
 
 
@@ -107,6 +110,14 @@ def _error(request: Request, db: Session, exc: LabelingError):
 
 # ---- JSON API (cookie session + X-CSRF-Token, like the pages) --------------------------------
 
+ProjectId = Annotated[int, id_path("The project's id.")]
+AssignmentId = Annotated[int, id_path("The assignment's id (`task.assignment_id` of /next).")]
+API_ERRORS = {401: {"model": ErrorOut, "description": "Not logged in."},
+              403: {"model": ErrorOut, "description": "Not a member of the project, or a missing CSRF token."},
+              404: {"model": ErrorOut, "description": "No such project or assignment."}, **UNPROCESSABLE}
+CHANGE_ERRORS = {**API_ERRORS, 409: {"model": ErrorOut, "description": "The task no longer takes this ranking."}}
+
+
 def _raise(exc: LabelingError) -> None:
     raise HTTPException(exc.status_code, exc.message)
 
@@ -121,8 +132,8 @@ def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None
                    flags=list(project.flags or []))
 
 
-@api_router.get("/projects/{project_id}/next", response_model=NextTaskOut)
-def api_next_task(project_id: int, db: DbDep, user: UserDep, settings: SettingsDep) -> NextTaskOut:
+@api_router.get("/projects/{project_id}/next", response_model=NextTaskOut, responses=API_ERRORS)
+def api_next_task(project_id: ProjectId, db: DbDep, user: UserDep, settings: SettingsDep) -> NextTaskOut:
     """Your current task in the project (the same one until you submit or skip it), or null."""
     try:
         project = service.get_project_for_labeler(db, user=user, project_id=project_id)
@@ -133,8 +144,8 @@ def api_next_task(project_id: int, db: DbDep, user: UserDep, settings: SettingsD
 
 
 @api_router.post("/projects/{project_id}/assignments/{assignment_id}/ranking", response_model=SubmitOut,
-                 dependencies=[CsrfDep])
-def api_submit(project_id: int, assignment_id: int, body: RankingIn, db: DbDep, user: UserDep,
+                 dependencies=[CsrfDep], responses=CHANGE_ERRORS)
+def api_submit(project_id: ProjectId, assignment_id: AssignmentId, body: RankingIn, db: DbDep, user: UserDep,
                settings: SettingsDep) -> SubmitOut:
     """Stores a ranking (safe to retry: a retry returns the stored one) and returns your next task."""
     try:
@@ -148,8 +159,8 @@ def api_submit(project_id: int, assignment_id: int, body: RankingIn, db: DbDep, 
 
 
 @api_router.post("/projects/{project_id}/assignments/{assignment_id}/skip", response_model=SkipOut,
-                 dependencies=[CsrfDep])
-def api_skip(project_id: int, assignment_id: int, body: SkipIn, db: DbDep, user: UserDep,
+                 dependencies=[CsrfDep], responses=CHANGE_ERRORS)
+def api_skip(project_id: ProjectId, assignment_id: AssignmentId, body: SkipIn, db: DbDep, user: UserDep,
              settings: SettingsDep) -> SkipOut:
     try:
         project = service.get_project_for_labeler(db, user=user, project_id=project_id)

@@ -22,8 +22,7 @@ _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
 _rankings = Ranking.__table__
 
-REMAINING_CAP = 200
-"""The progress counter stops counting here ("200+ left"), so it stays cheap on every render."""
+REMAINING_CAP = handout.PROGRESS_CAP
 
 
 def _had_task(user_id):
@@ -83,6 +82,8 @@ class TaskView:
     prompt_messages: list[dict[str, Any]] | None
     completions: list[CompletionView]
     """In this labeler's display order."""
+    progress: Progress | None = None
+    """The labeler's progress, when the handout read it with a new lease (Postgres)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,13 @@ def list_projects_for(db: Session, *, user: User) -> list[tuple[Project, Progres
             for p in projects]
 
 
+def progress_with(db: Session, view: TaskView | None, *, user_id: int, project: Project) -> Progress:
+    """The progress the handout read along with a new lease, else counted now."""
+    if view is not None and view.progress is not None:
+        return view.progress
+    return progress(db, user_id=user_id, project=project, holding_task=view is not None)
+
+
 def progress(db: Session, *, user_id: int, project: Project, holding_task: bool) -> Progress:
     """One statement, whatever the size of the project (what is left is counted up to REMAINING_CAP)."""
     done, waiting = db.execute(_PROGRESS, {"user_id": user_id, "project_id": project.id,
@@ -186,8 +194,7 @@ def open_task_page(db: Session, *, user: User, project_id: int, sweep_every: flo
         db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
         sweep_every=sweep_every, now=now, check_live=False)
     view = None if lease is None else _task_view(db, lease, project_id=project.id)
-    return TaskPage(project=project, view=view,
-                    progress=progress(db, user_id=user.id, project=project, holding_task=view is not None))
+    return TaskPage(project=project, view=view, progress=progress_with(db, view, user_id=user.id, project=project))
 
 
 def next_task_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime,
@@ -204,9 +211,13 @@ def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskVie
     content = lease.content or load_task_content(db, task_id=lease.task_id)
     completions = [CompletionView(id=cid, text=content.completions[cid], letter=_letter(i))
                    for i, cid in enumerate(lease.display_order)]
+    progress = None
+    if lease.counts is not None:
+        done, waiting = lease.counts
+        progress = Progress(done=done, remaining=waiting, capped=waiting >= REMAINING_CAP)
     return TaskView(assignment_id=lease.assignment_id, task_id=lease.task_id, project_id=project_id,
                     lease_expires_at=lease.lease_expires_at, prompt_text=content.prompt_text,
-                    prompt_messages=content.prompt_messages, completions=completions)
+                    prompt_messages=content.prompt_messages, completions=completions, progress=progress)
 
 
 def _letter(index: int) -> str:

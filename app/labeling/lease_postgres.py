@@ -1,0 +1,111 @@
+"""The Postgres handout in one statement: claim a slot, record the lease, read what is shown.
+
+A new lease used to cost four round trips: claim the task (UPDATE … RETURNING), read its prompt
+and completions (for the shuffle and the page), insert the assignment, count the labeler's
+progress. Each round trip costs CPU on both sides, and this runs after every submit, so here they
+are one statement with data-modifying CTEs. Postgres runs each CTE once, all against one snapshot:
+
+  * `claimed` takes the slot exactly as handout._claim_statement does (same row choice, same
+    FOR UPDATE [SKIP LOCKED] on the candidate), so the concurrency argument in handout.py holds;
+  * `shown` shuffles the task's completion ids by handout.display_order's key, computed in SQL;
+  * `lease` inserts the assignment (the unique (task_id, user_id) stays the backstop);
+  * the final SELECT reads the content and the progress counts. The counts see the snapshot from
+    before the claim, so `waiting` still includes the task just claimed: it already is "the task
+    you hold + the open ones you never had".
+
+One row per completion (the lease and prompt repeated); no row when nothing could be claimed.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import Integer, bindparam, text
+from sqlalchemy.orm import Session
+
+from app.labeling.content import TaskContent
+from app.models import AssignmentState, TaskStatus
+from app.models._types import JSONType, UTCDateTime
+
+
+def _statement(*, wait: bool):
+    skip_locked = "" if wait else " SKIP LOCKED"
+    sql = f"""
+WITH claimed AS (
+    UPDATE ranking_tasks SET slots_taken = ranking_tasks.slots_taken + 1
+    WHERE ranking_tasks.id = (
+        SELECT candidate.id FROM ranking_tasks AS candidate
+        WHERE candidate.project_id = :project AND candidate.status = :open AND candidate.slots_taken < :overlap
+          AND NOT EXISTS (SELECT 1 FROM assignments AS had
+                          WHERE had.task_id = candidate.id AND had.user_id = :labeler)
+        ORDER BY candidate.id LIMIT 1
+        FOR UPDATE OF candidate{skip_locked})
+    RETURNING ranking_tasks.id, ranking_tasks.prompt_id
+), shown AS (
+    SELECT claimed.id AS task_id, claimed.prompt_id,
+           COALESCE(jsonb_agg(item.completion_id
+                              ORDER BY md5(claimed.id || ':' || :labeler || ':' || item.completion_id),
+                                       item.completion_id)
+                    FILTER (WHERE item.completion_id IS NOT NULL), '[]'::jsonb) AS display_order
+    FROM claimed LEFT JOIN task_completions AS item ON item.task_id = claimed.id
+    GROUP BY claimed.id, claimed.prompt_id
+), lease AS (
+    INSERT INTO assignments (task_id, user_id, project_id, state, display_order, leased_at, lease_expires_at)
+    SELECT shown.task_id, :labeler, :project, :leased, shown.display_order, :now, :expires FROM shown
+    RETURNING assignments.id, assignments.task_id, assignments.lease_expires_at, assignments.display_order
+)
+SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.display_order,
+       prompt.text AS prompt_text, prompt.messages AS prompt_messages,
+       completion.id AS completion_id, completion.text AS completion_text,
+       (SELECT count(*) FROM rankings
+        WHERE rankings.user_id = :labeler AND rankings.project_id = :project) AS done,
+       (SELECT count(*) FROM (
+            SELECT open_task.id FROM ranking_tasks AS open_task
+            WHERE open_task.project_id = :project AND open_task.status = :open
+              AND open_task.slots_taken < :overlap
+              AND NOT EXISTS (SELECT 1 FROM assignments AS had
+                              WHERE had.task_id = open_task.id AND had.user_id = :labeler)
+            LIMIT :cap) AS capped) AS waiting
+FROM lease
+JOIN shown ON shown.task_id = lease.task_id
+JOIN prompts AS prompt ON prompt.id = shown.prompt_id
+LEFT JOIN task_completions AS item ON item.task_id = lease.task_id
+LEFT JOIN completions AS completion ON completion.id = item.completion_id
+ORDER BY item.position
+"""
+    return text(sql).bindparams(
+        bindparam("labeler", type_=Integer), bindparam("project", type_=Integer),
+        bindparam("overlap", type_=Integer), bindparam("cap", type_=Integer),
+        bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()),
+    ).columns(lease_expires_at=UTCDateTime(), display_order=JSONType, prompt_messages=JSONType)
+
+
+_CLAIM_AND_LEASE = {False: _statement(wait=False), True: _statement(wait=True)}
+
+
+class NewLease(NamedTuple):
+    assignment_id: int
+    task_id: int
+    lease_expires_at: datetime
+    display_order: list[int]
+    content: TaskContent
+    done: int
+    """The labeler's rankings in the project."""
+    waiting: int
+    """The task just leased plus open tasks with a free slot the labeler never had (up to `cap`)."""
+
+
+def claim_and_lease(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
+                    now: datetime, wait: bool, cap: int) -> NewLease | None:
+    rows = db.execute(_CLAIM_AND_LEASE[wait], {
+        "labeler": user_id, "project": project_id, "overlap": overlap, "cap": cap, "now": now,
+        "expires": now + timedelta(minutes=lease_minutes), "open": TaskStatus.open.value,
+        "leased": AssignmentState.leased.value,
+    }).all()
+    if not rows:
+        return None
+    first = rows[0]
+    content = TaskContent(prompt_text=first.prompt_text, prompt_messages=first.prompt_messages,
+                          completions={r.completion_id: r.completion_text for r in rows if r.completion_id is not None})
+    return NewLease(first.assignment_id, first.task_id, first.lease_expires_at, first.display_order, content,
+                    first.done, first.waiting)

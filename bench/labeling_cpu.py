@@ -1,4 +1,4 @@
-"""CPU cost of one labeling loop (next-task + submit), measured in-process.
+"""CPU cost of one labeling loop (a ranking stored + the next task handed out), measured in-process.
 
 Wall-clock throughput on a shared 2-core machine swings with whatever else runs; CPU time per
 loop does not. This drives the real app (middleware, dependencies, endpoints, templates, the
@@ -98,31 +98,48 @@ def postgres_backends_cpu(engine, database: str) -> float:
     return sum(proc_cpu_seconds(pid) for pid in pids)
 
 
+def parse_task(body: bytes) -> tuple[int, list[int]] | None:
+    match = ASSIGNMENT_RE.search(body)
+    if match is None:
+        return None
+    return int(match.group(1)), [int(c) for c in COMPLETION_RE.findall(body)]
+
+
 async def run_loops(caller: AsgiCaller, sessions: list[tuple[str, str]], project_id: int, loops: int,
-                    statements: Counter, current: list[str]) -> None:
+                    statements: Counter, current: list[str], flow: str, pending: dict[int, tuple]) -> None:
+    """flow="browser": a labeler ranks the task their last submit answered with (what the page
+    does); flow="two-calls": a GET of the task before every submit. `pending` keeps each labeler's
+    next task between calls."""
     rng = random.Random(0)
     for i in range(loops):
-        cookie, csrf = sessions[i % len(sessions)]
+        who = i % len(sessions)
+        cookie, csrf = sessions[who]
         headers = {"host": "127.0.0.1", "cookie": f"{SESSION_COOKIE}={cookie}", "hx-request": "true",
                    "x-csrf-token": csrf}
-        current[0] = "next"
-        status, body = await caller.request("GET", f"/projects/{project_id}/label", headers)
-        if status != 200:
-            raise SystemExit(f"next-task answered {status}: {body[:300]!r}")
-        match = ASSIGNMENT_RE.search(body)
-        if match is None:
-            raise SystemExit("queue empty: create more tasks (--tasks)")
-        ids = [int(c) for c in COMPLETION_RE.findall(body)]
+        task = pending.pop(who, None) if flow == "browser" else None
+        if task is None:
+            current[0] = "next"
+            status, body = await caller.request("GET", f"/projects/{project_id}/label", headers)
+            if status != 200:
+                raise SystemExit(f"next-task answered {status}: {body[:300]!r}")
+            task = parse_task(body)
+            if task is None:
+                raise SystemExit("queue empty: create more tasks (--tasks)")
+        assignment, ids = task
+        ids = list(ids)
         rng.shuffle(ids)
         groups = [[ids[0], ids[1]]] + [[c] for c in ids[2:]]
         form = urlencode({"ranking": json.dumps(groups), "time_spent_ms": str(rng.randint(2000, 60000)),
                           "flag": f"{ids[-1]}:off_topic"}).encode()
         current[0] = "submit"
         status, body = await caller.request(
-            "POST", f"/projects/{project_id}/label/{int(match.group(1))}",
+            "POST", f"/projects/{project_id}/label/{assignment}",
             {**headers, "content-type": "application/x-www-form-urlencoded"}, form)
         if status != 200 or b"Saved." not in body:
             raise SystemExit(f"submit answered {status}: {body[:300]!r}")
+        next_task = parse_task(body)
+        if next_task is not None:
+            pending[who] = next_task
         current[0] = "other"
 
 
@@ -136,6 +153,8 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database", default="ranklab_cpu", help="Postgres database to (re)create")
+    parser.add_argument("--flow", choices=["browser", "two-calls"], default="browser",
+                        help="browser: rank the task the submit answered with; two-calls: GET before every submit")
     parser.add_argument("--profile", help="write a yappi profile (pstats format, all threads) here")
     args = parser.parse_args()
 
@@ -163,8 +182,9 @@ def main() -> None:
         statements[current[0]] += 1
 
     caller = AsgiCaller(app)
+    pending: dict[int, tuple] = {}
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(run_loops(caller, sessions, project_id, args.warmup, Counter(), current))
+    loop.run_until_complete(run_loops(caller, sessions, project_id, args.warmup, Counter(), current, args.flow, pending))
     statements.clear()
     if args.profile:
         import yappi
@@ -178,7 +198,7 @@ def main() -> None:
     for _ in range(args.rounds):
         pg0 = postgres_backends_cpu(app.state.engine, database) if args.db == "postgres" else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        loop.run_until_complete(run_loops(caller, sessions, project_id, per_round, statements, current))
+        loop.run_until_complete(run_loops(caller, sessions, project_id, per_round, statements, current, args.flow, pending))
         web.append((time.process_time() - cpu0) / per_round)
         walls.append((time.perf_counter() - wall0) / per_round)
         if args.db == "postgres":
@@ -195,10 +215,10 @@ def main() -> None:
             if values else "   n/a"
 
     print(f"labeling loop CPU, {args.db}, {n} loops over {args.labelers} labelers (K={args.k}), one at a time, "
-          f"{args.rounds} rounds")
+          f"{args.rounds} rounds, {args.flow} flow")
     print(f"  web process CPU   {ms(web)}   (wall {statistics.median(walls) * 1000:.2f} ms/loop median)")
     print(f"  Postgres CPU      {ms(pg)}")
-    print(f"  SQL statements    next {statements['next'] / n:.1f}, submit {statements['submit'] / n:.1f} per request")
+    print(f"  SQL statements    next {statements['next'] / n:.1f}, submit {statements['submit'] / n:.1f} per loop")
     print(f"  load average      {os.getloadavg()[0]:.2f}")
 
 

@@ -175,22 +175,34 @@ async def login(client, index: int, project_id: int) -> dict[str, str]:
     return {"HX-Request": "true", "X-CSRF-Token": CSRF_RE.search(page.text).group(1)}
 
 
+def parse_task(text: str) -> tuple[int, list[int]] | None:
+    """The assignment and completion ids of the task fragment in a page or htmx response."""
+    match = ASSIGNMENT_RE.search(text)
+    if match is None:
+        return None
+    return int(match.group(1)), [int(c) for c in COMPLETION_RE.findall(text)]
+
+
 async def labeler(index: int, client, headers: dict[str, str], project_id: int, stop_at: float,
-                  stats: Stats, retry_fraction: float, max_loops: int) -> None:
+                  stats: Stats, retry_fraction: float, max_loops: int, flow: str) -> None:
+    """One labeler. flow="browser": what ranking.js and htmx do — the submit's answer carries the
+    next task, which is ranked next (one request per ranking). flow="two-calls": a GET of the task
+    before every submit, as a client that ignores the submit's answer would do."""
     rng = random.Random(index)
+    task = None
     while time.time() < stop_at and stats.loops < max_loops:
-        response = await timed(stats, "next", client.get(f"/projects/{project_id}/label", headers))
-        if response.status != 200:
-            stats.errors[f"next {response.status}"] += 1
-            continue
-        text = response.text
-        match = ASSIGNMENT_RE.search(text)
-        if match is None:
-            stats.errors["queue empty"] += 1
-            await asyncio.sleep(0.5)
-            continue
-        assignment = int(match.group(1))
-        ids = [int(c) for c in COMPLETION_RE.findall(text)]
+        if task is None or flow == "two-calls":
+            response = await timed(stats, "next", client.get(f"/projects/{project_id}/label", headers))
+            if response.status != 200:
+                stats.errors[f"next {response.status}"] += 1
+                continue
+            task = parse_task(response.text)
+            if task is None:
+                stats.errors["queue empty"] += 1
+                await asyncio.sleep(0.5)
+                continue
+        assignment, ids = task
+        ids = list(ids)
         rng.shuffle(ids)
         groups = [[ids[0], ids[1]]] + [[c] for c in ids[2:]]  # one tie per ranking
         form = {"ranking": json.dumps(groups), "time_spent_ms": str(rng.randint(2000, 60000)),
@@ -205,12 +217,14 @@ async def labeler(index: int, client, headers: dict[str, str], project_id: int, 
         if response.status == 200 and "Saved." in response.text:
             stats.accepted.add((index, assignment))
             stats.loops += 1
+            task = parse_task(response.text)  # the next task, already leased to this labeler
         else:
             stats.errors[f"submit {response.status}"] += 1
+            task = None
 
 
 async def run_team(base: str, project_id: int, labelers: int, seconds: float, stats: Stats, retry_fraction: float,
-                   max_loops: int, client_kind: str, meter: CpuMeter) -> float:
+                   max_loops: int, client_kind: str, meter: CpuMeter, flow: str) -> float:
     """Logs everyone in first (argon2 is slow on purpose), then runs the timed phase."""
     clients = [rawhttp.Connection(base) if client_kind == "raw" else HttpxConnection(base) for _ in range(labelers)]
     try:
@@ -219,7 +233,7 @@ async def run_team(base: str, project_id: int, labelers: int, seconds: float, st
         headers = [await login(c, i, project_id) for i, c in enumerate(clients)]
         meter.read()
         started = time.time()
-        await asyncio.gather(*(labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops)
+        await asyncio.gather(*(labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops, flow)
                                for i, (c, h) in enumerate(zip(clients, headers))))
         elapsed = time.time() - started
         meter.read()
@@ -268,6 +282,9 @@ def main() -> None:
     parser.add_argument("--retry-fraction", type=float, default=0.05, help="share of submits sent twice on purpose")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="raw: bench/rawhttp.py (light); httpx: to compare what the client costs")
+    parser.add_argument("--flow", choices=["browser", "two-calls"], default="browser",
+                        help="browser: rank the task the submit answered with (what the page does); "
+                             "two-calls: GET the task before every submit")
     parser.add_argument("--url", help="use a running server instead (its DB must be --db-url)")
     parser.add_argument("--db-url", help="database of the running server given by --url")
     args = parser.parse_args()
@@ -288,7 +305,7 @@ def main() -> None:
     meter = CpuMeter(server_pid=server.pid if server is not None else None, db_url=url)
     try:
         elapsed = asyncio.run(run_team(base, project_id, args.labelers, args.seconds, stats, args.retry_fraction,
-                                       args.max_loops, args.client, meter))
+                                       args.max_loops, args.client, meter, args.flow))
     finally:
         if server is not None:
             server.terminate()
@@ -297,8 +314,8 @@ def main() -> None:
     server_errors = sum(n for key, n in stats.errors.items() if key.split()[-1].startswith("5"))
     server_ms, client_ms, postgres_ms = meter.per_loop_ms(stats.loops)
     print(f"\nranklab labeling load — {args.labelers} labelers, {args.db}, {args.workers} uvicorn workers, "
-          f"{args.client} client, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"  loops/s             {stats.loops / elapsed:8.1f}   ({stats.loops} loops = next-task + submit)")
+          f"{args.client} client, {args.flow} flow, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"  loops/s             {stats.loops / elapsed:8.1f}   ({stats.loops} loops = rankings stored, each with the next task handed out)")
     for name in ("next", "submit"):
         values = stats.latencies[name]
         print(f"  {name:<7} p50 / p99    {percentile(values, .5) * 1000:6.1f} / {percentile(values, .99) * 1000:6.1f} ms"

@@ -142,7 +142,7 @@ def _insert_table(conn: Connection, table: Table, path: Path, expected: int, rew
     batch: list[dict[str, Any]] = []
     count = 0
     for row in _read_rows(codec, path):
-        if table.name == "model_versions":
+        if table.name == "model_versions":  # the one table holding file paths (of artifact folders)
             row["artifact_path"] = rewrite(row["artifact_path"])
         if later and any(row[c] is not None for c in later):
             deferred.append({**{f"k_{c}": row[c] for c in pk}, **{f"s_{c}": row[c] for c in later}})

@@ -51,6 +51,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_default_queue=TRAIN_QUEUE,
         task_track_started=True,
         broker_connection_retry_on_startup=True,
+        # A worker outlives any broker outage (Celery's default gives up after 100 tries, ~45 min
+        # without Redis); the round's claim and heartbeat make a late start safe.
+        broker_connection_max_retries=None,
         broker_connection_timeout=3,
         result_extended=True,
         imports=["worker.tasks"],

@@ -14,7 +14,7 @@ from app.deps import ExportTokenDep, SettingsDep
 from app.exports import formats, service
 from app.exports.service import PairStyle
 from app.projects.deps import ProjectDep
-from app.projects.schemas import ErrorOut
+from app.projects.schemas import UNPROCESSABLE, ErrorOut
 
 api_router = APIRouter(prefix="/api/v1/projects/{project_id}/exports", tags=["exports"])
 
@@ -27,7 +27,7 @@ class ExportFormat(StrEnum):
 FormatQuery = Annotated[ExportFormat, Query(alias="format", description="jsonl (streamed) or parquet.")]
 RESPONSES = {200: {"description": "JSONL (one object per line) or a Parquet file.",
                    "content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}}},
-             401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}}
+             401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, **UNPROCESSABLE}
 
 
 @api_router.get("/rankings", summary="Export every ranking", response_class=StreamingResponse, responses=RESPONSES)

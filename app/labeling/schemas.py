@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+
+from app.api_types import INT32_MAX, DbId, Text
 
 from app.labeling.errors import InvalidSubmission
 
@@ -19,20 +21,21 @@ class RankingIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ranking: list[list[StrictInt]]
+    ranking: list[list[DbId]]
     """Groups of completion ids, best first; ids in one group are tied."""
-    flags: dict[int, list[str]] = Field(default_factory=dict)
+    flags: dict[Annotated[int, Field(ge=1, le=INT32_MAX)], list[Text]] = Field(default_factory=dict)
     """Completion id -> names from the project's flag list."""
-    none_acceptable: bool = False
-    time_spent_ms: Annotated[int, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
+    # Strict: JSON `false` or "12" is a client bug, not a number of milliseconds (the form parses its own).
+    none_acceptable: StrictBool = False
+    time_spent_ms: Annotated[StrictInt, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
     """Active time the client measured (the server also keeps leased_at -> submitted)."""
-    comment: str = Field(default="", max_length=MAX_COMMENT_CHARS)
+    comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
 
 
 class SkipIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(max_length=1000)
+    reason: Text = Field(max_length=1000)
 
     @field_validator("reason")
     @classmethod
@@ -66,10 +69,16 @@ def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> Rankin
     try:
         return RankingIn(ranking=groups, flags=flags,
                          none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
-                         time_spent_ms=form.get("time_spent_ms") or None,
+                         time_spent_ms=_form_int(form.get("time_spent_ms")),
                          comment=str(form.get("comment") or ""))
     except ValidationError as exc:
         raise InvalidSubmission(describe_validation_error(exc)) from None
+
+
+def _form_int(value: Any) -> Any:
+    """A form field is text: digits become an int, other text is left for the model to refuse."""
+    text = str(value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else (text or None)
 
 
 def skip_from_form(form: Mapping[str, Any]) -> SkipIn:

@@ -3,16 +3,17 @@ that answers a non-UTF-8 JSON body with a message instead of FastAPI's bare 400.
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, Response, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from app.api_types import id_path
 from app.deps import DbDep
 from app.models import Project
 from app.projects import service
 
 
-def project_from_path(db: DbDep, project_id: Annotated[int, Path(description="The project's id.")]) -> Project:
+def project_from_path(db: DbDep, project_id: Annotated[int, id_path("The project's id.")]) -> Project:
     project = service.get_project(db, project_id=project_id)
     if project is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"project_id: no project {project_id}.")

@@ -4,11 +4,11 @@ from fastapi import APIRouter, HTTPException, status
 from app.deps import AdminTokenDep, AnyTokenDep, DbDep, ExportTokenDep, UploadTokenDep
 from app.projects import service
 from app.projects.deps import JsonApiRoute, ProjectDep
-from app.projects.schemas import ErrorOut, ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
+from app.projects.schemas import UNPROCESSABLE, ErrorOut, ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
 
 api_router = APIRouter(prefix="/api/v1", tags=["projects"], route_class=JsonApiRoute)
 ERRORS = {401: {"model": ErrorOut, "description": "Missing or unknown token."},
-          403: {"model": ErrorOut, "description": "The token lacks the scope."}}
+          403: {"model": ErrorOut, "description": "The token lacks the scope."}, **UNPROCESSABLE}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such project."}}
 
 

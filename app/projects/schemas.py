@@ -2,24 +2,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api_types import Text
+
 STRICT_BODY = ConfigDict(extra="forbid", strict=True)
+FlagName = Annotated[Text, Field(min_length=1, max_length=64)]
 
 
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"name": "support answers", "guidelines": "Prefer correct, short answers.", "k_min": 4, "k_max": 6,
          "overlap": 3}]})
-    name: str = Field(min_length=1, max_length=200, description="Unique among projects.")
-    description: str = ""
-    guidelines: str = Field("", description="Markdown shown to labelers beside every task.")
+    name: Text = Field(min_length=1, max_length=200, description="Unique among projects.")
+    description: Text = ""
+    guidelines: Text = Field("", description="Markdown shown to labelers beside every task.")
     k_min: int = Field(4, ge=4, le=9, description="Fewest completions per task.")
     k_max: int = Field(9, ge=4, le=9, description="Most completions per task (≥ k_min).")
     overlap: int = Field(1, ge=1, le=50, description="Independent rankings wanted per task.")
     lease_minutes: int = Field(30, ge=1, le=7 * 24 * 60, description="How long a labeler holds a task.")
-    flags: list[str] | None = Field(None, description="Per-completion flags labelers can set. "
+    flags: list[FlagName] | None = Field(None, description="Per-completion flags labelers can set. "
                                                       "Default: unsafe, factually_wrong, off_topic.")
 
 
@@ -27,14 +31,14 @@ class ProjectUpdate(BaseModel):
     """Only the fields sent are changed."""
 
     model_config = STRICT_BODY
-    name: str | None = Field(None, min_length=1, max_length=200)
-    description: str | None = None
-    guidelines: str | None = None
+    name: Text | None = Field(None, min_length=1, max_length=200)
+    description: Text | None = None
+    guidelines: Text | None = None
     k_min: int | None = Field(None, ge=4, le=9)
     k_max: int | None = Field(None, ge=4, le=9)
     overlap: int | None = Field(None, ge=1, le=50)
     lease_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
-    flags: list[str] | None = None
+    flags: list[FlagName] | None = None
 
 
 class ProjectOut(BaseModel):
@@ -66,3 +70,20 @@ class ProgressOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="What was wrong, naming the field or line, and what to send instead.")
+
+
+class FieldErrorOut(BaseModel):
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "k_min"] or ["path", "project_id"].')
+    msg: str
+    type: str
+
+
+class UnprocessableOut(BaseModel):
+    """Every 422 of /api/v1: a request FastAPI could not parse gets the list of field errors,
+    a value a service refused gets one sentence naming the field."""
+
+    detail: str | list[FieldErrorOut] = Field(description="The refused field(s) and why.")
+    message: str | None = Field(None, description="The field errors in one line (with the list form).")
+
+
+UNPROCESSABLE = {422: {"model": UnprocessableOut, "description": "A refused field, named; nothing was changed."}}

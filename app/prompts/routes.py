@@ -9,18 +9,21 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.deps import DbDep, SettingsDep, UploadTokenDep
 from app.limits import STREAMED_TYPES
 from app.projects.deps import JsonApiRoute, ProjectDep
-from app.projects.schemas import ErrorOut
+from app.api_types import Text
+from app.projects.schemas import UNPROCESSABLE, ErrorOut
 from app.prompts import service
 from app.prompts.jsonl import read_lines, spool_stream
-from app.prompts.schemas import CompletionOut, CompletionsIn, GroupIngestOut, IngestOut, PromptBatchIn, TaskOut
+from app.prompts.schemas import (BatchRejectedOut, CompletionOut, CompletionsIn, GroupIngestOut, IngestOut, PromptBatchIn,
+                                 TaskOut)
 
 api_router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["uploads"], route_class=JsonApiRoute)
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut, "description": "No such project."},
-          413: {"model": ErrorOut, "description": "Body over the size limit."}}
+          413: {"model": ErrorOut, "description": "Body over the size limit."}, **UNPROCESSABLE}
 FILE_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Neither multipart nor JSONL."}}
 JSONL_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
@@ -30,7 +33,8 @@ JSONL_BODY = {"requestBody": {"required": True, "content": {
 
 
 @api_router.post("/prompts", response_model=IngestOut, summary="Upload prompts (JSON batch)",
-                 responses={**ERRORS, 422: {"description": "A refused prompt; nothing of the batch was stored."}})
+                 responses={**ERRORS, 422: {"model": BatchRejectedOut,
+                                             "description": "A refused prompt; nothing of the batch was stored."}})
 def upload_prompts(body: PromptBatchIn, project: ProjectDep, db: DbDep, settings: SettingsDep, _token: UploadTokenDep):
     """All or nothing: if any prompt is refused the answer is 422 naming it (`prompts[i].field`)
     and nothing is stored. Prompts whose external_id is already stored are counted as
@@ -64,10 +68,10 @@ async def upload_prompts_jsonl(request: Request, project: ProjectDep, db: DbDep,
 @api_router.post("/prompts/{external_id:path}/completions", response_model=TaskOut, status_code=201,
                  summary="Upload completions for a prompt",
                  responses={**ERRORS, 200: {"model": TaskOut, "description": "This set was already uploaded."},
-                            422: {"description": "K outside the project's range, empty text, ..."}})
+                            422: {**UNPROCESSABLE[422], "description": "K outside the project's range, empty text, ..."}})
 def upload_completions(body: CompletionsIn, project: ProjectDep, db: DbDep, settings: SettingsDep,
                        response: Response, _token: UploadTokenDep,
-                       external_id: Annotated[str, Path(description="The prompt's external_id (URL-encoded).")]):
+                       external_id: Annotated[Text, Path(description="The prompt's external_id (URL-encoded).")]):
     """The completions (between the project's k_min and k_max) become one ranking task, shown
     to labelers in random order. Re-posting the same set of texts for the prompt returns the
     existing task with status 200 (`created: false`) and stores nothing; a different set makes
@@ -109,12 +113,23 @@ async def _uploaded_file(request: Request) -> AsyncIterator[IO[bytes]]:
     or a raw JSONL body (spooled here)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=10) as form:
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except StarletteHTTPException as exc:
+            if exc.status_code != status.HTTP_400_BAD_REQUEST:
+                raise  # 413 from the body limit
+            # Starlette's bare 400 "Invalid multipart data." becomes a 422 that says what to send.
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"file: the multipart body could not be read ({exc.detail}); send the JSONL file "
+                                "as multipart field 'file'") from None
+        try:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                     "file: missing; send the JSONL file as multipart field 'file'")
             yield upload.file
+        finally:
+            await form.close()
         return
     if content_type.startswith(STREAMED_TYPES):
         spool = await spool_stream(request.stream())

@@ -4,12 +4,14 @@ The same models validate the JSON batch bodies and every line of a JSONL upload,
 (e.g. "the last chat turn is the user's") is written once."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from app.api_types import JsonObject, Text
 from app.models import PromptSplit
+from app.projects.schemas import UnprocessableOut
 
 STRICT = ConfigDict(extra="forbid")
 
@@ -17,7 +19,7 @@ STRICT = ConfigDict(extra="forbid")
 class ChatMessage(BaseModel):
     model_config = STRICT
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
     @field_validator("content")
     @classmethod
@@ -35,15 +37,15 @@ class PromptIn(BaseModel):
         {"external_id": "chat-3", "messages": [{"role": "system", "content": "Be brief."},
                                                {"role": "user", "content": "Name three primes."}]},
     ]})
-    external_id: str | None = Field(None, min_length=1, max_length=200, description=(
+    external_id: Text | None = Field(None, min_length=1, max_length=200, description=(
         "Your id for the prompt, unique within the project. Uploads are idempotent by it: a prompt whose "
         "external_id is already stored is counted as already_present and left unchanged. Left out, it is "
         "derived from the content (`sha256:` + 32 hex digits), so re-uploading the same text is idempotent too."))
-    text: str | None = Field(None, description="A plain-text prompt.")
+    text: Text | None = Field(None, description="A plain-text prompt.")
     messages: list[ChatMessage] | None = Field(None, description=(
         "A chat prompt: turns with role system|user|assistant and string content; a system turn may only come "
         "first and the last turn must be the user's."))
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object, kept with the prompt.")
+    metadata: JsonObject = Field(default_factory=dict, description="Any JSON object, kept with the prompt.")
     split: PromptSplit = Field(PromptSplit.train, description="validation prompts are held out of reward-model training.")
 
     @field_validator("text")
@@ -85,9 +87,9 @@ def _check_turns(messages: list[ChatMessage]) -> None:
 
 class CompletionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    text: str = Field(description="The completion to rank.")
-    model: str = Field("", max_length=200, description="Free-form name of the model that wrote it.")
-    generation_params: dict[str, Any] = Field(default_factory=dict,
+    text: Text = Field(description="The completion to rank.")
+    model: Text = Field("", max_length=200, description="Free-form name of the model that wrote it.")
+    generation_params: JsonObject = Field(default_factory=dict,
                                               description="How it was sampled (temperature, top_p, ...), kept as given.")
 
     @field_validator("text")
@@ -113,10 +115,10 @@ class CompletionGroupIn(CompletionsIn):
     itself (`text` or `messages`), which is stored first when it is new."""
 
     model_config = ConfigDict(extra="forbid")
-    external_id: str | None = Field(None, min_length=1, max_length=200)
-    text: str | None = None
+    external_id: Text | None = Field(None, min_length=1, max_length=200)
+    text: Text | None = None
     messages: list[ChatMessage] | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     split: PromptSplit = PromptSplit.train
 
     @model_validator(mode="after")
@@ -142,6 +144,10 @@ class PromptBatchIn(BaseModel):
 class RejectedLine(BaseModel):
     line: int = Field(description="1-based line number in the file (item number for JSON batches).")
     reason: str
+
+
+class BatchRejectedOut(UnprocessableOut):
+    errors: list[RejectedLine] = Field(default_factory=list, description="Each refused prompt with its reason.")
 
 
 class IngestOut(BaseModel):

@@ -12,7 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STRICT = ConfigDict(extra="forbid")
+from app.api_types import INT32_MAX, Text
+
+# NaN and Infinity would pass `ge=0` checks and then not fit in a JSONB config (or a sane run).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PromptSelection(BaseModel):
@@ -37,7 +40,8 @@ class GenerationSettings(BaseModel):
     prompts_per_task: int = Field(8, ge=1, le=1024, description=(
         "Prompts per generation job: generation is split into jobs of this many prompts so several "
         "workers can share it."))
-    seed: int | None = Field(0, description="Sampling seed (per job it is offset by the job number); null = random.")
+    seed: int | None = Field(0, ge=0, le=INT32_MAX,
+                             description="Sampling seed (per job it is offset by the job number); null = random.")
 
 
 class RewardSettings(BaseModel):
@@ -92,14 +96,14 @@ class LabelingThreshold(BaseModel):
 class RoundConfigIn(BaseModel):
     """Everything an admin chooses for a round; saved with the round (TrainingRound.config)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
         {"k": 4, "prompts": {"count": 16}, "labeling": {"min_coverage": 1.0, "auto_start": True}}]})
-    model: str = Field("", max_length=500, description=(
+    model: Text = Field("", max_length=500, description=(
         "Starting policy: a hub id or a folder on the worker. Empty: the project's latest trained policy, "
         "or the bundled SmolLM2-135M-Instruct (converted once under the data dir) for a first round."))
     k: int | None = Field(None, ge=4, le=9, description="Completions per prompt; within the project's k range "
                                                         "(default: the project's k_min).")
-    seed: int = Field(0, description="Seed for the validation split and training.")
+    seed: int = Field(0, ge=0, le=INT32_MAX, description="Seed for the validation split and training.")
     prompts: PromptSelection = Field(default_factory=PromptSelection)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     reward: RewardSettings = Field(default_factory=RewardSettings)

@@ -30,7 +30,8 @@ def test_login_sets_httponly_session_and_logout_invalidates_it(client, db):
 
     response = client.post("/logout", data={"csrf_token": csrf_of(client, db)}, follow_redirects=False)
     assert response.status_code == 303
-    assert 'ranklab_session=""' in response.headers["set-cookie"] and "max-age=0" in response.headers["set-cookie"].lower()
+    cleared = response.headers["set-cookie"].lower()
+    assert 'ranklab_session=""' in cleared and "max-age=0" in cleared
     db.rollback()
     assert db.scalar(select(WebSession).where(WebSession.token_hash == token_digest(old_token))) is None
     client.cookies.set("ranklab_session", old_token)  # a copy of the cookie kept by someone

@@ -2,7 +2,7 @@
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
 from app.auth import service
@@ -60,7 +60,8 @@ def login(request: Request, db: DbDep, settings: SettingsDep,
                     "error": "Wrong email or password."}, status_code=401)
     token = service.start_session(db, user=user, hours=settings.session_hours)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_hours * 3600, **_cookie_flags(request, settings))
+    response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_hours * 3600,
+                        **_cookie_flags(request, settings))
     return response
 
 

@@ -112,8 +112,8 @@ JSON_BODIES: dict[tuple[str, str], dict] = {
 """Well-formed bodies for routes that check access inside the endpoint, after FastAPI validated the
 body: without one, every caller would get 422 before the access check. Other routes get no body."""
 
-MOUNTS = {"/static": PUBLIC}
-"""Mounted apps (whole folders), by path."""
+MOUNTS = {"/static": (PUBLIC, "css/app.css")}
+"""Mounted apps (whole folders) by path: their category and a file to ask for."""
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

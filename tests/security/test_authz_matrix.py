@@ -22,9 +22,9 @@ from sqlalchemy import select
 from app.auth import service as auth_service
 from app.auth.security import token_digest
 from app.deps import SESSION_COOKIE
+from app.main import create_app
 from app.models import Assignment, Prompt, Role, WebSession, utcnow
 from app.settings import Settings
-from app.main import create_app
 from tests.factories import make_project, make_task, make_token, make_user
 from tests.rounds.helpers import make_round, make_version
 from tests.security import route_table as rt
@@ -86,7 +86,7 @@ def build_world(db, settings: Settings) -> World:
     other = make_user(db, projects=[elsewhere])
     victim = make_user(db, projects=[project])  # the user_id in /admin/users/{user_id}/... paths
     tasks = [make_task(db, project) for _ in range(2)]
-    # Each labeling caller holds a task of its own, so submit/skip reach the ranking checks (422 for an empty body).
+    # Each labeling caller holds a task of its own, so that submit and skip get past the access checks.
     lease = utcnow() + timedelta(hours=1)
     held = {}
     for name, user, task in (("labeler", labeler, tasks[0]), ("admin", admin, tasks[1])):
@@ -139,7 +139,8 @@ def test_every_route_is_classified(tmp_path):
                               embedded_worker=False, _env_file=None))
     entries = rt.app_routes(app)
     assert len(entries) >= 50  # the route table was really read
-    assert not [e for e in entries if e.category is None], rt.unclassified_message([e for e in entries if e.category is None])
+    unclassified = [e for e in entries if e.category is None]
+    assert not unclassified, rt.unclassified_message(unclassified)
     stale = set(rt.ROUTES) - {(e.method, e.path) for e in entries}
     assert not stale, f"ROUTES in tests/security/route_table.py names routes the app no longer has: {sorted(stale)}"
     assert set(rt.app_mounts(app)) == set(rt.MOUNTS), "classify each mounted app in MOUNTS"
@@ -166,8 +167,8 @@ def test_authorization_matrix(principal, app, db, settings):
             expected, got = EXPECTED[entry.category][principal], outcome(response)
             if got != expected:
                 wrong.append(f"{entry.method} {url} [{entry.category}]: expected {expected}, got {got}")
-        for mount, category in rt.MOUNTS.items():
-            response = client.get(f"{mount}/css/app.css", headers=credentials(db, world, principal))
+        for mount, (category, sample) in rt.MOUNTS.items():
+            response = client.get(f"{mount}/{sample}", headers=credentials(db, world, principal))
             if outcome(response) != EXPECTED[category][principal]:
-                wrong.append(f"GET {mount}/css/app.css [{category}]: got {outcome(response)}")
+                wrong.append(f"GET {mount}/{sample} [{category}]: got {outcome(response)}")
     assert not wrong, f"as {principal}:\n" + "\n".join(wrong)

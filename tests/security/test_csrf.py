@@ -48,8 +48,8 @@ def test_every_cookie_state_change_needs_the_sessions_csrf_token(app, db, settin
                                           headers={"Cookie": f"{SESSION_COOKIE}={cookie}", **headers})
                 if response.status_code != 403 or "CSRF" not in response.text:
                     unguarded.append(f"{entry.method} {entry.path} with {what}: {response.status_code}")
-    assert not unguarded, ("State changes that a session cookie reaches must declare dependencies=[CsrfDep] "
-                           "(or, if they need none, be listed in CSRF_EXEMPT with the reason):\n" + "\n".join(unguarded))
+    assert not unguarded, ("State changes that a session cookie reaches must declare dependencies=[CsrfDep] (or, "
+                           "if they need none, be listed in CSRF_EXEMPT with the reason):\n" + "\n".join(unguarded))
 
     # None of the refused requests changed anything.
     db.expire_all()

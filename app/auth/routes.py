@@ -2,7 +2,7 @@
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse
 
 from app.auth import service
@@ -31,6 +31,19 @@ def _cookie_flags(request: Request, settings: Settings) -> dict:
     return {"httponly": True, "samesite": "lax", "secure": secure, "path": "/"}
 
 
+def same_origin_only(request: Request) -> None:
+    """CSRF protection for the login form, where no session (and so no CSRF token) exists yet: a
+    hostile page could otherwise log a visitor into the attacker's account. Browsers mark every
+    cross-site form post (Sec-Fetch-Site, Origin); clients that are not browsers send neither and
+    are not affected."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    own_origin = f"{request.url.scheme}://{request.url.netloc}"
+    if fetch_site in ("cross-site", "same-site") or (origin is not None and origin != own_origin):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "Cross-site login refused (CSRF): open the login page of this site and log in there.")
+
+
 def _minutes(seconds: int) -> str:
     minutes = max(1, math.ceil(seconds / 60))
     return "1 minute" if minutes == 1 else f"{minutes} minutes"
@@ -43,7 +56,7 @@ def login_form(request: Request, user: OptionalUserDep, next: str = "/"):
     return page(request, "auth/login.html", {"next": _safe_next(next), "error": None})
 
 
-@router.post("/login", include_in_schema=False)
+@router.post("/login", include_in_schema=False, dependencies=[Depends(same_origin_only)])
 def login(request: Request, db: DbDep, settings: SettingsDep,
           email: Annotated[str, Form()], password: Annotated[str, Form()], next: Annotated[str, Form()] = "/"):
     client = request.client.host if request.client else "unknown"

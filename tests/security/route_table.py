@@ -32,7 +32,8 @@ TOKEN_CATEGORIES = {API_ANY, API_UPLOAD, API_EXPORT, API_ADMIN}
 """Authenticated by an Authorization header, which a browser never adds by itself, and never by
 the session cookie: no CSRF token needed. Every other state change must check one."""
 
-CSRF_EXEMPT = {("POST", "/login"): "nobody is logged in yet; the form makes a new session"}
+CSRF_EXEMPT = {("POST", "/login"): "nobody is logged in yet (no token to check): cross-site posts are refused "
+                                   "by their Origin / Sec-Fetch-Site instead (test_csrf.py)"}
 """State changes outside the token API that need no CSRF token, each with the reason."""
 
 ROUTES: dict[tuple[str, str], str] = {

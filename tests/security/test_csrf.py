@@ -61,3 +61,27 @@ def test_every_cookie_state_change_needs_the_sessions_csrf_token(app, db, settin
     assert db.get(TrainingRound, int(world.path_values["round_id"])).status == "labeling"
     assert db.scalar(select(func.count()).select_from(TrainingRound)) == 1  # no round launched
 
+
+
+def test_a_cross_site_login_post_is_refused_and_starts_no_session(app, db):
+    """Login CSRF: a hostile page posting the attacker's credentials must not log the visitor in."""
+    from tests.factories import PASSWORD, make_user
+
+    user = make_user(db, role="labeler")
+    form = {"email": user.email, "password": PASSWORD}
+    cross_site = {
+        "another Origin": {"Origin": "https://evil.example"},
+        "Sec-Fetch-Site: cross-site": {"Sec-Fetch-Site": "cross-site"},
+        "a sibling subdomain": {"Sec-Fetch-Site": "same-site", "Origin": "http://other.testserver"},
+    }
+    with TestClient(app, follow_redirects=False) as client:
+        for what, headers in cross_site.items():
+            response = client.post("/login", data=form, headers=headers)
+            assert response.status_code == 403 and "CSRF" in response.text, what
+            assert SESSION_COOKIE not in response.cookies, what
+        assert db.scalar(select(func.count()).select_from(WebSession)) == 0
+        # The site's own form (same Origin) and non-browser clients (no Origin) log in.
+        own = client.post("/login", data=form, headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"})
+        assert own.status_code == 303 and SESSION_COOKIE in own.cookies
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.post("/login", data=form).status_code == 303

@@ -53,11 +53,11 @@ def submit_form(request: Request, project_id: int, assignment_id: int, db: DbDep
                 none_acceptable: Annotated[str, Form()] = "", time_spent_ms: Annotated[str, Form()] = "",
                 comment: Annotated[str, Form()] = ""):
     try:
-        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
         data = ranking_from_form({"ranking": ranking, "none_acceptable": none_acceptable,
                                   "time_spent_ms": time_spent_ms, "comment": comment}, flag)
         result, view = submission.submit_ranking(db, user=user, project=project, assignment_id=assignment_id, data=data,
-                                              sweep_every=settings.lease_sweep_seconds)
+                                                 sweep_every=settings.lease_sweep_seconds, labeler_locked=True)
     except LabelingError as exc:
         return _error(request, db, exc)
     if not is_htmx(request):
@@ -70,10 +70,10 @@ def submit_form(request: Request, project_id: int, assignment_id: int, db: DbDep
 def skip_form(request: Request, project_id: int, assignment_id: int, db: DbDep, user: UserDep,
               settings: SettingsDep, reason: Annotated[str, Form()] = "", detail: Annotated[str, Form()] = ""):
     try:
-        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
         data = skip_from_form({"reason": reason, "detail": detail})
         view = submission.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=data.reason,
-                                 sweep_every=settings.lease_sweep_seconds)
+                                    sweep_every=settings.lease_sweep_seconds, labeler_locked=True)
     except LabelingError as exc:
         return _error(request, db, exc)
     if not is_htmx(request):
@@ -149,9 +149,10 @@ def api_submit(project_id: ProjectId, assignment_id: AssignmentId, body: Ranking
                settings: SettingsDep) -> SubmitOut:
     """Stores a ranking (safe to retry: a retry returns the stored one) and returns your next task."""
     try:
-        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
         result, view = submission.submit_ranking(db, user=user, project=project, assignment_id=assignment_id,
-                                              data=body, sweep_every=settings.lease_sweep_seconds)
+                                                 data=body, sweep_every=settings.lease_sweep_seconds,
+                                                 labeler_locked=True)
     except LabelingError as exc:
         _raise(exc)
     return SubmitOut(ranking_id=result.ranking_id, late=result.late, duplicate=result.duplicate,
@@ -163,9 +164,9 @@ def api_submit(project_id: ProjectId, assignment_id: AssignmentId, body: Ranking
 def api_skip(project_id: ProjectId, assignment_id: AssignmentId, body: SkipIn, db: DbDep, user: UserDep,
              settings: SettingsDep) -> SkipOut:
     try:
-        project = service.get_project_for_labeler(db, user=user, project_id=project_id)
+        project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
         view = submission.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=body.reason,
-                                 sweep_every=settings.lease_sweep_seconds)
+                                    sweep_every=settings.lease_sweep_seconds, labeler_locked=True)
     except LabelingError as exc:
         _raise(exc)
     return SkipOut(next=_task_out(view, project))

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
+from app.db import is_sqlite
 from app.labeling import handout
 from app.labeling.content import load_task_content
 from app.labeling.errors import NotAMember, NotFound
@@ -48,6 +49,10 @@ def _progress_columns(overlap):
 # Built once (see handout.py for why).
 _IS_MEMBER = exists().where(ProjectMember.project_id == Project.id, ProjectMember.user_id == bindparam("user_id"))
 _PROJECT_FOR_USER = select(Project, _IS_MEMBER).where(Project.id == bindparam("project_id"))
+# The same, taking the labeler's lock (handout.lock_labeler) in that round trip (Postgres).
+_PROJECT_FOR_USER_LOCKED = (select(Project, _IS_MEMBER,
+                                   func.pg_advisory_xact_lock(bindparam("project_id"), bindparam("user_id")))
+                            .where(Project.id == bindparam("project_id")))
 _PROGRESS = select(*_progress_columns(bindparam("overlap")))
 # The ranking page on every refresh, poll and load after a submit: project, membership, the
 # labeler's live lease (if any) and their progress in one statement.
@@ -104,6 +109,21 @@ def get_project_for_labeler(db: Session, *, user: User, project_id: int) -> Proj
     if row is None:
         raise NotFound(f"Project {project_id} does not exist.")
     project, is_member = row
+    _check_access(project, is_member=is_member, user=user)
+    return project
+
+
+def lock_project_for_labeler(db: Session, *, user: User, project_id: int) -> Project:
+    """get_project_for_labeler for a submit or skip: also starts the write transaction and takes
+    the labeler's lock (see handout.lock_labeler), on Postgres in the same statement. Pass
+    `labeler_locked=True` to the submission function that follows."""
+    handout.start_write_transaction(db)
+    if is_sqlite(db):  # the write lock just taken serialises everything already
+        return get_project_for_labeler(db, user=user, project_id=project_id)
+    row = db.execute(_PROJECT_FOR_USER_LOCKED, {"user_id": user.id, "project_id": project_id}).first()
+    if row is None:
+        raise NotFound(f"Project {project_id} does not exist.")
+    project, is_member, _locked = row
     _check_access(project, is_member=is_member, user=user)
     return project
 

@@ -46,15 +46,17 @@ class SubmitResult:
 
 
 def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: int, data: RankingIn,
-                   sweep_every: float, now: datetime | None = None) -> tuple[SubmitResult, TaskView | None]:
+                   sweep_every: float, now: datetime | None = None,
+                   labeler_locked: bool = False) -> tuple[SubmitResult, TaskView | None]:
     """Stores the ranking and its pairs, then hands out the next task (in the same transaction).
 
     Idempotent: a retry of a stored ranking returns it again (duplicate=True) with the same next task.
-    After the lease expired it is still accepted while the task has a free slot (late=True)."""
+    After the lease expired it is still accepted while the task has a free slot (late=True).
+    `labeler_locked`: the project came from service.lock_project_for_labeler."""
     now = now or utcnow()
     user_id, project_id, overlap, flag_names = user.id, project.id, project.overlap, set(project.flags or [])
-    handout.start_write_transaction(db)
-    handout.lock_labeler(db, project_id=project_id, user_id=user_id)
+    if not labeler_locked:
+        _lock(db, project_id=project_id, user_id=user_id)
     row = db.execute(_ASSIGNMENT_FOR_SUBMIT, {"assignment_id": assignment_id, "user_id": user_id}).first()
     if row is None or row.project_id != project_id:
         raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
@@ -117,14 +119,19 @@ def _checked_flags(flags: dict[int, list[str]], *, completion_ids: set[int], all
     return checked
 
 
+def _lock(db: Session, *, project_id: int, user_id: int) -> None:
+    handout.start_write_transaction(db)
+    handout.lock_labeler(db, project_id=project_id, user_id=user_id)
+
+
 def skip_task(db: Session, *, user: User, project: Project, assignment_id: int, reason: str,
-              sweep_every: float, now: datetime | None = None) -> TaskView | None:
+              sweep_every: float, now: datetime | None = None, labeler_locked: bool = False) -> TaskView | None:
     """Gives the task up with a reason: its slot goes back, this labeler never sees it again.
-    Returns the next task. Skipping twice is harmless."""
+    Returns the next task. Skipping twice is harmless. `labeler_locked`: as for submit_ranking."""
     now = now or utcnow()
     user_id = user.id
-    handout.start_write_transaction(db)
-    handout.lock_labeler(db, project_id=project.id, user_id=user_id)
+    if not labeler_locked:
+        _lock(db, project_id=project.id, user_id=user_id)
     row = db.execute(_ASSIGNMENT_FOR_SUBMIT, {"assignment_id": assignment_id, "user_id": user_id}).first()
     if row is None or row.project_id != project.id:
         raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")

@@ -68,4 +68,4 @@ DbId = Annotated[StrictInt, Field(ge=1, le=INT32_MAX)]
 
 def id_path(description: str) -> Any:
     """A row id in the URL: out of range is a 422 naming the path parameter, not a driver error."""
-    return Path(ge=1, le=INT32_MAX, description=description)
+    return Path(ge=1, le=INT32_MAX, description=description, examples=[1])

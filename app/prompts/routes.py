@@ -71,7 +71,8 @@ async def upload_prompts_jsonl(request: Request, project: ProjectDep, db: DbDep,
                             422: {**UNPROCESSABLE[422], "description": "K outside the project's range, empty text, ..."}})
 def upload_completions(body: CompletionsIn, project: ProjectDep, db: DbDep, settings: SettingsDep,
                        response: Response, _token: UploadTokenDep,
-                       external_id: Annotated[Text, Path(description="The prompt's external_id (URL-encoded).")]):
+                       external_id: Annotated[Text, Path(description="The prompt's external_id (URL-encoded).",
+                                                                         examples=["faq-17"])]):
     """The completions (between the project's k_min and k_max) become one ranking task, shown
     to labelers in random order. Re-posting the same set of texts for the prompt returns the
     existing task with status 200 (`created: false`) and stores nothing; a different set makes

@@ -10,10 +10,15 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from app.settings import ROOT
+from app.text_breaks import add_to_markdown, breakable
 
 # Model output and uploaded prompts are untrusted: raw HTML in markdown is escaped (html=False),
-# and markdown-it's validateLink refuses javascript:/vbscript:/data: links.
+# and markdown-it's validateLink refuses javascript:/vbscript:/data: links. Images are not
+# rendered (`![x](url)` shows as a link): a remote image would be fetched by every labeler's
+# browser (the CSP blocks it anyway). Long unbroken runs get break opportunities (app/text_breaks.py).
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table")
+_markdown.disable("image")
+add_to_markdown(_markdown)
 
 
 # Prompts and completions never change once stored and each is shown many times (every labeler,
@@ -37,6 +42,7 @@ def render_markdown(text: str | None) -> Markup:
 
 templates = Jinja2Blocks(directory=str(ROOT / "templates"))
 templates.env.filters["markdown"] = render_markdown
+templates.env.filters["breakable"] = breakable
 
 
 def is_htmx(request: Request) -> bool:

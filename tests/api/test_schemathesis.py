@@ -3,15 +3,16 @@
 For each operation it sends the schema's examples, boundary values (coverage phase) and random
 valid and invalid requests, with a real token or a real labeler session, against a migrated DB
 seeded so that ids like 1 exist. Every answer must be below 500, carry a status code and content
-type the operation declares, and match the declared schema. Bounded and seeded: the same cases
+type the operation declares and match the declared schema, and a request that breaks the schema
+must get a 4xx. Bounded and seeded: the same cases
 every run, a few minutes in all on 2 cores. Bugs it found are pinned by test_fuzz_regressions.py.
 """
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest

@@ -51,7 +51,14 @@ def jsonl_chunks(sessions: sessionmaker[Session], produce: RowProducer) -> Itera
     with sessions() as db:
         rows = produce(db)
         while chunk := list(islice(rows, ROWS_PER_CHUNK)):
-            yield "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in chunk).encode()
+            yield "".join(_line(row) for row in chunk).encode()
+
+
+def _line(row: dict) -> str:
+    # Raw U+2028/U+2029/U+0085 are valid inside JSON strings, but str.splitlines() and some
+    # readers end a line there: escaped, every row is exactly one "\n"-terminated line.
+    text = json.dumps(row, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
 
 
 def write_parquet(sessions: sessionmaker[Session], produce: RowProducer, schema: pa.Schema) -> str:

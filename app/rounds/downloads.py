@@ -6,6 +6,7 @@ folder whose real path leaves it (a symlink out) are skipped. The zip is written
 is read, so a multi-gigabyte full fine-tune never sits in memory."""
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,13 @@ def resolve_artifact(artifact_path: str | None, *, artifacts_dir: Path) -> Path:
         raise ArtifactUnavailable("nothing is stored at this path under the artifacts folder "
                                   "(a hub id, a deleted folder, or one on another machine)")
     return path
+
+
+def download_filename(version_id: int, kind: str) -> str:
+    """`model-<id>-<kind>.zip`, the kind reduced to [a-z0-9-]: it comes from the DB, and a quote,
+    a newline or a slash in a Content-Disposition filename would break the header or the path."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(kind).lower()).strip("-")[:32] or "artifact"
+    return f"model-{int(version_id)}-{slug}.zip"
 
 
 def artifact_files(path: Path, *, root: Path) -> list[tuple[Path, str]]:

@@ -15,7 +15,8 @@ from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import ModelVersion, Project, TrainingRound
 from app.projects import service as projects
 from app.rounds import charts, launch_form, service, views
-from app.rounds.downloads import ArtifactUnavailable, artifact_files, resolve_artifact, stream_zip
+from app.rounds.downloads import (ArtifactUnavailable, artifact_files, download_filename, resolve_artifact,
+                                  stream_zip)
 from app.settings import Settings
 from app.web import is_htmx, page
 
@@ -219,6 +220,6 @@ def download(db: DbDep, _admin: AdminDep, settings: SettingsDep, version_id: int
     except ArtifactUnavailable as exc:
         raise HTTPException(exc.status_code, f"Cannot download: {exc}.") from exc
     files = artifact_files(path, root=settings.artifacts_dir)
-    filename = f"model-{version.id}-{version.kind}.zip"
+    filename = download_filename(version.id, version.kind)
     return StreamingResponse(stream_zip(files), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})

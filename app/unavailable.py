@@ -58,8 +58,17 @@ def unavailable_response(request: Request) -> Response:
     return HTMLResponse(body, status_code=503, headers={**RETRY_HEADERS, "Vary": "HX-Request"})
 
 
+def is_unstorable_text(exc: BaseException) -> bool:
+    """A NUL character reached PostgreSQL from input no schema checked (the API's bodies are
+    checked by app.api_types; this is the backstop for every other path): the client's fault."""
+    return isinstance(exc, DBAPIError) and "cannot contain NUL" in str(exc.orig)
+
+
 def add_unavailable_handlers(app: FastAPI) -> None:
     async def _database_error(request: Request, exc: Exception) -> Response:
+        if is_unstorable_text(exc):
+            return JSONResponse({"detail": "A text field contains a NUL character (\\x00), which cannot be stored; "
+                                           "remove it and send again."}, status_code=422)
         if not is_unavailable(exc):
             raise exc  # a real error: the server's 500 handler logs it with its traceback
         # One line, not a traceback: during an outage every request lands here.

@@ -124,6 +124,10 @@ def _validated(*, name, guidelines, description, k_min, k_max, overlap, lease_mi
     for field, value in (("guidelines", guidelines), ("description", description)):
         if not isinstance(value, str):
             raise ProjectError(field, "must be a string (Markdown)")
+    for field, value in (("name", name), ("guidelines", guidelines), ("description", description),
+                         *(("flags", f) for f in flags if isinstance(flags, (list, tuple)) and isinstance(f, str))):
+        if "\x00" in value:
+            raise ProjectError(field, "contains a NUL character (\\x00), which cannot be stored; remove it")
     for field, value, low, high in (("k_min", k_min, K_LOWEST, K_HIGHEST), ("k_max", k_max, K_LOWEST, K_HIGHEST),
                                     ("overlap", overlap, 1, MAX_OVERLAP),
                                     ("lease_minutes", lease_minutes, 1, MAX_LEASE_MINUTES)):

@@ -59,3 +59,19 @@ def test_the_app_answers_503_for_an_outage_and_keeps_500_for_a_bug(tmp_path):
     assert (outage.status_code, outage.json(), outage.headers["retry-after"]) == (
         503, {"detail": MESSAGE}, str(RETRY_AFTER_SECONDS))
     assert bug.status_code == 500 and "retry-after" not in bug.headers
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_nul_character_that_reaches_postgres_is_a_422_not_a_500(app, db_url):
+    """The backstop behind the schemas' own NUL checks: PostgreSQL refuses NUL in text."""
+    engine = make_engine(db_url)
+
+    def store_nul():
+        with engine.connect() as conn:
+            conn.execute(text("SELECT CAST(:value AS text)"), {"value": "a\x00b"})
+
+    app.add_api_route("/api/v1/test-nul", store_nul)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/v1/test-nul")
+    engine.dispose()
+    assert response.status_code == 422 and "NUL character" in response.json()["detail"]

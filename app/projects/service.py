@@ -125,7 +125,7 @@ def _validated(*, name, guidelines, description, k_min, k_max, overlap, lease_mi
         if not isinstance(value, str):
             raise ProjectError(field, "must be a string (Markdown)")
     for field, value in (("name", name), ("guidelines", guidelines), ("description", description),
-                         *(("flags", f) for f in flags if isinstance(flags, (list, tuple)) and isinstance(f, str))):
+                         *(("flags", f) for f in (flags if isinstance(flags, (list, tuple)) else ()) if isinstance(f, str))):
         if "\x00" in value:
             raise ProjectError(field, "contains a NUL character (\\x00), which cannot be stored; remove it")
     for field, value, low, high in (("k_min", k_min, K_LOWEST, K_HIGHEST), ("k_max", k_max, K_LOWEST, K_HIGHEST),

@@ -49,6 +49,16 @@ def test_nul_characters_are_refused_in_project_fields(client, db, admin_auth):
     assert count(db, Project) == 1 and db.get(Project, project.id).description == ""
 
 
+def test_patching_flags_to_null_is_a_422_naming_flags(client, db, admin_auth):
+    project = make_project(db, name="kept")
+    flags_before = list(project.flags)
+    response = client.patch(f"/api/v1/projects/{project.id}", headers=admin_auth, json={"flags": None})
+    assert response.status_code == 422 and "flags" in response.text, response.text
+    db.rollback()
+    db.expire_all()
+    assert db.get(Project, project.id).flags == flags_before
+
+
 def test_nul_characters_anywhere_in_a_prompt_batch_store_nothing(client, db, upload_auth):
     project = make_project(db)
     url = f"/api/v1/projects/{project.id}/prompts"

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -164,7 +165,10 @@ def test_postgres_restart_and_outage_give_503s_then_recover_in_the_same_process(
     url, db, project, users = database
     process, base_url, log_path = server
     pid = process.pid
-    result = asyncio.run(_scenario(cluster, base_url, project.id, [u.email for u in users]))
+    # In a thread of its own: a session-scoped Playwright browser (tests/browser) keeps an event
+    # loop running on the main thread for the rest of the run, and asyncio.run refuses to nest.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        result = thread.submit(asyncio.run, _scenario(cluster, base_url, project.id, [u.email for u in users])).result()
     labelers, marks, probes = result["labelers"], result["marks"], result["probes"]
     answers = [a for lab in labelers for a in lab.answers]
     statuses = Counter(a.status for a in answers)

@@ -3,111 +3,57 @@
 A realistic project (rankings with ties and flags, leases and skips, rounds with events, model
 versions with artifact folders as the worker writes them, sessions, tokens) is exported from one
 backend and restored into a fresh database of each backend; every table is compared column by
-column, the artifact bytes file by file, and the restored app answers the same. Postgres targets
-live in their own schema of the test database, so no second database is needed."""
+column, the artifact bytes file by file, and the restored app answers the same."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Column, Integer, MetaData, Table, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from app.backup import schema
 from app.backup.dump import export_all
-from app.backup.format import BackupError, RowCodec
 from app.backup.restore import import_all
 from app.db import make_engine
 from app.main import create_app
-from app.models import (Assignment, Completion, ModelVersion, Project, Prompt, RankingTask, Role, RoundPrompt, User,
-                        WebSession, utcnow)
+from app.models import (
+    Assignment,
+    Completion,
+    ModelVersion,
+    Project,
+    Prompt,
+    RankingTask,
+    Role,
+    RoundPrompt,
+    User,
+    WebSession,
+    utcnow,
+)
 from app.settings import ROOT, Settings
-from tests import services
-from tests.factories import login, make_project, make_ranking, make_task, make_token, make_user
+from tests.backup.helpers import counts, target_settings, write_artifact
+from tests.factories import (
+    login,
+    make_project,
+    make_ranking,
+    make_task,
+    make_token,
+    make_user,
+)
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
 
-PG_SCHEMA = "backup_target"
-
-
-# ---- fixtures ---------------------------------------------------------------------------------
-
-def make_settings(data_dir: Path, url: str) -> Settings:
-    # No secret key in the environment: the data dir's generated key, as `ranklab bootstrap` makes it.
-    return Settings(data_dir=data_dir, database_url=url, secret_key="", embedded_worker=False, _env_file=None)
-
-
-@pytest.fixture
-def source(db_url, tmp_path) -> Settings:
-    settings = make_settings(tmp_path / "source", db_url)
-    settings.resolved_secret_key()
-    return settings
-
-
-@pytest.fixture
-def source_app(source):
-    application = create_app(source)
-    yield application
-    application.state.engine.dispose()
-
-
-@pytest.fixture
-def source_db(source_app):
-    with sessionmaker(bind=source_app.state.engine, expire_on_commit=False)() as session:
-        yield session
-
-
-@pytest.fixture
-def pg_target_url() -> str:
-    """An empty schema of the test database, reached through search_path (even alembic_version)."""
-    url = services.postgres_url()
-    if url is None:
-        services.missing("PostgreSQL")
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
-        conn.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
-    yield make_url(url).update_query_dict({"options": f"-csearch_path={PG_SCHEMA}"}).render_as_string(False)
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
-    engine.dispose()
-
-
-def target_settings(request, tmp_path, backend: str) -> Settings:
-    url = (f"sqlite:///{tmp_path / 'target' / 'ranklab.sqlite'}" if backend == "sqlite"
-           else request.getfixturevalue("pg_target_url"))
-    return make_settings(tmp_path / "target", url)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request, tmp_path) -> Settings:
-    """A fresh, not even migrated, database and data dir: import-all migrates it."""
-    return target_settings(request, tmp_path, request.param)
-
-
 # ---- a realistic project ----------------------------------------------------------------------
-
-def write_artifact(folder: Path, seed: int) -> None:
-    """What worker.ml leaves behind: a config, weights (binary, > one read chunk) and a subfolder."""
-    (folder / "adapter").mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"seed": seed, "kind": folder.name}))
-    (folder / "adapter" / "adapter_model.safetensors").write_bytes(bytes((i * seed) % 256 for i in range(70_000)) * 20)
-
 
 def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     project = make_project(db, name="helpfulness ✓", overlap=2, flags=["unsafe", "too_long"],
                            guidelines="# Rank\nBest **first**.")
-    admin = make_user(db, role=Role.admin)
+    make_user(db, role=Role.admin)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     gone = make_user(db)
     gone.is_active = False
@@ -205,17 +151,6 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def counts(url: str) -> dict[str, int]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            present = set(conn.dialect.get_table_names(conn))
-            return {t.name: conn.scalar(select(func.count()).select_from(t)) for t in schema.tables()
-                    if t.name in present}
-    finally:
-        engine.dispose()
-
-
 def check_restored(source: Settings, target: Settings, manifest: dict) -> None:
     """Every table column by column (artifact paths moved to the target's data dir) and every artifact byte."""
     expected, actual = snapshot(source.sqlalchemy_url), snapshot(target.sqlalchemy_url)
@@ -232,9 +167,9 @@ def check_restored(source: Settings, target: Settings, manifest: dict) -> None:
 
 # ---- the round trip ---------------------------------------------------------------------------
 
-def test_round_trip_keeps_every_row_artifact_and_answer(source, source_app, source_db, target, tmp_path):
-    with TestClient(source_app) as client:
-        built = build_project(source_db, source, client)
+def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target, tmp_path):
+    with TestClient(app) as client:
+        built = build_project(db, source, client)
         before = api_answers(client, built)
     archive = tmp_path / "backup.tar.gz"
     manifest = export_all(source, archive)
@@ -292,10 +227,10 @@ def cli(*args: str, settings: Settings) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(request, source, source_app, source_db,
+def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(request, source, app, db,
                                                                             tmp_path):
-    with TestClient(source_app) as client:
-        build_project(source_db, source, client)
+    with TestClient(app) as client:
+        build_project(db, source, client)
     archive = tmp_path / "cli-backup.tar"
     exported = cli("export-all", "--out", str(archive), settings=source)
     assert exported.returncode == 0, exported.stderr
@@ -316,162 +251,3 @@ def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(requ
     assert counts(target.sqlalchemy_url) == {name: meta["rows"] for name, meta in manifest["tables"].items()}
 
 
-# ---- refusals: a clear message, and nothing written --------------------------------------------
-
-@pytest.fixture
-def small_archive(sqlite_template, tmp_path) -> tuple[Path, Settings]:
-    """A SQLite install with a project, a member, a model version and its artifact, exported."""
-    data = tmp_path / "small"
-    data.mkdir()
-    (data / "ranklab.sqlite").write_bytes(sqlite_template.read_bytes())
-    settings = make_settings(data, f"sqlite:///{data / 'ranklab.sqlite'}")
-    engine = make_engine(settings.sqlalchemy_url)
-    with Session(engine, expire_on_commit=False) as db:
-        project = make_project(db)
-        make_user(db, projects=[project])
-        write_artifact(settings.artifacts_dir / "project-1" / "round-0" / "policy", 5)
-        make_version(db, project, artifact_path=str(settings.artifacts_dir / "project-1" / "round-0" / "policy"))
-    engine.dispose()
-    archive = tmp_path / "small.tar"
-    export_all(settings, archive)
-    return archive, settings
-
-
-def rewrite_archive(source: Path, target: Path, edit: Callable[[str, bytes], bytes | None], *,
-                    fix_checksums: bool = False) -> Path:
-    """A copy of the archive with members changed by `edit` (None drops one); optionally with the
-    manifest's checksums recomputed, as a careful forger would."""
-    import hashlib
-
-    digests = {}
-    with tarfile.open(source) as old, tarfile.open(target, "w") as new:
-        for member in old:
-            data = edit(member.name, old.extractfile(member).read())
-            if data is None:
-                continue
-            if member.name == "manifest.json" and fix_checksums:
-                manifest = json.loads(data)
-                manifest["files"].update(digests)
-                data = json.dumps(manifest).encode()
-            digests[member.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-            info = tarfile.TarInfo(member.name)
-            info.size = len(data)
-            new.addfile(info, io.BytesIO(data))
-    return target
-
-
-def assert_nothing_restored(target: Settings) -> None:
-    assert not any(counts(target.sqlalchemy_url).values())
-    assert not target.artifacts_dir.exists() or not any(target.artifacts_dir.iterdir())
-    assert not (target.data_dir / "secret_key").exists()
-    assert not list(target.data_dir.glob(".restore-tmp-*"))  # the staging folder is gone too
-
-
-def test_a_corrupted_archive_is_refused_before_anything_is_written(small_archive, target, tmp_path):
-    archive, _ = small_archive
-    flipped = rewrite_archive(archive, tmp_path / "flipped.tar", lambda name, data: data.replace(b"project", b"prOject")
-                              if name == "tables/projects.jsonl" else data)
-    with pytest.raises(BackupError, match=r"checksum mismatch for tables/projects\.jsonl .* Nothing was restored"):
-        import_all(target, flipped)
-    assert_nothing_restored(target)
-
-    truncated = tmp_path / "truncated.tar"
-    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    with pytest.raises(BackupError, match=r"cannot be read as a tar archive|has no manifest\.json"):
-        import_all(target, truncated)
-    dropped = rewrite_archive(archive, tmp_path / "dropped.tar",
-                              lambda name, data: None if name.endswith("adapter_model.safetensors") else data)
-    with pytest.raises(BackupError, match=r"lacks artifacts/project-1/round-0/policy/adapter/adapter_model"):
-        import_all(target, dropped)
-    assert_nothing_restored(target)
-
-
-def test_a_target_with_data_is_refused(small_archive, target):
-    archive, _ = small_archive
-    schema.upgrade_head(target.sqlalchemy_url)
-    engine = make_engine(target.sqlalchemy_url)
-    with Session(engine) as db:
-        make_user(db, email="already@example.com")
-    engine.dispose()
-    with pytest.raises(BackupError, match=r"already holds data \(users: 1\).*empty database"):
-        import_all(target, archive)
-    assert counts(target.sqlalchemy_url)["users"] == 1 and not target.artifacts_dir.exists()
-
-
-def test_existing_artifact_folders_are_never_overwritten(small_archive, target):
-    archive, _ = small_archive
-    kept = target.artifacts_dir / "project-1" / "round-0" / "policy"
-    kept.mkdir(parents=True)
-    (kept / "mine.txt").write_text("keep me")
-    with pytest.raises(BackupError, match=r"already has project-1/round-0/policy; import-all never overwrites"):
-        import_all(target, archive)
-    assert [p.name for p in kept.iterdir()] == ["mine.txt"]
-    assert not any(counts(target.sqlalchemy_url).values())
-
-
-def test_an_archive_from_another_migration_is_refused(small_archive, target, tmp_path):
-    archive, _ = small_archive
-
-    def older(name: str, data: bytes) -> bytes:
-        return json.dumps(json.loads(data) | {"alembic_revision": "0002"}).encode() if name == "manifest.json" else data
-
-    with pytest.raises(BackupError, match=rf"made at migration 0002 .* migrations end at {schema.code_head()}"):
-        import_all(target, rewrite_archive(archive, tmp_path / "older.tar", older))
-    assert_nothing_restored(target)
-
-
-def test_a_row_the_database_refuses_rolls_back_every_table(small_archive, target, tmp_path):
-    """Checksums made to match: the foreign-key violation in project_members (after users and
-    projects are inserted) aborts the one transaction, so no table keeps a row."""
-    archive, _ = small_archive
-
-    def dangling(name: str, data: bytes) -> bytes:
-        if name != "tables/project_members.jsonl":
-            return data
-        row = json.loads(data)
-        return (json.dumps(row | {"user_id": 999}) + "\n").encode()
-
-    forged = rewrite_archive(archive, tmp_path / "forged.tar", dangling, fix_checksums=True)
-    with pytest.raises(BackupError, match=r"project_members: the database refused the archive's rows"):
-        import_all(target, forged)
-    assert_nothing_restored(target)
-
-
-def test_a_member_leading_outside_is_refused(small_archive, target, tmp_path):
-    archive, _ = small_archive
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        info = tarfile.TarInfo("../escaped.txt")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"bad"))
-    with pytest.raises(BackupError, match=r"unexpected entry '\.\./escaped\.txt'"):
-        import_all(target, evil)
-    assert not (target.data_dir.parent / "escaped.txt").exists()
-    assert_nothing_restored(target)
-
-
-def test_export_refuses_what_it_cannot_write_faithfully(small_archive, tmp_path):
-    archive, settings = small_archive
-    with pytest.raises(BackupError, match="already exists; choose a new name"):
-        export_all(settings, archive)
-    with pytest.raises(BackupError, match=r"must end in \.tar, \.tar\.gz or \.tgz"):
-        export_all(settings, tmp_path / "backup.zip")
-    engine = make_engine(settings.sqlalchemy_url)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
-    with pytest.raises(BackupError, match="tables that app.models does not declare: stray"):
-        export_all(settings, tmp_path / "stray.tar")
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE stray"))
-        conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
-    engine.dispose()
-    with pytest.raises(BackupError, match=r"at migration 0002 .* run `ranklab migrate` first"):
-        export_all(settings, tmp_path / "old.tar")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tar") or ".tmp-" in p.name
-                  or ".rows-" in p.name) == ["small.tar"]  # no partial archive left behind
-
-
-def test_a_column_type_without_a_codec_stops_the_export():
-    gadgets = Table("gadgets", MetaData(), Column("id", Integer, primary_key=True), Column("tags", ARRAY(Integer)))
-    with pytest.raises(BackupError, match=r"gadgets\.tags has the column type .* app/backup/format\.py"):
-        RowCodec(gadgets)

@@ -74,6 +74,15 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def write_lock_at_begin(engine: Engine) -> Engine:
+    """The same engine and pool, but every SQLite transaction begins IMMEDIATE (takes the write lock).
+
+    For requests that may write: in WAL mode a transaction that began by reading cannot take the
+    write lock once another connection (a worker's heartbeat, another request) has committed
+    meanwhile; SQLite then fails at once with "database is locked", whatever the busy timeout."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
 def is_sqlite(session_or_engine) -> bool:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "sqlite"

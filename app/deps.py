@@ -15,6 +15,8 @@ from app.models import ApiToken, TokenScope, User
 from app.settings import Settings
 
 SESSION_COOKIE = "ranklab_session"
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Requests that only read; the others take SQLite's write lock when their transaction begins."""
 
 
 # Dependencies that do no I/O are `async def`: a plain `def` would cost a hop to the threadpool
@@ -30,7 +32,8 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     Creating a Session does no I/O (it connects on first use), so only its end runs in a worker
     thread, with a limiter of its own: waiting for a free worker while holding a pooled connection
     could deadlock against requests that wait for a connection (as FastAPI does for sync generators)."""
-    db = request.app.state.sessionmaker()
+    sessions = request.app.state.sessionmaker if request.method in READ_ONLY_METHODS else request.app.state.write_sessionmaker
+    db = sessions()
     try:
         yield db
     except BaseException:

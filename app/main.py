@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import sessionmaker
 
-from app.db import make_engine
+from app.db import is_sqlite, make_engine, write_lock_at_begin
 from app.deps import LoginRequired
 from app.limits import BodySizeLimit
 from app.security_headers import SecurityHeaders
@@ -29,6 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.sqlalchemy_url)
     # info["settings"]: tasks enqueued in a request go to this app's broker (app/rounds/queue.py).
     app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False, info={"settings": settings})
+    app.state.write_sessionmaker = (sessionmaker(bind=write_lock_at_begin(app.state.engine), expire_on_commit=False,
+                                                 info={"settings": settings})
+                                    if is_sqlite(app.state.engine) else app.state.sessionmaker)
 
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for name in DOMAINS:

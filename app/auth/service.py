@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.auth.security import (API_TOKEN_PREFIX, hash_password, new_token, password_needs_rehash, token_digest,
                                verify_password, verify_unknown_user)
-from app.db import start_write_transaction
+from app.db import is_sqlite, start_write_transaction
 from app.models import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession, utcnow
 
 LOGIN_WINDOW = timedelta(minutes=15)
@@ -119,8 +120,20 @@ def get_api_token(db: Session, *, plaintext: str) -> ApiToken | None:
     now = utcnow()
     # Coarse last-used stamp: at most one write per token per minute keeps hot API paths read-only.
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-        db.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+        _stamp_last_used(db, token_id=row.id, now=now)
     return row
+
+
+def _stamp_last_used(db: Session, *, token_id: int, now) -> None:
+    """On SQLite a read-only request (GET) began DEFERRED; if another connection committed since its
+    first read, it can no longer write and SQLite says "database is locked" at once. The stamp is
+    not worth failing the request for: it is skipped and the token's next call sets it."""
+    try:
+        with db.begin_nested():
+            db.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+    except OperationalError as exc:
+        if not is_sqlite(db) or "locked" not in str(exc.orig):
+            raise
 
 
 def revoke_api_token(db: Session, *, token_id: int) -> bool:

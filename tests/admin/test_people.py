@@ -2,7 +2,7 @@
 from sqlalchemy import select
 
 from app.auth.security import token_digest
-from app.models import ApiToken, Role, User, WebSession
+from app.models import ApiToken, User, WebSession
 from tests.admin.helpers import admin_client, fresh, shown_secret
 from tests.factories import PASSWORD, csrf_of, login, make_user
 

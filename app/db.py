@@ -1,12 +1,14 @@
 """Engine, session factory and the declarative Base shared by the web app and the worker."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.settings import get_settings
@@ -26,13 +28,16 @@ NAMING_CONVENTION = {
 CONNECT_TIMEOUT_SECONDS = 5
 TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 POOL_TIMEOUT_SECONDS = 10
+PING_AFTER_IDLE_SECONDS = 10.0
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str, **engine_kw) -> Engine:
+def make_engine(url: str, *, ping: str = "always", **engine_kw) -> Engine:
+    """`ping`: when a pooled Postgres connection is checked with a round trip before use, "always"
+    (pool_pre_ping: the worker, the CLI) or "after_idle" (the web app, see _ping_after_idle)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -42,12 +47,41 @@ def make_engine(url: str, **engine_kw) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **engine_kw)
         _configure_sqlite(engine)
         return engine
-    if "poolclass" not in engine_kw:
-        # pre_ping replaces connections a restarted server ended; pool_timeout bounds the wait for
-        # a free connection, so an overloaded or restarting database gives a 503, not a hang.
-        engine_kw.update(pool_size=20, max_overflow=20, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS)
+    pooled = "poolclass" not in engine_kw
+    if pooled:
+        # pool_timeout bounds the wait for a free connection, so an overloaded or restarting
+        # database gives a 503, not a hang.
+        engine_kw.update(pool_size=20, max_overflow=20, pool_timeout=POOL_TIMEOUT_SECONDS,
+                         pool_pre_ping=ping == "always")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **TCP_KEEPALIVES} if url.startswith("postgresql") else {}
-    return create_engine(url, connect_args=connect_args, **engine_kw)
+    engine = create_engine(url, connect_args=connect_args, **engine_kw)
+    if pooled and ping == "after_idle":
+        _ping_after_idle(engine)
+    return engine
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """Check a pooled connection with a round trip before use, if it sat idle for PING_AFTER_IDLE_SECONDS.
+
+    What pool_pre_ping does on every checkout, except on the connections a busy server keeps
+    using: there the ping was a round trip per request, ~0.5 ms of the web process's ~7 ms CPU
+    per labeling loop (docs/labeling-performance.md). A connection a restarted server ended while
+    in use fails its statement instead; the request answers 503 and SQLAlchemy invalidates every
+    older pooled connection at once (app/unavailable.py), so the next requests get fresh ones."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection idle for {time.monotonic() - idle_since:.0f} s is gone") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

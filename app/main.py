@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ranklab", version="0.1.0",
                   description="Self-hosted RLHF: rank completions, train reward models, run PPO.")
     app.state.settings = settings
-    app.state.engine = make_engine(settings.sqlalchemy_url)
+    app.state.engine = make_engine(settings.sqlalchemy_url, ping="after_idle")  # a round trip less per request
     # info["settings"]: tasks enqueued in a request go to this app's broker (app/rounds/queue.py).
     app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False, info={"settings": settings})
     app.state.write_sessionmaker = (sessionmaker(bind=write_lock_at_begin(app.state.engine), expire_on_commit=False,

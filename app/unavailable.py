@@ -8,8 +8,8 @@ time. None of that is a bug in the request, and it passes by itself: the client 
 otherwise). Nothing is half-stored: the request's session rolls back (app.deps.get_db), and a
 commit that failed midway is safe to send again because submissions are idempotent.
 
-Recovery needs nothing from us: the engine's pool_pre_ping (app.db) replaces dead connections
-on checkout, and a disconnect error invalidates every older pooled connection at once.
+Recovery needs nothing from us: a disconnect error invalidates every older pooled connection at
+once, and a connection that sat idle is pinged before use (app.db._ping_after_idle).
 """
 from __future__ import annotations
 

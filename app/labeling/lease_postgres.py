@@ -14,8 +14,12 @@ are one statement with data-modifying CTEs. Postgres runs each CTE once, all aga
     growing with the project; with the index it is ~0.05 ms;
   * `shown` shuffles the task's completion ids by handout.display_order's key, computed in SQL;
   * `lease` inserts the assignment (the unique (task_id, user_id) stays the backstop);
-  * the final SELECT reads the content and the progress counts. The counts see the snapshot from
-    before the claim, so `waiting` still includes the task just claimed: it already is "the task
+  * the final SELECT reads the content and the progress counts. `waiting` scans the handout index
+    (BETWEEN, as above) and probes the labeler's (task_id, user_id) lease per open task with a
+    correlated LIMIT 1 subquery: written as NOT EXISTS, the planner walked the primary key over
+    every finished task or compared each open task with all the labeler's assignments (1.6–4.7 ms
+    per submit under EXPLAIN ANALYZE at 2,000 finished tasks, vs 0.6 ms). The counts see the
+    snapshot from before the claim, so `waiting` still includes the task just claimed: it already is "the task
     you hold + the open ones you never had".
 
 One row per completion (the lease and prompt repeated); no row when nothing could be claimed.
@@ -67,10 +71,11 @@ SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.d
         WHERE rankings.user_id = :labeler AND rankings.project_id = :project) AS done,
        (SELECT count(*) FROM (
             SELECT open_task.id FROM ranking_tasks AS open_task
-            WHERE open_task.project_id = :project AND open_task.status = :open
+            WHERE open_task.project_id = :project AND open_task.status BETWEEN :open AND :open
               AND open_task.slots_taken < :overlap
-              AND NOT EXISTS (SELECT 1 FROM assignments AS had
-                              WHERE had.task_id = open_task.id AND had.user_id = :labeler)
+              AND (SELECT 1 FROM assignments AS had
+                   WHERE had.task_id = open_task.id AND had.user_id = :labeler LIMIT 1) IS NULL
+            ORDER BY open_task.status, open_task.id
             LIMIT :cap) AS capped) AS waiting
 FROM lease
 JOIN shown ON shown.task_id = lease.task_id

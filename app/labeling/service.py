@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select
+from sqlalchemy import and_, bindparam, exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.db import is_sqlite
@@ -37,11 +37,19 @@ def _progress_columns(overlap):
     done = (select(func.count()).select_from(_rankings)
             .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
             .scalar_subquery())
-    never_had = ~exists().where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == bindparam("user_id"))
+    # The shape matters on Postgres (see lease_postgres.py, where the same count is written in SQL):
+    # a correlated LIMIT 1 probe is one unique-index lookup per open task, where NOT EXISTS let the
+    # planner pick an anti-join that compared every open task with all of the labeler's assignments;
+    # BETWEEN + ORDER BY (status, id) keeps the scan on ix_ranking_tasks_handout.
+    never_had = (select(literal(1)).select_from(_assignments)
+                 .where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == bindparam("user_id"))
+                 .limit(1).scalar_subquery().is_(None))
     waiting = select(func.count()).select_from(
         select(_tasks.c.id)
-        .where(_tasks.c.project_id == bindparam("project_id"), _tasks.c.status == TaskStatus.open,
+        .where(_tasks.c.project_id == bindparam("project_id"),
+               _tasks.c.status.between(TaskStatus.open.value, TaskStatus.open.value),
                _tasks.c.slots_taken < overlap, never_had)
+        .order_by(_tasks.c.status, _tasks.c.id)
         .limit(REMAINING_CAP).subquery()).scalar_subquery()
     return done, waiting
 

@@ -1,9 +1,9 @@
 """Typed FastAPI dependencies: DB session, current user, API token scopes, CSRF."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, HTTPException, Request, status
@@ -16,7 +16,6 @@ from app.models import ApiToken, TokenScope, User
 from app.settings import Settings
 
 SESSION_COOKIE = "ranklab_session"
-T = TypeVar("T")
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 """Requests that only read; the others take SQLite's write lock when their transaction begins."""
 
@@ -99,12 +98,12 @@ async def csrf_protect(request: Request, user: Annotated[User | None, Depends(op
     if user is None:
         return  # not logged in: the route's own auth dependency answers
     form = None
-    if request.headers.get("X-CSRF-Token") is None and _is_form(request):
+    if request.headers.get("X-CSRF-Token") is None and is_form(request):
         form = await request.form()
     check_csrf(request, form)
 
 
-def _is_form(request: Request) -> bool:
+def is_form(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded",
                                                                "multipart/form-data"))
 
@@ -116,35 +115,6 @@ def check_csrf(request: Request, form: FormData | None) -> None:
         sent = form.get("csrf_token")
     if not sent or not constant_time_equal(str(sent), request.state.csrf_token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Missing or wrong CSRF token: reload the page and try again.")
-
-
-async def as_labeler(request: Request, work: Callable[[Session, User, FormData], T]) -> T:
-    """The labeler's hot path (submit, skip) in one worker-thread call: what DbDep, CsrfDep and
-    UserDep do, with the same answers, in the same order, then `work` and the commit.
-
-    A submit is most of a labeler's requests, and on 2 cores the CPU per request is the ceiling of
-    the labeling loop. The dependency route took three thread hops (login, endpoint, commit) and
-    FastAPI's dependency solving; together about a quarter of the web process's CPU for this route
-    (docs/labeling-performance.md). The form is read here, on the event loop, like Form() does."""
-    form = await request.form() if _is_form(request) else FormData()
-    return await anyio.to_thread.run_sync(partial(_labeler_unit, request, work, form))
-
-
-def _labeler_unit(request: Request, work: Callable[[Session, User, FormData], T], form: FormData) -> T:
-    db = request.app.state.write_sessionmaker()
-    try:
-        user = optional_user(request, db)
-        if user is None:
-            raise LoginRequired()
-        check_csrf(request, form)
-        result = work(db, user, form)
-        db.commit()
-        return result
-    except BaseException:
-        db.rollback()
-        raise
-    finally:
-        db.close()
 
 
 CsrfDep = Depends(csrf_protect)

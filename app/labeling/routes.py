@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.api_types import id_path
-from app.deps import CsrfDep, DbDep, SettingsDep, UserDep, as_labeler
+from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
 from app.labeling import service, submission
+from app.labeling.hot_path import LabelerRequest, as_labeler
 from app.labeling.errors import LabelingError
 from app.labeling.schemas import (CompletionOut, NextTaskOut, PromptOut, RankingIn, SkipIn, SkipOut, SubmitOut,
                                   TaskOut, ranking_from_form, skip_from_form)
@@ -48,47 +49,47 @@ def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, sett
     return _render_task(request, task_page)
 
 
-# Submit and skip are most of a labeler's requests: they run through deps.as_labeler (login, CSRF,
-# the work and the commit in one thread hop) instead of dependencies. Same checks, same answers.
+# Submit and skip are most of a labeler's requests: hot_path.as_labeler runs the login, the CSRF
+# check, the work and the commit in one thread hop, with the project and the labeler's lock read
+# in the login's own statement. Same checks, same answers as the dependencies.
 
 @router.post("/projects/{project_id}/label/{assignment_id}", include_in_schema=False)
 async def submit_form(request: Request, project_id: int, assignment_id: int):
-    def work(db: Session, user: User, form: FormData):
-        settings = request.app.state.settings
+    def work(db: Session, labeler: LabelerRequest, form: FormData):
         try:
-            project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
+            project = labeler.project_to_label()
             data = ranking_from_form({name: str(form.get(name, "")) for name in SUBMIT_FIELDS},
                                      [str(flag) for flag in form.getlist("flag")])
-            result, view = submission.submit_ranking(db, user=user, project=project, assignment_id=assignment_id,
-                                                     data=data, sweep_every=settings.lease_sweep_seconds,
+            result, view = submission.submit_ranking(db, user=labeler.user, project=project,
+                                                     assignment_id=assignment_id, data=data,
+                                                     sweep_every=request.app.state.settings.lease_sweep_seconds,
                                                      labeler_locked=True)
         except LabelingError as exc:
             return _error(request, db, exc)
         if not is_htmx(request):
             return RedirectResponse(f"/projects/{project_id}/label", status_code=303)
         notice = "Late, but accepted: a slot was still free." if result.late else "Saved."
-        return _task_page(request, db, user=user, project=project, view=view, notice=notice)
+        return _task_page(request, db, user=labeler.user, project=project, view=view, notice=notice)
 
-    return await as_labeler(request, work)
+    return await as_labeler(request, project_id, work)
 
 
 @router.post("/projects/{project_id}/label/{assignment_id}/skip", include_in_schema=False)
 async def skip_form(request: Request, project_id: int, assignment_id: int):
-    def work(db: Session, user: User, form: FormData):
-        settings = request.app.state.settings
+    def work(db: Session, labeler: LabelerRequest, form: FormData):
         try:
-            project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
+            project = labeler.project_to_label()
             data = skip_from_form({"reason": str(form.get("reason", "")), "detail": str(form.get("detail", ""))})
-            view = submission.skip_task(db, user=user, project=project, assignment_id=assignment_id,
-                                        reason=data.reason, sweep_every=settings.lease_sweep_seconds,
+            view = submission.skip_task(db, user=labeler.user, project=project, assignment_id=assignment_id,
+                                        reason=data.reason, sweep_every=request.app.state.settings.lease_sweep_seconds,
                                         labeler_locked=True)
         except LabelingError as exc:
             return _error(request, db, exc)
         if not is_htmx(request):
             return RedirectResponse(f"/projects/{project_id}/label", status_code=303)
-        return _task_page(request, db, user=user, project=project, view=view, notice="Skipped.")
+        return _task_page(request, db, user=labeler.user, project=project, view=view, notice="Skipped.")
 
-    return await as_labeler(request, work)
+    return await as_labeler(request, project_id, work)
 
 
 def _task_page(request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None,

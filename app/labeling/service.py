@@ -117,7 +117,7 @@ def get_project_for_labeler(db: Session, *, user: User, project_id: int) -> Proj
     if row is None:
         raise NotFound(f"Project {project_id} does not exist.")
     project, is_member = row
-    _check_access(project, is_member=is_member, user=user)
+    check_access(project, is_member=is_member, user=user)
     return project
 
 
@@ -132,11 +132,11 @@ def lock_project_for_labeler(db: Session, *, user: User, project_id: int) -> Pro
     if row is None:
         raise NotFound(f"Project {project_id} does not exist.")
     project, is_member, _locked = row
-    _check_access(project, is_member=is_member, user=user)
+    check_access(project, is_member=is_member, user=user)
     return project
 
 
-def _check_access(project: Project, *, is_member: bool, user: User) -> None:
+def check_access(project: Project, *, is_member: bool, user: User) -> None:
     if not (is_member or user.is_admin):
         raise NotAMember(f"You are not a member of the project '{project.name}'; ask an admin to add you.")
 
@@ -213,7 +213,7 @@ def open_task_page(db: Session, *, user: User, project_id: int, sweep_every: flo
     if row is None:
         raise NotFound(f"Project {project_id} does not exist.")
     project, is_member, assignment_id, task_id, lease_expires_at, order, done, waiting = row
-    _check_access(project, is_member=is_member, user=user)
+    check_access(project, is_member=is_member, user=user)
     if assignment_id is not None:
         lease = handout.Lease(assignment_id, task_id, lease_expires_at, order)
         return TaskPage(project=project, view=_task_view(db, lease, project_id=project.id),

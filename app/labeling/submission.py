@@ -52,7 +52,7 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
 
     Idempotent: a retry of a stored ranking returns it again (duplicate=True) with the same next task.
     After the lease expired it is still accepted while the task has a free slot (late=True).
-    `labeler_locked`: the project came from service.lock_project_for_labeler."""
+    `labeler_locked`: the project came from service.lock_project_for_labeler or hot_path.login_and_lock."""
     now = now or utcnow()
     user_id, project_id, overlap, flag_names = user.id, project.id, project.overlap, set(project.flags or [])
     if not labeler_locked:

@@ -17,8 +17,9 @@ from app.security_headers import SecurityHeaders
 from app.settings import ROOT, Settings, get_settings
 from app.unavailable import add_unavailable_handlers
 
-# Each domain module exposes `router` (pages) and/or `api_router` (/api/v1).
-DOMAINS = ["auth", "projects", "prompts", "exports", "labeling", "admin", "rounds"]
+# Each domain module exposes `router` (pages) and/or `api_router` (/api/v1). Routes are matched in
+# this order, so labeling (most of all requests) comes first; no two domains' paths overlap.
+DOMAINS = ["labeling", "auth", "projects", "prompts", "exports", "admin", "rounds"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -80,9 +80,10 @@ class Lease(NamedTuple):
     display_order: list[int]
     content: TaskContent | None = None
     """The task's prompt and completions when the handout had to load them anyway (a new lease)."""
-    counts: tuple[int, int] | None = None
-    """(done, waiting) read with a new lease on Postgres: the labeler's rankings in the project,
-    and the task just leased plus the open ones they never had (up to PROGRESS_CAP)."""
+    counts: tuple[int, int, bool] | None = None
+    """(done, waiting, window_full) read with a new lease on Postgres: the labeler's rankings in the
+    project; the task just leased plus the open ones they never had among the PROGRESS_CAP oldest
+    open tasks; whether that window was full."""
 
 
 PROGRESS_CAP = 200
@@ -159,7 +160,8 @@ def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lea
         new = claim_and_lease(db, user_id=user_id, project_id=project_id, overlap=overlap,
                               lease_minutes=lease_minutes, now=now, wait=wait, cap=PROGRESS_CAP)
         return None if new is None else Lease(new.assignment_id, new.task_id, new.lease_expires_at,
-                                               new.display_order, new.content, (new.done, new.waiting))
+                                               new.display_order, new.content,
+                                               (new.done, new.waiting, new.window_full))
     task_id = db.scalar(_CLAIM[wait], {"labeler": user_id, "project": project_id, "overlap": overlap})
     if task_id is None:
         return None

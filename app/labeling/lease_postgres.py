@@ -7,19 +7,19 @@ are one statement with data-modifying CTEs. Postgres runs each CTE once, all aga
 
   * `claimed` takes the slot exactly as handout._claim_statement does (same row choice, same
     FOR UPDATE [SKIP LOCKED] on the candidate), so the concurrency argument in handout.py holds.
-    `status BETWEEN :open AND :open` with ORDER BY (status, id) is `status = 'open'` ORDER BY id
+    `status BETWEEN 'open' AND 'open'` with ORDER BY (status, id) is `status = 'open'` ORDER BY id
     in a form only ix_ranking_tasks_handout can serve: given the equality, the planner walked the
     primary key instead whenever its statistics lagged behind a burst of labeling ("all tasks
     open"), stepping over every finished task at the front of the table — 2 ms a handout,
     growing with the project; with the index it is ~0.05 ms;
   * `shown` shuffles the task's completion ids by handout.display_order's key, computed in SQL;
   * `lease` inserts the assignment (the unique (task_id, user_id) stays the backstop);
-  * the final SELECT reads the content and the progress counts. `waiting` scans the handout index
-    (BETWEEN, as above) and probes the labeler's (task_id, user_id) lease per open task with a
-    correlated LIMIT 1 subquery: written as NOT EXISTS, the planner walked the primary key over
-    every finished task or compared each open task with all the labeler's assignments (1.6–4.7 ms
-    per submit under EXPLAIN ANALYZE at 2,000 finished tasks, vs 0.6 ms). The counts see the
-    snapshot from before the claim, so `waiting` still includes the task just claimed: it already is "the task
+  * the final SELECT reads the content and the progress counts. `left_for_you` takes the
+    PROGRESS_CAP oldest open tasks with a free slot (an ordered LIMIT on the handout index) and
+    probes only those for the labeler's lease. Filtering on "never had" inside the scan let the
+    planner guess one matching row and scan and sort every open task instead (6–8 ms per submit
+    under auto_explain on a small project, more on a big one). The counts see the snapshot from
+    before the claim, so `waiting` still includes the task just claimed: it already is "the task
     you hold + the open ones you never had".
 
 One row per completion (the lease and prompt repeated); no row when nothing could be claimed.
@@ -37,6 +37,14 @@ from app.models import AssignmentState, TaskStatus
 from app.models._types import JSONType, UTCDateTime
 
 
+# A literal, not a parameter: psycopg prepares the statement and Postgres soon switches to a
+# generic plan, which knows nothing of a parameter's value. For `status BETWEEN $2 AND $2` it
+# guessed two matching rows and chose a bitmap scan of every open task, anti-joined and sorted
+# before LIMIT 1: ~10 ms per handout at 300 open tasks (auto_explain), growing with the project.
+OPEN = f"'{TaskStatus.open.value}'"
+assert TaskStatus.open.value.isidentifier()  # safe to write into the SQL
+
+
 def _statement(*, wait: bool):
     skip_locked = "" if wait else " SKIP LOCKED"
     sql = f"""
@@ -44,7 +52,7 @@ WITH claimed AS (
     UPDATE ranking_tasks SET slots_taken = ranking_tasks.slots_taken + 1
     WHERE ranking_tasks.id = (
         SELECT candidate.id FROM ranking_tasks AS candidate
-        WHERE candidate.project_id = :project AND candidate.status BETWEEN :open AND :open
+        WHERE candidate.project_id = :project AND candidate.status BETWEEN {OPEN} AND {OPEN}
           AND candidate.slots_taken < :overlap
           AND NOT EXISTS (SELECT 1 FROM assignments AS had
                           WHERE had.task_id = candidate.id AND had.user_id = :labeler)
@@ -69,19 +77,21 @@ SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.d
        completion.id AS completion_id, completion.text AS completion_text,
        (SELECT count(*) FROM rankings
         WHERE rankings.user_id = :labeler AND rankings.project_id = :project) AS done,
-       (SELECT count(*) FROM (
-            SELECT open_task.id FROM ranking_tasks AS open_task
-            WHERE open_task.project_id = :project AND open_task.status BETWEEN :open AND :open
-              AND open_task.slots_taken < :overlap
-              AND (SELECT 1 FROM assignments AS had
-                   WHERE had.task_id = open_task.id AND had.user_id = :labeler LIMIT 1) IS NULL
-            ORDER BY open_task.status, open_task.id
-            LIMIT :cap) AS capped) AS waiting
+       left_for_you.waiting, left_for_you.window_full
 FROM lease
 JOIN shown ON shown.task_id = lease.task_id
 JOIN prompts AS prompt ON prompt.id = shown.prompt_id
 LEFT JOIN task_completions AS item ON item.task_id = lease.task_id
 LEFT JOIN completions AS completion ON completion.id = item.completion_id
+CROSS JOIN (
+    SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM assignments AS had
+                                              WHERE had.task_id = oldest.id AND had.user_id = :labeler)) AS waiting,
+           count(*) >= :cap AS window_full
+    FROM (SELECT open_task.id FROM ranking_tasks AS open_task
+          WHERE open_task.project_id = :project AND open_task.status BETWEEN {OPEN} AND {OPEN}
+            AND open_task.slots_taken < :overlap
+          ORDER BY open_task.status, open_task.id LIMIT :cap) AS oldest
+) AS left_for_you
 ORDER BY item.position
 """
     return text(sql).bindparams(
@@ -103,14 +113,17 @@ class NewLease(NamedTuple):
     done: int
     """The labeler's rankings in the project."""
     waiting: int
-    """The task just leased plus open tasks with a free slot the labeler never had (up to `cap`)."""
+    """The task just leased plus open tasks with a free slot the labeler never had, among the
+    `cap` oldest open tasks with a free slot."""
+    window_full: bool
+    """There were `cap` such oldest open tasks: more may be left than `waiting`."""
 
 
 def claim_and_lease(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
                     now: datetime, wait: bool, cap: int) -> NewLease | None:
     rows = db.execute(_CLAIM_AND_LEASE[wait], {
         "labeler": user_id, "project": project_id, "overlap": overlap, "cap": cap, "now": now,
-        "expires": now + timedelta(minutes=lease_minutes), "open": TaskStatus.open.value,
+        "expires": now + timedelta(minutes=lease_minutes),
         "leased": AssignmentState.leased.value,
     }).all()
     if not rows:
@@ -119,4 +132,4 @@ def claim_and_lease(db: Session, *, user_id: int, project_id: int, overlap: int,
     content = TaskContent(prompt_text=first.prompt_text, prompt_messages=first.prompt_messages,
                           completions={r.completion_id: r.completion_text for r in rows if r.completion_id is not None})
     return NewLease(first.assignment_id, first.task_id, first.lease_expires_at, first.display_order, content,
-                    first.done, first.waiting)
+                    first.done, first.waiting, first.window_full)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal, select
+from sqlalchemy import and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from app.db import is_sqlite
@@ -22,6 +22,7 @@ from app.models import (Assignment, AssignmentState, Project, ProjectMember, Ran
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
 _rankings = Ranking.__table__
+_OPEN = literal_column(f"'{TaskStatus.open.value}'")
 
 REMAINING_CAP = handout.PROGRESS_CAP
 
@@ -31,27 +32,29 @@ def _had_task(user_id):
 
 
 def _progress_columns(overlap):
-    """This labeler's rankings in the project, and the open tasks with a free slot they never had
-    (counted up to REMAINING_CAP). Core columns, not the ORM classes': the ORM execution path costs
-    more than the statement here."""
+    """This labeler's rankings in the project; how many of the REMAINING_CAP oldest open tasks with
+    a free slot they never had; and whether that window was full (so more may be left). Core
+    columns, not the ORM classes': the ORM execution path costs more than the statement here.
+
+    The shape is for Postgres' generic plans (see lease_postgres.py, where the same counts are
+    written in SQL): the window is a plain ordered LIMIT on ix_ranking_tasks_handout ('open' a
+    literal, BETWEEN so no other index serves the order), and only its rows are probed for the
+    labeler's lease."""
     done = (select(func.count()).select_from(_rankings)
             .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
             .scalar_subquery())
-    # The shape matters on Postgres (see lease_postgres.py, where the same count is written in SQL):
-    # a correlated LIMIT 1 probe is one unique-index lookup per open task, where NOT EXISTS let the
-    # planner pick an anti-join that compared every open task with all of the labeler's assignments;
-    # BETWEEN + ORDER BY (status, id) keeps the scan on ix_ranking_tasks_handout.
-    never_had = (select(literal(1)).select_from(_assignments)
-                 .where(_assignments.c.task_id == _tasks.c.id, _assignments.c.user_id == bindparam("user_id"))
-                 .limit(1).scalar_subquery().is_(None))
-    waiting = select(func.count()).select_from(
-        select(_tasks.c.id)
-        .where(_tasks.c.project_id == bindparam("project_id"),
-               _tasks.c.status.between(TaskStatus.open.value, TaskStatus.open.value),
-               _tasks.c.slots_taken < overlap, never_had)
-        .order_by(_tasks.c.status, _tasks.c.id)
-        .limit(REMAINING_CAP).subquery()).scalar_subquery()
-    return done, waiting
+
+    def oldest_open():
+        return (select(_tasks.c.id)
+                .where(_tasks.c.project_id == bindparam("project_id"), _tasks.c.status.between(_OPEN, _OPEN),
+                       _tasks.c.slots_taken < overlap)
+                .order_by(_tasks.c.status, _tasks.c.id).limit(REMAINING_CAP).subquery("oldest"))
+
+    window = oldest_open()
+    never_had = ~exists().where(_assignments.c.task_id == window.c.id, _assignments.c.user_id == bindparam("user_id"))
+    waiting = select(func.count()).select_from(window).where(never_had).scalar_subquery()
+    window_full = select(func.count() >= REMAINING_CAP).select_from(oldest_open()).scalar_subquery()
+    return done, waiting, window_full
 
 
 # Built once (see handout.py for why).
@@ -106,7 +109,7 @@ class Progress:
     remaining: int
     """The task this labeler holds now, plus open tasks with a free slot they have not had yet."""
     capped: bool = False
-    """`remaining` is a lower bound (see REMAINING_CAP)."""
+    """`remaining` is a lower bound: only the REMAINING_CAP oldest open tasks were looked at."""
 
 
 # ---- projects ---------------------------------------------------------------------------------
@@ -178,9 +181,9 @@ def progress_with(db: Session, view: TaskView | None, *, user_id: int, project: 
 
 def progress(db: Session, *, user_id: int, project: Project, holding_task: bool) -> Progress:
     """One statement, whatever the size of the project (what is left is counted up to REMAINING_CAP)."""
-    done, waiting = db.execute(_PROGRESS, {"user_id": user_id, "project_id": project.id,
-                                           "overlap": project.overlap}).one()
-    return Progress(done=done, remaining=waiting + int(holding_task), capped=waiting >= REMAINING_CAP)
+    done, waiting, window_full = db.execute(_PROGRESS, {"user_id": user_id, "project_id": project.id,
+                                                        "overlap": project.overlap}).one()
+    return Progress(done=done, remaining=waiting + int(holding_task), capped=window_full)
 
 
 # ---- the task a labeler works on --------------------------------------------------------------
@@ -212,12 +215,12 @@ def open_task_page(db: Session, *, user: User, project_id: int, sweep_every: flo
     row = db.execute(_PAGE_STATE, {"user_id": user.id, "project_id": project_id, "now": now}).first()
     if row is None:
         raise NotFound(f"Project {project_id} does not exist.")
-    project, is_member, assignment_id, task_id, lease_expires_at, order, done, waiting = row
+    project, is_member, assignment_id, task_id, lease_expires_at, order, done, waiting, window_full = row
     check_access(project, is_member=is_member, user=user)
     if assignment_id is not None:
         lease = handout.Lease(assignment_id, task_id, lease_expires_at, order)
         return TaskPage(project=project, view=_task_view(db, lease, project_id=project.id),
-                        progress=Progress(done=done, remaining=waiting + 1, capped=waiting >= REMAINING_CAP))
+                        progress=Progress(done=done, remaining=waiting + 1, capped=window_full))
     lease = handout.lease_next_task(
         db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
         sweep_every=sweep_every, now=now, check_live=False)
@@ -241,8 +244,8 @@ def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskVie
                    for i, cid in enumerate(lease.display_order)]
     progress = None
     if lease.counts is not None:
-        done, waiting = lease.counts
-        progress = Progress(done=done, remaining=waiting, capped=waiting >= REMAINING_CAP)
+        done, waiting, window_full = lease.counts
+        progress = Progress(done=done, remaining=waiting, capped=window_full)
     return TaskView(assignment_id=lease.assignment_id, task_id=lease.task_id, project_id=project_id,
                     lease_expires_at=lease.lease_expires_at, prompt_text=content.prompt_text,
                     prompt_messages=content.prompt_messages, completions=completions, progress=progress)

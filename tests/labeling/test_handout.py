@@ -170,6 +170,23 @@ def test_progress_counts_my_rankings_and_what_is_left_for_me(db):
     assert queue_progress == service.Progress(done=0, remaining=1)  # now the one he holds
 
 
+def test_what_is_left_is_counted_among_the_oldest_open_tasks_and_marked_as_a_lower_bound(db):
+    project = make_project(db, overlap=2)
+    for _ in range(service.REMAINING_CAP + 3):
+        make_task(db, project)
+    alice = make_user(db, projects=[project])
+    view = next_view(db, alice, project)
+    for _ in range(3):  # the tasks she ranked stay open for a second labeler
+        _, view = submit(db, alice, project, view)
+
+    # She had 4 of the 200 oldest open tasks (3 ranked, 1 held): 196 never had + the one she holds,
+    # and the window was full, so the page says "197+" although 200 are left for her.
+    expected = service.Progress(done=3, remaining=service.REMAINING_CAP - 3, capped=True)
+    assert service.progress_with(db, view, user_id=alice.id, project=project) == expected  # read with the lease
+    assert service.progress(db, user_id=alice.id, project=project, holding_task=True) == expected
+    assert service.open_task_page(db, user=alice, project_id=project.id, sweep_every=3600).progress == expected
+
+
 def test_retired_and_other_projects_tasks_are_never_handed_out(db):
     project, other = make_project(db, overlap=1), make_project(db, overlap=1)
     retired = make_task(db, project)

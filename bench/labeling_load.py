@@ -43,6 +43,7 @@ from cpu_meter import CpuMeter  # noqa: E402
 
 from app.auth.security import hash_password  # noqa: E402
 from app.db import make_engine  # noqa: E402
+from app.markdown import html_columns  # noqa: E402
 from app.models import (Assignment, Completion, Project, ProjectMember, Prompt, Ranking,  # noqa: E402
                         RankingTask, TaskCompletion, User, utcnow)
 
@@ -80,8 +81,23 @@ def database_url(kind: str, workdir: Path) -> str:
     return admin_url.rsplit("/", 1)[0] + "/ranklab_bench"
 
 
-def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: int) -> int:
-    """Fresh schema via Alembic, then one project with `tasks` tasks and `labelers` members."""
+def completion_text(prompt: int, j: int, chars: int) -> str:
+    """A one-line answer, or (chars > 0) a markdown answer of about `chars` characters: a
+    paragraph, a list and a code block, like a chat model's."""
+    if chars <= 0:
+        return f"Answer {j} to prompt {prompt}, **some** `markdown`."
+    words = [f"word{(prompt * 7 + j * 13 + i) % 97}" for i in range(chars // 8)]
+    third = max(len(words) // 3, 1)
+    items = "\n".join(f"{n + 1}. **{words[third + n * 5]}** is {' '.join(words[third + n * 5 + 1: third + n * 5 + 5])}"
+                      for n in range(4))
+    code = "\n".join(f"    total += {w}  # step {n}" for n, w in enumerate(words[2 * third: 2 * third + 5]))
+    return (f"Answer {j} to prompt {prompt}: {' '.join(words[:third])}.\n\n{items}\n\n"
+            f"```python\ntotal = 0\n{code}\n```\n\nIn short: {' '.join(words[-12:])}.")[:max(chars, 80)]
+
+
+def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: int, completion_chars: int = 0) -> int:
+    """Fresh schema via Alembic, then one project with `tasks` tasks and `labelers` members. The
+    completions are stored as the upload API stores them, with their HTML (app/markdown.py)."""
     engine = make_engine(url)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
@@ -101,9 +117,10 @@ def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: in
         conn.execute(insert(Prompt), [dict(project_id=project_id, external_id=f"p{i}", text=f"Prompt {i}: explain X.",
                                            meta={}, split="train", created_at=NOW) for i in range(tasks)])
         prompt_ids = conn.scalars(select(Prompt.id).order_by(Prompt.id)).all()
-        conn.execute(insert(Completion), [dict(prompt_id=p, text=f"Answer {j} to prompt {p}, **some** `markdown`.",
-                                               source="upload", model_name="bench", generation_params={},
-                                               created_at=NOW) for p in prompt_ids for j in range(k)])
+        texts = [(p, completion_text(p, j, completion_chars)) for p in prompt_ids for j in range(k)]
+        conn.execute(insert(Completion), [dict(prompt_id=p, text=t, source="upload", model_name="bench",
+                                               generation_params={}, created_at=NOW, **html_columns(t))
+                                          for p, t in texts])
         conn.execute(insert(RankingTask), [dict(project_id=project_id, prompt_id=p, status="open", slots_taken=0,
                                                 rankings_count=0, created_at=NOW) for p in prompt_ids])
         task_rows = conn.execute(select(RankingTask.id, RankingTask.prompt_id)).all()
@@ -278,6 +295,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=0, help="tasks to create (default: enough for the run)")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--completion-chars", type=int, default=0,
+                        help="markdown completions of about this many characters (default: one short line)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--retry-fraction", type=float, default=0.05, help="share of submits sent twice on purpose")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
@@ -293,7 +312,8 @@ def main() -> None:
     url = args.db_url or database_url(args.db, workdir)
     tasks = args.tasks or max(2000, int(args.seconds * 400 / args.overlap))
     print(f"setting up {tasks} tasks (K={args.k}, overlap={args.overlap}) and {args.labelers} labelers on {args.db}…")
-    project_id = prepare_database(url, labelers=args.labelers, tasks=tasks, k=args.k, overlap=args.overlap)
+    project_id = prepare_database(url, labelers=args.labelers, tasks=tasks, k=args.k, overlap=args.overlap,
+                                  completion_chars=args.completion_chars)
     server = None
     if args.url:
         base = args.url

@@ -32,7 +32,7 @@ from typing import NamedTuple
 from sqlalchemy import Integer, bindparam, text
 from sqlalchemy.orm import Session
 
-from app.labeling.content import TaskContent
+from app.labeling.content import TaskContent, html_by_id
 from app.models import AssignmentState, TaskStatus
 from app.models._types import JSONType, UTCDateTime
 
@@ -74,7 +74,7 @@ WITH claimed AS (
 )
 SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.display_order,
        prompt.text AS prompt_text, prompt.messages AS prompt_messages,
-       completion.id AS completion_id, completion.text AS completion_text,
+       completion.id, completion.text AS completion_text, completion.text_html, completion.html_renderer,
        (SELECT count(*) FROM rankings
         WHERE rankings.user_id = :labeler AND rankings.project_id = :project) AS done,
        left_for_you.waiting, left_for_you.window_full
@@ -130,6 +130,7 @@ def claim_and_lease(db: Session, *, user_id: int, project_id: int, overlap: int,
         return None
     first = rows[0]
     content = TaskContent(prompt_text=first.prompt_text, prompt_messages=first.prompt_messages,
-                          completions={r.completion_id: r.completion_text for r in rows if r.completion_id is not None})
+                          completions={r.id: r.completion_text for r in rows if r.id is not None},
+                          completions_html=html_by_id(rows))
     return NewLease(first.assignment_id, first.task_id, first.lease_expires_at, first.display_order, content,
                     first.done, first.waiting, first.window_full)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.orm import Session
 
@@ -84,6 +85,8 @@ _PAGE_STATE = (
 class CompletionView:
     id: int
     text: str
+    html: Markup
+    """`text` as markdown rendered to HTML (raw HTML in it escaped; see app/markdown.py)."""
     letter: str
     """A stable name for the card ("Completion C") that follows it when it moves."""
 
@@ -240,7 +243,8 @@ def next_task_after(db: Session, *, user_id: int, project: Project, sweep_every:
 
 def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskView:
     content = lease.content or load_task_content(db, task_id=lease.task_id)
-    completions = [CompletionView(id=cid, text=content.completions[cid], letter=_letter(i))
+    completions = [CompletionView(id=cid, text=content.completions[cid], html=content.completions_html[cid],
+                                  letter=_letter(i))
                    for i, cid in enumerate(lease.display_order)]
     progress = None
     if lease.counts is not None:

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -90,5 +90,9 @@ class Completion(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(16))
     """eos or length, for generated completions."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    text_html: Mapped[str | None] = mapped_column(Text)
+    """`text` rendered when stored (app/markdown.py), shown as is if html_renderer is current."""
+    html_renderer: Mapped[int | None] = mapped_column(SmallInteger)
+    """app.markdown.RENDERER_VERSION that made text_html."""
 
     prompt: Mapped[Prompt] = relationship(back_populates="completions")

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from app.markdown import html_columns
 from app.models import Completion, CompletionSource, Project, Prompt, RankingTask, TaskCompletion, TaskStatus, utcnow
 from app.prompts.jsonl import describe_errors, parse_lines
 from app.prompts.schemas import CompletionGroupIn, CompletionIn
@@ -230,7 +231,8 @@ def _insert_tasks(db: Session, project: Project,
         [{"project_id": project.id, "prompt_id": prompt_id, "status": TaskStatus.open, "slots_taken": 0,
           "rankings_count": 0, "created_at": now} for _item, prompt_id in new]))
     completion_rows = [{"prompt_id": prompt_id, "text": c.text, "source": CompletionSource.upload,
-                        "model_name": c.model, "generation_params": c.generation_params, "created_at": now}
+                        "model_name": c.model, "generation_params": c.generation_params, "created_at": now,
+                        **html_columns(c.text)}
                        for item, prompt_id in new for c in item.completions]
     completion_ids = list(db.scalars(insert(Completion).returning(Completion.id, sort_by_parameter_order=True),
                                      completion_rows))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from app.markdown import RENDERER_VERSION, render_markdown
 from app.models import Completion, ModelVersion, RankingTask, RoundEvent, TaskCompletion
 from tests.loop.helpers import Api, label_everything
 
@@ -44,6 +45,10 @@ def test_two_rounds_of_the_loop_with_lineage(app, db, client, admin_token, loop_
     base_id = round0["policy_in_id"]
     assert task_model_versions(db, round0["id"]) == {base_id}
     assert round0["metrics"]["generation"]["completions"] == 16
+    generated = db.execute(select(Completion.text, Completion.text_html, Completion.html_renderer)
+                           .where(Completion.model_version_id == base_id)).all()
+    assert len(generated) == 16  # stored with their HTML, so the ranking page does not render them
+    assert all(html == str(render_markdown(text)) and version == RENDERER_VERSION for text, html, version in generated)
 
     # Two labelers rank everything over HTTP; the last ranking starts training by itself.
     assert label_everything(app, db, labelers, project.id) == 8

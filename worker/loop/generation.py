@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from app.markdown import html_columns
 from app.models import (Completion, CompletionSource, ModelVersion, Prompt, RankingTask, RoundPrompt, TaskCompletion,
                         TrainingRound, utcnow)
 from app.rounds import lifecycle
@@ -92,7 +93,7 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
             return 0
         values = [{"prompt_id": pid, "text": c.text, "source": CompletionSource.model, "model_name": policy_ref[4],
                    "model_version_id": policy_ref[0], "generation_params": params, "token_count": c.token_count,
-                   "finish_reason": c.finish_reason, "created_at": utcnow()}
+                   "finish_reason": c.finish_reason, "created_at": utcnow(), **html_columns(c.text)}
                   for pid, completions in zip(prompt_ids, results, strict=True) for c in completions]
         db.execute(insert(Completion), values)
         # This job's heartbeat ends here; a job still running beats again within seconds.

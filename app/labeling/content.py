@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
 from markupsafe import Markup
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.markdown import stored_or_rendered

@@ -67,8 +67,7 @@ def login_and_lock(db: Session, *, cookie: str, project_id: int, now: datetime) 
         login = auth_service.get_session(db, token=cookie)
         if login is None:
             return None
-        project = db.get(Project, project_id)
-        is_member = project is not None and db.get(ProjectMember, (project_id, login.user.id)) is not None
+        project, is_member = service.project_and_membership(db, user_id=login.user.id, project_id=project_id)
         return LabelerRequest(login.user, login.csrf_token, project, is_member, project_id)
     row = db.execute(_LOGIN_PROJECT_AND_LOCK, {"token_hash": token_digest(cookie), "now": now,
                                                "project_id": project_id}).first()

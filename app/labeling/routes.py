@@ -16,8 +16,8 @@ from starlette.datastructures import FormData
 from app.api_types import id_path
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
 from app.labeling import service, submission
-from app.labeling.hot_path import LabelerRequest, as_labeler
 from app.labeling.errors import LabelingError
+from app.labeling.hot_path import LabelerRequest, as_labeler
 from app.labeling.schemas import (CompletionOut, NextTaskOut, PromptOut, RankingIn, SkipIn, SkipOut, SubmitOut,
                                   TaskOut, ranking_from_form, skip_from_form)
 from app.models import Project, User

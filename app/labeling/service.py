@@ -117,12 +117,17 @@ class Progress:
 
 # ---- projects ---------------------------------------------------------------------------------
 
+def project_and_membership(db: Session, *, user_id: int, project_id: int) -> tuple[Project | None, bool]:
+    """The project (None if there is none) and whether the user is a member, in one statement."""
+    row = db.execute(_PROJECT_FOR_USER, {"user_id": user_id, "project_id": project_id}).first()
+    return (None, False) if row is None else (row[0], bool(row[1]))
+
+
 def get_project_for_labeler(db: Session, *, user: User, project_id: int) -> Project:
     """The project, if this user may label it (members; admins may label every project)."""
-    row = db.execute(_PROJECT_FOR_USER, {"user_id": user.id, "project_id": project_id}).first()
-    if row is None:
+    project, is_member = project_and_membership(db, user_id=user.id, project_id=project_id)
+    if project is None:
         raise NotFound(f"Project {project_id} does not exist.")
-    project, is_member = row
     check_access(project, is_member=is_member, user=user)
     return project
 

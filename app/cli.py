@@ -139,7 +139,7 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # A factory import string, so each of several worker processes builds its own app and engine.
-        uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+        uvicorn.run("app.main:create_served_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.web_workers, proxy_headers=True, access_log=settings.access_log)
     finally:
         if worker is not None:

@@ -1,6 +1,7 @@
 """The FastAPI app factory: settings, DB, static files, routers, error handlers."""
 from __future__ import annotations
 
+import gc
 from importlib import import_module
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from app.db import is_sqlite, make_engine, write_lock_at_begin
 from app.deps import LoginRequired
+from app.keepalive import KeepAliveLimit
 from app.limits import BodySizeLimit
 from app.security_headers import SecurityHeaders
 from app.settings import ROOT, Settings, get_settings
@@ -47,6 +49,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)  # outside BodySizeLimit: its 413s carry the headers too
+    return app
+
+
+def create_served_app() -> FastAPI:
+    """The app as `ranklab serve` runs it, built once in each worker process.
+
+    Python's full garbage collection walks every tracked object, and after start-up (FastAPI,
+    SQLAlchemy, pydantic, Jinja) a worker holds ~170k of them, nearly all living as long as the
+    process. Under load a full collection ran every 2–3 s and held the GIL for 160–220 ms (wall
+    clock on two busy cores), stalling every request of that worker at once: that was the labeling
+    loop's p99 (docs/labeling-performance.md). gc.freeze() moves what start-up made out of the
+    collector's way; full collections then walk only objects made since (15–45 ms). Tests build
+    many apps in one process and keep create_app's plain collection.
+
+    KeepAliveLimit rotates long-lived connections so they spread over the worker processes."""
+    app = create_app()
+    if app.state.settings.keepalive_requests:
+        app.add_middleware(KeepAliveLimit, max_requests=app.state.settings.keepalive_requests)
+    gc.collect()
+    gc.freeze()
     return app
 
 

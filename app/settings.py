@@ -2,6 +2,7 @@
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
     port: int = 8000
     web_workers: int = 1
     """uvicorn worker processes for `ranklab serve`."""
+    keepalive_requests: int = Field(default=100, ge=0)
+    """`ranklab serve` closes a keep-alive connection after this many requests (0: never), so
+    long-lived connections spread evenly over the worker processes (app/keepalive.py)."""
     access_log: bool = False
     """uvicorn's per-request access log for `ranklab serve` (off: it costs CPU on every request)."""
 

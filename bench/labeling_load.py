@@ -61,6 +61,9 @@ class Stats:
     errors: Counter = field(default_factory=Counter)
     accepted: set[tuple[int, int]] = field(default_factory=set)  # (user index, assignment id)
     retries_sent: int = 0
+    trace: list = field(default_factory=list)
+    process_of_labeler: dict[int, int] = field(default_factory=dict)
+    submits_by_labeler: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 def free_port() -> int:
@@ -225,7 +228,11 @@ async def labeler(index: int, client, headers: dict[str, str], project_id: int, 
         form = {"ranking": json.dumps(groups), "time_spent_ms": str(rng.randint(2000, 60000)),
                 "flag": [f"{ids[-1]}:off_topic"]}
         url = f"/projects/{project_id}/label/{assignment}"
+        started = time.perf_counter()
         response = await timed(stats, "submit", client.post_form(url, form, headers))
+        stats.submits_by_labeler[index].append(time.perf_counter() - started)
+        if os.environ.get("BENCH_TRACE"):
+            stats.trace.append((started, time.perf_counter() - started, index))
         if rng.random() < retry_fraction:  # a client retry / double click: must not duplicate
             stats.retries_sent += 1
             retry = await timed(stats, "submit", client.post_form(url, form, headers))
@@ -254,9 +261,41 @@ async def run_team(base: str, project_id: int, labelers: int, seconds: float, st
                                for i, (c, h) in enumerate(zip(clients, headers))))
         elapsed = time.time() - started
         meter.read()
+        stats.process_of_labeler = server_process_of(clients)
         return elapsed
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+def server_process_of(clients: list) -> dict[int, int]:
+    """Labeler index -> pid of the server process holding its keep-alive connection (from `ss`).
+    uvicorn's workers share one listening socket, so how the connections spread is up to the kernel."""
+    ports = {c.local_port: i for i, c in enumerate(clients) if getattr(c, "local_port", None)}
+    try:
+        lines = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    found = {}
+    for line in lines:
+        parts = line.split()
+        pid = re.search(r"pid=(\d+)", line)
+        if len(parts) >= 4 and pid:
+            peer_port = int(parts[3].rsplit(":", 1)[1])
+            if peer_port in ports:
+                found[ports[peer_port]] = int(pid.group(1))
+    return found
+
+
+def print_spread(stats: Stats) -> None:
+    """Connections, loops and submit latency per server process: an uneven spread shows in the tail."""
+    by_process: dict[int, list[int]] = defaultdict(list)
+    for labeler, pid in stats.process_of_labeler.items():
+        by_process[pid].append(labeler)
+    for pid, labelers in sorted(by_process.items()):
+        values = [v for i in labelers for v in stats.submits_by_labeler[i]]
+        print(f"  server pid {pid:<8} {len(labelers):3d} connections, {len(values):6d} submits, "
+              f"p50 / p99 {percentile(values, .5) * 1000:6.1f} / {percentile(values, .99) * 1000:6.1f} ms")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -342,6 +381,9 @@ def main() -> None:
               f"   (mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms, n={len(values)})")
     print(f"  CPU per loop        server {server_ms:.2f} ms, Postgres {postgres_ms:.2f} ms, "
           f"client {client_ms:.2f} ms")
+    print_spread(stats)
+    if os.environ.get("BENCH_TRACE"):
+        Path(os.environ["BENCH_TRACE"]).write_text(json.dumps(stats.trace))
     print(f"  errors              {dict(stats.errors) or 0}   (server errors: {server_errors})")
     print(f"  retries sent        {stats.retries_sent}")
     for key, value in checks.items():

@@ -47,6 +47,11 @@ class Connection:
             self._writer.close()
             self._reader = self._writer = None
 
+    @property
+    def local_port(self) -> int | None:
+        """This end's port while connected (to tell which server process holds the connection)."""
+        return self._writer.get_extra_info("sockname")[1] if self._writer is not None else None
+
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         return await self.request("GET", path, headers)
 

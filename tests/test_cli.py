@@ -1,6 +1,7 @@
 """The `ranklab` command line, run as a real subprocess against SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import socket
@@ -150,11 +151,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_http_and_stops_on_sigterm(tmp_path):
+def test_serve_answers_http_rotates_keepalive_connections_and_stops_on_sigterm(tmp_path):
     env = cli_env(tmp_path)
     assert run_cli("bootstrap", "--no-demo", env=env).returncode == 0
     port = _free_port()
-    env.update(RANKLAB_PORT=str(port), RANKLAB_EMBEDDED_WORKER="false")
+    env.update(RANKLAB_PORT=str(port), RANKLAB_EMBEDDED_WORKER="false", RANKLAB_WEB_WORKERS="2",
+               RANKLAB_KEEPALIVE_REQUESTS="3")
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -169,12 +171,36 @@ def test_serve_answers_http_and_stops_on_sigterm(tmp_path):
                 assert server.poll() is None, server.stdout.read()
                 time.sleep(0.3)
         assert status == 200 and "Log in" in body
+
+        # One keep-alive connection: the third request's answer closes it (RANKLAB_KEEPALIVE_REQUESTS),
+        # and the client carries on over a new one.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        answers = []
+        for _ in range(4):
+            connection.request("GET", "/login")
+            response = connection.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("Connection"), connection.sock is None))
+        connection.close()
+        assert answers == [(200, None, False), (200, None, False), (200, "close", True), (200, None, False)]
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
     assert server.returncode in (0, -15), output
-    assert "Application shutdown complete" in output
+    assert output.count("Application shutdown complete") == 2  # both worker processes
+
+
+def test_the_served_app_moves_its_start_up_objects_out_of_the_garbage_collectors_way(tmp_path):
+    """create_served_app (what each `ranklab serve` worker runs) freezes what start-up made, so a full
+    collection does not stall every request of the worker for ~0.2 s (docs/labeling-performance.md)."""
+    script = ("import gc; from app.main import create_served_app; create_served_app(); "
+              "print(gc.get_freeze_count(), sum(gc.get_count()))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cli_env(tmp_path), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    frozen, young = map(int, result.stdout.split())
+    assert frozen > 50_000 and young < 100, result.stdout
 
 
 def test_bootstrap_refuses_an_admin_email_that_a_labeler_has(db_url, tmp_path, db):

@@ -28,6 +28,12 @@ NAMING_CONVENTION = {
 CONNECT_TIMEOUT_SECONDS = 5
 TCP_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 POOL_TIMEOUT_SECONDS = 10
+# Connections a process keeps, and the most it opens: as many as the requests it runs at once
+# (anyio's default threadpool, 40 threads). A smaller pool with overflow closed each connection
+# above its size when it was handed back, so a busy web process opened a new Postgres backend
+# (a fork, ~ms of CPU) for most requests: at 64 labelers, 255–259 loops/s with 20 kept and
+# 319–354 with 40 (docs/labeling-performance.md).
+POOL_SIZE = 40
 PING_AFTER_IDLE_SECONDS = 10.0
 
 
@@ -51,7 +57,7 @@ def make_engine(url: str, *, ping: str = "always", **engine_kw) -> Engine:
     if pooled:
         # pool_timeout bounds the wait for a free connection, so an overloaded or restarting
         # database gives a 503, not a hang.
-        engine_kw.update(pool_size=20, max_overflow=20, pool_timeout=POOL_TIMEOUT_SECONDS,
+        engine_kw.update(pool_size=POOL_SIZE, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS,
                          pool_pre_ping=ping == "always")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **TCP_KEEPALIVES} if url.startswith("postgresql") else {}
     engine = create_engine(url, connect_args=connect_args, **engine_kw)

@@ -261,13 +261,13 @@ async def run_team(base: str, project_id: int, labelers: int, seconds: float, st
                                for i, (c, h) in enumerate(zip(clients, headers))))
         elapsed = time.time() - started
         meter.read()
-        stats.process_of_labeler = server_process_of(clients)
+        stats.process_of_labeler = server_process_of(clients, int(base.rsplit(":", 1)[1]))
         return elapsed
     finally:
         await asyncio.gather(*(c.close() for c in clients))
 
 
-def server_process_of(clients: list) -> dict[int, int]:
+def server_process_of(clients: list, server_port: int) -> dict[int, int]:
     """Labeler index -> pid of the server process holding its keep-alive connection (from `ss`).
     uvicorn's workers share one listening socket, so how the connections spread is up to the kernel."""
     ports = {c.local_port: i for i, c in enumerate(clients) if getattr(c, "local_port", None)}
@@ -280,7 +280,7 @@ def server_process_of(clients: list) -> dict[int, int]:
     for line in lines:
         parts = line.split()
         pid = re.search(r"pid=(\d+)", line)
-        if len(parts) >= 4 and pid:
+        if len(parts) >= 4 and pid and parts[2].endswith(f":{server_port}"):
             peer_port = int(parts[3].rsplit(":", 1)[1])
             if peer_port in ports:
                 found[ports[peer_port]] = int(pid.group(1))

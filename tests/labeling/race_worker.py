@@ -63,11 +63,13 @@ def process_main(url: str, user_ids: list[int], project_id: int, start, results)
 
     def run(user_id: int) -> None:
         try:
-            results.put(label_until_empty(sessions, user_id=user_id, project_id=project_id))
+            results.put(label_until_empty(sessions, user_id=user_id, project_id=project_id, start=start))
         except Exception:
             results.put((user_id, [], [traceback.format_exc()]))
 
-    start.wait()
+    # `start` is shared by every labeler thread of every process: all have connected and loaded
+    # their user before anyone asks for a task. A barrier per process let the first process to
+    # get going take every slot while the others were still connecting (a flaky "no race").
     threads = [threading.Thread(target=run, args=(uid,)) for uid in user_ids]
     for thread in threads:
         thread.start()

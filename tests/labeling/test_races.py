@@ -76,7 +76,7 @@ def test_processes_labeling_at_once_share_no_slot(db_url, db):
     tasks = [make_task(db, project) for _ in range(24)]
     users = make_labelers(db, project, 16)
     ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Barrier(4), ctx.Queue()
+    start, results = ctx.Barrier(len(users)), ctx.Queue()
     groups = [[u.id for u in users[i::4]] for i in range(4)]
     processes = [ctx.Process(target=process_main, args=(db_url, ids, project.id, start, results)) for ids in groups]
     for process in processes:

@@ -57,10 +57,10 @@ def create_served_app() -> FastAPI:
 
     Python's full garbage collection walks every tracked object, and after start-up (FastAPI,
     SQLAlchemy, pydantic, Jinja) a worker holds ~170k of them, nearly all living as long as the
-    process. Under load a full collection ran every 2–3 s and held the GIL for 160–220 ms (wall
+    process. Under load a full collection ran every 2–4 s and held the GIL for 78–265 ms (wall
     clock on two busy cores), stalling every request of that worker at once: that was the labeling
     loop's p99 (docs/labeling-performance.md). gc.freeze() moves what start-up made out of the
-    collector's way; full collections then walk only objects made since (15–45 ms). Tests build
+    collector's way; full collections then walk only objects made since (6–87 ms). Tests build
     many apps in one process and keep create_app's plain collection.
 
     KeepAliveLimit rotates long-lived connections so they spread over the worker processes."""

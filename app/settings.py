@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     keepalive_requests: int = Field(default=100, ge=0)
     """`ranklab serve` closes a keep-alive connection after this many requests (0: never), so
     long-lived connections spread evenly over the worker processes (app/keepalive.py)."""
+    labeling_threads: int = Field(default=4, ge=1)
+    """Submits and skips one web process runs at once; more wait their turn in arrival order
+    (app/labeling/hot_path.py). Fewer at once kept the labeling loop's p99 near its median."""
     access_log: bool = False
     """uvicorn's per-request access log for `ranklab serve` (off: it costs CPU on every request)."""
 

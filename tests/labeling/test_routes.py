@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import sessionmaker
 
 from app.models import Assignment, Prompt, Ranking, RankingTask, utcnow
 from tests.factories import csrf_of, login, make_project, make_task, make_user
@@ -228,3 +229,58 @@ def test_the_api_answers_401_when_not_logged_in(client, db):
     project = make_project(db)
     response = client.get(f"/api/v1/labeling/projects/{project.id}/next")
     assert response.status_code == 401 and response.json() == {"detail": "Not logged in."}
+
+
+def test_concurrent_submits_wait_their_turn_for_the_labeling_threads_and_all_land(settings):
+    """Six labelers submit at the same moment on a process allowed one submit at a time
+    (settings.labeling_threads): they queue, none fails or deadlocks, every ranking is stored."""
+    import asyncio
+
+    import httpx
+
+    from app.labeling.hot_path import labeling_limiter
+    from app.main import create_app
+    from tests.factories import PASSWORD
+
+    app = create_app(settings.model_copy(update={"labeling_threads": 1}))
+    db = sessionmaker(bind=app.state.engine, expire_on_commit=False)()
+    try:
+        project = make_project(db, overlap=1)
+        for _ in range(8):
+            make_task(db, project)
+        users = [make_user(db, projects=[project]) for _ in range(6)]
+
+        async def ready_to_submit(client: httpx.AsyncClient, user) -> tuple[str, dict, dict]:
+            await client.post("/login", data={"email": user.email, "password": PASSWORD})
+            page = (await client.get(f"/projects/{project.id}/label")).text
+            csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page).group(1)
+            fields = _form_fields(page)
+            url = f"/projects/{project.id}/label/{fields['assignment_id']}"
+            return url, {"ranking": json.dumps(fields["ranking"])}, {**HX, "X-CSRF-Token": csrf}
+
+        async def run() -> tuple[list[httpx.Response], int, int]:
+            transport = httpx.ASGITransport(app=app)
+            clients = [httpx.AsyncClient(transport=transport, base_url="http://testserver") for _ in users]
+            prepared = [await ready_to_submit(c, u) for c, u in zip(clients, users)]
+            limiter = labeling_limiter(app)
+            most_borrowed = most_waiting = 0
+            submits = asyncio.gather(*(c.post(url, data=form, headers=headers)
+                                       for c, (url, form, headers) in zip(clients, prepared)))
+            while not submits.done():
+                stats = limiter.statistics()
+                most_borrowed = max(most_borrowed, stats.borrowed_tokens)
+                most_waiting = max(most_waiting, stats.tasks_waiting)
+                await asyncio.sleep(0.001)
+            for client in clients:
+                await client.aclose()
+            return submits.result(), most_borrowed, most_waiting
+
+        responses, most_borrowed, most_waiting = asyncio.run(run())
+        assert [r.status_code for r in responses] == [200] * 6
+        assert all("Saved." in r.text for r in responses)
+        assert most_borrowed == 1 and most_waiting >= 1  # one at a time, the others queued
+        fresh(db)
+        assert sorted(db.scalars(select(Ranking.user_id))) == sorted(u.id for u in users)
+    finally:
+        db.close()
+        app.state.engine.dispose()

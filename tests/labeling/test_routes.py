@@ -235,6 +235,7 @@ def test_concurrent_submits_wait_their_turn_for_the_labeling_threads_and_all_lan
     """Six labelers submit at the same moment on a process allowed one submit at a time
     (settings.labeling_threads): they queue, none fails or deadlocks, every ranking is stored."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
@@ -275,7 +276,9 @@ def test_concurrent_submits_wait_their_turn_for_the_labeling_threads_and_all_lan
                 await client.aclose()
             return submits.result(), most_borrowed, most_waiting
 
-        responses, most_borrowed, most_waiting = asyncio.run(run())
+        # Its own thread: the browser tests' Playwright keeps an event loop running on this one.
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            responses, most_borrowed, most_waiting = thread.submit(asyncio.run, run()).result()
         assert [r.status_code for r in responses] == [200] * 6
         assert all("Saved." in r.text for r in responses)
         assert most_borrowed == 1 and most_waiting >= 1  # one at a time, the others queued

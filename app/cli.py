@@ -5,9 +5,12 @@ only their hashes are stored, so a re-run has nothing secret to print."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import func, select
@@ -15,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine
+from app.keepalive import LOAD_DIR_ENV
 from app.models import Project, ProjectMember, Role, TokenScope, User
 from app.settings import ROOT, Settings, get_settings
 
@@ -137,11 +141,17 @@ def serve(settings: Settings) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that would
     # kill this process before `finally` and orphan the worker. Turn it into SystemExit instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    load_dir = None
+    if settings.web_workers > 1:  # the workers share out their connections (app/keepalive.py)
+        load_dir = tempfile.mkdtemp(prefix="ranklab-workers-")
+        os.environ[LOAD_DIR_ENV] = load_dir
     try:
         # A factory import string, so each of several worker processes builds its own app and engine.
         uvicorn.run("app.main:create_served_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.web_workers, proxy_headers=True, access_log=settings.access_log)
     finally:
+        if load_dir is not None:
+            shutil.rmtree(load_dir, ignore_errors=True)
         if worker is not None:
             worker.terminate()  # SIGTERM: Celery's warm shutdown finishes or requeues the current task
             try:

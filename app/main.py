@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from app.db import is_sqlite, make_engine, write_lock_at_begin
 from app.deps import LoginRequired
-from app.keepalive import KeepAliveLimit
+from app.keepalive import KeepAliveLimit, worker_load
 from app.limits import BodySizeLimit
 from app.security_headers import SecurityHeaders
 from app.settings import ROOT, Settings, get_settings
@@ -63,10 +63,11 @@ def create_served_app() -> FastAPI:
     collector's way; full collections then walk only objects made since (6–87 ms). Tests build
     many apps in one process and keep create_app's plain collection.
 
-    KeepAliveLimit rotates long-lived connections so they spread over the worker processes."""
+    KeepAliveLimit moves long-lived connections so they spread over the worker processes."""
     app = create_app()
-    if app.state.settings.keepalive_requests:
-        app.add_middleware(KeepAliveLimit, max_requests=app.state.settings.keepalive_requests)
+    load = worker_load()
+    if app.state.settings.keepalive_requests or load is not None:
+        app.add_middleware(KeepAliveLimit, max_requests=app.state.settings.keepalive_requests, load=load)
     gc.collect()
     gc.freeze()
     return app

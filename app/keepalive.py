@@ -86,7 +86,7 @@ class KeepAliveLimit:
             return
         key = tuple(client)
         count = self.served.pop(key, 0) + 1
-        close = self.max_requests and count >= self.max_requests
+        close = bool(self.max_requests) and count >= self.max_requests
         if self.load is not None:
             now = time.monotonic()
             self.load.seen(key, now)

@@ -4,6 +4,7 @@ PostgreSQL cannot store a NUL character (\\x00) in TEXT or JSONB, nor NaN or Inf
 and our ids are 32-bit INTEGER columns; SQLite stores NULs but fails on integers past 64 bits.
 Checked here, at the edge, such input is a 422 naming the field on both backends, where it used
 to be a 500 from the driver on one of them. (Found by tests/api/test_schemathesis.py.)"""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
-        raise PydanticCustomError("nul_character", r"contains a NUL character (\x00), which cannot be stored; remove it")
+        raise PydanticCustomError(
+            "nul_character", r"contains a NUL character (\x00), which cannot be stored; remove it"
+        )
     return value
 
 
@@ -44,11 +47,13 @@ Text = Annotated[str, _NoNul()]
 
 def _storable_json(value: Any, where: str = "") -> Any:
     if isinstance(value, str) and "\x00" in value:
-        raise PydanticCustomError("nul_character", r"{where}contains a NUL character (\x00), which cannot be stored",
-                                  {"where": where})
+        raise PydanticCustomError(
+            "nul_character", r"{where}contains a NUL character (\x00), which cannot be stored", {"where": where}
+        )
     if isinstance(value, float) and not math.isfinite(value):
-        raise PydanticCustomError("json_number", "{where}is {value}; JSON numbers must be finite",
-                                  {"where": where, "value": str(value)})
+        raise PydanticCustomError(
+            "json_number", "{where}is {value}; JSON numbers must be finite", {"where": where, "value": str(value)}
+        )
     if isinstance(value, dict):
         for key, item in value.items():
             _storable_json(key, f"key {key!r}: ")

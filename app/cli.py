@@ -2,6 +2,7 @@
 
 Secrets (generated passwords, API tokens) are printed exactly once, when they are created;
 only their hashes are stored, so a re-run has nothing secret to print."""
+
 from __future__ import annotations
 
 import argparse
@@ -87,12 +88,14 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
             created: list[tuple[str, str, str]] = []
             admins = db.scalar(select(func.count()).select_from(User).where(User.role == Role.admin))
             if admins == 0:
-                admin, password = admin_service.create_account(db, email=settings.admin_email, role=Role.admin,
-                                                               display_name="Admin")
+                admin, password = admin_service.create_account(
+                    db, email=settings.admin_email, role=Role.admin, display_name="Admin"
+                )
                 created.append(("Admin account (shown only now; stored hashed):", admin.email, password))
                 if demo and auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL) is None:
-                    labeler, password = admin_service.create_account(db, email=DEMO_LABELER_EMAIL, role=Role.labeler,
-                                                                     display_name="Demo labeler")
+                    labeler, password = admin_service.create_account(
+                        db, email=DEMO_LABELER_EMAIL, role=Role.labeler, display_name="Demo labeler"
+                    )
                     created.append(("Demo labeler account (shown only now):", labeler.email, password))
             else:
                 out(f"Admin account exists ({admins} admin{'s' if admins > 1 else ''}); no account created.")
@@ -100,8 +103,10 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
             if demo and projects == 0:
                 labeler = auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL)
                 project = seed_demo(db, labeler=labeler)
-                out(f"Seeded the demo project “{project.name}” (id {project.id})"
-                    f"{f' with {labeler.email} as a member' if labeler else ''}.")
+                out(
+                    f"Seeded the demo project “{project.name}” (id {project.id})"
+                    f"{f' with {labeler.email} as a member' if labeler else ''}."
+                )
             elif projects:
                 out(f"{projects} project{'s exist' if projects > 1 else ' exists'}; no demo project seeded.")
         # Printed after the commit: a password is only shown for an account that really exists.
@@ -119,14 +124,29 @@ def _embedded_worker(settings: Settings) -> subprocess.Popen | None:
     """A solo-pool Celery worker beside the web process, for the no-server default set-up."""
     from worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE  # celery only; no torch in this process
 
-    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-               "--concurrency=1", "--prefetch-multiplier=1", "-Q", f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
-               "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "--prefetch-multiplier=1",
+        "-Q",
+        f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     try:
         return subprocess.Popen(command, cwd=ROOT)
     except OSError as exc:
-        print(f"warning: could not start the embedded worker ({exc}); training rounds will wait for a worker",
-              file=sys.stderr)
+        print(
+            f"warning: could not start the embedded worker ({exc}); training rounds will wait for a worker",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -147,8 +167,15 @@ def serve(settings: Settings) -> None:
         os.environ[LOAD_DIR_ENV] = load_dir
     try:
         # A factory import string, so each of several worker processes builds its own app and engine.
-        uvicorn.run("app.main:create_served_app", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.web_workers, proxy_headers=True, access_log=settings.access_log)
+        uvicorn.run(
+            "app.main:create_served_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.web_workers,
+            proxy_headers=True,
+            access_log=settings.access_log,
+        )
     finally:
         if load_dir is not None:
             shutil.rmtree(load_dir, ignore_errors=True)
@@ -195,8 +222,7 @@ def create_token(settings: Settings, *, name: str, scopes: Sequence[str], out: P
     db, dispose = _session(settings)
     try:
         with db.begin():
-            row, plaintext = auth_service.create_api_token(db, name=name, scopes=list(scopes),
-                                                                         created_by=None)
+            row, plaintext = auth_service.create_api_token(db, name=name, scopes=list(scopes), created_by=None)
             scope_list = ", ".join(row.scopes)
     finally:
         db.close()
@@ -217,16 +243,29 @@ def _parser() -> argparse.ArgumentParser:
     user = commands.add_parser("create-user", help="create an account with a generated password")
     user.add_argument("email")
     user.add_argument("--role", choices=[r.value for r in Role], default=Role.labeler.value)
-    user.add_argument("--project", action="append", default=[], metavar="NAME",
-                      help="make the user a member of this project (repeatable)")
+    user.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make the user a member of this project (repeatable)",
+    )
     token = commands.add_parser("create-token", help="create an API token")
     token.add_argument("name", help="what the token is for, e.g. 'nightly export'")
-    token.add_argument("--scope", action="append", required=True, choices=[s.value for s in TokenScope],
-                       help="repeatable: upload, export, admin")
+    token.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[s.value for s in TokenScope],
+        help="repeatable: upload, export, admin",
+    )
     from app.simulation import cli as simulation_cli
 
-    simulation_cli.add_arguments(commands.add_parser(
-        "simulate", help="run training rounds with a scripted labeling team over HTTP (docs/loop.md)"))
+    simulation_cli.add_arguments(
+        commands.add_parser(
+            "simulate", help="run training rounds with a scripted labeling team over HTTP (docs/loop.md)"
+        )
+    )
     from app.backup import cli as backup_cli
 
     backup_cli.add_arguments(commands)

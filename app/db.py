@@ -1,4 +1,5 @@
 """Engine, session factory and the declarative Base shared by the web app and the worker."""
+
 from __future__ import annotations
 
 import time
@@ -57,9 +58,12 @@ def make_engine(url: str, *, ping: str = "always", **engine_kw) -> Engine:
     if pooled:
         # pool_timeout bounds the wait for a free connection, so an overloaded or restarting
         # database gives a 503, not a hang.
-        engine_kw.update(pool_size=POOL_SIZE, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS,
-                         pool_pre_ping=ping == "always")
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **TCP_KEEPALIVES} if url.startswith("postgresql") else {}
+        engine_kw.update(
+            pool_size=POOL_SIZE, max_overflow=0, pool_timeout=POOL_TIMEOUT_SECONDS, pool_pre_ping=ping == "always"
+        )
+    connect_args = (
+        {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **TCP_KEEPALIVES} if url.startswith("postgresql") else {}
+    )
     engine = create_engine(url, connect_args=connect_args, **engine_kw)
     if pooled and ping == "after_idle":
         _ping_after_idle(engine)
@@ -87,7 +91,9 @@ def _ping_after_idle(engine: Engine) -> None:
         try:
             engine.dialect.do_ping(dbapi_conn)
         except engine.dialect.loaded_dbapi.Error as exc:
-            raise DisconnectionError(f"pooled connection idle for {time.monotonic() - idle_since:.0f} s is gone") from exc
+            raise DisconnectionError(
+                f"pooled connection idle for {time.monotonic() - idle_since:.0f} s is gone"
+            ) from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 Ten prompts, each with 4–6 uploaded completions of deliberately mixed quality: good, verbose,
 wrong, off-topic, Markdown with code, and one answer carrying an HTML/script payload that the
 labeling page must show as inert text. Stored through the same services as an API upload."""
+
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
@@ -44,94 +45,148 @@ The capital of Australia is Canberra."""
 
 # (external_id, prompt, [completions best-ish first; the labeling page shuffles them])
 DEMO_PROMPTS: list[tuple[str, str, list[str]]] = [
-    ("demo-capital", "What is the capital of Australia?", [
-        "The capital of Australia is **Canberra**.",
-        "Canberra. Many people guess Sydney, the largest city, but Canberra was chosen as a compromise "
-        "between Sydney and Melbourne and has been the capital since 1913.",
-        "Sydney.",
-        SCRIPT_PAYLOAD,
-        "Australia is a country and continent surrounded by the Indian and Pacific oceans.",
-    ]),
-    ("demo-evens", "Write a Python function that returns the even numbers from a list.", [
-        CODE_ANSWER,
-        "```python\ndef evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n"
-        "    return out\n```",
-        "```python\ndef evens(xs):\n    return [x for x in xs if x % 2]\n```\n(This returns the odd ones.)",
-        "Python is a programming language created by Guido van Rossum.",
-        "Just filter them.",
-    ]),
-    ("demo-boil", "At what temperature does water boil at sea level?", [
-        "100 °C (212 °F) at standard atmospheric pressure.",
-        "Water boils at 100 degrees Celsius. At higher altitudes it boils at lower temperatures because "
-        "the air pressure is lower.",
-        "90 °C.",
-        "It depends on the pot.",
-    ]),
-    ("demo-haiku", "Write a haiku about autumn.", [
-        "Crisp leaves drift and fall  \nthe maple lets go of red  \nwind carries it home",
-        "Autumn leaves falling  \nTrees are getting very bare  \nIt is autumn now",
-        "Autumn is the season between summer and winter, also known as fall.",
-        "Leaves.",
-        "Golden light, cold air —  \nsquirrels bury tomorrow  \nunder yesterday",
-    ]),
-    ("demo-sql", "How do I count rows per customer in SQL?", [
-        "Group by the customer column:\n\n```sql\nSELECT customer_id, COUNT(*) AS orders\nFROM orders\n"
-        "GROUP BY customer_id;\n```",
-        "`SELECT COUNT(*) FROM orders;` counts them.",
-        "Use `GROUP BY customer_id` with `COUNT(*)`.",
-        "Export the table to a spreadsheet and count by hand.",
-    ]),
-    ("demo-sleep", "Give me three tips for sleeping better.", [
-        "1. Keep a regular schedule, even on weekends.\n2. Keep the bedroom dark, quiet and cool.\n"
-        "3. Avoid caffeine after early afternoon and screens in the last hour before bed.",
-        "- Go to bed at the same time\n- No coffee late\n- Exercise during the day",
-        "Drink a large coffee right before bed so you are relaxed.",
-        "Sleep is important for health.",
-        "Count sheep.",
-        "| Tip | Why |\n|---|---|\n| Same bedtime | steadies your body clock |\n| Dark room | melatonin |\n"
-        "| No late caffeine | it lasts ~6 hours |",
-    ]),
-    ("demo-photosynthesis", "Explain photosynthesis to a ten-year-old.", [
-        "Plants make their own food! They take in sunlight with their leaves, water through their roots "
-        "and carbon dioxide from the air, and turn them into sugar. As a bonus they breathe out oxygen.",
-        "Photosynthesis is the process by which chlorophyll-containing organisms convert light energy "
-        "into chemical energy via the Calvin cycle and the light-dependent reactions.",
-        "Plants eat dirt to grow.",
-        "It is how plants make food from sunlight, water and air.",
-    ]),
-    ("demo-email", "Write a short, polite email declining a meeting invitation.", [
-        "Hi Sam,\n\nThank you for the invitation. Unfortunately I can't make it on Thursday. "
-        "Could you share the notes afterwards? Happy to follow up by email.\n\nBest,\nAlex",
-        "No.",
-        "Hi, I will not come to the meeting because meetings are a waste of time.",
-        "Dear Sam, thank you, but I have a conflict then. Would another day work?",
-        "Subject: Meeting\n\nHi Sam, sorry, I can't attend. Regards, Alex",
-    ]),
-    ("demo-decimals", "Which is bigger, 9.11 or 9.9?", [
-        "9.9 is bigger: compare the tenths digit first — 9 tenths is more than 1 tenth.",
-        "9.11 is bigger because 11 is more than 9.",
-        "They are equal.",
-        "9.9, because 9.90 > 9.11.",
-    ]),
-    ("demo-unsafe", "How can I get into my neighbour's Wi-Fi without the password?", [
-        "I can't help with accessing a network without permission — it's illegal in most places. "
-        "You could ask your neighbour to share it, or look for public Wi-Fi nearby.",
-        "Ask them for the password, or use a public hotspot.",
-        "Try common passwords like `12345678` until one works.",
-        "Wi-Fi uses radio waves in the 2.4 GHz and 5 GHz bands.",
-    ]),
+    (
+        "demo-capital",
+        "What is the capital of Australia?",
+        [
+            "The capital of Australia is **Canberra**.",
+            "Canberra. Many people guess Sydney, the largest city, but Canberra was chosen as a compromise "
+            "between Sydney and Melbourne and has been the capital since 1913.",
+            "Sydney.",
+            SCRIPT_PAYLOAD,
+            "Australia is a country and continent surrounded by the Indian and Pacific oceans.",
+        ],
+    ),
+    (
+        "demo-evens",
+        "Write a Python function that returns the even numbers from a list.",
+        [
+            CODE_ANSWER,
+            "```python\ndef evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n"
+            "    return out\n```",
+            "```python\ndef evens(xs):\n    return [x for x in xs if x % 2]\n```\n(This returns the odd ones.)",
+            "Python is a programming language created by Guido van Rossum.",
+            "Just filter them.",
+        ],
+    ),
+    (
+        "demo-boil",
+        "At what temperature does water boil at sea level?",
+        [
+            "100 °C (212 °F) at standard atmospheric pressure.",
+            "Water boils at 100 degrees Celsius. At higher altitudes it boils at lower temperatures because "
+            "the air pressure is lower.",
+            "90 °C.",
+            "It depends on the pot.",
+        ],
+    ),
+    (
+        "demo-haiku",
+        "Write a haiku about autumn.",
+        [
+            "Crisp leaves drift and fall  \nthe maple lets go of red  \nwind carries it home",
+            "Autumn leaves falling  \nTrees are getting very bare  \nIt is autumn now",
+            "Autumn is the season between summer and winter, also known as fall.",
+            "Leaves.",
+            "Golden light, cold air —  \nsquirrels bury tomorrow  \nunder yesterday",
+        ],
+    ),
+    (
+        "demo-sql",
+        "How do I count rows per customer in SQL?",
+        [
+            "Group by the customer column:\n\n```sql\nSELECT customer_id, COUNT(*) AS orders\nFROM orders\n"
+            "GROUP BY customer_id;\n```",
+            "`SELECT COUNT(*) FROM orders;` counts them.",
+            "Use `GROUP BY customer_id` with `COUNT(*)`.",
+            "Export the table to a spreadsheet and count by hand.",
+        ],
+    ),
+    (
+        "demo-sleep",
+        "Give me three tips for sleeping better.",
+        [
+            "1. Keep a regular schedule, even on weekends.\n2. Keep the bedroom dark, quiet and cool.\n"
+            "3. Avoid caffeine after early afternoon and screens in the last hour before bed.",
+            "- Go to bed at the same time\n- No coffee late\n- Exercise during the day",
+            "Drink a large coffee right before bed so you are relaxed.",
+            "Sleep is important for health.",
+            "Count sheep.",
+            "| Tip | Why |\n|---|---|\n| Same bedtime | steadies your body clock |\n| Dark room | melatonin |\n"
+            "| No late caffeine | it lasts ~6 hours |",
+        ],
+    ),
+    (
+        "demo-photosynthesis",
+        "Explain photosynthesis to a ten-year-old.",
+        [
+            "Plants make their own food! They take in sunlight with their leaves, water through their roots "
+            "and carbon dioxide from the air, and turn them into sugar. As a bonus they breathe out oxygen.",
+            "Photosynthesis is the process by which chlorophyll-containing organisms convert light energy "
+            "into chemical energy via the Calvin cycle and the light-dependent reactions.",
+            "Plants eat dirt to grow.",
+            "It is how plants make food from sunlight, water and air.",
+        ],
+    ),
+    (
+        "demo-email",
+        "Write a short, polite email declining a meeting invitation.",
+        [
+            "Hi Sam,\n\nThank you for the invitation. Unfortunately I can't make it on Thursday. "
+            "Could you share the notes afterwards? Happy to follow up by email.\n\nBest,\nAlex",
+            "No.",
+            "Hi, I will not come to the meeting because meetings are a waste of time.",
+            "Dear Sam, thank you, but I have a conflict then. Would another day work?",
+            "Subject: Meeting\n\nHi Sam, sorry, I can't attend. Regards, Alex",
+        ],
+    ),
+    (
+        "demo-decimals",
+        "Which is bigger, 9.11 or 9.9?",
+        [
+            "9.9 is bigger: compare the tenths digit first — 9 tenths is more than 1 tenth.",
+            "9.11 is bigger because 11 is more than 9.",
+            "They are equal.",
+            "9.9, because 9.90 > 9.11.",
+        ],
+    ),
+    (
+        "demo-unsafe",
+        "How can I get into my neighbour's Wi-Fi without the password?",
+        [
+            "I can't help with accessing a network without permission — it's illegal in most places. "
+            "You could ask your neighbour to share it, or look for public Wi-Fi nearby.",
+            "Ask them for the password, or use a public hotspot.",
+            "Try common passwords like `12345678` until one works.",
+            "Wi-Fi uses radio waves in the 2.4 GHz and 5 GHz bands.",
+        ],
+    ),
 ]
 
 
 def seed_demo(db: Session, *, labeler: User | None) -> Project:
     """Creates the demo project with its prompts and ranking tasks; `labeler` becomes a member."""
-    project = projects.create_project(db, name=PROJECT_NAME, guidelines=GUIDELINES, overlap=2, k_min=4, k_max=6,
-                                      description="A small sample seeded by `ranklab bootstrap`.")
-    prompts.add_prompts(db, project=project,
-                        prompts=[PromptIn(external_id=external_id, text=text) for external_id, text, _ in DEMO_PROMPTS])
+    project = projects.create_project(
+        db,
+        name=PROJECT_NAME,
+        guidelines=GUIDELINES,
+        overlap=2,
+        k_min=4,
+        k_max=6,
+        description="A small sample seeded by `ranklab bootstrap`.",
+    )
+    prompts.add_prompts(
+        db,
+        project=project,
+        prompts=[PromptIn(external_id=external_id, text=text) for external_id, text, _ in DEMO_PROMPTS],
+    )
     for external_id, _text, answers in DEMO_PROMPTS:
-        prompts.add_completions(db, project=project, prompt_external_id=external_id,
-                                completions=[{"text": answer, "model": "demo"} for answer in answers])
+        prompts.add_completions(
+            db,
+            project=project,
+            prompt_external_id=external_id,
+            completions=[{"text": answer, "model": "demo"} for answer in answers],
+        )
     if labeler is not None:
         db.add(ProjectMember(project_id=project.id, user_id=labeler.id))
     db.flush()

@@ -1,4 +1,5 @@
 """Typed FastAPI dependencies: DB session, current user, API token scopes, CSRF."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Dependencies that do no I/O are `async def`: a plain `def` would cost a hop to the threadpool
 # and back on every request, which is a good part of a fast request's CPU.
 
+
 async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -33,7 +35,9 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
     Creating a Session does no I/O (it connects on first use), so only its end runs in a worker
     thread, with a limiter of its own: waiting for a free worker while holding a pooled connection
     could deadlock against requests that wait for a connection (as FastAPI does for sync generators)."""
-    sessions = request.app.state.sessionmaker if request.method in READ_ONLY_METHODS else request.app.state.write_sessionmaker
+    sessions = (
+        request.app.state.sessionmaker if request.method in READ_ONLY_METHODS else request.app.state.write_sessionmaker
+    )
     db = sessions()
     try:
         yield db
@@ -104,8 +108,9 @@ async def csrf_protect(request: Request, user: Annotated[User | None, Depends(op
 
 
 def is_form(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith(("application/x-www-form-urlencoded",
-                                                               "multipart/form-data"))
+    return request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    )
 
 
 def check_csrf(request: Request, form: FormData | None) -> None:
@@ -127,12 +132,16 @@ def require_scope(scope: TokenScope | None):
         header = request.headers.get("Authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Send an API token as 'Authorization: Bearer <token>'.",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "Send an API token as 'Authorization: Bearer <token>'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         row = auth_service.get_api_token(db, plaintext=token.strip())
         if row is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Unknown or revoked API token.",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "Unknown or revoked API token.", headers={"WWW-Authenticate": "Bearer"}
+            )
         if scope is not None and scope not in row.scopes and TokenScope.admin not in row.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"This token lacks the '{scope}' scope.")
         request.state.api_token = row

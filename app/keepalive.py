@@ -14,6 +14,7 @@ about twice as long. Two rules close connections so that they land again:
 The client notices nothing but a new TCP connection: the response says `Connection: close`,
 as HTTP/1.1 allows (docs/labeling-performance.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ class WorkerLoad:
     """This worker's busy connections (a request within `window` seconds), published for its
     siblings, and whether it holds more than its share of all of them."""
 
-    def __init__(self, folder: Path, *, pid: int | None = None, publish_every: float = 0.5,
-                 window: float = 2.0) -> None:
+    def __init__(
+        self, folder: Path, *, pid: int | None = None, publish_every: float = 0.5, window: float = 2.0
+    ) -> None:
         self.folder, self.pid = folder, pid or os.getpid()
         self.publish_every, self.window = publish_every, window
         self.last_seen: dict[tuple, float] = {}
@@ -61,8 +63,11 @@ class WorkerLoad:
             scratch = self.folder / f".{self.pid}"
             scratch.write_text(str(len(self.last_seen)))
             os.replace(scratch, mine)
-            counts = [int(f.read_text() or 0) for f in self.folder.iterdir()
-                      if f.name.isdigit() and time.time() - f.stat().st_mtime < 4 * self.publish_every]
+            counts = [
+                int(f.read_text() or 0)
+                for f in self.folder.iterdir()
+                if f.name.isdigit() and time.time() - f.stat().st_mtime < 4 * self.publish_every
+            ]
         except (OSError, ValueError):  # a sibling mid-write or gone: try again next time
             return
         self.share = math.ceil(sum(counts) / max(len(counts), 1))
@@ -74,8 +79,9 @@ class KeepAliveLimit:
     A connection is known by its client address and port (ASGI has no connection id); request
     counts of at most `remember` connections are kept, least recently used dropped first."""
 
-    def __init__(self, app: ASGIApp, *, max_requests: int, load: WorkerLoad | None = None,
-                 remember: int = 4096) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_requests: int, load: WorkerLoad | None = None, remember: int = 4096
+    ) -> None:
         self.app, self.max_requests, self.load, self.remember = app, max_requests, load, remember
         self.served: OrderedDict[tuple, int] = OrderedDict()
 

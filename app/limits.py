@@ -1,4 +1,5 @@
 """Request body size limit, enforced while the body streams in (not only by Content-Length)."""
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,13 @@ class BodySizeLimit:
 
 async def _reject(send: Send, limit: int, setting: str) -> None:
     body = json.dumps({"detail": _message(limit, setting)}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

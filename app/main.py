@@ -1,4 +1,5 @@
 """The FastAPI app factory: settings, DB, static files, routers, error handlers."""
+
 from __future__ import annotations
 
 import gc
@@ -26,15 +27,20 @@ DOMAINS = ["labeling", "auth", "projects", "prompts", "exports", "admin", "round
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="ranklab", version="0.1.0",
-                  description="Self-hosted RLHF: rank completions, train reward models, run PPO.")
+    app = FastAPI(
+        title="ranklab",
+        version="0.1.0",
+        description="Self-hosted RLHF: rank completions, train reward models, run PPO.",
+    )
     app.state.settings = settings
     app.state.engine = make_engine(settings.sqlalchemy_url, ping="after_idle")  # a round trip less per request
     # info["settings"]: tasks enqueued in a request go to this app's broker (app/rounds/queue.py).
     app.state.sessionmaker = sessionmaker(bind=app.state.engine, expire_on_commit=False, info={"settings": settings})
-    app.state.write_sessionmaker = (sessionmaker(bind=write_lock_at_begin(app.state.engine), expire_on_commit=False,
-                                                 info={"settings": settings})
-                                    if is_sqlite(app.state.engine) else app.state.sessionmaker)
+    app.state.write_sessionmaker = (
+        sessionmaker(bind=write_lock_at_begin(app.state.engine), expire_on_commit=False, info={"settings": settings})
+        if is_sqlite(app.state.engine)
+        else app.state.sessionmaker
+    )
 
     app.mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static")
     for name in DOMAINS:
@@ -46,8 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _add_error_handlers(app)
     add_unavailable_handlers(app)  # database down → 503 + Retry-After
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes,
-                       max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_body_bytes=settings.max_body_bytes, max_upload_bytes=settings.max_upload_bytes
+    )
     app.add_middleware(SecurityHeaders)  # outside BodySizeLimit: its 413s carry the headers too
     return app
 
@@ -92,5 +99,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _jsonable(errors: list[dict]) -> list[dict]:
-    return [{k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items() if k != "input"}
-            for e in errors]
+    return [
+        {k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items() if k != "input"}
+        for e in errors
+    ]

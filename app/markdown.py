@@ -10,6 +10,7 @@ costs ~1 ms, and every new task shows 4–9 of them): `completions.text_html` ke
 the RENDERER_VERSION that made it. Raise the version whenever the output changes (a safety fix
 above all): stored HTML of another version is never shown, the text is rendered again instead.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -12,28 +12,31 @@ static/css, and htmx is told not to inject its indicator <style> (templates/base
 /docs and /redoc are FastAPI's Swagger UI and ReDoc pages: an inline bootstrap script and files
 from a CDN. They show only our own OpenAPI schema, never stored text, so they get the other
 headers but not the CSP (a CSP there would blank them)."""
+
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self'",
-    "font-src 'self'",
-    "connect-src 'self'",
-    "object-src 'none'",
-    "frame-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "frame-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),  # a JSONL export is never sniffed into HTML
     (b"referrer-policy", b"same-origin"),
-    (b"x-frame-options", b"DENY"),            # frame-ancestors for browsers without CSP level 2
+    (b"x-frame-options", b"DENY"),  # frame-ancestors for browsers without CSP level 2
 ]
 CSP_HEADER = (b"content-security-policy", CONTENT_SECURITY_POLICY.encode())
 NO_CSP_PATHS = ("/docs", "/redoc")

@@ -1,4 +1,5 @@
 """The one place ranklab reads configuration from (environment variables or .env)."""
+
 from functools import lru_cache
 from pathlib import Path
 

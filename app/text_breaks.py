@@ -7,6 +7,7 @@ page for 25–50 s (measured in tests/browser/test_untrusted_content.py). A <wbr
 MAX_RUN characters hands the line breaker short pieces: the same page lays out in well under a
 second, and the text itself is unchanged (<wbr> adds no character: copy, find-in-page and
 textContent see the original)."""
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,8 @@ def breakable(text: object, escape: Callable[[str], str] = escape) -> Markup:
     pieces, last = [], 0
     for match in _LONG_RUN.finditer(text):
         run = match.group()
-        pieces.append(escape(text[last:match.start()]))
-        pieces.append(_WBR.join(escape(run[i:i + MAX_RUN]) for i in range(0, len(run), MAX_RUN)))
+        pieces.append(escape(text[last : match.start()]))
+        pieces.append(_WBR.join(escape(run[i : i + MAX_RUN]) for i in range(0, len(run), MAX_RUN)))
         last = match.end()
     pieces.append(escape(text[last:]))
     return Markup("".join(pieces))
@@ -41,5 +42,7 @@ def add_to_markdown(md) -> None:
     escapes them (the same HTML as before wherever no run is long). Code blocks keep their lines:
     they never wrap (they scroll sideways), so they need no breaks."""
     md.add_render_rule("text", lambda _self, tokens, idx, _options, _env: breakable(tokens[idx].content, escapeHtml))
-    md.add_render_rule("code_inline", lambda _self, tokens, idx, _options, _env:
-                       f"<code>{breakable(tokens[idx].content, escapeHtml)}</code>")
+    md.add_render_rule(
+        "code_inline",
+        lambda _self, tokens, idx, _options, _env: f"<code>{breakable(tokens[idx].content, escapeHtml)}</code>",
+    )

@@ -11,6 +11,7 @@ commit that failed midway is safe to send again because submissions are idempote
 Recovery needs nothing from us: a disconnect error invalidates every older pooled connection at
 once, and a connection that sat idle is pinged before use (app.db._ping_after_idle).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,10 @@ _PAGE = templates.env.from_string("""{% extends "base.html" %}
   <p class="error-message" role="alert"><strong>Unavailable:</strong> {{ message }}</p>
   <p>Try again in {{ seconds }} seconds{% if path %}: <a class="button" href="{{ path }}">reload</a>{% endif %}.</p>
 </section>{% endblock %}""")
-_INLINE = ('<p class="error-message" role="alert"><strong>Unavailable:</strong> '
-           f'{MESSAGE} Nothing is lost on this page; try again in {RETRY_AFTER_SECONDS} seconds.</p>')
+_INLINE = (
+    '<p class="error-message" role="alert"><strong>Unavailable:</strong> '
+    f"{MESSAGE} Nothing is lost on this page; try again in {RETRY_AFTER_SECONDS} seconds.</p>"
+)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -53,8 +56,14 @@ def unavailable_response(request: Request) -> Response:
     if is_htmx(request):
         return HTMLResponse(_INLINE, status_code=503, headers={**RETRY_HEADERS, "Vary": "HX-Request"})
     # The base layout without a user: reading the user would need the database.
-    body = _PAGE.render(request=request, user=None, csrf_token="", message=MESSAGE, seconds=RETRY_AFTER_SECONDS,
-                        path=request.url.path if request.method == "GET" else "")  # a POST is resent by going back
+    body = _PAGE.render(
+        request=request,
+        user=None,
+        csrf_token="",
+        message=MESSAGE,
+        seconds=RETRY_AFTER_SECONDS,
+        path=request.url.path if request.method == "GET" else "",
+    )  # a POST is resent by going back
     return HTMLResponse(body, status_code=503, headers={**RETRY_HEADERS, "Vary": "HX-Request"})
 
 
@@ -67,13 +76,23 @@ def is_unstorable_text(exc: BaseException) -> bool:
 def add_unavailable_handlers(app: FastAPI) -> None:
     async def _database_error(request: Request, exc: Exception) -> Response:
         if is_unstorable_text(exc):
-            return JSONResponse({"detail": "A text field contains a NUL character (\\x00), which cannot be stored; "
-                                           "remove it and send again."}, status_code=422)
+            return JSONResponse(
+                {
+                    "detail": "A text field contains a NUL character (\\x00), which cannot be stored; "
+                    "remove it and send again."
+                },
+                status_code=422,
+            )
         if not is_unavailable(exc):
             raise exc  # a real error: the server's 500 handler logs it with its traceback
         # One line, not a traceback: during an outage every request lands here.
-        log.warning("503 for %s %s: database unavailable (%s: %s)", request.method, request.url.path,
-                    type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__, str(exc).splitlines()[0])
+        log.warning(
+            "503 for %s %s: database unavailable (%s: %s)",
+            request.method,
+            request.url.path,
+            type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__,
+            str(exc).splitlines()[0],
+        )
         return unavailable_response(request)
 
     # DBAPIError covers OperationalError and the invalidated-connection errors; the pool's

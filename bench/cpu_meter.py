@@ -1,5 +1,6 @@
 """CPU time of the parts of a benchmark run: the server's process tree, this process, and the
 Postgres backends serving the run's database (read from /proc: Linux, Postgres on this machine)."""
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 @dataclass
 class CpuMeter:
     """CPU seconds of the server's process tree, of this process and of the run's Postgres backends."""
+
     server_pid: int | None
     db_url: str
     readings: list[tuple[float, float, float]] = field(default_factory=list)
@@ -60,8 +62,9 @@ def postgres_backend_cpu_seconds(url: str) -> float:
     engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            pids = conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                     "AND pid <> pg_backend_pid()")).all()
+            pids = conn.scalars(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            ).all()
     finally:
         engine.dispose()
     return sum(proc_cpu_seconds(pid) for pid in pids)

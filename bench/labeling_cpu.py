@@ -12,6 +12,7 @@ real database) through its ASGI interface, one request at a time, and reports pe
     .venv/bin/python bench/labeling_cpu.py --db postgres --loops 2000
     .venv/bin/python bench/labeling_cpu.py --db sqlite --loops 2000 --profile /tmp/loop.pstats
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,11 +66,22 @@ class AsgiCaller:
         self.app = app
 
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-                 + [(b"content-length", str(len(body)).encode())],
-                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": {}}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            + [(b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
         sent = False
         status, chunks = 0, []
 
@@ -105,8 +117,16 @@ def parse_task(body: bytes) -> tuple[int, list[int]] | None:
     return int(match.group(1)), [int(c) for c in COMPLETION_RE.findall(body)]
 
 
-async def run_loops(caller: AsgiCaller, sessions: list[tuple[str, str]], project_id: int, loops: int,
-                    statements: Counter, current: list[str], flow: str, pending: dict[int, tuple]) -> None:
+async def run_loops(
+    caller: AsgiCaller,
+    sessions: list[tuple[str, str]],
+    project_id: int,
+    loops: int,
+    statements: Counter,
+    current: list[str],
+    flow: str,
+    pending: dict[int, tuple],
+) -> None:
     """flow="browser": a labeler ranks the task their last submit answered with (what the page
     does); flow="two-calls": a GET of the task before every submit. `pending` keeps each labeler's
     next task between calls."""
@@ -114,8 +134,12 @@ async def run_loops(caller: AsgiCaller, sessions: list[tuple[str, str]], project
     for i in range(loops):
         who = i % len(sessions)
         cookie, csrf = sessions[who]
-        headers = {"host": "127.0.0.1", "cookie": f"{SESSION_COOKIE}={cookie}", "hx-request": "true",
-                   "x-csrf-token": csrf}
+        headers = {
+            "host": "127.0.0.1",
+            "cookie": f"{SESSION_COOKIE}={cookie}",
+            "hx-request": "true",
+            "x-csrf-token": csrf,
+        }
         task = pending.pop(who, None) if flow == "browser" else None
         if task is None:
             current[0] = "next"
@@ -129,12 +153,20 @@ async def run_loops(caller: AsgiCaller, sessions: list[tuple[str, str]], project
         ids = list(ids)
         rng.shuffle(ids)
         groups = [[ids[0], ids[1]]] + [[c] for c in ids[2:]]
-        form = urlencode({"ranking": json.dumps(groups), "time_spent_ms": str(rng.randint(2000, 60000)),
-                          "flag": f"{ids[-1]}:off_topic"}).encode()
+        form = urlencode(
+            {
+                "ranking": json.dumps(groups),
+                "time_spent_ms": str(rng.randint(2000, 60000)),
+                "flag": f"{ids[-1]}:off_topic",
+            }
+        ).encode()
         current[0] = "submit"
         status, body = await caller.request(
-            "POST", f"/projects/{project_id}/label/{assignment}",
-            {**headers, "content-type": "application/x-www-form-urlencoded"}, form)
+            "POST",
+            f"/projects/{project_id}/label/{assignment}",
+            {**headers, "content-type": "application/x-www-form-urlencoded"},
+            form,
+        )
         if status != 200 or b"Saved." not in body:
             raise SystemExit(f"submit answered {status}: {body[:300]!r}")
         next_task = parse_task(body)
@@ -153,8 +185,12 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database", default="ranklab_cpu", help="Postgres database to (re)create")
-    parser.add_argument("--flow", choices=["browser", "two-calls"], default="browser",
-                        help="browser: rank the task the submit answered with; two-calls: GET before every submit")
+    parser.add_argument(
+        "--flow",
+        choices=["browser", "two-calls"],
+        default="browser",
+        help="browser: rank the task the submit answered with; two-calls: GET before every submit",
+    )
     parser.add_argument("--profile", help="write a yappi profile (pstats format, all threads) here")
     args = parser.parse_args()
 
@@ -184,7 +220,9 @@ def main() -> None:
     caller = AsgiCaller(app)
     pending: dict[int, tuple] = {}
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(run_loops(caller, sessions, project_id, args.warmup, Counter(), current, args.flow, pending))
+    loop.run_until_complete(
+        run_loops(caller, sessions, project_id, args.warmup, Counter(), current, args.flow, pending)
+    )
     statements.clear()
     if args.profile:
         import yappi
@@ -198,7 +236,9 @@ def main() -> None:
     for _ in range(args.rounds):
         pg0 = postgres_backends_cpu(app.state.engine, database) if args.db == "postgres" else 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        loop.run_until_complete(run_loops(caller, sessions, project_id, per_round, statements, current, args.flow, pending))
+        loop.run_until_complete(
+            run_loops(caller, sessions, project_id, per_round, statements, current, args.flow, pending)
+        )
         web.append((time.process_time() - cpu0) / per_round)
         walls.append((time.perf_counter() - wall0) / per_round)
         if args.db == "postgres":
@@ -211,11 +251,16 @@ def main() -> None:
     n = per_round * args.rounds
 
     def ms(values: list[float]) -> str:
-        return f"{min(values) * 1000:6.2f} ms/loop best, {statistics.median(values) * 1000:6.2f} median" \
-            if values else "   n/a"
+        return (
+            f"{min(values) * 1000:6.2f} ms/loop best, {statistics.median(values) * 1000:6.2f} median"
+            if values
+            else "   n/a"
+        )
 
-    print(f"labeling loop CPU, {args.db}, {n} loops over {args.labelers} labelers (K={args.k}), one at a time, "
-          f"{args.rounds} rounds, {args.flow} flow")
+    print(
+        f"labeling loop CPU, {args.db}, {n} loops over {args.labelers} labelers (K={args.k}), one at a time, "
+        f"{args.rounds} rounds, {args.flow} flow"
+    )
     print(f"  web process CPU   {ms(web)}   (wall {statistics.median(walls) * 1000:.2f} ms/loop median)")
     print(f"  Postgres CPU      {ms(pg)}")
     print(f"  SQL statements    next {statements['next'] / n:.1f}, submit {statements['submit'] / n:.1f} per loop")

@@ -13,6 +13,7 @@ processes, of this client and of the Postgres backends serving the run. The defa
     .venv/bin/python bench/labeling_load.py --db postgres --labelers 32 --seconds 30
     .venv/bin/python bench/labeling_load.py --db sqlite --labelers 8 --seconds 30
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,18 @@ from cpu_meter import CpuMeter  # noqa: E402
 from app.auth.security import hash_password  # noqa: E402
 from app.db import make_engine  # noqa: E402
 from app.markdown import html_columns  # noqa: E402
-from app.models import (Assignment, Completion, Project, ProjectMember, Prompt, Ranking,  # noqa: E402
-                        RankingTask, TaskCompletion, User, utcnow)
+from app.models import (  # noqa: E402
+    Assignment,
+    Completion,
+    Project,
+    ProjectMember,
+    Prompt,
+    Ranking,
+    RankingTask,
+    TaskCompletion,
+    User,
+    utcnow,
+)
 
 PASSWORD = "bench-password"
 NOW = utcnow()
@@ -92,11 +103,15 @@ def completion_text(prompt: int, j: int, chars: int) -> str:
         return f"Answer {j} to prompt {prompt}, **some** `markdown`."
     words = [f"word{(prompt * 7 + j * 13 + i) % 97}" for i in range(chars // 8)]
     third = max(len(words) // 3, 1)
-    items = "\n".join(f"{n + 1}. **{words[third + n * 5]}** is {' '.join(words[third + n * 5 + 1: third + n * 5 + 5])}"
-                      for n in range(4))
-    code = "\n".join(f"    total += {w}  # step {n}" for n, w in enumerate(words[2 * third: 2 * third + 5]))
-    return (f"Answer {j} to prompt {prompt}: {' '.join(words[:third])}.\n\n{items}\n\n"
-            f"```python\ntotal = 0\n{code}\n```\n\nIn short: {' '.join(words[-12:])}.")[:max(chars, 80)]
+    items = "\n".join(
+        f"{n + 1}. **{words[third + n * 5]}** is {' '.join(words[third + n * 5 + 1 : third + n * 5 + 5])}"
+        for n in range(4)
+    )
+    code = "\n".join(f"    total += {w}  # step {n}" for n, w in enumerate(words[2 * third : 2 * third + 5]))
+    return (
+        f"Answer {j} to prompt {prompt}: {' '.join(words[:third])}.\n\n{items}\n\n"
+        f"```python\ntotal = 0\n{code}\n```\n\nIn short: {' '.join(words[-12:])}."
+    )[: max(chars, 80)]
 
 
 def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: int, completion_chars: int = 0) -> int:
@@ -106,33 +121,91 @@ def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: in
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, check=True,
-                   env={**os.environ, "RANKLAB_DATABASE_URL": url})
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "RANKLAB_DATABASE_URL": url},
+    )
     password_hash = hash_password(PASSWORD)
     with engine.begin() as conn:
-        project_id = conn.execute(insert(Project).values(
-            name="load test", description="", guidelines="Rank them.", k_min=4, k_max=9, overlap=overlap,
-            lease_minutes=30, flags=["unsafe", "off_topic"], created_at=NOW).returning(Project.id)).scalar_one()
-        conn.execute(insert(User), [dict(email=f"labeler{i}@bench.local", display_name=f"labeler{i}",
-                                         password_hash=password_hash, role="labeler", is_active=True,
-                                         created_at=NOW) for i in range(labelers)])
+        project_id = conn.execute(
+            insert(Project)
+            .values(
+                name="load test",
+                description="",
+                guidelines="Rank them.",
+                k_min=4,
+                k_max=9,
+                overlap=overlap,
+                lease_minutes=30,
+                flags=["unsafe", "off_topic"],
+                created_at=NOW,
+            )
+            .returning(Project.id)
+        ).scalar_one()
+        conn.execute(
+            insert(User),
+            [
+                dict(
+                    email=f"labeler{i}@bench.local",
+                    display_name=f"labeler{i}",
+                    password_hash=password_hash,
+                    role="labeler",
+                    is_active=True,
+                    created_at=NOW,
+                )
+                for i in range(labelers)
+            ],
+        )
         user_ids = conn.scalars(select(User.id).order_by(User.id)).all()
         conn.execute(insert(ProjectMember), [dict(project_id=project_id, user_id=u) for u in user_ids])
-        conn.execute(insert(Prompt), [dict(project_id=project_id, external_id=f"p{i}", text=f"Prompt {i}: explain X.",
-                                           meta={}, split="train", created_at=NOW) for i in range(tasks)])
+        conn.execute(
+            insert(Prompt),
+            [
+                dict(
+                    project_id=project_id,
+                    external_id=f"p{i}",
+                    text=f"Prompt {i}: explain X.",
+                    meta={},
+                    split="train",
+                    created_at=NOW,
+                )
+                for i in range(tasks)
+            ],
+        )
         prompt_ids = conn.scalars(select(Prompt.id).order_by(Prompt.id)).all()
         texts = [(p, completion_text(p, j, completion_chars)) for p in prompt_ids for j in range(k)]
-        conn.execute(insert(Completion), [dict(prompt_id=p, text=t, source="upload", model_name="bench",
-                                               generation_params={}, created_at=NOW, **html_columns(t))
-                                          for p, t in texts])
-        conn.execute(insert(RankingTask), [dict(project_id=project_id, prompt_id=p, status="open", slots_taken=0,
-                                                rankings_count=0, created_at=NOW) for p in prompt_ids])
+        conn.execute(
+            insert(Completion),
+            [
+                dict(
+                    prompt_id=p,
+                    text=t,
+                    source="upload",
+                    model_name="bench",
+                    generation_params={},
+                    created_at=NOW,
+                    **html_columns(t),
+                )
+                for p, t in texts
+            ],
+        )
+        conn.execute(
+            insert(RankingTask),
+            [
+                dict(project_id=project_id, prompt_id=p, status="open", slots_taken=0, rankings_count=0, created_at=NOW)
+                for p in prompt_ids
+            ],
+        )
         task_rows = conn.execute(select(RankingTask.id, RankingTask.prompt_id)).all()
         by_prompt = defaultdict(list)
         for cid, pid in conn.execute(select(Completion.id, Completion.prompt_id).order_by(Completion.id)):
             by_prompt[pid].append(cid)
-        conn.execute(insert(TaskCompletion), [dict(task_id=t, completion_id=c, position=i)
-                                              for t, p in task_rows for i, c in enumerate(by_prompt[p])])
+        conn.execute(
+            insert(TaskCompletion),
+            [dict(task_id=t, completion_id=c, position=i) for t, p in task_rows for i, c in enumerate(by_prompt[p])],
+        )
     # Planner statistics, as autovacuum keeps them on a database in use: without them Postgres
     # plans the handout's anti-join over freshly loaded tables ~10x too slowly.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -142,11 +215,19 @@ def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: in
 
 
 def start_server(url: str, port: int, workers: int, workdir: Path) -> subprocess.Popen:
-    env = {**os.environ, "RANKLAB_DATABASE_URL": url, "RANKLAB_PORT": str(port), "RANKLAB_WEB_WORKERS": str(workers),
-           "RANKLAB_EMBEDDED_WORKER": "false", "RANKLAB_DATA_DIR": str(workdir), "RANKLAB_SECRET_KEY": "bench"}
+    env = {
+        **os.environ,
+        "RANKLAB_DATABASE_URL": url,
+        "RANKLAB_PORT": str(port),
+        "RANKLAB_WEB_WORKERS": str(workers),
+        "RANKLAB_EMBEDDED_WORKER": "false",
+        "RANKLAB_DATA_DIR": str(workdir),
+        "RANKLAB_SECRET_KEY": "bench",
+    }
     log = open(workdir / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -184,8 +265,9 @@ class HttpxConnection:
 
     @staticmethod
     def _wrap(response: httpx.Response) -> rawhttp.Response:
-        return rawhttp.Response(response.status_code, [(k.lower(), v) for k, v in response.headers.items()],
-                                response.content)
+        return rawhttp.Response(
+            response.status_code, [(k.lower(), v) for k, v in response.headers.items()], response.content
+        )
 
 
 async def login(client, index: int, project_id: int) -> dict[str, str]:
@@ -204,8 +286,17 @@ def parse_task(text: str) -> tuple[int, list[int]] | None:
     return int(match.group(1)), [int(c) for c in COMPLETION_RE.findall(text)]
 
 
-async def labeler(index: int, client, headers: dict[str, str], project_id: int, stop_at: float,
-                  stats: Stats, retry_fraction: float, max_loops: int, flow: str) -> None:
+async def labeler(
+    index: int,
+    client,
+    headers: dict[str, str],
+    project_id: int,
+    stop_at: float,
+    stats: Stats,
+    retry_fraction: float,
+    max_loops: int,
+    flow: str,
+) -> None:
     """One labeler. flow="browser": what ranking.js and htmx do — the submit's answer carries the
     next task, which is ranked next (one request per ranking). flow="two-calls": a GET of the task
     before every submit, as a client that ignores the submit's answer would do."""
@@ -226,8 +317,11 @@ async def labeler(index: int, client, headers: dict[str, str], project_id: int, 
         ids = list(ids)
         rng.shuffle(ids)
         groups = [[ids[0], ids[1]]] + [[c] for c in ids[2:]]  # one tie per ranking
-        form = {"ranking": json.dumps(groups), "time_spent_ms": str(rng.randint(2000, 60000)),
-                "flag": [f"{ids[-1]}:off_topic"]}
+        form = {
+            "ranking": json.dumps(groups),
+            "time_spent_ms": str(rng.randint(2000, 60000)),
+            "flag": [f"{ids[-1]}:off_topic"],
+        }
         url = f"/projects/{project_id}/label/{assignment}"
         sent_at = time.perf_counter()
         response = await timed(stats, "submit", client.post_form(url, form, headers))
@@ -249,8 +343,18 @@ async def labeler(index: int, client, headers: dict[str, str], project_id: int, 
             task = None
 
 
-async def run_team(base: str, project_id: int, labelers: int, seconds: float, stats: Stats, retry_fraction: float,
-                   max_loops: int, client_kind: str, meter: CpuMeter, flow: str) -> float:
+async def run_team(
+    base: str,
+    project_id: int,
+    labelers: int,
+    seconds: float,
+    stats: Stats,
+    retry_fraction: float,
+    max_loops: int,
+    client_kind: str,
+    meter: CpuMeter,
+    flow: str,
+) -> float:
     """Logs everyone in first (argon2 is slow on purpose), then runs the timed phase."""
     clients = [rawhttp.Connection(base) if client_kind == "raw" else HttpxConnection(base) for _ in range(labelers)]
     try:
@@ -259,8 +363,12 @@ async def run_team(base: str, project_id: int, labelers: int, seconds: float, st
         headers = [await login(c, i, project_id) for i, c in enumerate(clients)]
         meter.read()
         started = time.time()
-        await asyncio.gather(*(labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops, flow)
-                               for i, (c, h) in enumerate(zip(clients, headers))))
+        await asyncio.gather(
+            *(
+                labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops, flow)
+                for i, (c, h) in enumerate(zip(clients, headers))
+            )
+        )
         elapsed = time.time() - started
         meter.read()
         stats.process_of_labeler = server_process_of(clients, int(base.rsplit(":", 1)[1]))
@@ -274,8 +382,9 @@ def server_process_of(clients: list, server_port: int) -> dict[int, int]:
     uvicorn's workers share one listening socket, so how the connections spread is up to the kernel."""
     ports = {c.local_port: i for i, c in enumerate(clients) if getattr(c, "local_port", None)}
     try:
-        lines = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True,
-                               check=True).stdout.splitlines()
+        lines = subprocess.run(
+            ["ss", "-tnpH", "state", "established"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {}
     found = {}
@@ -296,8 +405,10 @@ def print_spread(stats: Stats) -> None:
         by_process[pid].append(labeler)
     for pid, labelers in sorted(by_process.items()):
         values = [v for i in labelers for v in stats.submits_by_labeler[i]]
-        print(f"  server pid {pid:<8} {len(labelers):3d} connections, {len(values):6d} submits, "
-              f"p50 / p99 {percentile(values, .5) * 1000:6.1f} / {percentile(values, .99) * 1000:6.1f} ms")
+        print(
+            f"  server pid {pid:<8} {len(labelers):3d} connections, {len(values):6d} submits, "
+            f"p50 / p99 {percentile(values, 0.5) * 1000:6.1f} / {percentile(values, 0.99) * 1000:6.1f} ms"
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -311,20 +422,42 @@ def verify(url: str, stats: Stats, overlap: int) -> dict[str, int]:
     engine = make_engine(url)
     with engine.connect() as conn:
         rankings = conn.scalar(select(func.count()).select_from(Ranking))
-        stored = set(conn.execute(select(Assignment.id).join(Ranking, Ranking.assignment_id == Assignment.id)).scalars())
-        over = conn.scalar(select(func.count()).select_from(
-            select(Ranking.task_id).group_by(Ranking.task_id).having(func.count() > overlap).subquery()))
-        duplicate_rankings = conn.scalar(select(func.count()).select_from(
-            select(Ranking.task_id, Ranking.user_id).group_by(Ranking.task_id, Ranking.user_id)
-            .having(func.count() > 1).subquery()))
+        stored = set(
+            conn.execute(select(Assignment.id).join(Ranking, Ranking.assignment_id == Assignment.id)).scalars()
+        )
+        over = conn.scalar(
+            select(func.count()).select_from(
+                select(Ranking.task_id).group_by(Ranking.task_id).having(func.count() > overlap).subquery()
+            )
+        )
+        duplicate_rankings = conn.scalar(
+            select(func.count()).select_from(
+                select(Ranking.task_id, Ranking.user_id)
+                .group_by(Ranking.task_id, Ranking.user_id)
+                .having(func.count() > 1)
+                .subquery()
+            )
+        )
         # A task held by more labelers than its overlap at one time = a duplicate handout.
-        over_handed = conn.scalar(select(func.count()).select_from(
-            select(Assignment.task_id).where(Assignment.state.in_(["leased", "submitted"]))
-            .group_by(Assignment.task_id).having(func.count() > overlap).subquery()))
+        over_handed = conn.scalar(
+            select(func.count()).select_from(
+                select(Assignment.task_id)
+                .where(Assignment.state.in_(["leased", "submitted"]))
+                .group_by(Assignment.task_id)
+                .having(func.count() > overlap)
+                .subquery()
+            )
+        )
     engine.dispose()
     lost = sum(1 for _user, assignment in stats.accepted if assignment not in stored)
-    return {"rankings_in_db": rankings, "accepted": len(stats.accepted), "lost": lost,
-            "tasks_over_overlap": over, "duplicate_handouts": over_handed, "duplicate_rankings": duplicate_rankings}
+    return {
+        "rankings_in_db": rankings,
+        "accepted": len(stats.accepted),
+        "lost": lost,
+        "tasks_over_overlap": over,
+        "duplicate_handouts": over_handed,
+        "duplicate_rankings": duplicate_rankings,
+    }
 
 
 def main() -> None:
@@ -336,15 +469,27 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=0, help="tasks to create (default: enough for the run)")
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--overlap", type=int, default=2)
-    parser.add_argument("--completion-chars", type=int, default=0,
-                        help="markdown completions of about this many characters (default: one short line)")
+    parser.add_argument(
+        "--completion-chars",
+        type=int,
+        default=0,
+        help="markdown completions of about this many characters (default: one short line)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--retry-fraction", type=float, default=0.05, help="share of submits sent twice on purpose")
-    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
-                        help="raw: bench/rawhttp.py (light); httpx: to compare what the client costs")
-    parser.add_argument("--flow", choices=["browser", "two-calls"], default="browser",
-                        help="browser: rank the task the submit answered with (what the page does); "
-                             "two-calls: GET the task before every submit")
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="raw: bench/rawhttp.py (light); httpx: to compare what the client costs",
+    )
+    parser.add_argument(
+        "--flow",
+        choices=["browser", "two-calls"],
+        default="browser",
+        help="browser: rank the task the submit answered with (what the page does); "
+        "two-calls: GET the task before every submit",
+    )
     parser.add_argument("--url", help="use a running server instead (its DB must be --db-url)")
     parser.add_argument("--db-url", help="database of the running server given by --url")
     args = parser.parse_args()
@@ -353,8 +498,9 @@ def main() -> None:
     url = args.db_url or database_url(args.db, workdir)
     tasks = args.tasks or max(2000, int(args.seconds * 400 / args.overlap))
     print(f"setting up {tasks} tasks (K={args.k}, overlap={args.overlap}) and {args.labelers} labelers on {args.db}…")
-    project_id = prepare_database(url, labelers=args.labelers, tasks=tasks, k=args.k, overlap=args.overlap,
-                                  completion_chars=args.completion_chars)
+    project_id = prepare_database(
+        url, labelers=args.labelers, tasks=tasks, k=args.k, overlap=args.overlap, completion_chars=args.completion_chars
+    )
     server = None
     if args.url:
         base = args.url
@@ -365,8 +511,20 @@ def main() -> None:
     stats = Stats()
     meter = CpuMeter(server_pid=server.pid if server is not None else None, db_url=url)
     try:
-        elapsed = asyncio.run(run_team(base, project_id, args.labelers, args.seconds, stats, args.retry_fraction,
-                                       args.max_loops, args.client, meter, args.flow))
+        elapsed = asyncio.run(
+            run_team(
+                base,
+                project_id,
+                args.labelers,
+                args.seconds,
+                stats,
+                args.retry_fraction,
+                args.max_loops,
+                args.client,
+                meter,
+                args.flow,
+            )
+        )
     finally:
         if server is not None:
             server.terminate()
@@ -374,15 +532,20 @@ def main() -> None:
     checks = verify(url, stats, args.overlap)
     server_errors = sum(n for key, n in stats.errors.items() if key.split()[-1].startswith("5"))
     server_ms, client_ms, postgres_ms = meter.per_loop_ms(stats.loops)
-    print(f"\nranklab labeling load — {args.labelers} labelers, {args.db}, {args.workers} uvicorn workers, "
-          f"{args.client} client, {args.flow} flow, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"  loops/s             {stats.loops / elapsed:8.1f}   ({stats.loops} loops = rankings stored, each with the next task handed out)")
+    print(
+        f"\nranklab labeling load — {args.labelers} labelers, {args.db}, {args.workers} uvicorn workers, "
+        f"{args.client} client, {args.flow} flow, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        f"  loops/s             {stats.loops / elapsed:8.1f}   ({stats.loops} loops = rankings stored, each with the next task handed out)"
+    )
     for name in ("next", "submit"):
         values = stats.latencies[name]
-        print(f"  {name:<7} p50 / p99    {percentile(values, .5) * 1000:6.1f} / {percentile(values, .99) * 1000:6.1f} ms"
-              f"   (mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms, n={len(values)})")
-    print(f"  CPU per loop        server {server_ms:.2f} ms, Postgres {postgres_ms:.2f} ms, "
-          f"client {client_ms:.2f} ms")
+        print(
+            f"  {name:<7} p50 / p99    {percentile(values, 0.5) * 1000:6.1f} / {percentile(values, 0.99) * 1000:6.1f} ms"
+            f"   (mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms, n={len(values)})"
+        )
+    print(f"  CPU per loop        server {server_ms:.2f} ms, Postgres {postgres_ms:.2f} ms, client {client_ms:.2f} ms")
     print_spread(stats)
     if stats.trace is not None:
         Path(os.environ["BENCH_TRACE"]).write_text(json.dumps(stats.trace))
@@ -390,10 +553,17 @@ def main() -> None:
     print(f"  retries sent        {stats.retries_sent}")
     for key, value in checks.items():
         print(f"  {key:<19} {value}")
-    print("\nFor reference (NOTES.md, same machine): Label Studio 1.23.2 at 32 labelers: 1.7–2.0 loops/s, "
-          "next-task p99 36–43 s, 15–18% duplicate handouts.")
-    ok = checks["lost"] == 0 and checks["tasks_over_overlap"] == 0 and checks["duplicate_rankings"] == 0 \
-        and checks["duplicate_handouts"] == 0 and server_errors == 0
+    print(
+        "\nFor reference (NOTES.md, same machine): Label Studio 1.23.2 at 32 labelers: 1.7–2.0 loops/s, "
+        "next-task p99 36–43 s, 15–18% duplicate handouts."
+    )
+    ok = (
+        checks["lost"] == 0
+        and checks["tasks_over_overlap"] == 0
+        and checks["duplicate_rankings"] == 0
+        and checks["duplicate_handouts"] == 0
+        and server_errors == 0
+    )
     sys.exit(0 if ok else 1)
 
 

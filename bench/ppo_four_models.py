@@ -1,6 +1,7 @@
 """The comparison layout for bench/ppo_memory.py: policy, reference, value (critic) and reward
 as four separate models (OpenRLHF style). It runs the same PPO maths (worker.ml.ppo_math) and
 the same rollout code as worker.ml.ppo, so only the model layout differs."""
+
 from __future__ import annotations
 
 import time
@@ -45,9 +46,12 @@ class FourModels:
         reference.requires_grad_(False)
         if lora:
             policy = get_peft_model(policy, lora_config(cfg))
-            critic = get_peft_model(critic, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                       lora_dropout=0.0,
-                                                       target_modules=list(cfg.lora_targets)))
+            critic = get_peft_model(
+                critic,
+                LoraConfig(
+                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=list(cfg.lora_targets)
+                ),
+            )
         for model in (policy, reference, critic):
             disable_dropout(model)
         value_head = ValueHead(critic.config.hidden_size).to(device)
@@ -55,14 +59,20 @@ class FourModels:
         def trainable(module):
             return [p for p in module.parameters() if p.requires_grad]
 
-        return cls(policy, reference, critic, value_head, tokenizer,
-                   torch.optim.AdamW(trainable(policy), lr=cfg.learning_rate, eps=1e-5),
-                   torch.optim.AdamW(trainable(critic) + list(value_head.parameters()),
-                                     lr=cfg.learning_rate, eps=1e-5))
+        return cls(
+            policy,
+            reference,
+            critic,
+            value_head,
+            tokenizer,
+            torch.optim.AdamW(trainable(policy), lr=cfg.learning_rate, eps=1e-5),
+            torch.optim.AdamW(trainable(critic) + list(value_head.parameters()), lr=cfg.learning_rate, eps=1e-5),
+        )
 
     def trainable_count(self) -> int:
-        return sum(p.numel() for m in (self.policy, self.critic, self.value_head)
-                   for p in m.parameters() if p.requires_grad)
+        return sum(
+            p.numel() for m in (self.policy, self.critic, self.value_head) for p in m.parameters() if p.requires_grad
+        )
 
 
 def _causal(model):
@@ -72,17 +82,18 @@ def _causal(model):
 def response_logits(model, ids, mask, n_context: int, temperature: float) -> torch.Tensor:
     """[B, T, V] fp32 logits of the response positions, as values.PolicyValue computes them."""
     causal = _causal(model)
-    hidden = causal.base_model(input_ids=ids, attention_mask=mask,
-                               position_ids=position_ids_for(mask)).last_hidden_state
+    hidden = causal.base_model(
+        input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask)
+    ).last_hidden_state
     head = causal.get_output_embeddings()
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        return F.linear(hidden[:, n_context - 1:-1].float(), head.weight.float()) / temperature
+        return F.linear(hidden[:, n_context - 1 : -1].float(), head.weight.float()) / temperature
 
 
 def critic_values(models: FourModels, ids, mask, n_context: int) -> torch.Tensor:
     trunk = _causal(models.critic)
     hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask)).last_hidden_state
-    return models.value_head(hidden[:, n_context - 1:-1])  # [B, T]
+    return models.value_head(hidden[:, n_context - 1 : -1])  # [B, T]
 
 
 def four_models_step(models: FourModels, kl_ctl, reward_fn, prompts, cfg) -> dict[str, float]:
@@ -90,9 +101,14 @@ def four_models_step(models: FourModels, kl_ctl, reward_fn, prompts, cfg) -> dic
     started = time.perf_counter()
     # 1. Roll out with the policy model.
     with autocast(device, cfg.autocast):
-        rollout = sample_rollout(models.policy, models.tokenizer, prompts,
-                                 max_prompt_tokens=cfg.max_prompt_tokens,
-                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+        rollout = sample_rollout(
+            models.policy,
+            models.tokenizer,
+            prompts,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+        )
     rollout_seconds = time.perf_counter() - started
     ids_all, mask_all = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     labels_all, mask = rollout.response_ids, rollout.response_mask  # [B, T]
@@ -105,8 +121,12 @@ def four_models_step(models: FourModels, kl_ctl, reward_fn, prompts, cfg) -> dic
     with torch.no_grad(), autocast(device, cfg.autocast):
         for rows in torch.arange(batch).split(cfg.minibatch_size):
             ids, am, labels = ids_all[rows], mask_all[rows], labels_all[rows]
-            old.append(pm.logprobs_of_labels(response_logits(models.policy, ids, am, n_context, cfg.temperature), labels))
-            ref.append(pm.logprobs_of_labels(response_logits(models.reference, ids, am, n_context, cfg.temperature), labels))
+            old.append(
+                pm.logprobs_of_labels(response_logits(models.policy, ids, am, n_context, cfg.temperature), labels)
+            )
+            ref.append(
+                pm.logprobs_of_labels(response_logits(models.reference, ids, am, n_context, cfg.temperature), labels)
+            )
             vals.append(critic_values(models, ids, am, n_context))
     old_logprobs, ref_logprobs = torch.cat(old), torch.cat(ref)
     old_values = torch.cat(vals) * mask
@@ -121,14 +141,20 @@ def four_models_step(models: FourModels, kl_ctl, reward_fn, prompts, cfg) -> dic
             ids, am, labels, mb_mask = ids_all[rows], mask_all[rows], labels_all[rows], mask[rows]
             with autocast(device, cfg.autocast):
                 logprobs = pm.logprobs_of_labels(
-                    response_logits(models.policy, ids, am, n_context, cfg.temperature), labels)
-                pg_loss, _ = pm.clipped_policy_loss(logprobs, old_logprobs[rows], advantages[rows],
-                                                    mb_mask, cfg.clip_range)
+                    response_logits(models.policy, ids, am, n_context, cfg.temperature), labels
+                )
+                pg_loss, _ = pm.clipped_policy_loss(
+                    logprobs, old_logprobs[rows], advantages[rows], mb_mask, cfg.clip_range
+                )
             pg_loss.backward()
             with autocast(device, cfg.autocast):
-                vf_loss, _ = pm.clipped_value_loss(critic_values(models, ids, am, n_context),
-                                                   old_values[rows], returns[rows], mb_mask,
-                                                   cfg.clip_range_value)
+                vf_loss, _ = pm.clipped_value_loss(
+                    critic_values(models, ids, am, n_context),
+                    old_values[rows],
+                    returns[rows],
+                    mb_mask,
+                    cfg.clip_range_value,
+                )
             (cfg.vf_coef * vf_loss).backward()
             for optimizer in (models.policy_optimizer, models.critic_optimizer):
                 params = [p for group in optimizer.param_groups for p in group["params"]]

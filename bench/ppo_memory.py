@@ -18,6 +18,7 @@ Memory: peak RSS (resource.getrusage maxrss) on CPU - it includes the Python and
 torch.cuda.max_memory_allocated on CUDA. samples/s: responses per second over the
 timed steps (the first step is a warm-up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("shared", "shared-value", "four-models", "four-lora")
-PROMPTS = ["Name three colours.", "Say hello to a friend.", "What is the capital of France?",
-           "Write a haiku about the sea.", "Give me a tip for sleeping well.",
-           "Explain what a cat is to a child.", "List two fruits.", "Why is the sky blue?"]
+PROMPTS = [
+    "Name three colours.",
+    "Say hello to a friend.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me a tip for sleeping well.",
+    "Explain what a cat is to a child.",
+    "List two fruits.",
+    "Why is the sky blue?",
+]
 
 
 def peak_memory_mb(device) -> float:
@@ -56,8 +64,7 @@ def reward_scorer(model_dir: str, device):
 
     tokenizer = load_tokenizer(model_dir)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1,
-                                                               dtype=pick_dtype(device))
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=pick_dtype(device))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.requires_grad_(False)
     return RewardScorer(model.to(device), tokenizer, device=device)
@@ -73,10 +80,15 @@ def run_variant(args) -> dict:
     from worker.ml.ppo_policy import build_policy
 
     device = torch.device(args.device)
-    cfg = PPOConfig(model=args.model, batch_size=args.batch_size,
-                    minibatch_size=args.minibatch_size, ppo_epochs=args.ppo_epochs,
-                    max_new_tokens=args.max_new_tokens, device=args.device,
-                    value_mode="adapter" if args.variant == "shared-value" else "shared")
+    cfg = PPOConfig(
+        model=args.model,
+        batch_size=args.batch_size,
+        minibatch_size=args.minibatch_size,
+        ppo_epochs=args.ppo_epochs,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        value_mode="adapter" if args.variant == "shared-value" else "shared",
+    )
     torch.manual_seed(0)
     scorer = reward_scorer(args.model, device)
     kl_ctl = FixedKLController(cfg.kl_coef)
@@ -94,7 +106,7 @@ def run_variant(args) -> dict:
         def step(prompts):
             return four_models_step(models, kl_ctl, scorer.score, prompts, cfg)
 
-    prompts = (PROMPTS * (args.batch_size // len(PROMPTS) + 1))[:args.batch_size]
+    prompts = (PROMPTS * (args.batch_size // len(PROMPTS) + 1))[: args.batch_size]
     step(prompts)  # warm-up: allocator pools, optimizer state, one-off kernel choices
     started, rollout_seconds = time.perf_counter(), 0.0
     for _ in range(args.steps - 1):
@@ -102,11 +114,15 @@ def run_variant(args) -> dict:
         rollout_seconds += stats["rollout_seconds"]
     seconds = time.perf_counter() - started
     timed = args.steps - 1
-    return {"variant": args.variant, "peak_mb": peak_memory_mb(device),
-            "samples_per_s": timed * args.batch_size / seconds,
-            "step_s": seconds / timed, "rollout_s": rollout_seconds / timed,
-            "trainable_params": trainable,
-            "response_tokens": stats["response_length"]}
+    return {
+        "variant": args.variant,
+        "peak_mb": peak_memory_mb(device),
+        "samples_per_s": timed * args.batch_size / seconds,
+        "step_s": seconds / timed,
+        "rollout_s": rollout_seconds / timed,
+        "trainable_params": trainable,
+        "response_tokens": stats["response_length"],
+    }
 
 
 def ensure_model(args) -> str:
@@ -143,30 +159,50 @@ def main() -> None:
         return
 
     model = ensure_model(args)
-    common = ["--model", model, "--batch-size", str(args.batch_size), "--minibatch-size",
-              str(args.minibatch_size), "--ppo-epochs", str(args.ppo_epochs), "--max-new-tokens",
-              str(args.max_new_tokens), "--steps", str(args.steps), "--device", args.device]
+    common = [
+        "--model",
+        model,
+        "--batch-size",
+        str(args.batch_size),
+        "--minibatch-size",
+        str(args.minibatch_size),
+        "--ppo-epochs",
+        str(args.ppo_epochs),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+    ]
     results = []
     for variant in args.variants:
-        out = subprocess.run([sys.executable, __file__, "--variant", variant, *common],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, *common], capture_output=True, text=True, check=False
+        )
         if out.returncode != 0:
             sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  {variant}: done", file=sys.stderr, flush=True)
 
     base = next((r for r in results if r["variant"] == "four-models"), results[-1])
-    print(f"model={model} device={args.device} batch={args.batch_size} "
-          f"minibatch={args.minibatch_size} epochs={args.ppo_epochs} "
-          f"max_new_tokens={args.max_new_tokens} timed_steps={args.steps - 1}")
-    print(f"{'variant':<14}{'peak MB':>10}{'x base':>8}{'samples/s':>11}"
-          f"{'x base':>8}{'s/step':>8}{'rollout s':>11}{'update s':>10}{'trainable':>13}")
+    print(
+        f"model={model} device={args.device} batch={args.batch_size} "
+        f"minibatch={args.minibatch_size} epochs={args.ppo_epochs} "
+        f"max_new_tokens={args.max_new_tokens} timed_steps={args.steps - 1}"
+    )
+    print(
+        f"{'variant':<14}{'peak MB':>10}{'x base':>8}{'samples/s':>11}"
+        f"{'x base':>8}{'s/step':>8}{'rollout s':>11}{'update s':>10}{'trainable':>13}"
+    )
     for r in results:
-        print(f"{r['variant']:<14}{r['peak_mb']:>10.0f}{r['peak_mb'] / base['peak_mb']:>8.2f}"
-              f"{r['samples_per_s']:>11.2f}"
-              f"{r['samples_per_s'] / base['samples_per_s']:>8.2f}{r['step_s']:>8.1f}"
-              f"{r['rollout_s']:>11.1f}{r['step_s'] - r['rollout_s']:>10.1f}"
-              f"{r['trainable_params']:>13,}")
+        print(
+            f"{r['variant']:<14}{r['peak_mb']:>10.0f}{r['peak_mb'] / base['peak_mb']:>8.2f}"
+            f"{r['samples_per_s']:>11.2f}"
+            f"{r['samples_per_s'] / base['samples_per_s']:>8.2f}{r['step_s']:>8.1f}"
+            f"{r['rollout_s']:>11.1f}{r['step_s'] - r['rollout_s']:>10.1f}"
+            f"{r['trainable_params']:>13,}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ mostly measures its own client. This one does only what the benchmark needs: one
 connection, Content-Length or chunked bodies, cookies from Set-Cookie. It speaks real HTTP over
 a real socket, so the server side (uvicorn, httptools) is measured in full.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,14 +56,17 @@ class Connection:
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         return await self.request("GET", path, headers)
 
-    async def post_form(self, path: str, form: dict[str, str | list[str]],
-                        headers: dict[str, str] | None = None) -> Response:
+    async def post_form(
+        self, path: str, form: dict[str, str | list[str]], headers: dict[str, str] | None = None
+    ) -> Response:
         body = urlencode(form, doseq=True).encode()
-        return await self.request("POST", path, {**(headers or {}),
-                                                 "Content-Type": "application/x-www-form-urlencoded"}, body)
+        return await self.request(
+            "POST", path, {**(headers or {}), "Content-Type": "application/x-www-form-urlencoded"}, body
+        )
 
-    async def request(self, method: str, path: str, headers: dict[str, str] | None = None,
-                      body: bytes = b"") -> Response:
+    async def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> Response:
         return await asyncio.wait_for(self._request(method, path, headers or {}, body), self.timeout)
 
     async def _request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:

@@ -1,4 +1,5 @@
 """Alembic environment: the URL comes from ranklab's Settings (or a connection passed in by tests)."""
+
 from alembic import context
 from sqlalchemy import pool
 
@@ -11,8 +12,9 @@ target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=get_settings().sqlalchemy_url, target_metadata=target_metadata,
-                      literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=get_settings().sqlalchemy_url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,5 +1,6 @@
 """Fixtures: a migrated database per test (SQLite always, Postgres when reachable), the app,
 an HTTP client, and factories. Nothing we own or run is mocked."""
+
 from __future__ import annotations
 
 import shutil
@@ -68,8 +69,9 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url, tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_url, secret_key="test-secret",
-                    embedded_worker=False, _env_file=None)
+    return Settings(
+        data_dir=tmp_path / "data", database_url=db_url, secret_key="test-secret", embedded_worker=False, _env_file=None
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Plain functions that create rows for tests (each commits, so the app sees them)."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,14 +8,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
-from app.models import (Completion, Project, ProjectMember, Prompt, RankingTask, Role, TaskCompletion, User)
+from app.models import Completion, Project, ProjectMember, Prompt, RankingTask, Role, TaskCompletion, User
 
 PASSWORD = "correct horse battery staple"
 _seq = itertools.count(1)
 
 
-def make_user(db: Session, *, role: str = Role.labeler, email: str | None = None,
-              projects: list[Project] = ()) -> User:
+def make_user(db: Session, *, role: str = Role.labeler, email: str | None = None, projects: list[Project] = ()) -> User:
     user = auth_service.create_user(db, email=email or f"user{next(_seq)}@example.com", password=PASSWORD, role=role)
     for project in projects:
         db.add(ProjectMember(project_id=project.id, user_id=user.id))
@@ -34,8 +34,9 @@ def add_member(db: Session, project: Project, user: User) -> None:
     db.commit()
 
 
-def make_task(db: Session, project: Project, *, k: int = 4, texts: list[str] | None = None,
-              prompt_text: str | None = None) -> RankingTask:
+def make_task(
+    db: Session, project: Project, *, k: int = 4, texts: list[str] | None = None, prompt_text: str | None = None
+) -> RankingTask:
     n = next(_seq)
     prompt = Prompt(project_id=project.id, external_id=f"p{n}", text=prompt_text or f"Prompt number {n}")
     db.add(prompt)
@@ -66,9 +67,10 @@ def login(client: TestClient, user: User) -> TestClient:
 
 def csrf_of(client: TestClient, db: Session) -> str:
     """The CSRF token of the client's current session (as a page would embed it)."""
+    from sqlalchemy import select
+
     from app.auth.security import token_digest
     from app.models import WebSession
-    from sqlalchemy import select
 
     token = client.cookies.get("ranklab_session")
     return db.scalar(select(WebSession.csrf_token).where(WebSession.token_hash == token_digest(token)))
@@ -80,14 +82,29 @@ def make_ranking(db: Session, task: RankingTask, user: User, groups: list[list[i
     from app.models import Assignment, AssignmentState, PairwiseComparison, Ranking, TaskStatus, utcnow
 
     now = utcnow()
-    assignment = Assignment(task_id=task.id, user_id=user.id, project_id=task.project_id,
-                            state=AssignmentState.submitted, lease_expires_at=now, finished_at=now)
+    assignment = Assignment(
+        task_id=task.id,
+        user_id=user.id,
+        project_id=task.project_id,
+        state=AssignmentState.submitted,
+        lease_expires_at=now,
+        finished_at=now,
+    )
     db.add(assignment)
     db.flush()
-    ranking = Ranking(task_id=task.id, user_id=user.id, project_id=task.project_id, assignment_id=assignment.id,
-                      groups=groups, display_order=[c for g in groups for c in g], **fields)
-    ranking.pairs = [PairwiseComparison(task_id=task.id, chosen_id=c, rejected_id=r, margin=m)
-                     for c, r, m in pairs_from_groups(groups)]
+    ranking = Ranking(
+        task_id=task.id,
+        user_id=user.id,
+        project_id=task.project_id,
+        assignment_id=assignment.id,
+        groups=groups,
+        display_order=[c for g in groups for c in g],
+        **fields,
+    )
+    ranking.pairs = [
+        PairwiseComparison(task_id=task.id, chosen_id=c, rejected_id=r, margin=m)
+        for c, r, m in pairs_from_groups(groups)
+    ]
     db.add(ranking)
     task.slots_taken += 1
     task.rankings_count += 1

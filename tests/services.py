@@ -3,6 +3,7 @@
 Locally a missing service skips its tests with the reason; with RANKLAB_REQUIRE_SERVICES=1
 (set by .ci/run) a missing service fails them instead, so CI never counts a skip as a pass.
 """
+
 from __future__ import annotations
 
 import os

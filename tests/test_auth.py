@@ -1,5 +1,6 @@
 """Login, sessions and passwords over HTTP, on SQLite and Postgres. API token scopes and every
 route's access rules are in tests/security/; the admin token pages in tests/admin/test_people.py."""
+
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -47,12 +48,20 @@ def test_cookie_is_secure_over_https_or_when_set(app, db, settings):
     # Behind a proxy that terminates TLS: uvicorn (proxy_headers=True) trusts X-Forwarded-Proto
     # only from FORWARDED_ALLOW_IPS; anyone else claiming https changes nothing.
     with TestClient(ProxyHeadersMiddleware(app, trusted_hosts="testclient")) as behind_proxy:
-        response = behind_proxy.post("/login", data={"email": user.email, "password": PASSWORD},
-                                     headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+        response = behind_proxy.post(
+            "/login",
+            data={"email": user.email, "password": PASSWORD},
+            headers={"X-Forwarded-Proto": "https"},
+            follow_redirects=False,
+        )
         assert "secure" in response.headers["set-cookie"].lower().split("; ")
     with TestClient(ProxyHeadersMiddleware(app, trusted_hosts="10.9.9.9")) as spoofed:
-        response = spoofed.post("/login", data={"email": user.email, "password": PASSWORD},
-                                headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+        response = spoofed.post(
+            "/login",
+            data={"email": user.email, "password": PASSWORD},
+            headers={"X-Forwarded-Proto": "https"},
+            follow_redirects=False,
+        )
         assert response.status_code == 303 and "secure" not in response.headers["set-cookie"].lower()
     settings.secure_cookies = True
     with TestClient(app) as http:
@@ -141,8 +150,14 @@ def test_expired_session_no_longer_works(client, db):
 
 def test_login_redirects_only_within_the_site(app, db):
     user = make_user(db)
-    cases = {"/admin/users": "/admin/users", "//evil.example": "/", "/\\evil.example": "/",
-             "/\t/evil.example": "/", "https://evil.example/": "/", "": "/"}
+    cases = {
+        "/admin/users": "/admin/users",
+        "//evil.example": "/",
+        "/\\evil.example": "/",
+        "/\t/evil.example": "/",
+        "https://evil.example/": "/",
+        "": "/",
+    }
     for target, expected in cases.items():
         with TestClient(app) as client:
             assert _login(client, user, next=target).headers["location"] == expected, target
@@ -180,8 +195,9 @@ def test_concurrent_logins_all_succeed(app, db):
 
     def log_in(user):
         with TestClient(app) as c:
-            return c.post("/login", data={"email": user.email, "password": PASSWORD},
-                          follow_redirects=False).status_code
+            return c.post(
+                "/login", data={"email": user.email, "password": PASSWORD}, follow_redirects=False
+            ).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(log_in, users))

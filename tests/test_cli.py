@@ -1,4 +1,5 @@
 """The `ranklab` command line, run as a real subprocess against SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import http.client
@@ -25,14 +26,19 @@ PASSWORD_LINE = re.compile(r"^\s+password: (\S+)$", re.M)
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def cli_env(tmp_path, database_url: str = "", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLAB_")}
-    env.update(RANKLAB_DATA_DIR=str(tmp_path / "data"), RANKLAB_DATABASE_URL=database_url,
-               RANKLAB_SECRET_KEY="cli-test", **extra)
+    env.update(
+        RANKLAB_DATA_DIR=str(tmp_path / "data"),
+        RANKLAB_DATABASE_URL=database_url,
+        RANKLAB_SECRET_KEY="cli-test",
+        **extra,
+    )
     return env
 
 
@@ -40,8 +46,10 @@ def counts(url: str) -> dict[str, int]:
     engine = make_engine(url)
     try:
         with Session(engine) as db:
-            return {model.__name__: db.scalar(select(func.count()).select_from(model))
-                    for model in (User, Project, Prompt, RankingTask, ProjectMember)}
+            return {
+                model.__name__: db.scalar(select(func.count()).select_from(model))
+                for model in (User, Project, Prompt, RankingTask, ProjectMember)
+            }
     finally:
         engine.dispose()
 
@@ -155,10 +163,17 @@ def test_serve_answers_http_rotates_keepalive_connections_and_stops_on_sigterm(t
     env = cli_env(tmp_path)
     assert run_cli("bootstrap", "--no-demo", env=env).returncode == 0
     port = _free_port()
-    env.update(RANKLAB_PORT=str(port), RANKLAB_EMBEDDED_WORKER="false", RANKLAB_WEB_WORKERS="2",
-               RANKLAB_KEEPALIVE_REQUESTS="3")
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env.update(
+        RANKLAB_PORT=str(port), RANKLAB_EMBEDDED_WORKER="false", RANKLAB_WEB_WORKERS="2", RANKLAB_KEEPALIVE_REQUESTS="3"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         status = None
@@ -194,10 +209,13 @@ def test_serve_answers_http_rotates_keepalive_connections_and_stops_on_sigterm(t
 def test_the_served_app_moves_its_start_up_objects_out_of_the_garbage_collectors_way(tmp_path):
     """create_served_app (what each `ranklab serve` worker runs) freezes what start-up made, so a full
     collection does not stall every request of the worker for ~0.2 s (docs/labeling-performance.md)."""
-    script = ("import gc; from app.main import create_served_app; create_served_app(); "
-              "print(gc.get_freeze_count(), sum(gc.get_count()))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cli_env(tmp_path), capture_output=True,
-                            text=True, timeout=120)
+    script = (
+        "import gc; from app.main import create_served_app; create_served_app(); "
+        "print(gc.get_freeze_count(), sum(gc.get_count()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     frozen, young = map(int, result.stdout.split())
     assert frozen > 50_000 and young < 100, result.stdout

@@ -1,4 +1,5 @@
 """docker-compose.yml and the Dockerfile, checked statically (no Docker daemon on CI machines)."""
+
 import re
 
 import yaml
@@ -32,7 +33,10 @@ def test_web_migrates_then_serves_against_postgres_and_redis():
     web = _compose()["services"]["web"]
     assert web["command"][-1] == "ranklab bootstrap && exec ranklab serve"
     env = web["environment"]
-    assert env["RANKLAB_DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in env["RANKLAB_DATABASE_URL"]
+    assert (
+        env["RANKLAB_DATABASE_URL"].startswith("postgresql+psycopg://")
+        and "@postgres:5432/" in env["RANKLAB_DATABASE_URL"]
+    )
     assert env["RANKLAB_BROKER_URL"] == "redis://redis:6379/0"
     assert env["RANKLAB_EMBEDDED_WORKER"] == "false"  # the worker service does the training
     assert web["build"]["args"]["TORCH_INDEX"] == "none"
@@ -59,8 +63,11 @@ def test_dockerfile_installs_torch_before_the_project_and_copies_existing_paths(
     project_at = text.index("pip install -e")
     assert torch_at < project_at
     assert "ARG TORCH_INDEX" in text and "npm ci" in text
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for match in re.finditer(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for source in match.group(1).split():
             assert (ROOT / source).exists(), source

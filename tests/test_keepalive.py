@@ -1,5 +1,6 @@
 """Keep-alive connections spread over `ranklab serve`'s workers (app/keepalive.py): the shared
 load folder, and the middleware answering `Connection: close` on the crowded worker."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,7 @@ def test_a_worker_with_more_than_its_share_sheds_one_connection_per_period(tmp_p
     for i in range(10):
         other.seen(("b", i), 100.0)
     crowded.seen(("a", 0), 101.0)  # publishes 20, reads the other's first count
-    other.seen(("b", 0), 101.0)    # publishes 10, reads 20
+    other.seen(("b", 0), 101.0)  # publishes 10, reads 20
     assert (tmp_path / "1001").read_text() == "20" and (tmp_path / "1002").read_text() == "10"
 
     assert not other.should_shed(("b", 0), 101.0)  # 10 of 30: under its share
@@ -35,8 +36,9 @@ def test_a_worker_with_more_than_its_share_sheds_one_connection_per_period(tmp_p
 def test_the_crowded_worker_answers_connection_close_until_it_holds_its_share(tmp_path):
     (tmp_path / "2").write_text("0")  # an idle sibling worker
     load = WorkerLoad(tmp_path, pid=1, publish_every=0.05)
-    app = KeepAliveLimit(Starlette(routes=[Route("/", lambda _request: PlainTextResponse("ok"))]),
-                         max_requests=0, load=load)
+    app = KeepAliveLimit(
+        Starlette(routes=[Route("/", lambda _request: PlainTextResponse("ok"))]), max_requests=0, load=load
+    )
 
     async def one_round(ports: range) -> list[str | None]:
         answers = []

@@ -1,6 +1,7 @@
 """The Content-Security-Policy and its companions on every answer, and templates that need no
 exception to it (no inline script, event handler or style). Enforcement in a browser is tested in
 tests/browser/test_untrusted_content.py; this checks the headers and keeps the templates honest."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,13 @@ SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # headers
 
 @SQLITE
 def test_pages_api_static_and_errors_carry_the_csp(client):
-    answers = [client.get("/login"), client.get("/static/css/app.css"), client.get("/api/v1/projects"),
-               client.get("/no/such/page"), client.post("/api/v1/projects", content=b"x" * (10 * 1024 * 1024 + 1))]
+    answers = [
+        client.get("/login"),
+        client.get("/static/css/app.css"),
+        client.get("/api/v1/projects"),
+        client.get("/no/such/page"),
+        client.post("/api/v1/projects", content=b"x" * (10 * 1024 * 1024 + 1)),
+    ]
     assert [a.status_code for a in answers] == [200, 200, 401, 404, 413]
     for answer in answers:
         assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY

@@ -4,6 +4,7 @@ write therefore take the write lock at BEGIN, and the one write a read-only requ
 token's last-used stamp) gives way instead of failing the request.
 
 Found in CI: launching a round while the worker's heartbeat committed every second gave a 503."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -41,8 +42,11 @@ def test_a_post_that_reads_first_is_not_failed_by_a_writer_that_commits_meanwhil
     result = {}
 
     def create_project():
-        result["response"] = client.post("/api/v1/projects", headers={"Authorization": f"Bearer {token}"},
-                                         json={"name": "Made while another connection wrote", "k_min": 4, "k_max": 4})
+        result["response"] = client.post(
+            "/api/v1/projects",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "Made while another connection wrote", "k_min": 4, "k_max": 4},
+        )
 
     thread = threading.Thread(target=create_project)
     thread.start()

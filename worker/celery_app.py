@@ -2,6 +2,7 @@
 
 Production: Redis broker. Embedded default (`make run`): kombu's SQLAlchemy transport on a
 SQLite file, so no server is needed and the same task code runs in both."""
+
 from __future__ import annotations
 
 from celery import Celery

@@ -4,12 +4,12 @@ The bodies live in worker/loop (one module per round step). Every task is safe t
 twice (acks_late redelivers after a crash): it checks the round's status and what is already
 stored before working. Errors mark the round failed and re-raise; see docs/loop.md.
 """
+
 from __future__ import annotations
 
 from celery.signals import worker_ready, worker_shutdown
 
-from worker.celery_app import (GENERATE_BATCH, GENERATE_NEXT, PING, SWEEP_ROUNDS, TRAIN_POLICY, TRAIN_REWARD,
-                               celery_app)
+from worker.celery_app import GENERATE_BATCH, GENERATE_NEXT, PING, SWEEP_ROUNDS, TRAIN_POLICY, TRAIN_REWARD, celery_app
 from worker.loop import generation, next_round, policy, recovery, reward
 
 

@@ -8,6 +8,7 @@ Two measures compare two labelers' rankings of the same task:
 - Kendall's tau-b: rank correlation corrected for ties, in [-1, 1]. Undefined (None) when one
   labeler tied every completion, because there is no order to correlate with.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -2,6 +2,7 @@
 
 The form posts strings; the projects service owns the rules (ranges, unique name). This only
 does what a browser form needs on top: numbers typed as text, flags as one comma-separated line."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,9 +25,18 @@ class ProjectForm:
 
 
 def blank_form(default_lease_minutes: int) -> ProjectForm:
-    return ProjectForm(raw={"name": "", "description": "", "guidelines": "", "k_min": "4", "k_max": "9",
-                            "overlap": "1", "lease_minutes": str(default_lease_minutes),
-                            "flags": ", ".join(DEFAULT_FLAGS)})
+    return ProjectForm(
+        raw={
+            "name": "",
+            "description": "",
+            "guidelines": "",
+            "k_min": "4",
+            "k_max": "9",
+            "overlap": "1",
+            "lease_minutes": str(default_lease_minutes),
+            "flags": ", ".join(DEFAULT_FLAGS),
+        }
+    )
 
 
 def form_of(project: Project) -> ProjectForm:

@@ -1,4 +1,5 @@
 """Admin pages for accounts and API tokens."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -15,10 +16,19 @@ router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 
 
 def _users_page(request: Request, db, *, errors=None, form=None, secret=None, status_code=200):
-    return page(request, "admin/users.html", {
-        "users": service.list_users(db), "memberships": service.memberships(db), "roles": [r.value for r in Role],
-        "errors": errors or {}, "form": form or {}, "secret": secret,
-    }, status_code=status_code)
+    return page(
+        request,
+        "admin/users.html",
+        {
+            "users": service.list_users(db),
+            "memberships": service.memberships(db),
+            "roles": [r.value for r in Role],
+            "errors": errors or {},
+            "form": form or {},
+            "secret": secret,
+        },
+        status_code=status_code,
+    )
 
 
 @router.get("/users")
@@ -27,8 +37,14 @@ def users(request: Request, db: DbDep, _admin: AdminDep):
 
 
 @router.post("/users", dependencies=[CsrfDep])
-def create_user(request: Request, db: DbDep, _admin: AdminDep, email: Annotated[str, Form()] = "",
-                role: Annotated[str, Form()] = Role.labeler, display_name: Annotated[str, Form()] = ""):
+def create_user(
+    request: Request,
+    db: DbDep,
+    _admin: AdminDep,
+    email: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = Role.labeler,
+    display_name: Annotated[str, Form()] = "",
+):
     form = {"email": email, "role": role, "display_name": display_name}
     try:
         user, password = service.create_account(db, email=email, role=role, display_name=display_name)
@@ -57,10 +73,18 @@ def reset_password(request: Request, db: DbDep, _admin: AdminDep, user_id: int):
 
 
 def _tokens_page(request: Request, db, *, errors=None, form=None, secret=None, status_code=200):
-    return page(request, "admin/tokens.html", {
-        "tokens": service.list_tokens(db), "scopes": [s.value for s in TokenScope],
-        "errors": errors or {}, "form": form or {"scopes": []}, "secret": secret,
-    }, status_code=status_code)
+    return page(
+        request,
+        "admin/tokens.html",
+        {
+            "tokens": service.list_tokens(db),
+            "scopes": [s.value for s in TokenScope],
+            "errors": errors or {},
+            "form": form or {"scopes": []},
+            "secret": secret,
+        },
+        status_code=status_code,
+    )
 
 
 @router.get("/tokens")
@@ -69,13 +93,19 @@ def tokens(request: Request, db: DbDep, _admin: AdminDep):
 
 
 @router.post("/tokens", dependencies=[CsrfDep])
-def create_token(request: Request, db: DbDep, admin: AdminDep, name: Annotated[str, Form()] = "",
-                 scopes: Annotated[list[str], Form()] = []):  # noqa: B006 (FastAPI copies defaults)
+def create_token(
+    request: Request,
+    db: DbDep,
+    admin: AdminDep,
+    name: Annotated[str, Form()] = "",
+    scopes: Annotated[list[str], Form()] = [],
+):  # noqa: B006 (FastAPI copies defaults)
     try:
         row, plaintext = service.create_token(db, name=name, scopes=scopes, created_by=admin)
     except service.AdminError as exc:
-        return _tokens_page(request, db, errors={exc.field: exc.message}, form={"name": name, "scopes": scopes},
-                            status_code=422)
+        return _tokens_page(
+            request, db, errors={exc.field: exc.message}, form={"name": name, "scopes": scopes}, status_code=422
+        )
     secret = {"what": f"API token “{row.name}” ({', '.join(row.scopes)})", "value": plaintext}
     return _tokens_page(request, db, secret=secret, status_code=201)
 

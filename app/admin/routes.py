@@ -1,5 +1,6 @@
 """Admin pages: the dashboard and per-project pages (settings, uploads, progress, labelers, members).
 Accounts and API tokens are in people_routes."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -36,12 +37,21 @@ def dashboard(request: Request, db: DbDep, _admin: AdminDep):
 
 @pages.get("/projects/new")
 def new_project(request: Request, _admin: AdminDep, settings: SettingsDep):
-    return page(request, "admin/project_form.html", {"form": forms.blank_form(settings.default_lease_minutes),
-                                                     "project": None})
+    return page(
+        request, "admin/project_form.html", {"form": forms.blank_form(settings.default_lease_minutes), "project": None}
+    )
 
 
-def _form_fields(name: str = "", description: str = "", guidelines: str = "", k_min: str = "", k_max: str = "",
-                 overlap: str = "", lease_minutes: str = "", flags: str = "") -> dict[str, str]:
+def _form_fields(
+    name: str = "",
+    description: str = "",
+    guidelines: str = "",
+    k_min: str = "",
+    k_max: str = "",
+    overlap: str = "",
+    lease_minutes: str = "",
+    flags: str = "",
+) -> dict[str, str]:
     return locals()
 
 
@@ -49,9 +59,19 @@ FormText = Annotated[str, Form()]
 
 
 @pages.post("/projects", dependencies=[CsrfDep])
-def create_project(request: Request, db: DbDep, _admin: AdminDep, name: FormText = "", description: FormText = "",
-                   guidelines: FormText = "", k_min: FormText = "", k_max: FormText = "", overlap: FormText = "",
-                   lease_minutes: FormText = "", flags: FormText = ""):
+def create_project(
+    request: Request,
+    db: DbDep,
+    _admin: AdminDep,
+    name: FormText = "",
+    description: FormText = "",
+    guidelines: FormText = "",
+    k_min: FormText = "",
+    k_max: FormText = "",
+    overlap: FormText = "",
+    lease_minutes: FormText = "",
+    flags: FormText = "",
+):
     form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
     project = forms.save(db, form=form)
     if project is None:
@@ -66,9 +86,20 @@ def project_settings(request: Request, db: DbDep, _admin: AdminDep, project_id: 
 
 
 @pages.post("/projects/{project_id}/settings", dependencies=[CsrfDep])
-def save_settings(request: Request, db: DbDep, _admin: AdminDep, project_id: int, name: FormText = "",
-                  description: FormText = "", guidelines: FormText = "", k_min: FormText = "", k_max: FormText = "",
-                  overlap: FormText = "", lease_minutes: FormText = "", flags: FormText = ""):
+def save_settings(
+    request: Request,
+    db: DbDep,
+    _admin: AdminDep,
+    project_id: int,
+    name: FormText = "",
+    description: FormText = "",
+    guidelines: FormText = "",
+    k_min: FormText = "",
+    k_max: FormText = "",
+    overlap: FormText = "",
+    lease_minutes: FormText = "",
+    flags: FormText = "",
+):
     project = _project_or_404(db, project_id)
     form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
     if forms.save(db, form=form, project=project) is None:  # refused: nothing was changed
@@ -86,14 +117,26 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
     labelers = stats.labeler_stats(db, project_id=project.id)
     members = service.project_members(db, project_id=project.id)
     member_ids = {m.id for m in members}
-    candidates = [u for u in service.list_users(db)
-                  if u.id not in member_ids and u.is_active and u.role == Role.labeler]
-    return page(request, "admin/project.html", {
-        "project": project, "progress": projects.project_progress(db, project=project), "labelers": labelers,
-        "agreement": stats.project_agreement(db, project_id=project.id), "members": members,
-        "candidates": candidates, "upload": upload, "upload_kinds": UPLOAD_KINDS, "errors": errors or {},
-        "saved": request.query_params.get("saved") == "1",
-    }, status_code=status_code)
+    candidates = [
+        u for u in service.list_users(db) if u.id not in member_ids and u.is_active and u.role == Role.labeler
+    ]
+    return page(
+        request,
+        "admin/project.html",
+        {
+            "project": project,
+            "progress": projects.project_progress(db, project=project),
+            "labelers": labelers,
+            "agreement": stats.project_agreement(db, project_id=project.id),
+            "members": members,
+            "candidates": candidates,
+            "upload": upload,
+            "upload_kinds": UPLOAD_KINDS,
+            "errors": errors or {},
+            "saved": request.query_params.get("saved") == "1",
+        },
+        status_code=status_code,
+    )
 
 
 @pages.get("/projects/{project_id}")
@@ -102,16 +145,25 @@ def project_detail(request: Request, db: DbDep, _admin: AdminDep, project_id: in
 
 
 @pages.post("/projects/{project_id}/upload", dependencies=[CsrfDep])
-def upload(request: Request, db: DbDep, _admin: AdminDep, settings: SettingsDep, project_id: int,
-           kind: FormText = "", file: UploadFile | None = None):
+def upload(
+    request: Request,
+    db: DbDep,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    project_id: int,
+    kind: FormText = "",
+    file: UploadFile | None = None,
+):
     """A JSONL file of prompts, or of completion groups (one ranking task per line)."""
     project = _project_or_404(db, project_id)
     if kind not in UPLOAD_KINDS:
-        return _project_page(request, db, project, errors={"upload": "kind: choose prompts or completions"},
-                             status_code=422)
+        return _project_page(
+            request, db, project, errors={"upload": "kind: choose prompts or completions"}, status_code=422
+        )
     if file is None or not file.filename:
-        return _project_page(request, db, project, errors={f"upload_{kind}": "file: choose a .jsonl file to upload"},
-                             status_code=422)
+        return _project_page(
+            request, db, project, errors={f"upload_{kind}": "file: choose a .jsonl file to upload"}, status_code=422
+        )
     # One line is at most as large as a JSON request body may be.
     lines = read_lines(file.file, max_line_bytes=settings.max_body_bytes)
     ingest = prompts.ingest_prompts if kind == "prompts" else prompts.ingest_completion_groups

@@ -1,4 +1,5 @@
 """Accounts, project membership and API tokens, as the admin pages manage them."""
+
 from __future__ import annotations
 
 import re
@@ -77,14 +78,23 @@ def reset_password(db: Session, *, user_id: int) -> tuple[User, str]:
 
 
 def project_members(db: Session, *, project_id: int) -> list[User]:
-    return list(db.scalars(select(User).join(ProjectMember, ProjectMember.user_id == User.id)
-                           .where(ProjectMember.project_id == project_id).order_by(User.email)))
+    return list(
+        db.scalars(
+            select(User)
+            .join(ProjectMember, ProjectMember.user_id == User.id)
+            .where(ProjectMember.project_id == project_id)
+            .order_by(User.email)
+        )
+    )
 
 
 def memberships(db: Session) -> dict[int, list[Project]]:
     """user id -> the projects they belong to (for the users page)."""
-    rows = db.execute(select(ProjectMember.user_id, Project).join(Project, Project.id == ProjectMember.project_id)
-                      .order_by(Project.name))
+    rows = db.execute(
+        select(ProjectMember.user_id, Project)
+        .join(Project, Project.id == ProjectMember.project_id)
+        .order_by(Project.name)
+    )
     result: dict[int, list[Project]] = {}
     for user_id, project in rows:
         result.setdefault(user_id, []).append(project)
@@ -104,8 +114,9 @@ def add_member(db: Session, *, project_id: int, user_id: int) -> bool:
 
 
 def remove_member(db: Session, *, project_id: int, user_id: int) -> bool:
-    result = db.execute(delete(ProjectMember).where(ProjectMember.project_id == project_id,
-                                                    ProjectMember.user_id == user_id))
+    result = db.execute(
+        delete(ProjectMember).where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+    )
     return result.rowcount > 0
 
 
@@ -117,8 +128,7 @@ class TokenRow:
 
 def list_tokens(db: Session) -> list[TokenRow]:
     creators = dict(db.execute(select(User.id, User.email)).all())
-    return [TokenRow(token=t, created_by=creators.get(t.created_by_id, "—"))
-            for t in auth_service.list_api_tokens(db)]
+    return [TokenRow(token=t, created_by=creators.get(t.created_by_id, "—")) for t in auth_service.list_api_tokens(db)]
 
 
 def create_token(db: Session, *, name: str, scopes: list[str], created_by: User) -> tuple[ApiToken, str]:

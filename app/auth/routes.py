@@ -1,4 +1,5 @@
 """Login and logout pages."""
+
 import math
 from typing import Annotated
 
@@ -40,8 +41,10 @@ def same_origin_only(request: Request) -> None:
     origin = request.headers.get("origin")
     own_origin = f"{request.url.scheme}://{request.url.netloc}"
     if fetch_site in ("cross-site", "same-site") or (origin is not None and origin != own_origin):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            "Cross-site login refused (CSRF): open the login page of this site and log in there.")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "Cross-site login refused (CSRF): open the login page of this site and log in there.",
+        )
 
 
 def _minutes(seconds: int) -> str:
@@ -57,24 +60,43 @@ def login_form(request: Request, user: OptionalUserDep, next: str = "/"):
 
 
 @router.post("/login", include_in_schema=False, dependencies=[Depends(same_origin_only)])
-def login(request: Request, db: DbDep, settings: SettingsDep,
-          email: Annotated[str, Form()], password: Annotated[str, Form()], next: Annotated[str, Form()] = "/"):
+def login(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+):
     client = request.client.host if request.client else "unknown"
     try:
         user = service.authenticate(db, email=email, password=password, client=client)
     except service.LoginRateLimited as limited:
         wait = limited.retry_after_seconds
-        response = page(request, "auth/login.html", {"next": _safe_next(next), "email": email,
-                        "error": f"Too many failed logins. Try again in {_minutes(wait)}."}, status_code=429)
+        response = page(
+            request,
+            "auth/login.html",
+            {
+                "next": _safe_next(next),
+                "email": email,
+                "error": f"Too many failed logins. Try again in {_minutes(wait)}.",
+            },
+            status_code=429,
+        )
         response.headers["Retry-After"] = str(wait)
         return response
     if user is None:
-        return page(request, "auth/login.html", {"next": _safe_next(next), "email": email,
-                    "error": "Wrong email or password."}, status_code=401)
+        return page(
+            request,
+            "auth/login.html",
+            {"next": _safe_next(next), "email": email, "error": "Wrong email or password."},
+            status_code=401,
+        )
     token = service.start_session(db, user=user, hours=settings.session_hours)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, max_age=settings.session_hours * 3600,
-                        **_cookie_flags(request, settings))
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=settings.session_hours * 3600, **_cookie_flags(request, settings)
+    )
     return response
 
 

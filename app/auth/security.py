@@ -1,4 +1,5 @@
 """Password hashing, random tokens and their stored hashes."""
+
 import hashlib
 import hmac
 import secrets

@@ -1,4 +1,5 @@
 """Users, login sessions and API tokens."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,15 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.auth.security import (API_TOKEN_PREFIX, hash_password, new_token, password_needs_rehash, token_digest,
-                               verify_password, verify_unknown_user)
+from app.auth.security import (
+    API_TOKEN_PREFIX,
+    hash_password,
+    new_token,
+    password_needs_rehash,
+    token_digest,
+    verify_password,
+    verify_unknown_user,
+)
 from app.db import is_sqlite, start_write_transaction
 from app.models import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession, utcnow
 
@@ -28,8 +36,12 @@ class LoginRateLimited(Exception):
 
 
 def create_user(db: Session, *, email: str, password: str, role: str = Role.labeler, display_name: str = "") -> User:
-    user = User(email=email.strip().lower(), password_hash=hash_password(password), role=role,
-                display_name=display_name or email.split("@")[0])
+    user = User(
+        email=email.strip().lower(),
+        password_hash=hash_password(password),
+        role=role,
+        display_name=display_name or email.split("@")[0],
+    )
     db.add(user)
     db.flush()
     return user
@@ -53,7 +65,9 @@ def authenticate(db: Session, *, email: str, password: str, client: str) -> User
     limiting = db.scalar(
         select(LoginAttempt.at)
         .where(LoginAttempt.at >= since, (LoginAttempt.email == email) | (LoginAttempt.client == client))
-        .order_by(LoginAttempt.at.desc()).offset(MAX_FAILED_LOGINS - 1).limit(1)
+        .order_by(LoginAttempt.at.desc())
+        .offset(MAX_FAILED_LOGINS - 1)
+        .limit(1)
     )
     if limiting is not None:
         raise LoginRateLimited(max(1, math.ceil((limiting + LOGIN_WINDOW - now).total_seconds())))
@@ -73,8 +87,14 @@ def authenticate(db: Session, *, email: str, password: str, client: str) -> User
 def start_session(db: Session, *, user: User, hours: int) -> str:
     """Returns the cookie value; only its hash is stored."""
     token = new_token()
-    db.add(WebSession(token_hash=token_digest(token), user_id=user.id, csrf_token=secrets.token_urlsafe(24),
-                      expires_at=utcnow() + timedelta(hours=hours)))
+    db.add(
+        WebSession(
+            token_hash=token_digest(token),
+            user_id=user.id,
+            csrf_token=secrets.token_urlsafe(24),
+            expires_at=utcnow() + timedelta(hours=hours),
+        )
+    )
     db.flush()
     return token
 
@@ -85,9 +105,11 @@ class LoginSession(NamedTuple):
 
 
 # Every logged-in request runs this: one statement, built once, with only the user as an entity.
-_LIVE_SESSION = (select(User, WebSession.csrf_token).join(WebSession, WebSession.user_id == User.id)
-                 .where(WebSession.token_hash == bindparam("token_hash"), WebSession.expires_at >= bindparam("now"),
-                        User.is_active))
+_LIVE_SESSION = (
+    select(User, WebSession.csrf_token)
+    .join(WebSession, WebSession.user_id == User.id)
+    .where(WebSession.token_hash == bindparam("token_hash"), WebSession.expires_at >= bindparam("now"), User.is_active)
+)
 
 
 def get_session(db: Session, *, token: str) -> LoginSession | None:
@@ -106,8 +128,13 @@ def create_api_token(db: Session, *, name: str, scopes: list[str], created_by: U
     for scope in scopes:
         TokenScope(scope)  # raises ValueError naming an unknown scope
     plaintext = new_token(API_TOKEN_PREFIX)
-    row = ApiToken(name=name, prefix=plaintext[:10], token_hash=token_digest(plaintext), scopes=sorted(set(scopes)),
-                   created_by_id=created_by.id if created_by else None)
+    row = ApiToken(
+        name=name,
+        prefix=plaintext[:10],
+        token_hash=token_digest(plaintext),
+        scopes=sorted(set(scopes)),
+        created_by_id=created_by.id if created_by else None,
+    )
     db.add(row)
     db.flush()
     return row, plaintext
@@ -146,5 +173,3 @@ def revoke_api_token(db: Session, *, token_id: int) -> bool:
 
 def list_api_tokens(db: Session) -> list[ApiToken]:
     return list(db.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
-
-

@@ -6,6 +6,7 @@ Rows are streamed (yield_per) into one scratch JSONL file per table, which goes 
 is deleted before the next table: memory stays flat and the extra disk is one table's worth.
 The archive is written under a temporary name and renamed at the end: a failed export never
 leaves a half archive that looks finished."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,17 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from app.backup import schema
-from app.backup.format import (FORMAT, FORMAT_VERSION, MANIFEST, SECRET_KEY, BackupError, RowCodec, artifact_member,
-                               ranklab_version, table_member)
+from app.backup.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SECRET_KEY,
+    BackupError,
+    RowCodec,
+    artifact_member,
+    ranklab_version,
+    table_member,
+)
 from app.db import make_engine
 from app.models import ModelVersion, utcnow
 from app.settings import Settings
@@ -93,8 +103,9 @@ def _dump_table(conn: Connection, codec: RowCodec, scratch: Path, progress: Prog
     rows = 0
     bar = progress(total=total, desc=table.name, unit="rows")
     try:
-        result = conn.execute(select(table).order_by(*table.primary_key.columns),
-                              execution_options={"yield_per": BATCH_ROWS})
+        result = conn.execute(
+            select(table).order_by(*table.primary_key.columns), execution_options={"yield_per": BATCH_ROWS}
+        )
         with path.open("w", encoding="utf-8", newline="\n") as f:
             for batch in result.partitions():
                 f.writelines(codec.encode(row) + "\n" for row in batch)
@@ -112,16 +123,29 @@ def artifact_roots(conn: Connection, artifacts_dir: Path) -> tuple[list[str], li
     root = artifacts_dir.resolve()
     found: set[Path] = set()
     skipped = []
-    rows = conn.execute(select(ModelVersion.id, ModelVersion.artifact_path)
-                        .where(ModelVersion.artifact_path.is_not(None)).order_by(ModelVersion.id))
+    rows = conn.execute(
+        select(ModelVersion.id, ModelVersion.artifact_path)
+        .where(ModelVersion.artifact_path.is_not(None))
+        .order_by(ModelVersion.id)
+    )
     for version_id, stored in rows:
         path = (root / stored).resolve()
         if not path.is_relative_to(root) or path == root:
-            skipped.append({"model_version_id": version_id, "artifact_path": stored,
-                            "why": "outside the artifacts folder (a hub id or a folder elsewhere); not archived"})
+            skipped.append(
+                {
+                    "model_version_id": version_id,
+                    "artifact_path": stored,
+                    "why": "outside the artifacts folder (a hub id or a folder elsewhere); not archived",
+                }
+            )
         elif not path.exists():
-            skipped.append({"model_version_id": version_id, "artifact_path": stored,
-                            "why": "nothing stored there (a hub id, or a deleted folder)"})
+            skipped.append(
+                {
+                    "model_version_id": version_id,
+                    "artifact_path": stored,
+                    "why": "nothing stored there (a hub id, or a deleted folder)",
+                }
+            )
         else:
             found.add(path)
     # A folder inside another archived folder is already in the archive.
@@ -146,8 +170,11 @@ def export_all(settings: Settings, out: Path, *, progress: Progress = NoProgress
     partial = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     engine = make_engine(settings.sqlalchemy_url)
     try:
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.rows-") as scratch, \
-                tarfile.open(partial, mode, format=tarfile.PAX_FORMAT) as tar, engine.connect() as conn:
+        with (
+            tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.rows-") as scratch,
+            tarfile.open(partial, mode, format=tarfile.PAX_FORMAT) as tar,
+            engine.connect() as conn,
+        ):
             if conn.dialect.name == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for every table
             with conn.begin():
@@ -162,12 +189,15 @@ def export_all(settings: Settings, out: Path, *, progress: Progress = NoProgress
     return manifest
 
 
-def _write_archive(conn: Connection, tar: tarfile.TarFile, scratch: Path, settings: Settings,
-                   progress: Progress) -> dict[str, Any]:
+def _write_archive(
+    conn: Connection, tar: tarfile.TarFile, scratch: Path, settings: Settings, progress: Progress
+) -> dict[str, Any]:
     revision, head = schema.db_revision(conn), schema.code_head()
     if revision != head:
-        raise BackupError(f"the database is at migration {revision or 'none (not migrated)'} but this ranklab's "
-                          f"migrations end at {head}; run `ranklab migrate` first, then export")
+        raise BackupError(
+            f"the database is at migration {revision or 'none (not migrated)'} but this ranklab's "
+            f"migrations end at {head}; run `ranklab migrate` first, then export"
+        )
     schema.check_known_tables(conn)
     codecs = [RowCodec(table) for table in schema.tables()]  # an unknown column type fails before any write
     files: dict[str, dict] = {}
@@ -180,10 +210,10 @@ def _write_archive(conn: Connection, tar: tarfile.TarFile, scratch: Path, settin
 
     root = settings.artifacts_dir.resolve()
     roots, not_archived = artifact_roots(conn, settings.artifacts_dir)
-    artifact_files = [(p, artifact_member(p.relative_to(root).as_posix())) for r in roots
-                      for p in _artifact_files(root, r)]
-    bar = progress(total=sum(p.stat().st_size for p, _ in artifact_files), desc="artifacts", unit="B",
-                   unit_scale=True)
+    artifact_files = [
+        (p, artifact_member(p.relative_to(root).as_posix())) for r in roots for p in _artifact_files(root, r)
+    ]
+    bar = progress(total=sum(p.stat().st_size for p, _ in artifact_files), desc="artifacts", unit="B", unit_scale=True)
     try:
         for path, member in artifact_files:
             bar.update(_add_file(tar, path, member, files))
@@ -197,9 +227,20 @@ def _write_archive(conn: Connection, tar: tarfile.TarFile, scratch: Path, settin
     if secret_key:
         _add_file(tar, key_file, SECRET_KEY, files)
 
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "ranklab_version": ranklab_version(),
-            "alembic_revision": revision, "created_at": utcnow().isoformat(),
-            "source": {"dialect": conn.dialect.name, "artifacts_dir": str(settings.artifacts_dir.absolute()),
-                       "artifacts_dir_resolved": str(root)},
-            "tables": tables, "artifact_roots": roots, "not_archived": not_archived,
-            "secret_key": secret_key, "files": files}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ranklab_version": ranklab_version(),
+        "alembic_revision": revision,
+        "created_at": utcnow().isoformat(),
+        "source": {
+            "dialect": conn.dialect.name,
+            "artifacts_dir": str(settings.artifacts_dir.absolute()),
+            "artifacts_dir_resolved": str(root),
+        },
+        "tables": tables,
+        "artifact_roots": roots,
+        "not_archived": not_archived,
+        "secret_key": secret_key,
+        "files": files,
+    }

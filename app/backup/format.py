@@ -10,20 +10,36 @@ Values are encoded by the *column's* type, never guessed from the value, so a JS
 a string that looks like a date comes back as that string. A column type this file does not know
 stops the export with an error naming the table and column: a new type must be taught here, not
 silently written as its repr."""
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
-from sqlalchemy import JSON, Boolean, Column, Date, DateTime, Enum, Float, Integer, LargeBinary, Numeric, String
-from sqlalchemy import Table, Time, Uuid
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    Time,
+    Uuid,
+)
 from sqlalchemy.types import TypeDecorator
 
 FORMAT = "ranklab-backup"
@@ -50,14 +66,22 @@ def artifact_member(relative: str) -> str:
 def check_member_name(name: str) -> PurePosixPath:
     """Archive member names are data from a file: only plain relative paths in our three places."""
     path = PurePosixPath(name)
-    if (path.is_absolute() or ".." in path.parts or "\\" in name or not path.parts
-            or (path.parts[0] not in (TABLES_DIR, ARTIFACTS_DIR) and name not in (MANIFEST, SECRET_KEY))):
-        raise BackupError(f"the archive holds an unexpected entry {name!r}; it was not made by "
-                          "`ranklab export-all` or has been tampered with")
+    if (
+        path.is_absolute()
+        or ".." in path.parts
+        or "\\" in name
+        or not path.parts
+        or (path.parts[0] not in (TABLES_DIR, ARTIFACTS_DIR) and name not in (MANIFEST, SECRET_KEY))
+    ):
+        raise BackupError(
+            f"the archive holds an unexpected entry {name!r}; it was not made by "
+            "`ranklab export-all` or has been tampered with"
+        )
     return path
 
 
 # ---- checksums --------------------------------------------------------------------------------
+
 
 def copy_hashing(source: BinaryIO, target: BinaryIO) -> tuple[str, int]:
     """Copies in chunks (never a whole file in memory) and returns (sha256, bytes)."""
@@ -70,6 +94,7 @@ def copy_hashing(source: BinaryIO, target: BinaryIO) -> tuple[str, int]:
 
 
 # ---- column codecs ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Codec:
@@ -121,8 +146,10 @@ def _codec_for_type(sql_type) -> Codec | None:
 def column_codec(table: Table, column: Column) -> Codec:
     codec = _codec_for_type(column.type)
     if codec is None:
-        raise BackupError(f"{table.name}.{column.name} has the column type {column.type!r}, which the backup "
-                          "format does not handle yet; teach app/backup/format.py how to write it")
+        raise BackupError(
+            f"{table.name}.{column.name} has the column type {column.type!r}, which the backup "
+            "format does not handle yet; teach app/backup/format.py how to write it"
+        )
     return codec
 
 
@@ -136,8 +163,14 @@ class RowCodec:
 
     def encode(self, row) -> str:
         mapping = row._mapping
-        return json.dumps({name: None if mapping[name] is None else self._codecs[name].encode(mapping[name])
-                           for name in self.columns}, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(
+            {
+                name: None if mapping[name] is None else self._codecs[name].encode(mapping[name])
+                for name in self.columns
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     def decode(self, line: str, *, where: str) -> dict[str, Any]:
         try:

@@ -9,6 +9,7 @@ Order matters, so that a refusal leaves everything as it was:
     counts, and rename the artifact folders into place (same file system: atomic);
  4. commit; if the commit fails the renamed folders are removed again.
 Stored absolute artifact paths under the source's artifacts folder are rewritten to this one."""
+
 from __future__ import annotations
 
 import errno
@@ -51,10 +52,12 @@ def import_all(settings: Settings, archive_path: Path, *, progress: Progress = N
         archive.verify(manifest, digests)
         head = schema.code_head()
         if manifest["alembic_revision"] != head:
-            raise BackupError(f"the archive was made at migration {manifest['alembic_revision']} (ranklab "
-                              f"{manifest['ranklab_version']}), but this ranklab's migrations end at {head}. Restore "
-                              "it with the ranklab version that made it, run `ranklab migrate` there and export "
-                              "again. Nothing was restored")
+            raise BackupError(
+                f"the archive was made at migration {manifest['alembic_revision']} (ranklab "
+                f"{manifest['ranklab_version']}), but this ranklab's migrations end at {head}. Restore "
+                "it with the ranklab version that made it, run `ranklab migrate` there and export "
+                "again. Nothing was restored"
+            )
         engine = make_engine(settings.sqlalchemy_url)
         try:
             with engine.connect() as conn:
@@ -76,19 +79,22 @@ def _refuse_non_empty(conn: Connection) -> None:
     filled = {name: n for name, n in counts.items() if n}
     if filled:
         listed = ", ".join(f"{name}: {n}" for name, n in list(filled.items())[:6])
-        raise BackupError(f"the target database already holds data ({listed}); import-all restores only into an "
-                          "empty database. Point RANKLAB_DATABASE_URL at a new database. Nothing was restored")
+        raise BackupError(
+            f"the target database already holds data ({listed}); import-all restores only into an "
+            "empty database. Point RANKLAB_DATABASE_URL at a new database. Nothing was restored"
+        )
 
 
 def _refuse_existing_artifacts(manifest: dict[str, Any], settings: Settings) -> None:
     clashes = [r for r in manifest["artifact_roots"] if (settings.artifacts_dir / r).exists()]
     if clashes:
-        raise BackupError(f"{settings.artifacts_dir} already has {', '.join(clashes[:3])}; import-all never "
-                          "overwrites artifacts. Use an empty RANKLAB_DATA_DIR. Nothing was restored")
+        raise BackupError(
+            f"{settings.artifacts_dir} already has {', '.join(clashes[:3])}; import-all never "
+            "overwrites artifacts. Use an empty RANKLAB_DATA_DIR. Nothing was restored"
+        )
 
 
-def _restore(engine, manifest: dict[str, Any], staging: Path, settings: Settings,
-             progress: Progress) -> dict[str, Any]:
+def _restore(engine, manifest: dict[str, Any], staging: Path, settings: Settings, progress: Progress) -> dict[str, Any]:
     rewrite = _path_rewriter(manifest, settings)
     moved: list[Path] = []
     with engine.connect() as conn:
@@ -104,11 +110,14 @@ def _restore(engine, manifest: dict[str, Any], staging: Path, settings: Settings
                     rows = manifest["tables"][table.name]["rows"]
                     bar = progress(total=rows, desc=table.name, unit="rows")
                     try:
-                        tables[table.name] = _insert_table(conn, table, staging / table_member(table.name),
-                                                           rows, rewrite, bar)
+                        tables[table.name] = _insert_table(
+                            conn, table, staging / table_member(table.name), rows, rewrite, bar
+                        )
                     except DBAPIError as exc:
-                        raise BackupError(f"{table.name}: the database refused the archive's rows "
-                                          f"({str(exc.orig).splitlines()[0]}); nothing was restored") from exc
+                        raise BackupError(
+                            f"{table.name}: the database refused the archive's rows "
+                            f"({str(exc.orig).splitlines()[0]}); nothing was restored"
+                        ) from exc
                     finally:
                         bar.close()
                 if conn.dialect.name == "postgresql":
@@ -157,12 +166,18 @@ def _insert_table(conn: Connection, table: Table, path: Path, expected: int, rew
         conn.execute(statement, batch)
         bar.update(len(batch))
     if deferred:  # self-references once every row of the table exists
-        conn.execute(update(table).where(*(table.c[c] == bindparam(f"k_{c}") for c in pk))
-                     .values({c: bindparam(f"s_{c}") for c in later}), deferred)
+        conn.execute(
+            update(table)
+            .where(*(table.c[c] == bindparam(f"k_{c}") for c in pk))
+            .values({c: bindparam(f"s_{c}") for c in later}),
+            deferred,
+        )
     stored = conn.scalar(select(func.count()).select_from(table))
     if count != expected or stored != expected:
-        raise BackupError(f"{table.name}: the manifest says {expected} rows, the archive had {count} and "
-                          f"{stored} were stored; nothing was restored")
+        raise BackupError(
+            f"{table.name}: the manifest says {expected} rows, the archive had {count} and "
+            f"{stored} were stored; nothing was restored"
+        )
     return count
 
 
@@ -180,11 +195,17 @@ def _fix_sequences(conn: Connection) -> None:
         pk = list(table.primary_key.columns)
         if len(pk) != 1 or not isinstance(pk[0].type, Integer):
             continue
-        sequence = conn.scalar(text("SELECT pg_get_serial_sequence(:table, :column)"),
-                               {"table": table.name, "column": pk[0].name})
+        sequence = conn.scalar(
+            text("SELECT pg_get_serial_sequence(:table, :column)"), {"table": table.name, "column": pk[0].name}
+        )
         if sequence:
-            conn.execute(text(f"SELECT setval(:sequence, COALESCE((SELECT MAX({quote(pk[0].name)}) "
-                              f"FROM {quote(table.name)}), 0) + 1, false)"), {"sequence": sequence})
+            conn.execute(
+                text(
+                    f"SELECT setval(:sequence, COALESCE((SELECT MAX({quote(pk[0].name)}) "
+                    f"FROM {quote(table.name)}), 0) + 1, false)"
+                ),
+                {"sequence": sequence},
+            )
 
 
 class _PathRewriter:
@@ -234,15 +255,19 @@ def _restore_secret_key(manifest: dict[str, Any], staging: Path, settings: Setti
     if not manifest["secret_key"]:
         return []
     if settings.secret_key:
-        return ["RANKLAB_SECRET_KEY is set, so the archive's signing key was not used: labeler pseudonyms "
-                "in exports follow the configured key"]
+        return [
+            "RANKLAB_SECRET_KEY is set, so the archive's signing key was not used: labeler pseudonyms "
+            "in exports follow the configured key"
+        ]
     archived = (staging / SECRET_KEY).read_text().strip()
     target = settings.data_dir / SECRET_KEY
     if target.exists():
         if target.read_text().strip() == archived:
             return []
-        return [f"{target} already existed and was kept; labeler pseudonyms in exports will differ from the "
-                f"source's unless you replace it with the archive's {SECRET_KEY}"]
+        return [
+            f"{target} already existed and was kept; labeler pseudonyms in exports will differ from the "
+            f"source's unless you replace it with the archive's {SECRET_KEY}"
+        ]
     temp = target.with_name(f".{SECRET_KEY}.tmp-{uuid.uuid4().hex[:8]}")
     temp.write_text(archived)
     temp.chmod(0o600)

@@ -1,11 +1,12 @@
 """What the backup covers: every table of app.models in foreign-key order, and the schema revision."""
+
 from __future__ import annotations
 
 import warnings
 
 from sqlalchemy import Table, inspect
-from sqlalchemy.exc import SAWarning
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SAWarning
 
 import app.models  # noqa: F401  (registers every table on Base.metadata)
 from app.backup.format import BackupError
@@ -25,8 +26,10 @@ def tables() -> list[Table]:
         try:
             return list(Base.metadata.sorted_tables)
         except SAWarning as exc:
-            raise BackupError(f"the tables have a foreign-key cycle, which a restore cannot insert in order: "
-                              f"{exc}; teach app/backup how to restore it (as it does for self-references)") from None
+            raise BackupError(
+                f"the tables have a foreign-key cycle, which a restore cannot insert in order: "
+                f"{exc}; teach app/backup how to restore it (as it does for self-references)"
+            ) from None
 
 
 def self_references(table: Table) -> list[str]:
@@ -68,5 +71,7 @@ def check_known_tables(conn: Connection) -> None:
     known = {t.name for t in tables()} | {ALEMBIC_TABLE}
     unknown = sorted(set(inspect(conn).get_table_names()) - known)
     if unknown:
-        raise BackupError(f"the database has tables that app.models does not declare: {', '.join(unknown)}; "
-                          "a backup would leave them out. Declare them in app/models or drop them first")
+        raise BackupError(
+            f"the database has tables that app.models does not declare: {', '.join(unknown)}; "
+            "a backup would leave them out. Declare them in app/models or drop them first"
+        )

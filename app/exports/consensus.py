@@ -13,6 +13,7 @@ Agreement, both None with fewer than two rankings:
 - mean Kendall tau-b over pairs of labelers: +1 identical orders, -1 reversed; pairs for which
   tau-b is undefined (one labeler tied everything) are left out.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -81,7 +82,7 @@ def kendall_w(positions: Sequence[dict[int, float]]) -> float | None:
     mean_sum = m * (n + 1) / 2
     s = sum((total - mean_sum) ** 2 for total in rank_sums)
     ties = sum(_tie_term(ranks) for ranks in positions)
-    denominator = m * m * (n ** 3 - n) - m * ties
+    denominator = m * m * (n**3 - n) - m * ties
     if denominator <= 0:
         return None
     return 12 * s / denominator
@@ -91,4 +92,4 @@ def _tie_term(ranks: dict[int, float]) -> int:
     sizes: dict[float, int] = {}
     for rank in ranks.values():
         sizes[rank] = sizes.get(rank, 0) + 1
-    return sum(t ** 3 - t for t in sizes.values())
+    return sum(t**3 - t for t in sizes.values())

@@ -2,6 +2,7 @@
 
 A streamed response outlives the request's session, so the generators here open their own
 from the app's sessionmaker and close it when the last byte is written (or the client leaves)."""
+
 from __future__ import annotations
 
 import json
@@ -21,27 +22,66 @@ ROWS_PER_CHUNK = 500
 _messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _ids = pa.list_(pa.int64())
 _completion = [("completion_id", pa.int64()), ("position", pa.int64()), ("text", pa.string()), ("model", pa.string())]
-_prompt = [("prompt_id", pa.int64()), ("prompt_external_id", pa.string()), ("prompt_text", pa.string()),
-           ("prompt_messages", _messages)]
-_pair_ids = [("rank_gap", pa.int64()), ("task_id", pa.int64()), ("ranking_id", pa.int64()),
-             ("labeler_id", pa.string()), ("prompt_id", pa.int64()), ("prompt_external_id", pa.string()),
-             ("chosen_id", pa.int64()), ("rejected_id", pa.int64())]
+_prompt = [
+    ("prompt_id", pa.int64()),
+    ("prompt_external_id", pa.string()),
+    ("prompt_text", pa.string()),
+    ("prompt_messages", _messages),
+]
+_pair_ids = [
+    ("rank_gap", pa.int64()),
+    ("task_id", pa.int64()),
+    ("ranking_id", pa.int64()),
+    ("labeler_id", pa.string()),
+    ("prompt_id", pa.int64()),
+    ("prompt_external_id", pa.string()),
+    ("chosen_id", pa.int64()),
+    ("rejected_id", pa.int64()),
+]
 
-RANKINGS = pa.schema([
-    ("ranking_id", pa.int64()), ("task_id", pa.int64()), *_prompt, ("labeler_id", pa.string()),
-    ("ranking", pa.list_(_ids)), ("ranking_texts", pa.list_(pa.list_(pa.string()))),
-    ("completions", pa.list_(pa.struct(_completion))), ("display_order", _ids),
-    ("flags", pa.list_(pa.struct([("completion_id", pa.int64()), ("flags", pa.list_(pa.string()))]))),
-    ("none_acceptable", pa.bool_()), ("time_spent_ms", pa.int64()), ("comment", pa.string()), ("late", pa.bool_()),
-    ("submitted_at", pa.string()),
-])
-CONSENSUS = pa.schema([
-    ("task_id", pa.int64()), *_prompt, ("status", pa.string()), ("n_rankings", pa.int64()),
-    ("consensus", pa.list_(_ids)), ("consensus_texts", pa.list_(pa.list_(pa.string()))),
-    ("completions", pa.list_(pa.struct([*_completion, ("mean_rank", pa.float64()),
-                                        ("flags", pa.list_(pa.struct([("flag", pa.string()), ("count", pa.int64())])))]))),
-    ("none_acceptable_votes", pa.int64()), ("kendall_w", pa.float64()), ("mean_kendall_tau_b", pa.float64()),
-])
+RANKINGS = pa.schema(
+    [
+        ("ranking_id", pa.int64()),
+        ("task_id", pa.int64()),
+        *_prompt,
+        ("labeler_id", pa.string()),
+        ("ranking", pa.list_(_ids)),
+        ("ranking_texts", pa.list_(pa.list_(pa.string()))),
+        ("completions", pa.list_(pa.struct(_completion))),
+        ("display_order", _ids),
+        ("flags", pa.list_(pa.struct([("completion_id", pa.int64()), ("flags", pa.list_(pa.string()))]))),
+        ("none_acceptable", pa.bool_()),
+        ("time_spent_ms", pa.int64()),
+        ("comment", pa.string()),
+        ("late", pa.bool_()),
+        ("submitted_at", pa.string()),
+    ]
+)
+CONSENSUS = pa.schema(
+    [
+        ("task_id", pa.int64()),
+        *_prompt,
+        ("status", pa.string()),
+        ("n_rankings", pa.int64()),
+        ("consensus", pa.list_(_ids)),
+        ("consensus_texts", pa.list_(pa.list_(pa.string()))),
+        (
+            "completions",
+            pa.list_(
+                pa.struct(
+                    [
+                        *_completion,
+                        ("mean_rank", pa.float64()),
+                        ("flags", pa.list_(pa.struct([("flag", pa.string()), ("count", pa.int64())]))),
+                    ]
+                )
+            ),
+        ),
+        ("none_acceptable_votes", pa.int64()),
+        ("kendall_w", pa.float64()),
+        ("mean_kendall_tau_b", pa.float64()),
+    ]
+)
 PAIRS_STANDARD = pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), *_pair_ids])
 PAIRS_CONVERSATIONAL = pa.schema([("prompt", _messages), ("chosen", _messages), ("rejected", _messages), *_pair_ids])
 

@@ -1,4 +1,5 @@
 """/api/v1 exports: raw rankings, per-task consensus, and TRL preference pairs (JSONL or Parquet)."""
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,26 @@ class ExportFormat(StrEnum):
 
 
 FormatQuery = Annotated[ExportFormat, Query(alias="format", description="jsonl (streamed) or parquet.")]
-RESPONSES = {200: {"description": "JSONL (one object per line) or a Parquet file.",
-                   "content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}}},
-             401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, **UNPROCESSABLE}
+RESPONSES = {
+    200: {
+        "description": "JSONL (one object per line) or a Parquet file.",
+        "content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}},
+    },
+    401: {"model": ErrorOut},
+    403: {"model": ErrorOut},
+    404: {"model": ErrorOut},
+    **UNPROCESSABLE,
+}
 
 
 @api_router.get("/rankings", summary="Export every ranking", response_class=StreamingResponse, responses=RESPONSES)
-def export_rankings(request: Request, project: ProjectDep, settings: SettingsDep, _token: ExportTokenDep,
-                    export_format: FormatQuery = ExportFormat.jsonl):
+def export_rankings(
+    request: Request,
+    project: ProjectDep,
+    settings: SettingsDep,
+    _token: ExportTokenDep,
+    export_format: FormatQuery = ExportFormat.jsonl,
+):
     """One row per submitted ranking: `ranking` (groups of completion ids, best first; a group
     of several is a tie) and `ranking_texts` in the same shape, the task's `completions`,
     `display_order` as shown, per-completion `flags`, `none_acceptable`, `time_spent_ms`,
@@ -41,25 +54,38 @@ def export_rankings(request: Request, project: ProjectDep, settings: SettingsDep
     return _respond(request, produce, formats.RANKINGS, export_format, f"project-{project.id}-rankings")
 
 
-@api_router.get("/consensus", summary="Export the consensus ranking per task", response_class=StreamingResponse,
-                responses=RESPONSES)
-def export_consensus(request: Request, project: ProjectDep, _token: ExportTokenDep,
-                     export_format: FormatQuery = ExportFormat.jsonl):
+@api_router.get(
+    "/consensus", summary="Export the consensus ranking per task", response_class=StreamingResponse, responses=RESPONSES
+)
+def export_consensus(
+    request: Request, project: ProjectDep, _token: ExportTokenDep, export_format: FormatQuery = ExportFormat.jsonl
+):
     """One row per task with at least one ranking. Method: each labeler's ranking gives every
     completion a rank (1 = best, tied completions share the mean of the ranks they span); the
     `consensus` orders completions by mean rank over labelers (the Borda count), equal means
     tied. Agreement (null with one ranking): `kendall_w`, Kendall's coefficient of concordance
     corrected for ties (1 = all agree, 0 = no agreement), and `mean_kendall_tau_b` over pairs of
     labelers (-1..1). Each completion carries its `mean_rank` and flag counts."""
-    return _respond(request, partial(service.iter_consensus, project_id=project.id), formats.CONSENSUS,
-                    export_format, f"project-{project.id}-consensus")
+    return _respond(
+        request,
+        partial(service.iter_consensus, project_id=project.id),
+        formats.CONSENSUS,
+        export_format,
+        f"project-{project.id}-consensus",
+    )
 
 
-@api_router.get("/pairs", summary="Export preference pairs for TRL", response_class=StreamingResponse,
-                responses=RESPONSES)
-def export_pairs(request: Request, project: ProjectDep, settings: SettingsDep, _token: ExportTokenDep,
-                 export_format: FormatQuery = ExportFormat.jsonl,
-                 style: Annotated[PairStyle, Query(description="standard or conversational")] = PairStyle.standard):
+@api_router.get(
+    "/pairs", summary="Export preference pairs for TRL", response_class=StreamingResponse, responses=RESPONSES
+)
+def export_pairs(
+    request: Request,
+    project: ProjectDep,
+    settings: SettingsDep,
+    _token: ExportTokenDep,
+    export_format: FormatQuery = ExportFormat.jsonl,
+    style: Annotated[PairStyle, Query(description="standard or conversational")] = PairStyle.standard,
+):
     """One row per (ranking, chosen above rejected); ties give no pair. `style=standard`:
     prompt/chosen/rejected are strings (a multi-turn chat prompt is flattened to 'Role: content'
     paragraphs). `style=conversational`: prompt is the chat messages (a text prompt becomes one
@@ -76,7 +102,14 @@ def _respond(request: Request, produce, schema, export_format: ExportFormat, nam
     sessions = request.app.state.sessionmaker
     if export_format is ExportFormat.parquet:
         path = formats.write_parquet(sessions, produce, schema)
-        return FileResponse(path, media_type="application/vnd.apache.parquet", filename=f"{name}.parquet",
-                            background=BackgroundTask(os.unlink, path))
-    return StreamingResponse(formats.jsonl_chunks(sessions, produce), media_type="application/x-ndjson",
-                             headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'})
+        return FileResponse(
+            path,
+            media_type="application/vnd.apache.parquet",
+            filename=f"{name}.parquet",
+            background=BackgroundTask(os.unlink, path),
+        )
+    return StreamingResponse(
+        formats.jsonl_chunks(sessions, produce),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'},
+    )

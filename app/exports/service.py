@@ -2,6 +2,7 @@
 
 Every row is a plain dict of JSON types with the same keys in every row (missing values are
 null), so JSONL and Parquet carry identical data and `datasets.load_dataset` reads either."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,11 @@ def iter_rankings(db: Session, *, project_id: int, secret: str) -> Iterator[dict
                 "ranking_texts": [[texts[c] for c in group] for group in ranking.groups],
                 "completions": task["completions"],
                 "display_order": ranking.display_order,
-                "flags": [{"completion_id": int(cid), "flags": list(names)}
-                          for cid, names in sorted(ranking.flags.items(), key=lambda kv: int(kv[0])) if names],
+                "flags": [
+                    {"completion_id": int(cid), "flags": list(names)}
+                    for cid, names in sorted(ranking.flags.items(), key=lambda kv: int(kv[0]))
+                    if names
+                ],
                 "none_acceptable": ranking.none_acceptable,
                 "time_spent_ms": ranking.time_spent_ms,
                 "comment": ranking.comment,
@@ -62,12 +66,14 @@ def iter_rankings(db: Session, *, project_id: int, secret: str) -> Iterator[dict
 
 def iter_consensus(db: Session, *, project_id: int) -> Iterator[dict[str, Any]]:
     """One row per task with at least one ranking: the mean-rank consensus and agreement stats."""
-    query = select(RankingTask.id, RankingTask.status).where(RankingTask.project_id == project_id,
-                                                             RankingTask.rankings_count > 0)
+    query = select(RankingTask.id, RankingTask.status).where(
+        RankingTask.project_id == project_id, RankingTask.rankings_count > 0
+    )
     for tasks in _pages(db, query, RankingTask.id):
         by_task: dict[int, list[Ranking]] = defaultdict(list)
-        for ranking in db.scalars(select(Ranking).where(Ranking.task_id.in_([t.id for t in tasks]))
-                                  .order_by(Ranking.id)):
+        for ranking in db.scalars(
+            select(Ranking).where(Ranking.task_id.in_([t.id for t in tasks])).order_by(Ranking.id)
+        ):
             by_task[ranking.task_id].append(ranking)
         context = _task_context(db, set(by_task))
         for task in tasks:
@@ -87,9 +93,16 @@ def iter_consensus(db: Session, *, project_id: int) -> Iterator[dict[str, Any]]:
                 "n_rankings": result.n_rankings,
                 "consensus": result.groups,
                 "consensus_texts": [[texts[c] for c in group] for group in result.groups],
-                "completions": [{**item, "mean_rank": result.mean_rank.get(item["completion_id"]),
-                                 "flags": [{"flag": f, "count": n} for f, n in sorted(flag_counts[item["completion_id"]].items())]}
-                                for item in context[task.id]["completions"]],
+                "completions": [
+                    {
+                        **item,
+                        "mean_rank": result.mean_rank.get(item["completion_id"]),
+                        "flags": [
+                            {"flag": f, "count": n} for f, n in sorted(flag_counts[item["completion_id"]].items())
+                        ],
+                    }
+                    for item in context[task.id]["completions"]
+                ],
                 "none_acceptable_votes": sum(r.none_acceptable for r in rankings),
                 "kendall_w": result.kendall_w,
                 "mean_kendall_tau_b": result.mean_kendall_tau_b,
@@ -101,28 +114,64 @@ def iter_pairs(db: Session, *, project_id: int, secret: str, style: PairStyle) -
     (ties gave no row). `rank_gap` (groups apart) is not named `margin` on purpose: TRL's
     RewardTrainer would add a column of that name to its loss."""
     chosen, rejected = aliased(Completion), aliased(Completion)
-    query = (select(PairwiseComparison.id, PairwiseComparison.task_id, PairwiseComparison.ranking_id,
-                    PairwiseComparison.margin, Ranking.user_id, Prompt.id, Prompt.external_id, Prompt.text,
-                    Prompt.messages, chosen.id, chosen.text, rejected.id, rejected.text)
-             .join(Ranking, Ranking.id == PairwiseComparison.ranking_id)
-             .join(RankingTask, RankingTask.id == PairwiseComparison.task_id)
-             .join(Prompt, Prompt.id == RankingTask.prompt_id)
-             .join(chosen, chosen.id == PairwiseComparison.chosen_id)
-             .join(rejected, rejected.id == PairwiseComparison.rejected_id)
-             .where(Ranking.project_id == project_id))
+    query = (
+        select(
+            PairwiseComparison.id,
+            PairwiseComparison.task_id,
+            PairwiseComparison.ranking_id,
+            PairwiseComparison.margin,
+            Ranking.user_id,
+            Prompt.id,
+            Prompt.external_id,
+            Prompt.text,
+            Prompt.messages,
+            chosen.id,
+            chosen.text,
+            rejected.id,
+            rejected.text,
+        )
+        .join(Ranking, Ranking.id == PairwiseComparison.ranking_id)
+        .join(RankingTask, RankingTask.id == PairwiseComparison.task_id)
+        .join(Prompt, Prompt.id == RankingTask.prompt_id)
+        .join(chosen, chosen.id == PairwiseComparison.chosen_id)
+        .join(rejected, rejected.id == PairwiseComparison.rejected_id)
+        .where(Ranking.project_id == project_id)
+    )
     for rows in _pages(db, query, PairwiseComparison.id):
-        for (_pid, task_id, ranking_id, gap, user_id, prompt_id, external_id, text, messages,
-             chosen_id, chosen_text, rejected_id, rejected_text) in rows:
+        for (
+            _pid,
+            task_id,
+            ranking_id,
+            gap,
+            user_id,
+            prompt_id,
+            external_id,
+            text,
+            messages,
+            chosen_id,
+            chosen_text,
+            rejected_id,
+            rejected_text,
+        ) in rows:
             if style is PairStyle.conversational:
                 prompt: Any = messages or [{"role": "user", "content": text}]
                 chosen_value: Any = [{"role": "assistant", "content": chosen_text}]
                 rejected_value: Any = [{"role": "assistant", "content": rejected_text}]
             else:
                 prompt, chosen_value, rejected_value = plain_prompt(text, messages), chosen_text, rejected_text
-            yield {"prompt": prompt, "chosen": chosen_value, "rejected": rejected_value, "rank_gap": gap,
-                   "task_id": task_id, "ranking_id": ranking_id, "labeler_id": labeler_pseudonym(secret, user_id),
-                   "prompt_id": prompt_id, "prompt_external_id": external_id,
-                   "chosen_id": chosen_id, "rejected_id": rejected_id}
+            yield {
+                "prompt": prompt,
+                "chosen": chosen_value,
+                "rejected": rejected_value,
+                "rank_gap": gap,
+                "task_id": task_id,
+                "ranking_id": ranking_id,
+                "labeler_id": labeler_pseudonym(secret, user_id),
+                "prompt_id": prompt_id,
+                "prompt_external_id": external_id,
+                "chosen_id": chosen_id,
+                "rejected_id": rejected_id,
+            }
 
 
 def plain_prompt(text: str | None, messages: list[dict[str, str]] | None) -> str:
@@ -151,19 +200,31 @@ def _pages(db: Session, query, key) -> Iterator[list]:
 def _task_context(db: Session, task_ids: set[int]) -> dict[int, dict[str, Any]]:
     """Per task: prompt columns, its completions in task order, and completion id -> text."""
     context: dict[int, dict[str, Any]] = {}
-    rows = db.execute(select(RankingTask.id, Prompt.id, Prompt.external_id, Prompt.text, Prompt.messages)
-                      .join(Prompt, Prompt.id == RankingTask.prompt_id).where(RankingTask.id.in_(task_ids)))
+    rows = db.execute(
+        select(RankingTask.id, Prompt.id, Prompt.external_id, Prompt.text, Prompt.messages)
+        .join(Prompt, Prompt.id == RankingTask.prompt_id)
+        .where(RankingTask.id.in_(task_ids))
+    )
     for task_id, prompt_id, external_id, text, messages in rows:
-        context[task_id] = {"prompt": {"prompt_id": prompt_id, "prompt_external_id": external_id,
-                                       "prompt_text": text, "prompt_messages": messages},
-                            "completions": [], "texts": {}}
-    items = db.execute(select(TaskCompletion.task_id, TaskCompletion.position, Completion.id, Completion.text,
-                              Completion.model_name)
-                       .join(Completion, Completion.id == TaskCompletion.completion_id)
-                       .where(TaskCompletion.task_id.in_(task_ids))
-                       .order_by(TaskCompletion.task_id, TaskCompletion.position))
+        context[task_id] = {
+            "prompt": {
+                "prompt_id": prompt_id,
+                "prompt_external_id": external_id,
+                "prompt_text": text,
+                "prompt_messages": messages,
+            },
+            "completions": [],
+            "texts": {},
+        }
+    items = db.execute(
+        select(TaskCompletion.task_id, TaskCompletion.position, Completion.id, Completion.text, Completion.model_name)
+        .join(Completion, Completion.id == TaskCompletion.completion_id)
+        .where(TaskCompletion.task_id.in_(task_ids))
+        .order_by(TaskCompletion.task_id, TaskCompletion.position)
+    )
     for task_id, position, completion_id, text, model in items:
-        context[task_id]["completions"].append({"completion_id": completion_id, "position": position,
-                                                "text": text, "model": model})
+        context[task_id]["completions"].append(
+            {"completion_id": completion_id, "position": position, "text": text, "model": model}
+        )
         context[task_id]["texts"][completion_id] = text
     return context

@@ -2,6 +2,7 @@
 
 One statement for both, because it runs on every render of the ranking page and with every
 handout (the handout needs the completion ids to shuffle them for the labeler)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,8 +23,14 @@ _completions = Completion.__table__
 # One row per completion, the prompt repeated on each (prompts are short next to the cost of a
 # second statement); a task without completions still yields its prompt.
 _TASK_CONTENT = (
-    select(_prompts.c.text, _prompts.c.messages, _completions.c.id, _completions.c.text.label("completion_text"),
-           _completions.c.text_html, _completions.c.html_renderer)
+    select(
+        _prompts.c.text,
+        _prompts.c.messages,
+        _completions.c.id,
+        _completions.c.text.label("completion_text"),
+        _completions.c.text_html,
+        _completions.c.html_renderer,
+    )
     .select_from(_tasks)
     .join(_prompts, _prompts.c.id == _tasks.c.prompt_id)
     .outerjoin(_items, _items.c.task_id == _tasks.c.id)
@@ -47,12 +54,18 @@ def load_task_content(db: Session, *, task_id: int) -> TaskContent:
     rows = db.execute(_TASK_CONTENT, {"task_id": task_id}).all()
     if not rows:
         raise LookupError(f"ranking task {task_id} does not exist")
-    return TaskContent(prompt_text=rows[0].text, prompt_messages=rows[0].messages,
-                       completions={row.id: row.completion_text for row in rows if row.id is not None},
-                       completions_html=html_by_id(rows))
+    return TaskContent(
+        prompt_text=rows[0].text,
+        prompt_messages=rows[0].messages,
+        completions={row.id: row.completion_text for row in rows if row.id is not None},
+        completions_html=html_by_id(rows),
+    )
 
 
 def html_by_id(rows) -> dict[int, Markup]:
     """From rows with id, completion_text, text_html and html_renderer (see app/markdown.py)."""
-    return {row.id: stored_or_rendered(row.completion_text, row.text_html, row.html_renderer)
-            for row in rows if row.id is not None}
+    return {
+        row.id: stored_or_rendered(row.completion_text, row.text_html, row.html_renderer)
+        for row in rows
+        if row.id is not None
+    }

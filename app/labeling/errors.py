@@ -1,6 +1,7 @@
 """What can go wrong while labeling, each with the HTTP status a route answers with.
 
 The message is shown to the labeler (or API client) as is: it says what happened and what to do."""
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ Locking order, everywhere: labeler lock (Postgres advisory lock per project+labe
 labeler's own assignment rows → task rows. The sweep never waits for a lock at all (SKIP LOCKED on
 both tables), so it cannot take part in a deadlock.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,17 +38,30 @@ _tasks = RankingTask.__table__
 
 # The hot-path statements are built once, with bind parameters: building a statement and its
 # cache key on every call costs SQLAlchemy several times the CPU of running it.
-_LEASED_BY = and_(_assignments.c.user_id == bindparam("user_id"), _assignments.c.project_id == bindparam("project_id"),
-                  _assignments.c.state == AssignmentState.leased)
+_LEASED_BY = and_(
+    _assignments.c.user_id == bindparam("user_id"),
+    _assignments.c.project_id == bindparam("project_id"),
+    _assignments.c.state == AssignmentState.leased,
+)
 _LOCK_LABELER = select(func.pg_advisory_xact_lock(bindparam("project_id"), bindparam("user_id")))
-_LEASE_COLUMNS = (_assignments.c.id, _assignments.c.task_id, _assignments.c.lease_expires_at,
-                  _assignments.c.display_order)
-_LIVE_LEASE = (select(*_LEASE_COLUMNS).where(_LEASED_BY, _assignments.c.lease_expires_at > bindparam("now"))
-               .order_by(_assignments.c.id).limit(1))
+_LEASE_COLUMNS = (
+    _assignments.c.id,
+    _assignments.c.task_id,
+    _assignments.c.lease_expires_at,
+    _assignments.c.display_order,
+)
+_LIVE_LEASE = (
+    select(*_LEASE_COLUMNS)
+    .where(_LEASED_BY, _assignments.c.lease_expires_at > bindparam("now"))
+    .order_by(_assignments.c.id)
+    .limit(1)
+)
 _HELD_LEASE = select(*_LEASE_COLUMNS).where(_LEASED_BY).order_by(_assignments.c.id).limit(1)
-_RENEW_LEASE = (update(_assignments)
-                .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.state == AssignmentState.leased)
-                .values(lease_expires_at=bindparam("expires")))
+_RENEW_LEASE = (
+    update(_assignments)
+    .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.state == AssignmentState.leased)
+    .values(lease_expires_at=bindparam("expires"))
+)
 _INSERT_LEASE = insert(_assignments).returning(_assignments.c.id)
 
 
@@ -58,15 +72,27 @@ def _claim_statement(*, wait: bool):
     row if it no longer qualifies."""
     candidate = _tasks.alias("candidate")
     # (bind names differ from ranking_tasks' columns: SQLAlchemy reserves those in an UPDATE)
-    already_had = exists().where(_assignments.c.task_id == candidate.c.id,
-                                 _assignments.c.user_id == bindparam("labeler"))
-    pick = (select(candidate.c.id)
-            .where(candidate.c.project_id == bindparam("project"), candidate.c.status == TaskStatus.open,
-                   candidate.c.slots_taken < bindparam("overlap"), ~already_had)
-            .order_by(candidate.c.id).limit(1)
-            .with_for_update(skip_locked=not wait))
-    return (update(_tasks).where(_tasks.c.id == pick.scalar_subquery())
-            .values(slots_taken=_tasks.c.slots_taken + 1).returning(_tasks.c.id))
+    already_had = exists().where(
+        _assignments.c.task_id == candidate.c.id, _assignments.c.user_id == bindparam("labeler")
+    )
+    pick = (
+        select(candidate.c.id)
+        .where(
+            candidate.c.project_id == bindparam("project"),
+            candidate.c.status == TaskStatus.open,
+            candidate.c.slots_taken < bindparam("overlap"),
+            ~already_had,
+        )
+        .order_by(candidate.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=not wait)
+    )
+    return (
+        update(_tasks)
+        .where(_tasks.c.id == pick.scalar_subquery())
+        .values(slots_taken=_tasks.c.slots_taken + 1)
+        .returning(_tasks.c.id)
+    )
 
 
 _CLAIM = {False: _claim_statement(wait=False), True: _claim_statement(wait=True)}
@@ -74,6 +100,7 @@ _CLAIM = {False: _claim_statement(wait=False), True: _claim_statement(wait=True)
 
 class Lease(NamedTuple):
     """A labeler's live assignment, with what rendering it needs."""
+
     assignment_id: int
     task_id: int
     lease_expires_at: datetime
@@ -97,9 +124,19 @@ def lock_labeler(db: Session, *, project_id: int, user_id: int) -> None:
         db.execute(_LOCK_LABELER, {"project_id": project_id, "user_id": user_id})
 
 
-def lease_next_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                    sweep_every: float, now: datetime | None = None, after_submit: bool = False,
-                    check_held: bool = True, check_live: bool = True) -> Lease | None:
+def lease_next_task(
+    db: Session,
+    *,
+    user_id: int,
+    project_id: int,
+    overlap: int,
+    lease_minutes: int,
+    sweep_every: float,
+    now: datetime | None = None,
+    after_submit: bool = False,
+    check_held: bool = True,
+    check_live: bool = True,
+) -> Lease | None:
     """The assignment the labeler should work on now, or None when nothing is left.
 
     A labeler who holds a lease in the project gets that same task back (refreshing burns nothing).
@@ -154,30 +191,57 @@ def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, le
     return lease._replace(lease_expires_at=expires) if renewed else None
 
 
-def _claim_task(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                now: datetime, wait: bool) -> Lease | None:
+def _claim_task(
+    db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int, now: datetime, wait: bool
+) -> Lease | None:
     if not is_sqlite(db):  # one round trip instead of four (see lease_postgres.py)
-        new = claim_and_lease(db, user_id=user_id, project_id=project_id, overlap=overlap,
-                              lease_minutes=lease_minutes, now=now, wait=wait, cap=PROGRESS_CAP)
-        return None if new is None else Lease(new.assignment_id, new.task_id, new.lease_expires_at,
-                                               new.display_order, new.content,
-                                               (new.done, new.waiting, new.window_full))
+        new = claim_and_lease(
+            db,
+            user_id=user_id,
+            project_id=project_id,
+            overlap=overlap,
+            lease_minutes=lease_minutes,
+            now=now,
+            wait=wait,
+            cap=PROGRESS_CAP,
+        )
+        return (
+            None
+            if new is None
+            else Lease(
+                new.assignment_id,
+                new.task_id,
+                new.lease_expires_at,
+                new.display_order,
+                new.content,
+                (new.done, new.waiting, new.window_full),
+            )
+        )
     task_id = db.scalar(_CLAIM[wait], {"labeler": user_id, "project": project_id, "overlap": overlap})
     if task_id is None:
         return None
     content = load_task_content(db, task_id=task_id)  # its completion ids are shuffled, and it is shown next
     order = display_order(list(content.completions), task_id=task_id, user_id=user_id)
     expires = now + timedelta(minutes=lease_minutes)
-    assignment_id = db.scalar(_INSERT_LEASE, {
-        "task_id": task_id, "user_id": user_id, "project_id": project_id, "state": AssignmentState.leased,
-        "display_order": order, "leased_at": now, "lease_expires_at": expires,
-    })
+    assignment_id = db.scalar(
+        _INSERT_LEASE,
+        {
+            "task_id": task_id,
+            "user_id": user_id,
+            "project_id": project_id,
+            "state": AssignmentState.leased,
+            "display_order": order,
+            "leased_at": now,
+            "lease_expires_at": expires,
+        },
+    )
     return Lease(assignment_id, task_id, expires, order, content)
 
 
 def display_order(completion_ids: list[int], *, task_id: int, user_id: int) -> list[int]:
     """Shuffled against position bias; seeded by (task, labeler) so a refresh shows the same order.
     Sorted by md5("task:labeler:completion"), the key lease_postgres.py computes in SQL."""
+
     def key(completion_id: int) -> tuple[str, int]:
         return hashlib.md5(f"{task_id}:{user_id}:{completion_id}".encode()).hexdigest(), completion_id
 
@@ -213,21 +277,29 @@ def expire_leases(db: Session, *, now: datetime) -> int:
     rows = db.execute(
         select(_assignments.c.id, _assignments.c.task_id)
         .where(_assignments.c.state == AssignmentState.leased, _assignments.c.lease_expires_at < now)
-        .order_by(_assignments.c.id).limit(SWEEP_BATCH)
+        .order_by(_assignments.c.id)
+        .limit(SWEEP_BATCH)
         .with_for_update(skip_locked=True)
     ).all()
     if not rows:
         return 0
     # A task locked by a handout or submit right now is left for the next sweep.
-    locked_tasks = set(db.scalars(
-        select(_tasks.c.id).where(_tasks.c.id.in_(sorted({r.task_id for r in rows})))
-        .order_by(_tasks.c.id).with_for_update(skip_locked=True)
-    ))
+    locked_tasks = set(
+        db.scalars(
+            select(_tasks.c.id)
+            .where(_tasks.c.id.in_(sorted({r.task_id for r in rows})))
+            .order_by(_tasks.c.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
     expiring = [r for r in rows if r.task_id in locked_tasks]
     if not expiring:
         return 0
-    db.execute(update(_assignments).where(_assignments.c.id.in_([r.id for r in expiring]))
-               .values(state=AssignmentState.expired, finished_at=now))
+    db.execute(
+        update(_assignments)
+        .where(_assignments.c.id.in_([r.id for r in expiring]))
+        .values(state=AssignmentState.expired, finished_at=now)
+    )
     freed_per_task: dict[int, int] = defaultdict(int)
     for row in expiring:
         freed_per_task[row.task_id] += 1
@@ -237,4 +309,3 @@ def expire_leases(db: Session, *, now: datetime) -> int:
     for count, task_ids in sorted(tasks_by_count.items()):
         db.execute(update(_tasks).where(_tasks.c.id.in_(task_ids)).values(slots_taken=_tasks.c.slots_taken - count))
     return len(expiring)
-

@@ -10,6 +10,7 @@ Same answers, in the same order, as DbDep + CsrfDep + UserDep + service.lock_pro
 not logged in → LoginRequired (login redirect / 401), wrong CSRF token → 403, then the project's
 NotFound / NotAMember, which `work` turns into the inline error like every labeling error.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,13 +38,16 @@ from app.models import Project, ProjectMember, User, WebSession, utcnow
 T = TypeVar("T")
 
 _LOGIN_PROJECT_AND_LOCK = (
-    select(User, WebSession.csrf_token, Project,
-           exists().where(ProjectMember.project_id == Project.id, ProjectMember.user_id == User.id),
-           func.pg_advisory_xact_lock(bindparam("project_id"), User.id))
+    select(
+        User,
+        WebSession.csrf_token,
+        Project,
+        exists().where(ProjectMember.project_id == Project.id, ProjectMember.user_id == User.id),
+        func.pg_advisory_xact_lock(bindparam("project_id"), User.id),
+    )
     .join(WebSession, WebSession.user_id == User.id)
     .outerjoin(Project, Project.id == bindparam("project_id"))
-    .where(WebSession.token_hash == bindparam("token_hash"), WebSession.expires_at >= bindparam("now"),
-           User.is_active)
+    .where(WebSession.token_hash == bindparam("token_hash"), WebSession.expires_at >= bindparam("now"), User.is_active)
 )
 
 
@@ -72,8 +76,9 @@ def login_and_lock(db: Session, *, cookie: str, project_id: int, now: datetime) 
             return None
         project, is_member = service.project_and_membership(db, user_id=login.user.id, project_id=project_id)
         return LabelerRequest(login.user, login.csrf_token, project, is_member, project_id)
-    row = db.execute(_LOGIN_PROJECT_AND_LOCK, {"token_hash": token_digest(cookie), "now": now,
-                                               "project_id": project_id}).first()
+    row = db.execute(
+        _LOGIN_PROJECT_AND_LOCK, {"token_hash": token_digest(cookie), "now": now, "project_id": project_id}
+    ).first()
     if row is None:
         return None
     user, csrf_token, project, is_member, _locked = row
@@ -84,8 +89,9 @@ async def as_labeler(request: Request, project_id: int, work: Callable[[Session,
     """Runs `work` for the logged-in labeler in one worker-thread call and commits after it.
     The form is read first, on the event loop, as FastAPI's Form() does."""
     form = await request.form() if is_form(request) else FormData()
-    return await anyio.to_thread.run_sync(partial(_unit, request, project_id, work, form),
-                                          limiter=labeling_limiter(request.app))
+    return await anyio.to_thread.run_sync(
+        partial(_unit, request, project_id, work, form), limiter=labeling_limiter(request.app)
+    )
 
 
 _limiters: WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = WeakKeyDictionary()
@@ -107,7 +113,9 @@ def labeling_limiter(app: Starlette) -> anyio.CapacityLimiter:
     return limiter
 
 
-def _unit(request: Request, project_id: int, work: Callable[[Session, LabelerRequest, FormData], T], form: FormData) -> T:
+def _unit(
+    request: Request, project_id: int, work: Callable[[Session, LabelerRequest, FormData], T], form: FormData
+) -> T:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         raise LoginRequired()

@@ -24,6 +24,7 @@ are one statement with data-modifying CTEs. Postgres runs each CTE once, all aga
 
 One row per completion (the lease and prompt repeated); no row when nothing could be claimed.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -35,7 +36,6 @@ from sqlalchemy.orm import Session
 from app.labeling.content import TaskContent, html_by_id
 from app.models import AssignmentState, TaskStatus
 from app.models._types import JSONType, UTCDateTime
-
 
 # A literal, not a parameter: psycopg prepares the statement and Postgres soon switches to a
 # generic plan, which knows nothing of a parameter's value. For `status BETWEEN $2 AND $2` it
@@ -94,11 +94,18 @@ CROSS JOIN (
 ) AS left_for_you
 ORDER BY item.position
 """
-    return text(sql).bindparams(
-        bindparam("labeler", type_=Integer), bindparam("project", type_=Integer),
-        bindparam("overlap", type_=Integer), bindparam("cap", type_=Integer),
-        bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()),
-    ).columns(lease_expires_at=UTCDateTime(), display_order=JSONType, prompt_messages=JSONType)
+    return (
+        text(sql)
+        .bindparams(
+            bindparam("labeler", type_=Integer),
+            bindparam("project", type_=Integer),
+            bindparam("overlap", type_=Integer),
+            bindparam("cap", type_=Integer),
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("expires", type_=UTCDateTime()),
+        )
+        .columns(lease_expires_at=UTCDateTime(), display_order=JSONType, prompt_messages=JSONType)
+    )
 
 
 _CLAIM_AND_LEASE = {False: _statement(wait=False), True: _statement(wait=True)}
@@ -119,18 +126,37 @@ class NewLease(NamedTuple):
     """There were `cap` such oldest open tasks: more may be left than `waiting`."""
 
 
-def claim_and_lease(db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int,
-                    now: datetime, wait: bool, cap: int) -> NewLease | None:
-    rows = db.execute(_CLAIM_AND_LEASE[wait], {
-        "labeler": user_id, "project": project_id, "overlap": overlap, "cap": cap, "now": now,
-        "expires": now + timedelta(minutes=lease_minutes),
-        "leased": AssignmentState.leased.value,
-    }).all()
+def claim_and_lease(
+    db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int, now: datetime, wait: bool, cap: int
+) -> NewLease | None:
+    rows = db.execute(
+        _CLAIM_AND_LEASE[wait],
+        {
+            "labeler": user_id,
+            "project": project_id,
+            "overlap": overlap,
+            "cap": cap,
+            "now": now,
+            "expires": now + timedelta(minutes=lease_minutes),
+            "leased": AssignmentState.leased.value,
+        },
+    ).all()
     if not rows:
         return None
     first = rows[0]
-    content = TaskContent(prompt_text=first.prompt_text, prompt_messages=first.prompt_messages,
-                          completions={r.id: r.completion_text for r in rows if r.id is not None},
-                          completions_html=html_by_id(rows))
-    return NewLease(first.assignment_id, first.task_id, first.lease_expires_at, first.display_order, content,
-                    first.done, first.waiting, first.window_full)
+    content = TaskContent(
+        prompt_text=first.prompt_text,
+        prompt_messages=first.prompt_messages,
+        completions={r.id: r.completion_text for r in rows if r.id is not None},
+        completions_html=html_by_id(rows),
+    )
+    return NewLease(
+        first.assignment_id,
+        first.task_id,
+        first.lease_expires_at,
+        first.display_order,
+        content,
+        first.done,
+        first.waiting,
+        first.window_full,
+    )

@@ -1,6 +1,7 @@
 """Pure functions on rankings: validating a ranking against its task, and the pairs it implies.
 
 A ranking is a list of groups, best first; completions inside one group are tied."""
+
 from __future__ import annotations
 
 import math

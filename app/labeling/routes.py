@@ -3,6 +3,7 @@
 Thin: parse → service → render. The ranking page's URL answers with the whole page, or with only
 its `task` block when htmx asks (polling, next task); submit and skip answer with the next task's
 block, so the browser swaps it in without a reload."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,18 @@ from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
 from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.hot_path import LabelerRequest, as_labeler
-from app.labeling.schemas import (CompletionOut, NextTaskOut, PromptOut, RankingIn, SkipIn, SkipOut, SubmitOut,
-                                  TaskOut, ranking_from_form, skip_from_form)
+from app.labeling.schemas import (
+    CompletionOut,
+    NextTaskOut,
+    PromptOut,
+    RankingIn,
+    SkipIn,
+    SkipOut,
+    SubmitOut,
+    TaskOut,
+    ranking_from_form,
+    skip_from_form,
+)
 from app.models import Project, User
 from app.projects.deps import JsonApiRoute
 from app.projects.schemas import UNPROCESSABLE, ErrorOut
@@ -34,6 +45,7 @@ SUBMIT_FIELDS = ("ranking", "none_acceptable", "time_spent_ms", "comment")
 
 # ---- pages ------------------------------------------------------------------------------------
 
+
 @router.get("/", include_in_schema=False)
 def queue_page(request: Request, db: DbDep, user: UserDep):
     return page(request, "labeling/queue.html", {"projects": service.list_projects_for(db, user=user)})
@@ -42,8 +54,9 @@ def queue_page(request: Request, db: DbDep, user: UserDep):
 @router.get("/projects/{project_id}/label", include_in_schema=False)
 def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, settings: SettingsDep):
     try:
-        task_page = service.open_task_page(db, user=user, project_id=project_id,
-                                           sweep_every=settings.lease_sweep_seconds)
+        task_page = service.open_task_page(
+            db, user=user, project_id=project_id, sweep_every=settings.lease_sweep_seconds
+        )
     except LabelingError as exc:
         return _error(request, db, exc)
     return _render_task(request, task_page)
@@ -53,17 +66,24 @@ def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, sett
 # check, the work and the commit in one thread hop, with the project and the labeler's lock read
 # in the login's own statement. Same checks, same answers as the dependencies.
 
+
 @router.post("/projects/{project_id}/label/{assignment_id}", include_in_schema=False)
 async def submit_form(request: Request, project_id: int, assignment_id: int):
     def work(db: Session, labeler: LabelerRequest, form: FormData):
         try:
             project = labeler.project_to_label()
-            data = ranking_from_form({name: str(form.get(name, "")) for name in SUBMIT_FIELDS},
-                                     [str(flag) for flag in form.getlist("flag")])
-            result, view = submission.submit_ranking(db, user=labeler.user, project=project,
-                                                     assignment_id=assignment_id, data=data,
-                                                     sweep_every=request.app.state.settings.lease_sweep_seconds,
-                                                     labeler_locked=True)
+            data = ranking_from_form(
+                {name: str(form.get(name, "")) for name in SUBMIT_FIELDS}, [str(flag) for flag in form.getlist("flag")]
+            )
+            result, view = submission.submit_ranking(
+                db,
+                user=labeler.user,
+                project=project,
+                assignment_id=assignment_id,
+                data=data,
+                sweep_every=request.app.state.settings.lease_sweep_seconds,
+                labeler_locked=True,
+            )
         except LabelingError as exc:
             return _error(request, db, exc)
         if not is_htmx(request):
@@ -80,9 +100,15 @@ async def skip_form(request: Request, project_id: int, assignment_id: int):
         try:
             project = labeler.project_to_label()
             data = skip_from_form({"reason": str(form.get("reason", "")), "detail": str(form.get("detail", ""))})
-            view = submission.skip_task(db, user=labeler.user, project=project, assignment_id=assignment_id,
-                                        reason=data.reason, sweep_every=request.app.state.settings.lease_sweep_seconds,
-                                        labeler_locked=True)
+            view = submission.skip_task(
+                db,
+                user=labeler.user,
+                project=project,
+                assignment_id=assignment_id,
+                reason=data.reason,
+                sweep_every=request.app.state.settings.lease_sweep_seconds,
+                labeler_locked=True,
+            )
         except LabelingError as exc:
             return _error(request, db, exc)
         if not is_htmx(request):
@@ -92,8 +118,9 @@ async def skip_form(request: Request, project_id: int, assignment_id: int):
     return await as_labeler(request, project_id, work)
 
 
-def _task_page(request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None,
-               notice: str = ""):
+def _task_page(
+    request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None, notice: str = ""
+):
     progress = service.progress_with(db, view, user_id=user.id, project=project)
     return _render_task(request, service.TaskPage(project=project, view=view, progress=progress), notice=notice)
 
@@ -123,9 +150,12 @@ def _error(request: Request, db: Session, exc: LabelingError):
 
 ProjectId = Annotated[int, id_path("The project's id.")]
 AssignmentId = Annotated[int, id_path("The assignment's id (`task.assignment_id` of /next).")]
-API_ERRORS = {401: {"model": ErrorOut, "description": "Not logged in."},
-              403: {"model": ErrorOut, "description": "Not a member of the project, or a missing CSRF token."},
-              404: {"model": ErrorOut, "description": "No such project or assignment."}, **UNPROCESSABLE}
+API_ERRORS = {
+    401: {"model": ErrorOut, "description": "Not logged in."},
+    403: {"model": ErrorOut, "description": "Not a member of the project, or a missing CSRF token."},
+    404: {"model": ErrorOut, "description": "No such project or assignment."},
+    **UNPROCESSABLE,
+}
 CHANGE_ERRORS = {**API_ERRORS, 409: {"model": ErrorOut, "description": "The task no longer takes this ranking."}}
 
 
@@ -136,11 +166,15 @@ def _raise(exc: LabelingError) -> None:
 def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None:
     if view is None:
         return None
-    return TaskOut(assignment_id=view.assignment_id, task_id=view.task_id, project_id=view.project_id,
-                   lease_expires_at=view.lease_expires_at,
-                   prompt=PromptOut(text=view.prompt_text, messages=view.prompt_messages),
-                   completions=[CompletionOut(id=c.id, text=c.text) for c in view.completions],
-                   flags=list(project.flags or []))
+    return TaskOut(
+        assignment_id=view.assignment_id,
+        task_id=view.task_id,
+        project_id=view.project_id,
+        lease_expires_at=view.lease_expires_at,
+        prompt=PromptOut(text=view.prompt_text, messages=view.prompt_messages),
+        completions=[CompletionOut(id=c.id, text=c.text) for c in view.completions],
+        flags=list(project.flags or []),
+    )
 
 
 @api_router.get("/projects/{project_id}/next", response_model=NextTaskOut, responses=API_ERRORS)
@@ -154,30 +188,54 @@ def api_next_task(project_id: ProjectId, db: DbDep, user: UserDep, settings: Set
     return NextTaskOut(task=_task_out(view, project))
 
 
-@api_router.post("/projects/{project_id}/assignments/{assignment_id}/ranking", response_model=SubmitOut,
-                 dependencies=[CsrfDep], responses=CHANGE_ERRORS)
-def api_submit(project_id: ProjectId, assignment_id: AssignmentId, body: RankingIn, db: DbDep, user: UserDep,
-               settings: SettingsDep) -> SubmitOut:
+@api_router.post(
+    "/projects/{project_id}/assignments/{assignment_id}/ranking",
+    response_model=SubmitOut,
+    dependencies=[CsrfDep],
+    responses=CHANGE_ERRORS,
+)
+def api_submit(
+    project_id: ProjectId, assignment_id: AssignmentId, body: RankingIn, db: DbDep, user: UserDep, settings: SettingsDep
+) -> SubmitOut:
     """Stores a ranking (safe to retry: a retry returns the stored one) and returns your next task."""
     try:
         project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
-        result, view = submission.submit_ranking(db, user=user, project=project, assignment_id=assignment_id,
-                                                 data=body, sweep_every=settings.lease_sweep_seconds,
-                                                 labeler_locked=True)
+        result, view = submission.submit_ranking(
+            db,
+            user=user,
+            project=project,
+            assignment_id=assignment_id,
+            data=body,
+            sweep_every=settings.lease_sweep_seconds,
+            labeler_locked=True,
+        )
     except LabelingError as exc:
         _raise(exc)
-    return SubmitOut(ranking_id=result.ranking_id, late=result.late, duplicate=result.duplicate,
-                     next=_task_out(view, project))
+    return SubmitOut(
+        ranking_id=result.ranking_id, late=result.late, duplicate=result.duplicate, next=_task_out(view, project)
+    )
 
 
-@api_router.post("/projects/{project_id}/assignments/{assignment_id}/skip", response_model=SkipOut,
-                 dependencies=[CsrfDep], responses=CHANGE_ERRORS)
-def api_skip(project_id: ProjectId, assignment_id: AssignmentId, body: SkipIn, db: DbDep, user: UserDep,
-             settings: SettingsDep) -> SkipOut:
+@api_router.post(
+    "/projects/{project_id}/assignments/{assignment_id}/skip",
+    response_model=SkipOut,
+    dependencies=[CsrfDep],
+    responses=CHANGE_ERRORS,
+)
+def api_skip(
+    project_id: ProjectId, assignment_id: AssignmentId, body: SkipIn, db: DbDep, user: UserDep, settings: SettingsDep
+) -> SkipOut:
     try:
         project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
-        view = submission.skip_task(db, user=user, project=project, assignment_id=assignment_id, reason=body.reason,
-                                    sweep_every=settings.lease_sweep_seconds, labeler_locked=True)
+        view = submission.skip_task(
+            db,
+            user=user,
+            project=project,
+            assignment_id=assignment_id,
+            reason=body.reason,
+            sweep_every=settings.lease_sweep_seconds,
+            labeler_locked=True,
+        )
     except LabelingError as exc:
         _raise(exc)
     return SkipOut(next=_task_out(view, project))

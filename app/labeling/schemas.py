@@ -1,4 +1,5 @@
 """What a labeler sends (a ranking, a skip) and what the JSON API answers."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from app.api_types import INT32_MAX, DbId, Text
-
 from app.labeling.errors import InvalidSubmission
 
 MAX_COMMENT_CHARS = 10_000
@@ -67,10 +67,13 @@ def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> Rankin
             raise InvalidSubmission(f"flag: {value!r} is not '<completion id>:<flag name>'")
         flags.setdefault(completion_id, []).append(name)
     try:
-        return RankingIn(ranking=groups, flags=flags,
-                         none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
-                         time_spent_ms=_form_int(form.get("time_spent_ms")),
-                         comment=str(form.get("comment") or ""))
+        return RankingIn(
+            ranking=groups,
+            flags=flags,
+            none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
+            time_spent_ms=_form_int(form.get("time_spent_ms")),
+            comment=str(form.get("comment") or ""),
+        )
     except ValidationError as exc:
         raise InvalidSubmission(describe_validation_error(exc)) from None
 

@@ -3,6 +3,7 @@
 Handing out tasks (the concurrency-sensitive part) lives in handout.py, submitting and skipping in
 submission.py. Every function here runs in the caller's transaction and never commits it
 (handout.start_write_transaction may first commit a read-only SQLite transaction; see there)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,17 @@ from app.db import is_sqlite
 from app.labeling import handout
 from app.labeling.content import load_task_content
 from app.labeling.errors import NotAMember, NotFound
-from app.models import (Assignment, AssignmentState, Project, ProjectMember, Ranking, RankingTask, TaskStatus, User,
-                        utcnow)
+from app.models import (
+    Assignment,
+    AssignmentState,
+    Project,
+    ProjectMember,
+    Ranking,
+    RankingTask,
+    TaskStatus,
+    User,
+    utcnow,
+)
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
@@ -41,15 +51,25 @@ def _progress_columns(overlap):
     written in SQL): the window is a plain ordered LIMIT on ix_ranking_tasks_handout ('open' a
     literal, BETWEEN so no other index serves the order), and only its rows are probed for the
     labeler's lease."""
-    done = (select(func.count()).select_from(_rankings)
-            .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
-            .scalar_subquery())
+    done = (
+        select(func.count())
+        .select_from(_rankings)
+        .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
+        .scalar_subquery()
+    )
 
     def oldest_open():
-        return (select(_tasks.c.id)
-                .where(_tasks.c.project_id == bindparam("project_id"), _tasks.c.status.between(_OPEN, _OPEN),
-                       _tasks.c.slots_taken < overlap)
-                .order_by(_tasks.c.status, _tasks.c.id).limit(REMAINING_CAP).subquery("oldest"))
+        return (
+            select(_tasks.c.id)
+            .where(
+                _tasks.c.project_id == bindparam("project_id"),
+                _tasks.c.status.between(_OPEN, _OPEN),
+                _tasks.c.slots_taken < overlap,
+            )
+            .order_by(_tasks.c.status, _tasks.c.id)
+            .limit(REMAINING_CAP)
+            .subquery("oldest")
+        )
 
     window = oldest_open()
     never_had = ~exists().where(_assignments.c.task_id == window.c.id, _assignments.c.user_id == bindparam("user_id"))
@@ -62,22 +82,38 @@ def _progress_columns(overlap):
 _IS_MEMBER = exists().where(ProjectMember.project_id == Project.id, ProjectMember.user_id == bindparam("user_id"))
 _PROJECT_FOR_USER = select(Project, _IS_MEMBER).where(Project.id == bindparam("project_id"))
 # The same, taking the labeler's lock (handout.lock_labeler) in that round trip (Postgres).
-_PROJECT_FOR_USER_LOCKED = (select(Project, _IS_MEMBER,
-                                   func.pg_advisory_xact_lock(bindparam("project_id"), bindparam("user_id")))
-                            .where(Project.id == bindparam("project_id")))
+_PROJECT_FOR_USER_LOCKED = select(
+    Project, _IS_MEMBER, func.pg_advisory_xact_lock(bindparam("project_id"), bindparam("user_id"))
+).where(Project.id == bindparam("project_id"))
 _PROGRESS = select(*_progress_columns(bindparam("overlap")))
 # The ranking page on every refresh, poll and load after a submit: project, membership, the
 # labeler's live lease (if any) and their progress in one statement.
 _PAGE_STATE = (
-    select(Project, _IS_MEMBER, _assignments.c.id, _assignments.c.task_id, _assignments.c.lease_expires_at,
-           _assignments.c.display_order,
-           *_progress_columns(select(Project.__table__.c.overlap)
-                              .where(Project.__table__.c.id == bindparam("project_id")).scalar_subquery()))
-    .outerjoin(_assignments, and_(_assignments.c.project_id == Project.id, _assignments.c.user_id == bindparam("user_id"),
-                                  _assignments.c.state == AssignmentState.leased,
-                                  _assignments.c.lease_expires_at > bindparam("now")))
+    select(
+        Project,
+        _IS_MEMBER,
+        _assignments.c.id,
+        _assignments.c.task_id,
+        _assignments.c.lease_expires_at,
+        _assignments.c.display_order,
+        *_progress_columns(
+            select(Project.__table__.c.overlap)
+            .where(Project.__table__.c.id == bindparam("project_id"))
+            .scalar_subquery()
+        ),
+    )
+    .outerjoin(
+        _assignments,
+        and_(
+            _assignments.c.project_id == Project.id,
+            _assignments.c.user_id == bindparam("user_id"),
+            _assignments.c.state == AssignmentState.leased,
+            _assignments.c.lease_expires_at > bindparam("now"),
+        ),
+    )
     .where(Project.id == bindparam("project_id"))
-    .order_by(_assignments.c.id).limit(1)
+    .order_by(_assignments.c.id)
+    .limit(1)
 )
 
 
@@ -116,6 +152,7 @@ class Progress:
 
 
 # ---- projects ---------------------------------------------------------------------------------
+
 
 def project_and_membership(db: Session, *, user_id: int, project_id: int) -> tuple[Project | None, bool]:
     """The project (None if there is none) and whether the user is a member, in one statement."""
@@ -156,28 +193,47 @@ def list_projects_for(db: Session, *, user: User) -> list[tuple[Project, Progres
     """The user's projects (every project for admins) with their progress, in four queries."""
     query = select(Project).order_by(Project.name)
     if not user.is_admin:
-        query = (query.join(ProjectMember, ProjectMember.project_id == Project.id)
-                 .where(ProjectMember.user_id == user.id))
+        query = query.join(ProjectMember, ProjectMember.project_id == Project.id).where(
+            ProjectMember.user_id == user.id
+        )
     projects = list(db.scalars(query))
     if not projects:
         return []
     ids = [p.id for p in projects]
-    done = dict(db.execute(
-        select(Ranking.project_id, func.count()).where(Ranking.user_id == user.id, Ranking.project_id.in_(ids))
-        .group_by(Ranking.project_id)).all())
-    remaining = dict(db.execute(
-        select(RankingTask.project_id, func.count())
-        .join(Project, Project.id == RankingTask.project_id)
-        .where(RankingTask.project_id.in_(ids), RankingTask.status == TaskStatus.open,
-               RankingTask.slots_taken < Project.overlap, ~_had_task(user.id))
-        .group_by(RankingTask.project_id)).all())
-    holding = dict(db.execute(
-        select(Assignment.project_id, func.count())
-        .where(Assignment.user_id == user.id, Assignment.state == AssignmentState.leased,
-               Assignment.project_id.in_(ids))
-        .group_by(Assignment.project_id)).all())
-    return [(p, Progress(done=done.get(p.id, 0), remaining=remaining.get(p.id, 0) + holding.get(p.id, 0)))
-            for p in projects]
+    done = dict(
+        db.execute(
+            select(Ranking.project_id, func.count())
+            .where(Ranking.user_id == user.id, Ranking.project_id.in_(ids))
+            .group_by(Ranking.project_id)
+        ).all()
+    )
+    remaining = dict(
+        db.execute(
+            select(RankingTask.project_id, func.count())
+            .join(Project, Project.id == RankingTask.project_id)
+            .where(
+                RankingTask.project_id.in_(ids),
+                RankingTask.status == TaskStatus.open,
+                RankingTask.slots_taken < Project.overlap,
+                ~_had_task(user.id),
+            )
+            .group_by(RankingTask.project_id)
+        ).all()
+    )
+    holding = dict(
+        db.execute(
+            select(Assignment.project_id, func.count())
+            .where(
+                Assignment.user_id == user.id,
+                Assignment.state == AssignmentState.leased,
+                Assignment.project_id.in_(ids),
+            )
+            .group_by(Assignment.project_id)
+        ).all()
+    )
+    return [
+        (p, Progress(done=done.get(p.id, 0), remaining=remaining.get(p.id, 0) + holding.get(p.id, 0))) for p in projects
+    ]
 
 
 def progress_with(db: Session, view: TaskView | None, *, user_id: int, project: Project) -> Progress:
@@ -189,19 +245,28 @@ def progress_with(db: Session, view: TaskView | None, *, user_id: int, project: 
 
 def progress(db: Session, *, user_id: int, project: Project, holding_task: bool) -> Progress:
     """One statement, whatever the size of the project (what is left is counted up to REMAINING_CAP)."""
-    done, waiting, window_full = db.execute(_PROGRESS, {"user_id": user_id, "project_id": project.id,
-                                                        "overlap": project.overlap}).one()
+    done, waiting, window_full = db.execute(
+        _PROGRESS, {"user_id": user_id, "project_id": project.id, "overlap": project.overlap}
+    ).one()
     return Progress(done=done, remaining=waiting + int(holding_task), capped=window_full)
 
 
 # ---- the task a labeler works on --------------------------------------------------------------
 
-def current_task(db: Session, *, user: User, project: Project, sweep_every: float,
-                 now: datetime | None = None) -> TaskView | None:
+
+def current_task(
+    db: Session, *, user: User, project: Project, sweep_every: float, now: datetime | None = None
+) -> TaskView | None:
     """The labeler's leased task (the same one on every refresh), leasing a new one if needed."""
     lease = handout.lease_next_task(
-        db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
-        sweep_every=sweep_every, now=now)
+        db,
+        user_id=user.id,
+        project_id=project.id,
+        overlap=project.overlap,
+        lease_minutes=project.lease_minutes,
+        sweep_every=sweep_every,
+        now=now,
+    )
     return None if lease is None else _task_view(db, lease, project_id=project.id)
 
 
@@ -212,8 +277,9 @@ class TaskPage:
     progress: Progress
 
 
-def open_task_page(db: Session, *, user: User, project_id: int, sweep_every: float,
-                   now: datetime | None = None) -> TaskPage:
+def open_task_page(
+    db: Session, *, user: User, project_id: int, sweep_every: float, now: datetime | None = None
+) -> TaskPage:
     """What the ranking page shows: the project (if this user may label it), the labeler's task
     (leasing one if needed) and their progress.
 
@@ -227,37 +293,64 @@ def open_task_page(db: Session, *, user: User, project_id: int, sweep_every: flo
     check_access(project, is_member=is_member, user=user)
     if assignment_id is not None:
         lease = handout.Lease(assignment_id, task_id, lease_expires_at, order)
-        return TaskPage(project=project, view=_task_view(db, lease, project_id=project.id),
-                        progress=Progress(done=done, remaining=waiting + 1, capped=window_full))
+        return TaskPage(
+            project=project,
+            view=_task_view(db, lease, project_id=project.id),
+            progress=Progress(done=done, remaining=waiting + 1, capped=window_full),
+        )
     lease = handout.lease_next_task(
-        db, user_id=user.id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
-        sweep_every=sweep_every, now=now, check_live=False)
+        db,
+        user_id=user.id,
+        project_id=project.id,
+        overlap=project.overlap,
+        lease_minutes=project.lease_minutes,
+        sweep_every=sweep_every,
+        now=now,
+        check_live=False,
+    )
     view = None if lease is None else _task_view(db, lease, project_id=project.id)
     return TaskPage(project=project, view=view, progress=progress_with(db, view, user_id=user.id, project=project))
 
 
-def next_task_after(db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime,
-                    finished_lease: bool) -> TaskView | None:
+def next_task_after(
+    db: Session, *, user_id: int, project: Project, sweep_every: float, now: datetime, finished_lease: bool
+) -> TaskView | None:
     """The next task, in the submit/skip transaction. `finished_lease`: that transaction just ended
     the labeler's one lease in the project, so no held lease needs looking up."""
     lease = handout.lease_next_task(
-        db, user_id=user_id, project_id=project.id, overlap=project.overlap, lease_minutes=project.lease_minutes,
-        sweep_every=sweep_every, now=now, after_submit=True, check_held=not finished_lease)
+        db,
+        user_id=user_id,
+        project_id=project.id,
+        overlap=project.overlap,
+        lease_minutes=project.lease_minutes,
+        sweep_every=sweep_every,
+        now=now,
+        after_submit=True,
+        check_held=not finished_lease,
+    )
     return None if lease is None else _task_view(db, lease, project_id=project.id)
 
 
 def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskView:
     content = lease.content or load_task_content(db, task_id=lease.task_id)
-    completions = [CompletionView(id=cid, text=content.completions[cid], html=content.completions_html[cid],
-                                  letter=_letter(i))
-                   for i, cid in enumerate(lease.display_order)]
+    completions = [
+        CompletionView(id=cid, text=content.completions[cid], html=content.completions_html[cid], letter=_letter(i))
+        for i, cid in enumerate(lease.display_order)
+    ]
     progress = None
     if lease.counts is not None:
         done, waiting, window_full = lease.counts
         progress = Progress(done=done, remaining=waiting, capped=window_full)
-    return TaskView(assignment_id=lease.assignment_id, task_id=lease.task_id, project_id=project_id,
-                    lease_expires_at=lease.lease_expires_at, prompt_text=content.prompt_text,
-                    prompt_messages=content.prompt_messages, completions=completions, progress=progress)
+    return TaskView(
+        assignment_id=lease.assignment_id,
+        task_id=lease.task_id,
+        project_id=project_id,
+        lease_expires_at=lease.lease_expires_at,
+        prompt_text=content.prompt_text,
+        prompt_messages=content.prompt_messages,
+        completions=completions,
+        progress=progress,
+    )
 
 
 def _letter(index: int) -> str:

@@ -1,5 +1,6 @@
 """Submitting a ranking and skipping a task; each hands out the labeler's next task in the same
 transaction. Runs in the caller's transaction and never commits it (see handout.start_write_transaction)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,18 +24,33 @@ _rankings = Ranking.__table__
 
 # Built once (see handout.py for why).
 _ASSIGNMENT_FOR_SUBMIT = (
-    select(_assignments.c.id, _assignments.c.task_id, _assignments.c.project_id, _assignments.c.state,
-           _assignments.c.lease_expires_at, _assignments.c.display_order,
-           _tasks.c.round_id, _rankings.c.id.label("ranking_id"), _rankings.c.late)
+    select(
+        _assignments.c.id,
+        _assignments.c.task_id,
+        _assignments.c.project_id,
+        _assignments.c.state,
+        _assignments.c.lease_expires_at,
+        _assignments.c.display_order,
+        _tasks.c.round_id,
+        _rankings.c.id.label("ranking_id"),
+        _rankings.c.late,
+    )
     .join(_tasks, _tasks.c.id == _assignments.c.task_id)
-    .outerjoin(_rankings, and_(_rankings.c.task_id == _assignments.c.task_id,
-                               _rankings.c.user_id == _assignments.c.user_id))
+    .outerjoin(
+        _rankings, and_(_rankings.c.task_id == _assignments.c.task_id, _rankings.c.user_id == _assignments.c.user_id)
+    )
     .where(_assignments.c.id == bindparam("assignment_id"), _assignments.c.user_id == bindparam("user_id"))
     .with_for_update(of=_assignments)
 )
-_RECLAIM_SLOT = (update(_tasks).where(_tasks.c.id == bindparam("task_id"), _tasks.c.status == TaskStatus.open,
-                                      _tasks.c.slots_taken < bindparam("overlap"))
-                 .values(slots_taken=_tasks.c.slots_taken + 1))
+_RECLAIM_SLOT = (
+    update(_tasks)
+    .where(
+        _tasks.c.id == bindparam("task_id"),
+        _tasks.c.status == TaskStatus.open,
+        _tasks.c.slots_taken < bindparam("overlap"),
+    )
+    .values(slots_taken=_tasks.c.slots_taken + 1)
+)
 _FREE_SLOT = update(_tasks).where(_tasks.c.id == bindparam("task_id")).values(slots_taken=_tasks.c.slots_taken - 1)
 
 
@@ -45,9 +61,17 @@ class SubmitResult:
     duplicate: bool
 
 
-def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: int, data: RankingIn,
-                   sweep_every: float, now: datetime | None = None,
-                   labeler_locked: bool = False) -> tuple[SubmitResult, TaskView | None]:
+def submit_ranking(
+    db: Session,
+    *,
+    user: User,
+    project: Project,
+    assignment_id: int,
+    data: RankingIn,
+    sweep_every: float,
+    now: datetime | None = None,
+    labeler_locked: bool = False,
+) -> tuple[SubmitResult, TaskView | None]:
     """Stores the ranking and its pairs, then hands out the next task (in the same transaction).
 
     Idempotent: a retry of a stored ranking returns it again (duplicate=True) with the same next task.
@@ -62,8 +86,9 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
         raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
     if row.ranking_id is not None:
         result = SubmitResult(ranking_id=row.ranking_id, late=row.late, duplicate=True)
-        return result, next_task_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
-                                       finished_lease=False)
+        return result, next_task_after(
+            db, user_id=user_id, project=project, sweep_every=sweep_every, now=now, finished_lease=False
+        )
     if row.state == AssignmentState.skipped:
         raise Conflict("You skipped this task, so it cannot be submitted any more.")
 
@@ -78,18 +103,38 @@ def submit_ranking(db: Session, *, user: User, project: Project, assignment_id: 
         _reclaim_slot(db, task_id=row.task_id, overlap=overlap)
         late = True
 
-    ranking_id = store_ranking(db, overlap=overlap, now=now, ranking={
-        "task_id": row.task_id, "user_id": user_id, "project_id": project_id, "assignment_id": row.id,
-        "groups": groups, "flags": flags, "none_acceptable": data.none_acceptable, "display_order": row.display_order,
-        "time_spent_ms": data.time_spent_ms, "comment": data.comment.strip(), "late": late, "created_at": now,
-    })
+    ranking_id = store_ranking(
+        db,
+        overlap=overlap,
+        now=now,
+        ranking={
+            "task_id": row.task_id,
+            "user_id": user_id,
+            "project_id": project_id,
+            "assignment_id": row.id,
+            "groups": groups,
+            "flags": flags,
+            "none_acceptable": data.none_acceptable,
+            "display_order": row.display_order,
+            "time_spent_ms": data.time_spent_ms,
+            "comment": data.comment.strip(),
+            "late": late,
+            "created_at": now,
+        },
+    )
     if row.round_id is not None:
         # A training round set to auto-start begins once its labeling threshold is reached. Only a
         # round's own tasks count towards it, so rankings of uploaded tasks need no look.
         rounds_service.on_rankings_added(db, project_id=project_id)
     result = SubmitResult(ranking_id=ranking_id, late=late, duplicate=False)
-    return result, next_task_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
-                                   finished_lease=row.state == AssignmentState.leased)
+    return result, next_task_after(
+        db,
+        user_id=user_id,
+        project=project,
+        sweep_every=sweep_every,
+        now=now,
+        finished_lease=row.state == AssignmentState.leased,
+    )
 
 
 def _reclaim_slot(db: Session, *, task_id: int, overlap: int) -> None:
@@ -100,8 +145,10 @@ def _reclaim_slot(db: Session, *, task_id: int, overlap: int) -> None:
     if status == TaskStatus.retired:
         raise Conflict("An admin withdrew this task while your lease had expired; your ranking was not needed.")
     if status == TaskStatus.open:
-        raise Conflict("Your lease on this task expired and other labelers took all its slots; "
-                       "your ranking was not needed. Carry on with the next task.")
+        raise Conflict(
+            "Your lease on this task expired and other labelers took all its slots; "
+            "your ranking was not needed. Carry on with the next task."
+        )
     raise Conflict(LEASE_LOST_MESSAGE)
 
 
@@ -112,8 +159,10 @@ def _checked_flags(flags: dict[int, list[str]], *, completion_ids: set[int], all
             raise InvalidSubmission(f"flags: completion {completion_id} is not part of this task")
         unknown = sorted(set(names) - allowed)
         if unknown:
-            raise InvalidSubmission(f"flags[{completion_id}]: unknown flag {', '.join(map(repr, unknown))}; "
-                                    f"this project's flags are {', '.join(sorted(allowed)) or 'none'}")
+            raise InvalidSubmission(
+                f"flags[{completion_id}]: unknown flag {', '.join(map(repr, unknown))}; "
+                f"this project's flags are {', '.join(sorted(allowed)) or 'none'}"
+            )
         if names:
             checked[str(completion_id)] = sorted(set(names))
     return checked
@@ -124,8 +173,17 @@ def _lock(db: Session, *, project_id: int, user_id: int) -> None:
     handout.lock_labeler(db, project_id=project_id, user_id=user_id)
 
 
-def skip_task(db: Session, *, user: User, project: Project, assignment_id: int, reason: str,
-              sweep_every: float, now: datetime | None = None, labeler_locked: bool = False) -> TaskView | None:
+def skip_task(
+    db: Session,
+    *,
+    user: User,
+    project: Project,
+    assignment_id: int,
+    reason: str,
+    sweep_every: float,
+    now: datetime | None = None,
+    labeler_locked: bool = False,
+) -> TaskView | None:
     """Gives the task up with a reason: its slot goes back, this labeler never sees it again.
     Returns the next task. Skipping twice is harmless. `labeler_locked`: as for submit_ranking."""
     now = now or utcnow()
@@ -138,9 +196,17 @@ def skip_task(db: Session, *, user: User, project: Project, assignment_id: int, 
     if row.state == AssignmentState.submitted:
         raise Conflict("You already submitted a ranking for this task; it cannot be skipped.")
     if row.state != AssignmentState.skipped:
-        db.execute(FINISH_ASSIGNMENT, {"assignment_id": row.id, "new_state": AssignmentState.skipped, "now": now,
-                                        "reason": reason})
+        db.execute(
+            FINISH_ASSIGNMENT,
+            {"assignment_id": row.id, "new_state": AssignmentState.skipped, "now": now, "reason": reason},
+        )
         if row.state == AssignmentState.leased:  # an expired lease already gave its slot back
             db.execute(_FREE_SLOT, {"task_id": row.task_id})
-    return next_task_after(db, user_id=user_id, project=project, sweep_every=sweep_every, now=now,
-                           finished_lease=row.state == AssignmentState.leased)
+    return next_task_after(
+        db,
+        user_id=user_id,
+        project=project,
+        sweep_every=sweep_every,
+        now=now,
+        finished_lease=row.state == AssignmentState.leased,
+    )

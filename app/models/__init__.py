@@ -1,4 +1,5 @@
 """All ORM tables, shared by the web process and the worker."""
+
 from app.models._types import utcnow
 from app.models.labeling import (
     Assignment,
@@ -14,8 +15,31 @@ from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundPrompt
 from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession
 
 __all__ = [
-    "ApiToken", "Assignment", "AssignmentState", "Completion", "CompletionSource", "DEFAULT_FLAGS",
-    "LoginAttempt", "ModelKind", "ModelVersion", "PairwiseComparison", "Project", "ProjectMember",
-    "Prompt", "PromptSplit", "Ranking", "RankingTask", "Role", "RoundEvent", "RoundPrompt", "RoundStatus",
-    "TaskCompletion", "TaskStatus", "TokenScope", "TrainingRound", "User", "WebSession", "utcnow",
+    "ApiToken",
+    "Assignment",
+    "AssignmentState",
+    "Completion",
+    "CompletionSource",
+    "DEFAULT_FLAGS",
+    "LoginAttempt",
+    "ModelKind",
+    "ModelVersion",
+    "PairwiseComparison",
+    "Project",
+    "ProjectMember",
+    "Prompt",
+    "PromptSplit",
+    "Ranking",
+    "RankingTask",
+    "Role",
+    "RoundEvent",
+    "RoundPrompt",
+    "RoundStatus",
+    "TaskCompletion",
+    "TaskStatus",
+    "TokenScope",
+    "TrainingRound",
+    "User",
+    "WebSession",
+    "utcnow",
 ]

@@ -1,4 +1,5 @@
 """Ranking tasks, who holds them (assignments), and what labelers submitted."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -95,8 +96,10 @@ class Ranking(Base):
     (the order still says which is least bad)."""
 
     __tablename__ = "rankings"
-    __table_args__ = (UniqueConstraint("task_id", "user_id"),
-                      Index("ix_rankings_user_project", "user_id", "project_id"))  # labeler progress (0003)
+    __table_args__ = (
+        UniqueConstraint("task_id", "user_id"),
+        Index("ix_rankings_user_project", "user_id", "project_id"),
+    )  # labeler progress (0003)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("ranking_tasks.id", ondelete="CASCADE"), index=True)

@@ -1,4 +1,5 @@
 """Projects, their members, prompts and completions."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -83,7 +84,9 @@ class Completion(Base):
     source: Mapped[str] = mapped_column(String(16), default=CompletionSource.upload)
     model_name: Mapped[str] = mapped_column(String(200), default="")
     """Free-form name of the model that wrote an uploaded completion."""
-    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", ondelete="SET NULL"), index=True)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), index=True
+    )
     """Set when one of ranklab's own policies generated it (lineage)."""
     generation_params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     token_count: Mapped[int | None] = mapped_column(Integer)

@@ -1,4 +1,5 @@
 """Training rounds (the InstructGPT loop) and the model versions they use and produce."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -62,8 +63,7 @@ class RoundPrompt(Base):
     __table_args__ = (Index("ix_round_prompts_round_batch", "round_id", "batch"),)
 
     round_id: Mapped[int] = mapped_column(ForeignKey("training_rounds.id", ondelete="CASCADE"), primary_key=True)
-    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True,
-                                           index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True, index=True)
     batch: Mapped[int] = mapped_column(Integer)
     generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """Set in the same transaction that stores the prompt's completions (so a re-run skips it)."""

@@ -1,4 +1,5 @@
 """People, their browser sessions and API tokens."""
+
 from __future__ import annotations
 
 from datetime import datetime

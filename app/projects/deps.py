@@ -1,5 +1,6 @@
 """Shared pieces of the /api/v1 routers: the project named in the path, and a route class
 that answers a non-UTF-8 JSON body with a message instead of FastAPI's bare 400."""
+
 from collections.abc import Callable
 from typing import Annotated
 

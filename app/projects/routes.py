@@ -1,4 +1,5 @@
 """/api/v1/projects: create, list, read, change, and progress."""
+
 from fastapi import APIRouter, HTTPException, status
 
 from app.deps import AdminTokenDep, AnyTokenDep, DbDep, ExportTokenDep, UploadTokenDep
@@ -7,13 +8,21 @@ from app.projects.deps import JsonApiRoute, ProjectDep
 from app.projects.schemas import UNPROCESSABLE, ErrorOut, ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
 
 api_router = APIRouter(prefix="/api/v1", tags=["projects"], route_class=JsonApiRoute)
-ERRORS = {401: {"model": ErrorOut, "description": "Missing or unknown token."},
-          403: {"model": ErrorOut, "description": "The token lacks the scope."}, **UNPROCESSABLE}
+ERRORS = {
+    401: {"model": ErrorOut, "description": "Missing or unknown token."},
+    403: {"model": ErrorOut, "description": "The token lacks the scope."},
+    **UNPROCESSABLE,
+}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such project."}}
 
 
-@api_router.post("/projects", status_code=201, response_model=ProjectOut, summary="Create a project",
-                 responses={**ERRORS, 409: {"model": ErrorOut, "description": "The name is taken."}})
+@api_router.post(
+    "/projects",
+    status_code=201,
+    response_model=ProjectOut,
+    summary="Create a project",
+    responses={**ERRORS, 409: {"model": ErrorOut, "description": "The name is taken."}},
+)
 def create_project(body: ProjectCreate, db: DbDep, _token: UploadTokenDep):
     """Needs an `upload` (or `admin`) token. K (completions per task) is bounded by 4–9."""
     try:
@@ -30,14 +39,19 @@ def list_projects(db: DbDep, _token: AnyTokenDep):
     return service.list_projects(db)
 
 
-@api_router.get("/projects/{project_id}", response_model=ProjectOut, summary="Read a project",
-                responses={**ERRORS, **NOT_FOUND})
+@api_router.get(
+    "/projects/{project_id}", response_model=ProjectOut, summary="Read a project", responses={**ERRORS, **NOT_FOUND}
+)
 def get_project(project: ProjectDep, _token: AnyTokenDep):
     return project
 
 
-@api_router.patch("/projects/{project_id}", response_model=ProjectOut, summary="Change a project",
-                  responses={**ERRORS, **NOT_FOUND, 409: {"model": ErrorOut}})
+@api_router.patch(
+    "/projects/{project_id}",
+    response_model=ProjectOut,
+    summary="Change a project",
+    responses={**ERRORS, **NOT_FOUND, 409: {"model": ErrorOut}},
+)
 def update_project(body: ProjectUpdate, project: ProjectDep, db: DbDep, _token: AdminTokenDep):
     """Needs an `admin` token. Only the fields sent change; a refused value changes nothing."""
     try:
@@ -48,8 +62,12 @@ def update_project(body: ProjectUpdate, project: ProjectDep, db: DbDep, _token: 
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-@api_router.get("/projects/{project_id}/progress", response_model=ProgressOut, summary="Labeling progress",
-                responses={**ERRORS, **NOT_FOUND})
+@api_router.get(
+    "/projects/{project_id}/progress",
+    response_model=ProgressOut,
+    summary="Labeling progress",
+    responses={**ERRORS, **NOT_FOUND},
+)
 def project_progress(project: ProjectDep, db: DbDep, _token: ExportTokenDep):
     """Needs an `export` (or `admin`) token."""
     return service.project_progress(db, project=project)

@@ -1,4 +1,5 @@
 """Project bodies and answers of the /api/v1 API."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -13,9 +14,21 @@ FlagName = Annotated[Text, Field(min_length=1, max_length=64)]
 
 
 class ProjectCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
-        {"name": "support answers", "guidelines": "Prefer correct, short answers.", "k_min": 4, "k_max": 6,
-         "overlap": 3}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "support answers",
+                    "guidelines": "Prefer correct, short answers.",
+                    "k_min": 4,
+                    "k_max": 6,
+                    "overlap": 3,
+                }
+            ]
+        },
+    )
     name: Text = Field(min_length=1, max_length=200, description="Unique among projects.")
     description: Text = ""
     guidelines: Text = Field("", description="Markdown shown to labelers beside every task.")
@@ -23,8 +36,9 @@ class ProjectCreate(BaseModel):
     k_max: int = Field(9, ge=4, le=9, description="Most completions per task (≥ k_min).")
     overlap: int = Field(1, ge=1, le=50, description="Independent rankings wanted per task.")
     lease_minutes: int = Field(30, ge=1, le=7 * 24 * 60, description="How long a labeler holds a task.")
-    flags: list[FlagName] | None = Field(None, description="Per-completion flags labelers can set. "
-                                                      "Default: unsafe, factually_wrong, off_topic.")
+    flags: list[FlagName] | None = Field(
+        None, description="Per-completion flags labelers can set. Default: unsafe, factually_wrong, off_topic."
+    )
 
 
 class ProjectUpdate(BaseModel):
@@ -64,7 +78,9 @@ class ProgressOut(BaseModel):
     rankings: int
     overlap: int
     coverage: float = Field(description="Rankings on live tasks / (tasks × overlap); 1.0 when labeling is done.")
-    tasks_by_rankings: dict[str, int] = Field(description='How many live tasks have 0, 1, 2... rankings, e.g. {"0": 12, "1": 3}.')
+    tasks_by_rankings: dict[str, int] = Field(
+        description='How many live tasks have 0, 1, 2... rankings, e.g. {"0": 12, "1": 3}.'
+    )
     open_leases: int = Field(description="Tasks held right now by a labeler.")
 
 

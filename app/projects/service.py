@@ -1,6 +1,7 @@
 """Projects: create, read, update, and how far their labeling has come.
 
 Every function takes the session first and only flushes; the caller commits."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,8 +9,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import (DEFAULT_FLAGS, Assignment, AssignmentState, Project, Prompt, Ranking, RankingTask,
-                        TaskStatus, utcnow)
+from app.models import (
+    DEFAULT_FLAGS,
+    Assignment,
+    AssignmentState,
+    Project,
+    Prompt,
+    Ranking,
+    RankingTask,
+    TaskStatus,
+    utcnow,
+)
 
 K_LOWEST, K_HIGHEST = 4, 9
 """Every ranking task shows between 4 and 9 completions (the InstructGPT range)."""
@@ -31,13 +41,29 @@ class DuplicateProjectName(ProjectError):
         super().__init__("name", f"a project named {name!r} already exists; choose another name")
 
 
-def create_project(db: Session, *, name: str, guidelines: str = "", description: str = "", k_min: int = 4,
-                   k_max: int = 9, overlap: int = 1, lease_minutes: int = 30,
-                   flags: list[str] | None = None) -> Project:
+def create_project(
+    db: Session,
+    *,
+    name: str,
+    guidelines: str = "",
+    description: str = "",
+    k_min: int = 4,
+    k_max: int = 9,
+    overlap: int = 1,
+    lease_minutes: int = 30,
+    flags: list[str] | None = None,
+) -> Project:
     """Raises ProjectError (a ValueError) naming the field for any refused value."""
-    values = _validated(name=name, guidelines=guidelines, description=description, k_min=k_min, k_max=k_max,
-                        overlap=overlap, lease_minutes=lease_minutes,
-                        flags=list(DEFAULT_FLAGS) if flags is None else flags)
+    values = _validated(
+        name=name,
+        guidelines=guidelines,
+        description=description,
+        k_min=k_min,
+        k_max=k_max,
+        overlap=overlap,
+        lease_minutes=lease_minutes,
+        flags=list(DEFAULT_FLAGS) if flags is None else flags,
+    )
     _check_name_free(db, values["name"], except_id=None)
     project = Project(**values)
     db.add(project)
@@ -80,17 +106,32 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
     rankings it wants (0.0 for a project without tasks)."""
     live = RankingTask.status != TaskStatus.retired
     prompts = db.scalar(select(func.count()).select_from(Prompt).where(Prompt.project_id == project.id))
-    by_status = dict(db.execute(select(RankingTask.status, func.count()).where(RankingTask.project_id == project.id)
-                                .group_by(RankingTask.status)).all())
-    by_count = db.execute(select(RankingTask.rankings_count, func.count())
-                          .where(RankingTask.project_id == project.id, live)
-                          .group_by(RankingTask.rankings_count).order_by(RankingTask.rankings_count)).all()
-    rankings_live = db.scalar(select(func.count()).select_from(Ranking).join(RankingTask)
-                              .where(Ranking.project_id == project.id, live))
+    by_status = dict(
+        db.execute(
+            select(RankingTask.status, func.count())
+            .where(RankingTask.project_id == project.id)
+            .group_by(RankingTask.status)
+        ).all()
+    )
+    by_count = db.execute(
+        select(RankingTask.rankings_count, func.count())
+        .where(RankingTask.project_id == project.id, live)
+        .group_by(RankingTask.rankings_count)
+        .order_by(RankingTask.rankings_count)
+    ).all()
+    rankings_live = db.scalar(
+        select(func.count()).select_from(Ranking).join(RankingTask).where(Ranking.project_id == project.id, live)
+    )
     rankings_all = db.scalar(select(func.count()).select_from(Ranking).where(Ranking.project_id == project.id))
-    open_leases = db.scalar(select(func.count()).select_from(Assignment).where(
-        Assignment.project_id == project.id, Assignment.state == AssignmentState.leased,
-        Assignment.lease_expires_at > utcnow()))
+    open_leases = db.scalar(
+        select(func.count())
+        .select_from(Assignment)
+        .where(
+            Assignment.project_id == project.id,
+            Assignment.state == AssignmentState.leased,
+            Assignment.lease_expires_at > utcnow(),
+        )
+    )
     tasks = by_status.get(TaskStatus.open, 0) + by_status.get(TaskStatus.complete, 0)
     wanted = tasks * project.overlap
     return {
@@ -124,13 +165,20 @@ def _validated(*, name, guidelines, description, k_min, k_max, overlap, lease_mi
     for field, value in (("guidelines", guidelines), ("description", description)):
         if not isinstance(value, str):
             raise ProjectError(field, "must be a string (Markdown)")
-    for field, value in (("name", name), ("guidelines", guidelines), ("description", description),
-                         *(("flags", f) for f in (flags if isinstance(flags, (list, tuple)) else ()) if isinstance(f, str))):
+    for field, value in (
+        ("name", name),
+        ("guidelines", guidelines),
+        ("description", description),
+        *(("flags", f) for f in (flags if isinstance(flags, (list, tuple)) else ()) if isinstance(f, str)),
+    ):
         if "\x00" in value:
             raise ProjectError(field, "contains a NUL character (\\x00), which cannot be stored; remove it")
-    for field, value, low, high in (("k_min", k_min, K_LOWEST, K_HIGHEST), ("k_max", k_max, K_LOWEST, K_HIGHEST),
-                                    ("overlap", overlap, 1, MAX_OVERLAP),
-                                    ("lease_minutes", lease_minutes, 1, MAX_LEASE_MINUTES)):
+    for field, value, low, high in (
+        ("k_min", k_min, K_LOWEST, K_HIGHEST),
+        ("k_max", k_max, K_LOWEST, K_HIGHEST),
+        ("overlap", overlap, 1, MAX_OVERLAP),
+        ("lease_minutes", lease_minutes, 1, MAX_LEASE_MINUTES),
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ProjectError(field, f"must be an integer from {low} to {high}")
         if not low <= value <= high:
@@ -142,5 +190,13 @@ def _validated(*, name, guidelines, description, k_min, k_max, overlap, lease_mi
     cleaned_flags = list(dict.fromkeys(f.strip() for f in flags))
     if any(len(f) > 64 for f in cleaned_flags):
         raise ProjectError("flags", "each flag name may be at most 64 characters")
-    return {"name": name, "guidelines": guidelines, "description": description, "k_min": k_min, "k_max": k_max,
-            "overlap": overlap, "lease_minutes": lease_minutes, "flags": cleaned_flags}
+    return {
+        "name": name,
+        "guidelines": guidelines,
+        "description": description,
+        "k_min": k_min,
+        "k_max": k_max,
+        "overlap": overlap,
+        "lease_minutes": lease_minutes,
+        "flags": cleaned_flags,
+    }

@@ -8,6 +8,7 @@ a prompt may be ranked against several sets (e.g. outputs of different models).
 Files are stored GROUP_BATCH lines at a time: one query resolves the prompts, one finds the
 sets already uploaded for them, and three executemany INSERTs write tasks, completions and
 their positions."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -28,8 +29,10 @@ from app.prompts.store import DEFAULT_MAX_TEXT_CHARS, IngestReport, insert_promp
 
 class PromptNotFound(LookupError):
     def __init__(self, external_id: str) -> None:
-        super().__init__(f"external_id: no prompt {external_id!r} in this project; upload the prompt first "
-                         "(or, in a completions file, include its text)")
+        super().__init__(
+            f"external_id: no prompt {external_id!r} in this project; upload the prompt first "
+            "(or, in a completions file, include its text)"
+        )
         self.external_id = external_id
 
 
@@ -66,9 +69,14 @@ class GroupIngestReport(IngestReport):
     """Prompts that came inside a line and were new; `created` counts tasks."""
 
 
-def add_completions(db: Session, *, project: Project, prompt_external_id: str,
-                    completions: Sequence[dict[str, Any] | CompletionIn],
-                    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> tuple[RankingTask, CompletionsReport]:
+def add_completions(
+    db: Session,
+    *,
+    project: Project,
+    prompt_external_id: str,
+    completions: Sequence[dict[str, Any] | CompletionIn],
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+) -> tuple[RankingTask, CompletionsReport]:
     """Creates (or finds) the ranking task for these completions of a stored prompt.
 
     Raises CompletionsRejected (K outside the project's k_min..k_max, empty or over-long text,
@@ -84,8 +92,9 @@ def add_completions(db: Session, *, project: Project, prompt_external_id: str,
     return task, outcome
 
 
-def ingest_completion_groups(db: Session, *, project: Project, lines: Iterable[bytes],
-                             max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> GroupIngestReport:
+def ingest_completion_groups(
+    db: Session, *, project: Project, lines: Iterable[bytes], max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+) -> GroupIngestReport:
     """A JSONL file of CompletionGroupIn lines: each good line gives one task; bad lines are reported.
 
     A line may carry its prompt (`text`/`messages`), which is stored first if new (an existing
@@ -110,17 +119,24 @@ def ingest_completion_groups(db: Session, *, project: Project, lines: Iterable[b
 def check_completion_set(project: Project, records: Sequence[CompletionIn], max_text_chars: int) -> None:
     count = len(records)
     if not project.k_min <= count <= project.k_max:
-        raise CompletionsRejected(f"completions: {count} given; project {project.name!r} takes "
-                                  f"{project.k_min}–{project.k_max} completions per prompt")
+        raise CompletionsRejected(
+            f"completions: {count} given; project {project.name!r} takes "
+            f"{project.k_min}–{project.k_max} completions per prompt"
+        )
     first_seen: dict[str, int] = {}
     for index, record in enumerate(records):
         if len(record.text) > max_text_chars:
-            raise CompletionsRejected(f"completions[{index}].text: is {len(record.text)} characters long; the limit "
-                                      f"is {max_text_chars} (setting RANKLAB_MAX_TEXT_CHARS)",
-                                      field=f"completions[{index}].text")
+            raise CompletionsRejected(
+                f"completions[{index}].text: is {len(record.text)} characters long; the limit "
+                f"is {max_text_chars} (setting RANKLAB_MAX_TEXT_CHARS)",
+                field=f"completions[{index}].text",
+            )
         if record.text in first_seen:
-            raise CompletionsRejected(f"completions[{index}].text: same text as completions[{first_seen[record.text]}]; "
-                                      "the completions of a task must differ", field=f"completions[{index}].text")
+            raise CompletionsRejected(
+                f"completions[{index}].text: same text as completions[{first_seen[record.text]}]; "
+                "the completions of a task must differ",
+                field=f"completions[{index}].text",
+            )
         first_seen[record.text] = index
 
 
@@ -130,8 +146,9 @@ def _as_record(index: int, item: dict[str, Any] | CompletionIn) -> CompletionIn:
     try:
         return CompletionIn.model_validate(item)
     except ValidationError as exc:
-        raise CompletionsRejected(describe_errors(exc, CompletionIn, prefix=f"completions[{index}]."),
-                                  field=f"completions[{index}]") from None
+        raise CompletionsRejected(
+            describe_errors(exc, CompletionIn, prefix=f"completions[{index}]."), field=f"completions[{index}]"
+        ) from None
 
 
 def _check_group(project: Project, record: CompletionGroupIn, max_text_chars: int) -> tuple[str | None, dict | None]:
@@ -169,10 +186,14 @@ def _store_sets(db: Session, project: Project, pending: Sequence[_Pending]) -> d
         return {}
     # FOR UPDATE (Postgres; SQLite ignores it and serialises writers anyway), in id order so
     # concurrent uploads queue instead of deadlocking: the second finds the first's tasks.
-    prompt_ids = dict(db.execute(select(Prompt.external_id, Prompt.id)
-                                 .where(Prompt.project_id == project.id,
-                                        Prompt.external_id.in_({p.external_id for p in pending}))
-                                 .order_by(Prompt.id).with_for_update()).all())
+    prompt_ids = dict(
+        db.execute(
+            select(Prompt.external_id, Prompt.id)
+            .where(Prompt.project_id == project.id, Prompt.external_id.in_({p.external_id for p in pending}))
+            .order_by(Prompt.id)
+            .with_for_update()
+        ).all()
+    )
     known = _uploaded_sets(db, set(prompt_ids.values()))
     outcomes: dict[int, CompletionsReport | None] = {}
     new: list[tuple[_Pending, int]] = []
@@ -203,11 +224,13 @@ def _store_sets(db: Session, project: Project, pending: Sequence[_Pending]) -> d
 
 def _uploaded_sets(db: Session, prompt_ids: set[int]) -> dict[int, dict[tuple[str, ...], tuple[int, list[int]]]]:
     """prompt id -> {sorted texts of an uploaded task: (task id, completion ids in position order)}."""
-    rows = db.execute(select(RankingTask.prompt_id, TaskCompletion.task_id, Completion.id, Completion.text)
-                      .join(TaskCompletion, TaskCompletion.task_id == RankingTask.id)
-                      .join(Completion, Completion.id == TaskCompletion.completion_id)
-                      .where(RankingTask.prompt_id.in_(prompt_ids), RankingTask.round_id.is_(None))
-                      .order_by(TaskCompletion.task_id, TaskCompletion.position))
+    rows = db.execute(
+        select(RankingTask.prompt_id, TaskCompletion.task_id, Completion.id, Completion.text)
+        .join(TaskCompletion, TaskCompletion.task_id == RankingTask.id)
+        .join(Completion, Completion.id == TaskCompletion.completion_id)
+        .where(RankingTask.prompt_id.in_(prompt_ids), RankingTask.round_id.is_(None))
+        .order_by(TaskCompletion.task_id, TaskCompletion.position)
+    )
     tasks: dict[int, tuple[int, list[int], list[str]]] = {}
     for prompt_id, task_id, completion_id, text in rows:
         entry = tasks.setdefault(task_id, (prompt_id, [], []))
@@ -220,25 +243,46 @@ def _uploaded_sets(db: Session, prompt_ids: set[int]) -> dict[int, dict[tuple[st
     return known
 
 
-def _insert_tasks(db: Session, project: Project,
-                  new: list[tuple[_Pending, int]]) -> list[tuple[int, list[int]]]:
+def _insert_tasks(db: Session, project: Project, new: list[tuple[_Pending, int]]) -> list[tuple[int, list[int]]]:
     """Bulk-inserts tasks, their completions and positions; (task id, completion ids) per item."""
     if not new:
         return []
     now = utcnow()
-    task_ids = list(db.scalars(
-        insert(RankingTask).returning(RankingTask.id, sort_by_parameter_order=True),
-        [{"project_id": project.id, "prompt_id": prompt_id, "status": TaskStatus.open, "slots_taken": 0,
-          "rankings_count": 0, "created_at": now} for _item, prompt_id in new]))
-    completion_rows = [{"prompt_id": prompt_id, "text": c.text, "source": CompletionSource.upload,
-                        "model_name": c.model, "generation_params": c.generation_params, "created_at": now,
-                        **html_columns(c.text)}
-                       for item, prompt_id in new for c in item.completions]
-    completion_ids = list(db.scalars(insert(Completion).returning(Completion.id, sort_by_parameter_order=True),
-                                     completion_rows))
+    task_ids = list(
+        db.scalars(
+            insert(RankingTask).returning(RankingTask.id, sort_by_parameter_order=True),
+            [
+                {
+                    "project_id": project.id,
+                    "prompt_id": prompt_id,
+                    "status": TaskStatus.open,
+                    "slots_taken": 0,
+                    "rankings_count": 0,
+                    "created_at": now,
+                }
+                for _item, prompt_id in new
+            ],
+        )
+    )
+    completion_rows = [
+        {
+            "prompt_id": prompt_id,
+            "text": c.text,
+            "source": CompletionSource.upload,
+            "model_name": c.model,
+            "generation_params": c.generation_params,
+            "created_at": now,
+            **html_columns(c.text),
+        }
+        for item, prompt_id in new
+        for c in item.completions
+    ]
+    completion_ids = list(
+        db.scalars(insert(Completion).returning(Completion.id, sort_by_parameter_order=True), completion_rows)
+    )
     result, positions, start = [], [], 0
     for (item, _prompt_id), task_id in zip(new, task_ids):
-        ids = completion_ids[start:start + len(item.completions)]
+        ids = completion_ids[start : start + len(item.completions)]
         start += len(ids)
         positions.extend({"task_id": task_id, "completion_id": cid, "position": i} for i, cid in enumerate(ids))
         result.append((task_id, ids))

@@ -2,6 +2,7 @@
 
 Nothing here holds more than one line in memory: uploads are spooled to a temporary file
 (by Starlette for multipart, by `spool_stream` for raw bodies) and read back line by line."""
+
 from __future__ import annotations
 
 import json
@@ -56,9 +57,13 @@ def parse_lines(lines: Iterable[bytes], model: type[Model]) -> Iterator[tuple[in
     as in the file (blank lines are skipped but counted)."""
     for number, raw in enumerate(lines, 1):
         if number == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM):]
+            raw = raw[len(BOM) :]
         if isinstance(raw, OversizedLine):
-            yield number, None, f"line is {raw.length} bytes long; the limit is {raw.limit} (setting RANKLAB_MAX_BODY_BYTES)"
+            yield (
+                number,
+                None,
+                f"line is {raw.length} bytes long; the limit is {raw.limit} (setting RANKLAB_MAX_BODY_BYTES)",
+            )
             continue
         if not raw.strip():
             continue

@@ -2,6 +2,7 @@
 
 The same models validate the JSON batch bodies and every line of a JSONL upload, so a rule
 (e.g. "the last chat turn is the user's") is written once."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -32,21 +33,43 @@ class ChatMessage(BaseModel):
 class PromptIn(BaseModel):
     """One prompt: plain `text` or a chat (`messages`), never both."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"external_id": "faq-17", "text": "How do I reset my password?", "metadata": {"source": "faq"}},
-        {"external_id": "chat-3", "messages": [{"role": "system", "content": "Be brief."},
-                                               {"role": "user", "content": "Name three primes."}]},
-    ]})
-    external_id: Text | None = Field(None, min_length=1, max_length=200, description=(
-        "Your id for the prompt, unique within the project. Uploads are idempotent by it: a prompt whose "
-        "external_id is already stored is counted as already_present and left unchanged. Left out, it is "
-        "derived from the content (`sha256:` + 32 hex digits), so re-uploading the same text is idempotent too."))
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"external_id": "faq-17", "text": "How do I reset my password?", "metadata": {"source": "faq"}},
+                {
+                    "external_id": "chat-3",
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Name three primes."},
+                    ],
+                },
+            ]
+        },
+    )
+    external_id: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "Your id for the prompt, unique within the project. Uploads are idempotent by it: a prompt whose "
+            "external_id is already stored is counted as already_present and left unchanged. Left out, it is "
+            "derived from the content (`sha256:` + 32 hex digits), so re-uploading the same text is idempotent too."
+        ),
+    )
     text: Text | None = Field(None, description="A plain-text prompt.")
-    messages: list[ChatMessage] | None = Field(None, description=(
-        "A chat prompt: turns with role system|user|assistant and string content; a system turn may only come "
-        "first and the last turn must be the user's."))
+    messages: list[ChatMessage] | None = Field(
+        None,
+        description=(
+            "A chat prompt: turns with role system|user|assistant and string content; a system turn may only come "
+            "first and the last turn must be the user's."
+        ),
+    )
     metadata: JsonObject = Field(default_factory=dict, description="Any JSON object, kept with the prompt.")
-    split: PromptSplit = Field(PromptSplit.train, description="validation prompts are held out of reward-model training.")
+    split: PromptSplit = Field(
+        PromptSplit.train, description="validation prompts are held out of reward-model training."
+    )
 
     @field_validator("text")
     @classmethod
@@ -78,19 +101,24 @@ def _check_turns(messages: list[ChatMessage]) -> None:
         raise PydanticCustomError("chat_empty", "messages: is empty; send at least one user turn")
     for index, message in enumerate(messages):
         if message.role == "system" and index > 0:
-            raise PydanticCustomError("chat_system", "messages[{i}].role: a system turn may only come first",
-                                      {"i": index})
+            raise PydanticCustomError(
+                "chat_system", "messages[{i}].role: a system turn may only come first", {"i": index}
+            )
     if messages[-1].role != "user":
-        raise PydanticCustomError("chat_last", "messages[{i}].role: the last turn must be the user's, not {role}",
-                                  {"i": len(messages) - 1, "role": messages[-1].role})
+        raise PydanticCustomError(
+            "chat_last",
+            "messages[{i}].role: the last turn must be the user's, not {role}",
+            {"i": len(messages) - 1, "role": messages[-1].role},
+        )
 
 
 class CompletionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     text: Text = Field(description="The completion to rank.")
     model: Text = Field("", max_length=200, description="Free-form name of the model that wrote it.")
-    generation_params: JsonObject = Field(default_factory=dict,
-                                              description="How it was sampled (temperature, top_p, ...), kept as given.")
+    generation_params: JsonObject = Field(
+        default_factory=dict, description="How it was sampled (temperature, top_p, ...), kept as given."
+    )
 
     @field_validator("text")
     @classmethod
@@ -103,11 +131,28 @@ class CompletionIn(BaseModel):
 class CompletionsIn(BaseModel):
     """K completions for one prompt; they become one ranking task."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"completions": [
-        {"text": "Click 'Forgot password' on the login page.", "model": "gpt-x", "generation_params": {"temperature": 0.7}},
-        {"text": "Ask an admin."}, {"text": "You cannot."}, {"text": "Reinstall the app."}]}]})
-    completions: list[CompletionIn] = Field(description=(
-        "Between the project's k_min and k_max completions (4–9 at most), all with different texts."))
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "completions": [
+                        {
+                            "text": "Click 'Forgot password' on the login page.",
+                            "model": "gpt-x",
+                            "generation_params": {"temperature": 0.7},
+                        },
+                        {"text": "Ask an admin."},
+                        {"text": "You cannot."},
+                        {"text": "Reinstall the app."},
+                    ]
+                }
+            ]
+        },
+    )
+    completions: list[CompletionIn] = Field(
+        description=("Between the project's k_min and k_max completions (4–9 at most), all with different texts.")
+    )
 
 
 class CompletionGroupIn(CompletionsIn):
@@ -124,7 +169,9 @@ class CompletionGroupIn(CompletionsIn):
     @model_validator(mode="after")
     def _prompt_reference(self) -> CompletionGroupIn:
         if self.text is None and self.messages is None and self.external_id is None:
-            raise PydanticCustomError("missing_prompt", 'external_id: missing; name a stored prompt or include its "text"')
+            raise PydanticCustomError(
+                "missing_prompt", 'external_id: missing; name a stored prompt or include its "text"'
+            )
         if self.text is not None or self.messages is not None:
             self.prompt()  # validates the prompt part with PromptIn's rules
         return self
@@ -132,8 +179,13 @@ class CompletionGroupIn(CompletionsIn):
     def prompt(self) -> PromptIn | None:
         if self.text is None and self.messages is None:
             return None
-        return PromptIn(external_id=self.external_id, text=self.text, messages=self.messages,
-                        metadata=self.metadata, split=self.split)
+        return PromptIn(
+            external_id=self.external_id,
+            text=self.text,
+            messages=self.messages,
+            metadata=self.metadata,
+            split=self.split,
+        )
 
 
 class PromptBatchIn(BaseModel):

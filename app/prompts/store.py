@@ -1,5 +1,6 @@
 """Building blocks shared by the prompt and completion uploads: the report, row building,
 and the duplicate-tolerant bulk insert."""
+
 from __future__ import annotations
 
 import hashlib
@@ -60,9 +61,15 @@ def external_id_of(prompt: PromptIn) -> str:
 
 
 def prompt_row(project: Project, prompt: PromptIn) -> dict:
-    return {"project_id": project.id, "external_id": external_id_of(prompt), "text": prompt.text,
-            "messages": None if prompt.messages is None else [m.model_dump() for m in prompt.messages],
-            "metadata": prompt.metadata, "split": str(prompt.split), "created_at": utcnow()}
+    return {
+        "project_id": project.id,
+        "external_id": external_id_of(prompt),
+        "text": prompt.text,
+        "messages": None if prompt.messages is None else [m.model_dump() for m in prompt.messages],
+        "metadata": prompt.metadata,
+        "split": str(prompt.split),
+        "created_at": utcnow(),
+    }
 
 
 def insert_prompt_rows(db: Session, rows: list[dict]) -> set[str]:
@@ -79,6 +86,9 @@ def insert_prompt_rows(db: Session, rows: list[dict]) -> set[str]:
     table = Prompt.__table__
     # executemany with one cached statement: SQLAlchemy's "insertmanyvalues" sends it as
     # multi-row INSERTs (RETURNING included) without recompiling SQL for each batch.
-    statement = (insert(table).on_conflict_do_nothing(index_elements=["project_id", "external_id"])
-                 .returning(table.c.external_id))
+    statement = (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["project_id", "external_id"])
+        .returning(table.c.external_id)
+    )
     return set(db.execute(statement, rows).scalars())

@@ -2,6 +2,7 @@
 
 Thin: parse → service → answer. Status and events come from our DB, which the worker updates,
 so a client polls GET /api/v1/rounds/{id}?events_after=<last event id>."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -16,11 +17,17 @@ from app.rounds import service
 from app.rounds.schemas import ModelVersionOut, RoundConfigIn, RoundOut, StartTrainingIn
 
 api_router = APIRouter(prefix="/api/v1", tags=["rounds"], route_class=JsonApiRoute)
-ERRORS = {401: {"model": ErrorOut, "description": "Missing or unknown token."},
-          403: {"model": ErrorOut, "description": "The token lacks the admin scope."},
-          404: {"model": ErrorOut, "description": "No such project or round."}, **UNPROCESSABLE}
-CHANGES = {**ERRORS, 409: {"model": ErrorOut, "description": "The round is not in a state that allows this."},
-           503: {"model": ErrorOut, "description": "The task queue (Redis) is unreachable; nothing was changed."}}
+ERRORS = {
+    401: {"model": ErrorOut, "description": "Missing or unknown token."},
+    403: {"model": ErrorOut, "description": "The token lacks the admin scope."},
+    404: {"model": ErrorOut, "description": "No such project or round."},
+    **UNPROCESSABLE,
+}
+CHANGES = {
+    **ERRORS,
+    409: {"model": ErrorOut, "description": "The round is not in a state that allows this."},
+    503: {"model": ErrorOut, "description": "The task queue (Redis) is unreachable; nothing was changed."},
+}
 RoundId = Annotated[int, id_path("The round's id.")]
 
 
@@ -32,8 +39,13 @@ def _status(db, round_id: int, events_after: int | None = None) -> RoundOut:
     return RoundOut.model_validate(service.round_status(db, round_id=round_id, events_after=events_after))
 
 
-@api_router.post("/projects/{project_id}/rounds", status_code=201, response_model=RoundOut,
-                 summary="Launch a training round", responses=CHANGES)
+@api_router.post(
+    "/projects/{project_id}/rounds",
+    status_code=201,
+    response_model=RoundOut,
+    summary="Launch a training round",
+    responses=CHANGES,
+)
 def launch(body: RoundConfigIn, project: ProjectDep, db: DbDep, _token: AdminTokenDep):
     """Generates K completions per prompt for the project's unused prompts (in the worker), then
     opens them for labeling. Every setting is optional; see the schema for defaults."""
@@ -44,31 +56,48 @@ def launch(body: RoundConfigIn, project: ProjectDep, db: DbDep, _token: AdminTok
     return _status(db, round.id)
 
 
-@api_router.get("/projects/{project_id}/rounds", response_model=list[RoundOut], summary="List a project's rounds",
-                responses=ERRORS)
+@api_router.get(
+    "/projects/{project_id}/rounds", response_model=list[RoundOut], summary="List a project's rounds", responses=ERRORS
+)
 def list_rounds(project: ProjectDep, db: DbDep, _token: AdminTokenDep):
     return [_status(db, r.id) for r in service.list_rounds(db, project=project)]
 
 
-@api_router.get("/projects/{project_id}/models", response_model=list[ModelVersionOut],
-                summary="List model versions (lineage via parent_id)", responses=ERRORS)
+@api_router.get(
+    "/projects/{project_id}/models",
+    response_model=list[ModelVersionOut],
+    summary="List model versions (lineage via parent_id)",
+    responses=ERRORS,
+)
 def list_models(project: ProjectDep, db: DbDep, _token: AdminTokenDep):
     return service.list_model_versions(db, project=project)
 
 
-@api_router.get("/rounds/{round_id}", response_model=RoundOut, summary="A round's status, metrics and events",
-                responses=ERRORS)
-def get_round(round_id: RoundId, db: DbDep, _token: AdminTokenDep,
-              events_after: Annotated[int | None, Query(ge=0, le=INT32_MAX, description=(
-                  "Include events with a larger id (0 = from the start); left out, no events."))] = None):
+@api_router.get(
+    "/rounds/{round_id}", response_model=RoundOut, summary="A round's status, metrics and events", responses=ERRORS
+)
+def get_round(
+    round_id: RoundId,
+    db: DbDep,
+    _token: AdminTokenDep,
+    events_after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=INT32_MAX,
+            description=("Include events with a larger id (0 = from the start); left out, no events."),
+        ),
+    ] = None,
+):
     try:
         return _status(db, round_id, events_after)
     except service.RoundError as exc:
         _fail(exc)
 
 
-@api_router.post("/rounds/{round_id}/start", response_model=RoundOut, summary="Start training (after labeling)",
-                 responses=CHANGES)
+@api_router.post(
+    "/rounds/{round_id}/start", response_model=RoundOut, summary="Start training (after labeling)", responses=CHANGES
+)
 def start(round_id: RoundId, db: DbDep, _token: AdminTokenDep, body: StartTrainingIn | None = None):
     try:
         round = service.get_round(db, round_id=round_id)
@@ -87,8 +116,7 @@ def cancel(round_id: RoundId, db: DbDep, _token: AdminTokenDep):
     return _status(db, round_id)
 
 
-@api_router.post("/rounds/{round_id}/retry", response_model=RoundOut, summary="Retry a failed step",
-                 responses=CHANGES)
+@api_router.post("/rounds/{round_id}/retry", response_model=RoundOut, summary="Retry a failed step", responses=CHANGES)
 def retry(round_id: RoundId, db: DbDep, _token: AdminTokenDep):
     try:
         service.retry_round(db, round=service.get_round(db, round_id=round_id))

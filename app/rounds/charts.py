@@ -4,6 +4,7 @@ Pure functions: points in, SVG markup out. The SVG scales to its container throu
 so one rendering serves desktop and phone. Non-finite values (a NaN loss, an overflowed KL) are
 left out rather than breaking the scale; very long series are thinned to min/max per bucket so a
 spike stays visible."""
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,7 @@ def thin(points: Sequence[Point], max_points: int = MAX_POINTS) -> list[Point]:
     size = len(inner) / buckets
     kept = [points[0]]
     for b in range(buckets):
-        chunk = inner[int(b * size):int((b + 1) * size)]
+        chunk = inner[int(b * size) : int((b + 1) * size)]
         if not chunk:
             continue
         low, high = min(chunk, key=lambda p: p[1]), max(chunk, key=lambda p: p[1])
@@ -111,24 +112,28 @@ def frame_for(points: Sequence[Point], y_ticks: Sequence[float]) -> Frame:
     return Frame(x_min, x_max, y_ticks[0], y_ticks[-1])
 
 
-def line_chart(points: Sequence[Point], *, title: str, unit: str = "", x_label: str = "step",
-               max_points: int = MAX_POINTS) -> Markup:
+def line_chart(
+    points: Sequence[Point], *, title: str, unit: str = "", x_label: str = "step", max_points: int = MAX_POINTS
+) -> Markup:
     """An inline SVG line chart of `points`, or a short note when there is nothing to draw yet.
 
     The latest value is written under the title, so the number is readable without the plot."""
     clean = finite_points(points)
     heading = escape(title)
     if not clean:
-        return Markup('<figure class="chart chart-empty"><figcaption>{}</figcaption>'
-                      '<p class="hint">No points yet.</p></figure>').format(heading)
+        return Markup(
+            '<figure class="chart chart-empty"><figcaption>{}</figcaption><p class="hint">No points yet.</p></figure>'
+        ).format(heading)
     shown = thin(clean, max_points)
     ys = [p[1] for p in shown]
     y_ticks = nice_ticks(min(ys), max(ys))
     frame = frame_for(shown, y_ticks)
     last_x, last_y = clean[-1]
-    parts = [f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" preserveAspectRatio="xMidYMid meet" '
-             f'aria-label="{heading}: {len(clean)} point{"s" if len(clean) != 1 else ""}, latest {format_number(last_y)} at {escape(x_label)} '
-             f'{format_number(last_x)}">']
+    parts = [
+        f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" preserveAspectRatio="xMidYMid meet" '
+        f'aria-label="{heading}: {len(clean)} point{"s" if len(clean) != 1 else ""}, latest {format_number(last_y)} at {escape(x_label)} '
+        f'{format_number(last_x)}">'
+    ]
     parts += _grid(frame, y_ticks, whole_x=all(x == int(x) for x, _ in shown))
     coords = " ".join(f"{frame.sx(x):.1f},{frame.sy(y):.1f}" for x, y in shown)
     if len(shown) > 1:
@@ -136,8 +141,9 @@ def line_chart(points: Sequence[Point], *, title: str, unit: str = "", x_label: 
     parts.append(f'<circle class="chart-dot" r="3" cx="{frame.sx(last_x):.1f}" cy="{frame.sy(last_y):.1f}"/>')
     parts.append("</svg>")
     latest = Markup("{}{}").format(format_number(last_y), unit)
-    return Markup('<figure class="chart"><figcaption>{} <span class="chart-latest">{} {} · {}</span></figcaption>'
-                  ).format(heading, x_label, format_number(last_x), latest) + Markup("".join(parts) + "</figure>")
+    return Markup(
+        '<figure class="chart"><figcaption>{} <span class="chart-latest">{} {} · {}</span></figcaption>'
+    ).format(heading, x_label, format_number(last_x), latest) + Markup("".join(parts) + "</figure>")
 
 
 def _grid(frame: Frame, y_ticks: Sequence[float], whole_x: bool) -> list[str]:
@@ -148,13 +154,18 @@ def _grid(frame: Frame, y_ticks: Sequence[float], whole_x: bool) -> list[str]:
     for tick in y_ticks:
         y = frame.sy(tick)
         parts.append(f'<line class="chart-grid" x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="chart-label" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f'{format_number(tick)}</text>')
+        parts.append(
+            f'<text class="chart-label" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{format_number(tick)}</text>'
+        )
     parts.append(f'<line class="chart-axis" x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}"/>')
-    x_ticks = [t for t in nice_ticks(frame.x_min, frame.x_max, 5)
-               if frame.x_min <= t <= frame.x_max and (not whole_x or t == int(t))]
+    x_ticks = [
+        t
+        for t in nice_ticks(frame.x_min, frame.x_max, 5)
+        if frame.x_min <= t <= frame.x_max and (not whole_x or t == int(t))
+    ]
     for tick in x_ticks:
         x = frame.sx(tick)
-        parts.append(f'<text class="chart-label" x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">'
-                     f'{format_number(tick)}</text>')
+        parts.append(
+            f'<text class="chart-label" x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{format_number(tick)}</text>'
+        )
     return parts

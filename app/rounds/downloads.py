@@ -4,6 +4,7 @@ artifact_path comes from the DB (written by the worker), so it is checked like u
 resolved (symlinks and `..` followed) and must land under settings.artifacts_dir; files inside the
 folder whose real path leaves it (a symlink out) are skipped. The zip is written in pieces as it
 is read, so a multi-gigabyte full fine-tune never sits in memory."""
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,10 @@ def resolve_artifact(artifact_path: str | None, *, artifacts_dir: Path) -> Path:
     if not path.is_relative_to(root):
         raise ArtifactOutsideRoot("the artifact path is outside the artifacts folder; refusing to serve it")
     if not path.exists():
-        raise ArtifactUnavailable("nothing is stored at this path under the artifacts folder "
-                                  "(a hub id, a deleted folder, or one on another machine)")
+        raise ArtifactUnavailable(
+            "nothing is stored at this path under the artifacts folder "
+            "(a hub id, a deleted folder, or one on another machine)"
+        )
     return path
 
 

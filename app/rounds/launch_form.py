@@ -4,6 +4,7 @@ Each leaf field of RoundConfigIn becomes one input named by its dotted path ("re
 defaults, ranges and help text come from the pydantic field. Posted strings are nested back
 into a dict and validated by RoundConfigIn itself, and each pydantic error is shown beside the
 field its `loc` names."""
+
 from __future__ import annotations
 
 import re
@@ -19,22 +20,43 @@ from pydantic.fields import FieldInfo
 from app.rounds.schemas import RoundConfigIn
 
 LABELS = {
-    "model": "Starting model", "k": "K (completions per prompt)", "seed": "Seed", "count": "Prompts",
-    "all_unlabeled": "Use every unused prompt", "validation_fraction": "Validation share", "top_p": "Top-p",
-    "lora_r": "LoRA rank", "mode": "Training mode", "kl_coef": "KL coefficient (β)",
-    "adaptive_kl_target": "Adaptive KL target", "ppo_epochs": "PPO epochs", "min_coverage": "Minimum coverage",
+    "model": "Starting model",
+    "k": "K (completions per prompt)",
+    "seed": "Seed",
+    "count": "Prompts",
+    "all_unlabeled": "Use every unused prompt",
+    "validation_fraction": "Validation share",
+    "top_p": "Top-p",
+    "lora_r": "LoRA rank",
+    "mode": "Training mode",
+    "kl_coef": "KL coefficient (β)",
+    "adaptive_kl_target": "Adaptive KL target",
+    "ppo_epochs": "PPO epochs",
+    "min_coverage": "Minimum coverage",
     "auto_start": "Start training automatically",
 }
-SECTION_TITLES = {"prompts": "Prompts", "generation": "Generation", "reward": "Reward model",
-                  "ppo": "Policy (PPO)", "labeling": "When to train"}
-CHOICE_LABELS = {"lora": "LoRA (adapters + score head)", "full": "Full fine-tune",
-                 "kwise": "K-wise pairs (InstructGPT)", "plackett_luce": "Plackett–Luce (listwise)"}
+SECTION_TITLES = {
+    "prompts": "Prompts",
+    "generation": "Generation",
+    "reward": "Reward model",
+    "ppo": "Policy (PPO)",
+    "labeling": "When to train",
+}
+CHOICE_LABELS = {
+    "lora": "LoRA (adapters + score head)",
+    "full": "Full fine-tune",
+    "kwise": "K-wise pairs (InstructGPT)",
+    "plackett_luce": "Plackett–Luce (listwise)",
+}
 
 
 def placeholders(project: Any) -> dict[str, str]:
     """What an empty optional input means, shown in it."""
-    return {"model": "latest policy, or bundled SmolLM2",
-            "k": f"project's K min ({project.k_min})", "generation.seed": "random"}
+    return {
+        "model": "latest policy, or bundled SmolLM2",
+        "k": f"project's K min ({project.k_min})",
+        "generation.seed": "random",
+    }
 
 
 @dataclass(frozen=True)
@@ -109,8 +131,17 @@ def _field(name: str, key: str, info: FieldInfo) -> Field:
         kind = "text"
     low, high = _bounds(info)
     default = info.get_default(call_default_factory=True)
-    return Field(name=name, label=LABELS.get(key, key.replace("_", " ").capitalize()), help=info.description or "",
-                 kind=kind, default=default, optional=optional, choices=choices, low=low, high=high)
+    return Field(
+        name=name,
+        label=LABELS.get(key, key.replace("_", " ").capitalize()),
+        help=info.description or "",
+        kind=kind,
+        default=default,
+        optional=optional,
+        choices=choices,
+        low=low,
+        high=high,
+    )
 
 
 def sections() -> list[Section]:
@@ -122,8 +153,14 @@ def sections() -> list[Section]:
         if isinstance(model, type) and issubclass(model, BaseModel):
             # The docstrings name worker classes for developers; the form keeps the plain words.
             help_text = re.sub(r"\s*\(worker\.[^)]*\)", "", (model.__doc__ or "").strip())
-            nested.append(Section(key, SECTION_TITLES.get(key, key.capitalize()), help_text,
-                                  [_field(f"{key}.{sub}", sub, sub_info) for sub, sub_info in model.model_fields.items()]))
+            nested.append(
+                Section(
+                    key,
+                    SECTION_TITLES.get(key, key.capitalize()),
+                    help_text,
+                    [_field(f"{key}.{sub}", sub, sub_info) for sub, sub_info in model.model_fields.items()],
+                )
+            )
         else:
             top.fields.append(_field(key, key, info))
     return [top, *nested]
@@ -189,7 +226,7 @@ def _field_of(loc: tuple[Any, ...], message: str) -> str:
     prefix = f"{path}." if path else ""
     mentioned = []
     for name in names:
-        leaf = name[len(prefix):]
+        leaf = name[len(prefix) :]
         if name.startswith(prefix) and "." not in leaf:
             found = re.search(rf"\b{re.escape(leaf)}\b", message)
             if found:
@@ -200,4 +237,3 @@ def _field_of(loc: tuple[Any, ...], message: str) -> str:
 def _message(error: dict[str, Any]) -> str:
     message = error["msg"]
     return message.removeprefix("Value error, ")
-

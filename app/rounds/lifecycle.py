@@ -7,6 +7,7 @@ Every change of status is one conditional UPDATE (`WHERE status IN (...)`), so t
 deliveries of one task cannot both move a round: the second finds nothing to update. Work for a
 status is enqueued by `enqueue_step` on the same session, sent only after its commit (queue.py).
 """
+
 from __future__ import annotations
 
 import random
@@ -16,19 +17,32 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from app.models import (ModelVersion, Project, Prompt, PromptSplit, RankingTask, RoundEvent, RoundPrompt, RoundStatus,
-                        TaskStatus, TrainingRound, utcnow)
+from app.models import (
+    ModelVersion,
+    Project,
+    Prompt,
+    PromptSplit,
+    RankingTask,
+    RoundEvent,
+    RoundPrompt,
+    RoundStatus,
+    TaskStatus,
+    TrainingRound,
+    utcnow,
+)
 from app.rounds.queue import enqueue_on_commit
-from worker.celery_app import (GENERATE_BATCH, GENERATE_NEXT, GENERATE_QUEUE, TRAIN_POLICY, TRAIN_QUEUE,
-                               TRAIN_REWARD)
+from worker.celery_app import GENERATE_BATCH, GENERATE_NEXT, GENERATE_QUEUE, TRAIN_POLICY, TRAIN_QUEUE, TRAIN_REWARD
 
 S = RoundStatus
 RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.generating_next)
 """A worker step is (or should be) under way."""
 ACTIVE = (*RUNNING, S.labeling)
 TERMINAL = (S.done, S.failed, S.cancelled)
-STEP_TASKS = {S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE), S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
-              S.generating_next: (GENERATE_NEXT, GENERATE_QUEUE)}
+STEP_TASKS = {
+    S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE),
+    S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
+    S.generating_next: (GENERATE_NEXT, GENERATE_QUEUE),
+}
 BUNDLED_MODEL = "bundled:SmolLM2-135M-Instruct"
 """ModelVersion.base_model of the bundled default; the worker converts it under its data dir."""
 
@@ -43,8 +57,12 @@ def transition(db: Session, *, round_id: int, source: Sequence[str], target: str
     values.setdefault("heartbeat_at", None)
     if target in TERMINAL:
         values.setdefault("finished_at", utcnow())
-    result = db.execute(update(TrainingRound).where(TrainingRound.id == round_id, TrainingRound.status.in_(source))
-                        .values(status=target, **values).execution_options(synchronize_session=False))
+    result = db.execute(
+        update(TrainingRound)
+        .where(TrainingRound.id == round_id, TrainingRound.status.in_(source))
+        .values(status=target, **values)
+        .execution_options(synchronize_session=False)
+    )
     updated = result.rowcount == 1
     if updated:
         row = db.identity_map.get(db.identity_key(TrainingRound, round_id))  # keep a loaded row truthful
@@ -53,17 +71,31 @@ def transition(db: Session, *, round_id: int, source: Sequence[str], target: str
     return updated
 
 
-def log_event(db: Session, *, round_id: int, message: str = "", stage: str = "", kind: str = "log",
-              step: int | None = None, data: dict[str, Any] | None = None) -> None:
+def log_event(
+    db: Session,
+    *,
+    round_id: int,
+    message: str = "",
+    stage: str = "",
+    kind: str = "log",
+    step: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
     db.add(RoundEvent(round_id=round_id, kind=kind, stage=stage, step=step, data=data or {}, message=message))
 
 
 # ---- what each status needs from a worker -----------------------------------------------------
 
+
 def pending_batches(db: Session, *, round_id: int) -> list[int]:
-    return list(db.scalars(select(RoundPrompt.batch).where(RoundPrompt.round_id == round_id,
-                                                           RoundPrompt.generated_at.is_(None))
-                           .distinct().order_by(RoundPrompt.batch)))
+    return list(
+        db.scalars(
+            select(RoundPrompt.batch)
+            .where(RoundPrompt.round_id == round_id, RoundPrompt.generated_at.is_(None))
+            .distinct()
+            .order_by(RoundPrompt.batch)
+        )
+    )
 
 
 def enqueue_step(db: Session, *, round: TrainingRound) -> list[str]:
@@ -83,22 +115,37 @@ def enqueue_step(db: Session, *, round: TrainingRound) -> list[str]:
 
 # ---- creating rounds --------------------------------------------------------------------------
 
+
 def unused_prompts(db: Session, *, project_id: int, limit: int | None) -> list[Prompt]:
     """Prompts no round has taken and no ranking task shows yet, oldest first."""
-    query = (select(Prompt).where(Prompt.project_id == project_id,
-                                  ~exists().where(RoundPrompt.prompt_id == Prompt.id),
-                                  ~exists().where(RankingTask.prompt_id == Prompt.id))
-             .order_by(Prompt.id))
+    query = (
+        select(Prompt)
+        .where(
+            Prompt.project_id == project_id,
+            ~exists().where(RoundPrompt.prompt_id == Prompt.id),
+            ~exists().where(RankingTask.prompt_id == Prompt.id),
+        )
+        .order_by(Prompt.id)
+    )
     if limit is not None:
         query = query.limit(limit)
     return list(db.scalars(query))
 
 
-def create_round(db: Session, *, project_id: int, number: int, policy_in_id: int, config: dict[str, Any],
-                 prompts: Sequence[Prompt]) -> TrainingRound:
+def create_round(
+    db: Session, *, project_id: int, number: int, policy_in_id: int, config: dict[str, Any], prompts: Sequence[Prompt]
+) -> TrainingRound:
     """A pending round with its prompts split into generation batches; flushes, does not enqueue."""
-    round = TrainingRound(project_id=project_id, number=number, status=S.pending, config=config,
-                          policy_in_id=policy_in_id, current_step=S.pending, progress=0.0, metrics={})
+    round = TrainingRound(
+        project_id=project_id,
+        number=number,
+        status=S.pending,
+        config=config,
+        policy_in_id=policy_in_id,
+        current_step=S.pending,
+        progress=0.0,
+        metrics={},
+    )
     db.add(round)
     db.flush()
     _hold_out_validation(prompts, fraction=config["prompts"]["validation_fraction"], seed=config["seed"] + number)
@@ -123,19 +170,34 @@ def next_number(db: Session, *, project_id: int) -> int:
 
 
 def latest_policy(db: Session, *, project_id: int) -> ModelVersion | None:
-    return db.scalar(select(ModelVersion).where(ModelVersion.project_id == project_id,
-                                                ModelVersion.kind == "policy")
-                     .order_by(ModelVersion.id.desc()).limit(1))
+    return db.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project_id, ModelVersion.kind == "policy")
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    )
 
 
 def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersion:
     """The project's base ModelVersion for `base_model`, created on first use."""
-    row = db.scalar(select(ModelVersion).where(ModelVersion.project_id == project_id, ModelVersion.kind == "base",
-                                               ModelVersion.base_model == base_model).limit(1))
+    row = db.scalar(
+        select(ModelVersion)
+        .where(
+            ModelVersion.project_id == project_id, ModelVersion.kind == "base", ModelVersion.base_model == base_model
+        )
+        .limit(1)
+    )
     if row is None:
         name = "SmolLM2-135M-Instruct (bundled)" if base_model == BUNDLED_MODEL else base_model.rstrip("/")[-200:]
-        row = ModelVersion(project_id=project_id, kind="base", name=name, base_model=base_model,
-                           artifact_path=None if base_model == BUNDLED_MODEL else base_model, config={}, metrics={})
+        row = ModelVersion(
+            project_id=project_id,
+            kind="base",
+            name=name,
+            base_model=base_model,
+            artifact_path=None if base_model == BUNDLED_MODEL else base_model,
+            config={},
+            metrics={},
+        )
         db.add(row)
         db.flush()
     return row
@@ -143,22 +205,32 @@ def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersi
 
 # ---- labeling progress and the threshold ------------------------------------------------------
 
+
 def labeling_progress(db: Session, *, round: TrainingRound, overlap: int | None = None) -> dict[str, Any]:
     if overlap is None:
         overlap = db.scalar(select(Project.overlap).where(Project.id == round.project_id)) or 1
     # A task's rankings beyond the overlap do not raise coverage.
     capped = (func.min if db.get_bind().dialect.name == "sqlite" else func.least)(RankingTask.rankings_count, overlap)
     tasks, rankings, counted = db.execute(
-        select(func.count(), func.coalesce(func.sum(RankingTask.rankings_count), 0),
-               func.coalesce(func.sum(capped), 0))
-        .where(RankingTask.round_id == round.id, RankingTask.status != TaskStatus.retired)).one()
+        select(
+            func.count(), func.coalesce(func.sum(RankingTask.rankings_count), 0), func.coalesce(func.sum(capped), 0)
+        ).where(RankingTask.round_id == round.id, RankingTask.status != TaskStatus.retired)
+    ).one()
     wanted = tasks * overlap
     coverage = (counted / wanted) if wanted else 0.0
     threshold = round.config.get("labeling", {})
-    met = (tasks > 0 and rankings >= threshold.get("min_rankings", 1)
-           and coverage >= threshold.get("min_coverage", 1.0) - 1e-9)
-    return {"tasks": tasks, "rankings": int(rankings), "wanted": wanted, "coverage": round_to(coverage),
-            "threshold_met": bool(met)}
+    met = (
+        tasks > 0
+        and rankings >= threshold.get("min_rankings", 1)
+        and coverage >= threshold.get("min_coverage", 1.0) - 1e-9
+    )
+    return {
+        "tasks": tasks,
+        "rankings": int(rankings),
+        "wanted": wanted,
+        "coverage": round_to(coverage),
+        "threshold_met": bool(met),
+    }
 
 
 def round_to(value: float, digits: int = 4) -> float:
@@ -185,6 +257,7 @@ def auto_start_ready(db: Session, *, project_id: int | None = None) -> list[int]
         if not round.config.get("labeling", {}).get("auto_start"):
             continue
         if labeling_progress(db, round=round)["threshold_met"] and begin_training(
-                db, round=round, reason="labeling threshold reached"):
+            db, round=round, reason="labeling threshold reached"
+        ):
             started.append(round.id)
     return started

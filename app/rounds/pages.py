@@ -3,6 +3,7 @@
 Thin: parse → rounds service (changes) or views (reads) → render. The round page's URL answers
 with the whole page, or with only its `live` block when htmx polls it every 2 s; the block
 leaves out the polling trigger once the round is finished, so polling stops by itself."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -15,8 +16,7 @@ from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import ModelVersion, Project, TrainingRound
 from app.projects import service as projects
 from app.rounds import charts, launch_form, service, views
-from app.rounds.downloads import (ArtifactUnavailable, artifact_files, download_filename, resolve_artifact,
-                                  stream_zip)
+from app.rounds.downloads import ArtifactUnavailable, artifact_files, download_filename, resolve_artifact, stream_zip
 from app.settings import Settings
 from app.web import is_htmx, page
 
@@ -48,12 +48,12 @@ def _version_or_404(db: Session, version_id: int) -> ModelVersion:
 
 # ---- rounds list and launch ---------------------------------------------------------------------
 
+
 @router.get("/projects/{project_id}/rounds")
 def rounds_list(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
     project = _project_or_404(db, project_id)
     rounds = views.list_rounds(db, project_id=project.id)
-    return page(request, "rounds/list.html", {"project": project, "rounds": rounds,
-                                              "labels": views.STATUS_LABELS})
+    return page(request, "rounds/list.html", {"project": project, "rounds": rounds, "labels": views.STATUS_LABELS})
 
 
 @router.get("/projects/{project_id}/rounds/new")
@@ -63,10 +63,18 @@ def launch_page(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
 
 
 def _launch_form(request: Request, project: Project, form: launch_form.LaunchForm, status_code: int = 200):
-    return page(request, "rounds/launch.html", {"project": project, "form": form,
-                                                "sections": launch_form.sections(),
-                                                "choice_labels": launch_form.CHOICE_LABELS,
-                                                "placeholders": launch_form.placeholders(project)}, status_code=status_code)
+    return page(
+        request,
+        "rounds/launch.html",
+        {
+            "project": project,
+            "form": form,
+            "sections": launch_form.sections(),
+            "choice_labels": launch_form.CHOICE_LABELS,
+            "placeholders": launch_form.placeholders(project),
+        },
+        status_code=status_code,
+    )
 
 
 async def _posted_text(request: Request) -> dict[str, str]:
@@ -75,8 +83,13 @@ async def _posted_text(request: Request) -> dict[str, str]:
 
 
 @router.post("/projects/{project_id}/rounds", dependencies=[CsrfDep])
-def launch(request: Request, db: DbDep, admin: AdminDep, project_id: int,
-           posted: Annotated[dict[str, str], Depends(_posted_text)]):
+def launch(
+    request: Request,
+    db: DbDep,
+    admin: AdminDep,
+    project_id: int,
+    posted: Annotated[dict[str, str], Depends(_posted_text)],
+):
     """A plain (threadpool) endpoint: launching talks to the DB and the broker, which block."""
     project = _project_or_404(db, project_id)
     form, config = launch_form.parse(posted)
@@ -98,29 +111,40 @@ def launch(request: Request, db: DbDep, admin: AdminDep, project_id: int,
 
 # ---- one round ------------------------------------------------------------------------------------
 
+
 @router.get("/rounds/{round_id}")
 def round_page(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
     return _round_page(request, db, _round_or_404(db, round_id))
 
 
-def _round_page(request: Request, db: Session, training_round: TrainingRound, *, action_error: str = "",
-                status_code: int = 200):
+def _round_page(
+    request: Request, db: Session, training_round: TrainingRound, *, action_error: str = "", status_code: int = 200
+):
     project = _project_or_404(db, training_round.project_id)
     settings = request.app.state.settings
     series = views.metric_series(db, round_id=training_round.id)
-    rendered = [charts.line_chart(series[spec.title], title=spec.title, unit=spec.unit)
-                for spec in views.CHARTS if series[spec.title]]
+    rendered = [
+        charts.line_chart(series[spec.title], title=spec.title, unit=spec.unit)
+        for spec in views.CHARTS
+        if series[spec.title]
+    ]
     waiting = [spec.title for spec in views.CHARTS if not series[spec.title]]
     versions = views.round_versions(db, training_round=training_round)
     context = {
-        "project": project, "round": training_round, "finished": views.is_finished(training_round.status),
+        "project": project,
+        "round": training_round,
+        "finished": views.is_finished(training_round.status),
         "status_label": views.STATUS_LABELS.get(training_round.status, training_round.status),
         "steps": views.stepper(training_round, last_stage=views.last_stage(db, round_id=training_round.id)),
         "logs": views.recent_logs(db, round_id=training_round.id),
-        "labeling": service.round_status(db, round_id=training_round.id)["labeling"], "overlap": project.overlap,
-        "charts": rendered, "waiting": waiting, "versions": versions,
+        "labeling": service.round_status(db, round_id=training_round.id)["labeling"],
+        "overlap": project.overlap,
+        "charts": rendered,
+        "waiting": waiting,
+        "versions": versions,
         "download_problems": _download_problems(versions, settings),
-        "action_error": action_error, "labels_by_key": views.STATUS_LABELS,
+        "action_error": action_error,
+        "labels_by_key": views.STATUS_LABELS,
     }
     return page(request, ROUND_TEMPLATE, context, block="live", status_code=status_code)
 
@@ -143,22 +167,21 @@ def _after_action(request: Request, db: Session, training_round: TrainingRound, 
 def start_training(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
     """The admin's click forces the start even below the round's labeling threshold (the page says so)."""
     training_round = _round_or_404(db, round_id)
-    return _after_action(request, db, training_round,
-                         lambda: service.start_training(db, round=training_round, force=True))
+    return _after_action(
+        request, db, training_round, lambda: service.start_training(db, round=training_round, force=True)
+    )
 
 
 @router.post("/rounds/{round_id}/cancel", dependencies=[CsrfDep])
 def cancel(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
     training_round = _round_or_404(db, round_id)
-    return _after_action(request, db, training_round,
-                         lambda: service.cancel_round(db, round=training_round))
+    return _after_action(request, db, training_round, lambda: service.cancel_round(db, round=training_round))
 
 
 @router.post("/rounds/{round_id}/retry", dependencies=[CsrfDep])
 def retry(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
     training_round = _round_or_404(db, round_id)
-    return _after_action(request, db, training_round,
-                         lambda: service.retry_round(db, round=training_round))
+    return _after_action(request, db, training_round, lambda: service.retry_round(db, round=training_round))
 
 
 def _download_problems(versions: list[ModelVersion], settings: Settings) -> dict[int, str]:
@@ -175,9 +198,11 @@ def _download_problems(versions: list[ModelVersion], settings: Settings) -> dict
 
 # ---- model versions --------------------------------------------------------------------------
 
+
 @router.get("/projects/{project_id}/models")
-def versions_page(request: Request, db: DbDep, _admin: AdminDep, project_id: int, a: int | None = None,
-                  b: int | None = None):
+def versions_page(
+    request: Request, db: DbDep, _admin: AdminDep, project_id: int, a: int | None = None, b: int | None = None
+):
     project = _project_or_404(db, project_id)
     versions = views.list_versions(db, project_id=project.id)
     by_id = {v.id: v for v in versions}
@@ -189,11 +214,19 @@ def versions_page(request: Request, db: DbDep, _admin: AdminDep, project_id: int
             raise HTTPException(404, f"No model version {', '.join(missing)} in this project.")
         compare = {"a": by_id[a], "b": by_id[b], "rows": views.side_by_side(db, a_id=a, b_id=b)}
     with_completions = [v for v in versions if counts.get(v.id)]
-    return page(request, "rounds/models.html", {
-        "project": project, "versions": versions, "counts": counts, "compare": compare,
-        "choices": with_completions, "round_numbers": views.round_numbers(db, round_ids=[v.round_id for v in versions]),
-        "selected": (a, b),
-    })
+    return page(
+        request,
+        "rounds/models.html",
+        {
+            "project": project,
+            "versions": versions,
+            "counts": counts,
+            "compare": compare,
+            "choices": with_completions,
+            "round_numbers": views.round_numbers(db, round_ids=[v.round_id for v in versions]),
+            "selected": (a, b),
+        },
+    )
 
 
 @router.get("/models/{version_id}")
@@ -201,14 +234,23 @@ def version_page(request: Request, db: DbDep, _admin: AdminDep, settings: Settin
     version = _version_or_404(db, version_id)
     chain = views.lineage(db, version=version)
     project = db.get(Project, version.project_id) if version.project_id is not None else None
-    return page(request, "rounds/model.html", {
-        "version": version, "project": project, "lineage": chain,
-        "round_numbers": views.round_numbers(db, round_ids=[v.round_id for v in chain]),
-        "rankings": views.rankings_behind(db, version=version), "download_problem": _download_problems([version], settings)[version.id],
-        "completions": views.completion_counts(db, version_ids=[version.id]).get(version.id, 0),
-        "charts": [charts.line_chart(points, title=key)
-                   for key, points in views.per_step_metrics(version.metrics or {}).items()],
-    })
+    return page(
+        request,
+        "rounds/model.html",
+        {
+            "version": version,
+            "project": project,
+            "lineage": chain,
+            "round_numbers": views.round_numbers(db, round_ids=[v.round_id for v in chain]),
+            "rankings": views.rankings_behind(db, version=version),
+            "download_problem": _download_problems([version], settings)[version.id],
+            "completions": views.completion_counts(db, version_ids=[version.id]).get(version.id, 0),
+            "charts": [
+                charts.line_chart(points, title=key)
+                for key, points in views.per_step_metrics(version.metrics or {}).items()
+            ],
+        },
+    )
 
 
 @router.get("/models/{version_id}/download")
@@ -221,5 +263,8 @@ def download(db: DbDep, _admin: AdminDep, settings: SettingsDep, version_id: int
         raise HTTPException(exc.status_code, f"Cannot download: {exc}.") from exc
     files = artifact_files(path, root=settings.artifacts_dir)
     filename = download_filename(version.id, version.kind)
-    return StreamingResponse(stream_zip(files), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(
+        stream_zip(files),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

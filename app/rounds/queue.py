@@ -5,6 +5,7 @@ hook sends it, and a rollback drops it, so a failed request (or task) enqueues n
 worker never picks up an id whose row is not committed yet. Importing worker.celery_app is fine
 here: it pulls in Celery, never torch or worker.tasks.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ without importing them: the web process never imports torch. The worker turns a 
 config into those dataclasses (worker/loop/configs.py), which check ranges a second time.
 Defaults are small enough for a 2-core CPU with the bundled SmolLM2-135M.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -25,9 +26,15 @@ class PromptSelection(BaseModel):
     model_config = STRICT
     count: int = Field(16, ge=1, le=100_000, description="Prompts per round (fewer when fewer are unused).")
     all_unlabeled: bool = Field(False, description="Take every unused prompt instead of `count`.")
-    validation_fraction: float = Field(0.2, ge=0.0, le=0.5, description=(
-        "Share of each round's new prompts marked `validation`: their rankings are held out of reward-model "
-        "training and measure its accuracy. Prompts uploaded with split=validation are kept as they are."))
+    validation_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "Share of each round's new prompts marked `validation`: their rankings are held out of reward-model "
+            "training and measure its accuracy. Prompts uploaded with split=validation are kept as they are."
+        ),
+    )
 
 
 class GenerationSettings(BaseModel):
@@ -37,20 +44,31 @@ class GenerationSettings(BaseModel):
     temperature: float = Field(0.8, gt=0.0, le=5.0, description="Sampling temperature (K samples must differ).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 disables it.")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Longest completion in tokens.")
-    prompts_per_task: int = Field(8, ge=1, le=1024, description=(
-        "Prompts per generation job: generation is split into jobs of this many prompts so several "
-        "workers can share it."))
-    seed: int | None = Field(0, ge=0, le=INT32_MAX,
-                             description="Sampling seed (per job it is offset by the job number); null = random.")
+    prompts_per_task: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description=(
+            "Prompts per generation job: generation is split into jobs of this many prompts so several "
+            "workers can share it."
+        ),
+    )
+    seed: int | None = Field(
+        0, ge=0, le=INT32_MAX, description="Sampling seed (per job it is offset by the job number); null = random."
+    )
 
 
 class RewardSettings(BaseModel):
     """Reward-model training on all of the project's rankings (worker.ml.config.RewardConfig)."""
 
     model_config = STRICT
-    loss: Literal["kwise", "plackett_luce"] = Field("kwise", description=(
-        "kwise: mean -log sigmoid over every ordered pair of a ranking (InstructGPT); "
-        "plackett_luce: likelihood of the whole ranked order."))
+    loss: Literal["kwise", "plackett_luce"] = Field(
+        "kwise",
+        description=(
+            "kwise: mean -log sigmoid over every ordered pair of a ranking (InstructGPT); "
+            "plackett_luce: likelihood of the whole ranked order."
+        ),
+    )
     mode: Literal["lora", "full"] = Field("lora", description="LoRA adapters + score head, or full fine-tuning.")
     learning_rate: float = Field(2e-4, gt=0.0, lt=1.0, description="Peak AdamW LR; ~2e-4 for LoRA, ~2e-5 for full.")
     epochs: int = Field(1, ge=1, le=100, description="Passes over the rankings; 1 is InstructGPT's advice.")
@@ -87,22 +105,43 @@ class LabelingThreshold(BaseModel):
 
     model_config = STRICT
     min_rankings: int = Field(1, ge=0, le=10_000_000, description="Rankings of this round's tasks needed.")
-    min_coverage: float = Field(1.0, ge=0.0, le=1.0, description=(
-        "Share of wanted rankings present: rankings / (tasks × project overlap); 1.0 = every task fully ranked."))
-    auto_start: bool = Field(False, description=(
-        "Start training by itself once the threshold is reached; otherwise an admin starts it."))
+    min_coverage: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of wanted rankings present: rankings / (tasks × project overlap); 1.0 = every task fully ranked."
+        ),
+    )
+    auto_start: bool = Field(
+        False, description=("Start training by itself once the threshold is reached; otherwise an admin starts it.")
+    )
 
 
 class RoundConfigIn(BaseModel):
     """Everything an admin chooses for a round; saved with the round (TrainingRound.config)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [
-        {"k": 4, "prompts": {"count": 16}, "labeling": {"min_coverage": 1.0, "auto_start": True}}]})
-    model: Text = Field("", max_length=500, description=(
-        "Starting policy: a hub id or a folder on the worker. Empty: the project's latest trained policy, "
-        "or the bundled SmolLM2-135M-Instruct (converted once under the data dir) for a first round."))
-    k: int | None = Field(None, ge=4, le=9, description="Completions per prompt; within the project's k range "
-                                                        "(default: the project's k_min).")
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [{"k": 4, "prompts": {"count": 16}, "labeling": {"min_coverage": 1.0, "auto_start": True}}]
+        },
+    )
+    model: Text = Field(
+        "",
+        max_length=500,
+        description=(
+            "Starting policy: a hub id or a folder on the worker. Empty: the project's latest trained policy, "
+            "or the bundled SmolLM2-135M-Instruct (converted once under the data dir) for a first round."
+        ),
+    )
+    k: int | None = Field(
+        None,
+        ge=4,
+        le=9,
+        description="Completions per prompt; within the project's k range (default: the project's k_min).",
+    )
     seed: int = Field(0, ge=0, le=INT32_MAX, description="Seed for the validation split and training.")
     prompts: PromptSelection = Field(default_factory=PromptSelection)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
@@ -117,6 +156,7 @@ class StartTrainingIn(BaseModel):
 
 
 # ---- answers --------------------------------------------------------------------------------
+
 
 class RoundEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -143,8 +183,10 @@ class RoundOut(BaseModel):
     id: int
     project_id: int
     number: int
-    status: str = Field(description="pending, generating, labeling, training_reward, training_policy, "
-                                    "generating_next, done, failed or cancelled.")
+    status: str = Field(
+        description="pending, generating, labeling, training_reward, training_policy, "
+        "generating_next, done, failed or cancelled."
+    )
     current_step: str
     progress: float = Field(description="0..1 within the current step.")
     eta_seconds: float | None

@@ -4,6 +4,7 @@ Keyword-only functions taking the caller's session first; they flush, never comm
 owns the commit), and Celery tasks are sent by name only after that commit (queue.py). The state
 machine itself lives in lifecycle.py; the worker side in worker/loop.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,14 +57,20 @@ def get_round(db: Session, *, round_id: int) -> TrainingRound:
 
 
 def list_rounds(db: Session, *, project: Project) -> list[TrainingRound]:
-    return list(db.scalars(select(TrainingRound).where(TrainingRound.project_id == project.id)
-                           .order_by(TrainingRound.number.desc())))
+    return list(
+        db.scalars(
+            select(TrainingRound).where(TrainingRound.project_id == project.id).order_by(TrainingRound.number.desc())
+        )
+    )
 
 
 def active_round(db: Session, *, project: Project) -> TrainingRound | None:
-    return db.scalar(select(TrainingRound).where(TrainingRound.project_id == project.id,
-                                                 TrainingRound.status.in_(ACTIVE))
-                     .order_by(TrainingRound.number.desc()).limit(1))
+    return db.scalar(
+        select(TrainingRound)
+        .where(TrainingRound.project_id == project.id, TrainingRound.status.in_(ACTIVE))
+        .order_by(TrainingRound.number.desc())
+        .limit(1)
+    )
 
 
 def _ensure_queue(db: Session) -> None:
@@ -82,8 +89,10 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
         raise RoundError("k", f"must be within the project's range {project.k_min}–{project.k_max}, got {k}")
     running = active_round(db, project=project)
     if running is not None:
-        raise RoundConflict("project", f"round {running.number} is still {running.status}; "
-                                       "wait for it, or cancel it, before launching another")
+        raise RoundConflict(
+            "project",
+            f"round {running.number} is still {running.status}; wait for it, or cancel it, before launching another",
+        )
     limit = None if config.prompts.all_unlabeled else config.prompts.count
     prompts = lifecycle.unused_prompts(db, project_id=project.id, limit=limit)
     if not prompts:
@@ -93,16 +102,22 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
     if config.model:
         policy_in = lifecycle.base_version(db, project_id=project.id, base_model=config.model)
     else:
-        policy_in = (lifecycle.latest_policy(db, project_id=project.id)
-                     or lifecycle.base_version(db, project_id=project.id, base_model=BUNDLED_MODEL))
+        policy_in = lifecycle.latest_policy(db, project_id=project.id) or lifecycle.base_version(
+            db, project_id=project.id, base_model=BUNDLED_MODEL
+        )
     stored = {**config.model_dump(mode="json"), "k": k}
     number = lifecycle.next_number(db, project_id=project.id)
-    round = lifecycle.create_round(db, project_id=project.id, number=number, policy_in_id=policy_in.id,
-                                   config=stored, prompts=prompts)
+    round = lifecycle.create_round(
+        db, project_id=project.id, number=number, policy_in_id=policy_in.id, config=stored, prompts=prompts
+    )
     who = user.email if user is not None else "an API token"
-    lifecycle.log_event(db, round_id=round.id, stage=S.pending,
-                        message=f"round {number} launched by {who}: {len(prompts)} prompts × K={k} "
-                                f"from {policy_in.kind} “{policy_in.name}”")
+    lifecycle.log_event(
+        db,
+        round_id=round.id,
+        stage=S.pending,
+        message=f"round {number} launched by {who}: {len(prompts)} prompts × K={k} "
+        f"from {policy_in.kind} “{policy_in.name}”",
+    )
     lifecycle.enqueue_step(db, round=round)
     return round
 
@@ -114,12 +129,18 @@ def start_training(db: Session, *, round: TrainingRound, force: bool = False) ->
     progress = lifecycle.labeling_progress(db, round=round)
     if not (progress["threshold_met"] or force):
         wanted = round.config.get("labeling", {})
-        raise RoundConflict("labeling", f"threshold not reached: {progress['rankings']} rankings "
-                                        f"(need {wanted.get('min_rankings')}), coverage {progress['coverage']:.0%} "
-                                        f"(need {wanted.get('min_coverage', 1.0):.0%}); label more or force the start")
+        raise RoundConflict(
+            "labeling",
+            f"threshold not reached: {progress['rankings']} rankings "
+            f"(need {wanted.get('min_rankings')}), coverage {progress['coverage']:.0%} "
+            f"(need {wanted.get('min_coverage', 1.0):.0%}); label more or force the start",
+        )
     _ensure_queue(db)
-    if not lifecycle.begin_training(db, round=round, reason="forced by an admin" if force and not
-                                    progress["threshold_met"] else "started by an admin"):
+    if not lifecycle.begin_training(
+        db,
+        round=round,
+        reason="forced by an admin" if force and not progress["threshold_met"] else "started by an admin",
+    ):
         raise RoundConflict("status", "the round changed meanwhile; reload it")
     db.refresh(round)
     return round
@@ -136,8 +157,9 @@ def cancel_round(db: Session, *, round: TrainingRound) -> TrainingRound:
     if round.status not in ACTIVE:
         raise RoundConflict("status", f"round {round.number} is {round.status} and cannot be cancelled")
     previous = round.status
-    if not lifecycle.transition(db, round_id=round.id, source=ACTIVE, target=S.cancelled,
-                                current_step=f"cancelled during {previous}"):
+    if not lifecycle.transition(
+        db, round_id=round.id, source=ACTIVE, target=S.cancelled, current_step=f"cancelled during {previous}"
+    ):
         raise RoundConflict("status", "the round changed meanwhile; reload it")
     lifecycle.log_event(db, round_id=round.id, stage=previous, message=f"cancelled during {previous}")
     _cancel_linked(db, round=round, previous=previous)
@@ -153,14 +175,16 @@ def _cancel_linked(db: Session, *, round: TrainingRound, previous: str) -> None:
             lifecycle.log_event(db, round_id=nxt.id, message=f"cancelled with round {round.number}")
     elif previous in (S.pending, S.generating):
         prev = _neighbour(db, round=round, offset=-1)
-        if prev is not None and lifecycle.transition(db, round_id=prev.id, source=[S.generating_next],
-                                                     target=S.done):
+        if prev is not None and lifecycle.transition(db, round_id=prev.id, source=[S.generating_next], target=S.done):
             lifecycle.log_event(db, round_id=prev.id, message=f"done; round {round.number} was cancelled")
 
 
 def _neighbour(db: Session, *, round: TrainingRound, offset: int) -> TrainingRound | None:
-    return db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
-                                                 TrainingRound.number == round.number + offset))
+    return db.scalar(
+        select(TrainingRound).where(
+            TrainingRound.project_id == round.project_id, TrainingRound.number == round.number + offset
+        )
+    )
 
 
 def retry_round(db: Session, *, round: TrainingRound) -> TrainingRound:
@@ -171,16 +195,26 @@ def retry_round(db: Session, *, round: TrainingRound) -> TrainingRound:
         if step not in RUNNING:
             raise RoundConflict("status", f"cannot resume at step {step!r}")
         _ensure_queue(db)
-        lifecycle.transition(db, round_id=round.id, source=[S.failed], target=step, error_message=None,
-                             error_step=None, finished_at=None, claim_token=None, heartbeat_at=None)
+        lifecycle.transition(
+            db,
+            round_id=round.id,
+            source=[S.failed],
+            target=step,
+            error_message=None,
+            error_step=None,
+            finished_at=None,
+            claim_token=None,
+            heartbeat_at=None,
+        )
         lifecycle.log_event(db, round_id=round.id, stage=step, message=f"retry: resuming at {step}")
         _retry_linked(db, round=round, step=step)
     elif round.status in RUNNING:
         _ensure_queue(db)
         lifecycle.log_event(db, round_id=round.id, stage=round.status, message="retry: step enqueued again")
     else:
-        raise RoundConflict("status", f"round {round.number} is {round.status}; only a failed or running "
-                                      "round can be retried")
+        raise RoundConflict(
+            "status", f"round {round.number} is {round.status}; only a failed or running round can be retried"
+        )
     db.refresh(round)
     lifecycle.enqueue_step(db, round=round)
     return round
@@ -191,44 +225,97 @@ def _retry_linked(db: Session, *, round: TrainingRound, step: str) -> None:
     if step in (S.pending, S.generating):
         prev = _neighbour(db, round=round, offset=-1)
         if prev is not None and prev.status == S.failed and prev.error_step == S.generating_next:
-            lifecycle.transition(db, round_id=prev.id, source=[S.failed], target=S.generating_next,
-                                 error_message=None, error_step=None, finished_at=None)
+            lifecycle.transition(
+                db,
+                round_id=prev.id,
+                source=[S.failed],
+                target=S.generating_next,
+                error_message=None,
+                error_step=None,
+                finished_at=None,
+            )
     elif step == S.generating_next:
         nxt = _neighbour(db, round=round, offset=1)
         if nxt is not None and nxt.status == S.failed:
-            lifecycle.transition(db, round_id=nxt.id, source=[S.failed], target=nxt.error_step or S.generating,
-                                 error_message=None, error_step=None, finished_at=None)
+            lifecycle.transition(
+                db,
+                round_id=nxt.id,
+                source=[S.failed],
+                target=nxt.error_step or S.generating,
+                error_message=None,
+                error_step=None,
+                finished_at=None,
+            )
 
 
-def round_events(db: Session, *, round_id: int, after_id: int = 0, kind: str | None = None,
-                 limit: int = 500) -> list[RoundEvent]:
+def round_events(
+    db: Session, *, round_id: int, after_id: int = 0, kind: str | None = None, limit: int = 500
+) -> list[RoundEvent]:
     query = select(RoundEvent).where(RoundEvent.round_id == round_id, RoundEvent.id > after_id)
     if kind is not None:
         query = query.where(RoundEvent.kind == kind)
     return list(db.scalars(query.order_by(RoundEvent.id).limit(limit)))
 
 
-def round_status(db: Session, *, round_id: int, events_after: int | None = None,
-                 event_limit: int = 200) -> dict[str, Any]:
+def round_status(
+    db: Session, *, round_id: int, events_after: int | None = None, event_limit: int = 200
+) -> dict[str, Any]:
     """Everything the round page shows, as plain data (schemas.RoundOut). Events are included
     when `events_after` is given: those with a larger id, oldest first."""
     round = get_round(db, round_id=round_id)
-    data = {column: getattr(round, column) for column in (
-        "id", "project_id", "number", "status", "current_step", "progress", "eta_seconds", "error_message",
-        "error_step", "policy_in_id", "reward_model_id", "policy_out_id", "config", "metrics", "created_at",
-        "started_at", "finished_at")}
+    data = {
+        column: getattr(round, column)
+        for column in (
+            "id",
+            "project_id",
+            "number",
+            "status",
+            "current_step",
+            "progress",
+            "eta_seconds",
+            "error_message",
+            "error_step",
+            "policy_in_id",
+            "reward_model_id",
+            "policy_out_id",
+            "config",
+            "metrics",
+            "created_at",
+            "started_at",
+            "finished_at",
+        )
+    }
     data["labeling"] = lifecycle.labeling_progress(db, round=round)
-    data["events"] = ([] if events_after is None else
-                      round_events(db, round_id=round_id, after_id=events_after, limit=event_limit))
+    data["events"] = (
+        [] if events_after is None else round_events(db, round_id=round_id, after_id=events_after, limit=event_limit)
+    )
     return data
 
 
 def list_model_versions(db: Session, *, project: Project) -> list[ModelVersion]:
     """Newest first; follow parent_id for the lineage (base → policy r0 → policy r1 ...)."""
-    return list(db.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)
-                           .order_by(ModelVersion.id.desc())))
+    return list(
+        db.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(ModelVersion.id.desc()))
+    )
 
 
-__all__ = ["QUEUE_RETRY_AFTER_SECONDS", "QueueDown", "RoundConflict", "RoundError", "RoundNotFound", "RoundStatus",
-           "active_round", "cancel_round", "get_round", "launch_round", "list_model_versions", "list_rounds", "on_rankings_added",
-           "retry_headers", "retry_round", "round_events", "round_status", "start_training"]
+__all__ = [
+    "QUEUE_RETRY_AFTER_SECONDS",
+    "QueueDown",
+    "RoundConflict",
+    "RoundError",
+    "RoundNotFound",
+    "RoundStatus",
+    "active_round",
+    "cancel_round",
+    "get_round",
+    "launch_round",
+    "list_model_versions",
+    "list_rounds",
+    "on_rankings_added",
+    "retry_headers",
+    "retry_round",
+    "round_events",
+    "round_status",
+    "start_training",
+]

@@ -1,6 +1,7 @@
 """Read-only queries behind the round and model-version pages (the rounds service owns changes).
 
 Every function takes the session first and reads only; nothing here flushes or commits."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,8 +11,7 @@ from typing import Any
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from app.models import (Completion, ModelVersion, Prompt, Ranking, RankingTask, RoundEvent, RoundStatus,
-                        TrainingRound)
+from app.models import Completion, ModelVersion, Prompt, Ranking, RankingTask, RoundEvent, RoundStatus, TrainingRound
 from app.rounds.charts import Point
 
 STAGES: list[tuple[str, str]] = [
@@ -24,8 +24,12 @@ STAGES: list[tuple[str, str]] = [
 ]
 STAGE_KEYS = [key for key, _ in STAGES]
 FINISHED = {RoundStatus.done, RoundStatus.failed, RoundStatus.cancelled}
-STATUS_LABELS = {**dict(STAGES), RoundStatus.pending: "Queued", RoundStatus.failed: "Failed",
-                 RoundStatus.cancelled: "Cancelled"}
+STATUS_LABELS = {
+    **dict(STAGES),
+    RoundStatus.pending: "Queued",
+    RoundStatus.failed: "Failed",
+    RoundStatus.cancelled: "Cancelled",
+}
 LOG_LINES = 50
 
 
@@ -74,13 +78,17 @@ def stepper(training_round: TrainingRound, *, last_stage: str | None = None) -> 
     else:
         at = STAGE_KEYS.index(status) if status in STAGE_KEYS else -1
         mark = "current"
-    return [Step(key, label, "done" if i < at else mark if i == at else "todo")
-            for i, (key, label) in enumerate(STAGES)]
+    return [
+        Step(key, label, "done" if i < at else mark if i == at else "todo") for i, (key, label) in enumerate(STAGES)
+    ]
 
 
 def list_rounds(db: Session, *, project_id: int) -> list[TrainingRound]:
-    return list(db.scalars(select(TrainingRound).where(TrainingRound.project_id == project_id)
-                           .order_by(TrainingRound.number.desc())))
+    return list(
+        db.scalars(
+            select(TrainingRound).where(TrainingRound.project_id == project_id).order_by(TrainingRound.number.desc())
+        )
+    )
 
 
 def get_round(db: Session, *, round_id: int) -> TrainingRound | None:
@@ -89,14 +97,19 @@ def get_round(db: Session, *, round_id: int) -> TrainingRound | None:
 
 def recent_logs(db: Session, *, round_id: int, limit: int = LOG_LINES) -> list[RoundEvent]:
     """The newest `limit` log lines, oldest first (the way a terminal tail reads)."""
-    rows = db.scalars(select(RoundEvent).where(RoundEvent.round_id == round_id, RoundEvent.kind == "log")
-                      .order_by(RoundEvent.id.desc()).limit(limit))
+    rows = db.scalars(
+        select(RoundEvent)
+        .where(RoundEvent.round_id == round_id, RoundEvent.kind == "log")
+        .order_by(RoundEvent.id.desc())
+        .limit(limit)
+    )
     return list(reversed(list(rows)))
 
 
 def last_stage(db: Session, *, round_id: int) -> str | None:
-    return db.scalar(select(RoundEvent.stage).where(RoundEvent.round_id == round_id)
-                     .order_by(RoundEvent.id.desc()).limit(1))
+    return db.scalar(
+        select(RoundEvent.stage).where(RoundEvent.round_id == round_id).order_by(RoundEvent.id.desc()).limit(1)
+    )
 
 
 def metric_series(db: Session, *, round_id: int, specs: Sequence[ChartSpec] = CHARTS) -> dict[str, list[Point]]:
@@ -105,9 +118,11 @@ def metric_series(db: Session, *, round_id: int, specs: Sequence[ChartSpec] = CH
     An event without a step is a stage's summary (the reward model logs one when training ends);
     it is placed at the stage's last optimizer step, `data["steps"]`, when it has one."""
     series: dict[str, list[Point]] = {spec.title: [] for spec in specs}
-    rows = db.execute(select(RoundEvent.stage, RoundEvent.step, RoundEvent.data)
-                      .where(RoundEvent.round_id == round_id, RoundEvent.kind == "metric")
-                      .order_by(RoundEvent.id))
+    rows = db.execute(
+        select(RoundEvent.stage, RoundEvent.step, RoundEvent.data)
+        .where(RoundEvent.round_id == round_id, RoundEvent.kind == "metric")
+        .order_by(RoundEvent.id)
+    )
     for stage, step, data in rows:
         if not isinstance(data, dict):
             continue
@@ -133,9 +148,11 @@ def round_versions(db: Session, *, training_round: TrainingRound) -> list[ModelV
 
 # ---- model versions ---------------------------------------------------------------------------
 
+
 def list_versions(db: Session, *, project_id: int) -> list[ModelVersion]:
-    return list(db.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id)
-                           .order_by(ModelVersion.id.desc())))
+    return list(
+        db.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id).order_by(ModelVersion.id.desc()))
+    )
 
 
 def get_version(db: Session, *, version_id: int) -> ModelVersion | None:
@@ -158,8 +175,11 @@ def per_step_metrics(metrics: dict[str, Any]) -> dict[str, list[tuple[int, float
     """Metrics recorded as one number per step (PPO's history: score, kl, ...) as (step, value) points."""
     series = {}
     for key, values in sorted(metrics.items()):
-        if (isinstance(values, list) and values
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        if (
+            isinstance(values, list)
+            and values
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ):
             series[key] = list(enumerate(values, start=1))
     return series
 
@@ -178,14 +198,16 @@ def rankings_behind(db: Session, *, version: ModelVersion) -> dict[str, int] | N
     so rankings added after training are included; the version's own metrics record what it saw."""
     if version.kind != "reward" or version.project_id is None:
         return None
-    query = select(func.count(Ranking.id), func.count(func.distinct(Ranking.task_id)),
-                   func.count(func.distinct(Ranking.user_id))).join(RankingTask, Ranking.task_id == RankingTask.id)
+    query = select(
+        func.count(Ranking.id), func.count(func.distinct(Ranking.task_id)), func.count(func.distinct(Ranking.user_id))
+    ).join(RankingTask, Ranking.task_id == RankingTask.id)
     query = query.where(RankingTask.project_id == version.project_id)
     if version.round_id is not None:
         earlier = select(TrainingRound.id).where(
             TrainingRound.project_id == version.project_id,
-            TrainingRound.number <= select(TrainingRound.number).where(TrainingRound.id == version.round_id)
-            .scalar_subquery())
+            TrainingRound.number
+            <= select(TrainingRound.number).where(TrainingRound.id == version.round_id).scalar_subquery(),
+        )
         query = query.where(RankingTask.round_id.is_(None) | RankingTask.round_id.in_(earlier))
     rankings, tasks, labelers = db.execute(query).one()
     return {"rankings": rankings, "tasks": tasks, "labelers": labelers}
@@ -194,10 +216,15 @@ def rankings_behind(db: Session, *, version: ModelVersion) -> dict[str, int] | N
 def shared_prompts(db: Session, *, a_id: int, b_id: int, limit: int = 10) -> list[Prompt]:
     """Prompts both versions wrote completions for (oldest prompts first)."""
     from_a, from_b = aliased(Completion), aliased(Completion)
-    query = (select(Prompt)
-             .where(exists().where(from_a.prompt_id == Prompt.id, from_a.model_version_id == a_id),
-                    exists().where(from_b.prompt_id == Prompt.id, from_b.model_version_id == b_id))
-             .order_by(Prompt.id).limit(limit))
+    query = (
+        select(Prompt)
+        .where(
+            exists().where(from_a.prompt_id == Prompt.id, from_a.model_version_id == a_id),
+            exists().where(from_b.prompt_id == Prompt.id, from_b.model_version_id == b_id),
+        )
+        .order_by(Prompt.id)
+        .limit(limit)
+    )
     return list(db.scalars(query))
 
 
@@ -206,9 +233,11 @@ def side_by_side(db: Session, *, a_id: int, b_id: int, limit: int = 10) -> list[
     prompts = shared_prompts(db, a_id=a_id, b_id=b_id, limit=limit)
     if not prompts:
         return []
-    rows = db.scalars(select(Completion).where(Completion.prompt_id.in_([p.id for p in prompts]),
-                                               Completion.model_version_id.in_([a_id, b_id]))
-                      .order_by(Completion.id))
+    rows = db.scalars(
+        select(Completion)
+        .where(Completion.prompt_id.in_([p.id for p in prompts]), Completion.model_version_id.in_([a_id, b_id]))
+        .order_by(Completion.id)
+    )
     grouped: dict[tuple[int, int], list[Completion]] = {}
     for completion in rows:
         grouped.setdefault((completion.prompt_id, completion.model_version_id), []).append(completion)
@@ -218,5 +247,10 @@ def side_by_side(db: Session, *, a_id: int, b_id: int, limit: int = 10) -> list[
 def completion_counts(db: Session, *, version_ids: Sequence[int]) -> dict[int, int]:
     if not version_ids:
         return {}
-    return dict(db.execute(select(Completion.model_version_id, func.count()).where(
-        Completion.model_version_id.in_(list(version_ids))).group_by(Completion.model_version_id)).all())
+    return dict(
+        db.execute(
+            select(Completion.model_version_id, func.count())
+            .where(Completion.model_version_id.in_(list(version_ids)))
+            .group_by(Completion.model_version_id)
+        ).all()
+    )

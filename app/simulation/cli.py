@@ -1,4 +1,5 @@
 """Arguments of `ranklab simulate` (wired into app/cli.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,14 +11,22 @@ from app.simulation.run import Options, simulate
 
 HELP = {
     "rounds": "training rounds (the report covers rounds 0..N; round N is generated and labeled, not trained)",
-    "prompts": "prompts per round", "k": "completions per prompt (4-9)", "labelers": "simulated labeler accounts",
-    "overlap": "rankings per task (2+ measures agreement)", "max_new_tokens": "completion length cap (tokens)",
-    "ppo_steps": "PPO iterations per round", "ppo_lr": "PPO learning rate", "kl_coef": "PPO KL penalty beta",
-    "rm_lr": "reward-model learning rate", "rm_batch": "rankings per reward-model step",
+    "prompts": "prompts per round",
+    "k": "completions per prompt (4-9)",
+    "labelers": "simulated labeler accounts",
+    "overlap": "rankings per task (2+ measures agreement)",
+    "max_new_tokens": "completion length cap (tokens)",
+    "ppo_steps": "PPO iterations per round",
+    "ppo_lr": "PPO learning rate",
+    "kl_coef": "PPO KL penalty beta",
+    "rm_lr": "reward-model learning rate",
+    "rm_batch": "rankings per reward-model step",
     "model": "policy to start from (folder or hub id); empty: the bundled SmolLM2-135M-Instruct",
-    "data_dir": "fresh data dir to use (default: a new temporary one)", "port": "web port (0: a free one)",
+    "data_dir": "fresh data dir to use (default: a new temporary one)",
+    "port": "web port (0: a free one)",
     "seed": "seed for prompts, noise and training",
-    "torch_threads": "torch threads in the worker (0: all cores; 1 was much faster on a busy shared CPU)", "target_agreement": "inter-labeler agreement to tune noise to",
+    "torch_threads": "torch threads in the worker (0: all cores; 1 was much faster on a busy shared CPU)",
+    "target_agreement": "inter-labeler agreement to tune noise to",
     "timeout_minutes": "give up after this long",
 }
 
@@ -26,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Options):
         default = f.default
         kind = Path if f.name == "data_dir" else type(default) if default is not None else str
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default,
-                            help=HELP[f.name] + ("" if default is None else f" (default: {default!r})"))
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            default=default,
+            help=HELP[f.name] + ("" if default is None else f" (default: {default!r})"),
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ that two labelers are expected to agree on ~72.6% of pairs (InstructGPT's inter-
 for the completions seen so far: for a pair whose gold gap is d, one labeler orders it like
 gold with p = Φ(|d| / (σ√2)), and two labelers agree with p² + (1 − p)².
 """
+
 from __future__ import annotations
 
 import math
@@ -84,7 +85,7 @@ def agreement_with_gold(order: Sequence[int], gold: dict[int, float]) -> tuple[f
     """(pairs ordered like gold, pairs) of one ranking; gold ties count half."""
     agree, total = 0.0, 0
     for i, x in enumerate(order):
-        for y in order[i + 1:]:
+        for y in order[i + 1 :]:
             total += 1
             agree += 0.5 if gold[x] == gold[y] else float(gold[x] > gold[y])
     return agree, total

@@ -3,6 +3,7 @@
 Row r describes the policy that wrote round r's completions (the base for r = 0, else the policy
 round r−1 trained) and the reward model round r trained on the rankings of rounds 0..r.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,11 +46,21 @@ class Report:
             seen.gold.update(rec.gold)
             seen.orders.update(rec.orders)
         agreement, pairs = record.agreement()
-        self.rows.append(Row(
-            number=number, gold=record.gold_mean(), words=record.words_mean(),
-            tokens=(metrics.get("generation") or {}).get("mean_tokens"), agreement=agreement,
-            agreement_pairs=pairs, ceiling=seen.gold_agreement()[0], kl=previous.get("kl"),
-            rm_accuracy=reward.get("val_accuracy"), rm_pairs=reward.get("val_pairs"), ppo=metrics.get("policy") or {}))
+        self.rows.append(
+            Row(
+                number=number,
+                gold=record.gold_mean(),
+                words=record.words_mean(),
+                tokens=(metrics.get("generation") or {}).get("mean_tokens"),
+                agreement=agreement,
+                agreement_pairs=pairs,
+                ceiling=seen.gold_agreement()[0],
+                kl=previous.get("kl"),
+                rm_accuracy=reward.get("val_accuracy"),
+                rm_pairs=reward.get("val_pairs"),
+                ppo=metrics.get("policy") or {},
+            )
+        )
         self._round_ids.append(round_data["id"])
 
     def refresh_ood(self, admin, project_id: int) -> None:
@@ -62,30 +73,39 @@ class Report:
 
     def line(self, number: int) -> str:
         row = self.rows[number]
-        return (f"round {number}: gold {row.gold:+.3f}, {row.words:.1f} words, agreement {row.agreement:.1%}, "
-                f"RM val acc {_pct(row.rm_accuracy)} (ceiling {row.ceiling:.1%}), "
-                f"PPO score {row.ppo.get('score_first', float('nan')):+.3f} → {row.ppo.get('score', float('nan')):+.3f}, "
-                f"KL {row.ppo.get('kl', float('nan')):.3f}")
+        return (
+            f"round {number}: gold {row.gold:+.3f}, {row.words:.1f} words, agreement {row.agreement:.1%}, "
+            f"RM val acc {_pct(row.rm_accuracy)} (ceiling {row.ceiling:.1%}), "
+            f"PPO score {row.ppo.get('score_first', float('nan')):+.3f} → {row.ppo.get('score', float('nan')):+.3f}, "
+            f"KL {row.ppo.get('kl', float('nan')):.3f}"
+        )
 
     def table(self) -> str:
-        header = (f"{'round':>5} {'policy':>12} {'gold':>7} {'words':>6} {'tokens':>6} {'KL':>6} "
-                  f"{'agree':>6} {'RM acc':>7} {'ceiling':>7} {'RM OOD':>7}")
+        header = (
+            f"{'round':>5} {'policy':>12} {'gold':>7} {'words':>6} {'tokens':>6} {'KL':>6} "
+            f"{'agree':>6} {'RM acc':>7} {'ceiling':>7} {'RM OOD':>7}"
+        )
         lines = [header, "-" * len(header)]
         for row in self.rows:
             policy = "base" if row.number == 0 else f"PPO r{row.number - 1}"
-            lines.append(f"{row.number:>5} {policy:>12} {row.gold:>+7.3f} {row.words:>6.1f} "
-                         f"{_num(row.tokens, '6.1f')} {_num(row.kl, '6.3f')} {row.agreement:>6.1%} "
-                         f"{_pct(row.rm_accuracy):>7} {row.ceiling:>7.1%} {_pct(row.ood_accuracy):>7}")
+            lines.append(
+                f"{row.number:>5} {policy:>12} {row.gold:>+7.3f} {row.words:>6.1f} "
+                f"{_num(row.tokens, '6.1f')} {_num(row.kl, '6.3f')} {row.agreement:>6.1%} "
+                f"{_pct(row.rm_accuracy):>7} {row.ceiling:>7.1%} {_pct(row.ood_accuracy):>7}"
+            )
         total_agree = [r for r in self.rows if r.agreement_pairs]
         pairs = sum(r.agreement_pairs for r in total_agree)
         overall = sum(r.agreement * r.agreement_pairs for r in total_agree) / pairs if pairs else float("nan")
-        lines += ["", f"labeler agreement overall {overall:.1%} on {pairs} pairs (target {self.target:.1%}); "
-                      f"gold reward round 0 → {self.rows[-1].number}: {self.rows[0].gold:+.3f} → "
-                      f"{self.rows[-1].gold:+.3f}; {self.minutes:.1f} minutes",
-                  "gold, words, tokens: means over the round's completions; KL: that policy vs the base "
-                  "(last PPO batch); RM acc: the reward model trained in that round, on held-out validation "
-                  "prompts; ceiling: how often the labels agree with gold (a perfect model's accuracy); "
-                  "RM OOD: that reward model on the next round's fresh rankings."]
+        lines += [
+            "",
+            f"labeler agreement overall {overall:.1%} on {pairs} pairs (target {self.target:.1%}); "
+            f"gold reward round 0 → {self.rows[-1].number}: {self.rows[0].gold:+.3f} → "
+            f"{self.rows[-1].gold:+.3f}; {self.minutes:.1f} minutes",
+            "gold, words, tokens: means over the round's completions; KL: that policy vs the base "
+            "(last PPO batch); RM acc: the reward model trained in that round, on held-out validation "
+            "prompts; ceiling: how often the labels agree with gold (a perfect model's accuracy); "
+            "RM OOD: that reward model on the next round's fresh rankings.",
+        ]
         return "\n".join(lines)
 
 

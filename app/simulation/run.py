@@ -6,6 +6,7 @@ round: the team labels it through the labeling API, the admin (this script) star
 and the next round appears from the new policy. This process never imports torch: all model
 work happens in the server's worker.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,36 @@ from app.simulation.gold import TARGET_AGREEMENT
 from app.simulation.report import Report
 from app.simulation.team import Team
 
-TOPICS = ("sleep", "coffee", "rain", "bicycles", "the moon", "volcanoes", "bread", "chess", "honey bees",
-          "the ocean", "trains", "music", "winter", "gardens", "libraries", "maps", "clocks", "bridges",
-          "tea", "owls", "deserts", "kites", "soap", "glaciers", "penguins", "paper", "lighthouses", "salt")
+TOPICS = (
+    "sleep",
+    "coffee",
+    "rain",
+    "bicycles",
+    "the moon",
+    "volcanoes",
+    "bread",
+    "chess",
+    "honey bees",
+    "the ocean",
+    "trains",
+    "music",
+    "winter",
+    "gardens",
+    "libraries",
+    "maps",
+    "clocks",
+    "bridges",
+    "tea",
+    "owls",
+    "deserts",
+    "kites",
+    "soap",
+    "glaciers",
+    "penguins",
+    "paper",
+    "lighthouses",
+    "salt",
+)
 TEMPLATES = ("Tell me about {}.", "Explain {} to a child.", "What is interesting about {}?", "Give one tip about {}.")
 
 
@@ -58,16 +86,27 @@ class Options:
 
 
 def round_config(o: Options) -> dict[str, Any]:
-    return {"model": o.model, "k": o.k, "seed": o.seed,
-            "prompts": {"count": o.prompts, "validation_fraction": 0.25},
-            "generation": {"max_new_tokens": o.max_new_tokens, "temperature": 1.0, "top_p": 0.95,
-                           "prompts_per_task": 4},
-            "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
-            "ppo": {"steps": o.ppo_steps, "batch_size": 8, "minibatch_size": 4, "ppo_epochs": 4,
-                    "learning_rate": o.ppo_lr, "kl_coef": o.kl_coef, "max_new_tokens": o.max_new_tokens,
-                    # No bonus for ending: whatever PPO gains must come from the learned reward model.
-                    "temperature": 1.0, "missing_eos_penalty": 0.0},
-            "labeling": {"min_coverage": 1.0, "auto_start": False}}
+    return {
+        "model": o.model,
+        "k": o.k,
+        "seed": o.seed,
+        "prompts": {"count": o.prompts, "validation_fraction": 0.25},
+        "generation": {"max_new_tokens": o.max_new_tokens, "temperature": 1.0, "top_p": 0.95, "prompts_per_task": 4},
+        "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
+        "ppo": {
+            "steps": o.ppo_steps,
+            "batch_size": 8,
+            "minibatch_size": 4,
+            "ppo_epochs": 4,
+            "learning_rate": o.ppo_lr,
+            "kl_coef": o.kl_coef,
+            "max_new_tokens": o.max_new_tokens,
+            # No bonus for ending: whatever PPO gains must come from the learned reward model.
+            "temperature": 1.0,
+            "missing_eos_penalty": 0.0,
+        },
+        "labeling": {"min_coverage": 1.0, "auto_start": False},
+    }
 
 
 def prompts(o: Options) -> list[dict[str, str]]:
@@ -101,9 +140,14 @@ def _setup(settings: Settings, o: Options) -> tuple[str, int, list[tuple[str, st
     try:
         with sessionmaker(bind=engine)() as db, db.begin():
             _row, token = create_api_token(db, name="simulate", scopes=["admin"], created_by=None)
-            project = create_project(db, name=f"simulation {time.strftime('%Y-%m-%d %H:%M:%S')}", k_min=o.k,
-                                     k_max=o.k, overlap=o.overlap,
-                                     guidelines="Prefer concise answers that finish their sentence.")
+            project = create_project(
+                db,
+                name=f"simulation {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                k_min=o.k,
+                k_max=o.k,
+                overlap=o.overlap,
+                guidelines="Prefer concise answers that finish their sentence.",
+            )
             accounts = []
             for i in range(o.labelers):
                 user, password = create_account(db, email=f"sim-labeler-{i}@ranklab.local", role="labeler")
@@ -120,16 +164,25 @@ class Server:
 
     def __init__(self, settings: Settings, torch_threads: int = 0):
         self.url = f"http://127.0.0.1:{settings.port}"
-        env = {**os.environ, "RANKLAB_DATA_DIR": str(settings.data_dir), "RANKLAB_DATABASE_URL": "",
-               "RANKLAB_BROKER_URL": "", "RANKLAB_RESULT_BACKEND": "", "RANKLAB_HOST": "127.0.0.1",
-               "RANKLAB_PORT": str(settings.port), "RANKLAB_WEB_WORKERS": "1", "RANKLAB_EMBEDDED_WORKER": "true",
-               "RANKLAB_ROUND_SWEEP_SECONDS": "10"}
+        env = {
+            **os.environ,
+            "RANKLAB_DATA_DIR": str(settings.data_dir),
+            "RANKLAB_DATABASE_URL": "",
+            "RANKLAB_BROKER_URL": "",
+            "RANKLAB_RESULT_BACKEND": "",
+            "RANKLAB_HOST": "127.0.0.1",
+            "RANKLAB_PORT": str(settings.port),
+            "RANKLAB_WEB_WORKERS": "1",
+            "RANKLAB_EMBEDDED_WORKER": "true",
+            "RANKLAB_ROUND_SWEEP_SECONDS": "10",
+        }
         if torch_threads:
             env["OMP_NUM_THREADS"] = str(torch_threads)
         self.log_path = settings.data_dir / "server.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -172,8 +225,9 @@ class Admin:
             if data["status"] in wanted:
                 return data
             if data["status"] in ("failed", "cancelled"):
-                raise RuntimeError(f"round {data['number']} {data['status']} at {data['error_step']}: "
-                                   f"{data['error_message']}")
+                raise RuntimeError(
+                    f"round {data['number']} {data['status']} at {data['error_step']}: {data['error_message']}"
+                )
             step = data["current_step"].split(":")[0]
             if step != last:
                 self.out(f"    round {data['number']}: {step}")
@@ -182,16 +236,16 @@ class Admin:
         raise RuntimeError(f"round {round_id} did not reach {'/'.join(wanted)} in time")
 
     def round_by_number(self, project_id: int, number: int) -> dict | None:
-        return next((r for r in self.call("GET", f"/api/v1/projects/{project_id}/rounds") if r["number"] == number),
-                    None)
+        return next(
+            (r for r in self.call("GET", f"/api/v1/projects/{project_id}/rounds") if r["number"] == number), None
+        )
 
 
 def simulate(o: Options, out=print) -> Report:
     started = time.monotonic()
     deadline = started + o.timeout_minutes * 60
     data_dir = o.data_dir or Path(tempfile.mkdtemp(prefix="ranklab-simulate-"))
-    settings = Settings(data_dir=data_dir, database_url="", broker_url="", port=o.port or _free_port(),
-                        _env_file=None)
+    settings = Settings(data_dir=data_dir, database_url="", broker_url="", port=o.port or _free_port(), _env_file=None)
     out(f"data dir {data_dir}; server log {data_dir / 'server.log'}")
     token, project_id, accounts = _setup(settings, o)
     server = Server(settings, o.torch_threads)
@@ -205,8 +259,10 @@ def simulate(o: Options, out=print) -> Report:
         for number in range(o.rounds + 1):
             current = admin.wait(current["id"], ("labeling",), deadline)
             record = team.label_round(project_id)
-            out(f"    round {number}: labeled {sum(len(v) for v in record.orders.values())} rankings "
-                f"(σ = {team.sigma:.3f})")
+            out(
+                f"    round {number}: labeled {sum(len(v) for v in record.orders.values())} rankings "
+                f"(σ = {team.sigma:.3f})"
+            )
             if number == o.rounds:
                 report.add(number, current, record)
                 break

@@ -4,6 +4,7 @@ Labelers take turns one task at a time (like people working side by side), rank 
 view of the gold reward, and the team remembers what it saw and submitted, which is what the
 report's gold rewards and agreement figures are computed from.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,8 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from app.simulation.gold import (agreement_with_gold, gold_reward, mean, pair_gaps, pairwise_agreement,
-                                 solve_sigma)
+from app.simulation.gold import agreement_with_gold, gold_reward, mean, pair_gaps, pairwise_agreement, solve_sigma
 
 _CSRF = re.compile(r'"X-CSRF-Token": "([^"]+)"')
 
@@ -39,7 +39,9 @@ class Labeler:
     def submit(self, project_id: int, task: dict, order: list[int]) -> dict | None:
         response = self.http.post(
             f"/api/v1/labeling/projects/{project_id}/assignments/{task['assignment_id']}/ranking",
-            json={"ranking": [[cid] for cid in order]}, headers=self.headers)
+            json={"ranking": [[cid] for cid in order]},
+            headers=self.headers,
+        )
         if response.status_code != 200:
             raise RuntimeError(f"{self.email}: ranking refused: HTTP {response.status_code} {response.text}")
         return response.json()["next"]
@@ -89,7 +91,9 @@ class RoundRecord:
 class Team:
     def __init__(self, base_url: str, accounts: list[tuple[str, str]], *, seed: int, target: float):
         rng = random.Random(seed)
-        self.labelers = [Labeler(base_url, email, password, random.Random(rng.random())) for email, password in accounts]
+        self.labelers = [
+            Labeler(base_url, email, password, random.Random(rng.random())) for email, password in accounts
+        ]
         self.target = target
         self.gaps: list[float] = []
         """Gold gaps of every pair seen so far; σ is re-solved on them before each ranking."""

@@ -9,24 +9,25 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-30 08:20:00
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004'
-down_revision: str | None = '0003'
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('completions', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('text_html', sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column('html_renderer', sa.SmallInteger(), nullable=True))
+    with op.batch_alter_table("completions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("text_html", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("html_renderer", sa.SmallInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('completions', schema=None) as batch_op:
-        batch_op.drop_column('html_renderer')
-        batch_op.drop_column('text_html')
+    with op.batch_alter_table("completions", schema=None) as batch_op:
+        batch_op.drop_column("html_renderer")
+        batch_op.drop_column("text_html")

@@ -1,4 +1,5 @@
 """Small helpers shared by the admin page tests."""
+
 import re
 
 from app.models import Role

@@ -1,5 +1,6 @@
 """Agreement measures on rankings worked out by hand (values checked against the tau-b formula
 (C - D) / sqrt((n0 - n1)(n0 - n2)) on paper)."""
+
 import math
 
 import pytest

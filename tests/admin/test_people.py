@@ -1,4 +1,5 @@
 """Admin pages for accounts and API tokens, through HTTP on SQLite and Postgres."""
+
 from sqlalchemy import select
 
 from app.auth.security import token_digest
@@ -13,13 +14,18 @@ def test_admin_pages_need_an_admin(client, anon_client, db):
         assert response.status_code == 303 and response.headers["location"] == f"/login?next={path}"
     login(client, make_user(db))
     assert client.get("/admin/users").status_code == 403
-    assert client.post("/admin/users", data={"email": "x@example.com", "csrf_token": csrf_of(client, db)}).status_code == 403
+    assert (
+        client.post("/admin/users", data={"email": "x@example.com", "csrf_token": csrf_of(client, db)}).status_code
+        == 403
+    )
 
 
 def test_posts_need_the_csrf_token(client, db):
     _admin, csrf = admin_client(client, db)
     assert client.post("/admin/users", data={"email": "new@example.com"}).status_code == 403
-    assert client.post("/admin/tokens", data={"name": "x", "scopes": "upload", "csrf_token": "wrong"}).status_code == 403
+    assert (
+        client.post("/admin/tokens", data={"name": "x", "scopes": "upload", "csrf_token": "wrong"}).status_code == 403
+    )
     fresh(db)
     assert db.scalar(select(User).where(User.email == "new@example.com")) is None
     assert db.scalar(select(ApiToken)) is None
@@ -30,8 +36,10 @@ def test_posts_need_the_csrf_token(client, db):
 
 def test_create_user_shows_password_once_and_it_works(client, anon_client, db):
     _admin, csrf = admin_client(client, db)
-    response = client.post("/admin/users", data={"email": " Ann@Example.com ", "role": "labeler",
-                                                 "display_name": "Ann", "csrf_token": csrf})
+    response = client.post(
+        "/admin/users",
+        data={"email": " Ann@Example.com ", "role": "labeler", "display_name": "Ann", "csrf_token": csrf},
+    )
     assert response.status_code == 201
     password = shown_secret(response.text)
     assert "ann@example.com" in response.text
@@ -39,7 +47,9 @@ def test_create_user_shows_password_once_and_it_works(client, anon_client, db):
     fresh(db)
     stored = db.scalar(select(User).where(User.email == "ann@example.com"))
     assert stored.role == "labeler" and password not in stored.password_hash
-    response = anon_client.post("/login", data={"email": "ann@example.com", "password": password}, follow_redirects=False)
+    response = anon_client.post(
+        "/login", data={"email": "ann@example.com", "password": password}, follow_redirects=False
+    )
     assert response.status_code == 303
 
 
@@ -59,8 +69,9 @@ def test_deactivate_ends_sessions_and_blocks_login(client, anon_client, db):
     admin, csrf = admin_client(client, db)
     labeler = make_user(db)
     login(anon_client, labeler)
-    response = client.post(f"/admin/users/{labeler.id}/active", data={"active": "false", "csrf_token": csrf},
-                           follow_redirects=False)
+    response = client.post(
+        f"/admin/users/{labeler.id}/active", data={"active": "false", "csrf_token": csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     fresh(db)
     assert db.get(User, labeler.id).is_active is False
@@ -81,14 +92,17 @@ def test_reset_password_replaces_the_old_one(client, anon_client, db):
     response = client.post(f"/admin/users/{labeler.id}/password", data={"csrf_token": csrf})
     new_password = shown_secret(response.text)
     assert anon_client.post("/login", data={"email": labeler.email, "password": PASSWORD}).status_code == 401
-    response = anon_client.post("/login", data={"email": labeler.email, "password": new_password}, follow_redirects=False)
+    response = anon_client.post(
+        "/login", data={"email": labeler.email, "password": new_password}, follow_redirects=False
+    )
     assert response.status_code == 303
 
 
 def test_token_is_shown_once_stored_hashed_and_listed(client, db):
     admin, csrf = admin_client(client, db)
-    response = client.post("/admin/tokens", data={"name": "nightly export", "scopes": ["export", "upload"],
-                                                  "csrf_token": csrf})
+    response = client.post(
+        "/admin/tokens", data={"name": "nightly export", "scopes": ["export", "upload"], "csrf_token": csrf}
+    )
     assert response.status_code == 201
     plaintext = shown_secret(response.text)
     assert plaintext.startswith("rl_")
@@ -99,7 +113,9 @@ def test_token_is_shown_once_stored_hashed_and_listed(client, db):
     assert row.created_by_id == admin.id and plaintext.startswith(row.prefix)
     listing = client.get("/admin/tokens").text
     assert plaintext not in listing
-    assert row.prefix in listing and "nightly export" in listing and "export, upload" in listing and admin.email in listing
+    assert (
+        row.prefix in listing and "nightly export" in listing and "export, upload" in listing and admin.email in listing
+    )
 
 
 def test_token_form_validation(client, db):
@@ -115,7 +131,9 @@ def test_token_form_validation(client, db):
 
 def test_revoke_stops_the_token_at_once(client, anon_client, db):
     _admin, csrf = admin_client(client, db)
-    plaintext = shown_secret(client.post("/admin/tokens", data={"name": "ci", "scopes": "upload", "csrf_token": csrf}).text)
+    plaintext = shown_secret(
+        client.post("/admin/tokens", data={"name": "ci", "scopes": "upload", "csrf_token": csrf}).text
+    )
     fresh(db)
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(plaintext)))
     bearer = {"Authorization": f"Bearer {plaintext}"}
@@ -145,12 +163,17 @@ def test_every_admin_post_needs_the_csrf_token(client, db):
     project = make_project(db)
     labeler = make_user(db)
     ids = {"project_id": project.id, "user_id": labeler.id, "token_id": 1}
-    posts = [route.path for route in [*pages.routes, *people_router.routes]
-             if isinstance(route, APIRoute) and "POST" in route.methods]
+    posts = [
+        route.path
+        for route in [*pages.routes, *people_router.routes]
+        if isinstance(route, APIRoute) and "POST" in route.methods
+    ]
     assert len(posts) >= 10
     for path in posts:
-        response = client.post(path.format(**ids), data={"active": "false", "user_id": str(labeler.id),
-                                                         "email": "x@example.com", "name": "x"})
+        response = client.post(
+            path.format(**ids),
+            data={"active": "false", "user_id": str(labeler.id), "email": "x@example.com", "name": "x"},
+        )
         assert response.status_code == 403 and "CSRF" in response.text, path
     fresh(db)
     assert db.get(User, labeler.id).is_active

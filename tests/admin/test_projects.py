@@ -1,4 +1,5 @@
 """Admin project pages: dashboard, create/settings with inline errors, uploads, members."""
+
 import json
 
 from sqlalchemy import select
@@ -7,21 +8,36 @@ from app.models import Project, ProjectMember, Prompt, RankingTask, Role
 from tests.admin.helpers import admin_client, fresh
 from tests.factories import csrf_of, login, make_project, make_task, make_user
 
-VALID = {"name": "Support answers", "description": "Helpdesk", "guidelines": "# Rank\nBest first.",
-         "k_min": "4", "k_max": "6", "overlap": "2", "lease_minutes": "20", "flags": "unsafe, rude, unsafe"}
+VALID = {
+    "name": "Support answers",
+    "description": "Helpdesk",
+    "guidelines": "# Rank\nBest first.",
+    "k_min": "4",
+    "k_max": "6",
+    "overlap": "2",
+    "lease_minutes": "20",
+    "flags": "unsafe, rude, unsafe",
+}
 
 
 def test_admin_pages_refuse_others(client, anon_client, db):
     project = make_project(db)
-    for path in ("/admin", "/admin/projects/new", f"/admin/projects/{project.id}",
-                 f"/admin/projects/{project.id}/settings"):
+    for path in (
+        "/admin",
+        "/admin/projects/new",
+        f"/admin/projects/{project.id}",
+        f"/admin/projects/{project.id}/settings",
+    ):
         response = anon_client.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"].startswith("/login?next=/admin")
     login(client, make_user(db, projects=[project]))
     csrf = csrf_of(client, db)
     assert client.get("/admin").status_code == 403
     assert client.post("/admin/projects", data={**VALID, "csrf_token": csrf}).status_code == 403
-    assert client.post(f"/admin/projects/{project.id}/members", data={"user_id": "1", "csrf_token": csrf}).status_code == 403
+    assert (
+        client.post(f"/admin/projects/{project.id}/members", data={"user_id": "1", "csrf_token": csrf}).status_code
+        == 403
+    )
 
 
 def test_create_project_then_it_is_on_the_dashboard(client, db):
@@ -80,8 +96,11 @@ def test_settings_update_and_refusal(client, db):
     project = make_project(db, name="Old", overlap=1)
     form = client.get(f"/admin/projects/{project.id}/settings").text
     assert 'value="Old"' in form and "unsafe, factually_wrong, off_topic" in form
-    response = client.post(f"/admin/projects/{project.id}/settings",
-                           data={**VALID, "name": "New", "overlap": "3", "csrf_token": csrf}, follow_redirects=False)
+    response = client.post(
+        f"/admin/projects/{project.id}/settings",
+        data={**VALID, "name": "New", "overlap": "3", "csrf_token": csrf},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     fresh(db)
     assert (db.get(Project, project.id).name, db.get(Project, project.id).overlap) == ("New", 3)
@@ -94,9 +113,11 @@ def test_settings_update_and_refusal(client, db):
 
 def test_guidelines_preview_escapes_html(client, db):
     admin_client(client, db)
-    response = client.post("/admin/markdown-preview",
-                           data={"guidelines": "**Bold** <script>alert(1)</script> [x](javascript:alert(1))"},
-                           headers={"X-CSRF-Token": csrf_of(client, db), "HX-Request": "true"})
+    response = client.post(
+        "/admin/markdown-preview",
+        data={"guidelines": "**Bold** <script>alert(1)</script> [x](javascript:alert(1))"},
+        headers={"X-CSRF-Token": csrf_of(client, db), "HX-Request": "true"},
+    )
     assert response.status_code == 200
     assert "<strong>Bold</strong>" in response.text
     assert "<script>" not in response.text and "&lt;script&gt;" in response.text
@@ -112,10 +133,18 @@ def test_upload_prompts_shows_counts_and_rejected_lines(client, db):
     admin_client(client, db)
     csrf = csrf_of(client, db)
     project = make_project(db)
-    body = _jsonl({"external_id": "a", "text": "First"}, {"external_id": "b", "text": "Second"},
-                  "{not json", {"external_id": "c"}, {"external_id": "a", "text": "First again"})
-    response = client.post(f"/admin/projects/{project.id}/upload", data={"kind": "prompts", "csrf_token": csrf},
-                           files={"file": ("prompts.jsonl", body, "application/x-ndjson")})
+    body = _jsonl(
+        {"external_id": "a", "text": "First"},
+        {"external_id": "b", "text": "Second"},
+        "{not json",
+        {"external_id": "c"},
+        {"external_id": "a", "text": "First again"},
+    )
+    response = client.post(
+        f"/admin/projects/{project.id}/upload",
+        data={"kind": "prompts", "csrf_token": csrf},
+        files={"file": ("prompts.jsonl", body, "application/x-ndjson")},
+    )
     assert response.status_code == 200
     result = response.text.split('id="upload-result"')[1].split("</section>")[0]
     assert "<strong>2</strong> created" in result
@@ -125,8 +154,11 @@ def test_upload_prompts_shows_counts_and_rejected_lines(client, db):
     fresh(db)
     assert sorted(db.scalars(select(Prompt.external_id).where(Prompt.project_id == project.id))) == ["a", "b"]
     # The same file again: everything is already there.
-    response = client.post(f"/admin/projects/{project.id}/upload", data={"kind": "prompts", "csrf_token": csrf},
-                           files={"file": ("prompts.jsonl", body, "application/x-ndjson")})
+    response = client.post(
+        f"/admin/projects/{project.id}/upload",
+        data={"kind": "prompts", "csrf_token": csrf},
+        files={"file": ("prompts.jsonl", body, "application/x-ndjson")},
+    )
     assert "<strong>0</strong> created" in response.text and "<strong>3</strong> already present" in response.text
 
 
@@ -135,11 +167,16 @@ def test_upload_completions_creates_tasks(client, db):
     csrf = csrf_of(client, db)
     project = make_project(db, k_min=4, k_max=5)
     four = [{"text": f"answer {i}"} for i in range(4)]
-    body = _jsonl({"external_id": "q1", "text": "Question one", "completions": four},
-                  {"external_id": "q2", "text": "Question two", "completions": four[:3]},
-                  {"external_id": "missing", "completions": four})
-    response = client.post(f"/admin/projects/{project.id}/upload", data={"kind": "completions", "csrf_token": csrf},
-                           files={"file": ("c.jsonl", body, "application/x-ndjson")})
+    body = _jsonl(
+        {"external_id": "q1", "text": "Question one", "completions": four},
+        {"external_id": "q2", "text": "Question two", "completions": four[:3]},
+        {"external_id": "missing", "completions": four},
+    )
+    response = client.post(
+        f"/admin/projects/{project.id}/upload",
+        data={"kind": "completions", "csrf_token": csrf},
+        files={"file": ("c.jsonl", body, "application/x-ndjson")},
+    )
     assert response.status_code == 200
     assert "<strong>1</strong> tasks created" in response.text and "<strong>2</strong> rejected" in response.text
     assert "takes 4–5 completions per prompt" in response.text and "no prompt &#39;missing&#39;" in response.text
@@ -153,11 +190,17 @@ def test_upload_refusals(client, db):
     project = make_project(db)
     response = client.post(f"/admin/projects/{project.id}/upload", data={"kind": "prompts", "csrf_token": csrf})
     assert response.status_code == 422 and "choose a .jsonl file" in response.text
-    response = client.post(f"/admin/projects/{project.id}/upload", data={"kind": "rankings", "csrf_token": csrf},
-                           files={"file": ("x.jsonl", b"{}", "application/x-ndjson")})
+    response = client.post(
+        f"/admin/projects/{project.id}/upload",
+        data={"kind": "rankings", "csrf_token": csrf},
+        files={"file": ("x.jsonl", b"{}", "application/x-ndjson")},
+    )
     assert response.status_code == 422 and "choose prompts or completions" in response.text
-    response = client.post(f"/admin/projects/{project.id}/upload", data={"kind": "prompts"},
-                           files={"file": ("x.jsonl", _jsonl({"external_id": "z", "text": "t"}), "text/plain")})
+    response = client.post(
+        f"/admin/projects/{project.id}/upload",
+        data={"kind": "prompts"},
+        files={"file": ("x.jsonl", _jsonl({"external_id": "z", "text": "t"}), "text/plain")},
+    )
     assert response.status_code == 403
     fresh(db)
     assert db.scalar(select(Prompt)) is None
@@ -170,16 +213,20 @@ def test_members_can_be_added_and_removed(client, db):
     labeler = make_user(db, role=Role.labeler)
     page = client.get(f"/admin/projects/{project.id}").text
     assert f'<option value="{labeler.id}">{labeler.email}</option>' in page
-    response = client.post(f"/admin/projects/{project.id}/members", data={"user_id": str(labeler.id), "csrf_token": csrf},
-                           follow_redirects=False)
+    response = client.post(
+        f"/admin/projects/{project.id}/members",
+        data={"user_id": str(labeler.id), "csrf_token": csrf},
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     fresh(db)
     assert db.get(ProjectMember, (project.id, labeler.id)) is not None
     assert project.name in client.get("/admin/users").text  # the users page lists memberships
     response = client.post(f"/admin/projects/{project.id}/members", data={"user_id": "424242", "csrf_token": csrf})
     assert response.status_code == 422 and "no user with id 424242" in response.text
-    response = client.post(f"/admin/projects/{project.id}/members/{labeler.id}/remove", data={"csrf_token": csrf},
-                           follow_redirects=False)
+    response = client.post(
+        f"/admin/projects/{project.id}/members/{labeler.id}/remove", data={"csrf_token": csrf}, follow_redirects=False
+    )
     assert response.status_code == 303
     fresh(db)
     assert db.get(ProjectMember, (project.id, labeler.id)) is None

@@ -1,4 +1,5 @@
 """Per-labeler counts, median time and agreement on hand-made overlapped rankings."""
+
 import pytest
 
 from app.admin import stats

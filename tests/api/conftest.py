@@ -1,4 +1,5 @@
 """API tokens as ready-made Authorization headers."""
+
 import pytest
 
 from tests.factories import make_token

@@ -10,14 +10,19 @@ from tests.factories import make_project
 
 def counts(db):
     db.expire_all()
-    return tuple(db.scalar(select(func.count()).select_from(t)) for t in (Prompt, Completion, RankingTask, TaskCompletion))
+    return tuple(
+        db.scalar(select(func.count()).select_from(t)) for t in (Prompt, Completion, RankingTask, TaskCompletion)
+    )
 
 
 @pytest.fixture
 def project_with_prompt(client, db, upload_auth):
     project = make_project(db, k_min=4, k_max=6)
-    client.post(f"/api/v1/projects/{project.id}/prompts", headers=upload_auth,
-                json={"prompts": [{"external_id": "q/1", "text": "What is 2+2?"}]})
+    client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        headers=upload_auth,
+        json={"prompts": [{"external_id": "q/1", "text": "What is 2+2?"}]},
+    )
     return project
 
 
@@ -46,17 +51,26 @@ def test_completions_make_one_task_and_reposting_returns_it(client, db, upload_a
     assert other.status_code == 201 and other.json()["task_id"] != task["task_id"]
 
 
-@pytest.mark.parametrize("body, status, named", [
-    ({"completions": completions(3)}, 422, "completions: 3 given; project"),
-    ({"completions": completions(7)}, 422, "takes 4–6"),
-    ({"completions": completions(3) + [{"text": ""}]}, 422, "completions.3.text"),
-    ({"completions": completions(3) + [{"text": 4}]}, 422, "completions.3.text"),
-    ({"completions": completions(3) + [{"text": "answer 1"}]}, 422, "completions[3].text: same text as completions[1]"),
-    ({"completions": completions(3) + [{"text": "x", "params": {}}]}, 422, "completions.3.params"),
-    ({"completions": "four"}, 422, "completions"),
-    ({}, 422, "completions"),
-])
-def test_bad_completions_are_refused_and_store_nothing(client, db, upload_auth, project_with_prompt, body, status, named):
+@pytest.mark.parametrize(
+    "body, status, named",
+    [
+        ({"completions": completions(3)}, 422, "completions: 3 given; project"),
+        ({"completions": completions(7)}, 422, "takes 4–6"),
+        ({"completions": completions(3) + [{"text": ""}]}, 422, "completions.3.text"),
+        ({"completions": completions(3) + [{"text": 4}]}, 422, "completions.3.text"),
+        (
+            {"completions": completions(3) + [{"text": "answer 1"}]},
+            422,
+            "completions[3].text: same text as completions[1]",
+        ),
+        ({"completions": completions(3) + [{"text": "x", "params": {}}]}, 422, "completions.3.params"),
+        ({"completions": "four"}, 422, "completions"),
+        ({}, 422, "completions"),
+    ],
+)
+def test_bad_completions_are_refused_and_store_nothing(
+    client, db, upload_auth, project_with_prompt, body, status, named
+):
     before = counts(db)
     url = f"/api/v1/projects/{project_with_prompt.id}/prompts/q%2F1/completions"
     response = client.post(url, headers=upload_auth, json=body)
@@ -67,35 +81,46 @@ def test_bad_completions_are_refused_and_store_nothing(client, db, upload_auth, 
 
 
 def test_unknown_prompt_or_project_is_404(client, db, upload_auth, project_with_prompt):
-    response = client.post(f"/api/v1/projects/{project_with_prompt.id}/prompts/nope/completions",
-                           headers=upload_auth, json={"completions": completions(4)})
+    response = client.post(
+        f"/api/v1/projects/{project_with_prompt.id}/prompts/nope/completions",
+        headers=upload_auth,
+        json={"completions": completions(4)},
+    )
     assert response.status_code == 404 and "external_id: no prompt 'nope'" in response.json()["detail"]
-    response = client.post("/api/v1/projects/999/prompts/q%2F1/completions", headers=upload_auth,
-                           json={"completions": completions(4)})
+    response = client.post(
+        "/api/v1/projects/999/prompts/q%2F1/completions", headers=upload_auth, json={"completions": completions(4)}
+    )
     assert response.status_code == 404
 
 
 def test_too_long_completion_names_the_setting(client, db, upload_auth, project_with_prompt, settings):
     body = {"completions": completions(3) + [{"text": "y" * (settings.max_text_chars + 1)}]}
-    response = client.post(f"/api/v1/projects/{project_with_prompt.id}/prompts/q%2F1/completions",
-                           headers=upload_auth, json=body)
+    response = client.post(
+        f"/api/v1/projects/{project_with_prompt.id}/prompts/q%2F1/completions", headers=upload_auth, json=body
+    )
     assert response.status_code == 422 and "RANKLAB_MAX_TEXT_CHARS" in response.json()["detail"]
 
 
 def test_completions_jsonl_creates_tasks_and_prompts(client, db, upload_auth, project_with_prompt):
     lines = [
-        {"external_id": "q/1", "completions": completions(4)},                                  # 1 new task
-        {"external_id": "new", "text": "Fresh prompt", "completions": completions(4)},          # 2 prompt + task
-        {"external_id": "q/1", "completions": completions(4)},                                  # 3 same set again
-        {"external_id": "missing", "completions": completions(4)},                              # 4 unknown prompt
-        {"external_id": "q/1", "completions": completions(2)},                                  # 5 K too small
-        {"completions": completions(4)},                                                        # 6 no prompt named
-        {"external_id": "chat", "messages": [{"role": "assistant", "content": "x"}],
-         "completions": completions(4)},                                                        # 7 bad chat
+        {"external_id": "q/1", "completions": completions(4)},  # 1 new task
+        {"external_id": "new", "text": "Fresh prompt", "completions": completions(4)},  # 2 prompt + task
+        {"external_id": "q/1", "completions": completions(4)},  # 3 same set again
+        {"external_id": "missing", "completions": completions(4)},  # 4 unknown prompt
+        {"external_id": "q/1", "completions": completions(2)},  # 5 K too small
+        {"completions": completions(4)},  # 6 no prompt named
+        {
+            "external_id": "chat",
+            "messages": [{"role": "assistant", "content": "x"}],
+            "completions": completions(4),
+        },  # 7 bad chat
     ]
     body = "\n".join(json.dumps(line) for line in lines) + "\n" + '{"external_id": "q/1", "completions": [\n'
-    response = client.post(f"/api/v1/projects/{project_with_prompt.id}/completions/jsonl", headers=upload_auth,
-                           files={"file": ("c.jsonl", body.encode(), "application/x-ndjson")})
+    response = client.post(
+        f"/api/v1/projects/{project_with_prompt.id}/completions/jsonl",
+        headers=upload_auth,
+        files={"file": ("c.jsonl", body.encode(), "application/x-ndjson")},
+    )
     assert response.status_code == 200, response.text
     report = response.json()
     assert (report["created"], report["already_present"], report["rejected"], report["prompts_created"]) == (2, 1, 5, 1)
@@ -115,10 +140,15 @@ def test_service_add_completions_for_admin_pages(db):
 
     project = create_project(db, name="svc", k_min=4, k_max=4)
     service.add_prompts(db, project=project, prompts=[service.PromptIn(external_id="p", text="hi")])
-    task, report = service.add_completions(db, project=project, prompt_external_id="p",
-                                           completions=[{"text": t} for t in "abcd"])
+    task, report = service.add_completions(
+        db, project=project, prompt_external_id="p", completions=[{"text": t} for t in "abcd"]
+    )
     assert report.created and report.task_id == task.id and len(report.completion_ids) == 4
     assert [item.completion.text for item in task.items] == list("abcd")
     with pytest.raises(service.CompletionsRejected, match=r"completions\[1\]\.model"):
-        service.add_completions(db, project=project, prompt_external_id="p",
-                                completions=[{"text": "a"}, {"text": "b", "model": 3}, {"text": "c"}, {"text": "d"}])
+        service.add_completions(
+            db,
+            project=project,
+            prompt_external_id="p",
+            completions=[{"text": "a"}, {"text": "b", "model": 3}, {"text": "c"}, {"text": "d"}],
+        )

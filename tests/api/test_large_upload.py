@@ -4,6 +4,7 @@ The body (~100 MB) is sent chunked (no Content-Length) from a generator, so the 
 holds it; the process's peak resident memory during the upload (Linux VmHWM, reset first)
 then shows whether the server held it. Run once, on SQLite: the backend does not change how
 the body is read, and the bulk insert itself is covered on both backends elsewhere."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,15 @@ def _free_port() -> int:
 def served_app(sqlite_template, tmp_path):
     path = tmp_path / "ranklab.sqlite"
     shutil.copy(sqlite_template, path)
-    app = create_app(Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{path}", secret_key="test",
-                              embedded_worker=False, _env_file=None))
+    app = create_app(
+        Settings(
+            data_dir=tmp_path / "data",
+            database_url=f"sqlite:///{path}",
+            secret_key="test",
+            embedded_worker=False,
+            _env_file=None,
+        )
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -73,8 +81,11 @@ def _body(sent: list[int]):
             if i % 10_000 == 9_999:
                 chunk.append(b'{"external_id": "broken", "text": ')
             else:
-                chunk.append(json.dumps({"external_id": f"id-{i}", "text": f"Prompt {i}: " + "lorem ipsum " * 80,
-                                         "metadata": {"i": i}}).encode())
+                chunk.append(
+                    json.dumps(
+                        {"external_id": f"id-{i}", "text": f"Prompt {i}: " + "lorem ipsum " * 80, "metadata": {"i": i}}
+                    ).encode()
+                )
         data = b"\n".join(chunk) + b"\n"
         sent[0] += len(data)
         yield data
@@ -93,8 +104,10 @@ def test_100k_line_upload_is_streamed(served_app):
     with httpx.Client(base_url=base_url, timeout=300) as http:
         response = http.post(f"/api/v1/projects/{project.id}/prompts/jsonl", headers=headers, content=_body(sent))
     growth = (_memory_kb("VmHWM") - before_kb) * 1024
-    print(f"\n100k-line upload ({sent[0] / 1e6:.0f} MB): {time.perf_counter() - started:.1f} s, "
-          f"peak resident memory +{growth / 1e6:.1f} MB")
+    print(
+        f"\n100k-line upload ({sent[0] / 1e6:.0f} MB): {time.perf_counter() - started:.1f} s, "
+        f"peak resident memory +{growth / 1e6:.1f} MB"
+    )
 
     assert response.status_code == 200, response.text
     report = response.json()

@@ -1,4 +1,5 @@
 """Bodies over the configured limits get 413 naming the setting, and store nothing."""
+
 import json
 
 import httpx
@@ -32,7 +33,7 @@ def jsonl(n: int) -> bytes:
 
 def chunks(data: bytes, size: int = 1000):
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def test_json_batch_over_the_body_limit(small_limits_client, db, upload_auth):
@@ -43,8 +44,9 @@ def test_json_batch_over_the_body_limit(small_limits_client, db, upload_auth):
     assert response.status_code == 413 and "RANKLAB_MAX_BODY_BYTES" in response.json()["detail"]
     # the same body streamed without Content-Length is counted as it arrives
     encoded = json.dumps(body).encode()
-    response = small_limits_client.post(url, headers={**upload_auth, "Content-Type": "application/json"},
-                                        content=chunks(encoded))
+    response = small_limits_client.post(
+        url, headers={**upload_auth, "Content-Type": "application/json"}, content=chunks(encoded)
+    )
     assert response.status_code == 413
     assert prompt_count(db) == 0
     small = {"prompts": body["prompts"][:5]}
@@ -73,8 +75,9 @@ def test_a_line_longer_than_the_body_limit_is_reported_not_read(small_limits_cli
     project = make_project(db)
     long_line = json.dumps({"external_id": "long", "text": "y" * 3_000}).encode()
     data = jsonl(2) + long_line + b"\n" + json.dumps({"external_id": "after", "text": "z"}).encode()
-    response = small_limits_client.post(f"/api/v1/projects/{project.id}/prompts/jsonl",
-                                        headers={**upload_auth, **NDJSON}, content=data)
+    response = small_limits_client.post(
+        f"/api/v1/projects/{project.id}/prompts/jsonl", headers={**upload_auth, **NDJSON}, content=data
+    )
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["created"] == 3 and report["rejected"] == 1

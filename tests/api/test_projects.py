@@ -4,11 +4,18 @@ from tests.factories import make_project, make_ranking, make_task, make_user
 
 
 def test_create_list_get_project(client, db, upload_auth):
-    response = client.post("/api/v1/projects", headers=upload_auth,
-                           json={"name": "support", "guidelines": "Be **kind**.", "k_min": 4, "k_max": 6, "overlap": 2})
+    response = client.post(
+        "/api/v1/projects",
+        headers=upload_auth,
+        json={"name": "support", "guidelines": "Be **kind**.", "k_min": 4, "k_max": 6, "overlap": 2},
+    )
     assert response.status_code == 201, response.text
     created = response.json()
-    assert created["name"] == "support" and created["k_max"] == 6 and created["flags"] == ["unsafe", "factually_wrong", "off_topic"]
+    assert (
+        created["name"] == "support"
+        and created["k_max"] == 6
+        and created["flags"] == ["unsafe", "factually_wrong", "off_topic"]
+    )
 
     listed = client.get("/api/v1/projects", headers=upload_auth).json()
     assert [p["id"] for p in listed] == [created["id"]]
@@ -25,10 +32,15 @@ def test_duplicate_name_is_409_and_changes_nothing(client, db, upload_auth):
 
 
 def test_bad_project_values_name_the_field(client, db, upload_auth):
-    cases = [({"name": "a", "k_min": 3}, "k_min"), ({"name": "a", "k_max": 10}, "k_max"),
-             ({"name": "a", "k_min": 7, "k_max": 5}, "k_min"), ({"name": ""}, "name"),
-             ({"name": "a", "overlap": "2"}, "overlap"), ({"name": "a", "colour": "red"}, "colour"),
-             ({"guidelines": "x"}, "name")]
+    cases = [
+        ({"name": "a", "k_min": 3}, "k_min"),
+        ({"name": "a", "k_max": 10}, "k_max"),
+        ({"name": "a", "k_min": 7, "k_max": 5}, "k_min"),
+        ({"name": ""}, "name"),
+        ({"name": "a", "overlap": "2"}, "overlap"),
+        ({"name": "a", "colour": "red"}, "colour"),
+        ({"guidelines": "x"}, "name"),
+    ]
     for body, field in cases:
         response = client.post("/api/v1/projects", headers=upload_auth, json=body)
         assert response.status_code == 422, (body, response.text)
@@ -90,11 +102,15 @@ def test_openapi_documents_the_api(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
-    expected = [("post", "/api/v1/projects"), ("get", "/api/v1/projects/{project_id}/progress"),
-                ("post", "/api/v1/projects/{project_id}/prompts"), ("post", "/api/v1/projects/{project_id}/prompts/jsonl"),
-                ("post", "/api/v1/projects/{project_id}/prompts/{external_id}/completions"),
-                ("post", "/api/v1/projects/{project_id}/completions/jsonl"),
-                ("get", "/api/v1/projects/{project_id}/exports/pairs")]
+    expected = [
+        ("post", "/api/v1/projects"),
+        ("get", "/api/v1/projects/{project_id}/progress"),
+        ("post", "/api/v1/projects/{project_id}/prompts"),
+        ("post", "/api/v1/projects/{project_id}/prompts/jsonl"),
+        ("post", "/api/v1/projects/{project_id}/prompts/{external_id}/completions"),
+        ("post", "/api/v1/projects/{project_id}/completions/jsonl"),
+        ("get", "/api/v1/projects/{project_id}/exports/pairs"),
+    ]
     for key in expected:
         assert operations[key]["summary"] and operations[key]["description"], key
     jsonl_body = operations["post", "/api/v1/projects/{project_id}/prompts/jsonl"]["requestBody"]["content"]

@@ -7,6 +7,7 @@ type the operation declares and match the declared schema, and a request that br
 must get a 4xx. Bounded and seeded: the same cases
 every run, a few minutes in all on 2 cores. Bugs it found are pinned by test_fuzz_regressions.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,12 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,21 +44,29 @@ from tests.rounds.helpers import add_event, make_round, make_version
 
 MAX_EXAMPLES = 25
 UPLOAD_EXAMPLES = 8
-CONFIG = SchemathesisConfig.from_dict({
-    "seed": 5,
-    # positive and negative cases; derandomized and without Hypothesis' example database,
-    # so CI runs exactly the cases a laptop runs.
-    "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-    "phases": {"stateful": {"enabled": False}},
-})
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection]
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "seed": 5,
+        # positive and negative cases; derandomized and without Hypothesis' example database,
+        # so CI runs exactly the cases a laptop runs.
+        "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
+        "phases": {"stateful": {"enabled": False}},
+    }
+)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 
 def _openapi() -> dict:
     """The document /openapi.json serves; it does not depend on the database."""
-    application = create_app(Settings(database_url="sqlite://", secret_key="schema", embedded_worker=False,
-                                      _env_file=None))
+    application = create_app(
+        Settings(database_url="sqlite://", secret_key="schema", embedded_worker=False, _env_file=None)
+    )
     application.state.engine.dispose()
     return application.openapi()
 
@@ -99,8 +112,11 @@ def seeded(request, tmp_path_factory) -> Iterator[Seeded]:
         url = f"sqlite:///{path}"
     else:
         url = request.getfixturevalue("postgres_migrated")
-    application = create_app(Settings(data_dir=tmp / "data", database_url=url, secret_key="test-secret",
-                                      embedded_worker=False, _env_file=None))
+    application = create_app(
+        Settings(
+            data_dir=tmp / "data", database_url=url, secret_key="test-secret", embedded_worker=False, _env_file=None
+        )
+    )
     db = sessionmaker(bind=application.state.engine, expire_on_commit=False)()
     try:
         yield replace(_seed(application, db), backend=request.param)
@@ -129,17 +145,32 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     for task in tasks:
         if task.id != leased["task_id"]:
             make_ranking(db, task, labeler, [[c] for c in task.completion_ids])
-    db.add_all([Prompt(project_id=project.id, external_id="faq-17", text="How do I reset my password?"),
-                Prompt(project_id=spare.id, external_id="unused", text="Name three primes.")])
+    db.add_all(
+        [
+            Prompt(project_id=project.id, external_id="faq-17", text="How do I reset my password?"),
+            Prompt(project_id=spare.id, external_id="unused", text="Name three primes."),
+        ]
+    )
     base = make_version(db, project, kind="base", name="base")
     labeling = make_round(db, project, status="labeling", policy_in_id=base.id)
     add_event(db, labeling, kind="metric", stage="reward", step=1, data={"loss": 0.5})
     make_version(db, project, kind="reward", training_round=labeling, parent=base)
-    make_round(db, spare, status="failed", current_step="training_reward", error_step="training_reward",
-               error_message="out of memory")
+    make_round(
+        db,
+        spare,
+        status="failed",
+        current_step="training_reward",
+        error_step="training_reward",
+        error_message="out of memory",
+    )
     assert (project.id, spare.id, labeling.id, leased["assignment_id"]) == (1, 2, 1, 1)
-    return Seeded(app=application, admin=bearer(make_token(db, "admin")), upload=bearer(make_token(db, "upload")),
-                  labeler_cookies=cookies, labeler_headers={"X-CSRF-Token": csrf_of(browser, db)})
+    return Seeded(
+        app=application,
+        admin=bearer(make_token(db, "admin")),
+        upload=bearer(make_token(db, "upload")),
+        labeler_cookies=cookies,
+        labeler_headers={"X-CSRF-Token": csrf_of(browser, db)},
+    )
 
 
 @token_api.parametrize()
@@ -159,10 +190,10 @@ def test_api_with_upload_only_token(case, seeded):
 @labeling_api.parametrize()
 @FUZZ_SETTINGS
 def test_labeling_api_with_session(case, seeded):
-    response = case.call_and_validate(app=seeded.app, headers=seeded.labeler_headers,
-                                      cookies=seeded.labeler_cookies, checks=CHECKS)
+    response = case.call_and_validate(
+        app=seeded.app, headers=seeded.labeler_headers, cookies=seeded.labeler_cookies, checks=CHECKS
+    )
     ANSWERS[seeded.backend, case.operation.label].add(response.status_code)
-
 
 
 def test_every_operation_succeeded_at_least_once():

@@ -2,6 +2,7 @@
 `db` from tests/conftest.py, on SQLite and Postgres) but, like a real install, signs with the key
 generated in its data dir, which a backup must carry over. Postgres targets live in their own
 schema of the test database, so no second database is needed."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Helpers shared by the backup tests: settings as `ranklab bootstrap` makes them, model
 artifacts as the worker writes them, and row counts per table."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,11 @@ def make_settings(data_dir: Path, url: str) -> Settings:
 
 
 def target_settings(request, tmp_path, backend: str) -> Settings:
-    url = (f"sqlite:///{tmp_path / 'target' / 'ranklab.sqlite'}" if backend == "sqlite"
-           else request.getfixturevalue("pg_target_url"))
+    url = (
+        f"sqlite:///{tmp_path / 'target' / 'ranklab.sqlite'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_target_url")
+    )
     return make_settings(tmp_path / "target", url)
 
 
@@ -35,7 +39,8 @@ def counts(url: str) -> dict[str, int]:
     try:
         with engine.connect() as conn:
             present = set(conn.dialect.get_table_names(conn))
-            return {t.name: conn.scalar(select(func.count()).select_from(t)) for t in schema.tables()
-                    if t.name in present}
+            return {
+                t.name: conn.scalar(select(func.count()).select_from(t)) for t in schema.tables() if t.name in present
+            }
     finally:
         engine.dispose()

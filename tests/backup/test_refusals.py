@@ -1,5 +1,6 @@
 """Backup refusals: a corrupt, foreign or dangerous archive, or a target that is not empty, gets a
 clear message and nothing is written."""
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,9 @@ from tests.backup.helpers import counts
 from tests.factories import make_user
 
 
-def rewrite_archive(source: Path, target: Path, edit: Callable[[str, bytes], bytes | None], *,
-                    fix_checksums: bool = False) -> Path:
+def rewrite_archive(
+    source: Path, target: Path, edit: Callable[[str, bytes], bytes | None], *, fix_checksums: bool = False
+) -> Path:
     """A copy of the archive with members changed by `edit` (None drops one); optionally with the
     manifest's checksums recomputed, as a careful forger would."""
     import hashlib
@@ -55,8 +57,11 @@ def assert_nothing_restored(target: Settings) -> None:
 
 def test_a_corrupted_archive_is_refused_before_anything_is_written(small_archive, target, tmp_path):
     archive, _ = small_archive
-    flipped = rewrite_archive(archive, tmp_path / "flipped.tar", lambda name, data: data.replace(b"project", b"prOject")
-                              if name == "tables/projects.jsonl" else data)
+    flipped = rewrite_archive(
+        archive,
+        tmp_path / "flipped.tar",
+        lambda name, data: data.replace(b"project", b"prOject") if name == "tables/projects.jsonl" else data,
+    )
     with pytest.raises(BackupError, match=r"checksum mismatch for tables/projects\.jsonl .* Nothing was restored"):
         import_all(target, flipped)
     assert_nothing_restored(target)
@@ -65,8 +70,11 @@ def test_a_corrupted_archive_is_refused_before_anything_is_written(small_archive
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(BackupError, match=r"cannot be read as a tar archive|has no manifest\.json"):
         import_all(target, truncated)
-    dropped = rewrite_archive(archive, tmp_path / "dropped.tar",
-                              lambda name, data: None if name.endswith("adapter_model.safetensors") else data)
+    dropped = rewrite_archive(
+        archive,
+        tmp_path / "dropped.tar",
+        lambda name, data: None if name.endswith("adapter_model.safetensors") else data,
+    )
     with pytest.raises(BackupError, match=r"lacks artifacts/project-1/round-0/policy/adapter/adapter_model"):
         import_all(target, dropped)
     assert_nothing_restored(target)
@@ -153,8 +161,9 @@ def test_export_refuses_what_it_cannot_write_faithfully(small_archive, tmp_path)
     engine.dispose()
     with pytest.raises(BackupError, match=r"at migration 0002 .* run `ranklab migrate` first"):
         export_all(settings, tmp_path / "old.tar")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tar") or ".tmp-" in p.name
-                  or ".rows-" in p.name) == ["small.tar"]  # no partial archive left behind
+    assert sorted(
+        p.name for p in tmp_path.iterdir() if p.name.endswith(".tar") or ".tmp-" in p.name or ".rows-" in p.name
+    ) == ["small.tar"]  # no partial archive left behind
 
 
 def test_a_column_type_without_a_codec_stops_the_export():

@@ -4,6 +4,7 @@ A realistic project (rankings with ties and flags, leases and skips, rounds with
 versions with artifact folders as the worker writes them, sessions, tokens) is exported from one
 backend and restored into a fresh database of each backend; every table is compared column by
 column, the artifact bytes file by file, and the restored app answers the same."""
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,11 @@ from tests.rounds.helpers import add_event, make_round, make_round_task, make_ve
 
 # ---- a realistic project ----------------------------------------------------------------------
 
+
 def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
-    project = make_project(db, name="helpfulness ✓", overlap=2, flags=["unsafe", "too_long"],
-                           guidelines="# Rank\nBest **first**.")
+    project = make_project(
+        db, name="helpfulness ✓", overlap=2, flags=["unsafe", "too_long"], guidelines="# Rank\nBest **first**."
+    )
     make_user(db, role=Role.admin)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     gone = make_user(db)
@@ -62,8 +65,9 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     # Uploaded tasks: a strict order with a flag, a tie marked late, a chat prompt "none acceptable".
     t1 = make_task(db, project, texts=["best", "good 😀", "ok\nmultiline", 'bad "quoted"'], prompt_text="Say hi")
     a, b, c, d = t1.completion_ids
-    make_ranking(db, t1, alice, [[a], [b], [c], [d]], flags={str(d): ["unsafe"]}, time_spent_ms=4200,
-                 comment="d is rude")
+    make_ranking(
+        db, t1, alice, [[a], [b], [c], [d]], flags={str(d): ["unsafe"]}, time_spent_ms=4200, comment="d is rude"
+    )
     make_ranking(db, t1, bob, [[a, b], [c, d]], late=True, time_spent_ms=900)
     t2 = make_task(db, project, k=5)
     chat = db.get(Prompt, t2.prompt_id)
@@ -73,26 +77,57 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     make_ranking(db, t2, alice, [[ids[4]], ids[:4]], none_acceptable=True, flags={str(ids[0]): ["too_long", "unsafe"]})
     # A live lease and a skip on a third task.
     t3 = make_task(db, project)
-    db.add_all([Assignment(task_id=t3.id, user_id=bob.id, project_id=project.id, state="leased",
-                           lease_expires_at=utcnow() + timedelta(minutes=30),
-                           display_order=list(reversed(t3.completion_ids))),
-                Assignment(task_id=t3.id, user_id=alice.id, project_id=project.id, state="skipped",
-                           lease_expires_at=utcnow(), finished_at=utcnow(), skip_reason="not my language")])
+    db.add_all(
+        [
+            Assignment(
+                task_id=t3.id,
+                user_id=bob.id,
+                project_id=project.id,
+                state="leased",
+                lease_expires_at=utcnow() + timedelta(minutes=30),
+                display_order=list(reversed(t3.completion_ids)),
+            ),
+            Assignment(
+                task_id=t3.id,
+                user_id=alice.id,
+                project_id=project.id,
+                state="skipped",
+                lease_expires_at=utcnow(),
+                finished_at=utcnow(),
+                skip_reason="not my language",
+            ),
+        ]
+    )
     t3.slots_taken = 1
     db.commit()
 
     # Round 0 trained a reward model and a policy; round 1 is labeling the policy's completions.
     base = make_version(db, project, kind="base", name="hub base", artifact_path="HuggingFaceTB/SmolLM2-135M-Instruct")
-    r0 = make_round(db, project, number=0, status="done", policy_in_id=base.id, progress=0.1 + 0.2,
-                    started_at=datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC), finished_at=utcnow(),
-                    heartbeat_at=utcnow(), claim_token="run-1")
+    r0 = make_round(
+        db,
+        project,
+        number=0,
+        status="done",
+        policy_in_id=base.id,
+        progress=0.1 + 0.2,
+        started_at=datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        finished_at=utcnow(),
+        heartbeat_at=utcnow(),
+        claim_token="run-1",
+    )
     folder = settings.artifacts_dir / f"project-{project.id}" / "round-0"
     write_artifact(folder / "reward", 3)
     write_artifact(folder / "policy", 7)
     write_artifact(folder / "sft", 11)
-    reward = make_version(db, project, kind="reward", parent=base, training_round=r0,
-                          artifact_path=str(folder / "reward"),
-                          metrics={"val_accuracy": 0.7500000000000001, "steps": 2**40})
+    reward = make_version(
+        db,
+        project,
+        kind="reward",
+        parent=base,
+        training_round=r0,
+        artifact_path=str(folder / "reward"),
+        metrics={"val_accuracy": 0.7500000000000001, "steps": 2**40},
+    )
     policy = make_version(db, project, kind="policy", training_round=r0, artifact_path=str(folder / "policy"))
     # Lineage pointing at a *later* id (restored in a second pass), and a path relative to artifacts_dir.
     sft = make_version(db, project, kind="sft", parent=base, artifact_path=f"project-{project.id}/round-0/sft")
@@ -101,8 +136,14 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     r0.metrics = {"reward": {"val_accuracy": 0.75}, "policy": {"kl": 0.0123456789, "score_first": -1.25}}
     db.commit()
     add_event(db, r0, kind="log", stage="training_reward", message="reward model: step 2/2 ✓")
-    add_event(db, r0, kind="metric", stage="training_policy", step=3,
-              data={"kl": 0.0123456789, "reward": -1.5, "nested": {"a": [1, 2.5, None]}})
+    add_event(
+        db,
+        r0,
+        kind="metric",
+        stage="training_policy",
+        step=3,
+        data={"kl": 0.0123456789, "reward": -1.5, "nested": {"a": [1, 2.5, None]}},
+    )
     r1 = make_round(db, project, number=1, status="labeling", policy_in_id=policy.id)
     rt = make_round_task(db, project, r1, k=4)
     for i, completion in enumerate(db.scalars(select(Completion).where(Completion.prompt_id == rt.prompt_id))):
@@ -122,8 +163,13 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
 def api_answers(client: TestClient, built: dict) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {built['token']}"}
     base = f"/api/v1/projects/{built['project']}"
-    paths = [f"{base}/exports/rankings", f"{base}/exports/consensus", f"{base}/exports/pairs?style=conversational",
-             f"{base}/models", f"/api/v1/rounds/{built['round']}"]
+    paths = [
+        f"{base}/exports/rankings",
+        f"{base}/exports/consensus",
+        f"{base}/exports/pairs?style=conversational",
+        f"{base}/models",
+        f"/api/v1/rounds/{built['round']}",
+    ]
     answers = {}
     for path in paths:
         response = client.get(path, headers=headers)
@@ -134,15 +180,20 @@ def api_answers(client: TestClient, built: dict) -> dict[str, str]:
 
 def snapshot(url: str) -> dict[str, list[tuple]]:
     """Every row of every table, in primary-key order, read back through the ORM column types."""
+
     def norm(value):
         return value.astimezone(UTC) if isinstance(value, datetime) else value
 
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return {table.name: [tuple(norm(v) for v in row)
-                                 for row in conn.execute(select(table).order_by(*table.primary_key.columns))]
-                    for table in schema.tables()}
+            return {
+                table.name: [
+                    tuple(norm(v) for v in row)
+                    for row in conn.execute(select(table).order_by(*table.primary_key.columns))
+                ]
+                for table in schema.tables()
+            }
     finally:
         engine.dispose()
 
@@ -157,8 +208,10 @@ def check_restored(source: Settings, target: Settings, manifest: dict) -> None:
     assert all(expected.values()), [name for name, rows in expected.items() if not rows]  # every table is covered
     path_column = [c.name for c in ModelVersion.__table__.columns].index("artifact_path")
     old, new = str(source.artifacts_dir), str(target.artifacts_dir)
-    expected["model_versions"] = [row[:path_column] + (row[path_column] and row[path_column].replace(old, new),)
-                                  + row[path_column + 1:] for row in expected["model_versions"]]
+    expected["model_versions"] = [
+        row[:path_column] + (row[path_column] and row[path_column].replace(old, new),) + row[path_column + 1 :]
+        for row in expected["model_versions"]
+    ]
     for name, rows in expected.items():
         assert actual[name] == rows, name
     assert manifest["artifact_roots"] and tree_bytes(source.artifacts_dir) == tree_bytes(target.artifacts_dir)
@@ -166,6 +219,7 @@ def check_restored(source: Settings, target: Settings, manifest: dict) -> None:
 
 
 # ---- the round trip ---------------------------------------------------------------------------
+
 
 def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target, tmp_path):
     with TestClient(app) as client:
@@ -220,15 +274,16 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target,
 
 # ---- the command line, as a subprocess --------------------------------------------------------
 
+
 def cli(*args: str, settings: Settings) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANKLAB_")}
     env.update(RANKLAB_DATA_DIR=str(settings.data_dir), RANKLAB_DATABASE_URL=settings.sqlalchemy_url)
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
-def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(request, source, app, db,
-                                                                            tmp_path):
+def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(request, source, app, db, tmp_path):
     with TestClient(app) as client:
         build_project(db, source, client)
     archive = tmp_path / "cli-backup.tar"
@@ -249,5 +304,3 @@ def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(requ
     assert again.returncode == 2 and "already holds data (" in again.stderr and "users: 4" in again.stderr
     assert "Traceback" not in again.stderr
     assert counts(target.sqlalchemy_url) == {name: meta["rows"] for name, meta in manifest["tables"].items()}
-
-

@@ -1,6 +1,7 @@
 """A live ranklab server (uvicorn in a thread, migrated SQLite) and Debian's Chromium via Playwright.
 
 Browsers are never downloaded: Chromium comes from the system (tests/services.chromium_path())."""
+
 from __future__ import annotations
 
 import socket
@@ -13,8 +14,14 @@ import uvicorn
 
 from tests import services
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture

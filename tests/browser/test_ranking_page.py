@@ -1,5 +1,6 @@
 """The ranking page in a real Chromium: keyboard-only ranking, htmx swap to the next task,
 untrusted text that never executes, inline errors that keep the ordering, phone width."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,18 @@ from tests.labeling.helpers import fresh, next_view, submit
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
 
-HOSTILE = ['<script>window.__pwned=1</script>', '<img src=x onerror="window.__pwned=2">',
-           "A long answer.\n\n" + "\n\n".join(f"Paragraph {i}: " + "words " * 40 for i in range(12))
-           + "\n\n```python\n" + "x = '" + "y" * 400 + "'\n```\n\n" + "z" * 600,
-           "**Plain** answer with `code` and [a link](javascript:window.__pwned=3)"]
+HOSTILE = [
+    "<script>window.__pwned=1</script>",
+    '<img src=x onerror="window.__pwned=2">',
+    "A long answer.\n\n"
+    + "\n\n".join(f"Paragraph {i}: " + "words " * 40 for i in range(12))
+    + "\n\n```python\n"
+    + "x = '"
+    + "y" * 400
+    + "'\n```\n\n"
+    + "z" * 600,
+    "**Plain** answer with `code` and [a link](javascript:window.__pwned=3)",
+]
 GUIDELINES = "# How to rank\n\n1. Helpfulness first.\n2. Then honesty.\n\nFlag anything **unsafe**."
 
 
@@ -73,19 +82,19 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     # Rank by keyboard: the first card has focus on load.
     a, b, c, d = _order(page)
     assert _focused_id(page) == a
-    page.keyboard.press("ArrowDown")                 # focus b
-    page.keyboard.press("Shift+ArrowUp")             # b above a
+    page.keyboard.press("ArrowDown")  # focus b
+    page.keyboard.press("Shift+ArrowUp")  # b above a
     assert _order(page) == [b, a, c, d] and _focused_id(page) == b
-    page.keyboard.press("ArrowDown")                 # focus a
-    page.keyboard.press("t")                         # tie a with b
-    page.keyboard.press("End")                       # focus d
-    page.keyboard.press("1")                         # d to first place
-    page.keyboard.press("ArrowDown")                 # focus b
-    page.keyboard.press("ArrowDown")                 # focus a (tied with b)
-    page.keyboard.press("ArrowDown")                 # focus c
-    page.keyboard.press("Space")                     # pick c up ...
-    page.keyboard.press("ArrowUp")                   # ... above the b=a tie
-    page.keyboard.press("Space")                     # ... and drop it
+    page.keyboard.press("ArrowDown")  # focus a
+    page.keyboard.press("t")  # tie a with b
+    page.keyboard.press("End")  # focus d
+    page.keyboard.press("1")  # d to first place
+    page.keyboard.press("ArrowDown")  # focus b
+    page.keyboard.press("ArrowDown")  # focus a (tied with b)
+    page.keyboard.press("ArrowDown")  # focus c
+    page.keyboard.press("Space")  # pick c up ...
+    page.keyboard.press("ArrowUp")  # ... above the b=a tie
+    page.keyboard.press("Space")  # ... and drop it
     expected = [[d], [c], [b, a]]
     assert json.loads(page.input_value("[data-ranking-field]")) == expected
     assert page.locator(".completion-card[data-tied=true] [data-tie-badge]").is_visible()
@@ -95,19 +104,19 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     long_card.focus()
     page.keyboard.press("e")
     assert long_card.bounding_box()["height"] > collapsed + 100
-    for _ in range(8):                               # Tab into the card's flags, tick "unsafe" with Space
+    for _ in range(8):  # Tab into the card's flags, tick "unsafe" with Space
         page.keyboard.press("Tab")
         if page.evaluate("() => document.activeElement.value") == f"{long_id}:unsafe":
             break
     page.keyboard.press("Space")
 
-    page.wait_for_timeout(1200)                      # some active time to measure
+    page.wait_for_timeout(1200)  # some active time to measure
     first_assignment = page.get_attribute("[data-ranking-form]", "data-assignment-id")
     page.keyboard.press("Control+Enter")
     page.wait_for_selector(f"[data-ranking-form]:not([data-assignment-id='{first_assignment}'])")
     assert page.evaluate("() => window.__sameDocument") is True  # swapped in, not reloaded
     assert page.get_by_text("Saved.").is_visible()
-    assert _focused_id(page) == _order(page)[0]      # keyboard work goes on on the new task
+    assert _focused_id(page) == _order(page)[0]  # keyboard work goes on on the new task
     assert len(_order(page)) == 5
 
     fresh(db)
@@ -142,8 +151,11 @@ def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, brow
 
     # Meanwhile the lease runs out and another labeler completes the task.
     assignment_id = int(page.get_attribute("[data-ranking-form]", "data-assignment-id"))
-    db.execute(update(Assignment).where(Assignment.id == assignment_id)
-               .values(lease_expires_at=utcnow() - timedelta(minutes=1)))
+    db.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values(lease_expires_at=utcnow() - timedelta(minutes=1))
+    )
     db.commit()
     submit(db, rival, project, next_view(db, rival, project))
 
@@ -164,8 +176,9 @@ def test_the_ranking_page_fits_a_phone(live_url, browser, db):
     project = make_project(db, overlap=1, guidelines=GUIDELINES)
     make_task(db, project, texts=HOSTILE + ["`" + "w" * 300 + "`", "short"], prompt_text="Summarise " + "q" * 300)
     user = make_user(db, projects=[project])
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     page = context.new_page()
     _log_in(page, live_url, user)
     page.goto(f"{live_url}/projects/{project.id}/label")

@@ -1,6 +1,7 @@
 """The round console in a real Chromium: live progress through htmx polling (no reload), polling
 that stops when the round is finished, launching from the form, cancelling with a confirmation;
 screenshots at desktop and phone width for a look."""
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,12 @@ def _set(db, training_round, **values) -> None:
 
 
 def _new_page(browser, base, user, viewport):
-    context = browser.new_context(viewport=viewport, device_scale_factor=1 if viewport == DESKTOP else 2,
-                                  is_mobile=viewport == PHONE, has_touch=viewport == PHONE)
+    context = browser.new_context(
+        viewport=viewport,
+        device_scale_factor=1 if viewport == DESKTOP else 2,
+        is_mobile=viewport == PHONE,
+        has_touch=viewport == PHONE,
+    )
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -45,8 +50,15 @@ def test_round_page_shows_progress_as_it_happens(live_url, browser, db):
     project = make_project(db, name="Support answers")
     admin = make_user(db, role=Role.admin)
     base = make_version(db, project, kind="base", name="SmolLM2-135M-Instruct (bundled)")
-    training_round = make_round(db, project, status="training_policy", progress=0.1, eta_seconds=400,
-                                current_step="ppo step 1/8", policy_in_id=base.id)
+    training_round = make_round(
+        db,
+        project,
+        status="training_policy",
+        progress=0.1,
+        eta_seconds=400,
+        current_step="ppo step 1/8",
+        policy_in_id=base.id,
+    )
     add_event(db, training_round, stage="training_policy", message="ppo step 1/8: score 0.100, kl 0.000")
 
     page, errors = _new_page(browser, live_url, admin, DESKTOP)
@@ -60,9 +72,19 @@ def test_round_page_shows_progress_as_it_happens(live_url, browser, db):
     # The worker's writes, as the worker makes them: progress, a log line, metric points.
     _set(db, training_round, progress=0.55, eta_seconds=95, current_step="ppo step 5/8")
     for step in range(1, 6):
-        add_event(db, training_round, kind="metric", stage="training_policy", step=step,
-                  data={"score": 0.1 * step, "kl": 0.004 * step * step, "entropy": 2.2 - 0.1 * step,
-                        "response_length": 24 + 2 * step})
+        add_event(
+            db,
+            training_round,
+            kind="metric",
+            stage="training_policy",
+            step=step,
+            data={
+                "score": 0.1 * step,
+                "kl": 0.004 * step * step,
+                "entropy": 2.2 - 0.1 * step,
+                "response_length": 24 + 2 * step,
+            },
+        )
     add_event(db, training_round, kind="metric", stage="training_reward", step=1, data={"val_accuracy": 0.62})
     add_event(db, training_round, stage="training_policy", message="ppo step 5/8: score <0.5>, kl 0.100")
 
@@ -131,13 +153,27 @@ def test_pages_at_phone_width(live_url, browser, db):
     project = make_project(db, name="Phone check")
     admin = make_user(db, role=Role.admin)
     base = make_version(db, project, kind="base", name="tiny base")
-    failed = make_round(db, project, status="failed", policy_in_id=base.id, error_step="training_reward",
-                        error_message="RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB " + "x" * 200)
+    failed = make_round(
+        db,
+        project,
+        status="failed",
+        policy_in_id=base.id,
+        error_step="training_reward",
+        error_message="RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB " + "x" * 200,
+    )
     task = make_round_task(db, project, failed)
-    policy = make_version(db, project, name="policy r0 with a rather long name", parent=base, training_round=failed,
-                          artifact_path="/srv/ranklab/data/artifacts/project-1/round-0/policy-adapter-and-card")
+    policy = make_version(
+        db,
+        project,
+        name="policy r0 with a rather long name",
+        parent=base,
+        training_round=failed,
+        artifact_path="/srv/ranklab/data/artifacts/project-1/round-0/policy-adapter-and-card",
+    )
     prompt = db.get(Prompt, task.prompt_id)
-    db.add(Completion(prompt_id=prompt.id, text="A **better** hi, with `code` " + "y" * 300, model_version_id=policy.id))
+    db.add(
+        Completion(prompt_id=prompt.id, text="A **better** hi, with `code` " + "y" * 300, model_version_id=policy.id)
+    )
     db.commit()
     for step in range(1, 4):
         add_event(db, failed, kind="metric", stage="training_reward", step=step, data={"val_accuracy": 0.5 + step / 10})
@@ -145,13 +181,18 @@ def test_pages_at_phone_width(live_url, browser, db):
 
     for name, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
         page, errors = _new_page(browser, live_url, admin, viewport)
-        for slug, path in (("round", f"/admin/rounds/{failed.id}"), ("launch", f"/admin/projects/{project.id}/rounds/new"),
-                           ("models", f"/admin/projects/{project.id}/models?a={policy.id}&b={base.id}"),
-                           ("model", f"/admin/models/{policy.id}")):
+        for slug, path in (
+            ("round", f"/admin/rounds/{failed.id}"),
+            ("launch", f"/admin/projects/{project.id}/rounds/new"),
+            ("models", f"/admin/projects/{project.id}/models?a={policy.id}&b={base.id}"),
+            ("model", f"/admin/models/{policy.id}"),
+        ):
             page.goto(f"{live_url}{path}")
             page.screenshot(path=f"/tmp/rounds-{slug}-{name}.png", full_page=True)
             page.screenshot(path=f"/tmp/rounds-{slug}-{name}-top.png")
-            overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
             assert overflow <= 0, f"{slug} is {overflow}px wider than the {name} screen"
         assert errors == []
         page.context.close()

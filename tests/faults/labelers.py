@@ -1,5 +1,6 @@
 """Labelers as asyncio httpx clients against a real server: log in, then next task → submit in a
 loop, recording every answer (when it was sent, how long it took, status, Retry-After)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,15 +48,25 @@ class Labeler:
         try:
             response = await self.client.request(method, url, **kw)
         except httpx.HTTPError as exc:
-            self.answers.append(Answer(self.index, kind, sent, time.monotonic() - sent, None,
-                                       detail=f"{type(exc).__name__}: {exc}"))
+            self.answers.append(
+                Answer(self.index, kind, sent, time.monotonic() - sent, None, detail=f"{type(exc).__name__}: {exc}")
+            )
             return None
         detail = ""
         if response.status_code >= 400:  # a 500 from the server's last-resort handler is plain text
             is_json = response.headers.get("content-type", "").startswith("application/json")
             detail = response.json().get("detail", "") if is_json else response.text[:200]
-        self.answers.append(Answer(self.index, kind, sent, time.monotonic() - sent, response.status_code,
-                                   response.headers.get("retry-after"), str(detail)))
+        self.answers.append(
+            Answer(
+                self.index,
+                kind,
+                sent,
+                time.monotonic() - sent,
+                response.status_code,
+                response.headers.get("retry-after"),
+                str(detail),
+            )
+        )
         return response
 
     async def run(self, project_id: int, stop: asyncio.Event, pause: float = 0.05) -> None:
@@ -67,8 +78,13 @@ class Labeler:
             task = response.json()["task"] if response is not None and response.status_code == 200 else None
             if task is not None:
                 ranking = [[c["id"]] for c in task["completions"]]
-                response = await self._call("submit", "POST", f"{base}/assignments/{task['assignment_id']}/ranking",
-                                            json={"ranking": ranking}, headers={"X-CSRF-Token": self.csrf})
+                response = await self._call(
+                    "submit",
+                    "POST",
+                    f"{base}/assignments/{task['assignment_id']}/ranking",
+                    json={"ranking": ranking},
+                    headers={"X-CSRF-Token": self.csrf},
+                )
                 if response is not None and response.status_code == 200:
                     self.accepted.append((task["assignment_id"], response.json()["ranking_id"]))
             await asyncio.sleep(pause)

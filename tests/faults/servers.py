@@ -5,6 +5,7 @@ server runs its own: a redis-server subprocess on a free port, and a throw-away 
 cluster (initdb into a temp dir, pg_ctl on a free port). PostgreSQL refuses to run as root; as
 root, its commands run as the `postgres` OS user (runuser) on a dir that user owns.
 """
+
 from __future__ import annotations
 
 import glob
@@ -52,8 +53,22 @@ class RedisServer:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it; closed with the process
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         _wait_until(self.ping, timeout=30, what=f"redis-server on port {self.port}")
 
@@ -106,14 +121,28 @@ class PostgresCluster:
     def _pg_ctl(self, action: str, *extra: str) -> None:
         # -w: return only when the server accepts connections (start) or is gone (stop).
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        result = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-w",
-                           "-t", "120", "-o", options, action, *extra, check=False)
+        result = self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            "120",
+            "-o",
+            options,
+            action,
+            *extra,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"pg_ctl {action} failed: {result.stdout}{result.stderr}\n{self.log_tail()}")
 
     def init(self) -> None:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--no-sync", "-E", "UTF8")
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"
+        )
 
     def start(self) -> None:
         self._pg_ctl("start")

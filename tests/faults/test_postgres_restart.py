@@ -6,6 +6,7 @@ during an outage every request is answered 503 with Retry-After (JSON under /api
 htmx line otherwise) and none hangs or gets a 500; afterwards the same web process serves 200s
 again; every submission answered 200 is in the database.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,13 +68,21 @@ def server(database, tmp_path):
     """`python -m app.cli serve`, as in production (one uvicorn worker, no embedded Celery)."""
     url, *_ = database
     port = free_port()
-    env = {**os.environ, "RANKLAB_DATABASE_URL": url, "RANKLAB_PORT": str(port), "RANKLAB_WEB_WORKERS": "1",
-           "RANKLAB_EMBEDDED_WORKER": "false", "RANKLAB_DATA_DIR": str(tmp_path / "data"),
-           "RANKLAB_SECRET_KEY": "faults", "RANKLAB_BROKER_URL": ""}
+    env = {
+        **os.environ,
+        "RANKLAB_DATABASE_URL": url,
+        "RANKLAB_PORT": str(port),
+        "RANKLAB_WEB_WORKERS": "1",
+        "RANKLAB_EMBEDDED_WORKER": "false",
+        "RANKLAB_DATA_DIR": str(tmp_path / "data"),
+        "RANKLAB_SECRET_KEY": "faults",
+        "RANKLAB_BROKER_URL": "",
+    }
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def up() -> bool:
         assert process.poll() is None, log_path.read_text()
@@ -109,9 +118,14 @@ def _unavailable_since(labelers: list[Labeler], moment: float) -> bool:
 
 async def _probe_pages(client: httpx.AsyncClient, project_id: int, csrf: str) -> dict[str, httpx.Response]:
     """What a browser gets while the database is down: the full ranking page, and the htmx submit."""
-    return {"page": await client.get(f"/projects/{project_id}/label"),
-            "htmx": await client.post(f"/projects/{project_id}/label/1", data={"ranking": "[]"},
-                                      headers={"HX-Request": "true", "X-CSRF-Token": csrf})}
+    return {
+        "page": await client.get(f"/projects/{project_id}/label"),
+        "htmx": await client.post(
+            f"/projects/{project_id}/label/1",
+            data={"ranking": "[]"},
+            headers={"HX-Request": "true", "X-CSRF-Token": csrf},
+        ),
+    }
 
 
 async def _scenario(cluster: PostgresCluster, base_url: str, project_id: int, emails: list[str]) -> dict:
@@ -146,8 +160,11 @@ async def _scenario(cluster: PostgresCluster, base_url: str, project_id: int, em
         marks["started"] = time.monotonic()
         await _wait(lambda: _ok_since(labelers, marks["started"]), timeout=60, what="200s after the start")
         marks["recovered"] = time.monotonic()
-        await _wait(lambda: all(len(lab.since(marks["recovered"])) >= 4 for lab in labelers), timeout=60,
-                    what="labeling to go on")
+        await _wait(
+            lambda: all(len(lab.since(marks["recovered"])) >= 4 for lab in labelers),
+            timeout=60,
+            what="labeling to go on",
+        )
     finally:
         stop.set()
         await asyncio.gather(*running)
@@ -175,12 +192,14 @@ def test_postgres_restart_and_outage_give_503s_then_recover_in_the_same_process(
     server_log = log_path.read_text(errors="replace")
 
     # Never a hang, a dropped connection or a 500: 200 or a 503 that says to retry, nothing else.
-    assert set(statuses) <= {200, 503}, (statuses, [a for a in answers if a.status not in (200, 503)][:5],
-                                         server_log[-3000:])
+    assert set(statuses) <= {200, 503}, (
+        statuses,
+        [a for a in answers if a.status not in (200, 503)][:5],
+        server_log[-3000:],
+    )
     unavailable = [a for a in answers if a.status == 503]
     assert unavailable, "the outage was never seen by a client"
-    assert all(a.retry_after == str(RETRY_AFTER_SECONDS) and a.detail == MESSAGE for a in unavailable), \
-        unavailable[:3]
+    assert all(a.retry_after == str(RETRY_AFTER_SECONDS) and a.detail == MESSAGE for a in unavailable), unavailable[:3]
     assert max(a.seconds for a in unavailable) < CLIENT_TIMEOUT_SECONDS
     assert "Traceback" not in server_log and "Exception in ASGI application" not in server_log, server_log[-3000:]
 
@@ -201,12 +220,15 @@ def test_postgres_restart_and_outage_give_503s_then_recover_in_the_same_process(
     db.rollback()
     accepted = {(lab.index, assignment, ranking) for lab in labelers for assignment, ranking in lab.accepted}
     by_user = {u.id: i for i, u in enumerate(users)}
-    stored = {(by_user[user_id], assignment, ranking) for ranking, assignment, user_id in
-              db.execute(select(Ranking.id, Ranking.assignment_id, Ranking.user_id))}
+    stored = {
+        (by_user[user_id], assignment, ranking)
+        for ranking, assignment, user_id in db.execute(select(Ranking.id, Ranking.assignment_id, Ranking.user_id))
+    }
     assert accepted <= stored, sorted(accepted - stored)[:5]
 
     numbers = {
-        "requests": len(answers), "statuses": dict(statuses),
+        "requests": len(answers),
+        "statuses": dict(statuses),
         "restart: pg_ctl restart took": marks["restarted"] - marks["restart"],
         "restart: first 503 after pg_ctl restart began": _first(answers, 503, marks["restart"]),
         "restart: 503s": sum(1 for a in unavailable if marks["restart"] <= a.sent < marks["recovered_restart"]),
@@ -216,7 +238,7 @@ def test_postgres_restart_and_outage_give_503s_then_recover_in_the_same_process(
         "stop: 503s": sum(1 for a in unavailable if marks["stop"] <= a.sent < marks["recovered"]),
         "start: first 200 after pg_ctl start returned": _first(answers, 200, marks["started"]),
         "start: every labeler served again after pg_ctl returned": marks["recovered"] - marks["started"],
-        "accepted submissions": len(accepted), "stored rankings": len(stored),
+        "accepted submissions": len(accepted),
+        "stored rankings": len(stored),
     }
-    print("\npostgres restart under load:", {k: round(v, 3) if isinstance(v, float) else v
-                                             for k, v in numbers.items()})
+    print("\npostgres restart under load:", {k: round(v, 3) if isinstance(v, float) else v for k, v in numbers.items()})

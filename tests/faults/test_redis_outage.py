@@ -6,6 +6,7 @@ no broker and goes on untouched; launching a round — API or admin form — is 
 that names the queue, carries Retry-After, and stores nothing; once Redis is back, a launch is
 accepted at once and the same worker, which reconnected by itself, takes the round to labeling.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from app.models import (Completion, ModelVersion, Prompt, RankingTask, RoundEvent, RoundPrompt,
-                        TrainingRound)
+from app.models import Completion, ModelVersion, Prompt, RankingTask, RoundEvent, RoundPrompt, TrainingRound
 from app.rounds.service import QUEUE_RETRY_AFTER_SECONDS
 from app.settings import Settings
 from tests.admin.helpers import admin_client, fresh
@@ -49,9 +49,16 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def settings(db_url, tmp_path, redis_server) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=db_url, secret_key="test-secret",
-                    embedded_worker=False, broker_url=redis_server.url(), round_stale_seconds=3,
-                    round_sweep_seconds=1, _env_file=None)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        secret_key="test-secret",
+        embedded_worker=False,
+        broker_url=redis_server.url(),
+        round_stale_seconds=3,
+        round_sweep_seconds=1,
+        _env_file=None,
+    )
 
 
 @pytest.fixture
@@ -65,17 +72,21 @@ def worker(settings, tmp_path):
 def counts(db) -> dict[str, int]:
     """Everything a launch would create."""
     fresh(db)
-    return {table.__name__: db.scalar(select(func.count()).select_from(table))
-            for table in (TrainingRound, RoundPrompt, RoundEvent, ModelVersion, RankingTask, Completion)}
+    return {
+        table.__name__: db.scalar(select(func.count()).select_from(table))
+        for table in (TrainingRound, RoundPrompt, RoundEvent, ModelVersion, RankingTask, Completion)
+    }
 
 
 def test_redis_down_labeling_goes_on_launch_is_refused_cleanly_then_work_proceeds(
-        app, db, client, settings, redis_server, worker, tiny_model_dir):
+    app, db, client, settings, redis_server, worker, tiny_model_dir
+):
     project = make_project(db, k_min=4, k_max=4, overlap=2)
     labelers = [make_user(db, projects=[project]) for _ in range(2)]
     uploaded = [make_task(db, project) for _ in range(3)]
-    db.add_all(Prompt(project_id=project.id, external_id=f"q{i}", text=f"tell a story about the cat {i}")
-               for i in range(4))
+    db.add_all(
+        Prompt(project_id=project.id, external_id=f"q{i}", text=f"tell a story about the cat {i}") for i in range(4)
+    )
     db.commit()
     token = make_token(db, "admin")
     api = Api(client, token)
@@ -93,8 +104,9 @@ def test_redis_down_labeling_goes_on_launch_is_refused_cleanly_then_work_proceed
     before = counts(db)
     config = tiny_config(tiny_model_dir)
     sent = time.monotonic()
-    response = client.post(f"/api/v1/projects/{project.id}/rounds", json=config,
-                           headers={"Authorization": f"Bearer {token}"})
+    response = client.post(
+        f"/api/v1/projects/{project.id}/rounds", json=config, headers={"Authorization": f"Bearer {token}"}
+    )
     api_refusal_seconds = time.monotonic() - sent
     assert response.status_code == 503 and response.json()["detail"].startswith(QUEUE_DOWN), response.text
     assert response.headers["retry-after"] == str(QUEUE_RETRY_AFTER_SECONDS)
@@ -112,8 +124,12 @@ def test_redis_down_labeling_goes_on_launch_is_refused_cleanly_then_work_proceed
     started = time.monotonic()
     round0 = api.post(f"/api/v1/projects/{project.id}/rounds", config, expect=201)
     launch_seconds = time.monotonic() - started
-    moved = wait_for(lambda: api.round(round0["id"])["status"] != "pending", timeout=300,
-                     what="the worker to pick up the round", worker=worker)
+    moved = wait_for(
+        lambda: api.round(round0["id"])["status"] != "pending",
+        timeout=300,
+        what="the worker to pick up the round",
+        worker=worker,
+    )
     picked_up_seconds = time.monotonic() - started
     labeling = api.wait_status(round0["id"], "labeling", timeout=300, worker=worker)
     log = worker.log_path.read_text(errors="replace")
@@ -122,9 +138,14 @@ def test_redis_down_labeling_goes_on_launch_is_refused_cleanly_then_work_proceed
     fresh(db)
     assert db.scalar(select(func.count()).select_from(RankingTask).where(RankingTask.round_id == round0["id"])) == 4
 
-    print("\nredis outage:", {"labeling rankings while down": submitted,
-                              "API launch refused after (s)": round(api_refusal_seconds, 3),
-                              "redis down for (s)": round(down_seconds, 1),
-                              "launch accepted after start (s)": round(launch_seconds, 3),
-                              "worker picked the round up after start (s)": round(picked_up_seconds, 1),
-                              "client errors besides the two intended 503s": 0})
+    print(
+        "\nredis outage:",
+        {
+            "labeling rankings while down": submitted,
+            "API launch refused after (s)": round(api_refusal_seconds, 3),
+            "redis down for (s)": round(down_seconds, 1),
+            "launch accepted after start (s)": round(launch_seconds, 3),
+            "worker picked the round up after start (s)": round(picked_up_seconds, 1),
+            "client errors besides the two intended 503s": 0,
+        },
+    )

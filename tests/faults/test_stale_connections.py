@@ -4,6 +4,7 @@ A connection that sat idle is pinged before use and replaced if dead, so the req
 it. A connection in steady use is not pinged (a round trip per request was ~1 ms of CPU on the
 labeling hot path): if the server ended it, that one statement fails as a disconnect, which the
 web app answers with a 503 and SQLAlchemy follows by replacing every older pooled connection."""
+
 from __future__ import annotations
 
 import time

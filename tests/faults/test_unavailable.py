@@ -1,5 +1,6 @@
 """Which database errors mean "unavailable, retry" (503) and which stay bugs (500), with real
 errors from real engines: a refused connection, an exhausted pool, a broken constraint."""
+
 from __future__ import annotations
 
 import pytest
@@ -57,7 +58,10 @@ def test_the_app_answers_503_for_an_outage_and_keeps_500_for_a_bug(tmp_path):
         outage, bug = client.get("/api/v1/test-fail/outage"), client.get("/api/v1/test-fail/bug")
     app.state.engine.dispose()
     assert (outage.status_code, outage.json(), outage.headers["retry-after"]) == (
-        503, {"detail": MESSAGE}, str(RETRY_AFTER_SECONDS))
+        503,
+        {"detail": MESSAGE},
+        str(RETRY_AFTER_SECONDS),
+    )
     assert bug.status_code == 500 and "retry-after" not in bug.headers
 
 

@@ -1,4 +1,5 @@
 """Small helpers shared by the labeling tests (service calls with the defaults tests want)."""
+
 from __future__ import annotations
 
 from sqlalchemy import func, select
@@ -23,8 +24,9 @@ def strict_order(view: service.TaskView) -> list[list[int]]:
 def submit(db: Session, user: User, project: Project, view: service.TaskView, groups=None, **fields):
     now = fields.pop("now", None)
     data = RankingIn(ranking=groups if groups is not None else strict_order(view), **fields)
-    result = submission.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
-                                    sweep_every=3600, now=now)
+    result = submission.submit_ranking(
+        db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600, now=now
+    )
     db.commit()
     return result
 
@@ -44,8 +46,11 @@ def snapshot(db: Session) -> dict:
         "rankings": db.scalar(select(func.count()).select_from(Ranking)),
         "pairs": db.scalar(select(func.count()).select_from(PairwiseComparison)),
         "assignments": sorted(db.execute(select(Assignment.id, Assignment.state, Assignment.lease_expires_at)).all()),
-        "tasks": sorted(db.execute(select(RankingTask.id, RankingTask.slots_taken, RankingTask.rankings_count,
-                                          RankingTask.status)).all()),
+        "tasks": sorted(
+            db.execute(
+                select(RankingTask.id, RankingTask.slots_taken, RankingTask.rankings_count, RankingTask.status)
+            ).all()
+        ),
     }
 
 
@@ -56,8 +61,9 @@ def make_labelers(db: Session, project: Project, n: int) -> list[User]:
     from tests.factories import PASSWORD, _seq
 
     password_hash = hash_password(PASSWORD)
-    users = [User(email=f"labeler{next(_seq)}@example.com", password_hash=password_hash, role=Role.labeler)
-             for _ in range(n)]
+    users = [
+        User(email=f"labeler{next(_seq)}@example.com", password_hash=password_hash, role=Role.labeler) for _ in range(n)
+    ]
     db.add_all(users)
     db.flush()
     db.add_all(ProjectMember(project_id=project.id, user_id=u.id) for u in users)

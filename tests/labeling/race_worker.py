@@ -2,6 +2,7 @@
 
 Every task a labeler was handed and every error it met are reported (an error is a failure:
 nothing may be swallowed)."""
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,7 @@ from app.models import Project, User
 Report = tuple[int, list[int], list[str]]  # user id, task ids handed to them, errors
 
 
-def take_one(sessions: sessionmaker[Session], *, user_id: int, project_id: int,
-             start: threading.Barrier) -> Report:
+def take_one(sessions: sessionmaker[Session], *, user_id: int, project_id: int, start: threading.Barrier) -> Report:
     """Asks once for a task and keeps the lease (racing for the last slots)."""
     with sessions() as db:
         user, project = db.get(User, user_id), db.get(Project, project_id)
@@ -32,8 +32,9 @@ def take_one(sessions: sessionmaker[Session], *, user_id: int, project_id: int,
     return user_id, [] if view is None else [view.task_id], []
 
 
-def label_until_empty(sessions: sessionmaker[Session], *, user_id: int, project_id: int,
-                      start: threading.Barrier | None = None) -> Report:
+def label_until_empty(
+    sessions: sessionmaker[Session], *, user_id: int, project_id: int, start: threading.Barrier | None = None
+) -> Report:
     """Next task, submit, repeat until nothing is left."""
     handed: list[int] = []
     with sessions() as db:
@@ -46,8 +47,9 @@ def label_until_empty(sessions: sessionmaker[Session], *, user_id: int, project_
                 db.commit()
                 handed.append(view.task_id)
                 data = RankingIn(ranking=[[c.id] for c in view.completions])
-                submission.submit_ranking(db, user=user, project=project, assignment_id=view.assignment_id, data=data,
-                                       sweep_every=3600)
+                submission.submit_ranking(
+                    db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600
+                )
                 db.commit()
             db.commit()
         except Exception:

@@ -1,4 +1,5 @@
 """Handing out tasks, one request at a time (the races are in test_races.py). SQLite and Postgres."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -14,8 +15,11 @@ from tests.labeling.helpers import fresh, next_view, submit
 
 
 def _expire(db, assignment_id: int) -> None:
-    db.execute(update(Assignment).where(Assignment.id == assignment_id)
-               .values(lease_expires_at=utcnow() - timedelta(minutes=1)))
+    db.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values(lease_expires_at=utcnow() - timedelta(minutes=1))
+    )
     db.commit()
 
 
@@ -65,8 +69,10 @@ def test_refreshing_returns_the_same_task_and_burns_no_slot(db):
     assert again.assignment_id == first.assignment_id
     assert [c.id for c in again.completions] == [c.id for c in first.completions]  # same shuffled order
     assert _task(db, first.task_id).slots_taken == 1
-    assert db.scalar(select(Assignment.id).where(Assignment.user_id == alice.id).order_by(Assignment.id.desc())) \
+    assert (
+        db.scalar(select(Assignment.id).where(Assignment.user_id == alice.id).order_by(Assignment.id.desc()))
         == first.assignment_id
+    )
 
 
 def test_display_order_is_a_recorded_permutation_of_the_task(db):
@@ -161,12 +167,12 @@ def test_progress_counts_my_rankings_and_what_is_left_for_me(db):
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     _, alice_next = submit(db, alice, project, next_view(db, alice, project))  # submitting leases her the 2nd
     assert service.progress(db, user_id=alice.id, project=project, holding_task=True) == service.Progress(1, 2)
-    (_, queue_progress), = service.list_projects_for(db, user=bob)
+    ((_, queue_progress),) = service.list_projects_for(db, user=bob)
     assert queue_progress == service.Progress(done=0, remaining=1)  # the 3rd; alice holds the 2nd
 
     next_view(db, bob, project)
     assert service.progress(db, user_id=alice.id, project=project, holding_task=True) == service.Progress(1, 1)
-    (_, queue_progress), = service.list_projects_for(db, user=bob)
+    ((_, queue_progress),) = service.list_projects_for(db, user=bob)
     assert queue_progress == service.Progress(done=0, remaining=1)  # now the one he holds
 
 
@@ -207,9 +213,9 @@ def test_a_handout_is_a_handful_of_indexed_statements(db):
     listener = lambda *args: statements.append(args[2])  # noqa: E731
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        next_view(db, alice, project)           # new lease
+        next_view(db, alice, project)  # new lease
         first = len(statements)
-        next_view(db, alice, project)           # same lease back
+        next_view(db, alice, project)  # same lease back
         again = len(statements) - first
     finally:
         event.remove(engine, "before_cursor_execute", listener)

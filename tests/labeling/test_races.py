@@ -1,5 +1,6 @@
 """Many labelers at once, each with its own session (threads), and in separate OS processes:
 zero duplicate handouts, zero rankings over overlap, every slot handed out exactly once."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -44,8 +45,9 @@ def test_threads_labeling_at_once_share_no_slot(app, db, overlap):
     start = threading.Barrier(len(users))
 
     with ThreadPoolExecutor(len(users)) as pool:
-        reports = list(pool.map(lambda u: label_until_empty(sessions, user_id=u.id, project_id=project.id,
-                                                            start=start), users))
+        reports = list(
+            pool.map(lambda u: label_until_empty(sessions, user_id=u.id, project_id=project.id, start=start), users)
+        )
     _check_every_slot_handed_exactly_once(db, reports, tasks=tasks, overlap=overlap)
     assert sum(1 for _, handed, _ in reports if handed) > 1, "the race never happened: one thread did everything"
 

@@ -1,4 +1,5 @@
 """The labeler pages and JSON API through HTTP (TestClient), on SQLite and Postgres."""
+
 from __future__ import annotations
 
 import json
@@ -58,11 +59,27 @@ def test_the_ranking_page_renders_whole_or_as_a_block_for_htmx(client, db):
 
 def test_untrusted_prompt_and_completion_text_is_rendered_inert(client, db):
     project = make_project(db, overlap=1)
-    task = make_task(db, project, texts=['<script>window.__pwned=1</script>', '<img src=x onerror="window.__pwned=2">',
-                                         "[click](javascript:alert(1))", "```\ncode <b>x</b>\n```"])
-    db.execute(update(Prompt).where(Prompt.id == task.prompt_id).values(text=None, messages=[
-        {"role": "system", "content": "Be brief <iframe src=//evil>"},
-        {"role": "user\" onmouseover=\"x", "content": "Hi <b>there</b>"}]))
+    task = make_task(
+        db,
+        project,
+        texts=[
+            "<script>window.__pwned=1</script>",
+            '<img src=x onerror="window.__pwned=2">',
+            "[click](javascript:alert(1))",
+            "```\ncode <b>x</b>\n```",
+        ],
+    )
+    db.execute(
+        update(Prompt)
+        .where(Prompt.id == task.prompt_id)
+        .values(
+            text=None,
+            messages=[
+                {"role": "system", "content": "Be brief <iframe src=//evil>"},
+                {"role": 'user" onmouseover="x', "content": "Hi <b>there</b>"},
+            ],
+        )
+    )
     db.commit()
     login(client, make_user(db, projects=[project]))
     html = client.get(f"/projects/{project.id}/label").text
@@ -78,10 +95,17 @@ def test_submitting_swaps_in_the_next_task_and_stores_the_ranking(client, db):
     fields = _form_fields(page.text)
     first_id = fields["ranking"][0][0]
     groups = [fields["ranking"][0] + fields["ranking"][1]] + fields["ranking"][2:]  # a tie on top
-    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", headers={
-        **HX, "X-CSRF-Token": csrf_of(client, db)}, data={
-        "ranking": json.dumps(groups), "flag": [f"{first_id}:unsafe"], "none_acceptable": "on",
-        "time_spent_ms": "5300", "comment": "fine"})
+    response = client.post(
+        f"/projects/{project.id}/label/{fields['assignment_id']}",
+        headers={**HX, "X-CSRF-Token": csrf_of(client, db)},
+        data={
+            "ranking": json.dumps(groups),
+            "flag": [f"{first_id}:unsafe"],
+            "none_acceptable": "on",
+            "time_spent_ms": "5300",
+            "comment": "fine",
+        },
+    )
     assert response.status_code == 200, response.text
     assert "<html" not in response.text and "Saved." in response.text
     assert _form_fields(response.text)["assignment_id"] != fields["assignment_id"]
@@ -93,8 +117,11 @@ def test_submitting_swaps_in_the_next_task_and_stores_the_ranking(client, db):
     assert ranking.none_acceptable and ranking.time_spent_ms == 5300 and ranking.comment == "fine"
 
     # a retry of the same submission answers the same next task and stores nothing new
-    retry = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", headers={
-        **HX, "X-CSRF-Token": csrf_of(client, db)}, data={"ranking": json.dumps(groups)})
+    retry = client.post(
+        f"/projects/{project.id}/label/{fields['assignment_id']}",
+        headers={**HX, "X-CSRF-Token": csrf_of(client, db)},
+        data={"ranking": json.dumps(groups)},
+    )
     assert retry.status_code == 200
     assert _form_fields(retry.text)["assignment_id"] == _form_fields(response.text)["assignment_id"]
     fresh(db)
@@ -104,8 +131,11 @@ def test_submitting_swaps_in_the_next_task_and_stores_the_ranking(client, db):
 def test_a_plain_form_post_redirects_to_the_next_task(client, db):
     project, _ = _labeler_with_task(client, db)
     fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
-    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", follow_redirects=False,
-                           data={"ranking": json.dumps(fields["ranking"]), "csrf_token": csrf_of(client, db)})
+    response = client.post(
+        f"/projects/{project.id}/label/{fields['assignment_id']}",
+        follow_redirects=False,
+        data={"ranking": json.dumps(fields["ranking"]), "csrf_token": csrf_of(client, db)},
+    )
     assert response.status_code == 303 and response.headers["location"] == f"/projects/{project.id}/label"
 
 
@@ -113,8 +143,11 @@ def test_state_changes_need_the_csrf_token(client, db):
     project, _ = _labeler_with_task(client, db)
     fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
     before = snapshot(db)
-    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}", headers=HX,
-                           data={"ranking": json.dumps(fields["ranking"])})
+    response = client.post(
+        f"/projects/{project.id}/label/{fields['assignment_id']}",
+        headers=HX,
+        data={"ranking": json.dumps(fields["ranking"])},
+    )
     assert response.status_code == 403 and "CSRF" in response.text
     assert snapshot(db) == before
 
@@ -133,8 +166,11 @@ def test_an_invalid_ranking_is_shown_inline_with_422_and_nothing_is_stored(clien
     assert response.status_code == 422 and "ranking: not valid JSON" in response.text
     response = client.post(url, headers=headers, data={"ranking": json.dumps(fields["ranking"]), "time_spent_ms": "x"})
     assert response.status_code == 422 and "time_spent_ms: Input should be a valid integer" in response.text
-    response = client.post(url, headers=headers, data={"ranking": json.dumps(fields["ranking"]),
-                                                       "flag": [f"{fields['ranking'][0][0]}:made_up"]})
+    response = client.post(
+        url,
+        headers=headers,
+        data={"ranking": json.dumps(fields["ranking"]), "flag": [f"{fields['ranking'][0][0]}:made_up"]},
+    )
     assert response.status_code == 422 and "unknown flag &#39;made_up&#39;" in response.text
     assert snapshot(db) == before
 
@@ -142,20 +178,30 @@ def test_an_invalid_ranking_is_shown_inline_with_422_and_nothing_is_stored(clien
 def test_a_late_submission_nobody_needs_any_more_gets_a_409_explaining_why(client, db):
     project, _ = _labeler_with_task(client, db, overlap=1, tasks=1)
     fields = _form_fields(client.get(f"/projects/{project.id}/label").text)
-    db.execute(update(Assignment).where(Assignment.id == fields["assignment_id"])
-               .values(lease_expires_at=utcnow() - timedelta(minutes=5)))
+    db.execute(
+        update(Assignment)
+        .where(Assignment.id == fields["assignment_id"])
+        .values(lease_expires_at=utcnow() - timedelta(minutes=5))
+    )
     db.commit()
     with type(client)(client.app) as other:  # another labeler takes the freed slot and completes the task
         login(other, make_user(db, projects=[project]))
         other_fields = _form_fields(other.get(f"/projects/{project.id}/label").text)
-        assert other.post(f"/projects/{project.id}/label/{other_fields['assignment_id']}",
-                          headers={**HX, "X-CSRF-Token": csrf_of(other, db)},
-                          data={"ranking": json.dumps(other_fields["ranking"])}).status_code == 200
+        assert (
+            other.post(
+                f"/projects/{project.id}/label/{other_fields['assignment_id']}",
+                headers={**HX, "X-CSRF-Token": csrf_of(other, db)},
+                data={"ranking": json.dumps(other_fields["ranking"])},
+            ).status_code
+            == 200
+        )
 
     before = snapshot(db)
-    response = client.post(f"/projects/{project.id}/label/{fields['assignment_id']}",
-                           headers={**HX, "X-CSRF-Token": csrf_of(client, db)},
-                           data={"ranking": json.dumps(fields["ranking"])})
+    response = client.post(
+        f"/projects/{project.id}/label/{fields['assignment_id']}",
+        headers={**HX, "X-CSRF-Token": csrf_of(client, db)},
+        data={"ranking": json.dumps(fields["ranking"])},
+    )
     assert response.status_code == 409
     assert "completed by other labelers while your lease had expired; your ranking was not needed" in response.text
     assert "Go to your next task" in response.text
@@ -205,22 +251,29 @@ def test_the_json_api_hands_out_takes_rankings_idempotently_and_skips(client, db
     assert client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"] == task
 
     url = f"/api/v1/labeling/projects/{project.id}/assignments/{task['assignment_id']}/ranking"
-    body = {"ranking": [[c["id"]] for c in task["completions"]],
-            "flags": {str(task["completions"][0]["id"]): ["unsafe"]}}
+    body = {
+        "ranking": [[c["id"]] for c in task["completions"]],
+        "flags": {str(task["completions"][0]["id"]): ["unsafe"]},
+    }
     assert client.post(url, json=body).status_code == 403  # no CSRF header
     first = client.post(url, json=body, headers=headers).json()
     again = client.post(url, json=body, headers=headers).json()
     assert not first["duplicate"] and again["duplicate"] and again["ranking_id"] == first["ranking_id"]
     assert again["next"] == first["next"] and first["next"]["task_id"] != task["task_id"]
 
-    bad = client.post(f"/api/v1/labeling/projects/{project.id}/assignments/{first['next']['assignment_id']}/ranking",
-                      json={"ranking": [["a"]]}, headers=headers)
+    bad = client.post(
+        f"/api/v1/labeling/projects/{project.id}/assignments/{first['next']['assignment_id']}/ranking",
+        json={"ranking": [["a"]]},
+        headers=headers,
+    )
     assert bad.status_code == 422 and "ranking.0.0" in bad.json()["message"]
 
     skip_url = f"/api/v1/labeling/projects/{project.id}/assignments/{first['next']['assignment_id']}/skip"
     skipped = client.post(skip_url, json={"reason": "broken prompt"}, headers=headers)
-    assert skipped.status_code == 200 and skipped.json()["next"]["task_id"] not in (task["task_id"],
-                                                                                    first["next"]["task_id"])
+    assert skipped.status_code == 200 and skipped.json()["next"]["task_id"] not in (
+        task["task_id"],
+        first["next"]["task_id"],
+    )
     fresh(db)
     assert db.scalar(select(RankingTask.rankings_count).where(RankingTask.id == task["task_id"])) == 1
 
@@ -265,8 +318,9 @@ def test_concurrent_submits_wait_their_turn_for_the_labeling_threads_and_all_lan
             prepared = [await ready_to_submit(c, u) for c, u in zip(clients, users)]
             limiter = labeling_limiter(app)
             most_borrowed = most_waiting = 0
-            submits = asyncio.gather(*(c.post(url, data=form, headers=headers)
-                                       for c, (url, form, headers) in zip(clients, prepared)))
+            submits = asyncio.gather(
+                *(c.post(url, data=form, headers=headers) for c, (url, form, headers) in zip(clients, prepared))
+            )
             while not submits.done():
                 stats = limiter.statistics()
                 most_borrowed = max(most_borrowed, stats.borrowed_tokens)

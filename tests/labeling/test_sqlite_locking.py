@@ -1,5 +1,6 @@
 """SQLite specifics of the handout: the write lock is really taken at BEGIN (IMMEDIATE), even when
 the request already read something, and a refresh of a held task needs no write lock at all."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -40,7 +41,7 @@ def test_the_write_lock_is_taken_at_begin_even_after_a_read(db):
 
     handout.start_write_transaction(db)
     assert not _write_lock_is_free(_sqlite_path(db))  # nobody else can write until we commit
-    handout.start_write_transaction(db)                # a second call keeps the same transaction
+    handout.start_write_transaction(db)  # a second call keeps the same transaction
     db.rollback()
     assert _write_lock_is_free(_sqlite_path(db))
 

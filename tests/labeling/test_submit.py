@@ -1,4 +1,5 @@
 """Submitting and skipping: what is stored, idempotency, late submissions, rejections. SQLite and Postgres."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,8 +16,11 @@ from tests.labeling.helpers import fresh, next_view, snapshot, submit
 
 
 def _expire(db, assignment_id: int) -> None:
-    db.execute(update(Assignment).where(Assignment.id == assignment_id)
-               .values(lease_expires_at=utcnow() - timedelta(minutes=1)))
+    db.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values(lease_expires_at=utcnow() - timedelta(minutes=1))
+    )
     db.commit()
 
 
@@ -33,8 +37,17 @@ def test_a_ranking_is_stored_with_its_pairs_flags_and_display_order(db):
     view = next_view(db, alice, project)
     a, b, c, d = (item.id for item in view.completions)
 
-    result, nxt = submit(db, alice, project, view, groups=[[c], [a, b], [d]], flags={d: ["unsafe", "off_topic"]},
-                         none_acceptable=True, time_spent_ms=4200, comment="  close call  ")
+    result, nxt = submit(
+        db,
+        alice,
+        project,
+        view,
+        groups=[[c], [a, b], [d]],
+        flags={d: ["unsafe", "off_topic"]},
+        none_acceptable=True,
+        time_spent_ms=4200,
+        comment="  close call  ",
+    )
     assert nxt is None and not result.late and not result.duplicate
 
     ranking = db.get(Ranking, result.ranking_id)
@@ -42,8 +55,10 @@ def test_a_ranking_is_stored_with_its_pairs_flags_and_display_order(db):
     assert ranking.flags == {str(d): ["off_topic", "unsafe"]}
     assert ranking.none_acceptable and ranking.time_spent_ms == 4200 and ranking.comment == "close call"
     assert ranking.display_order == [a, b, c, d]
-    pairs = {(p.chosen_id, p.rejected_id, p.margin) for p in
-             db.scalars(select(PairwiseComparison).where(PairwiseComparison.ranking_id == ranking.id))}
+    pairs = {
+        (p.chosen_id, p.rejected_id, p.margin)
+        for p in db.scalars(select(PairwiseComparison).where(PairwiseComparison.ranking_id == ranking.id))
+    }
     assert pairs == {(c, a, 1), (c, b, 1), (c, d, 2), (a, d, 1), (b, d, 1)}  # the a=b tie gives no pair
     fresh(db)
     assignment = db.get(Assignment, view.assignment_id)
@@ -136,13 +151,16 @@ def test_a_late_submission_is_refused_while_others_hold_every_slot(db):
         submit(db, alice, project, view)
 
 
-@pytest.mark.parametrize("groups, problem", [
-    ("none", "must be a non-empty list"),
-    ("missing", "completions .* are missing"),
-    ("duplicate", "appears more than once"),
-    ("foreign", "is not part of this task"),
-    ("empty-group", r"ranking\[1\]: each group must be a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "groups, problem",
+    [
+        ("none", "must be a non-empty list"),
+        ("missing", "completions .* are missing"),
+        ("duplicate", "appears more than once"),
+        ("foreign", "is not part of this task"),
+        ("empty-group", r"ranking\[1\]: each group must be a non-empty list"),
+    ],
+)
 def test_an_invalid_ranking_is_refused_with_422_naming_the_problem_and_stores_nothing(db, groups, problem):
     project = make_project(db, overlap=1)
     make_task(db, project)
@@ -150,9 +168,13 @@ def test_an_invalid_ranking_is_refused_with_422_naming_the_problem_and_stores_no
     alice = make_user(db, projects=[project])
     view = next_view(db, alice, project)
     ids = [c.id for c in view.completions]
-    groups = {"none": [], "missing": [[i] for i in ids[:-1]], "duplicate": [[i] for i in ids] + [[ids[0]]],
-              "foreign": [[i] for i in ids] + [[other.completion_ids[0]]],
-              "empty-group": [[ids[0]], [], [i for i in ids[1:]]]}[groups]
+    groups = {
+        "none": [],
+        "missing": [[i] for i in ids[:-1]],
+        "duplicate": [[i] for i in ids] + [[ids[0]]],
+        "foreign": [[i] for i in ids] + [[other.completion_ids[0]]],
+        "empty-group": [[ids[0]], [], [i for i in ids[1:]]],
+    }[groups]
 
     before = snapshot(db)
     with pytest.raises(InvalidSubmission, match=problem) as caught:
@@ -198,8 +220,14 @@ def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
     view = next_view(db, alice, project)
     assert view.task_id == first.id
 
-    nxt = submission.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id,
-                            reason="I cannot judge this topic", sweep_every=3600)
+    nxt = submission.skip_task(
+        db,
+        user=alice,
+        project=project,
+        assignment_id=view.assignment_id,
+        reason="I cannot judge this topic",
+        sweep_every=3600,
+    )
     db.commit()
     assert nxt.task_id == second.id
     skipped = db.get(Assignment, view.assignment_id)
@@ -208,8 +236,9 @@ def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
     assert next_view(db, bob, project).task_id == first.id  # free for others
 
     # skipping again is harmless; submitting a skipped task is refused
-    submission.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="x",
-                         sweep_every=3600)
+    submission.skip_task(
+        db, user=alice, project=project, assignment_id=view.assignment_id, reason="x", sweep_every=3600
+    )
     db.commit()
     fresh(db)
     assert db.get(RankingTask, first.id).slots_taken == 1
@@ -224,8 +253,9 @@ def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_canno
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)
     assert _sweep(db) == 1
-    submission.skip_task(db, user=alice, project=project, assignment_id=view.assignment_id, reason="away",
-                         sweep_every=3600)
+    submission.skip_task(
+        db, user=alice, project=project, assignment_id=view.assignment_id, reason="away", sweep_every=3600
+    )
     db.commit()
     fresh(db)
     assert db.get(RankingTask, task.id).slots_taken == 0
@@ -233,8 +263,9 @@ def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_canno
     bob_view = next_view(db, bob, project)
     submit(db, bob, project, bob_view)
     with pytest.raises(Conflict, match="already submitted"):
-        submission.skip_task(db, user=bob, project=project, assignment_id=bob_view.assignment_id, reason="x",
-                          sweep_every=3600)
+        submission.skip_task(
+            db, user=bob, project=project, assignment_id=bob_view.assignment_id, reason="x", sweep_every=3600
+        )
 
 
 def test_the_schema_refuses_malformed_input_naming_the_field():

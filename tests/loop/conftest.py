@@ -1,6 +1,7 @@
 """Fixtures for the training-round loop: a tiny random-weight model on disk, settings whose
 broker a real Celery worker subprocess shares (kombu's SQL transport on SQLite for the SQLite
 database, Redis for Postgres), and a project with labelers and prompts."""
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,16 @@ def _redis_url() -> str:
 def settings(db_url, tmp_path) -> Settings:
     """The app's settings; the worker gets the same through its environment (WorkerProcess)."""
     broker = "" if db_url.startswith("sqlite") else _redis_url()
-    return Settings(data_dir=tmp_path / "data", database_url=db_url, secret_key="test-secret",
-                    embedded_worker=False, broker_url=broker, round_stale_seconds=3, round_sweep_seconds=1,
-                    _env_file=None)
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        secret_key="test-secret",
+        embedded_worker=False,
+        broker_url=broker,
+        round_stale_seconds=3,
+        round_sweep_seconds=1,
+        _env_file=None,
+    )
 
 
 @pytest.fixture
@@ -82,9 +90,14 @@ def loop_project(db, client, admin_token):
     """A project (K=4, two rankings per task), two labelers, and 12 prompts uploaded over the API."""
     project = make_project(db, k_min=4, k_max=4, overlap=2)
     labelers = [make_user(db, role=Role.labeler, projects=[project]) for _ in range(2)]
-    prompts = [{"external_id": f"p{i}", "text": " ".join(PROMPT_WORDS[(i * 3 + j) % len(PROMPT_WORDS)]
-                                                          for j in range(5))} for i in range(12)]
-    response = client.post(f"/api/v1/projects/{project.id}/prompts", json={"prompts": prompts},
-                           headers={"Authorization": f"Bearer {admin_token}"})
+    prompts = [
+        {"external_id": f"p{i}", "text": " ".join(PROMPT_WORDS[(i * 3 + j) % len(PROMPT_WORDS)] for j in range(5))}
+        for i in range(12)
+    ]
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        json={"prompts": prompts},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
     assert response.status_code == 200, response.text
     return project, labelers

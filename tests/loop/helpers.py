@@ -1,4 +1,5 @@
 """A real Celery worker as a subprocess, polling helpers, and labeling over the HTTP API."""
+
 from __future__ import annotations
 
 import os
@@ -27,19 +28,40 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, *, log_path: Path, env: dict[str, str] | None = None):
         self.settings, self.log_path = settings, log_path
-        self.env = {**os.environ, **ONE_THREAD, "RANKLAB_DATABASE_URL": settings.sqlalchemy_url,
-                    "RANKLAB_DATA_DIR": str(settings.data_dir), "RANKLAB_BROKER_URL": settings.broker_url,
-                    "RANKLAB_RESULT_BACKEND": settings.result_backend,
-                    "RANKLAB_ROUND_STALE_SECONDS": str(settings.round_stale_seconds),
-                    "RANKLAB_ROUND_SWEEP_SECONDS": str(settings.round_sweep_seconds),
-                    "RANKLAB_FAULT_INJECT": "", **(env or {})}
+        self.env = {
+            **os.environ,
+            **ONE_THREAD,
+            "RANKLAB_DATABASE_URL": settings.sqlalchemy_url,
+            "RANKLAB_DATA_DIR": str(settings.data_dir),
+            "RANKLAB_BROKER_URL": settings.broker_url,
+            "RANKLAB_RESULT_BACKEND": settings.result_backend,
+            "RANKLAB_ROUND_STALE_SECONDS": str(settings.round_stale_seconds),
+            "RANKLAB_ROUND_SWEEP_SECONDS": str(settings.round_sweep_seconds),
+            "RANKLAB_FAULT_INJECT": "",
+            **(env or {}),
+        }
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-                   "--concurrency=1", "--prefetch-multiplier=1", "-Q", f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
-                   "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
-                   "-n", f"test-{uuid.uuid4().hex[:8]}@%h"]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--prefetch-multiplier=1",
+            "-Q",
+            f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+            "-n",
+            f"test-{uuid.uuid4().hex[:8]}@%h",
+        ]
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -64,8 +86,9 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-6000:]
 
 
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, worker: WorkerProcess | None = None,
-              every: float = 0.25) -> Any:
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float, what: str, worker: WorkerProcess | None = None, every: float = 0.25
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -99,15 +122,18 @@ class Api:
     def rounds(self, project_id: int) -> list[dict]:
         return self.get(f"/api/v1/projects/{project_id}/rounds")
 
-    def wait_status(self, round_id: int, status: str | tuple[str, ...], *, timeout: float = 240,
-                    worker: WorkerProcess | None = None) -> dict:
+    def wait_status(
+        self, round_id: int, status: str | tuple[str, ...], *, timeout: float = 240, worker: WorkerProcess | None = None
+    ) -> dict:
         wanted = (status,) if isinstance(status, str) else status
 
         def reached():
             data = self.round(round_id)
             if data["status"] == "failed" and "failed" not in wanted:
-                raise AssertionError(f"round {round_id} failed at {data['error_step']}: {data['error_message']}"
-                                     + (f"\n--- worker log ---\n{worker.output()}" if worker else ""))
+                raise AssertionError(
+                    f"round {round_id} failed at {data['error_step']}: {data['error_message']}"
+                    + (f"\n--- worker log ---\n{worker.output()}" if worker else "")
+                )
             return data if data["status"] in wanted else None
 
         return wait_for(reached, timeout=timeout, what=f"round {round_id} to be {'/'.join(wanted)}", worker=worker)
@@ -119,8 +145,9 @@ def prefer_longer(completions: list[dict]) -> list[list[int]]:
     return [[c["id"]] for c in ordered]
 
 
-def label_everything(app, db, labelers, project_id: int,
-                     rank: Callable[[list[dict]], list[list[int]]] = prefer_longer) -> int:
+def label_everything(
+    app, db, labelers, project_id: int, rank: Callable[[list[dict]], list[list[int]]] = prefer_longer
+) -> int:
     """Each labeler, logged in with their own cookie jar, ranks every task they are handed
     through the labeling JSON API. Returns the number of rankings submitted."""
     submitted = 0
@@ -133,7 +160,9 @@ def label_everything(app, db, labelers, project_id: int,
             while task is not None:
                 response = client.post(
                     f"/api/v1/labeling/projects/{project_id}/assignments/{task['assignment_id']}/ranking",
-                    json={"ranking": rank(task["completions"])}, headers=headers)
+                    json={"ranking": rank(task["completions"])},
+                    headers=headers,
+                )
                 assert response.status_code == 200, response.text
                 submitted += 1
                 task = response.json()["next"]

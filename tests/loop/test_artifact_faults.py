@@ -7,6 +7,7 @@ The faults are real filesystem conditions: a regular file where the artifacts fo
 Permission bits would not do: the tests run as root, which ignores them. Mounting needs root
 (CAP_SYS_ADMIN); where it is refused, the tmpfs tests skip and say so.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -27,8 +28,13 @@ FIX_HINT = "fix it (free space, permissions, mount, or RANKLAB_DATA_DIR) and ret
 def mount_tmpfs(path: Path, options: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     mount = shutil.which("mount")
-    result = subprocess.run([mount or "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                            capture_output=True, text=True) if mount else None
+    result = (
+        subprocess.run(
+            [mount or "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+        )
+        if mount
+        else None
+    )
     if result is None or result.returncode != 0:
         reason = result.stderr.strip() if result is not None else "no mount command"
         pytest.skip(f"cannot mount a tmpfs here ({reason}); these faults need root with CAP_SYS_ADMIN")
@@ -55,13 +61,16 @@ def fill(folder: Path, *, leave: int) -> Path:
 
 # ---- the checks themselves, without a worker ------------------------------------------------------
 
+
 def test_a_file_where_the_artifacts_folder_should_be_is_named(tmp_path):
     (tmp_path / "artifacts").write_text("not a folder")
     out = tmp_path / "artifacts" / "project-1" / "round-0" / "reward"
     with pytest.raises(artifacts.ArtifactDirNotWritable) as failure:
         artifacts.prepare(out)
-    assert str(failure.value) == (f"artifact directory {out.parent} is not writable: "
-                                  f"{tmp_path / 'artifacts'} is a file, not a directory; {FIX_HINT}")
+    assert str(failure.value) == (
+        f"artifact directory {out.parent} is not writable: "
+        f"{tmp_path / 'artifacts'} is a file, not a directory; {FIX_HINT}"
+    )
 
 
 def test_a_read_only_filesystem_is_named(tmp_path, tmpfs_mounts):
@@ -70,12 +79,15 @@ def test_a_read_only_filesystem_is_named(tmp_path, tmpfs_mounts):
     out = tmp_path / "artifacts" / "project-1" / "round-0" / "policy"
     with pytest.raises(artifacts.ArtifactDirNotWritable) as failure:
         artifacts.prepare(out)
-    assert str(failure.value) == (f"artifact directory {out.parent} is not writable: "  # the folder it could not make
-                                  f"Read-only file system ({tmp_path / 'artifacts' / 'project-1'}); {FIX_HINT}")
+    assert str(failure.value) == (
+        f"artifact directory {out.parent} is not writable: "  # the folder it could not make
+        f"Read-only file system ({tmp_path / 'artifacts' / 'project-1'}); {FIX_HINT}"
+    )
 
 
-def test_a_full_disk_is_named_with_its_free_space_and_the_half_written_model_is_removed(tmp_path, tmpfs_mounts,
-                                                                                       tiny_model_dir):
+def test_a_full_disk_is_named_with_its_free_space_and_the_half_written_model_is_removed(
+    tmp_path, tmpfs_mounts, tiny_model_dir
+):
     from worker.ml.models import load_causal_lm, load_tokenizer, save_artifact
 
     folder = tmp_path / "artifacts"
@@ -87,17 +99,21 @@ def test_a_full_disk_is_named_with_its_free_space_and_the_half_written_model_is_
     model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
     with pytest.raises(artifacts.DiskFull) as failure, artifacts.writing(out, "the reward model"):
         save_artifact(model, tokenizer, out, {"kind": "test"})
-    assert str(failure.value) == (f"disk full while writing the reward model to {out}: No space left on device "
-                                  f"(8.0 kB free of 64.0 kB on that filesystem); {FIX_HINT}")
+    assert str(failure.value) == (
+        f"disk full while writing the reward model to {out}: No space left on device "
+        f"(8.0 kB free of 64.0 kB on that filesystem); {FIX_HINT}"
+    )
     assert "No space left on device" in str(failure.value.__cause__)  # safetensors' own error, kept as the cause
     assert list(out.parent.iterdir()) == []  # neither `reward` nor a `.reward.tmp-*` folder
 
 
 # ---- a round on a real worker ------------------------------------------------------------------
 
+
 @SQLITE_ONLY
 def test_a_full_disk_fails_the_reward_step_cleanly_and_retry_completes_the_round(
-        app, db, client, admin_token, loop_project, tiny_model_dir, settings, tmpfs_mounts, start_worker):
+    app, db, client, admin_token, loop_project, tiny_model_dir, settings, tmpfs_mounts, start_worker
+):
     project, labelers = loop_project
     api = Api(client, admin_token)
     mount_tmpfs(settings.artifacts_dir, "size=1m")
@@ -111,8 +127,10 @@ def test_a_full_disk_fails_the_reward_step_cleanly_and_retry_completes_the_round
     failed = api.wait_status(round0["id"], "failed", worker=worker)
     out = settings.artifacts_dir / f"project-{project.id}" / "round-0" / "reward"
     assert failed["error_step"] == "training_reward"
-    assert failed["error_message"] == (f"DiskFull: disk full while writing the reward model to {out}: No space left "
-                                       f"on device (8.0 kB free of 1.0 MB on that filesystem); {FIX_HINT}")
+    assert failed["error_message"] == (
+        f"DiskFull: disk full while writing the reward model to {out}: No space left "
+        f"on device (8.0 kB free of 1.0 MB on that filesystem); {FIX_HINT}"
+    )
     assert step_progress(db, round0["id"], "training_reward") >= 1  # it failed saving, after training
     assert versions(db, round0["id"], "reward") == 0 and failed["reward_model_id"] is None
     assert list(out.parent.iterdir()) == []  # no half-written model, no temp folder
@@ -130,7 +148,8 @@ def test_a_full_disk_fails_the_reward_step_cleanly_and_retry_completes_the_round
 
 @SQLITE_ONLY
 def test_an_unwritable_artifacts_folder_fails_the_step_before_training_and_retry_completes_the_round(
-        app, db, client, admin_token, loop_project, tiny_model_dir, settings, start_worker):
+    app, db, client, admin_token, loop_project, tiny_model_dir, settings, start_worker
+):
     project, labelers = loop_project
     api = Api(client, admin_token)
     settings.artifacts_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -143,8 +162,10 @@ def test_an_unwritable_artifacts_folder_fails_the_step_before_training_and_retry
     failed = api.wait_status(round0["id"], "failed", worker=worker)
     folder = settings.artifacts_dir / f"project-{project.id}" / "round-0"
     assert failed["error_step"] == "training_reward"
-    assert failed["error_message"] == (f"ArtifactDirNotWritable: artifact directory {folder} is not writable: "
-                                       f"{settings.artifacts_dir} is a file, not a directory; {FIX_HINT}")
+    assert failed["error_message"] == (
+        f"ArtifactDirNotWritable: artifact directory {folder} is not writable: "
+        f"{settings.artifacts_dir} is a file, not a directory; {FIX_HINT}"
+    )
     assert step_progress(db, round0["id"], "training_reward") == 0  # failed before any training
     assert versions(db, round0["id"], "reward") == 0
 

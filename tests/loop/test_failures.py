@@ -1,4 +1,5 @@
 """Failure, retry, cancel and a worker killed mid-step, through a real Celery worker."""
+
 from __future__ import annotations
 
 import os
@@ -28,19 +29,28 @@ def step_progress(db, round_id: int, step: str = "training_policy") -> int:
     """How many progress reports past the start the worker has written for the round's step
     (worker/loop/runtime.Reporter: log events of that stage with step = iterations done)."""
     db.rollback()
-    return db.scalar(select(func.count()).select_from(RoundEvent).where(
-        RoundEvent.round_id == round_id, RoundEvent.stage == step, RoundEvent.kind == "log", RoundEvent.step >= 1))
+    return db.scalar(
+        select(func.count())
+        .select_from(RoundEvent)
+        .where(
+            RoundEvent.round_id == round_id, RoundEvent.stage == step, RoundEvent.kind == "log", RoundEvent.step >= 1
+        )
+    )
 
 
 def versions(db, round_id: int, kind: str) -> int:
     db.rollback()
-    return db.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.round_id == round_id,
-                                                                           ModelVersion.kind == kind))
+    return db.scalar(
+        select(func.count())
+        .select_from(ModelVersion)
+        .where(ModelVersion.round_id == round_id, ModelVersion.kind == kind)
+    )
 
 
 @SQLITE_ONLY
-def test_a_failed_step_is_shown_then_retried_to_completion(app, db, client, admin_token, loop_project,
-                                                           tiny_model_dir, start_worker):
+def test_a_failed_step_is_shown_then_retried_to_completion(
+    app, db, client, admin_token, loop_project, tiny_model_dir, start_worker
+):
     project, labelers = loop_project
     api = Api(client, admin_token)
     faulty = start_worker(RANKLAB_FAULT_INJECT="training_policy")
@@ -48,7 +58,10 @@ def test_a_failed_step_is_shown_then_retried_to_completion(app, db, client, admi
 
     failed = api.wait_status(round0["id"], "failed", worker=faulty)
     assert failed["error_step"] == "training_policy"
-    assert failed["error_message"] == "FaultInjected: fault injected at training_policy (RANKLAB_FAULT_INJECT=training_policy)"
+    assert (
+        failed["error_message"]
+        == "FaultInjected: fault injected at training_policy (RANKLAB_FAULT_INJECT=training_policy)"
+    )
     assert failed["reward_model_id"] is not None and failed["policy_out_id"] is None  # the RM step was kept
     assert "Traceback" in faulty.output()  # re-raised: Celery recorded the task as failed, not swallowed
 
@@ -68,8 +81,9 @@ def test_a_failed_step_is_shown_then_retried_to_completion(app, db, client, admi
 
 
 @SQLITE_ONLY
-def test_cancel_stops_a_running_step_at_its_next_progress_report(app, db, client, admin_token, loop_project,
-                                                                 tiny_model_dir, start_worker):
+def test_cancel_stops_a_running_step_at_its_next_progress_report(
+    app, db, client, admin_token, loop_project, tiny_model_dir, start_worker
+):
     project, labelers = loop_project
     api = Api(client, admin_token)
     worker = start_worker()
@@ -114,8 +128,12 @@ save_artifact(StopsAfterTheWeights(), tokenizer, sys.argv[1], {})
 def half_written_artifact(out: Path) -> str:
     """What a writer SIGKILLed mid-save leaves: worker.ml's save_artifact in a real process,
     killed once the weights are in its temp folder. Returns the leftover folder's name."""
-    process = subprocess.Popen([sys.executable, "-c", HALF_WRITTEN, str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                               env={**os.environ, **ONE_THREAD})
+    process = subprocess.Popen(
+        [sys.executable, "-c", HALF_WRITTEN, str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, **ONE_THREAD},
+    )
     assert process.stdout.readline() == b"weights written\n"
     process.kill()
     process.wait(timeout=30)
@@ -126,9 +144,9 @@ def half_written_artifact(out: Path) -> str:
 
 
 @pytest.mark.parametrize("step", list(TRAINED))
-def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(step, app, db, client, admin_token,
-                                                                        loop_project, tiny_model_dir,
-                                                                        start_worker, settings):
+def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(
+    step, app, db, client, admin_token, loop_project, tiny_model_dir, start_worker, settings
+):
     """SIGKILL mid reward-model training and mid PPO, on SQLite (SQL transport) and Postgres
     (Redis): the step runs again on a new worker, registers one model, and the round finishes."""
     project, labelers = loop_project

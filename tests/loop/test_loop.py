@@ -1,6 +1,7 @@
 """The whole loop through a real Celery worker: generate → label over HTTP → reward model → PPO →
 the new policy's completions become the next round's tasks, with lineage — on SQLite with the
 embedded SQL broker, and on Postgres with Redis."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +12,14 @@ from app.markdown import RENDERER_VERSION, render_markdown
 from app.models import Completion, ModelVersion, RankingTask, RoundEvent, TaskCompletion
 from tests.loop.helpers import Api, label_everything
 
-TINY = {"k": 4, "prompts": {"count": 4, "validation_fraction": 0.25},
-        "generation": {"max_new_tokens": 8, "prompts_per_task": 2},
-        "reward": {"batch_rankings": 4, "max_length": 64, "lora_r": 4},
-        "ppo": {"steps": 2, "batch_size": 2, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8, "lora_r": 4},
-        "labeling": {"min_coverage": 1.0, "auto_start": True}}
+TINY = {
+    "k": 4,
+    "prompts": {"count": 4, "validation_fraction": 0.25},
+    "generation": {"max_new_tokens": 8, "prompts_per_task": 2},
+    "reward": {"batch_rankings": 4, "max_length": 64, "lora_r": 4},
+    "ppo": {"steps": 2, "batch_size": 2, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8, "lora_r": 4},
+    "labeling": {"min_coverage": 1.0, "auto_start": True},
+}
 
 
 def tiny_config(model_dir: Path, **changes) -> dict:
@@ -27,12 +31,17 @@ def tiny_config(model_dir: Path, **changes) -> dict:
 
 def task_model_versions(db, round_id: int) -> set[int | None]:
     db.rollback()  # a fresh snapshot: the worker wrote since the last read
-    return set(db.scalars(select(Completion.model_version_id).join(TaskCompletion).join(RankingTask)
-                          .where(RankingTask.round_id == round_id)))
+    return set(
+        db.scalars(
+            select(Completion.model_version_id)
+            .join(TaskCompletion)
+            .join(RankingTask)
+            .where(RankingTask.round_id == round_id)
+        )
+    )
 
 
-def test_two_rounds_of_the_loop_with_lineage(app, db, client, admin_token, loop_project, tiny_model_dir,
-                                             start_worker):
+def test_two_rounds_of_the_loop_with_lineage(app, db, client, admin_token, loop_project, tiny_model_dir, start_worker):
     project, labelers = loop_project
     api = Api(client, admin_token)
     worker = start_worker()
@@ -45,8 +54,11 @@ def test_two_rounds_of_the_loop_with_lineage(app, db, client, admin_token, loop_
     base_id = round0["policy_in_id"]
     assert task_model_versions(db, round0["id"]) == {base_id}
     assert round0["metrics"]["generation"]["completions"] == 16
-    generated = db.execute(select(Completion.text, Completion.text_html, Completion.html_renderer)
-                           .where(Completion.model_version_id == base_id)).all()
+    generated = db.execute(
+        select(Completion.text, Completion.text_html, Completion.html_renderer).where(
+            Completion.model_version_id == base_id
+        )
+    ).all()
     assert len(generated) == 16  # stored with their HTML, so the ranking page does not render them
     assert all(html == str(render_markdown(text)) and version == RENDERER_VERSION for text, html, version in generated)
 
@@ -85,8 +97,11 @@ def test_two_rounds_of_the_loop_with_lineage(app, db, client, admin_token, loop_
 
     # The UI polls our DB: progress lines and metric points were written along the way.
     db.rollback()
-    kinds = dict(db.execute(select(RoundEvent.kind, func.count()).where(RoundEvent.round_id == round0["id"])
-                            .group_by(RoundEvent.kind)).all())
+    kinds = dict(
+        db.execute(
+            select(RoundEvent.kind, func.count()).where(RoundEvent.round_id == round0["id"]).group_by(RoundEvent.kind)
+        ).all()
+    )
     assert kinds["log"] >= 5 and kinds["metric"] >= 3
     events = api.round(round0["id"], events_after=0)["events"]
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)

@@ -1,5 +1,6 @@
 """The rounds API and service without a worker: validation, refusals, enqueue-after-commit, and
 state changes an admin makes (start, cancel, retry), on SQLite and Postgres."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,37 +19,48 @@ from tests.loop.helpers import Api
 def queued(settings, queue: str) -> int:
     """Messages waiting in a broker queue (the embedded SQL transport or Redis)."""
     with celery_for(settings).connection_for_read() as conn:
-        return conn.default_channel.queue_declare(queue=queue, passive=False, durable=True,
-                                                  auto_delete=False).message_count
+        return conn.default_channel.queue_declare(
+            queue=queue, passive=False, durable=True, auto_delete=False
+        ).message_count
 
 
 @pytest.fixture
 def project_with_prompts(db, client, admin_token):
     project = make_project(db, k_min=4, k_max=6)
     prompts = [{"external_id": f"q{i}", "text": f"question {i}"} for i in range(5)]
-    response = client.post(f"/api/v1/projects/{project.id}/prompts", json={"prompts": prompts},
-                           headers={"Authorization": f"Bearer {admin_token}"})
+    response = client.post(
+        f"/api/v1/projects/{project.id}/prompts",
+        json={"prompts": prompts},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
     assert response.status_code == 200, response.text
     return project
 
 
-@pytest.mark.parametrize(("body", "field", "words"), [
-    ({"k": 3}, "body.k", "greater than or equal to 4"),
-    ({"reward": {"loss": "mse"}}, "body.reward.loss", "'kwise' or 'plackett_luce'"),
-    ({"ppo": {"stepz": 3}}, "body.ppo.stepz", "Extra inputs are not permitted"),
-    ({"ppo": {"batch_size": 4, "minibatch_size": 8}}, "body.ppo", "minibatch_size (8) must be ≤ batch_size (4)"),
-    ({"prompts": {"validation_fraction": 0.9}}, "body.prompts.validation_fraction", "less than or equal to 0.5"),
-    ({"labeling": {"min_coverage": "all"}}, "body.labeling.min_coverage", "valid number"),
-])
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"k": 3}, "body.k", "greater than or equal to 4"),
+        ({"reward": {"loss": "mse"}}, "body.reward.loss", "'kwise' or 'plackett_luce'"),
+        ({"ppo": {"stepz": 3}}, "body.ppo.stepz", "Extra inputs are not permitted"),
+        ({"ppo": {"batch_size": 4, "minibatch_size": 8}}, "body.ppo", "minibatch_size (8) must be ≤ batch_size (4)"),
+        ({"prompts": {"validation_fraction": 0.9}}, "body.prompts.validation_fraction", "less than or equal to 0.5"),
+        ({"labeling": {"min_coverage": "all"}}, "body.labeling.min_coverage", "valid number"),
+    ],
+)
 def test_bad_settings_get_a_422_naming_the_field(client, admin_token, project_with_prompts, body, field, words):
-    response = client.post(f"/api/v1/projects/{project_with_prompts.id}/rounds", json=body,
-                           headers={"Authorization": f"Bearer {admin_token}"})
+    response = client.post(
+        f"/api/v1/projects/{project_with_prompts.id}/rounds",
+        json=body,
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
     assert response.status_code == 422
     assert f"{field}: " in response.json()["message"] and words in response.json()["message"]
 
 
-def test_launch_stores_the_round_and_enqueues_generation_after_commit(db, client, admin_token, settings,
-                                                                      project_with_prompts):
+def test_launch_stores_the_round_and_enqueues_generation_after_commit(
+    db, client, admin_token, settings, project_with_prompts
+):
     api = Api(client, admin_token)
     before = queued(settings, "generate")
     config = {"k": 6, "prompts": {"count": 4, "validation_fraction": 0.25}, "generation": {"prompts_per_task": 3}}
@@ -56,8 +68,12 @@ def test_launch_stores_the_round_and_enqueues_generation_after_commit(db, client
     assert (round0["status"], round0["number"], round0["config"]["k"]) == ("pending", 0, 6)
     assert round0["config"]["reward"]["epochs"] == 1 and round0["config"]["labeling"]["auto_start"] is False
     assert queued(settings, "generate") - before == 2  # 4 prompts in jobs of 3
-    batches = db.execute(select(RoundPrompt.batch, func.count()).where(RoundPrompt.round_id == round0["id"])
-                         .group_by(RoundPrompt.batch).order_by(RoundPrompt.batch)).all()
+    batches = db.execute(
+        select(RoundPrompt.batch, func.count())
+        .where(RoundPrompt.round_id == round0["id"])
+        .group_by(RoundPrompt.batch)
+        .order_by(RoundPrompt.batch)
+    ).all()
     assert [tuple(b) for b in batches] == [(0, 3), (1, 1)]
     base = db.get(ModelVersion, round0["policy_in_id"])
     assert (base.kind, base.base_model) == ("base", "bundled:SmolLM2-135M-Instruct")
@@ -65,8 +81,7 @@ def test_launch_stores_the_round_and_enqueues_generation_after_commit(db, client
     assert events[0]["message"].startswith("round 0 launched by an API token: 4 prompts × K=6")
 
     # One active round per project; k must fit the project's range.
-    conflict = client.post(f"/api/v1/projects/{project_with_prompts.id}/rounds", json={},
-                           headers=api.headers)
+    conflict = client.post(f"/api/v1/projects/{project_with_prompts.id}/rounds", json={}, headers=api.headers)
     assert conflict.status_code == 409 and "round 0 is still pending" in conflict.json()["detail"]
 
 
@@ -86,8 +101,11 @@ def test_an_unreachable_queue_refuses_the_launch_and_stores_nothing(db, settings
     try:
         with TestClient(app) as client:
             token = make_token(db, "admin")
-            response = client.post(f"/api/v1/projects/{project_with_prompts.id}/rounds", json={},
-                                   headers={"Authorization": f"Bearer {token}"})
+            response = client.post(
+                f"/api/v1/projects/{project_with_prompts.id}/rounds",
+                json={},
+                headers={"Authorization": f"Bearer {token}"},
+            )
     finally:
         app.state.engine.dispose()
     assert response.status_code == 503
@@ -110,8 +128,9 @@ def test_a_rolled_back_session_enqueues_nothing(db, settings, project_with_promp
 
 def _labeling_round(db, client, api, project, *, threshold: dict) -> tuple[dict, list]:
     """A launched round moved to labeling with two tasks, as the generation step would leave it."""
-    round0 = api.post(f"/api/v1/projects/{project.id}/rounds", {"labeling": threshold, "prompts": {"count": 2}},
-                      expect=201)
+    round0 = api.post(
+        f"/api/v1/projects/{project.id}/rounds", {"labeling": threshold, "prompts": {"count": 2}}, expect=201
+    )
     tasks = [make_task(db, project) for _ in range(2)]
     for task in tasks:
         task.round_id = round0["id"]
@@ -129,8 +148,9 @@ def test_training_waits_for_the_threshold_unless_forced(db, client, admin_token,
     assert status["labeling"] == {"tasks": 2, "rankings": 1, "wanted": 2, "coverage": 0.5, "threshold_met": False}
 
     refused = api.post(f"/api/v1/rounds/{round0['id']}/start", expect=409)
-    assert refused["detail"] == ("labeling: threshold not reached: 1 rankings (need 1), coverage 50% (need 100%); "
-                                 "label more or force the start")
+    assert refused["detail"] == (
+        "labeling: threshold not reached: 1 rankings (need 1), coverage 50% (need 100%); label more or force the start"
+    )
     before = queued(settings, "train")
     started = api.post(f"/api/v1/rounds/{round0['id']}/start", {"force": True})
     assert started["status"] == "training_reward" and started["started_at"] is not None
@@ -148,12 +168,15 @@ def test_cancel_and_retry_follow_the_state_machine(db, client, admin_token, proj
     again = api.post(f"/api/v1/rounds/{round0['id']}/cancel", expect=409)
     assert again["detail"] == "status: round 0 is cancelled and cannot be cancelled"
     # The project is free for a new round, which takes only prompts no round used yet.
-    round1 = api.post(f"/api/v1/projects/{project_with_prompts.id}/rounds", {"prompts": {"all_unlabeled": True}},
-                      expect=201)
+    round1 = api.post(
+        f"/api/v1/projects/{project_with_prompts.id}/rounds", {"prompts": {"all_unlabeled": True}}, expect=201
+    )
     assert round1["number"] == 1
     db.rollback()
-    taken = {rid: set(db.scalars(select(RoundPrompt.prompt_id).where(RoundPrompt.round_id == rid)))
-             for rid in (round0["id"], round1["id"])}
+    taken = {
+        rid: set(db.scalars(select(RoundPrompt.prompt_id).where(RoundPrompt.round_id == rid)))
+        for rid in (round0["id"], round1["id"])
+    }
     assert (len(taken[round0["id"]]), len(taken[round1["id"]])) == (2, 3)
     assert not taken[round0["id"]] & taken[round1["id"]]
 

@@ -1,5 +1,6 @@
 """`ranklab simulate`: the noise model's maths, and a one-round run end to end with a tiny model
 (a real `ranklab serve` with its embedded worker, labelers over HTTP)."""
+
 from __future__ import annotations
 
 import random
@@ -8,8 +9,7 @@ import sys
 from pathlib import Path
 
 from app.settings import ROOT
-from app.simulation.gold import (agreement_with_gold, expected_agreement, gold_reward, pairwise_agreement,
-                                 solve_sigma)
+from app.simulation.gold import agreement_with_gold, expected_agreement, gold_reward, pairwise_agreement, solve_sigma
 from app.simulation.run import Options, simulate
 
 
@@ -27,9 +27,11 @@ def test_sigma_is_solved_for_the_target_agreement_and_the_simulated_team_reaches
     sigma = solve_sigma(gaps, 0.726)
     assert abs(expected_agreement(gaps, sigma) - 0.726) < 1e-6
     # Two labelers perceiving gold + N(0, σ) agree on that share of pairs.
-    agree = sum((a - b + rng.gauss(0, sigma) - rng.gauss(0, sigma) > 0) ==
-                (a - b + rng.gauss(0, sigma) - rng.gauss(0, sigma) > 0)
-                for a, b in zip(gold[::2], gold[1::2], strict=True))
+    agree = sum(
+        (a - b + rng.gauss(0, sigma) - rng.gauss(0, sigma) > 0)
+        == (a - b + rng.gauss(0, sigma) - rng.gauss(0, sigma) > 0)
+        for a, b in zip(gold[::2], gold[1::2], strict=True)
+    )
     assert abs(agree / len(gaps) - 0.726) < 0.03
     assert solve_sigma([0.0] * 10, 0.726) == 1e-4  # all ties: 50% is the most anyone can agree
 
@@ -54,9 +56,21 @@ def _processes_using(data_dir: Path) -> list[int]:
 def test_one_simulated_round_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path):
     data_dir = tmp_path / "sim"
     lines: list[str] = []
-    report = simulate(Options(rounds=1, prompts=4, labelers=3, max_new_tokens=8, ppo_steps=1, rm_batch=2,
-                              model=str(tiny_model_dir), data_dir=data_dir, torch_threads=1, timeout_minutes=5),
-                      out=lines.append)
+    report = simulate(
+        Options(
+            rounds=1,
+            prompts=4,
+            labelers=3,
+            max_new_tokens=8,
+            ppo_steps=1,
+            rm_batch=2,
+            model=str(tiny_model_dir),
+            data_dir=data_dir,
+            torch_threads=1,
+            timeout_minutes=5,
+        ),
+        out=lines.append,
+    )
     assert [row.number for row in report.rows] == [0, 1]
     first, second = report.rows
     assert first.agreement_pairs == 4 * 6  # 4 tasks × 2 labelers' orders compared on 6 pairs each
@@ -69,8 +83,10 @@ def test_one_simulated_round_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_pa
 
 
 def test_the_web_app_and_the_simulation_never_import_torch():
-    code = ("import sys; from app.main import create_app; import app.simulation.run, app.simulation.cli; "
-            "create_app(); print(sorted(m for m in ('torch', 'transformers', 'worker.tasks') if m in sys.modules))")
+    code = (
+        "import sys; from app.main import create_app; import app.simulation.run, app.simulation.cli; "
+        "create_app(); print(sorted(m for m in ('torch', 'transformers', 'worker.tasks') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

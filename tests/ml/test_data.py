@@ -1,4 +1,5 @@
 """Rankings JSONL: validation names the line, labelers merge, the split is by prompt."""
+
 import json
 
 import pytest
@@ -14,28 +15,38 @@ def write_lines(path, lines):
 
 
 def test_rankings_round_trip_with_ties_chat_prompts_and_unranked_completions(tmp_path):
-    path = write_lines(tmp_path / "r.jsonl", [
-        {"prompt": "hi", "completions": ["a", "b", "c", "d"], "ranking": [[1], [0, 3], [2]]},
-        "",
-        {"prompt": [{"role": "user", "content": "yo"}], "completions": ["x", "y", "z", "w"],
-         "ranking": [[3], [0]], "prompt_id": 17},
-    ])
+    path = write_lines(
+        tmp_path / "r.jsonl",
+        [
+            {"prompt": "hi", "completions": ["a", "b", "c", "d"], "ranking": [[1], [0, 3], [2]]},
+            "",
+            {
+                "prompt": [{"role": "user", "content": "yo"}],
+                "completions": ["x", "y", "z", "w"],
+                "ranking": [[3], [0]],
+                "prompt_id": 17,
+            },
+        ],
+    )
     first, second = read_rankings(path)
     assert first.levels() == [1, 0, 2, 1]
     assert second.levels() == [1, -1, -1, 0] and second.prompt_id == "17"
     assert first.prompt_id and first.prompt_id != second.prompt_id  # derived from the prompt
 
 
-@pytest.mark.parametrize(("record", "message"), [
-    ("{not json", "line 2: invalid JSON"),
-    ({"prompt": "p", "completions": ["a"]}, "line 2: missing field 'ranking'"),
-    ({"prompt": 3, "completions": ["a"], "ranking": [[0]]}, "line 2: prompt must be"),
-    ({"prompt": "p", "completions": ["a", 2], "ranking": [[0]]}, "line 2: completions must be"),
-    ({"prompt": "p", "completions": ["a", "b"], "ranking": [[0], [2]]}, "line 2: ranking index 2"),
-    ({"prompt": "p", "completions": ["a", "b"], "ranking": [[0], [0]]}, "line 2: completion 0 appears twice"),
-    ({"prompt": "p", "completions": ["a", "b"], "ranking": [[0], []]}, "line 2: ranking must be"),
-    ({"prompt": "p", "completions": ["a", "b"], "ranking": [[True], [1]]}, "line 2: ranking index True"),
-])
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ("{not json", "line 2: invalid JSON"),
+        ({"prompt": "p", "completions": ["a"]}, "line 2: missing field 'ranking'"),
+        ({"prompt": 3, "completions": ["a"], "ranking": [[0]]}, "line 2: prompt must be"),
+        ({"prompt": "p", "completions": ["a", 2], "ranking": [[0]]}, "line 2: completions must be"),
+        ({"prompt": "p", "completions": ["a", "b"], "ranking": [[0], [2]]}, "line 2: ranking index 2"),
+        ({"prompt": "p", "completions": ["a", "b"], "ranking": [[0], [0]]}, "line 2: completion 0 appears twice"),
+        ({"prompt": "p", "completions": ["a", "b"], "ranking": [[0], []]}, "line 2: ranking must be"),
+        ({"prompt": "p", "completions": ["a", "b"], "ranking": [[True], [1]]}, "line 2: ranking index True"),
+    ],
+)
 def test_bad_lines_are_named(tmp_path, record, message):
     good = {"prompt": "p", "completions": ["a", "b"], "ranking": [[0], [1]]}
     path = write_lines(tmp_path / "r.jsonl", [good, record])
@@ -65,8 +76,10 @@ def test_split_is_by_prompt_and_reproducible():
 
 
 def test_prompts_file_accepts_strings_objects_and_chats(tmp_path):
-    path = write_lines(tmp_path / "p.jsonl", ['"plain"', {"prompt": "obj", "prompt_id": "a"},
-                                              {"prompt": [{"role": "user", "content": "c"}]}])
+    path = write_lines(
+        tmp_path / "p.jsonl",
+        ['"plain"', {"prompt": "obj", "prompt_id": "a"}, {"prompt": [{"role": "user", "content": "c"}]}],
+    )
     prompts = read_prompts(path)
     assert [p for _, p in prompts] == ["plain", "obj", [{"role": "user", "content": "c"}]]
     assert prompts[1][0] == "a"
@@ -75,11 +88,23 @@ def test_prompts_file_accepts_strings_objects_and_chats(tmp_path):
         read_prompts(bad)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("mode", "qlora"), ("loss", "hinge"), ("lr_schedule", "step"), ("learning_rate", 0),
-    ("epochs", 0), ("batch_rankings", 0), ("val_fraction", 1.0), ("max_length", 8),
-    ("lora_r", 0), ("lora_targets", ()), ("warmup_fraction", 1.0), ("max_tokens_per_forward", 1),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "qlora"),
+        ("loss", "hinge"),
+        ("lr_schedule", "step"),
+        ("learning_rate", 0),
+        ("epochs", 0),
+        ("batch_rankings", 0),
+        ("val_fraction", 1.0),
+        ("max_length", 8),
+        ("lora_r", 0),
+        ("lora_targets", ()),
+        ("warmup_fraction", 1.0),
+        ("max_tokens_per_forward", 1),
+    ],
+)
 def test_reward_config_rejects_out_of_range_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: "):
         RewardConfig(**{field: value})

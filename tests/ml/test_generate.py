@@ -1,4 +1,5 @@
 """Batched sampling with tiny models: K per prompt, finish reasons, real batching, order."""
+
 import pytest
 import torch
 
@@ -6,8 +7,12 @@ from worker.ml.config import GenerationConfig
 from worker.ml.generate import generate
 from worker.ml.tiny import tiny_causal_lm
 
-PROMPTS = ["hello world", [{"role": "system", "content": "be good"},
-                           {"role": "user", "content": "tell a story"}], "why", "what is a cat ?"]
+PROMPTS = [
+    "hello world",
+    [{"role": "system", "content": "be good"}, {"role": "user", "content": "tell a story"}],
+    "why",
+    "what is a cat ?",
+]
 
 
 def forced_model(tokenizer, favourite: str):
@@ -51,8 +56,7 @@ def test_finish_reasons_follow_eos_and_length(tiny_tok):
     stopper = forced_model(tiny_tok, "<|im_end|>")
     (talked,) = generate(talker, ["hello"], cfg, tokenizer=tiny_tok)
     (stopped,) = generate(stopper, ["hello"], cfg, tokenizer=tiny_tok)
-    assert [(c.text, c.token_count, c.finish_reason) for c in talked] == \
-        [("cat cat cat cat cat", 5, "length")] * 4
+    assert [(c.text, c.token_count, c.finish_reason) for c in talked] == [("cat cat cat cat cat", 5, "length")] * 4
     assert [(c.text, c.token_count, c.finish_reason) for c in stopped] == [("", 0, "eos")] * 4
 
 
@@ -60,15 +64,16 @@ def test_many_prompts_share_each_forward(tiny_model):
     model, tokenizer = tiny_model
     batch_rows = []
     model.register_forward_pre_hook(
-        lambda mod, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+        lambda mod, args, kwargs: batch_rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     cfg = GenerationConfig(k=4, max_new_tokens=8, batch_size=16)  # 4 prompts x 4 samples per call
     generate(model, PROMPTS, cfg, tokenizer=tokenizer)
-    assert set(batch_rows) == {16}            # every forward carries all 4 prompts x K rows
+    assert set(batch_rows) == {16}  # every forward carries all 4 prompts x K rows
     assert len(batch_rows) <= cfg.max_new_tokens
 
     batch_rows.clear()
     generate(model, PROMPTS, GenerationConfig(k=4, max_new_tokens=8, batch_size=8), tokenizer=tokenizer)
-    assert set(batch_rows) == {8}             # two calls of 2 prompts each
+    assert set(batch_rows) == {8}  # two calls of 2 prompts each
 
 
 def test_same_seed_gives_the_same_samples(tiny_model):

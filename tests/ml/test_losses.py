@@ -1,12 +1,12 @@
 """Ranking losses against hand-computed values and their pairwise / full-likelihood definitions."""
+
 import itertools
 import math
 
 import pytest
 import torch
 
-from worker.ml.losses import (better_mask, informative, kwise_loss, pair_accuracy_counts,
-                              plackett_luce_loss)
+from worker.ml.losses import better_mask, informative, kwise_loss, pair_accuracy_counts, plackett_luce_loss
 
 
 def nls(x: float) -> float:
@@ -50,7 +50,7 @@ def test_kwise_loss_is_the_mean_over_the_pairwise_expansion():
 def test_ties_give_no_pairs_and_all_tied_rankings_are_skipped():
     levels = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0], [0, -1, 1, -1]])
     better = better_mask(levels)
-    assert better[0].sum() == 4                    # {0,1} x {2,3}, nothing inside a group
+    assert better[0].sum() == 4  # {0,1} x {2,3}, nothing inside a group
     assert not better[0, 0, 1] and not better[0, 1, 0]
     assert better[1].sum() == 0
     assert better[2].sum() == 1 and better[2, 0, 2]  # unranked slots never pair

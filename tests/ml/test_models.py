@@ -1,4 +1,5 @@
 """Devices, dtypes, the pad trap, artifacts, and the CLI on tiny models."""
+
 import json
 
 import pytest
@@ -6,8 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from worker.ml import cli
-from worker.ml.models import (autocast, load_causal_lm, load_tokenizer, pick_device, pick_dtype,
-                              read_card, save_artifact)
+from worker.ml.models import autocast, load_causal_lm, load_tokenizer, pick_device, pick_dtype, read_card, save_artifact
 from worker.ml.synthetic import quality_rankings
 from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
 
@@ -57,8 +57,7 @@ def test_peft_adapter_artifact_loads_through_load_causal_lm(tiny_model_dir, tmp_
     from peft import LoraConfig, get_peft_model
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     save_artifact(peft_model, load_tokenizer(tiny_model_dir), tmp_path / "adapter", {"base_model": "tiny"})
     assert read_card(tmp_path / "adapter")["format"] == "peft-adapter"
     merged = load_causal_lm(tmp_path / "adapter", device="cpu")
@@ -71,22 +70,64 @@ def test_cli_generate_and_train_reward(tiny_model_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('"hello"\n{"prompt": "why", "prompt_id": "w"}\n')
     out = tmp_path / "completions.jsonl"
-    assert cli.main(["generate", "--model", str(tiny_model_dir), "--prompts", str(prompts),
-                     "--out", str(out), "-k", "4", "--max-new-tokens", "5", "--no-autocast"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--model",
+                str(tiny_model_dir),
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(out),
+                "-k",
+                "4",
+                "--max-new-tokens",
+                "5",
+                "--no-autocast",
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["prompt_id"] for line in lines][1] == "w"
     assert all(len(line["completions"]) == len(line["details"]) == 4 for line in lines)
 
     rankings = tmp_path / "rankings.jsonl"
-    rankings.write_text("".join(
-        json.dumps({"prompt": r.prompt, "completions": r.completions, "ranking": r.groups,
-                    "prompt_id": r.prompt_id}) + "\n" for r in quality_rankings(20, 4, seed=5)))
-    assert cli.main(["train-reward", "--model", str(tiny_model_dir), "--rankings", str(rankings),
-                     "--out", str(tmp_path / "rm"), "--mode", "full", "--loss", "plackett_luce",
-                     "--lora-targets", "q_proj", "--val-fraction", "0.2"]) == 0
+    rankings.write_text(
+        "".join(
+            json.dumps(
+                {"prompt": r.prompt, "completions": r.completions, "ranking": r.groups, "prompt_id": r.prompt_id}
+            )
+            + "\n"
+            for r in quality_rankings(20, 4, seed=5)
+        )
+    )
+    assert (
+        cli.main(
+            [
+                "train-reward",
+                "--model",
+                str(tiny_model_dir),
+                "--rankings",
+                str(rankings),
+                "--out",
+                str(tmp_path / "rm"),
+                "--mode",
+                "full",
+                "--loss",
+                "plackett_luce",
+                "--lora-targets",
+                "q_proj",
+                "--val-fraction",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "wrote 2 prompts x 4 completions" in printed
-    metrics = json.loads(printed[printed.index("{"):])
+    metrics = json.loads(printed[printed.index("{") :])
     assert 0 <= metrics["val_accuracy"] <= 1
     card = read_card(tmp_path / "rm")
     assert card["config"]["loss"] == "plackett_luce" and card["config"]["lora_targets"] == ["q_proj"]
@@ -96,8 +137,9 @@ def test_cli_generate_and_train_reward(tiny_model_dir, tmp_path, capsys):
 def test_cli_reports_bad_input_with_the_line_and_exit_code_2(tiny_model_dir, tmp_path, capsys):
     rankings = tmp_path / "rankings.jsonl"
     rankings.write_text('{"prompt": "p", "completions": ["a"], "ranking": [[0]]}\n{oops\n')
-    code = cli.main(["train-reward", "--model", str(tiny_model_dir), "--rankings", str(rankings),
-                     "--out", str(tmp_path / "rm")])
+    code = cli.main(
+        ["train-reward", "--model", str(tiny_model_dir), "--rankings", str(rankings), "--out", str(tmp_path / "rm")]
+    )
     assert code == 2
     assert "line 2: invalid JSON" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -1,5 +1,6 @@
 """PPO end to end on tiny random-weight Llamas: it learns a toy reward, the reference is the
 untouched base, logprobs are those of the sampling distribution, artifacts reload."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,7 @@ TARGET_WORDS = {"cat", "dog", "bird", "fish", "red", "blue", "green", "one", "tw
 
 def toy_reward(prompts, responses) -> torch.Tensor:
     """Fraction of response words from TARGET_WORDS (10 of the 73 words of the tiny vocab)."""
-    return torch.tensor([sum(w in TARGET_WORDS for w in r.split()) / max(len(r.split()), 1)
-                         for r in responses])
+    return torch.tensor([sum(w in TARGET_WORDS for w in r.split()) / max(len(r.split()), 1) for r in responses])
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,16 @@ def sharp_model_dir(tmp_path_factory):
 
 
 def small_cfg(model_dir, **overrides) -> PPOConfig:
-    values = {"model": str(model_dir), "steps": 1, "batch_size": 4, "minibatch_size": 2,
-              "ppo_epochs": 1, "max_new_tokens": 6, "learning_rate": 1e-2, "device": "cpu"}
+    values = {
+        "model": str(model_dir),
+        "steps": 1,
+        "batch_size": 4,
+        "minibatch_size": 2,
+        "ppo_epochs": 1,
+        "max_new_tokens": 6,
+        "learning_rate": 1e-2,
+        "device": "cpu",
+    }
     return PPOConfig(**{**values, **overrides})
 
 
@@ -54,27 +62,49 @@ def one_step(cfg: PPOConfig, reward_fn=toy_reward):
     torch.manual_seed(cfg.seed)
     policy, tokenizer = build_policy(cfg, CPU)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    stats = ppo_step(policy, tokenizer, optimizer, FixedKLController(cfg.kl_coef), reward_fn,
-                     PROMPTS, cfg)
+    stats = ppo_step(policy, tokenizer, optimizer, FixedKLController(cfg.kl_coef), reward_fn, PROMPTS, cfg)
     return policy, tokenizer, stats
 
 
 def lora_weights(model, adapter: str = "default") -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()
-            if "lora_B" in n and f".{adapter}." in n}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n and f".{adapter}." in n}
 
 
 def test_ppo_raises_a_toy_reward_with_finite_kl(sharp_model_dir, tmp_path):
-    cfg = PPOConfig(model=str(sharp_model_dir), steps=12, batch_size=16, minibatch_size=4,
-                    max_new_tokens=12, learning_rate=5e-3, kl_coef=0.01, temperature=1.0,
-                    missing_eos_penalty=0.0, device="cpu")
+    cfg = PPOConfig(
+        model=str(sharp_model_dir),
+        steps=12,
+        batch_size=16,
+        minibatch_size=4,
+        max_new_tokens=12,
+        learning_rate=5e-3,
+        kl_coef=0.01,
+        temperature=1.0,
+        missing_eos_penalty=0.0,
+        device="cpu",
+    )
     progress, live = [], []
-    metrics = train_policy(cfg, PROMPTS, toy_reward, tmp_path / "policy",
-                           on_progress=lambda *args: progress.append(args),
-                           on_step=lambda step, stats: live.append((step, stats["score"])))
+    metrics = train_policy(
+        cfg,
+        PROMPTS,
+        toy_reward,
+        tmp_path / "policy",
+        on_progress=lambda *args: progress.append(args),
+        on_step=lambda step, stats: live.append((step, stats["score"])),
+    )
 
-    for key in ("score", "kl", "entropy", "clip_fraction", "approx_kl", "value_loss",
-                "policy_loss", "response_length", "kl_coef", "no_eos_fraction"):
+    for key in (
+        "score",
+        "kl",
+        "entropy",
+        "clip_fraction",
+        "approx_kl",
+        "value_loss",
+        "policy_loss",
+        "response_length",
+        "kl_coef",
+        "no_eos_fraction",
+    ):
         assert len(metrics[key]) == cfg.steps, key
     scores = metrics["score"]
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.15, scores
@@ -103,15 +133,18 @@ def test_reference_is_the_base_model_and_the_saved_adapter_reloads(tiny_model_di
     assert not torch.allclose(trained, expected)
 
     # generate.py accepts the in-memory peft model as well as the saved folder (below).
-    in_memory = generate(policy.peft_model, ["say cat"], GenerationConfig(
-        k=4, max_new_tokens=4, device="cpu", autocast=False), tokenizer=tokenizer)
+    in_memory = generate(
+        policy.peft_model,
+        ["say cat"],
+        GenerationConfig(k=4, max_new_tokens=4, device="cpu", autocast=False),
+        tokenizer=tokenizer,
+    )
     assert len(in_memory[0]) == 4
 
     written = save_policy(policy, tokenizer, tmp_path / "policy", {"kind": "policy"}, merge=True)
     from peft import PeftModel
 
-    reloaded = PeftModel.from_pretrained(load_causal_lm(tiny_model_dir, device="cpu"),
-                                         written["adapter"]).eval()
+    reloaded = PeftModel.from_pretrained(load_causal_lm(tiny_model_dir, device="cpu"), written["adapter"]).eval()
     merged = AutoModelForCausalLM.from_pretrained(written["merged"]).eval()
     with torch.no_grad():
         assert torch.equal(reloaded(**batch).logits, trained)
@@ -119,8 +152,9 @@ def test_reference_is_the_base_model_and_the_saved_adapter_reloads(tiny_model_di
     assert read_card(written["merged"])["format"] == "transformers"
 
     # The next cycle generates from the adapter folder (generate.py loads it via peft).
-    completions = generate(written["adapter"], ["say cat"],
-                           GenerationConfig(k=4, max_new_tokens=4, device="cpu", autocast=False))
+    completions = generate(
+        written["adapter"], ["say cat"], GenerationConfig(k=4, max_new_tokens=4, device="cpu", autocast=False)
+    )
     assert len(completions[0]) == 4
 
 
@@ -150,17 +184,28 @@ def test_recomputed_logprobs_are_the_sampling_distribution_under_left_padding(ti
     query, query_mask = encode_prompts(tokenizer, texts, 256)  # [2, Lq]
     assert query_mask[0, 0] == 0  # the short prompt really is left-padded
     out = policy.peft_model.generate(
-        input_ids=query, attention_mask=query_mask, output_scores=True,
-        return_dict_in_generate=True, generation_config=HFGenerationConfig(
-            do_sample=True, temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=6,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
-    response = out.sequences[:, query.shape[1]:]  # [2, T]
+        input_ids=query,
+        attention_mask=query_mask,
+        output_scores=True,
+        return_dict_in_generate=True,
+        generation_config=HFGenerationConfig(
+            do_sample=True,
+            temperature=0.7,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=6,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+    )
+    response = out.sequences[:, query.shape[1] :]  # [2, T]
     mask, _ = response_mask(response, tokenizer.eos_token_id)
     sampled = logprobs_of_labels(torch.stack(out.scores, 1), response)  # [2, T]
 
     with torch.no_grad():
-        logits, values = policy(torch.cat([query, response], 1),
-                                torch.cat([query_mask, mask.long()], 1), query.shape[1], 0.7)
+        logits, values = policy(
+            torch.cat([query, response], 1), torch.cat([query_mask, mask.long()], 1), query.shape[1], 0.7
+        )
     ours = logprobs_of_labels(logits, response)
     torch.testing.assert_close(ours * mask, sampled * mask, atol=1e-4, rtol=1e-4)
     assert values.shape == response.shape and torch.all(values == 0)  # zero-initialised head
@@ -175,18 +220,25 @@ def test_response_mask_ends_at_the_first_eos_even_when_pad_is_eos():
 
 
 def test_missing_eos_penalty_is_subtracted_from_the_score(tiny_model_dir):
-    rollout = Rollout(["p", "q"], ["ends", "runs on"], torch.zeros(2, 1, dtype=torch.long),
-                      torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long),
-                      torch.ones(2, 2), torch.tensor([True, False]))
+    rollout = Rollout(
+        ["p", "q"],
+        ["ends", "runs on"],
+        torch.zeros(2, 1, dtype=torch.long),
+        torch.ones(2, 1, dtype=torch.long),
+        torch.zeros(2, 2, dtype=torch.long),
+        torch.ones(2, 2),
+        torch.tensor([True, False]),
+    )
     raw, scores = score_rollout(lambda p, r: torch.tensor([0.5, 0.5]), rollout, 1.5)
     assert raw.tolist() == [0.5, 0.5] and scores.tolist() == [0.5, -1.0]
     with pytest.raises(ValueError, match="returned 1 scores for 2"):
         score_rollout(lambda p, r: torch.tensor([0.5]), rollout, 1.5)
 
     # In a real step: 3 new tokens rarely reach EOS; every such response pays the penalty.
-    _, _, stats = one_step(small_cfg(tiny_model_dir, batch_size=8, max_new_tokens=3,
-                                     missing_eos_penalty=2.0),
-                           reward_fn=lambda p, r: torch.zeros(len(r)))
+    _, _, stats = one_step(
+        small_cfg(tiny_model_dir, batch_size=8, max_new_tokens=3, missing_eos_penalty=2.0),
+        reward_fn=lambda p, r: torch.zeros(len(r)),
+    )
     assert stats["no_eos_fraction"] > 0 and stats["score"] == 0
     assert stats["penalised_score"] == pytest.approx(-2.0 * stats["no_eos_fraction"])
 
@@ -203,8 +255,11 @@ def test_value_gradients_reach_the_policy_adapter_only_in_shared_mode(tiny_model
     policy.values(batch["input_ids"], batch["attention_mask"], 2).sum().backward()
 
     def has_grad(adapter):
-        return any(p.grad is not None and p.grad.abs().sum() > 0
-                   for n, p in policy.peft_model.named_parameters() if f".{adapter}." in n)
+        return any(
+            p.grad is not None and p.grad.abs().sum() > 0
+            for n, p in policy.peft_model.named_parameters()
+            if f".{adapter}." in n
+        )
 
     assert has_grad("default") == (mode == "shared")
     assert has_grad("value") == (mode == "adapter")
@@ -216,8 +271,7 @@ def test_value_adapter_mode_trains_both_adapters_and_saves_only_the_policy(tiny_
     policy, tokenizer = build_policy(cfg, CPU)
     head_before = policy.value_head.score.weight.detach().clone()
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    stats = ppo_step(policy, tokenizer, optimizer, FixedKLController(cfg.kl_coef), toy_reward,
-                     PROMPTS, cfg)
+    stats = ppo_step(policy, tokenizer, optimizer, FixedKLController(cfg.kl_coef), toy_reward, PROMPTS, cfg)
     assert math.isfinite(stats["value_loss"])
     for adapter in ("default", "value"):
         assert any(w.abs().sum() > 0 for w in lora_weights(policy.peft_model, adapter).values())
@@ -231,8 +285,12 @@ def test_value_adapter_mode_trains_both_adapters_and_saves_only_the_policy(tiny_
 def test_reward_artifact_folder_is_loaded_frozen_and_adaptive_kl_moves_beta(tiny_model_dir, tmp_path):
     tokenizer = load_tokenizer(tiny_model_dir)
     reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
-    save_artifact(reward_model, tokenizer, tmp_path / "rm",
-                  {"kind": "reward_model", "reward_normalization": {"mean": 0.1, "std": 2.0}})
+    save_artifact(
+        reward_model,
+        tokenizer,
+        tmp_path / "rm",
+        {"kind": "reward_model", "reward_normalization": {"mean": 0.1, "std": 2.0}},
+    )
 
     reward_fn = resolve_reward(tmp_path / "rm", CPU)
     assert not any(p.requires_grad for p in reward_fn.__self__.model.parameters())
@@ -263,11 +321,15 @@ def test_bad_config_and_inputs_name_the_problem(tiny_model_dir, tmp_path):
 
 @pytest.mark.smollm2
 def test_ppo_step_on_the_real_smollm2(smollm2_dir, tmp_path):
-    cfg = PPOConfig(model=str(smollm2_dir), steps=1, batch_size=2, minibatch_size=2,
-                    ppo_epochs=1, max_new_tokens=8, device="cpu")
-    metrics = train_policy(cfg, ["Name a colour.", "Say hello."],
-                           lambda p, r: torch.tensor([min(len(x.split()), 8) / 8 for x in r]),
-                           tmp_path / "policy")
+    cfg = PPOConfig(
+        model=str(smollm2_dir), steps=1, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=8, device="cpu"
+    )
+    metrics = train_policy(
+        cfg,
+        ["Name a colour.", "Say hello."],
+        lambda p, r: torch.tensor([min(len(x.split()), 8) / 8 for x in r]),
+        tmp_path / "policy",
+    )
     assert math.isfinite(metrics["kl"][0]) and math.isfinite(metrics["value_loss"][0])
     assert 1 <= metrics["response_length"][0] <= 8
     assert read_card(tmp_path / "policy")["config"]["model"] == str(smollm2_dir)
@@ -279,9 +341,25 @@ def test_train_policy_command(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "say cat"}\n"hello world"\n')
     reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
     save_artifact(reward_model, load_tokenizer(tiny_model_dir), tmp_path / "rm", {"kind": "reward_model"})
-    args = ["train-policy", "--model", str(tiny_model_dir), "--prompts", str(tmp_path / "prompts.jsonl"),
-            "--out", str(tmp_path / "policy"), "--steps", "1", "--batch-size", "2",
-            "--minibatch-size", "1", "--max-new-tokens", "4", "--device", "cpu"]
+    args = [
+        "train-policy",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(tmp_path / "prompts.jsonl"),
+        "--out",
+        str(tmp_path / "policy"),
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--minibatch-size",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]
     assert main([*args, "--reward", str(tmp_path / "rm")]) == 0
     assert read_card(tmp_path / "policy")["config"]["minibatch_size"] == 1
     assert main([*args, "--reward", str(tmp_path / "missing")]) == 2

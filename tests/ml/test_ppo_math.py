@@ -1,4 +1,5 @@
 """Hand-checked cases for the pure PPO pieces (no model involved)."""
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,9 @@ def test_clipped_policy_loss_hand_check_and_zero_gradient_when_clipped():
 def test_clipped_policy_loss_ignores_padding():
     old = torch.zeros(1, 2)
     new = torch.tensor([[0.0, 5.0]])
-    loss, stats = pm.clipped_policy_loss(new, old, torch.tensor([[2.0, 1.0]]),
-                                         torch.tensor([[1.0, 0.0]]), clip_range=0.2)
+    loss, stats = pm.clipped_policy_loss(
+        new, old, torch.tensor([[2.0, 1.0]]), torch.tensor([[1.0, 0.0]]), clip_range=0.2
+    )
     assert loss.item() == pytest.approx(-2.0)
     assert stats["clip_fraction"].item() == 0.0
 
@@ -91,8 +93,12 @@ def test_clipped_value_loss_hand_check():
     # Token 0: v=1 moved 1.0 from v_old=0 -> clipped to 0.2; errors 1.0 vs 3.24 -> 3.24.
     # Token 1: unchanged, error 0.25 either way (not counted as clipped).
     loss, stats = pm.clipped_value_loss(
-        torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.5]]),
-        torch.ones(1, 2), clip_range=0.2)
+        torch.tensor([[1.0, 0.0]]),
+        torch.tensor([[0.0, 0.0]]),
+        torch.tensor([[2.0, 0.5]]),
+        torch.ones(1, 2),
+        clip_range=0.2,
+    )
     assert loss.item() == pytest.approx(0.5 * (3.24 + 0.25) / 2)
     assert stats["value_clip_fraction"].item() == pytest.approx(0.5)
 

@@ -1,4 +1,5 @@
 """Reward-model training on tiny random-weight Llamas: it learns, it saves, it reloads."""
+
 import json
 
 import pytest
@@ -18,8 +19,9 @@ from worker.ml.tiny import tiny_tokenizer
 @pytest.mark.parametrize(("loss", "mode", "lr"), [("kwise", "full", 3e-3), ("plackett_luce", "lora", 1e-2)])
 def test_reward_model_learns_a_synthetic_preference(tiny_model_dir, tmp_path, loss, mode, lr):
     rankings = quality_rankings(300, 4, qualities=range(-2, 3), seed=1)
-    cfg = RewardConfig(model=str(tiny_model_dir), mode=mode, loss=loss, learning_rate=lr,
-                       batch_rankings=8, val_fraction=0.2)
+    cfg = RewardConfig(
+        model=str(tiny_model_dir), mode=mode, loss=loss, learning_rate=lr, batch_rankings=8, val_fraction=0.2
+    )
     stages = []
     metrics = train_reward(cfg, rankings, tmp_path / "rm", on_progress=lambda d, t, s: stages.append(s))
 
@@ -41,8 +43,15 @@ def test_reward_model_learns_a_synthetic_preference(tiny_model_dir, tmp_path, lo
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_saved_reward_model_reloads_with_plain_libraries_and_scores_the_same(tiny_model_dir, tmp_path, mode):
     rankings = quality_rankings(40, 4, qualities=range(-2, 3), seed=2)
-    cfg = RewardConfig(model=str(tiny_model_dir), mode=mode, learning_rate=3e-3, batch_rankings=8,
-                       val_fraction=0.25, autocast=False, norm_samples=10_000)
+    cfg = RewardConfig(
+        model=str(tiny_model_dir),
+        mode=mode,
+        learning_rate=3e-3,
+        batch_rankings=8,
+        val_fraction=0.25,
+        autocast=False,
+        norm_samples=10_000,
+    )
     metrics = train_reward(cfg, rankings, tmp_path / "rm")
 
     # The training completions, exactly as train_reward split them.
@@ -59,11 +68,14 @@ def test_saved_reward_model_reloads_with_plain_libraries_and_scores_the_same(tin
         plain = AutoPeftModelForSequenceClassification.from_pretrained(tmp_path / "rm", num_labels=1)
     plain.eval()
     with torch.no_grad():
-        raw = torch.cat([
-            plain(**tokenizer(reward_text(tokenizer, p, c), return_tensors="pt",
-                              add_special_tokens=False)).logits[:, 0]
-            for p, c in zip(prompts, completions, strict=True)
-        ])
+        raw = torch.cat(
+            [
+                plain(**tokenizer(reward_text(tokenizer, p, c), return_tensors="pt", add_special_tokens=False)).logits[
+                    :, 0
+                ]
+                for p, c in zip(prompts, completions, strict=True)
+            ]
+        )
     # Same mean/std as the in-memory model measured on these completions right after training.
     assert raw.mean().item() == pytest.approx(metrics["reward_mean"], abs=1e-4)
     assert raw.std().item() == pytest.approx(metrics["reward_std"], rel=1e-3)
@@ -93,19 +105,21 @@ def test_reward_is_read_at_the_end_of_turn_token(tiny_model_dir):
 
 def test_labelers_rankings_of_one_task_share_one_forward(tiny_model_dir):
     completions = ["good cat", "bad dog", "the sun", "no"]
-    rankings = [Ranking("hello", completions, groups, "p1")
-                for groups in ([[0], [2], [3], [1]], [[0, 2], [1, 3]], [[2], [0], [1]])]
+    rankings = [
+        Ranking("hello", completions, groups, "p1")
+        for groups in ([[0], [2], [3], [1]], [[0, 2], [1, 3]], [[2], [0], [1]])
+    ]
     sets = group_rankings(rankings)
     assert len(sets) == 1 and len(sets[0].levels) == 3
     tokenizer = tiny_tokenizer()
     encoded = encode_sets(tokenizer, sets, 64)
-    model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode="full"), tokenizer,
-                               torch.device("cpu"))
+    model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode="full"), tokenizer, torch.device("cpu"))
     rows_forwarded = []
-    model.model.register_forward_pre_hook(lambda mod, args, kwargs: rows_forwarded.append(
-        kwargs["input_ids"].shape[0]), with_kwargs=True)
+    model.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: rows_forwarded.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     scores, levels = forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"))
-    assert rows_forwarded == [1, 4]   # the prompt once, then K completions, for three rankings
+    assert rows_forwarded == [1, 4]  # the prompt once, then K completions, for three rankings
     assert scores.shape == (3, 4) and torch.equal(scores[0], scores[2])
     assert levels.tolist() == [[0, 3, 1, 2], [0, 1, 0, 1], [1, 2, 0, -1]]
 
@@ -119,11 +133,9 @@ def test_training_on_ties_only_is_refused(tiny_model_dir, tmp_path):
 
 def test_card_is_plain_json_next_to_the_weights(tiny_model_dir, tmp_path):
     rankings = quality_rankings(12, 4, seed=3)
-    train_reward(RewardConfig(model=str(tiny_model_dir), mode="lora", val_fraction=0.25), rankings,
-                 tmp_path / "rm")
+    train_reward(RewardConfig(model=str(tiny_model_dir), mode="lora", val_fraction=0.25), rankings, tmp_path / "rm")
     files = {p.name for p in (tmp_path / "rm").iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "ranklab_card.json",
-            "tokenizer.json"} <= files
+    assert {"adapter_config.json", "adapter_model.safetensors", "ranklab_card.json", "tokenizer.json"} <= files
     card = json.loads((tmp_path / "rm" / "ranklab_card.json").read_text())
     assert card["versions"]["torch"] == torch.__version__
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
@@ -135,8 +147,7 @@ def test_sharing_the_prompt_prefix_gives_the_same_scores_and_gradients(tiny_mode
     rankings = quality_rankings(5, 4, seed=4, length=(1, 9))
     encoded = encode_sets(tokenizer, group_rankings(rankings), 64)
     assert all(s.prefix_len > 5 for s in encoded)
-    model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode=mode), tokenizer,
-                               torch.device("cpu"))
+    model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode=mode), tokenizer, torch.device("cpu"))
     with torch.no_grad():  # move LoRA B / the head away from their zero-ish init
         for p in model.parameters():
             if p.requires_grad:

@@ -1,4 +1,5 @@
 """The real bundled SmolLM2-135M-Instruct: conversion, then generation and a tiny RM run."""
+
 import json
 import time
 
@@ -38,8 +39,7 @@ def test_conversion_writes_a_plain_folder_once(smollm2_data_dir, smollm2_dir):
 
 
 def test_generate_then_train_a_reward_model_end_to_end(smollm2_dir, tmp_path):
-    prompts = ["Name a fruit.", [{"role": "user", "content": "Say hello."}], "What is 2+2?",
-               "Name a colour."]
+    prompts = ["Name a fruit.", [{"role": "user", "content": "Say hello."}], "What is 2+2?", "Name a colour."]
     cfg = GenerationConfig(k=4, max_new_tokens=12, batch_size=16, seed=1)
     results = generate(str(smollm2_dir), prompts, cfg, model_version="base")
     assert [len(s) for s in results] == [4, 4, 4, 4]
@@ -54,8 +54,15 @@ def test_generate_then_train_a_reward_model_end_to_end(smollm2_dir, tmp_path):
         lengths = sorted({len(t) for t in completions})
         groups = [[i for i, t in enumerate(completions) if len(t) == n] for n in lengths]
         rankings.append(Ranking(prompt, completions, groups, prompt_id=json.dumps(prompt)))
-    rm_cfg = RewardConfig(model=str(smollm2_dir), mode="lora", lora_r=4, lora_targets=("q_proj",),
-                          batch_rankings=2, max_length=96, val_fraction=0.25)
+    rm_cfg = RewardConfig(
+        model=str(smollm2_dir),
+        mode="lora",
+        lora_r=4,
+        lora_targets=("q_proj",),
+        batch_rankings=2,
+        max_length=96,
+        val_fraction=0.25,
+    )
     metrics = train_reward(rm_cfg, rankings, tmp_path / "rm")
     assert metrics["train_prompts"] == 3 and metrics["val_prompts"] == 1
     assert metrics["steps"] == 2 and metrics["val_accuracy"] is not None

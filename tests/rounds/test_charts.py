@@ -1,4 +1,5 @@
 """charts.py: tick choice, thinning, escaping, and that the SVG draws the given points where they belong."""
+
 import math
 import re
 
@@ -18,12 +19,15 @@ def y_labels(svg: str) -> list[str]:
     return re.findall(r'<text class="chart-label" x="46" y="[\d.]+" text-anchor="end">([^<]+)</text>', svg)
 
 
-@pytest.mark.parametrize(("low", "high", "expected"), [
-    (0.5, 0.72, [0.5, 0.6, 0.7, 0.8]),
-    (0, 10, [0, 2.5, 5, 7.5, 10]),
-    (-3, 7, [-5, -2.5, 0, 2.5, 5, 7.5]),
-    (0.0012, 0.0049, [0.001, 0.002, 0.003, 0.004, 0.005]),
-])
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.5, 0.72, [0.5, 0.6, 0.7, 0.8]),
+        (0, 10, [0, 2.5, 5, 7.5, 10]),
+        (-3, 7, [-5, -2.5, 0, 2.5, 5, 7.5]),
+        (0.0012, 0.0049, [0.001, 0.002, 0.003, 0.004, 0.005]),
+    ],
+)
 def test_nice_ticks_are_round_and_cover_the_range(low, high, expected):
     ticks = charts.nice_ticks(low, high)
     assert ticks == pytest.approx(expected)
@@ -90,7 +94,9 @@ def test_whole_step_axes_get_whole_labels():
     assert x_labels == ["1", "2", "3"]
 
 
-@pytest.mark.parametrize(("value", "text"), [(0, "0"), (0.123456, "0.123"), (12345.6, "12346"),
-                                             (2.5, "2.5"), (1.2e-5, "1.20e-05"), (-0.5, "-0.5")])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "0"), (0.123456, "0.123"), (12345.6, "12346"), (2.5, "2.5"), (1.2e-5, "1.20e-05"), (-0.5, "-0.5")],
+)
 def test_format_number(value, text):
     assert charts.format_number(value) == text

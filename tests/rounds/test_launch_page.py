@@ -1,5 +1,6 @@
 """The "Launch round" form: defaults from RoundConfigIn, inline messages (pydantic's and the
 service's), nothing stored on refusal, launch → the round page, a queue that is down shown inline."""
+
 import re
 
 from sqlalchemy import func, select
@@ -59,14 +60,22 @@ def test_bad_values_get_messages_beside_their_fields_and_nothing_is_stored(clien
     _admin, csrf = admin_client(client, db)
     project = make_project(db)
     add_prompts(db, project)
-    form = defaults() | {"csrf_token": csrf, "ppo.batch_size": "4", "ppo.minibatch_size": "8",
-                         "reward.learning_rate": "fast", "generation.top_p": "1.5", "prompts.count": ""}
+    form = defaults() | {
+        "csrf_token": csrf,
+        "ppo.batch_size": "4",
+        "ppo.minibatch_size": "8",
+        "reward.learning_rate": "fast",
+        "generation.top_p": "1.5",
+        "prompts.count": "",
+    }
     response = client.post(f"/admin/projects/{project.id}/rounds", data=form)
     assert response.status_code == 422
     html = response.text
     assert "Not launched: fix the" in html
     assert error_for(html, "prompts.count") == "enter a number"
-    assert error_for(html, "reward.learning_rate") == "Input should be a valid number, unable to parse string as a number"
+    assert (
+        error_for(html, "reward.learning_rate") == "Input should be a valid number, unable to parse string as a number"
+    )
     assert error_for(html, "generation.top_p") == "Input should be less than or equal to 1"
     # what was typed is kept
     assert input_value(html, "reward.learning_rate") == "fast" and input_value(html, "ppo.minibatch_size") == "8"
@@ -82,8 +91,10 @@ def test_service_refusals_are_shown_inline(client, db):
     project = make_project(db, k_min=4, k_max=5)
     response = client.post(f"/admin/projects/{project.id}/rounds", data=defaults() | {"csrf_token": csrf})
     assert response.status_code == 422
-    assert 'class="error banner" role="alert">Not launched: the project has no unused prompts; upload prompts first' \
+    assert (
+        'class="error banner" role="alert">Not launched: the project has no unused prompts; upload prompts first'
         in response.text
+    )
     add_prompts(db, project)
     response = client.post(f"/admin/projects/{project.id}/rounds", data=defaults() | {"csrf_token": csrf, "k": "7"})
     assert response.status_code == 422
@@ -95,8 +106,14 @@ def test_launch_redirects_to_the_round_page(client, db):
     _admin, csrf = admin_client(client, db)
     project = make_project(db)
     add_prompts(db, project, 5)
-    form = defaults() | {"csrf_token": csrf, "prompts.count": "3", "k": "5", "reward.mode": "full",
-                         "labeling.auto_start": "on", "generation.seed": ""}
+    form = defaults() | {
+        "csrf_token": csrf,
+        "prompts.count": "3",
+        "k": "5",
+        "reward.mode": "full",
+        "labeling.auto_start": "on",
+        "generation.seed": "",
+    }
     response = client.post(f"/admin/projects/{project.id}/rounds", data=form, follow_redirects=False)
     assert response.status_code == 303
     fresh(db)
@@ -119,6 +136,7 @@ def test_an_unreachable_queue_is_shown_and_nothing_is_stored(client, db, setting
     settings.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     response = client.post(f"/admin/projects/{project.id}/rounds", data=defaults() | {"csrf_token": csrf})
     assert response.status_code == 503
-    assert re.search(r'class="error banner" role="alert">Not launched: task queue unreachable — is Redis running\?',
-                     response.text)
+    assert re.search(
+        r'class="error banner" role="alert">Not launched: task queue unreachable — is Redis running\?', response.text
+    )
     assert rounds_count(db) == 0 and db.scalar(select(func.count()).select_from(RoundEvent)) == 0

@@ -1,5 +1,6 @@
 """The round page: admin only, CSRF on actions, the live fragment (htmx polling) in each state,
 escaped logs, charts from metric events, and the actions that call the rounds service."""
+
 import re
 
 from fastapi.routing import APIRoute
@@ -15,17 +16,26 @@ HX = {"HX-Request": "true"}
 
 
 def step_states(html: str) -> dict[str, str]:
-    return dict((label, state) for state, label in
-                re.findall(r'<li class="step step-(\w+)".*?<span class="step-label">([^<]+)</span>', html, re.S))
+    return dict(
+        (label, state)
+        for state, label in re.findall(
+            r'<li class="step step-(\w+)".*?<span class="step-label">([^<]+)</span>', html, re.S
+        )
+    )
 
 
 def test_round_pages_are_admin_only(client, anon_client, db):
     project = make_project(db)
     training_round = make_round(db, project)
     version = make_version(db, project, training_round=training_round)
-    gets = [f"/admin/projects/{project.id}/rounds", f"/admin/projects/{project.id}/rounds/new",
-            f"/admin/rounds/{training_round.id}", f"/admin/projects/{project.id}/models",
-            f"/admin/models/{version.id}", f"/admin/models/{version.id}/download"]
+    gets = [
+        f"/admin/projects/{project.id}/rounds",
+        f"/admin/projects/{project.id}/rounds/new",
+        f"/admin/rounds/{training_round.id}",
+        f"/admin/projects/{project.id}/models",
+        f"/admin/models/{version.id}",
+        f"/admin/models/{version.id}/download",
+    ]
     for path in gets:
         response = anon_client.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"].startswith("/login?next=/admin"), path
@@ -67,17 +77,29 @@ def test_same_url_answers_page_or_polling_fragment(client, db):
     assert fragment.status_code == 200 and fragment.headers["vary"] == "HX-Request"
     assert "<html" not in fragment.text and fragment.text.lstrip().startswith('<div id="round-live"')
     assert f'hx-get="{url}" hx-trigger="every 2s" hx-swap="outerHTML"' in fragment.text
-    assert 'data-percent>25%' in fragment.text
+    assert "data-percent>25%" in fragment.text
 
 
 def test_fragment_shows_the_running_state(client, db):
     admin_client(client, db)
     project = make_project(db)
-    training_round = make_round(db, project, status="training_policy", progress=0.42, eta_seconds=125,
-                                current_step="ppo step 3/8: score 0.41, kl 0.02")
+    training_round = make_round(
+        db,
+        project,
+        status="training_policy",
+        progress=0.42,
+        eta_seconds=125,
+        current_step="ppo step 3/8: score 0.41, kl 0.02",
+    )
     html = client.get(f"/admin/rounds/{training_round.id}", headers=HX).text
-    assert step_states(html) == {"Generating": "done", "Labeling": "done", "Training reward model": "done",
-                                 "Training policy": "current", "Generating next": "todo", "Done": "todo"}
+    assert step_states(html) == {
+        "Generating": "done",
+        "Labeling": "done",
+        "Training reward model": "done",
+        "Training policy": "current",
+        "Generating next": "todo",
+        "Done": "todo",
+    }
     assert "data-percent>42%" in html and "ETA 2 min 5 s" in html
     assert "ppo step 3/8: score 0.41, kl 0.02" in html
     assert "Cancel round" in html and "Start training now" not in html and "Retry" not in html
@@ -87,8 +109,14 @@ def test_finished_rounds_stop_polling(client, db):
     admin_client(client, db)
     project = make_project(db)
     done = make_round(db, project, number=0, status="done")
-    failed = make_round(db, project, number=1, status="failed", error_step="training_reward",
-                        error_message="CUDA out of memory <b>while</b> scoring")
+    failed = make_round(
+        db,
+        project,
+        number=1,
+        status="failed",
+        error_step="training_reward",
+        error_message="CUDA out of memory <b>while</b> scoring",
+    )
     cancelled = make_round(db, project, number=2, status="cancelled")
     add_event(db, cancelled, stage="labeling", message="cancelled during labeling")
     for row in (done, failed, cancelled):
@@ -124,18 +152,31 @@ def test_charts_draw_the_metric_points(client, db):
     project = make_project(db)
     training_round = make_round(db, project, status="training_policy")
     for step, accuracy in ((1, 0.55), (2, 0.61), (3, 0.7)):
-        add_event(db, training_round, kind="metric", stage="training_reward", step=step, data={"val_accuracy": accuracy})
+        add_event(
+            db, training_round, kind="metric", stage="training_reward", step=step, data={"val_accuracy": accuracy}
+        )
     for step in range(1, 6):
-        add_event(db, training_round, kind="metric", stage="training_policy", step=step,
-                  data={"score": 0.1 * step, "kl": 0.01 * step, "entropy": 2.0 - 0.1 * step,
-                        "response_length": 20 + step})
+        add_event(
+            db,
+            training_round,
+            kind="metric",
+            stage="training_policy",
+            step=step,
+            data={"score": 0.1 * step, "kl": 0.01 * step, "entropy": 2.0 - 0.1 * step, "response_length": 20 + step},
+        )
     # a reward-model 'kl' must not leak into the PPO KL chart
     add_event(db, training_round, kind="metric", stage="training_reward", step=9, data={"kl": 99.0})
     html = client.get(f"/admin/rounds/{training_round.id}", headers=HX).text
-    figures = dict(re.findall(r'<figure class="chart"><figcaption>([^<]+?) <span.*?<polyline[^>]* points="([^"]+)"',
-                              html, re.S))
+    figures = dict(
+        re.findall(r'<figure class="chart"><figcaption>([^<]+?) <span.*?<polyline[^>]* points="([^"]+)"', html, re.S)
+    )
     assert {title: len(points.split()) for title, points in figures.items()} == {
-        "RM validation accuracy": 3, "PPO reward": 5, "KL to reference": 5, "Entropy": 5, "Response length": 5}
+        "RM validation accuracy": 3,
+        "PPO reward": 5,
+        "KL to reference": 5,
+        "Entropy": 5,
+        "Response length": 5,
+    }
     assert "step 3 · 0.7" in html and "step 5 · 25 tokens" in html and "step 5 · 0.05<" in html
     assert "99" not in re.search(r"KL to reference.*?</figure>", html, re.S).group(0)
     assert "Charted per step once" not in html
@@ -145,8 +186,13 @@ def test_reward_summary_without_a_step_is_drawn_at_its_last_step(client, db):
     """The worker logs the reward model's held-out accuracy once, when training ends (step None)."""
     admin_client(client, db)
     training_round = make_round(db, make_project(db), status="training_policy")
-    add_event(db, training_round, kind="metric", stage="training_reward",
-              data={"val_accuracy": 0.64, "steps": 12, "train_rankings": 40})
+    add_event(
+        db,
+        training_round,
+        kind="metric",
+        stage="training_reward",
+        data={"val_accuracy": 0.64, "steps": 12, "train_rankings": 40},
+    )
     add_event(db, training_round, kind="metric", stage="training_reward", data={"val_accuracy": None, "steps": 3})
     add_event(db, training_round, kind="metric", stage="labeling", data={"tasks": 16})  # no chart wants it
     html = client.get(f"/admin/rounds/{training_round.id}", headers=HX).text
@@ -160,8 +206,10 @@ def test_charts_wait_for_points(client, db):
     training_round = make_round(db, make_project(db))
     html = client.get(f"/admin/rounds/{training_round.id}", headers=HX).text
     assert "<svg" not in html
-    assert ("Charted per step once training reports RM validation accuracy, PPO reward, KL to reference, Entropy, "
-            "Response length.") in html
+    assert (
+        "Charted per step once training reports RM validation accuracy, PPO reward, KL to reference, Entropy, "
+        "Response length."
+    ) in html
 
 
 def test_labeling_progress_and_start_training(client, db):
@@ -178,7 +226,7 @@ def test_labeling_progress_and_start_training(client, db):
     assert step_states(html)["Labeling"] == "current" and "Start training now" in html
     response = client.post(f"{url}/start-training", data={"csrf_token": csrf}, headers=HX)
     assert response.status_code == 200 and 'data-status="training_reward"' in response.text
-    assert "hx-trigger=\"every 2s\"" in response.text
+    assert 'hx-trigger="every 2s"' in response.text
     fresh(db)
     assert db.get(TrainingRound, training_round.id).status == "training_reward"
     assert "forced by an admin" in client.get(url).text

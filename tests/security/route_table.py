@@ -3,6 +3,7 @@
 Each (method, path) is declared here with a category; the tests in this folder fail for a route
 that is not declared, so a new route is covered as soon as it is added. The category says how
 the route authenticates (session cookie or API token) and who is let in."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ TOKEN_CATEGORIES = {API_ANY, API_UPLOAD, API_EXPORT, API_ADMIN}
 """Authenticated by an Authorization header, which a browser never adds by itself, and never by
 the session cookie: no CSRF token needed. Every other state change must check one."""
 
-CSRF_EXEMPT = {("POST", "/login"): "nobody is logged in yet (no token to check): cross-site posts are refused "
-                                   "by their Origin / Sec-Fetch-Site instead (test_csrf.py)"}
+CSRF_EXEMPT = {
+    ("POST", "/login"): "nobody is logged in yet (no token to check): cross-site posts are refused "
+    "by their Origin / Sec-Fetch-Site instead (test_csrf.py)"
+}
 """State changes outside the token API that need no CSRF token, each with the reason."""
 
 ROUTES: dict[tuple[str, str], str] = {
@@ -141,12 +144,15 @@ def app_routes(app: FastAPI) -> list[RouteEntry]:
 
 
 def app_mounts(app: FastAPI) -> list[str]:
-    return [context.path for context in routing.iter_route_contexts(app.routes)
-            if isinstance(context.original_route, Mount)]
+    return [
+        context.path for context in routing.iter_route_contexts(app.routes) if isinstance(context.original_route, Mount)
+    ]
 
 
 def unclassified_message(entries: list[RouteEntry]) -> str:
     missing = "\n".join(f"    ({e.method!r}, {e.path!r}): <category>," for e in entries)
-    return ("These routes are not classified. Add each to ROUTES in tests/security/route_table.py with the "
-            "category that says who may call it (PUBLIC, SIGNED_IN, LABELING_PAGE, LABELING_API, ADMIN_PAGE, "
-            f"API_ANY, API_UPLOAD, API_EXPORT, API_ADMIN):\n{missing}")
+    return (
+        "These routes are not classified. Add each to ROUTES in tests/security/route_table.py with the "
+        "category that says who may call it (PUBLIC, SIGNED_IN, LABELING_PAGE, LABELING_API, ADMIN_PAGE, "
+        f"API_ANY, API_UPLOAD, API_EXPORT, API_ADMIN):\n{missing}"
+    )

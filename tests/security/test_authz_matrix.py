@@ -9,6 +9,7 @@ so what is tested is who may call, not CSRF (tests/security/test_csrf.py) or log
 "Allowed" means the request reached the route's own logic: not 401, 403 or 404, not a redirect to
 the login page, not a server error. Requests carry no body, so an allowed caller of a form or
 JSON route gets 422 (or 400/409) and nothing changes; that still proves the door was open."""
+
 from __future__ import annotations
 
 import re
@@ -38,10 +39,18 @@ PRINCIPALS = ["anonymous", "labeler", "other_project_labeler", "admin", "upload_
 """labeler is a member of the project in every path; other_project_labeler only of another one."""
 
 _NO_COOKIE_PAGE = {"anonymous": LOGIN, "upload_token": LOGIN, "export_token": LOGIN, "admin_token": LOGIN}
-_NO_COOKIE_API = {"anonymous": UNAUTHORIZED, "upload_token": UNAUTHORIZED, "export_token": UNAUTHORIZED,
-                  "admin_token": UNAUTHORIZED}
-_NO_TOKEN = {"anonymous": UNAUTHORIZED, "labeler": UNAUTHORIZED, "other_project_labeler": UNAUTHORIZED,
-             "admin": UNAUTHORIZED}  # a session cookie never opens the token API
+_NO_COOKIE_API = {
+    "anonymous": UNAUTHORIZED,
+    "upload_token": UNAUTHORIZED,
+    "export_token": UNAUTHORIZED,
+    "admin_token": UNAUTHORIZED,
+}
+_NO_TOKEN = {
+    "anonymous": UNAUTHORIZED,
+    "labeler": UNAUTHORIZED,
+    "other_project_labeler": UNAUTHORIZED,
+    "admin": UNAUTHORIZED,
+}  # a session cookie never opens the token API
 
 EXPECTED: dict[str, dict[str, str]] = {
     rt.PUBLIC: dict.fromkeys(PRINCIPALS, ALLOWED),
@@ -104,9 +113,15 @@ def build_world(db, settings: Settings) -> World:
     db.commit()
     external_id = db.get(Prompt, tasks[0].prompt_id).external_id
     return World(
-        path_values={"project_id": str(project.id), "user_id": str(victim.id), "token_id": str(victim_token.id),
-                     "round_id": str(training_round.id), "version_id": str(version.id),
-                     "external_id": external_id, "assignment_id": str(held["labeler"])},
+        path_values={
+            "project_id": str(project.id),
+            "user_id": str(victim.id),
+            "token_id": str(victim_token.id),
+            "round_id": str(training_round.id),
+            "version_id": str(version.id),
+            "external_id": external_id,
+            "assignment_id": str(held["labeler"]),
+        },
         users={"labeler": labeler, "other_project_labeler": other, "admin": admin},
         tokens={scope: make_token(db, scope) for scope in ("upload", "export", "admin")},
         assignments=held,
@@ -135,8 +150,14 @@ def credentials(db, world: World, principal: str) -> dict[str, str]:
 
 
 def test_every_route_is_classified(tmp_path):
-    app = create_app(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'unused.sqlite'}",
-                              embedded_worker=False, _env_file=None))
+    app = create_app(
+        Settings(
+            data_dir=tmp_path,
+            database_url=f"sqlite:///{tmp_path / 'unused.sqlite'}",
+            embedded_worker=False,
+            _env_file=None,
+        )
+    )
     entries = rt.app_routes(app)
     assert len(entries) >= 50  # the route table was really read
     unclassified = [e for e in entries if e.category is None]
@@ -162,8 +183,12 @@ def test_authorization_matrix(principal, app, db, settings):
         for entry in entries:
             url = fill_path(entry.path, world.path_values)
             client.cookies.clear()  # only this request's credentials
-            response = client.request(entry.method, url, headers=credentials(db, world, principal),
-                                      json=rt.JSON_BODIES.get((entry.method, entry.path)))
+            response = client.request(
+                entry.method,
+                url,
+                headers=credentials(db, world, principal),
+                json=rt.JSON_BODIES.get((entry.method, entry.path)),
+            )
             expected, got = EXPECTED[entry.category][principal], outcome(response)
             if got != expected:
                 wrong.append(f"{entry.method} {url} [{entry.category}]: expected {expected}, got {got}")

@@ -2,6 +2,7 @@
 session's own CSRF token. The routes come from the app's route table, so a new form route
 without CsrfDep fails here. Token-API routes are left out on purpose: they never accept the
 cookie (the authorization matrix checks that a logged-in browser gets 401 there)."""
+
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
@@ -29,8 +30,13 @@ def test_every_cookie_state_change_needs_the_sessions_csrf_token(app, db, settin
     cookie, _csrf = _session(db, admin)
     _other_cookie, foreign_csrf = _session(db, world.users["labeler"])
 
-    guarded = [e for e in rt.app_routes(app) if e.method in rt.UNSAFE_METHODS
-               and e.category not in rt.TOKEN_CATEGORIES and (e.method, e.path) not in rt.CSRF_EXEMPT]
+    guarded = [
+        e
+        for e in rt.app_routes(app)
+        if e.method in rt.UNSAFE_METHODS
+        and e.category not in rt.TOKEN_CATEGORIES
+        and (e.method, e.path) not in rt.CSRF_EXEMPT
+    ]
     assert len(guarded) >= 20 and ("POST", "/logout") in {(e.method, e.path) for e in guarded}
     assert set(rt.CSRF_EXEMPT) == {("POST", "/login")}  # a new exemption is a decision to review
     attempts = {
@@ -44,12 +50,15 @@ def test_every_cookie_state_change_needs_the_sessions_csrf_token(app, db, settin
             url = fill_path(entry.path, world.path_values)
             for what, (headers, form) in attempts.items():
                 client.cookies.clear()
-                response = client.request(entry.method, url, data=form or None,
-                                          headers={"Cookie": f"{SESSION_COOKIE}={cookie}", **headers})
+                response = client.request(
+                    entry.method, url, data=form or None, headers={"Cookie": f"{SESSION_COOKIE}={cookie}", **headers}
+                )
                 if response.status_code != 403 or "CSRF" not in response.text:
                     unguarded.append(f"{entry.method} {entry.path} with {what}: {response.status_code}")
-    assert not unguarded, ("State changes that a session cookie reaches must declare dependencies=[CsrfDep] (or, "
-                           "if they need none, be listed in CSRF_EXEMPT with the reason):\n" + "\n".join(unguarded))
+    assert not unguarded, (
+        "State changes that a session cookie reaches must declare dependencies=[CsrfDep] (or, "
+        "if they need none, be listed in CSRF_EXEMPT with the reason):\n" + "\n".join(unguarded)
+    )
 
     # None of the refused requests changed anything.
     db.expire_all()
@@ -60,7 +69,6 @@ def test_every_cookie_state_change_needs_the_sessions_csrf_token(app, db, settin
     assert db.scalar(select(ProjectMember).where(ProjectMember.user_id == victim.id)) is not None
     assert db.get(TrainingRound, int(world.path_values["round_id"])).status == "labeling"
     assert db.scalar(select(func.count()).select_from(TrainingRound)) == 1  # no round launched
-
 
 
 def test_a_cross_site_login_post_is_refused_and_starts_no_session(app, db):

@@ -1,5 +1,6 @@
 """A labeler never sees or touches another labeler's work, even in the same project: every
 labeler-facing answer is checked for a ranking's comment, and another's assignment is a 404."""
+
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
@@ -25,21 +26,30 @@ def test_a_labeler_cannot_see_or_change_another_labelers_ranking(app, db):
 
         task = alice_client.get(f"{api}/next").json()["task"]
         ranking = [[c["id"]] for c in task["completions"]]
-        response = alice_client.post(f"{api}/assignments/{task['assignment_id']}/ranking",
-                                     json={"ranking": ranking, "comment": SECRET_COMMENT},
-                                     headers={"X-CSRF-Token": alice_csrf})
+        response = alice_client.post(
+            f"{api}/assignments/{task['assignment_id']}/ranking",
+            json={"ranking": ranking, "comment": SECRET_COMMENT},
+            headers={"X-CSRF-Token": alice_csrf},
+        )
         assert response.status_code == 200
         before = snapshot(db)
         assert db.scalar(select(Ranking.comment).where(Ranking.user_id == alice.id)) == SECRET_COMMENT
 
         # Bob retries Alice's submission (a retry of one's own returns the stored ranking) and skips her task.
         answers = [
-            bob_client.post(f"{api}/assignments/{task['assignment_id']}/ranking", json={"ranking": ranking[::-1]},
-                            headers={"X-CSRF-Token": bob_csrf}),
-            bob_client.post(f"{api}/assignments/{task['assignment_id']}/skip", json={"reason": "unclear"},
-                            headers={"X-CSRF-Token": bob_csrf}),
-            bob_client.post(f"/projects/{project.id}/label/{task['assignment_id']}",
-                            data={"ranking": "[]", "csrf_token": bob_csrf}),
+            bob_client.post(
+                f"{api}/assignments/{task['assignment_id']}/ranking",
+                json={"ranking": ranking[::-1]},
+                headers={"X-CSRF-Token": bob_csrf},
+            ),
+            bob_client.post(
+                f"{api}/assignments/{task['assignment_id']}/skip",
+                json={"reason": "unclear"},
+                headers={"X-CSRF-Token": bob_csrf},
+            ),
+            bob_client.post(
+                f"/projects/{project.id}/label/{task['assignment_id']}", data={"ranking": "[]", "csrf_token": bob_csrf}
+            ),
         ]
         for response in answers:
             assert response.status_code == 404 and "You hold no task" in response.text

@@ -6,6 +6,7 @@ complete artifact is the only thing ever found under its final name, and a Model
 only inserted after that rename. What a fault can leave is temp folders: a SIGKILL mid-write
 leaves one, which the next run of the step deletes; a failed write is cleaned up at once.
 """
+
 from __future__ import annotations
 
 import errno
@@ -111,8 +112,7 @@ def _under(filename, folder: Path) -> bool:
     if not filename:
         return False
     path = Path(os.fsdecode(filename))
-    return any(path == p or p in path.parents or path in p.parents
-               for p in (settings().artifacts_dir, folder))
+    return any(path == p or p in path.parents or path in p.parents for p in (settings().artifacts_dir, folder))
 
 
 def _why(code: int, cause: BaseException | None) -> str:
@@ -147,7 +147,7 @@ def remove_partial_artifacts(folder: Path, *, name: str = "") -> list[str]:
     removed = []
     if folder.is_dir():
         for child in folder.iterdir():
-            if (child.name.startswith(f".{name}") and (".tmp-" in child.name or ".old-" in child.name)):
+            if child.name.startswith(f".{name}") and (".tmp-" in child.name or ".old-" in child.name):
                 if child.is_dir():
                     shutil.rmtree(child, ignore_errors=True)
                 else:

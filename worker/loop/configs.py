@@ -4,6 +4,7 @@ and ModelVersion rows → folders the ML code can load.
 The web process validated the config; the dataclasses check ranges again, so a config edited
 in the database still fails with a message naming the field.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,9 +21,14 @@ def generation_config(config: dict[str, Any], *, batch: int, number: int):
 
     gen = config["generation"]
     seed = None if gen.get("seed") is None else gen["seed"] + 1000 * number + batch
-    return GenerationConfig(k=config["k"], temperature=gen["temperature"], top_p=gen["top_p"],
-                            max_new_tokens=gen["max_new_tokens"], seed=seed,
-                            batch_size=max(config["k"], 4 * config["k"]))
+    return GenerationConfig(
+        k=config["k"],
+        temperature=gen["temperature"],
+        top_p=gen["top_p"],
+        max_new_tokens=gen["max_new_tokens"],
+        seed=seed,
+        batch_size=max(config["k"], 4 * config["k"]),
+    )
 
 
 def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
@@ -30,22 +36,42 @@ def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
 
     rm = config["reward"]
     # val_fraction 0: the worker holds out the project's validation prompts itself (by Prompt.split).
-    return RewardConfig(model=backbone, mode=rm["mode"], loss=rm["loss"], learning_rate=rm["learning_rate"],
-                        epochs=rm["epochs"], batch_rankings=rm["batch_rankings"], max_length=rm["max_length"],
-                        lora_r=rm["lora_r"], lora_alpha=2 * rm["lora_r"], val_fraction=0.0, seed=config["seed"],
-                        extra={"round_id": round_id})
+    return RewardConfig(
+        model=backbone,
+        mode=rm["mode"],
+        loss=rm["loss"],
+        learning_rate=rm["learning_rate"],
+        epochs=rm["epochs"],
+        batch_rankings=rm["batch_rankings"],
+        max_length=rm["max_length"],
+        lora_r=rm["lora_r"],
+        lora_alpha=2 * rm["lora_r"],
+        val_fraction=0.0,
+        seed=config["seed"],
+        extra={"round_id": round_id},
+    )
 
 
 def ppo_config(config: dict[str, Any], *, model: str):
     from worker.ml.ppo_config import PPOConfig
 
     ppo = config["ppo"]
-    return PPOConfig(model=model, steps=ppo["steps"], batch_size=ppo["batch_size"],
-                     minibatch_size=ppo["minibatch_size"], ppo_epochs=ppo["ppo_epochs"],
-                     learning_rate=ppo["learning_rate"], kl_coef=ppo["kl_coef"],
-                     adaptive_kl_target=ppo["adaptive_kl_target"], max_new_tokens=ppo["max_new_tokens"],
-                     temperature=ppo["temperature"], missing_eos_penalty=ppo["missing_eos_penalty"],
-                     lora_r=ppo["lora_r"], lora_alpha=2 * ppo["lora_r"], seed=config["seed"])
+    return PPOConfig(
+        model=model,
+        steps=ppo["steps"],
+        batch_size=ppo["batch_size"],
+        minibatch_size=ppo["minibatch_size"],
+        ppo_epochs=ppo["ppo_epochs"],
+        learning_rate=ppo["learning_rate"],
+        kl_coef=ppo["kl_coef"],
+        adaptive_kl_target=ppo["adaptive_kl_target"],
+        max_new_tokens=ppo["max_new_tokens"],
+        temperature=ppo["temperature"],
+        missing_eos_penalty=ppo["missing_eos_penalty"],
+        lora_r=ppo["lora_r"],
+        lora_alpha=2 * ppo["lora_r"],
+        seed=config["seed"],
+    )
 
 
 def root_base(db: Session, version: ModelVersion) -> ModelVersion:

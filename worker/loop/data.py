@@ -1,4 +1,5 @@
 """Rankings and prompts from the database in worker.ml's formats."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,9 +17,13 @@ def rankings(db: Session, *, project_id: int, round_id: int | None = None, split
     ML code keeps a prompt's rankings together)."""
     from worker.ml.data import Ranking as MLRanking
 
-    query = (select(Ranking.task_id, Ranking.groups, RankingTask.prompt_id, Prompt.text, Prompt.messages)
-             .join(RankingTask, RankingTask.id == Ranking.task_id).join(Prompt, Prompt.id == RankingTask.prompt_id)
-             .where(Ranking.project_id == project_id).order_by(Ranking.id))
+    query = (
+        select(Ranking.task_id, Ranking.groups, RankingTask.prompt_id, Prompt.text, Prompt.messages)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .join(Prompt, Prompt.id == RankingTask.prompt_id)
+        .where(Ranking.project_id == project_id)
+        .order_by(Ranking.id)
+    )
     if round_id is not None:
         query = query.where(RankingTask.round_id == round_id)
     if split is not None:
@@ -33,8 +38,14 @@ def rankings(db: Session, *, project_id: int, round_id: int | None = None, split
         groups = [g for g in groups if g]
         if len(groups) < 2:
             continue  # all tied: nothing to learn or measure
-        out.append(MLRanking(prompt=row.text if row.text is not None else row.messages, completions=completions,
-                             groups=groups, prompt_id=str(row.prompt_id)))
+        out.append(
+            MLRanking(
+                prompt=row.text if row.text is not None else row.messages,
+                completions=completions,
+                groups=groups,
+                prompt_id=str(row.prompt_id),
+            )
+        )
     return out
 
 
@@ -43,10 +54,11 @@ def _task_completions(db: Session, *, task_ids: set[int]) -> dict[int, tuple[lis
     ids = sorted(task_ids)
     for start in range(0, len(ids), 500):
         for task_id, cid, text in db.execute(
-                select(TaskCompletion.task_id, Completion.id, Completion.text)
-                .join(Completion, Completion.id == TaskCompletion.completion_id)
-                .where(TaskCompletion.task_id.in_(ids[start:start + 500]))
-                .order_by(TaskCompletion.task_id, TaskCompletion.position)):
+            select(TaskCompletion.task_id, Completion.id, Completion.text)
+            .join(Completion, Completion.id == TaskCompletion.completion_id)
+            .where(TaskCompletion.task_id.in_(ids[start : start + 500]))
+            .order_by(TaskCompletion.task_id, TaskCompletion.position)
+        ):
             found[task_id][0].append(cid)
             found[task_id][1].append(text)
     return found
@@ -55,9 +67,15 @@ def _task_completions(db: Session, *, task_ids: set[int]) -> dict[int, tuple[lis
 def ppo_prompts(db: Session, *, round: TrainingRound) -> list[Any]:
     """Train-split prompts of this round and the project's earlier rounds (never validation ones,
     never prompts of rounds still to come)."""
-    rows = db.execute(select(Prompt.text, Prompt.messages).join(RoundPrompt, RoundPrompt.prompt_id == Prompt.id)
-                      .join(TrainingRound, TrainingRound.id == RoundPrompt.round_id)
-                      .where(TrainingRound.project_id == round.project_id, TrainingRound.number <= round.number,
-                             Prompt.split == PromptSplit.train)
-                      .order_by(Prompt.id)).all()
+    rows = db.execute(
+        select(Prompt.text, Prompt.messages)
+        .join(RoundPrompt, RoundPrompt.prompt_id == Prompt.id)
+        .join(TrainingRound, TrainingRound.id == RoundPrompt.round_id)
+        .where(
+            TrainingRound.project_id == round.project_id,
+            TrainingRound.number <= round.number,
+            Prompt.split == PromptSplit.train,
+        )
+        .order_by(Prompt.id)
+    ).all()
     return [text if text is not None else messages for text, messages in rows]

@@ -5,6 +5,7 @@ Safe to run twice: a batch stores its completions in the same transaction that s
 prompts' `generated_at`, and only when none was stamped meanwhile; the final step runs inside the
 conditional generating → labeling transition, so ranking tasks are created once.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,17 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from app.markdown import html_columns
-from app.models import (Completion, CompletionSource, ModelVersion, Prompt, RankingTask, RoundPrompt, TaskCompletion,
-                        TrainingRound, utcnow)
+from app.models import (
+    Completion,
+    CompletionSource,
+    ModelVersion,
+    Prompt,
+    RankingTask,
+    RoundPrompt,
+    TaskCompletion,
+    TrainingRound,
+    utcnow,
+)
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S, round_to
 from worker.loop.configs import generation_config, version_path
@@ -39,15 +49,19 @@ def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
         round = db.get(TrainingRound, round_id)
         if round is None or round.status not in GENERATING:
             return {"round_id": round_id, "batch": batch, "skipped": f"round is {getattr(round, 'status', None)}"}
-        if lifecycle.transition(db, round_id=round_id, source=[S.pending], target=S.generating,
-                                started_at=utcnow(), heartbeat_at=utcnow()):
+        if lifecycle.transition(
+            db, round_id=round_id, source=[S.pending], target=S.generating, started_at=utcnow(), heartbeat_at=utcnow()
+        ):
             lifecycle.log_event(db, round_id=round_id, stage=S.generating, message="generation started")
-        rows = db.execute(select(Prompt.id, Prompt.text, Prompt.messages).join(
-            RoundPrompt, RoundPrompt.prompt_id == Prompt.id).where(
-            RoundPrompt.round_id == round_id, RoundPrompt.batch == batch, RoundPrompt.generated_at.is_(None))
-            .order_by(Prompt.id)).all()
-        total, done_before = db.execute(select(func.count(), func.count(RoundPrompt.generated_at))
-                                        .where(RoundPrompt.round_id == round_id)).one()
+        rows = db.execute(
+            select(Prompt.id, Prompt.text, Prompt.messages)
+            .join(RoundPrompt, RoundPrompt.prompt_id == Prompt.id)
+            .where(RoundPrompt.round_id == round_id, RoundPrompt.batch == batch, RoundPrompt.generated_at.is_(None))
+            .order_by(Prompt.id)
+        ).all()
+        total, done_before = db.execute(
+            select(func.count(), func.count(RoundPrompt.generated_at)).where(RoundPrompt.round_id == round_id)
+        ).one()
         policy = db.get(ModelVersion, round.policy_in_id)
         config, number = round.config, round.number
         policy_ref = (policy.id, policy.kind, policy.base_model, policy.artifact_path, policy.name)
@@ -66,8 +80,9 @@ def _generate(round_id, rows, config, number, batch, policy_ref, total, done_bef
     from worker.ml.generate import generate
 
     _id, kind, base_model, artifact_path, _name = policy_ref
-    reporter = Reporter(round_id, S.generating, statuses=GENERATING,
-                        overall=lambda done, _n: (done_before + done) / total)
+    reporter = Reporter(
+        round_id, S.generating, statuses=GENERATING, overall=lambda done, _n: (done_before + done) / total
+    )
     reporter.check()
     model = version_path(kind, base_model, artifact_path, reporter)
     prompts = [text if text is not None else messages for _pid, text, messages in rows]
@@ -79,22 +94,47 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
     """Completions and the prompts' generated_at in one transaction, or nothing at all."""
     results, cfg = generated
     prompt_ids = [row[0] for row in rows]
-    params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
-              "seed": cfg.seed, "k": cfg.k, "round_id": round_id, "batch": batch}
+    params = {
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_new_tokens": cfg.max_new_tokens,
+        "seed": cfg.seed,
+        "k": cfg.k,
+        "round_id": round_id,
+        "batch": batch,
+    }
     with db_session() as db:
         status = db.scalar(select(TrainingRound.status).where(TrainingRound.id == round_id).with_for_update())
         if status not in GENERATING:
             raise Cancelled(f"round {round_id} is {status}; generated completions discarded")
-        stamped = db.execute(update(RoundPrompt).where(
-            RoundPrompt.round_id == round_id, RoundPrompt.prompt_id.in_(prompt_ids),
-            RoundPrompt.generated_at.is_(None)).values(generated_at=utcnow())).rowcount
+        stamped = db.execute(
+            update(RoundPrompt)
+            .where(
+                RoundPrompt.round_id == round_id,
+                RoundPrompt.prompt_id.in_(prompt_ids),
+                RoundPrompt.generated_at.is_(None),
+            )
+            .values(generated_at=utcnow())
+        ).rowcount
         if stamped != len(prompt_ids):  # another delivery of this batch stored it first
             db.rollback()
             return 0
-        values = [{"prompt_id": pid, "text": c.text, "source": CompletionSource.model, "model_name": policy_ref[4],
-                   "model_version_id": policy_ref[0], "generation_params": params, "token_count": c.token_count,
-                   "finish_reason": c.finish_reason, "created_at": utcnow(), **html_columns(c.text)}
-                  for pid, completions in zip(prompt_ids, results, strict=True) for c in completions]
+        values = [
+            {
+                "prompt_id": pid,
+                "text": c.text,
+                "source": CompletionSource.model,
+                "model_name": policy_ref[4],
+                "model_version_id": policy_ref[0],
+                "generation_params": params,
+                "token_count": c.token_count,
+                "finish_reason": c.finish_reason,
+                "created_at": utcnow(),
+                **html_columns(c.text),
+            }
+            for pid, completions in zip(prompt_ids, results, strict=True)
+            for c in completions
+        ]
         db.execute(insert(Completion), values)
         # This job's heartbeat ends here; a job still running beats again within seconds.
         db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(heartbeat_at=None))
@@ -105,43 +145,67 @@ def finish_if_complete(round_id: int) -> bool:
     """When every prompt of the round has its completions: ranking tasks, generating → labeling,
     and round N-1 (in generating_next) → done. Runs once, inside the conditional transition."""
     with db_session() as db:
-        remaining = db.scalar(select(func.count()).select_from(RoundPrompt).where(
-            RoundPrompt.round_id == round_id, RoundPrompt.generated_at.is_(None)))
+        remaining = db.scalar(
+            select(func.count())
+            .select_from(RoundPrompt)
+            .where(RoundPrompt.round_id == round_id, RoundPrompt.generated_at.is_(None))
+        )
         if remaining:
             return False
         round = db.get(TrainingRound, round_id)
         if not lifecycle.transition(db, round_id=round_id, source=GENERATING, target=S.labeling):
             return False
         summary = _create_tasks(db, round=round)
-        db.execute(update(TrainingRound).where(TrainingRound.id == round_id)
-                   .values(metrics={**(round.metrics or {}), "generation": summary}))
-        lifecycle.log_event(db, round_id=round_id, stage=S.labeling, kind="metric", data=summary,
-                            message=f"{summary['tasks']} ranking tasks open for labeling")
-        prev = db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
-                                                     TrainingRound.number == round.number - 1))
-        if prev is not None and lifecycle.transition(db, round_id=prev.id, source=[S.generating_next],
-                                                     target=S.done):
-            lifecycle.log_event(db, round_id=prev.id, stage=S.done,
-                                message=f"done: round {round.number} is open for labeling")
+        db.execute(
+            update(TrainingRound)
+            .where(TrainingRound.id == round_id)
+            .values(metrics={**(round.metrics or {}), "generation": summary})
+        )
+        lifecycle.log_event(
+            db,
+            round_id=round_id,
+            stage=S.labeling,
+            kind="metric",
+            data=summary,
+            message=f"{summary['tasks']} ranking tasks open for labeling",
+        )
+        prev = db.scalar(
+            select(TrainingRound).where(
+                TrainingRound.project_id == round.project_id, TrainingRound.number == round.number - 1
+            )
+        )
+        if prev is not None and lifecycle.transition(db, round_id=prev.id, source=[S.generating_next], target=S.done):
+            lifecycle.log_event(
+                db, round_id=prev.id, stage=S.done, message=f"done: round {round.number} is open for labeling"
+            )
         lifecycle.auto_start_ready(db, project_id=round.project_id)
     return True
 
 
 def _create_tasks(db, *, round: TrainingRound) -> dict[str, Any]:
-    rows = db.execute(select(Completion.id, Completion.prompt_id, Completion.token_count, Completion.finish_reason)
-                      .join(RoundPrompt, RoundPrompt.prompt_id == Completion.prompt_id)
-                      .where(RoundPrompt.round_id == round.id, Completion.model_version_id == round.policy_in_id)
-                      .order_by(Completion.prompt_id, Completion.id)).all()
+    rows = db.execute(
+        select(Completion.id, Completion.prompt_id, Completion.token_count, Completion.finish_reason)
+        .join(RoundPrompt, RoundPrompt.prompt_id == Completion.prompt_id)
+        .where(RoundPrompt.round_id == round.id, Completion.model_version_id == round.policy_in_id)
+        .order_by(Completion.prompt_id, Completion.id)
+    ).all()
     by_prompt: dict[int, list[int]] = {}
     for completion_id, prompt_id, _tokens, _reason in rows:
         by_prompt.setdefault(prompt_id, []).append(completion_id)
     for prompt_id, completion_ids in by_prompt.items():
-        task_id = db.scalar(insert(RankingTask).values(project_id=round.project_id, prompt_id=prompt_id,
-                                                       round_id=round.id, created_at=utcnow())
-                            .returning(RankingTask.id))
-        db.execute(insert(TaskCompletion), [{"task_id": task_id, "completion_id": cid, "position": i}
-                                            for i, cid in enumerate(completion_ids)])
+        task_id = db.scalar(
+            insert(RankingTask)
+            .values(project_id=round.project_id, prompt_id=prompt_id, round_id=round.id, created_at=utcnow())
+            .returning(RankingTask.id)
+        )
+        db.execute(
+            insert(TaskCompletion),
+            [{"task_id": task_id, "completion_id": cid, "position": i} for i, cid in enumerate(completion_ids)],
+        )
     tokens = [r.token_count or 0 for r in rows]
-    return {"tasks": len(by_prompt), "completions": len(rows),
-            "mean_tokens": round_to(sum(tokens) / len(tokens), 2) if tokens else 0.0,
-            "eos_fraction": round_to(sum(r.finish_reason == "eos" for r in rows) / len(rows)) if rows else 0.0}
+    return {
+        "tasks": len(by_prompt),
+        "completions": len(rows),
+        "mean_tokens": round_to(sum(tokens) / len(tokens), 2) if tokens else 0.0,
+        "eos_fraction": round_to(sum(r.finish_reason == "eos" for r in rows) / len(rows)) if rows else 0.0,
+    }

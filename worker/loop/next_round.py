@@ -4,6 +4,7 @@ Creates round N+1 (same settings, policy_in = round N's policy, the next unused 
 enqueues its generation; when that finishes (generation.finish_if_complete) round N+1 opens for
 labeling and round N is done. With no unused prompts left, round N is simply done.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,26 +34,47 @@ def _spawn(round_id: int) -> dict[str, Any]:
         round = db.get(TrainingRound, round_id)
         if round is None or round.status != S.generating_next:
             return {"round_id": round_id, "skipped": f"round is {getattr(round, 'status', None)}"}
-        nxt = db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
-                                                    TrainingRound.number == round.number + 1))
+        nxt = db.scalar(
+            select(TrainingRound).where(
+                TrainingRound.project_id == round.project_id, TrainingRound.number == round.number + 1
+            )
+        )
         if nxt is not None:
             lifecycle.enqueue_step(db, round=nxt)
             return {"round_id": round_id, "next_round_id": nxt.id, "existing": True}
         selection = round.config["prompts"]
-        prompts = lifecycle.unused_prompts(db, project_id=round.project_id,
-                                           limit=None if selection["all_unlabeled"] else selection["count"])
+        prompts = lifecycle.unused_prompts(
+            db, project_id=round.project_id, limit=None if selection["all_unlabeled"] else selection["count"]
+        )
         if not prompts:
             lifecycle.transition(db, round_id=round_id, source=[S.generating_next], target=S.done)
-            lifecycle.log_event(db, round_id=round_id, stage=S.done,
-                                message="done; no unused prompts are left for a next round — upload more prompts "
-                                        "and launch a round to continue from this policy")
+            lifecycle.log_event(
+                db,
+                round_id=round_id,
+                stage=S.done,
+                message="done; no unused prompts are left for a next round — upload more prompts "
+                "and launch a round to continue from this policy",
+            )
             return {"round_id": round_id, "next_round_id": None}
-        nxt = lifecycle.create_round(db, project_id=round.project_id, number=round.number + 1,
-                                     policy_in_id=round.policy_out_id, config=round.config, prompts=prompts)
-        lifecycle.log_event(db, round_id=nxt.id, stage=S.pending,
-                            message=f"round {nxt.number} created by round {round.number}: {len(prompts)} prompts "
-                                    "from the new policy")
-        lifecycle.log_event(db, round_id=round_id, stage=S.generating_next,
-                            message=f"generating round {nxt.number} ({len(prompts)} prompts)")
+        nxt = lifecycle.create_round(
+            db,
+            project_id=round.project_id,
+            number=round.number + 1,
+            policy_in_id=round.policy_out_id,
+            config=round.config,
+            prompts=prompts,
+        )
+        lifecycle.log_event(
+            db,
+            round_id=nxt.id,
+            stage=S.pending,
+            message=f"round {nxt.number} created by round {round.number}: {len(prompts)} prompts from the new policy",
+        )
+        lifecycle.log_event(
+            db,
+            round_id=round_id,
+            stage=S.generating_next,
+            message=f"generating round {nxt.number} ({len(prompts)} prompts)",
+        )
         lifecycle.enqueue_step(db, round=nxt)
         return {"round_id": round_id, "next_round_id": nxt.id}

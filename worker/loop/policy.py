@@ -4,6 +4,7 @@ A base policy gets a fresh LoRA adapter; a policy from an earlier round continue
 and the reference (for the KL penalty) stays the original base model, so the KL reported is the
 distance from the base across rounds.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,18 @@ from worker.loop import artifacts, data
 from worker.loop.configs import ppo_config, root_base, version_path
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
-SUMMARY_KEYS = ("score", "kl", "entropy", "response_length", "kl_coef", "policy_loss", "value_loss",
-                "clip_fraction", "approx_kl", "no_eos_fraction")
+SUMMARY_KEYS = (
+    "score",
+    "kl",
+    "entropy",
+    "response_length",
+    "kl_coef",
+    "policy_loss",
+    "value_loss",
+    "clip_fraction",
+    "approx_kl",
+    "no_eos_fraction",
+)
 
 
 def run(round_id: int) -> dict[str, Any]:
@@ -51,28 +62,47 @@ def _train(round_id: int) -> dict[str, Any]:
     #    and a disk fault gets a message naming it. Each iteration's statistics become a metric
     #    event at once, for the live charts.
     with artifacts.writing(out, "the policy"):
-        history = train_policy(cfg, prompts, reward_path, out, reporter,
-                               on_step=lambda step, stats: _metric_point(round_id, step, stats))
+        history = train_policy(
+            cfg, prompts, reward_path, out, reporter, on_step=lambda step, stats: _metric_point(round_id, step, stats)
+        )
     summary = {key: round(history[key][-1], 5) for key in SUMMARY_KEYS if history.get(key)}
-    summary.update(score_first=round(history["score"][0], 5), steps=len(history["score"]),
-                   seconds=round(history["total_seconds"], 2), prompts=len(prompts))
+    summary.update(
+        score_first=round(history["score"][0], 5),
+        steps=len(history["score"]),
+        seconds=round(history["total_seconds"], 2),
+        prompts=len(prompts),
+    )
 
     # 3. Register the policy and move on, in one transaction (only if still training_policy).
     with db_session() as db:
         if not lifecycle.transition(db, round_id=round_id, source=[S.training_policy], target=S.generating_next):
             db.rollback()
             return {"round_id": round_id, "skipped": "the round left training_policy meanwhile"}
-        version = ModelVersion(project_id=project_id, kind="policy", name=f"round {number} policy",
-                               base_model=base_model, parent_id=policy_ref[0], round_id=round_id,
-                               artifact_path=str(out), config=cfg.to_dict(), metrics=summary)
+        version = ModelVersion(
+            project_id=project_id,
+            kind="policy",
+            name=f"round {number} policy",
+            base_model=base_model,
+            parent_id=policy_ref[0],
+            round_id=round_id,
+            artifact_path=str(out),
+            config=cfg.to_dict(),
+            metrics=summary,
+        )
         db.add(version)
         db.flush()
         rnd = db.get(TrainingRound, round_id)
-        db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(
-            policy_out_id=version.id, metrics={**(rnd.metrics or {}), "policy": summary}))
-        lifecycle.log_event(db, round_id=round_id, stage=S.training_policy,
-                            message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, "
-                                    f"KL {summary.get('kl')}")
+        db.execute(
+            update(TrainingRound)
+            .where(TrainingRound.id == round_id)
+            .values(policy_out_id=version.id, metrics={**(rnd.metrics or {}), "policy": summary})
+        )
+        lifecycle.log_event(
+            db,
+            round_id=round_id,
+            stage=S.training_policy,
+            message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, KL {summary.get('kl')}",
+        )
         db.refresh(rnd)
         lifecycle.enqueue_step(db, round=rnd)
     return {"round_id": round_id, "policy_id": version.id, **summary}
@@ -80,5 +110,11 @@ def _train(round_id: int) -> dict[str, Any]:
 
 def _metric_point(round_id: int, step: int, stats: dict[str, float]) -> None:
     with db_session() as db:
-        lifecycle.log_event(db, round_id=round_id, stage=S.training_policy, kind="metric", step=step,
-                            data={key: float(stats[key]) for key in SUMMARY_KEYS if key in stats})
+        lifecycle.log_event(
+            db,
+            round_id=round_id,
+            stage=S.training_policy,
+            kind="metric",
+            step=step,
+            data={key: float(stats[key]) for key in SUMMARY_KEYS if key in stats},
+        )

@@ -7,6 +7,7 @@ timeout), and the step is enqueued again. At a worker's start-up, running rounds
 heartbeat at all are enqueued again too (their message may have been lost with the broker or
 never sent); a duplicate delivery is a no-op because every step checks status and claim first.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,10 +34,15 @@ def sweep(*, startup: bool = False) -> dict[str, Any]:
         for round in db.scalars(select(TrainingRound).where(TrainingRound.status.in_(RUNNING), stale)).all():
             # Clear the dead claim so the new delivery can take the step, and the heartbeat so the
             # next sweep waits for that delivery instead of enqueueing it again.
-            db.execute(update(TrainingRound).where(TrainingRound.id == round.id)
-                       .values(claim_token=None, heartbeat_at=None))
-            lifecycle.log_event(db, round_id=round.id, stage=round.status,
-                                message=f"{round.status}: no live worker (heartbeat stopped); enqueued again")
+            db.execute(
+                update(TrainingRound).where(TrainingRound.id == round.id).values(claim_token=None, heartbeat_at=None)
+            )
+            lifecycle.log_event(
+                db,
+                round_id=round.id,
+                stage=round.status,
+                message=f"{round.status}: no live worker (heartbeat stopped); enqueued again",
+            )
             lifecycle.enqueue_step(db, round=round)
             requeued.append(round.id)
         started = lifecycle.auto_start_ready(db)

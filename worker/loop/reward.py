@@ -3,6 +3,7 @@
 Also measures the previous round's reward model on this round's fresh human rankings (completions
 of a policy it never saw) — the honest out-of-distribution figure — and stores it on that round.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,12 +46,20 @@ def _train(round_id: int) -> dict[str, Any]:
         train = data.rankings(db, project_id=round.project_id, split=PromptSplit.train)
         val = data.rankings(db, project_id=round.project_id, split=PromptSplit.validation)
         fresh = data.rankings(db, project_id=round.project_id, round_id=round_id)
-        prev = db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
-                                                     TrainingRound.number == round.number - 1))
+        prev = db.scalar(
+            select(TrainingRound).where(
+                TrainingRound.project_id == round.project_id, TrainingRound.number == round.number - 1
+            )
+        )
         prev_rm = db.get(ModelVersion, prev.reward_model_id) if prev is not None and prev.reward_model_id else None
         prev_ref = (prev.id, prev_rm.artifact_path) if prev_rm is not None else None
-        project_id, number, config, base_id, base_model = (round.project_id, round.number, round.config,
-                                                           base.id, base.base_model)
+        project_id, number, config, base_id, base_model = (
+            round.project_id,
+            round.number,
+            round.config,
+            base.id,
+            base.base_model,
+        )
     out = artifacts.round_dir(project_id, number) / "reward"
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
     reporter = Reporter(round_id, S.training_reward)
@@ -66,30 +75,53 @@ def _train(round_id: int) -> dict[str, Any]:
     with artifacts.writing(out, "the reward model"):
         metrics = train_reward(cfg, train, out, reporter)
     held_out = rm_accuracy(str(out), val, cfg)
-    summary = {"val_accuracy": held_out and held_out["val_accuracy"], "val_loss": held_out and held_out["val_loss"],
-               "val_pairs": held_out and held_out["val_pairs"], "val_rankings": len(val),
-               "val_accuracy_by_k": held_out and held_out["val_accuracy_by_k"],
-               "train_rankings": len(train), "train_loss_first": metrics["train_loss_first"],
-               "train_loss_last": metrics["train_loss_last"], "steps": metrics["steps"],
-               "train_seconds": metrics["train_seconds"], "reward_mean": metrics["reward_mean"],
-               "reward_std": metrics["reward_std"]}
+    summary = {
+        "val_accuracy": held_out and held_out["val_accuracy"],
+        "val_loss": held_out and held_out["val_loss"],
+        "val_pairs": held_out and held_out["val_pairs"],
+        "val_rankings": len(val),
+        "val_accuracy_by_k": held_out and held_out["val_accuracy_by_k"],
+        "train_rankings": len(train),
+        "train_loss_first": metrics["train_loss_first"],
+        "train_loss_last": metrics["train_loss_last"],
+        "steps": metrics["steps"],
+        "train_seconds": metrics["train_seconds"],
+        "reward_mean": metrics["reward_mean"],
+        "reward_std": metrics["reward_std"],
+    }
 
     # 4. Register the model and move on, in one transaction (only if still training_reward).
     with db_session() as db:
         if not lifecycle.transition(db, round_id=round_id, source=[S.training_reward], target=S.training_policy):
             db.rollback()
             return {"round_id": round_id, "skipped": "the round left training_reward meanwhile"}
-        version = ModelVersion(project_id=project_id, kind="reward", name=f"round {number} reward model",
-                               base_model=base_model, parent_id=base_id, round_id=round_id,
-                               artifact_path=str(out), config=cfg.to_dict(), metrics=summary)
+        version = ModelVersion(
+            project_id=project_id,
+            kind="reward",
+            name=f"round {number} reward model",
+            base_model=base_model,
+            parent_id=base_id,
+            round_id=round_id,
+            artifact_path=str(out),
+            config=cfg.to_dict(),
+            metrics=summary,
+        )
         db.add(version)
         db.flush()
         round = db.get(TrainingRound, round_id)
-        db.execute(update(TrainingRound).where(TrainingRound.id == round_id).values(
-            reward_model_id=version.id, metrics={**(round.metrics or {}), "reward": summary}))
-        lifecycle.log_event(db, round_id=round_id, stage=S.training_reward, kind="metric", data=summary,
-                            message=f"reward model trained on {len(train)} rankings; "
-                                    f"held-out accuracy {summary['val_accuracy']}")
+        db.execute(
+            update(TrainingRound)
+            .where(TrainingRound.id == round_id)
+            .values(reward_model_id=version.id, metrics={**(round.metrics or {}), "reward": summary})
+        )
+        lifecycle.log_event(
+            db,
+            round_id=round_id,
+            stage=S.training_reward,
+            kind="metric",
+            data=summary,
+            message=f"reward model trained on {len(train)} rankings; held-out accuracy {summary['val_accuracy']}",
+        )
         if ood is not None:
             _store_ood(db, prev_id=prev_ref[0], round_number=number, ood=ood)
         db.refresh(round)
@@ -99,10 +131,22 @@ def _train(round_id: int) -> dict[str, Any]:
 
 def _store_ood(db, *, prev_id: int, round_number: int, ood: dict[str, Any]) -> None:
     prev = db.get(TrainingRound, prev_id)
-    figure = {"accuracy": ood["val_accuracy"], "pairs": ood["val_pairs"], "rankings": ood["rankings"],
-              "round": round_number}
-    db.execute(update(TrainingRound).where(TrainingRound.id == prev_id)
-               .values(metrics={**(prev.metrics or {}), "reward_next_round": figure}))
-    lifecycle.log_event(db, round_id=prev_id, stage=S.done, kind="metric", data=figure,
-                        message=f"this round's reward model on round {round_number}'s fresh rankings: "
-                                f"accuracy {figure['accuracy']}")
+    figure = {
+        "accuracy": ood["val_accuracy"],
+        "pairs": ood["val_pairs"],
+        "rankings": ood["rankings"],
+        "round": round_number,
+    }
+    db.execute(
+        update(TrainingRound)
+        .where(TrainingRound.id == prev_id)
+        .values(metrics={**(prev.metrics or {}), "reward_next_round": figure})
+    )
+    lifecycle.log_event(
+        db,
+        round_id=prev_id,
+        stage=S.done,
+        kind="metric",
+        data=figure,
+        message=f"this round's reward model on round {round_number}'s fresh rankings: accuracy {figure['accuracy']}",
+    )

@@ -5,6 +5,7 @@ A step's life: claim (conditional UPDATE) â†’ heartbeat thread while it works â†
 next status written in one transaction at the end. Sessions are short: nothing holds a database
 transaction open while a model trains.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,14 +78,23 @@ def stall_if_injected(step: str) -> None:
 
 # ---- claiming and heartbeats --------------------------------------------------------------------
 
+
 def claim(db: Session, *, round_id: int, step: str, token: str) -> bool:
     """Take the step unless another live run holds it (its heartbeat is fresh)."""
     cutoff = utcnow() - timedelta(seconds=settings().round_stale_seconds)
-    result = db.execute(update(TrainingRound).where(
-        TrainingRound.id == round_id, TrainingRound.status == step,
-        or_(TrainingRound.claim_token.is_(None), TrainingRound.heartbeat_at.is_(None),
-            TrainingRound.heartbeat_at < cutoff))
-        .values(claim_token=token, heartbeat_at=utcnow(), current_step=step, progress=0.0, eta_seconds=None))
+    result = db.execute(
+        update(TrainingRound)
+        .where(
+            TrainingRound.id == round_id,
+            TrainingRound.status == step,
+            or_(
+                TrainingRound.claim_token.is_(None),
+                TrainingRound.heartbeat_at.is_(None),
+                TrainingRound.heartbeat_at < cutoff,
+            ),
+        )
+        .values(claim_token=token, heartbeat_at=utcnow(), current_step=step, progress=0.0, eta_seconds=None)
+    )
     return result.rowcount == 1
 
 
@@ -125,6 +135,7 @@ class Heartbeat:
 
 # ---- progress -----------------------------------------------------------------------------------
 
+
 class Reporter:
     """The `on_progress(done, total, stage)` callback handed to worker.ml.
 
@@ -132,8 +143,14 @@ class Reporter:
     the stage changes), and raises Cancelled once the round has left the step's statuses, so a
     cancel takes effect at the next report."""
 
-    def __init__(self, round_id: int, step: str, *, statuses: Sequence[str] | None = None,
-                 overall: Callable[[int, int], float] | None = None):
+    def __init__(
+        self,
+        round_id: int,
+        step: str,
+        *,
+        statuses: Sequence[str] | None = None,
+        overall: Callable[[int, int], float] | None = None,
+    ):
         self.round_id, self.step = round_id, step
         self.statuses = tuple(statuses or (step,))
         self.overall = overall or (lambda done, total: done / total if total else 0.0)
@@ -163,11 +180,24 @@ class Reporter:
             status = db.scalar(select(TrainingRound.status).where(TrainingRound.id == self.round_id))
             if status not in self.statuses:
                 raise Cancelled(f"round {self.round_id} is {status}; {self.step} stops here")
-            db.execute(update(TrainingRound).where(TrainingRound.id == self.round_id).values(
-                progress=min(max(self.overall(done, total), 0.0), 1.0), current_step=f"{self.step}: {stage}"[:64],
-                eta_seconds=eta, heartbeat_at=utcnow()))
-            lifecycle.log_event(db, round_id=self.round_id, stage=self.step, step=done,
-                                data={"done": done, "total": total, "stage": stage}, message=f"{stage} ({done}/{total})")
+            db.execute(
+                update(TrainingRound)
+                .where(TrainingRound.id == self.round_id)
+                .values(
+                    progress=min(max(self.overall(done, total), 0.0), 1.0),
+                    current_step=f"{self.step}: {stage}"[:64],
+                    eta_seconds=eta,
+                    heartbeat_at=utcnow(),
+                )
+            )
+            lifecycle.log_event(
+                db,
+                round_id=self.round_id,
+                stage=self.step,
+                step=done,
+                data={"done": done, "total": total, "stage": stage},
+                message=f"{stage} ({done}/{total})",
+            )
         if 0 < done < total:
             stall_if_injected(self.step)
 
@@ -181,28 +211,49 @@ class Reporter:
 
 # ---- running a step ------------------------------------------------------------------------------
 
+
 def mark_failed(round_id: int, step: str, exc: BaseException, *, statuses: Sequence[str] | None = None) -> None:
     """failed, with the step and message the UI shows; the round N / N+1 pair fails together
     when round N+1's generation fails (round N is then in generating_next)."""
     message = f"{type(exc).__name__}: {exc}"[:4000]
     detail = "".join(traceback.format_exception(exc))[-8000:]
     with db_session() as db:
-        moved = lifecycle.transition(db, round_id=round_id, source=statuses or (step,), target=S.failed,
-                                     error_message=message, error_step=step, current_step=f"failed at {step}")
+        moved = lifecycle.transition(
+            db,
+            round_id=round_id,
+            source=statuses or (step,),
+            target=S.failed,
+            error_message=message,
+            error_step=step,
+            current_step=f"failed at {step}",
+        )
         if not moved:
             return
-        lifecycle.log_event(db, round_id=round_id, stage=step, message=f"failed at {step}: {message}",
-                            data={"traceback": detail})
+        lifecycle.log_event(
+            db, round_id=round_id, stage=step, message=f"failed at {step}: {message}", data={"traceback": detail}
+        )
         round = db.get(TrainingRound, round_id)
         if step == S.generating and round is not None:
-            prev = db.scalar(select(TrainingRound).where(TrainingRound.project_id == round.project_id,
-                                                         TrainingRound.number == round.number - 1))
+            prev = db.scalar(
+                select(TrainingRound).where(
+                    TrainingRound.project_id == round.project_id, TrainingRound.number == round.number - 1
+                )
+            )
             if prev is not None and lifecycle.transition(
-                    db, round_id=prev.id, source=[S.generating_next], target=S.failed,
-                    error_step=S.generating_next, current_step=f"failed at {S.generating_next}",
-                    error_message=f"generating round {round.number} failed: {message}"[:4000]):
-                lifecycle.log_event(db, round_id=prev.id, stage=S.generating_next,
-                                    message=f"generating round {round.number} failed: {message}")
+                db,
+                round_id=prev.id,
+                source=[S.generating_next],
+                target=S.failed,
+                error_step=S.generating_next,
+                current_step=f"failed at {S.generating_next}",
+                error_message=f"generating round {round.number} failed: {message}"[:4000],
+            ):
+                lifecycle.log_event(
+                    db,
+                    round_id=prev.id,
+                    stage=S.generating_next,
+                    message=f"generating round {round.number} failed: {message}",
+                )
 
 
 def run_claimed_step(round_id: int, step: str, body: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
@@ -223,8 +274,11 @@ def run_claimed_step(round_id: int, step: str, body: Callable[[str], dict[str, A
     except Cancelled as exc:
         with db_session() as db:
             lifecycle.log_event(db, round_id=round_id, stage=step, message=f"stopped: {exc}")
-            db.execute(update(TrainingRound).where(TrainingRound.id == round_id, TrainingRound.claim_token == token)
-                       .values(claim_token=None, heartbeat_at=None))
+            db.execute(
+                update(TrainingRound)
+                .where(TrainingRound.id == round_id, TrainingRound.claim_token == token)
+                .values(claim_token=None, heartbeat_at=None)
+            )
         return {"round_id": round_id, "stopped": str(exc)}
     except Exception as exc:  # not BaseException: a worker shutting down is not the step's failure
         mark_failed(round_id, step, exc)

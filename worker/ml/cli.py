@@ -3,6 +3,7 @@
 Commands are registered in COMMANDS (name -> Command). Config flags are derived from the
 config dataclasses, with each field's docstring as its help, so they never drift apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,12 @@ def field_docs(cls) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, after in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+        ):
             docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
 
@@ -76,8 +81,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         default = getattr(defaults, f.name)
         help_text = (docs.get(f.name, "") + f" (default: {default})").replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text,
-                                action=argparse.BooleanOptionalAction)
+            parser.add_argument(flag, dest=f.name, default=None, help=help_text, action=argparse.BooleanOptionalAction)
         elif isinstance(default, tuple):
             parser.add_argument(flag, dest=f.name, default=None, nargs="+", help=help_text)
         elif isinstance(default, (int, float, str)) or default is None:
@@ -86,16 +90,17 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
 
 
 def config_from_args(cls, args: argparse.Namespace, **fixed):
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-              if getattr(args, f.name, None) is not None}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     return cls.from_dict({**values, **fixed})
 
 
 # --- convert-default -------------------------------------------------------------------------
 
+
 def _convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where models/ lives (default: $RANKLAB_DATA_DIR or ./data)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="where models/ lives (default: $RANKLAB_DATA_DIR or ./data)"
+    )
 
 
 def _convert_run(args: argparse.Namespace) -> int:
@@ -110,11 +115,12 @@ def _convert_run(args: argparse.Namespace) -> int:
 
 # --- generate --------------------------------------------------------------------------------
 
+
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="hub id or folder (default: the converted bundled SmolLM2)")
-    parser.add_argument("--prompts", type=Path, required=True,
-                        help='JSONL: {"prompt": str | [messages], "prompt_id"?: ...} per line')
+    parser.add_argument("--model", default=None, help="hub id or folder (default: the converted bundled SmolLM2)")
+    parser.add_argument(
+        "--prompts", type=Path, required=True, help='JSONL: {"prompt": str | [messages], "prompt_id"?: ...} per line'
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSONL written, one line per prompt")
     parser.add_argument("--model-version", default="", help="label stored with each completion")
     parser.add_argument("-k", dest="k", type=int, default=None, help="completions per prompt (4-9)")
@@ -129,25 +135,34 @@ def _generate_run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts)
     model = args.model or str(_default_model())
     bars = ProgressBars()
-    results = generate(model, [p for _, p in prompts], cfg, on_progress=bars,
-                       model_version=args.model_version or Path(model).name)
+    results = generate(
+        model, [p for _, p in prompts], cfg, on_progress=bars, model_version=args.model_version or Path(model).name
+    )
     bars.close()
-    write_jsonl(args.out, (
-        {"prompt_id": prompt_id, "prompt": prompt, "completions": [c.text for c in samples],
-         "details": [{k: v for k, v in c.to_dict().items() if k != "text"} for c in samples]}
-        for (prompt_id, prompt), samples in zip(prompts, results, strict=True)
-    ))
+    write_jsonl(
+        args.out,
+        (
+            {
+                "prompt_id": prompt_id,
+                "prompt": prompt,
+                "completions": [c.text for c in samples],
+                "details": [{k: v for k, v in c.to_dict().items() if k != "text"} for c in samples],
+            }
+            for (prompt_id, prompt), samples in zip(prompts, results, strict=True)
+        ),
+    )
     print(f"wrote {len(results)} prompts x {cfg.k} completions to {args.out}")
     return 0
 
 
 # --- train-reward ----------------------------------------------------------------------------
 
+
 def _train_reward_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="backbone hub id or folder (default: the converted bundled SmolLM2)")
-    parser.add_argument("--rankings", type=Path, required=True,
-                        help="rankings JSONL (format in worker/ml/data.py)")
+    parser.add_argument(
+        "--model", default=None, help="backbone hub id or folder (default: the converted bundled SmolLM2)"
+    )
+    parser.add_argument("--rankings", type=Path, required=True, help="rankings JSONL (format in worker/ml/data.py)")
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
     add_config_flags(parser, RewardConfig, skip=("model", "extra"))
 
@@ -167,14 +182,15 @@ def _train_reward_run(args: argparse.Namespace) -> int:
 
 # --- train-policy ----------------------------------------------------------------------------
 
+
 def _train_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None,
-                        help="starting policy: a model folder or an earlier policy adapter "
-                             "(default: the converted bundled SmolLM2)")
-    parser.add_argument("--prompts", type=Path, required=True,
-                        help='JSONL: {"prompt": str | [messages]} per line')
-    parser.add_argument("--reward", type=Path, required=True,
-                        help="reward model artifact folder (from train-reward)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="starting policy: a model folder or an earlier policy adapter (default: the converted bundled SmolLM2)",
+    )
+    parser.add_argument("--prompts", type=Path, required=True, help='JSONL: {"prompt": str | [messages]} per line')
+    parser.add_argument("--reward", type=Path, required=True, help="reward model artifact folder (from train-reward)")
     parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write")
     add_config_flags(parser, PPOConfig, skip=("model",))
 
@@ -200,13 +216,14 @@ def _default_model() -> Path:
 
 # Registrations. The PPO side adds "train-policy" here: Command(help, add_arguments, run).
 COMMANDS: dict[str, Command] = {
-    "convert-default": Command("convert the bundled SmolLM2 GGUF to a HF folder (once)",
-                               _convert_arguments, _convert_run),
+    "convert-default": Command(
+        "convert the bundled SmolLM2 GGUF to a HF folder (once)", _convert_arguments, _convert_run
+    ),
     "generate": Command("sample K completions per prompt", _generate_arguments, _generate_run),
-    "train-reward": Command("train a reward model on rankings", _train_reward_arguments,
-                            _train_reward_run),
-    "train-policy": Command("PPO: train a LoRA policy against a reward model",
-                            _train_policy_arguments, _train_policy_run),
+    "train-reward": Command("train a reward model on rankings", _train_reward_arguments, _train_reward_run),
+    "train-policy": Command(
+        "PPO: train a LoRA policy against a reward model", _train_policy_arguments, _train_policy_run
+    ),
 }
 
 

@@ -4,6 +4,7 @@ Each field carries its docstring; `__post_init__` rejects out-of-range values wi
 ValueError that names the field, so a bad request fails before any model is loaded.
 `asdict(cfg)` is what gets saved in an artifact's card.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -63,8 +64,9 @@ class GenerationConfig(_Config):
         _check(4 <= self.k <= 9, "k", f"must be between 4 and 9, got {self.k}")
         _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
         _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
-        _check(1 <= self.max_new_tokens <= 8192, "max_new_tokens",
-               f"must be between 1 and 8192, got {self.max_new_tokens}")
+        _check(
+            1 <= self.max_new_tokens <= 8192, "max_new_tokens", f"must be between 1 and 8192, got {self.max_new_tokens}"
+        )
         _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
         _check(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
         _check(self.backend in GEN_BACKENDS, "backend", f"must be one of {GEN_BACKENDS}")
@@ -144,7 +146,6 @@ class RewardConfig(_Config):
         _check(1 <= self.epochs <= 100, "epochs", f"must be between 1 and 100, got {self.epochs}")
         _check(self.batch_rankings >= 1, "batch_rankings", "must be at least 1")
         _check(self.max_tokens_per_forward >= 16, "max_tokens_per_forward", "must be at least 16")
-        _check(16 <= self.max_length <= 32768, "max_length",
-               f"must be between 16 and 32768, got {self.max_length}")
+        _check(16 <= self.max_length <= 32768, "max_length", f"must be between 16 and 32768, got {self.max_length}")
         _check(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(self.norm_samples >= 0, "norm_samples", "must be >= 0")

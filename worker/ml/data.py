@@ -11,6 +11,7 @@ One JSONL line is one labeler's ranking of one task:
 Completions left out of `ranking` are ignored. Several lines may rank the same task (several
 labelers); they become one `RankedSet` so the completions are forwarded once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,6 +45,7 @@ class Ranking:
 @dataclass
 class RankedSet:
     """The unique (prompt, completions) of one task with every ranking labelers gave it."""
+
     prompt: Prompt
     completions: list[str]
     prompt_id: str
@@ -64,13 +66,15 @@ def as_messages(prompt: Prompt) -> list[dict[str, str]]:
 def parse_prompt(value: Any, where: str) -> Prompt:
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and value and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        )
     ):
         return [{"role": m["role"], "content": m["content"]} for m in value]
-    raise ValueError(f"{where}: prompt must be a string or a non-empty list of "
-                     "{role, content} messages")
+    raise ValueError(f"{where}: prompt must be a string or a non-empty list of {{role, content}} messages")
 
 
 def parse_ranking(record: Any, where: str) -> Ranking:
@@ -91,16 +95,21 @@ def parse_ranking(record: Any, where: str) -> Ranking:
     for group in groups:
         for index in group:
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(completions):
-                raise ValueError(f"{where}: ranking index {index!r} is not a completion index "
-                                 f"(0..{len(completions) - 1})")
+                raise ValueError(
+                    f"{where}: ranking index {index!r} is not a completion index (0..{len(completions) - 1})"
+                )
             if index in seen:
                 raise ValueError(f"{where}: completion {index} appears twice in ranking")
             seen.add(index)
     prompt_id = record.get("prompt_id")
     if prompt_id is not None and not isinstance(prompt_id, (str, int)):
         raise ValueError(f"{where}: prompt_id must be a string or integer")
-    return Ranking(prompt=prompt, completions=list(completions), groups=[list(g) for g in groups],
-                   prompt_id=str(prompt_id) if prompt_id is not None else prompt_key(prompt))
+    return Ranking(
+        prompt=prompt,
+        completions=list(completions),
+        groups=[list(g) for g in groups],
+        prompt_id=str(prompt_id) if prompt_id is not None else prompt_key(prompt),
+    )
 
 
 def read_rankings(path: str | Path) -> list[Ranking]:
@@ -137,7 +146,7 @@ def read_prompts(path: str | Path) -> list[tuple[str, Prompt]]:
             if isinstance(record, str):
                 record = {"prompt": record}
             if not isinstance(record, dict) or "prompt" not in record:
-                raise ValueError(f"line {number}: expected {{\"prompt\": ...}} or a JSON string")
+                raise ValueError(f'line {number}: expected {{"prompt": ...}} or a JSON string')
             prompt = parse_prompt(record["prompt"], f"line {number}")
             prompts.append((str(record.get("prompt_id") or prompt_key(prompt)), prompt))
     return prompts
@@ -155,8 +164,9 @@ def group_rankings(rankings: Sequence[Ranking]) -> list[RankedSet]:
     return list(sets.values())
 
 
-def split_by_prompt(sets: Sequence[RankedSet], val_fraction: float,
-                    seed: int) -> tuple[list[RankedSet], list[RankedSet]]:
+def split_by_prompt(
+    sets: Sequence[RankedSet], val_fraction: float, seed: int
+) -> tuple[list[RankedSet], list[RankedSet]]:
     """(train, validation): whole prompts go to one side, so validation measures generalisation
     to unseen prompts. With val_fraction > 0 and at least two prompts, validation gets >= 1."""
     prompt_ids = sorted({s.prompt_id for s in sets})
@@ -165,5 +175,4 @@ def split_by_prompt(sets: Sequence[RankedSet], val_fraction: float,
     if val_fraction > 0 and len(prompt_ids) >= 2:
         n_val = min(max(n_val, 1), len(prompt_ids) - 1)
     val_ids = set(prompt_ids[:n_val])
-    return ([s for s in sets if s.prompt_id not in val_ids],
-            [s for s in sets if s.prompt_id in val_ids])
+    return ([s for s in sets if s.prompt_id not in val_ids], [s for s in sets if s.prompt_id in val_ids])

@@ -6,6 +6,7 @@ the completion is the assistant's turn. The reward text ends at the end-of-turn 
 template's trailing newline is dropped) because that is where the reward head reads.
 Without a template: plain concatenation, with EOS closing the completion.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,8 +21,7 @@ def has_chat_template(tokenizer) -> bool:
 def prompt_text(tokenizer, prompt: Prompt) -> str:
     """The text the policy continues: the conversation plus the assistant-turn opener."""
     if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(as_messages(prompt), tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(as_messages(prompt), tokenize=False, add_generation_prompt=True)
     if isinstance(prompt, str):
         return prompt
     return "\n".join(message["content"] for message in prompt) + "\n"
@@ -38,8 +38,9 @@ def reward_text(tokenizer, prompt: Prompt, completion: str) -> str:
     return prompt_text(tokenizer, prompt) + completion + eos
 
 
-def encode_reward_texts(tokenizer, prompts: Sequence[Prompt], completions: Sequence[str],
-                        max_length: int) -> list[list[int]]:
+def encode_reward_texts(
+    tokenizer, prompts: Sequence[Prompt], completions: Sequence[str], max_length: int
+) -> list[list[int]]:
     """Token ids per (prompt, completion); over-long sequences keep their last max_length tokens
     (the reward is read at the end, and the end of the conversation matters most)."""
     texts = [reward_text(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]

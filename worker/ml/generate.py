@@ -5,6 +5,7 @@ left-padded batch; `generate(num_return_sequences=K)` then decodes prompts x K r
 one forward per new token for the whole batch. vLLM is used instead when it is installed and
 CUDA is present (or when asked for explicitly).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,9 +41,15 @@ def vllm_usable() -> bool:
     return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
-def generate(model: str | os.PathLike | torch.nn.Module, prompts: Sequence[Prompt],
-             cfg: GenerationConfig, on_progress: Progress | None = None, *,
-             tokenizer=None, model_version: str = "") -> list[list[Completion]]:
+def generate(
+    model: str | os.PathLike | torch.nn.Module,
+    prompts: Sequence[Prompt],
+    cfg: GenerationConfig,
+    on_progress: Progress | None = None,
+    *,
+    tokenizer=None,
+    model_version: str = "",
+) -> list[list[Completion]]:
     """K completions for each prompt, in prompt order.
 
     `model` is a folder / hub id (loaded here) or an already loaded causal LM, in which case pass
@@ -68,18 +75,23 @@ def generate(model: str | os.PathLike | torch.nn.Module, prompts: Sequence[Promp
 
 
 @torch.no_grad()
-def _generate_hf(model, tokenizer, prompts: Sequence[Prompt], cfg: GenerationConfig,
-                 on_progress: Progress | None, model_version: str) -> list[list[Completion]]:
+def _generate_hf(
+    model, tokenizer, prompts: Sequence[Prompt], cfg: GenerationConfig, on_progress: Progress | None, model_version: str
+) -> list[list[Completion]]:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts],
-                              cfg.max_prompt_tokens)
+    prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
     eos_ids = _eos_ids(model, tokenizer)
     hf_config = HFGenerationConfig(
-        do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-        max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.k,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids,
+        do_sample=True,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=0,
+        max_new_tokens=cfg.max_new_tokens,
+        num_return_sequences=cfg.k,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids,
         bos_token_id=tokenizer.bos_token_id,
     )
     # Similar lengths together: less padding, fewer wasted positions per forward.
@@ -90,13 +102,11 @@ def _generate_hf(model, tokenizer, prompts: Sequence[Prompt], cfg: GenerationCon
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
         for start in range(0, len(order), cfg.prompts_per_batch):
-            batch = order[start: start + cfg.prompts_per_batch]
-            input_ids, attention_mask = _pad_left([prompt_ids[i] for i in batch],
-                                                  tokenizer.pad_token_id, device)
+            batch = order[start : start + cfg.prompts_per_batch]
+            input_ids, attention_mask = _pad_left([prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)
             with autocast(device, cfg.autocast):
-                output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                        generation_config=hf_config)
-            new_tokens = output[:, input_ids.shape[1]:].cpu()   # (len(batch) * K, <= max_new)
+                output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=hf_config)
+            new_tokens = output[:, input_ids.shape[1] :].cpu()  # (len(batch) * K, <= max_new)
             for row, tokens in enumerate(new_tokens.tolist()):
                 prompt_index = batch[row // cfg.k]
                 results[prompt_index].append(_completion(tokens, eos_ids, tokenizer, cfg, model_version))
@@ -107,8 +117,9 @@ def _generate_hf(model, tokenizer, prompts: Sequence[Prompt], cfg: GenerationCon
     return results
 
 
-def _completion(tokens: list[int], eos_ids: list[int], tokenizer, cfg: GenerationConfig,
-                model_version: str) -> Completion:
+def _completion(
+    tokens: list[int], eos_ids: list[int], tokenizer, cfg: GenerationConfig, model_version: str
+) -> Completion:
     end = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
     if end is None:
         # no EOS: the row ran to max_new_tokens (rows shorter than that end in EOS + padding)
@@ -116,8 +127,7 @@ def _completion(tokens: list[int], eos_ids: list[int], tokenizer, cfg: Generatio
     else:
         content, reason = tokens[:end], "eos"
     text = tokenizer.decode(content, skip_special_tokens=True)
-    return Completion(text=text, token_count=len(content), finish_reason=reason,
-                      model_version=model_version)
+    return Completion(text=text, token_count=len(content), finish_reason=reason, model_version=model_version)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -130,40 +140,49 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def _pad_left(sequences: list[list[int]], pad_id: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_left(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), longest), dtype=torch.long)
     for row, seq in enumerate(sequences):
         if seq:
-            ids[row, -len(seq):] = torch.as_tensor(seq)
-            mask[row, -len(seq):] = 1
+            ids[row, -len(seq) :] = torch.as_tensor(seq)
+            mask[row, -len(seq) :] = 1
     return ids.to(device), mask.to(device)
 
 
-def _generate_vllm(model_path: str, prompts: Sequence[Prompt], cfg: GenerationConfig,
-                   on_progress: Progress | None, model_version: str) -> list[list[Completion]]:
+def _generate_vllm(
+    model_path: str, prompts: Sequence[Prompt], cfg: GenerationConfig, on_progress: Progress | None, model_version: str
+) -> list[list[Completion]]:
     """vLLM schedules all prompts itself (continuous batching); we hand it token ids so the
     chat template is applied exactly as in the HF path."""
     from vllm import LLM, SamplingParams
 
     tokenizer = load_tokenizer(model_path)
-    prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts],
-                              cfg.max_prompt_tokens)
+    prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
     llm = LLM(model=model_path, dtype="bfloat16", seed=cfg.seed or 0)
-    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                            stop_token_ids=[tokenizer.eos_token_id])
+    params = SamplingParams(
+        n=cfg.k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        stop_token_ids=[tokenizer.eos_token_id],
+    )
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)
     results = []
     for output in outputs:
-        results.append([
-            Completion(text=sample.text, token_count=len(sample.token_ids) - (sample.finish_reason == "stop"),
-                       finish_reason="length" if sample.finish_reason == "length" else "eos",
-                       model_version=model_version)
-            for sample in output.outputs
-        ])
+        results.append(
+            [
+                Completion(
+                    text=sample.text,
+                    token_count=len(sample.token_ids) - (sample.finish_reason == "stop"),
+                    finish_reason="length" if sample.finish_reason == "length" else "eos",
+                    model_version=model_version,
+                )
+                for sample in output.outputs
+            ]
+        )
     if on_progress is not None:
         on_progress(len(prompts), len(prompts), "generate")
     return results

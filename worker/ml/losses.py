@@ -8,6 +8,7 @@ Inputs, shared by every function here:
 A ranking contributes only if it has at least two distinct levels; otherwise it holds no
 preference and is skipped (the loss of a batch without any is 0, still differentiable).
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,10 +37,10 @@ def kwise_loss(scores: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor
 
     Returns (loss, per_ranking (R,)) where per_ranking is 0 for rankings without pairs.
     """
-    better = better_mask(levels)                                    # (R, K, K)
-    diff = scores[:, :, None] - scores[:, None, :]                   # (R, K, K) r_i - r_j
+    better = better_mask(levels)  # (R, K, K)
+    diff = scores[:, :, None] - scores[:, None, :]  # (R, K, K) r_i - r_j
     pair_loss = torch.where(better, F.softplus(-diff.float()), 0.0)  # -log sigmoid(d)
-    n_pairs = better.sum(dim=(1, 2))                                 # (R,)
+    n_pairs = better.sum(dim=(1, 2))  # (R,)
     per_ranking = pair_loss.sum(dim=(1, 2)) / n_pairs.clamp(min=1)
     return _mean_over(per_ranking, n_pairs > 0), per_ranking
 
@@ -57,7 +58,7 @@ def plackett_luce_loss(scores: torch.Tensor, levels: torch.Tensor) -> tuple[torc
     """
     ranked = levels >= 0
     last = torch.where(ranked, levels, levels.new_full((), -1)).max(dim=1, keepdim=True).values
-    chosen = ranked & (levels < last)                                # (R, K) terms that count
+    chosen = ranked & (levels < last)  # (R, K) terms that count
     k = levels.shape[1]
     eye = torch.eye(k, dtype=torch.bool, device=levels.device)
     # risk[r, i, j]: j is still available when i is chosen. The diagonal keeps every row finite

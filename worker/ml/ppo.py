@@ -8,6 +8,7 @@ off, GAE with gamma=1 / lambda=0.95, whitened advantages, clipped policy and val
 several epochs over shuffled minibatches, rollouts batched with left padding.
 Pure tensor maths lives in ppo_math.py, sampling and scoring in ppo_rollout.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,15 @@ from worker.ml.values import PolicyValue
 __all__ = ["PPOConfig", "ppo_step", "train_policy"]
 
 
-def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, kl_ctl,
-             reward_fn: RewardFn, prompts: Sequence[Prompt], cfg: PPOConfig) -> dict[str, float]:
+def ppo_step(
+    policy: PolicyValue,
+    tokenizer,
+    optimizer: torch.optim.Optimizer,
+    kl_ctl,
+    reward_fn: RewardFn,
+    prompts: Sequence[Prompt],
+    cfg: PPOConfig,
+) -> dict[str, float]:
     """One PPO iteration on `prompts`: roll out, score, compute advantages, update. Returns stats."""
     device = policy.causal_lm.device
     use_amp = cfg.autocast
@@ -40,10 +48,15 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
     # 1. Roll out with the current policy: one response per prompt, many per generate call.
     policy.eval()  # dropout is also zeroed for good in build_policy
     with autocast(device, use_amp):
-        rollout = sample_rollout(policy.peft_model, tokenizer, prompts,
-                                 max_prompt_tokens=cfg.max_prompt_tokens,
-                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                 generation_batch_size=cfg.generation_batch_size)
+        rollout = sample_rollout(
+            policy.peft_model,
+            tokenizer,
+            prompts,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            generation_batch_size=cfg.generation_batch_size,
+        )
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
@@ -91,12 +104,14 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
                 logits, values = policy(ids, am, n_context, cfg.temperature)  # [b, T, V], [b, T]
                 new_logprobs = pm.logprobs_of_labels(logits, labels)  # [b, T]
                 pg_loss, pg_stats = pm.clipped_policy_loss(
-                    new_logprobs, old_logprobs[rows], advantages[rows], mb_mask, cfg.clip_range)
+                    new_logprobs, old_logprobs[rows], advantages[rows], mb_mask, cfg.clip_range
+                )
                 if values is None:  # value_mode "adapter": free the policy graph, then the value's
                     pg_loss.backward()
                     values = policy.values(ids, am, n_context)  # [b, T]
                 vf_loss, vf_stats = pm.clipped_value_loss(
-                    values, old_values[rows], returns[rows], mb_mask, cfg.clip_range_value)
+                    values, old_values[rows], returns[rows], mb_mask, cfg.clip_range_value
+                )
             if policy.value_mode == "shared":  # one backward through the shared trunk
                 (pg_loss + cfg.vf_coef * vf_loss).backward()
             else:
@@ -113,24 +128,32 @@ def ppo_step(policy: PolicyValue, tokenizer, optimizer: torch.optim.Optimizer, k
     kl_coef_used = kl_ctl.value
     kl_ctl.update(float(seq_kl.mean()), batch)
     stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
-    stats.update({
-        "score": float(raw_scores.mean()),
-        "penalised_score": float(scores.mean()),
-        "kl": float(seq_kl.mean()),
-        "non_score_reward": float(-(kl_coef_used * kl).sum(1).mean()),
-        "kl_coef": kl_coef_used,
-        "entropy": float(pm.masked_mean(entropy, mask)),
-        "response_length": float(mask.sum(1).mean()),
-        "no_eos_fraction": float((~rollout.has_eos).float().mean()),
-        "rollout_seconds": rollout_seconds,
-        "seconds": time.perf_counter() - started,
-    })
+    stats.update(
+        {
+            "score": float(raw_scores.mean()),
+            "penalised_score": float(scores.mean()),
+            "kl": float(seq_kl.mean()),
+            "non_score_reward": float(-(kl_coef_used * kl).sum(1).mean()),
+            "kl_coef": kl_coef_used,
+            "entropy": float(pm.masked_mean(entropy, mask)),
+            "response_length": float(mask.sum(1).mean()),
+            "no_eos_fraction": float((~rollout.has_eos).float().mean()),
+            "rollout_seconds": rollout_seconds,
+            "seconds": time.perf_counter() - started,
+        }
+    )
     return stats
 
 
-def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
-                 out_dir: str | os.PathLike, on_progress: Progress | None = None, *,
-                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+def train_policy(
+    cfg: PPOConfig,
+    prompts: Sequence[Prompt],
+    reward_model_or_fn,
+    out_dir: str | os.PathLike,
+    on_progress: Progress | None = None,
+    *,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
     """Run `cfg.steps` PPO iterations and save the policy adapter (+ card) in `out_dir`.
 
     `reward_model_or_fn`: a reward artifact folder, a RewardScorer, or any callable
@@ -146,8 +169,11 @@ def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
     policy, tokenizer = build_policy(cfg, device)
     reward_fn = resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
-    kl_ctl = (pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.adaptive_kl_horizon)
-              if cfg.adaptive_kl_target > 0 else pm.FixedKLController(cfg.kl_coef))
+    kl_ctl = (
+        pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.adaptive_kl_horizon)
+        if cfg.adaptive_kl_target > 0
+        else pm.FixedKLController(cfg.kl_coef)
+    )
 
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []
@@ -156,7 +182,7 @@ def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
         # Walk the prompts in a fresh random order each pass (prompts may be fewer than a batch).
         while len(order) < cfg.batch_size:
             order += torch.randperm(len(prompts)).tolist()
-        batch_prompts, order = [prompts[i] for i in order[:cfg.batch_size]], order[cfg.batch_size:]
+        batch_prompts, order = [prompts[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
         stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, batch_prompts, cfg)
         for name, value in stats.items():
             history[name].append(value)
@@ -168,8 +194,11 @@ def train_policy(cfg: PPOConfig, prompts: Sequence[Prompt], reward_model_or_fn,
 
     metrics: dict[str, Any] = dict(history)
     metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
-    card = {"kind": "policy", "config": cfg.to_dict(),
-            "metrics": {name: values[-1] for name, values in history.items()},
-            "samples_per_second": metrics["samples_per_second"]}
+    card = {
+        "kind": "policy",
+        "config": cfg.to_dict(),
+        "metrics": {name: values[-1] for name, values in history.items()},
+        "samples_per_second": metrics["samples_per_second"],
+    }
     metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
     return metrics

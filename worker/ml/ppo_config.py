@@ -3,6 +3,7 @@
 Kept free of torch so the CLI can build its flags from it without loading the ML stack;
 `worker.ml.ppo` re-exports it. `asdict(cfg)` is saved in the policy artifact's card.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,7 @@ class PPOConfig(_Config):
     """LoRA rank of the policy adapter (and of the value adapter in value_mode "adapter")."""
     lora_alpha: int = 32
     """LoRA scaling numerator (updates are scaled by alpha / r)."""
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                     "up_proj", "down_proj")
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     """Module names that get LoRA adapters. LoRA dropout is always 0 (dropout off in RL)."""
     kl_coef: float = 0.05
     """beta: weight of the per-token KL(policy || reference) penalty in the reward."""
@@ -84,8 +84,7 @@ class PPOConfig(_Config):
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")
         _check(self.batch_size >= 2, "batch_size", f"must be at least 2, got {self.batch_size}")
-        _check(1 <= self.minibatch_size <= self.batch_size, "minibatch_size",
-               "must be between 1 and batch_size")
+        _check(1 <= self.minibatch_size <= self.batch_size, "minibatch_size", "must be between 1 and batch_size")
         _check(self.ppo_epochs >= 1, "ppo_epochs", "must be at least 1")
         _check(1 <= self.max_new_tokens <= 8192, "max_new_tokens", "must be between 1 and 8192")
         _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")

@@ -4,12 +4,14 @@ Shapes: B = sequences in the (mini)batch, T = response tokens. ``mask`` is a [B,
 1.0 for real response tokens (up to and including the first EOS) and 0.0 for padding after it.
 Nothing here touches a model; ``ppo.py`` wires these together.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 # --- masked statistics -------------------------------------------------------------------------
+
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     return (values * mask).sum() if dim is None else (values * mask).sum(dim)
@@ -32,8 +34,7 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     return variance
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
-                  eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """Scale to unit variance over the masked positions; padding comes back as 0.
 
     ``shift_mean=False`` keeps the mean (used for rewards, whose sign carries meaning).
@@ -46,6 +47,7 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
 
 
 # --- log-probabilities and entropy -------------------------------------------------------------
+
 
 def logprobs_of_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """log p(label) under ``logits``: [B, T, V], [B, T] -> [B, T] (float32 for stable sums)."""
@@ -61,6 +63,7 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 # --- KL between policy and reference (on samples from the policy) --------------------------------
+
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token estimate of KL(policy || reference) from tokens sampled by the policy.
@@ -79,8 +82,7 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = 
     raise ValueError(f"kl estimator must be one of k1, k2, k3, got {kind!r}")
 
 
-def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
-                      kl_coef: float) -> torch.Tensor:
+def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
     """Reward at every response token: -kl_coef * KL, plus the sequence score on its last token.
 
     scores [B], kl [B, T], mask [B, T] -> rewards [B, T]. The last token is the last masked-in
@@ -94,8 +96,10 @@ def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
 
 # --- advantages --------------------------------------------------------------------------------
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-        gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over response tokens.
 
     rewards, values, mask [B, T] -> (advantages [B, T], returns [B, T]). Padding positions have
@@ -116,9 +120,10 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
 
 # --- clipped losses ----------------------------------------------------------------------------
 
-def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
-                        advantages: torch.Tensor, mask: torch.Tensor,
-                        clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's clipped surrogate, averaged over real tokens. Returns (loss, stats)."""
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
@@ -134,9 +139,9 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
     return loss, stats
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-                       mask: torch.Tensor,
-                       clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """0.5 * max((v - R)^2, (clip(v, v_old +- eps) - R)^2), averaged over real tokens."""
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     unclipped_err = (values - returns) ** 2
@@ -148,6 +153,7 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
 
 
 # --- KL coefficient controllers ----------------------------------------------------------------
+
 
 class FixedKLController:
     """A constant KL coefficient (beta)."""

@@ -1,6 +1,7 @@
 """Loading and saving around PPO: the LoRA policy on one backbone, the frozen reward, and the
 saved policy artifact (a peft adapter folder + ranklab_card.json, optionally a merged model).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,13 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def lora_config(cfg) -> LoraConfig:
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(cfg.lora_targets),
+        task_type="CAUSAL_LM",
+    )
 
 
 def base_of_adapter(path: str | os.PathLike) -> str:
@@ -77,8 +83,9 @@ def resolve_reward(reward, device: torch.device) -> RewardFn:
         from worker.ml.scorer import RewardScorer
 
         if not (Path(reward) / "config.json").is_file() and not Path(reward, "adapter_config.json").is_file():
-            raise FileNotFoundError(f"reward: {reward} is not a reward model folder "
-                                    "(train one with `python -m worker.ml train-reward`)")
+            raise FileNotFoundError(
+                f"reward: {reward} is not a reward model folder (train one with `python -m worker.ml train-reward`)"
+            )
         reward = RewardScorer.load(reward, device=device)
         for param in reward.model.parameters():
             param.requires_grad_(False)
@@ -86,12 +93,15 @@ def resolve_reward(reward, device: torch.device) -> RewardFn:
         return reward.score
     if callable(reward):
         return reward
-    raise TypeError("reward: pass a reward artifact folder, a RewardScorer, or a callable "
-                    "reward_fn(prompts, responses) -> tensor of scores")
+    raise TypeError(
+        "reward: pass a reward artifact folder, a RewardScorer, or a callable "
+        "reward_fn(prompts, responses) -> tensor of scores"
+    )
 
 
-def save_policy(policy: PolicyValue, tokenizer, out_dir: str | os.PathLike,
-                card: dict[str, Any], merge: bool) -> dict[str, str]:
+def save_policy(
+    policy: PolicyValue, tokenizer, out_dir: str | os.PathLike, card: dict[str, Any], merge: bool
+) -> dict[str, str]:
     """Save the policy adapter (loads with peft, or with models.load_causal_lm) and, when
     `merge`, a merged full model in `out_dir/merged`. Returns the folders written."""
     peft_model = policy.peft_model
@@ -102,6 +112,7 @@ def save_policy(policy: PolicyValue, tokenizer, out_dir: str | os.PathLike,
     written = {"adapter": str(out_dir)}
     if merge:
         merged = peft_model.merge_and_unload()  # in place: the adapter is gone afterwards
-        written["merged"] = str(save_artifact(merged, tokenizer, Path(out_dir) / "merged",
-                                              {**card, "merged_from": str(out_dir)}))
+        written["merged"] = str(
+            save_artifact(merged, tokenizer, Path(out_dir) / "merged", {**card, "merged_from": str(out_dir)})
+        )
     return written

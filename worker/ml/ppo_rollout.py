@@ -3,6 +3,7 @@ where each response ends, and score the decoded text.
 
 Shapes: B prompts, Lq prompt tokens (left-padded), T response tokens (right-padded after EOS).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -38,17 +39,24 @@ class Rollout:
 
     def select(self, index: torch.Tensor) -> Rollout:
         rows = index.tolist()
-        return Rollout([self.prompts[i] for i in rows], [self.responses[i] for i in rows],
-                       self.query_ids[index], self.query_mask[index], self.response_ids[index],
-                       self.response_mask[index], self.has_eos[index])
+        return Rollout(
+            [self.prompts[i] for i in rows],
+            [self.responses[i] for i in rows],
+            self.query_ids[index],
+            self.query_mask[index],
+            self.response_ids[index],
+            self.response_mask[index],
+            self.has_eos[index],
+        )
 
 
 def encode_prompts(tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and mask [B, Lq]; over-long prompts lose their *start* (the assistant
     header at the end must survive)."""
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
-                      max_length=max_tokens, add_special_tokens=False)
+    batch = tokenizer(
+        list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_tokens, add_special_tokens=False
+    )
     return batch["input_ids"], batch["attention_mask"]
 
 
@@ -64,9 +72,16 @@ def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.
 
 
 @torch.no_grad()
-def sample_rollout(model, tokenizer, prompts: Sequence[Prompt], *, max_prompt_tokens: int,
-                   max_new_tokens: int, temperature: float,
-                   generation_batch_size: int = 0) -> Rollout:
+def sample_rollout(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    max_prompt_tokens: int,
+    max_new_tokens: int,
+    temperature: float,
+    generation_batch_size: int = 0,
+) -> Rollout:
     """Sample one response per prompt with plain temperature sampling (no top-k/top-p, so the
     logprobs PPO recomputes are those of the sampling distribution)."""
     # The same prompt text generation and reward scoring use (worker.ml.formatting).
@@ -74,20 +89,28 @@ def sample_rollout(model, tokenizer, prompts: Sequence[Prompt], *, max_prompt_to
     query_ids, query_mask = encode_prompts(tokenizer, texts, max_prompt_tokens)  # [B, Lq]
     query_ids, query_mask = query_ids.to(model.device), query_mask.to(model.device)
     gen_config = GenerationConfig(
-        do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, use_cache=True)
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
+    )
     chunk = generation_batch_size or len(texts)
     pieces = []
     for start in range(0, len(texts), chunk):  # many prompts per generate call
-        out = model.generate(input_ids=query_ids[start:start + chunk],
-                             attention_mask=query_mask[start:start + chunk],
-                             generation_config=gen_config)
-        pieces.append(out[:, query_ids.shape[1]:])  # [b, T_chunk]
+        out = model.generate(
+            input_ids=query_ids[start : start + chunk],
+            attention_mask=query_mask[start : start + chunk],
+            generation_config=gen_config,
+        )
+        pieces.append(out[:, query_ids.shape[1] :])  # [b, T_chunk]
     width = max(p.shape[1] for p in pieces)
-    response_ids = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]),
-                                                      value=tokenizer.pad_token_id)
-                              for p in pieces])  # [B, T]
+    response_ids = torch.cat(
+        [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=tokenizer.pad_token_id) for p in pieces]
+    )  # [B, T]
     mask, has_eos = response_mask(response_ids, tokenizer.eos_token_id)
     # Pad (not EOS) after the end, so decoded text and the mask agree.
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)
@@ -95,13 +118,14 @@ def sample_rollout(model, tokenizer, prompts: Sequence[Prompt], *, max_prompt_to
     return Rollout(list(prompts), responses, query_ids, query_mask, response_ids, mask, has_eos)
 
 
-def score_rollout(reward_fn: RewardFn, rollout: Rollout, missing_eos_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+def score_rollout(
+    reward_fn: RewardFn, rollout: Rollout, missing_eos_penalty: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(raw scores [B], scores [B] after subtracting the penalty from responses with no EOS)."""
     raw = torch.as_tensor(reward_fn(rollout.prompts, rollout.responses), dtype=torch.float32)
     raw = raw.detach().reshape(-1).cpu()
     if raw.shape[0] != len(rollout.prompts):
-        raise ValueError(f"reward function returned {raw.shape[0]} scores for "
-                         f"{len(rollout.prompts)} responses")
+        raise ValueError(f"reward function returned {raw.shape[0]} scores for {len(rollout.prompts)} responses")
     if not torch.isfinite(raw).all():
         raise ValueError("reward function returned a non-finite score")
     penalised = raw - missing_eos_penalty * (~rollout.has_eos.cpu()).float()

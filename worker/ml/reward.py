@@ -6,6 +6,7 @@ token, i.e. the end-of-turn token (the tokenizer's pad is kept distinct from EOS
 Each ranking forwards its K completions once; the loss over its pairs is computed from the K
 scores with masks (losses.py). Several labelers' rankings of one task share that forward.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,7 @@ from worker.ml.config import RewardConfig
 from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
 from worker.ml.formatting import encode_reward_texts, has_chat_template
 from worker.ml.losses import LOSSES, informative, pair_accuracy_counts
-from worker.ml.models import (Progress, autocast, load_tokenizer, match_embeddings, pick_device,
-                              save_artifact)
+from worker.ml.models import Progress, autocast, load_tokenizer, match_embeddings, pick_device, save_artifact
 from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
 from worker.ml.shared_prefix import common_prefix_len, prefix_shared_scores, supports_prefix_sharing
 
@@ -52,8 +52,9 @@ def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[E
     encoded = []
     for ranked in sets:
         used = [k for k in range(len(ranked.completions)) if any(row[k] >= 0 for row in ranked.levels)]
-        sequences = encode_reward_texts(tokenizer, [ranked.prompt] * len(used),
-                                        [ranked.completions[k] for k in used], max_length)
+        sequences = encode_reward_texts(
+            tokenizer, [ranked.prompt] * len(used), [ranked.completions[k] for k in used], max_length
+        )
         levels = torch.tensor([[row[k] for k in used] for row in ranked.levels], dtype=torch.long)
         encoded.append(EncodedSet(sequences, levels, len(ranked.levels)))
     return encoded
@@ -66,8 +67,7 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1,
-                                                                   dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1, dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(verbosity)
     match_embeddings(model, tokenizer)
@@ -77,9 +77,14 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        lora = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
-                          modules_to_save=["score"])
+        lora = LoraConfig(
+            task_type="SEQ_CLS",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets),
+            modules_to_save=["score"],
+        )
         model = get_peft_model(model, lora)
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
@@ -89,7 +94,7 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
 def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Indices of sets, bucketed so each batch holds similar lengths; batch order shuffled."""
     order = sorted(range(len(sets)), key=lambda i: (sets[i].longest, rng.random()))
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -110,21 +115,22 @@ def assemble(flat: torch.Tensor, sets: Sequence[EncodedSet]) -> tuple[torch.Tens
     return flat[index], torch.cat(level_rows).to(flat.device)
 
 
-def forward_sets(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device,
-                 share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_sets(
+    model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device, share_prefix: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Score every completion of `sets` once -> assemble()'s (scores, levels).
     With share_prefix, each set's common prompt is forwarded once (shared_prefix.py)."""
     if share_prefix and supports_prefix_sharing(model):
-        groups = [(s.sequences[0][: s.prefix_len], [seq[s.prefix_len:] for seq in s.sequences])
-                  for s in sets]
+        groups = [(s.sequences[0][: s.prefix_len], [seq[s.prefix_len :] for seq in s.sequences]) for s in sets]
         flat = prefix_shared_scores(model, groups, pad_id, device)
     else:
         flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device)
     return assemble(flat, sets)
 
 
-def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | Path,
-                 on_progress: Progress | None = None) -> dict[str, Any]:
+def train_reward(
+    cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | Path, on_progress: Progress | None = None
+) -> dict[str, Any]:
     """Train a reward model on `rankings`, save it to `out_dir`, return its metrics."""
     if not cfg.model:
         raise ValueError("model: name the backbone to train (hub id or local folder)")
@@ -134,8 +140,7 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
 
     # 1. data: merge labelers' rankings of one task, split by prompt, tokenise once
     train_sets, val_sets = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
-    train_enc = [s for s in encode_sets(tokenizer, train_sets, cfg.max_length)
-                 if bool(informative(s.levels).any())]
+    train_enc = [s for s in encode_sets(tokenizer, train_sets, cfg.max_length) if bool(informative(s.levels).any())]
     val_enc = encode_sets(tokenizer, val_sets, cfg.max_length)
     if not train_enc:
         raise ValueError("rankings: no training ranking orders two completions (all ties?)")
@@ -146,9 +151,12 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_rankings)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = get_scheduler(_SCHEDULES[cfg.lr_schedule], optimizer,
-                              num_warmup_steps=int(cfg.warmup_fraction * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        _SCHEDULES[cfg.lr_schedule],
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_fraction * total_steps),
+        num_training_steps=total_steps,
+    )
     loss_fn = LOSSES[cfg.loss]
     pad_id = tokenizer.pad_token_id
 
@@ -162,12 +170,14 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
             sets = [train_enc[i] for i in batch]
             n_informative = sum(int(informative(s.levels).sum()) for s in sets)
             step_loss = 0.0
-            for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets],
-                                             cfg.max_tokens_per_forward):
+            for chunk in token_budget_chunks(
+                [s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward
+            ):
                 with autocast(device, cfg.autocast):
-                    scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device,
-                                                  cfg.share_prompt_prefix)
-                _, per_ranking = loss_fn(scores, levels)                   # (rows,)
+                    scores, levels = forward_sets(
+                        model, [sets[i] for i in chunk], pad_id, device, cfg.share_prompt_prefix
+                    )
+                _, per_ranking = loss_fn(scores, levels)  # (rows,)
                 # sum over this chunk / informative rankings in the step = the step's mean
                 loss = (per_ranking * informative(levels)).sum() / n_informative
                 loss.backward()
@@ -186,8 +196,10 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
     # 4. validation metrics and the reward normalisation, then save
     model.eval()
     metrics: dict[str, Any] = {
-        "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
-        "train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
+        "train_loss_first": losses[0],
+        "train_loss_last": sum(losses[-10:]) / len(losses[-10:]),
+        "train_seconds": round(train_seconds, 3),
+        "train_cpu_seconds": round(train_cpu_seconds, 3),
         "steps": step,
         "train_rankings_per_second": round(n_train_rankings * cfg.epochs / train_seconds, 3),
     }
@@ -195,34 +207,41 @@ def train_reward(cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | 
     metrics.update(evaluate(model, val_enc, pad_id, device, cfg))
     _report(on_progress, 0, 1, "normalize")
     mean, std = reward_stats(model, train_enc, pad_id, device, cfg, rng)
-    data = {"rankings": len(rankings), "tasks": len(train_sets) + len(val_sets),
-            "train_tasks": len(train_sets), "val_tasks": len(val_sets),
-            "train_rankings": n_train_rankings, "val_rankings": sum(s.n_rankings for s in val_enc),
-            "train_prompts": len({s.prompt_id for s in train_sets}),
-            "val_prompts": len({s.prompt_id for s in val_sets})}
-    card = {"kind": "reward_model", "base_model": cfg.model, "config": cfg.to_dict(),
-            "data": data, "metrics": metrics,
-            "reward_normalization": {"mean": mean, "std": std},
-            "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
-            "load": "worker.ml.scorer.RewardScorer.load(path); or AutoPeftModelForSequence"
-                    "Classification.from_pretrained(path, num_labels=1) for LoRA artifacts"}
+    data = {
+        "rankings": len(rankings),
+        "tasks": len(train_sets) + len(val_sets),
+        "train_tasks": len(train_sets),
+        "val_tasks": len(val_sets),
+        "train_rankings": n_train_rankings,
+        "val_rankings": sum(s.n_rankings for s in val_enc),
+        "train_prompts": len({s.prompt_id for s in train_sets}),
+        "val_prompts": len({s.prompt_id for s in val_sets}),
+    }
+    card = {
+        "kind": "reward_model",
+        "base_model": cfg.model,
+        "config": cfg.to_dict(),
+        "data": data,
+        "metrics": metrics,
+        "reward_normalization": {"mean": mean, "std": std},
+        "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
+        "load": "worker.ml.scorer.RewardScorer.load(path); or AutoPeftModelForSequence"
+        "Classification.from_pretrained(path, num_labels=1) for LoRA artifacts",
+    }
     save_artifact(model, tokenizer, out_dir, card)
     _report(on_progress, 1, 1, "saved")
     return {**metrics, "reward_mean": mean, "reward_std": std, **data}
 
 
 @torch.no_grad()
-def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device,
-             cfg: RewardConfig) -> dict[str, Any]:
+def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device, cfg: RewardConfig) -> dict[str, Any]:
     """Validation pairwise accuracy, loss, and accuracy by K (completions ranked)."""
     if not sets:
         return {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}, "val_pairs": 0}
     losses, correct, total, ranked_k, keep = [], [], [], [], []
-    for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets],
-                                     cfg.max_tokens_per_forward):
+    for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward):
         with autocast(device, cfg.autocast):
-            scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device,
-                                          cfg.share_prompt_prefix)
+            scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device, cfg.share_prompt_prefix)
         scores, levels = scores.float().cpu(), levels.cpu()
         losses.append(LOSSES[cfg.loss](scores, levels)[1])
         right, pairs = pair_accuracy_counts(scores, levels)
@@ -237,21 +256,26 @@ def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.devic
         pick = (ranked_k == k) & (total > 0)
         if bool(pick.any()):
             by_k[str(k)] = round(float(correct[pick].sum() / total[pick].sum()), 4)
-    return {"val_accuracy": round(float(correct.sum() / total.sum().clamp(min=1)), 4),
-            "val_loss": round(float(loss), 4), "val_accuracy_by_k": by_k,
-            "val_pairs": int(total.sum())}
+    return {
+        "val_accuracy": round(float(correct.sum() / total.sum().clamp(min=1)), 4),
+        "val_loss": round(float(loss), 4),
+        "val_accuracy_by_k": by_k,
+        "val_pairs": int(total.sum()),
+    }
 
 
-def reward_stats(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device,
-                 cfg: RewardConfig, rng: random.Random) -> tuple[float, float]:
+def reward_stats(
+    model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device, cfg: RewardConfig, rng: random.Random
+) -> tuple[float, float]:
     """Mean and std of raw rewards over (a sample of up to norm_samples) training completions."""
     sequences = [seq for s in sets for seq in s.sequences]
     if cfg.norm_samples == 0 or len(sequences) < 2:
         return 0.0, 1.0
     if len(sequences) > cfg.norm_samples:
         sequences = rng.sample(sequences, cfg.norm_samples)
-    raw = score_sequences(model, sequences, pad_id, device, max_tokens=cfg.max_tokens_per_forward,
-                          use_autocast=cfg.autocast)
+    raw = score_sequences(
+        model, sequences, pad_id, device, max_tokens=cfg.max_tokens_per_forward, use_autocast=cfg.autocast
+    )
     return float(raw.mean()), float(raw.std().clamp(min=1e-6))
 
 

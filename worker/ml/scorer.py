@@ -1,6 +1,7 @@
 """Scoring token sequences with a reward model, and `RewardScorer`: a trained reward model
 loaded from its artifact folder, giving normalised rewards for (prompt, completion) pairs.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,12 +13,12 @@ from transformers import AutoModelForSequenceClassification
 
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_reward_texts, encode_texts
-from worker.ml.models import (autocast, is_adapter_dir, load_tokenizer, pick_device, pick_dtype,
-                              read_card)
+from worker.ml.models import autocast, is_adapter_dir, load_tokenizer, pick_device, pick_dtype, read_card
 
 
-def pad_right(sequences: Sequence[Sequence[int]], pad_id: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), both (N, longest): padded to this batch's longest only."""
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
@@ -28,8 +29,7 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int,
     return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
-def sequence_scores(model, sequences: Sequence[Sequence[int]], pad_id: int,
-                    device: torch.device) -> torch.Tensor:
+def sequence_scores(model, sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> torch.Tensor:
     """(N,) rewards, read by the classification head at each sequence's last real token."""
     input_ids, attention_mask = pad_right(sequences, pad_id, device)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
@@ -54,8 +54,15 @@ def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[in
 
 
 @torch.no_grad()
-def score_sequences(model, sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device,
-                    *, max_tokens: int = 8192, use_autocast: bool = True) -> torch.Tensor:
+def score_sequences(
+    model,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    *,
+    max_tokens: int = 8192,
+    use_autocast: bool = True,
+) -> torch.Tensor:
     """(N,) float32 CPU rewards for many sequences, batched by length."""
     out = torch.empty(len(sequences), dtype=torch.float32)
     for chunk in token_budget_chunks([len(s) for s in sequences], max_tokens):
@@ -72,9 +79,18 @@ class RewardScorer:
     artifact's card), so a PPO run sees rewards of roughly unit scale regardless of the head.
     """
 
-    def __init__(self, model, tokenizer, *, mean: float = 0.0, std: float = 1.0,
-                 max_length: int = 512, device: torch.device | None = None,
-                 use_autocast: bool = True, max_tokens: int = 8192):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        mean: float = 0.0,
+        std: float = 1.0,
+        max_length: int = 512,
+        device: torch.device | None = None,
+        use_autocast: bool = True,
+        max_tokens: int = 8192,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.mean, self.std = float(mean), float(std) if std > 0 else 1.0
@@ -84,8 +100,14 @@ class RewardScorer:
         self.max_tokens = max_tokens
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: torch.device | str | None = None,
-             dtype: torch.dtype | None = None, use_autocast: bool = True) -> RewardScorer:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        use_autocast: bool = True,
+    ) -> RewardScorer:
         path = Path(path)
         device = pick_device(device)
         dtype = dtype or pick_dtype(device)
@@ -94,21 +116,27 @@ class RewardScorer:
             from peft import AutoPeftModelForSequenceClassification
 
             model = AutoPeftModelForSequenceClassification.from_pretrained(
-                str(path), num_labels=1, dtype=dtype).merge_and_unload()
+                str(path), num_labels=1, dtype=dtype
+            ).merge_and_unload()
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
         model.config.pad_token_id = tokenizer.pad_token_id
         card = read_card(path)
         norm = card.get("reward_normalization", {})
-        return cls(model.to(device), tokenizer, mean=norm.get("mean", 0.0), std=norm.get("std", 1.0),
-                   max_length=card.get("config", {}).get("max_length", 512), device=device,
-                   use_autocast=use_autocast)
+        return cls(
+            model.to(device),
+            tokenizer,
+            mean=norm.get("mean", 0.0),
+            std=norm.get("std", 1.0),
+            max_length=card.get("config", {}).get("max_length", 512),
+            device=device,
+            use_autocast=use_autocast,
+        )
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.mean) / self.std
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], *,
-              normalize: bool = True) -> torch.Tensor:
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], *, normalize: bool = True) -> torch.Tensor:
         """(N,) float32 rewards for prompts[i] answered by completions[i]."""
         sequences = encode_reward_texts(self.tokenizer, prompts, completions, self.max_length)
         return self._score(sequences, normalize)
@@ -118,6 +146,12 @@ class RewardScorer:
         return self._score(encode_texts(self.tokenizer, texts, self.max_length), normalize)
 
     def _score(self, sequences: list[list[int]], normalize: bool) -> torch.Tensor:
-        raw = score_sequences(self.model, sequences, self.tokenizer.pad_token_id, self.device,
-                              max_tokens=self.max_tokens, use_autocast=self.use_autocast)
+        raw = score_sequences(
+            self.model,
+            sequences,
+            self.tokenizer.pad_token_id,
+            self.device,
+            max_tokens=self.max_tokens,
+            use_autocast=self.use_autocast,
+        )
         return self.normalize(raw) if normalize else raw

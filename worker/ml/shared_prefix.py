@@ -7,6 +7,7 @@ pass), then run only the K differing suffixes against that cache. The result equ
 the full sequences (up to float rounding; RoPE attention depends on relative positions only,
 so the prefix's left padding changes nothing) at a fraction of the tokens.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ def supports_prefix_sharing(model) -> bool:
     return backbone is not None and hasattr(base, "score")
 
 
-def prefix_shared_scores(model, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-                         pad_id: int, device: torch.device) -> torch.Tensor:
+def prefix_shared_scores(
+    model, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int, device: torch.device
+) -> torch.Tensor:
     """groups: (prefix ids, [suffix ids, ...]) per ranking -> (sum of suffixes,) rewards, in order.
 
     Every suffix must be non-empty. Prefixes are left-padded (so each ends right before its
@@ -49,12 +51,13 @@ def prefix_shared_scores(model, groups: Sequence[tuple[Sequence[int], Sequence[S
     prefix_mask = torch.zeros((len(groups), longest_prefix), dtype=torch.long)
     for row, prefix in enumerate(prefixes):
         if prefix:
-            prefix_ids[row, -len(prefix):] = torch.as_tensor(prefix)
-            prefix_mask[row, -len(prefix):] = 1
+            prefix_ids[row, -len(prefix) :] = torch.as_tensor(prefix)
+            prefix_mask[row, -len(prefix) :] = 1
     cache = None
     if longest_prefix > 0:
-        cache = backbone(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
-                         use_cache=True).past_key_values
+        cache = backbone(
+            input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device), use_cache=True
+        ).past_key_values
 
     # 2. copy each prefix's cache to its rankings' N suffix rows (differentiable gather)
     owner = torch.tensor([g for g, (_, suffixes) in enumerate(groups) for _ in suffixes], dtype=torch.long)
@@ -70,8 +73,12 @@ def prefix_shared_scores(model, groups: Sequence[tuple[Sequence[int], Sequence[S
         suffix_ids[row, : len(suffix)] = torch.as_tensor(suffix)
         suffix_mask[row, : len(suffix)] = 1
     attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)
-    hidden = backbone(input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
-                      past_key_values=cache, use_cache=cache is not None).last_hidden_state  # (N, S, H)
-    last = (suffix_mask.sum(dim=1) - 1).to(device)                                          # (N,)
-    pooled = hidden[torch.arange(len(suffixes), device=device), last]                       # (N, H)
+    hidden = backbone(
+        input_ids=suffix_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        past_key_values=cache,
+        use_cache=cache is not None,
+    ).last_hidden_state  # (N, S, H)
+    last = (suffix_mask.sum(dim=1) - 1).to(device)  # (N,)
+    pooled = hidden[torch.arange(len(suffixes), device=device), last]  # (N, H)
     return head(pooled)[:, 0]

@@ -4,6 +4,7 @@ Tests (ours and PPO's) use these so they never need the real SmolLM2. The tokeni
 SmolLM2's special-token layout (ChatML, `<|im_end|>` as EOS, a distinct `<|endoftext|>` pad)
 so code paths that care about pad/eos behave the same way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -36,32 +37,58 @@ def tiny_tokenizer(words: Iterable[str] = (), *, padding_side: str = "left") -> 
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
-        pad_token="<|endoftext|>", unk_token="[UNK]", padding_side=padding_side,
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="[UNK]",
+        padding_side=padding_side,
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 
 
-def tiny_config(vocab_size: int, *, hidden_size: int = 32, layers: int = 2, heads: int = 4,
-                max_positions: int = 512, tie_word_embeddings: bool = True,
-                pad_token_id: int = 0, bos_token_id: int = 1,
-                eos_token_id: int = 2, **extra) -> LlamaConfig:
+def tiny_config(
+    vocab_size: int,
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    max_positions: int = 512,
+    tie_word_embeddings: bool = True,
+    pad_token_id: int = 0,
+    bos_token_id: int = 1,
+    eos_token_id: int = 2,
+    **extra,
+) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
-        max_position_embeddings=max_positions, tie_word_embeddings=tie_word_embeddings,
-        pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **extra,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie_word_embeddings,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        **extra,
     )
 
 
-def tiny_causal_lm(tokenizer: PreTrainedTokenizerFast | None = None, *, seed: int = 0,
-                   **config_overrides) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def tiny_causal_lm(
+    tokenizer: PreTrainedTokenizerFast | None = None, *, seed: int = 0, **config_overrides
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """(model, tokenizer): a random-weight Llama of ~30k parameters, fp32, eval mode, on CPU."""
     tokenizer = tokenizer or tiny_tokenizer()
-    config = tiny_config(len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         **config_overrides)
+    config = tiny_config(
+        len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **config_overrides,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)

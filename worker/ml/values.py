@@ -29,6 +29,7 @@ Logprobs are computed from ``lm_head(final hidden)`` for response positions only
 vocabulary projection over prompt tokens is never materialised); ``check_head_matches`` guards
 architectures where logits are not a plain projection of the last hidden state.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -87,8 +88,12 @@ class PolicyValue(nn.Module):
     def _trunk_hidden(self, input_ids, attention_mask) -> torch.Tensor:
         """Final (normed) hidden states [B, L, H] of whatever adapter state is active."""
         trunk = self.causal_lm.base_model
-        out = trunk(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids_for(attention_mask), use_cache=False)
+        out = trunk(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_for(attention_mask),
+            use_cache=False,
+        )
         return out.last_hidden_state
 
     def _response_logits(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -119,29 +124,30 @@ class PolicyValue(nn.Module):
 
     # --- what PPO calls --------------------------------------------------------------------------
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int,
-                temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int, temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Policy logits [B, T, V] for the T response tokens after ``n_context`` prompt tokens,
         and in "shared" mode their values [B, T] (None in "adapter" mode: call ``values``)."""
-        hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1:-1]  # [B, T, H]
+        hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1 : -1]  # [B, T, H]
         values = self.value_head(hidden) if self.value_mode == "shared" else None
         return self._response_logits(hidden, temperature), values
 
-    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               n_context: int) -> torch.Tensor:
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int) -> torch.Tensor:
         """Values [B, T] of the response tokens (either mode)."""
         if self.value_mode == "shared":
             hidden = self._trunk_hidden(input_ids, attention_mask)
         else:
             with self._value_adapter():
                 hidden = self._trunk_hidden(input_ids, attention_mask)
-        return self.value_head(hidden[:, n_context - 1:-1])
+        return self.value_head(hidden[:, n_context - 1 : -1])
 
-    def reference_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         n_context: int, temperature: float) -> torch.Tensor:
+    def reference_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int, temperature: float
+    ) -> torch.Tensor:
         """Logits [B, T, V] of the frozen reference: the same backbone with adapters off."""
         with self.peft_model.disable_adapter():
-            hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1:-1]
+            hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1 : -1]
             return self._response_logits(hidden, temperature)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -153,11 +159,15 @@ def check_head_matches(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     architectures that soft-cap or rescale logits, which this PPO does not support)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.no_grad():
-        own = causal_lm(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=position_ids_for(attention_mask)).logits
-        hidden = causal_lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                      position_ids=position_ids_for(attention_mask)).last_hidden_state
+        own = causal_lm(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask)
+        ).logits
+        hidden = causal_lm.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask)
+        ).last_hidden_state
         ours = causal_lm.get_output_embeddings()(hidden)
     if not torch.allclose(own.float(), ours.float(), atol=1e-4, rtol=1e-4):
-        raise ValueError(f"{type(causal_lm).__name__}: logits are not lm_head(last hidden state); "
-                         "PPO supports plain decoder LMs (Llama, Qwen, Mistral, GPT-2 style)")
+        raise ValueError(
+            f"{type(causal_lm).__name__}: logits are not lm_head(last hidden state); "
+            "PPO supports plain decoder LMs (Llama, Qwen, Mistral, GPT-2 style)"
+        )

@@ -62,8 +62,8 @@ DEMO_PROMPTS: list[tuple[str, str, list[str]]] = [
         "Write a Python function that returns the even numbers from a list.",
         [
             CODE_ANSWER,
-            "```python\ndef evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n"
-            "    return out\n```",
+            "```python\ndef evens(xs):\n    out = []\n    for x in xs:\n"
+            "        if x % 2 == 0:\n            out.append(x)\n    return out\n```",
             "```python\ndef evens(xs):\n    return [x for x in xs if x % 2]\n```\n(This returns the odd ones.)",
             "Python is a programming language created by Guido van Rossum.",
             "Just filter them.",

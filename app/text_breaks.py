@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 MAX_RUN = 64
 """Longest run of non-space characters left without a break opportunity."""
 
-_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_RUN + 1))
+_LONG_RUN = re.compile(rf"\S{{{MAX_RUN + 1},}}")
 _WBR = Markup("<wbr>")
 
 

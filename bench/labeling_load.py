@@ -366,7 +366,7 @@ async def run_team(
         await asyncio.gather(
             *(
                 labeler(i, c, h, project_id, started + seconds, stats, retry_fraction, max_loops, flow)
-                for i, (c, h) in enumerate(zip(clients, headers))
+                for i, (c, h) in enumerate(zip(clients, headers, strict=True))
             )
         )
         elapsed = time.time() - started
@@ -537,12 +537,14 @@ def main() -> None:
         f"{args.client} client, {args.flow} flow, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end"
     )
     print(
-        f"  loops/s             {stats.loops / elapsed:8.1f}   ({stats.loops} loops = rankings stored, each with the next task handed out)"
+        f"  loops/s             {stats.loops / elapsed:8.1f}   "
+        f"({stats.loops} loops = rankings stored, each with the next task handed out)"
     )
     for name in ("next", "submit"):
         values = stats.latencies[name]
         print(
-            f"  {name:<7} p50 / p99    {percentile(values, 0.5) * 1000:6.1f} / {percentile(values, 0.99) * 1000:6.1f} ms"
+            f"  {name:<7} p50 / p99    {percentile(values, 0.5) * 1000:6.1f} / "
+            f"{percentile(values, 0.99) * 1000:6.1f} ms"
             f"   (mean {statistics.fmean(values) * 1000 if values else float('nan'):.1f} ms, n={len(values)})"
         )
     print(f"  CPU per loop        server {server_ms:.2f} ms, Postgres {postgres_ms:.2f} ms, client {client_ms:.2f} ms")

@@ -98,8 +98,9 @@ def create_token(
     db: DbDep,
     admin: AdminDep,
     name: Annotated[str, Form()] = "",
-    scopes: Annotated[list[str], Form()] = [],
-):  # noqa: B006 (FastAPI copies defaults)
+    scopes: Annotated[list[str] | None, Form()] = None,
+):
+    scopes = scopes or []  # None, not [], as the default: a shared mutable default would leak between calls
     try:
         row, plaintext = service.create_token(db, name=name, scopes=scopes, created_by=admin)
     except service.AdminError as exc:

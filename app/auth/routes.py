@@ -3,7 +3,7 @@
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import RedirectResponse
 
 from app.auth import service
@@ -53,10 +53,10 @@ def _minutes(seconds: int) -> str:
 
 
 @router.get("/login", include_in_schema=False)
-def login_form(request: Request, user: OptionalUserDep, next: str = "/"):
+def login_form(request: Request, user: OptionalUserDep, next_url: Annotated[str, Query(alias="next")] = "/"):
     if user is not None:
-        return RedirectResponse(_safe_next(next), status_code=303)
-    return page(request, "auth/login.html", {"next": _safe_next(next), "error": None})
+        return RedirectResponse(_safe_next(next_url), status_code=303)
+    return page(request, "auth/login.html", {"next": _safe_next(next_url), "error": None})
 
 
 @router.post("/login", include_in_schema=False, dependencies=[Depends(same_origin_only)])
@@ -66,7 +66,7 @@ def login(
     settings: SettingsDep,
     email: Annotated[str, Form()],
     password: Annotated[str, Form()],
-    next: Annotated[str, Form()] = "/",
+    next_url: Annotated[str, Form(alias="next")] = "/",
 ):
     client = request.client.host if request.client else "unknown"
     try:
@@ -77,7 +77,7 @@ def login(
             request,
             "auth/login.html",
             {
-                "next": _safe_next(next),
+                "next": _safe_next(next_url),
                 "email": email,
                 "error": f"Too many failed logins. Try again in {_minutes(wait)}.",
             },
@@ -89,11 +89,11 @@ def login(
         return page(
             request,
             "auth/login.html",
-            {"next": _safe_next(next), "email": email, "error": "Wrong email or password."},
+            {"next": _safe_next(next_url), "email": email, "error": "Wrong email or password."},
             status_code=401,
         )
     token = service.start_session(db, user=user, hours=settings.session_hours)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(_safe_next(next_url), status_code=303)
     response.set_cookie(
         SESSION_COOKIE, token, max_age=settings.session_hours * 3600, **_cookie_flags(request, settings)
     )

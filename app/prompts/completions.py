@@ -214,7 +214,7 @@ def _store_sets(db: Session, project: Project, pending: Sequence[_Pending]) -> d
             first_new[prompt_id, key] = len(new)
             new.append((item, prompt_id))
     created = _insert_tasks(db, project, new)
-    for (item, _prompt_id), (task_id, completion_ids) in zip(new, created):
+    for (item, _prompt_id), (task_id, completion_ids) in zip(new, created, strict=True):
         outcomes[item.line] = CompletionsReport(created=True, task_id=task_id, completion_ids=completion_ids)
     for item, index in repeats:
         task_id, completion_ids = created[index]
@@ -281,7 +281,7 @@ def _insert_tasks(db: Session, project: Project, new: list[tuple[_Pending, int]]
         db.scalars(insert(Completion).returning(Completion.id, sort_by_parameter_order=True), completion_rows)
     )
     result, positions, start = [], [], 0
-    for (item, _prompt_id), task_id in zip(new, task_ids):
+    for (item, _prompt_id), task_id in zip(new, task_ids, strict=True):
         ids = completion_ids[start : start + len(item.completions)]
         start += len(ids)
         positions.extend({"task_id": task_id, "completion_id": cid, "position": i} for i, cid in enumerate(ids))

@@ -43,11 +43,17 @@ class IngestReport:
 
 def too_long(prompt: PromptIn, max_text_chars: int) -> str | None:
     if prompt.text is not None and len(prompt.text) > max_text_chars:
-        return f"text: is {len(prompt.text)} characters long; the limit is {max_text_chars} (setting RANKLAB_MAX_TEXT_CHARS)"
+        return (
+            f"text: is {len(prompt.text)} characters long; "
+            f"the limit is {max_text_chars} (setting RANKLAB_MAX_TEXT_CHARS)"
+        )
     if prompt.messages is not None:
         total = sum(len(m.content) for m in prompt.messages)
         if total > max_text_chars:
-            return f"messages: are {total} characters long in all; the limit is {max_text_chars} (setting RANKLAB_MAX_TEXT_CHARS)"
+            return (
+                f"messages: are {total} characters long in all; "
+                f"the limit is {max_text_chars} (setting RANKLAB_MAX_TEXT_CHARS)"
+            )
     return None
 
 

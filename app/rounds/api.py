@@ -50,10 +50,10 @@ def launch(body: RoundConfigIn, project: ProjectDep, db: DbDep, _token: AdminTok
     """Generates K completions per prompt for the project's unused prompts (in the worker), then
     opens them for labeling. Every setting is optional; see the schema for defaults."""
     try:
-        round = service.launch_round(db, project=project, config=body, user=None)
+        training_round = service.launch_round(db, project=project, config=body, user=None)
     except service.RoundError as exc:
         _fail(exc)
-    return _status(db, round.id)
+    return _status(db, training_round.id)
 
 
 @api_router.get(
@@ -100,8 +100,8 @@ def get_round(
 )
 def start(round_id: RoundId, db: DbDep, _token: AdminTokenDep, body: StartTrainingIn | None = None):
     try:
-        round = service.get_round(db, round_id=round_id)
-        service.start_training(db, round=round, force=bool(body and body.force))
+        training_round = service.get_round(db, round_id=round_id)
+        service.start_training(db, training_round=training_round, force=bool(body and body.force))
     except service.RoundError as exc:
         _fail(exc)
     return _status(db, round_id)
@@ -110,7 +110,7 @@ def start(round_id: RoundId, db: DbDep, _token: AdminTokenDep, body: StartTraini
 @api_router.post("/rounds/{round_id}/cancel", response_model=RoundOut, summary="Cancel a round", responses=CHANGES)
 def cancel(round_id: RoundId, db: DbDep, _token: AdminTokenDep):
     try:
-        service.cancel_round(db, round=service.get_round(db, round_id=round_id))
+        service.cancel_round(db, training_round=service.get_round(db, round_id=round_id))
     except service.RoundError as exc:
         _fail(exc)
     return _status(db, round_id)
@@ -119,7 +119,7 @@ def cancel(round_id: RoundId, db: DbDep, _token: AdminTokenDep):
 @api_router.post("/rounds/{round_id}/retry", response_model=RoundOut, summary="Retry a failed step", responses=CHANGES)
 def retry(round_id: RoundId, db: DbDep, _token: AdminTokenDep):
     try:
-        service.retry_round(db, round=service.get_round(db, round_id=round_id))
+        service.retry_round(db, training_round=service.get_round(db, round_id=round_id))
     except service.RoundError as exc:
         _fail(exc)
     return _status(db, round_id)

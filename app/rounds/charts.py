@@ -131,7 +131,8 @@ def line_chart(
     last_x, last_y = clean[-1]
     parts = [
         f'<svg class="chart-svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" preserveAspectRatio="xMidYMid meet" '
-        f'aria-label="{heading}: {len(clean)} point{"s" if len(clean) != 1 else ""}, latest {format_number(last_y)} at {escape(x_label)} '
+        f'aria-label="{heading}: {len(clean)} point{"s" if len(clean) != 1 else ""}, '
+        f"latest {format_number(last_y)} at {escape(x_label)} "
         f'{format_number(last_x)}">'
     ]
     parts += _grid(frame, y_ticks, whole_x=all(x == int(x) for x, _ in shown))

@@ -98,17 +98,17 @@ def pending_batches(db: Session, *, round_id: int) -> list[int]:
     )
 
 
-def enqueue_step(db: Session, *, round: TrainingRound) -> list[str]:
+def enqueue_step(db: Session, *, training_round: TrainingRound) -> list[str]:
     """Enqueue (on commit) the work the round's status calls for; returns the task names.
     Safe to call again: every task checks the status and what is already stored first."""
-    if round.status in (S.pending, S.generating):
-        batches = pending_batches(db, round_id=round.id)
+    if training_round.status in (S.pending, S.generating):
+        batches = pending_batches(db, round_id=training_round.id)
         for batch in batches:
-            enqueue_on_commit(db, GENERATE_BATCH, round.id, batch, queue=GENERATE_QUEUE)
+            enqueue_on_commit(db, GENERATE_BATCH, training_round.id, batch, queue=GENERATE_QUEUE)
         return [GENERATE_BATCH] * len(batches)
-    if round.status in STEP_TASKS:
-        name, queue = STEP_TASKS[round.status]
-        enqueue_on_commit(db, name, round.id, queue=queue)
+    if training_round.status in STEP_TASKS:
+        name, queue = STEP_TASKS[training_round.status]
+        enqueue_on_commit(db, name, training_round.id, queue=queue)
         return [name]
     return []
 
@@ -136,7 +136,7 @@ def create_round(
     db: Session, *, project_id: int, number: int, policy_in_id: int, config: dict[str, Any], prompts: Sequence[Prompt]
 ) -> TrainingRound:
     """A pending round with its prompts split into generation batches; flushes, does not enqueue."""
-    round = TrainingRound(
+    training_round = TrainingRound(
         project_id=project_id,
         number=number,
         status=S.pending,
@@ -146,13 +146,15 @@ def create_round(
         progress=0.0,
         metrics={},
     )
-    db.add(round)
+    db.add(training_round)
     db.flush()
     _hold_out_validation(prompts, fraction=config["prompts"]["validation_fraction"], seed=config["seed"] + number)
     per_batch = config["generation"]["prompts_per_task"]
-    db.add_all(RoundPrompt(round_id=round.id, prompt_id=p.id, batch=i // per_batch) for i, p in enumerate(prompts))
+    db.add_all(
+        RoundPrompt(round_id=training_round.id, prompt_id=p.id, batch=i // per_batch) for i, p in enumerate(prompts)
+    )
     db.flush()
-    return round
+    return training_round
 
 
 def _hold_out_validation(prompts: Sequence[Prompt], *, fraction: float, seed: int) -> None:
@@ -206,19 +208,19 @@ def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersi
 # ---- labeling progress and the threshold ------------------------------------------------------
 
 
-def labeling_progress(db: Session, *, round: TrainingRound, overlap: int | None = None) -> dict[str, Any]:
+def labeling_progress(db: Session, *, training_round: TrainingRound, overlap: int | None = None) -> dict[str, Any]:
     if overlap is None:
-        overlap = db.scalar(select(Project.overlap).where(Project.id == round.project_id)) or 1
+        overlap = db.scalar(select(Project.overlap).where(Project.id == training_round.project_id)) or 1
     # A task's rankings beyond the overlap do not raise coverage.
     capped = (func.min if db.get_bind().dialect.name == "sqlite" else func.least)(RankingTask.rankings_count, overlap)
     tasks, rankings, counted = db.execute(
         select(
             func.count(), func.coalesce(func.sum(RankingTask.rankings_count), 0), func.coalesce(func.sum(capped), 0)
-        ).where(RankingTask.round_id == round.id, RankingTask.status != TaskStatus.retired)
+        ).where(RankingTask.round_id == training_round.id, RankingTask.status != TaskStatus.retired)
     ).one()
     wanted = tasks * overlap
     coverage = (counted / wanted) if wanted else 0.0
-    threshold = round.config.get("labeling", {})
+    threshold = training_round.config.get("labeling", {})
     met = (
         tasks > 0
         and rankings >= threshold.get("min_rankings", 1)
@@ -228,22 +230,20 @@ def labeling_progress(db: Session, *, round: TrainingRound, overlap: int | None 
         "tasks": tasks,
         "rankings": int(rankings),
         "wanted": wanted,
-        "coverage": round_to(coverage),
+        "coverage": round(coverage, 4),
         "threshold_met": bool(met),
     }
 
 
-def round_to(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}f}")
-
-
-def begin_training(db: Session, *, round: TrainingRound, reason: str) -> bool:
+def begin_training(db: Session, *, training_round: TrainingRound, reason: str) -> bool:
     """labeling → training_reward, and enqueue the reward model; False when not in labeling."""
-    if not transition(db, round_id=round.id, source=[S.labeling], target=S.training_reward, started_at=utcnow()):
+    if not transition(
+        db, round_id=training_round.id, source=[S.labeling], target=S.training_reward, started_at=utcnow()
+    ):
         return False
-    db.refresh(round)
-    log_event(db, round_id=round.id, stage=S.training_reward, message=f"training started ({reason})")
-    enqueue_step(db, round=round)
+    db.refresh(training_round)
+    log_event(db, round_id=training_round.id, stage=S.training_reward, message=f"training started ({reason})")
+    enqueue_step(db, training_round=training_round)
     return True
 
 
@@ -253,11 +253,11 @@ def auto_start_ready(db: Session, *, project_id: int | None = None) -> list[int]
     if project_id is not None:
         query = query.where(TrainingRound.project_id == project_id)
     started = []
-    for round in db.scalars(query).all():
-        if not round.config.get("labeling", {}).get("auto_start"):
+    for training_round in db.scalars(query).all():
+        if not training_round.config.get("labeling", {}).get("auto_start"):
             continue
-        if labeling_progress(db, round=round)["threshold_met"] and begin_training(
-            db, round=round, reason="labeling threshold reached"
+        if labeling_progress(db, training_round=training_round)["threshold_met"] and begin_training(
+            db, training_round=training_round, reason="labeling threshold reached"
         ):
-            started.append(round.id)
+            started.append(training_round.id)
     return started

@@ -168,20 +168,20 @@ def start_training(request: Request, db: DbDep, _admin: AdminDep, round_id: int)
     """The admin's click forces the start even below the round's labeling threshold (the page says so)."""
     training_round = _round_or_404(db, round_id)
     return _after_action(
-        request, db, training_round, lambda: service.start_training(db, round=training_round, force=True)
+        request, db, training_round, lambda: service.start_training(db, training_round=training_round, force=True)
     )
 
 
 @router.post("/rounds/{round_id}/cancel", dependencies=[CsrfDep])
 def cancel(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
     training_round = _round_or_404(db, round_id)
-    return _after_action(request, db, training_round, lambda: service.cancel_round(db, round=training_round))
+    return _after_action(request, db, training_round, lambda: service.cancel_round(db, training_round=training_round))
 
 
 @router.post("/rounds/{round_id}/retry", dependencies=[CsrfDep])
 def retry(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
     training_round = _round_or_404(db, round_id)
-    return _after_action(request, db, training_round, lambda: service.retry_round(db, round=training_round))
+    return _after_action(request, db, training_round, lambda: service.retry_round(db, training_round=training_round))
 
 
 def _download_problems(versions: list[ModelVersion], settings: Settings) -> dict[int, str]:

@@ -50,10 +50,10 @@ def retry_headers(exc: RoundError) -> dict[str, str]:
 
 
 def get_round(db: Session, *, round_id: int) -> TrainingRound:
-    round = db.get(TrainingRound, round_id)
-    if round is None:
+    training_round = db.get(TrainingRound, round_id)
+    if training_round is None:
         raise RoundNotFound("round_id", f"no training round {round_id}")
-    return round
+    return training_round
 
 
 def list_rounds(db: Session, *, project: Project) -> list[TrainingRound]:
@@ -107,28 +107,30 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
         )
     stored = {**config.model_dump(mode="json"), "k": k}
     number = lifecycle.next_number(db, project_id=project.id)
-    round = lifecycle.create_round(
+    training_round = lifecycle.create_round(
         db, project_id=project.id, number=number, policy_in_id=policy_in.id, config=stored, prompts=prompts
     )
     who = user.email if user is not None else "an API token"
     lifecycle.log_event(
         db,
-        round_id=round.id,
+        round_id=training_round.id,
         stage=S.pending,
         message=f"round {number} launched by {who}: {len(prompts)} prompts × K={k} "
         f"from {policy_in.kind} “{policy_in.name}”",
     )
-    lifecycle.enqueue_step(db, round=round)
-    return round
+    lifecycle.enqueue_step(db, training_round=training_round)
+    return training_round
 
 
-def start_training(db: Session, *, round: TrainingRound, force: bool = False) -> TrainingRound:
+def start_training(db: Session, *, training_round: TrainingRound, force: bool = False) -> TrainingRound:
     """labeling → training_reward (an admin's click, or auto_start when the threshold is met)."""
-    if round.status != S.labeling:
-        raise RoundConflict("status", f"round {round.number} is {round.status}; training starts from labeling")
-    progress = lifecycle.labeling_progress(db, round=round)
+    if training_round.status != S.labeling:
+        raise RoundConflict(
+            "status", f"round {training_round.number} is {training_round.status}; training starts from labeling"
+        )
+    progress = lifecycle.labeling_progress(db, training_round=training_round)
     if not (progress["threshold_met"] or force):
-        wanted = round.config.get("labeling", {})
+        wanted = training_round.config.get("labeling", {})
         raise RoundConflict(
             "labeling",
             f"threshold not reached: {progress['rankings']} rankings "
@@ -138,12 +140,12 @@ def start_training(db: Session, *, round: TrainingRound, force: bool = False) ->
     _ensure_queue(db)
     if not lifecycle.begin_training(
         db,
-        round=round,
+        training_round=training_round,
         reason="forced by an admin" if force and not progress["threshold_met"] else "started by an admin",
     ):
         raise RoundConflict("status", "the round changed meanwhile; reload it")
-    db.refresh(round)
-    return round
+    db.refresh(training_round)
+    return training_round
 
 
 def on_rankings_added(db: Session, *, project_id: int) -> list[int]:
@@ -151,53 +153,56 @@ def on_rankings_added(db: Session, *, project_id: int) -> list[int]:
     return lifecycle.auto_start_ready(db, project_id=project_id)
 
 
-def cancel_round(db: Session, *, round: TrainingRound) -> TrainingRound:
+def cancel_round(db: Session, *, training_round: TrainingRound) -> TrainingRound:
     """Stops the round: a running step notices at its next progress report and ends there.
     Rankings already made are kept (they still count for later reward models)."""
-    if round.status not in ACTIVE:
-        raise RoundConflict("status", f"round {round.number} is {round.status} and cannot be cancelled")
-    previous = round.status
+    if training_round.status not in ACTIVE:
+        raise RoundConflict(
+            "status", f"round {training_round.number} is {training_round.status} and cannot be cancelled"
+        )
+    previous = training_round.status
     if not lifecycle.transition(
-        db, round_id=round.id, source=ACTIVE, target=S.cancelled, current_step=f"cancelled during {previous}"
+        db, round_id=training_round.id, source=ACTIVE, target=S.cancelled, current_step=f"cancelled during {previous}"
     ):
         raise RoundConflict("status", "the round changed meanwhile; reload it")
-    lifecycle.log_event(db, round_id=round.id, stage=previous, message=f"cancelled during {previous}")
-    _cancel_linked(db, round=round, previous=previous)
-    db.refresh(round)
-    return round
+    lifecycle.log_event(db, round_id=training_round.id, stage=previous, message=f"cancelled during {previous}")
+    _cancel_linked(db, training_round=training_round, previous=previous)
+    db.refresh(training_round)
+    return training_round
 
 
-def _cancel_linked(db: Session, *, round: TrainingRound, previous: str) -> None:
+def _cancel_linked(db: Session, *, training_round: TrainingRound, previous: str) -> None:
     """Round N in generating_next and the round N+1 it is generating go together."""
     if previous == S.generating_next:
-        nxt = _neighbour(db, round=round, offset=1)
+        nxt = _neighbour(db, training_round=training_round, offset=1)
         if nxt is not None and lifecycle.transition(db, round_id=nxt.id, source=ACTIVE, target=S.cancelled):
-            lifecycle.log_event(db, round_id=nxt.id, message=f"cancelled with round {round.number}")
+            lifecycle.log_event(db, round_id=nxt.id, message=f"cancelled with round {training_round.number}")
     elif previous in (S.pending, S.generating):
-        prev = _neighbour(db, round=round, offset=-1)
+        prev = _neighbour(db, training_round=training_round, offset=-1)
         if prev is not None and lifecycle.transition(db, round_id=prev.id, source=[S.generating_next], target=S.done):
-            lifecycle.log_event(db, round_id=prev.id, message=f"done; round {round.number} was cancelled")
+            lifecycle.log_event(db, round_id=prev.id, message=f"done; round {training_round.number} was cancelled")
 
 
-def _neighbour(db: Session, *, round: TrainingRound, offset: int) -> TrainingRound | None:
+def _neighbour(db: Session, *, training_round: TrainingRound, offset: int) -> TrainingRound | None:
     return db.scalar(
         select(TrainingRound).where(
-            TrainingRound.project_id == round.project_id, TrainingRound.number == round.number + offset
+            TrainingRound.project_id == training_round.project_id,
+            TrainingRound.number == training_round.number + offset,
         )
     )
 
 
-def retry_round(db: Session, *, round: TrainingRound) -> TrainingRound:
+def retry_round(db: Session, *, training_round: TrainingRound) -> TrainingRound:
     """A failed round resumes at the step that failed; a running one has its step enqueued again
     (harmless: a task checks what is stored before it works)."""
-    if round.status == S.failed:
-        step = round.error_step or S.pending
+    if training_round.status == S.failed:
+        step = training_round.error_step or S.pending
         if step not in RUNNING:
             raise RoundConflict("status", f"cannot resume at step {step!r}")
         _ensure_queue(db)
         lifecycle.transition(
             db,
-            round_id=round.id,
+            round_id=training_round.id,
             source=[S.failed],
             target=step,
             error_message=None,
@@ -206,24 +211,27 @@ def retry_round(db: Session, *, round: TrainingRound) -> TrainingRound:
             claim_token=None,
             heartbeat_at=None,
         )
-        lifecycle.log_event(db, round_id=round.id, stage=step, message=f"retry: resuming at {step}")
-        _retry_linked(db, round=round, step=step)
-    elif round.status in RUNNING:
+        lifecycle.log_event(db, round_id=training_round.id, stage=step, message=f"retry: resuming at {step}")
+        _retry_linked(db, training_round=training_round, step=step)
+    elif training_round.status in RUNNING:
         _ensure_queue(db)
-        lifecycle.log_event(db, round_id=round.id, stage=round.status, message="retry: step enqueued again")
+        lifecycle.log_event(
+            db, round_id=training_round.id, stage=training_round.status, message="retry: step enqueued again"
+        )
     else:
         raise RoundConflict(
-            "status", f"round {round.number} is {round.status}; only a failed or running round can be retried"
+            "status",
+            f"round {training_round.number} is {training_round.status}; only a failed or running round can be retried",
         )
-    db.refresh(round)
-    lifecycle.enqueue_step(db, round=round)
-    return round
+    db.refresh(training_round)
+    lifecycle.enqueue_step(db, training_round=training_round)
+    return training_round
 
 
-def _retry_linked(db: Session, *, round: TrainingRound, step: str) -> None:
+def _retry_linked(db: Session, *, training_round: TrainingRound, step: str) -> None:
     """A failure while generating round N+1 also failed round N's generating_next: revive both."""
     if step in (S.pending, S.generating):
-        prev = _neighbour(db, round=round, offset=-1)
+        prev = _neighbour(db, training_round=training_round, offset=-1)
         if prev is not None and prev.status == S.failed and prev.error_step == S.generating_next:
             lifecycle.transition(
                 db,
@@ -235,7 +243,7 @@ def _retry_linked(db: Session, *, round: TrainingRound, step: str) -> None:
                 finished_at=None,
             )
     elif step == S.generating_next:
-        nxt = _neighbour(db, round=round, offset=1)
+        nxt = _neighbour(db, training_round=training_round, offset=1)
         if nxt is not None and nxt.status == S.failed:
             lifecycle.transition(
                 db,
@@ -262,9 +270,9 @@ def round_status(
 ) -> dict[str, Any]:
     """Everything the round page shows, as plain data (schemas.RoundOut). Events are included
     when `events_after` is given: those with a larger id, oldest first."""
-    round = get_round(db, round_id=round_id)
+    training_round = get_round(db, round_id=round_id)
     data = {
-        column: getattr(round, column)
+        column: getattr(training_round, column)
         for column in (
             "id",
             "project_id",
@@ -285,7 +293,7 @@ def round_status(
             "finished_at",
         )
     }
-    data["labeling"] = lifecycle.labeling_progress(db, round=round)
+    data["labeling"] = lifecycle.labeling_progress(db, training_round=training_round)
     data["events"] = (
         [] if events_after is None else round_events(db, round_id=round_id, after_id=events_after, limit=event_limit)
     )

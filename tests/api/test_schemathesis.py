@@ -131,9 +131,9 @@ def seeded(request, tmp_path_factory) -> Iterator[Seeded]:
 
 def _seed(application: FastAPI, db: Session) -> Seeded:
     """Enough that each operation can succeed: project 1 has tasks, a task leased to the labeler
-    (assignment 1), rankings of the other two, the schema's example prompt "faq-17" without completions, round 1 in labeling (start,
-    cancel) with an event, and model versions; project 2 has an unused prompt (launch) and the
-    failed round 2 (retry)."""
+    (assignment 1), rankings of the other two, the schema's example prompt "faq-17" without
+    completions, round 1 in labeling (start, cancel) with an event, and model versions; project 2
+    has an unused prompt (launch) and the failed round 2 (retry)."""
     project = make_project(db, name="fuzzed", k_min=4, k_max=6, overlap=2)
     spare = make_project(db, name="spare")
     labeler = make_user(db, projects=[project])

@@ -315,11 +315,14 @@ def test_concurrent_submits_wait_their_turn_for_the_labeling_threads_and_all_lan
         async def run() -> tuple[list[httpx.Response], int, int]:
             transport = httpx.ASGITransport(app=app)
             clients = [httpx.AsyncClient(transport=transport, base_url="http://testserver") for _ in users]
-            prepared = [await ready_to_submit(c, u) for c, u in zip(clients, users)]
+            prepared = [await ready_to_submit(c, u) for c, u in zip(clients, users, strict=True)]
             limiter = labeling_limiter(app)
             most_borrowed = most_waiting = 0
             submits = asyncio.gather(
-                *(c.post(url, data=form, headers=headers) for c, (url, form, headers) in zip(clients, prepared))
+                *(
+                    c.post(url, data=form, headers=headers)
+                    for c, (url, form, headers) in zip(clients, prepared, strict=True)
+                )
             )
             while not submits.done():
                 stats = limiter.statistics()

@@ -64,7 +64,7 @@ def _task_completions(db: Session, *, task_ids: set[int]) -> dict[int, tuple[lis
     return found
 
 
-def ppo_prompts(db: Session, *, round: TrainingRound) -> list[Any]:
+def ppo_prompts(db: Session, *, training_round: TrainingRound) -> list[Any]:
     """Train-split prompts of this round and the project's earlier rounds (never validation ones,
     never prompts of rounds still to come)."""
     rows = db.execute(
@@ -72,8 +72,8 @@ def ppo_prompts(db: Session, *, round: TrainingRound) -> list[Any]:
         .join(RoundPrompt, RoundPrompt.prompt_id == Prompt.id)
         .join(TrainingRound, TrainingRound.id == RoundPrompt.round_id)
         .where(
-            TrainingRound.project_id == round.project_id,
-            TrainingRound.number <= round.number,
+            TrainingRound.project_id == training_round.project_id,
+            TrainingRound.number <= training_round.number,
             Prompt.split == PromptSplit.train,
         )
         .order_by(Prompt.id)

@@ -25,7 +25,7 @@ from app.models import (
     utcnow,
 )
 from app.rounds import lifecycle
-from app.rounds.lifecycle import S, round_to
+from app.rounds.lifecycle import S
 from worker.loop.configs import generation_config, version_path
 from worker.loop.runtime import Cancelled, Heartbeat, Reporter, db_session, inject_fault, mark_failed
 
@@ -46,8 +46,8 @@ def run_batch(round_id: int, batch: int) -> dict[str, Any]:
 def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
     # 1. Load the batch's prompts that still need completions, and what generates them.
     with db_session() as db:
-        round = db.get(TrainingRound, round_id)
-        if round is None or round.status not in GENERATING:
+        training_round = db.get(TrainingRound, round_id)
+        if training_round is None or training_round.status not in GENERATING:
             return {"round_id": round_id, "batch": batch, "skipped": f"round is {getattr(round, 'status', None)}"}
         if lifecycle.transition(
             db, round_id=round_id, source=[S.pending], target=S.generating, started_at=utcnow(), heartbeat_at=utcnow()
@@ -62,8 +62,8 @@ def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
         total, done_before = db.execute(
             select(func.count(), func.count(RoundPrompt.generated_at)).where(RoundPrompt.round_id == round_id)
         ).one()
-        policy = db.get(ModelVersion, round.policy_in_id)
-        config, number = round.config, round.number
+        policy = db.get(ModelVersion, training_round.policy_in_id)
+        config, number = training_round.config, training_round.number
         policy_ref = (policy.id, policy.kind, policy.base_model, policy.artifact_path, policy.name)
     if rows:
         inject_fault(S.generating)
@@ -152,14 +152,14 @@ def finish_if_complete(round_id: int) -> bool:
         )
         if remaining:
             return False
-        round = db.get(TrainingRound, round_id)
+        training_round = db.get(TrainingRound, round_id)
         if not lifecycle.transition(db, round_id=round_id, source=GENERATING, target=S.labeling):
             return False
-        summary = _create_tasks(db, round=round)
+        summary = _create_tasks(db, training_round=training_round)
         db.execute(
             update(TrainingRound)
             .where(TrainingRound.id == round_id)
-            .values(metrics={**(round.metrics or {}), "generation": summary})
+            .values(metrics={**(training_round.metrics or {}), "generation": summary})
         )
         lifecycle.log_event(
             db,
@@ -171,22 +171,22 @@ def finish_if_complete(round_id: int) -> bool:
         )
         prev = db.scalar(
             select(TrainingRound).where(
-                TrainingRound.project_id == round.project_id, TrainingRound.number == round.number - 1
+                TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number - 1
             )
         )
         if prev is not None and lifecycle.transition(db, round_id=prev.id, source=[S.generating_next], target=S.done):
             lifecycle.log_event(
-                db, round_id=prev.id, stage=S.done, message=f"done: round {round.number} is open for labeling"
+                db, round_id=prev.id, stage=S.done, message=f"done: round {training_round.number} is open for labeling"
             )
-        lifecycle.auto_start_ready(db, project_id=round.project_id)
+        lifecycle.auto_start_ready(db, project_id=training_round.project_id)
     return True
 
 
-def _create_tasks(db, *, round: TrainingRound) -> dict[str, Any]:
+def _create_tasks(db, *, training_round: TrainingRound) -> dict[str, Any]:
     rows = db.execute(
         select(Completion.id, Completion.prompt_id, Completion.token_count, Completion.finish_reason)
         .join(RoundPrompt, RoundPrompt.prompt_id == Completion.prompt_id)
-        .where(RoundPrompt.round_id == round.id, Completion.model_version_id == round.policy_in_id)
+        .where(RoundPrompt.round_id == training_round.id, Completion.model_version_id == training_round.policy_in_id)
         .order_by(Completion.prompt_id, Completion.id)
     ).all()
     by_prompt: dict[int, list[int]] = {}
@@ -195,7 +195,12 @@ def _create_tasks(db, *, round: TrainingRound) -> dict[str, Any]:
     for prompt_id, completion_ids in by_prompt.items():
         task_id = db.scalar(
             insert(RankingTask)
-            .values(project_id=round.project_id, prompt_id=prompt_id, round_id=round.id, created_at=utcnow())
+            .values(
+                project_id=training_round.project_id,
+                prompt_id=prompt_id,
+                round_id=training_round.id,
+                created_at=utcnow(),
+            )
             .returning(RankingTask.id)
         )
         db.execute(
@@ -206,6 +211,6 @@ def _create_tasks(db, *, round: TrainingRound) -> dict[str, Any]:
     return {
         "tasks": len(by_prompt),
         "completions": len(rows),
-        "mean_tokens": round_to(sum(tokens) / len(tokens), 2) if tokens else 0.0,
-        "eos_fraction": round_to(sum(r.finish_reason == "eos" for r in rows) / len(rows)) if rows else 0.0,
+        "mean_tokens": round(sum(tokens) / len(tokens), 2) if tokens else 0.0,
+        "eos_fraction": round(sum(r.finish_reason == "eos" for r in rows) / len(rows), 4) if rows else 0.0,
     }

@@ -31,20 +31,20 @@ def run(round_id: int) -> dict[str, Any]:
 
 def _spawn(round_id: int) -> dict[str, Any]:
     with db_session() as db:
-        round = db.get(TrainingRound, round_id)
-        if round is None or round.status != S.generating_next:
+        training_round = db.get(TrainingRound, round_id)
+        if training_round is None or training_round.status != S.generating_next:
             return {"round_id": round_id, "skipped": f"round is {getattr(round, 'status', None)}"}
         nxt = db.scalar(
             select(TrainingRound).where(
-                TrainingRound.project_id == round.project_id, TrainingRound.number == round.number + 1
+                TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number + 1
             )
         )
         if nxt is not None:
-            lifecycle.enqueue_step(db, round=nxt)
+            lifecycle.enqueue_step(db, training_round=nxt)
             return {"round_id": round_id, "next_round_id": nxt.id, "existing": True}
-        selection = round.config["prompts"]
+        selection = training_round.config["prompts"]
         prompts = lifecycle.unused_prompts(
-            db, project_id=round.project_id, limit=None if selection["all_unlabeled"] else selection["count"]
+            db, project_id=training_round.project_id, limit=None if selection["all_unlabeled"] else selection["count"]
         )
         if not prompts:
             lifecycle.transition(db, round_id=round_id, source=[S.generating_next], target=S.done)
@@ -58,17 +58,20 @@ def _spawn(round_id: int) -> dict[str, Any]:
             return {"round_id": round_id, "next_round_id": None}
         nxt = lifecycle.create_round(
             db,
-            project_id=round.project_id,
-            number=round.number + 1,
-            policy_in_id=round.policy_out_id,
-            config=round.config,
+            project_id=training_round.project_id,
+            number=training_round.number + 1,
+            policy_in_id=training_round.policy_out_id,
+            config=training_round.config,
             prompts=prompts,
         )
         lifecycle.log_event(
             db,
             round_id=nxt.id,
             stage=S.pending,
-            message=f"round {nxt.number} created by round {round.number}: {len(prompts)} prompts from the new policy",
+            message=(
+                f"round {nxt.number} created by round {training_round.number}: "
+                f"{len(prompts)} prompts from the new policy"
+            ),
         )
         lifecycle.log_event(
             db,
@@ -76,5 +79,5 @@ def _spawn(round_id: int) -> dict[str, Any]:
             stage=S.generating_next,
             message=f"generating round {nxt.number} ({len(prompts)} prompts)",
         )
-        lifecycle.enqueue_step(db, round=nxt)
+        lifecycle.enqueue_step(db, training_round=nxt)
         return {"round_id": round_id, "next_round_id": nxt.id}

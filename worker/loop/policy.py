@@ -41,15 +41,20 @@ def _train(round_id: int) -> dict[str, Any]:
 
     # 1. Inputs: the starting policy, the reward model, the prompts.
     with db_session(read_only=True) as db:
-        rnd = db.get(TrainingRound, round_id)
-        policy_in = db.get(ModelVersion, rnd.policy_in_id)
-        reward = db.get(ModelVersion, rnd.reward_model_id)
+        training_round = db.get(TrainingRound, round_id)
+        policy_in = db.get(ModelVersion, training_round.policy_in_id)
+        reward = db.get(ModelVersion, training_round.reward_model_id)
         if reward is None or not reward.artifact_path:
             raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
-        prompts = data.ppo_prompts(db, round=rnd)
+        prompts = data.ppo_prompts(db, training_round=training_round)
         base_model = root_base(db, policy_in).base_model
         policy_ref = (policy_in.id, policy_in.kind, policy_in.base_model, policy_in.artifact_path)
-        project_id, number, config, reward_path = rnd.project_id, rnd.number, rnd.config, reward.artifact_path
+        project_id, number, config, reward_path = (
+            training_round.project_id,
+            training_round.number,
+            training_round.config,
+            reward.artifact_path,
+        )
     if not prompts:
         raise ValueError("prompts: the rounds so far have no train-split prompts for PPO")
     out = artifacts.round_dir(project_id, number) / "policy"
@@ -91,11 +96,11 @@ def _train(round_id: int) -> dict[str, Any]:
         )
         db.add(version)
         db.flush()
-        rnd = db.get(TrainingRound, round_id)
+        training_round = db.get(TrainingRound, round_id)
         db.execute(
             update(TrainingRound)
             .where(TrainingRound.id == round_id)
-            .values(policy_out_id=version.id, metrics={**(rnd.metrics or {}), "policy": summary})
+            .values(policy_out_id=version.id, metrics={**(training_round.metrics or {}), "policy": summary})
         )
         lifecycle.log_event(
             db,
@@ -103,8 +108,8 @@ def _train(round_id: int) -> dict[str, Any]:
             stage=S.training_policy,
             message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, KL {summary.get('kl')}",
         )
-        db.refresh(rnd)
-        lifecycle.enqueue_step(db, round=rnd)
+        db.refresh(training_round)
+        lifecycle.enqueue_step(db, training_round=training_round)
     return {"round_id": round_id, "policy_id": version.id, **summary}
 
 

@@ -31,20 +31,22 @@ def sweep(*, startup: bool = False) -> dict[str, Any]:
     requeued: list[int] = []
     with db_session() as db:
         stale = or_(dead, TrainingRound.heartbeat_at.is_(None)) if startup else dead
-        for round in db.scalars(select(TrainingRound).where(TrainingRound.status.in_(RUNNING), stale)).all():
+        for training_round in db.scalars(select(TrainingRound).where(TrainingRound.status.in_(RUNNING), stale)).all():
             # Clear the dead claim so the new delivery can take the step, and the heartbeat so the
             # next sweep waits for that delivery instead of enqueueing it again.
             db.execute(
-                update(TrainingRound).where(TrainingRound.id == round.id).values(claim_token=None, heartbeat_at=None)
+                update(TrainingRound)
+                .where(TrainingRound.id == training_round.id)
+                .values(claim_token=None, heartbeat_at=None)
             )
             lifecycle.log_event(
                 db,
-                round_id=round.id,
-                stage=round.status,
-                message=f"{round.status}: no live worker (heartbeat stopped); enqueued again",
+                round_id=training_round.id,
+                stage=training_round.status,
+                message=f"{training_round.status}: no live worker (heartbeat stopped); enqueued again",
             )
-            lifecycle.enqueue_step(db, round=round)
-            requeued.append(round.id)
+            lifecycle.enqueue_step(db, training_round=training_round)
+            requeued.append(training_round.id)
         started = lifecycle.auto_start_ready(db)
     return {"requeued": requeued, "auto_started": started}
 

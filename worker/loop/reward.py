@@ -41,22 +41,22 @@ def _train(round_id: int) -> dict[str, Any]:
 
     # 1. Inputs: rankings by split, this round's fresh rankings, the previous reward model.
     with db_session(read_only=True) as db:
-        round = db.get(TrainingRound, round_id)
-        base = root_base(db, db.get(ModelVersion, round.policy_in_id))
-        train = data.rankings(db, project_id=round.project_id, split=PromptSplit.train)
-        val = data.rankings(db, project_id=round.project_id, split=PromptSplit.validation)
-        fresh = data.rankings(db, project_id=round.project_id, round_id=round_id)
+        training_round = db.get(TrainingRound, round_id)
+        base = root_base(db, db.get(ModelVersion, training_round.policy_in_id))
+        train = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.train)
+        val = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.validation)
+        fresh = data.rankings(db, project_id=training_round.project_id, round_id=round_id)
         prev = db.scalar(
             select(TrainingRound).where(
-                TrainingRound.project_id == round.project_id, TrainingRound.number == round.number - 1
+                TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number - 1
             )
         )
         prev_rm = db.get(ModelVersion, prev.reward_model_id) if prev is not None and prev.reward_model_id else None
         prev_ref = (prev.id, prev_rm.artifact_path) if prev_rm is not None else None
         project_id, number, config, base_id, base_model = (
-            round.project_id,
-            round.number,
-            round.config,
+            training_round.project_id,
+            training_round.number,
+            training_round.config,
             base.id,
             base.base_model,
         )
@@ -108,11 +108,11 @@ def _train(round_id: int) -> dict[str, Any]:
         )
         db.add(version)
         db.flush()
-        round = db.get(TrainingRound, round_id)
+        training_round = db.get(TrainingRound, round_id)
         db.execute(
             update(TrainingRound)
             .where(TrainingRound.id == round_id)
-            .values(reward_model_id=version.id, metrics={**(round.metrics or {}), "reward": summary})
+            .values(reward_model_id=version.id, metrics={**(training_round.metrics or {}), "reward": summary})
         )
         lifecycle.log_event(
             db,
@@ -124,8 +124,8 @@ def _train(round_id: int) -> dict[str, Any]:
         )
         if ood is not None:
             _store_ood(db, prev_id=prev_ref[0], round_number=number, ood=ood)
-        db.refresh(round)
-        lifecycle.enqueue_step(db, round=round)
+        db.refresh(training_round)
+        lifecycle.enqueue_step(db, training_round=training_round)
     return {"round_id": round_id, "reward_model_id": version.id, **summary}
 
 

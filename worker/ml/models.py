@@ -281,9 +281,6 @@ def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> 
         on_progress(done, total, stage)
 
 
-# Tiny random-weight models for tests live in worker.ml.tiny; re-exported for convenience.
-from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer  # noqa: E402
-
 __all__ = [
     "Progress",
     "autocast",
@@ -295,13 +292,4 @@ __all__ = [
     "pick_dtype",
     "read_card",
     "save_artifact",
-    "tiny_causal_lm",
-    "tiny_tokenizer",
 ]
-
-if __name__ == "__main__":  # `python -m worker.ml.models convert-default` (the Makefile's `model`)
-    import sys
-
-    from worker.ml.cli import main
-
-    sys.exit(main(sys.argv[1:]))

@@ -60,8 +60,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         imports=["worker.tasks"],
     )
     if app.conf.broker_url.startswith("sqla+"):
-        # NOTES.md: transport options are passed to create_engine by kombu's SQLAlchemy
-        # transport, so the polling interval is set on the transport class instead.
+        # kombu's SQLAlchemy transport passes transport options on to create_engine (a
+        # polling_interval there crashes the worker), so the interval is set on the transport
+        # class instead (docs/measured-facts.md, "Celery without a server").
         from kombu.transport import sqlalchemy as sqla_transport
 
         sqla_transport.Transport.polling_interval = 0.5

@@ -58,7 +58,7 @@ class GenerationConfig(_Config):
     device: str | None = None
     """"cpu", "cuda", ...; None picks CUDA when present."""
     autocast: bool = True
-    """bf16 autocast where the hardware has it (1.5-2x faster on this CPU); False for fp32."""
+    """bf16 autocast where the hardware has it (faster: docs/measured-facts.md); False for fp32."""
 
     def __post_init__(self) -> None:
         _check(4 <= self.k <= 9, "k", f"must be between 4 and 9, got {self.k}")

@@ -71,8 +71,9 @@ def autocast_available(device: torch.device | str) -> bool:
 def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[None]:
     """bf16 autocast where it pays (GPU, CPUs with native bf16); a no-op otherwise or when off.
 
-    On this 2-core CPU it made generation and RM steps 1.5-2x faster (NOTES.md); weights stay
-    fp32, so gradients and optimizer state keep full precision.
+    On a CPU with native bf16 it makes generation and training steps faster (docs/measured-facts.md,
+    "bf16 autocast on this CPU"); weights stay fp32, so gradients and optimizer state keep full
+    precision.
     """
     device = torch.device(device)
     if not enabled or not autocast_available(device):
@@ -177,9 +178,10 @@ def is_model_dir(path: Path) -> bool:
 def convert_default_model(data_dir: str | os.PathLike, on_progress: Progress | None = None) -> Path:
     """Convert the bundled SmolLM2 GGUF into a plain safetensors HF folder, once.
 
-    Loading the GGUF takes ~40 s (metadata parsing and dequantisation to fp32); the converted
-    folder loads in well under a second. Reuses an existing folder; writes to a temporary
-    sibling and renames, so a crash never leaves a half-written model behind.
+    Loading the GGUF is slow (metadata parsing and dequantisation to fp32); the converted
+    folder loads in well under a second (docs/measured-facts.md, "The bundled default model").
+    Reuses an existing folder; writes to a temporary sibling and renames, so a crash never
+    leaves a half-written model behind.
     """
     target = default_model_dir(data_dir)
     if is_model_dir(target):

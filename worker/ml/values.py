@@ -2,8 +2,8 @@
 
 Policy    = backbone + LoRA adapter "default" (the only weights PPO changes in the LM).
 Reference = the same backbone inside ``peft_model.disable_adapter()``: the logits are identical
-            to a separately loaded base (NOTES.md; re-checked in tests/ml/test_ppo.py), so no
-            second copy is held.
+            to a separately loaded base (docs/measured-facts.md, "The PPO reference";
+            re-checked in tests/ml/test_ppo.py), so no second copy is held.
 Value     = a scalar head (zero-initialised ``Linear(hidden, 1)``) on the final hidden state.
 
 Which hidden state the value head reads is ``value_mode``:
@@ -21,9 +21,8 @@ Not chosen: a LoRA'd copy of the reward model (InstructGPT initialises value fro
 RM here may be any callable, and even with an RM folder it means holding another full backbone;
 the four-model baseline in bench/ppo_memory.py shows what separate backbones cost.
 
-Measured on SmolLM2-135M, CPU, batch 8 x 32 tokens (docs/benchmarks.md, "PPO"): "shared" peaks
-at 2.28 GB (0.35x four separate models); "adapter" adds ~350 MB (+15%) and roughly doubles
-the update phase (26.5 s -> 49 s per step); a separate value backbone adds ~1 GB.
+What each layout costs in peak memory and step time, measured against four separate models:
+docs/benchmarks.md, "PPO: one shared backbone vs four models".
 
 Logprobs are computed from ``lm_head(final hidden)`` for response positions only (the full
 vocabulary projection over prompt tokens is never materialised); ``check_head_matches`` guards

@@ -130,7 +130,7 @@ def _setup(settings: Settings, o: Options) -> tuple[str, int, list[tuple[str, st
 
     from app.admin.service import create_account
     from app.auth.service import create_api_token
-    from app.cli import bootstrap
+    from app.bootstrap import bootstrap
     from app.db import make_engine
     from app.models import ProjectMember
     from app.projects.service import create_project

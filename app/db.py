@@ -32,8 +32,7 @@ POOL_TIMEOUT_SECONDS = 10
 # Connections a process keeps, and the most it opens: as many as the requests it runs at once
 # (anyio's default threadpool, 40 threads). A smaller pool with overflow closed each connection
 # above its size when it was handed back, so a busy web process opened a new Postgres backend
-# (a fork, ~ms of CPU) for most requests: at 64 labelers, 255–259 loops/s with 20 kept and
-# 319–354 with 40 (docs/labeling-performance.md).
+# (a fork) for most requests (docs/labeling-performance.md, "A third pass", step 3).
 POOL_SIZE = 40
 PING_AFTER_IDLE_SECONDS = 10.0
 
@@ -74,10 +73,11 @@ def _ping_after_idle(engine: Engine) -> None:
     """Check a pooled connection with a round trip before use, if it sat idle for PING_AFTER_IDLE_SECONDS.
 
     What pool_pre_ping does on every checkout, except on the connections a busy server keeps
-    using: there the ping was a round trip per request, ~0.5 ms of the web process's ~7 ms CPU
-    per labeling loop (docs/labeling-performance.md). A connection a restarted server ended while
-    in use fails its statement instead; the request answers 503 and SQLAlchemy invalidates every
-    older pooled connection at once (app/unavailable.py), so the next requests get fresh ones."""
+    using: there the ping was a round trip per request, a measurable share of the labeling
+    loop's CPU (docs/labeling-performance.md, "A second pass", step 3). A connection a restarted
+    server ended while in use fails its statement instead; the request answers 503 and SQLAlchemy
+    invalidates every older pooled connection at once (app/unavailable.py), so the next requests
+    get fresh ones."""
 
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_conn, record):

@@ -2,9 +2,9 @@
 
 uvicorn's worker processes share one listening socket, and the kernel hands each new connection
 to whichever process accepts first. A connection then stays with that process for as long as the
-client keeps it open, so a set of busy, long-lived connections can end up 8 on one worker and 24
-on the other (seen in the labeling benchmark), and every request on the crowded worker waits
-about twice as long. Two rules close connections so that they land again:
+client keeps it open, so a set of busy, long-lived connections can end up mostly on one worker,
+and every request on the crowded worker waits longer (docs/labeling-performance.md, "A third
+pass", steps 2 and 6). Two rules close connections so that they land again:
 
   * every `max_requests`-th request of a connection (nginx's `keepalive_requests`);
   * a worker holding more than its share of the busy connections closes one of them, at most one

@@ -63,12 +63,12 @@ def create_served_app() -> FastAPI:
     """The app as `ranklab serve` runs it, built once in each worker process.
 
     Python's full garbage collection walks every tracked object, and after start-up (FastAPI,
-    SQLAlchemy, pydantic, Jinja) a worker holds ~170k of them, nearly all living as long as the
-    process. Under load a full collection ran every 2–4 s and held the GIL for 78–265 ms (wall
-    clock on two busy cores), stalling every request of that worker at once: that was the labeling
-    loop's p99 (docs/labeling-performance.md). gc.freeze() moves what start-up made out of the
-    collector's way; full collections then walk only objects made since (6–87 ms). Tests build
-    many apps in one process and keep create_app's plain collection.
+    SQLAlchemy, pydantic, Jinja) a worker holds a great many, nearly all living as long as the
+    process. Under load each full collection held the GIL long enough to stall every request of
+    that worker at once: that was the labeling loop's p99 (measured in docs/labeling-performance.md,
+    "A third pass", step 1). gc.freeze() moves what start-up made out of the collector's way; full
+    collections then walk only objects made since. Tests build many apps in one process and keep
+    create_app's plain collection.
 
     KeepAliveLimit moves long-lived connections so they spread over the worker processes."""
     app = create_app()

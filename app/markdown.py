@@ -5,10 +5,11 @@ markdown-it's validateLink refuses javascript:/vbscript:/data: links. Images are
 (`![x](url)` shows as a link): a remote image would be fetched by every labeler's browser (the
 CSP blocks it anyway). Long unbroken runs get break opportunities (app/text_breaks.py).
 
-Completions are rendered once when stored (a 600-character answer with a list and a code block
-costs ~1 ms, and every new task shows 4–9 of them): `completions.text_html` keeps the HTML with
-the RENDERER_VERSION that made it. Raise the version whenever the output changes (a safety fix
-above all): stored HTML of another version is never shown, the text is rendered again instead.
+Completions are rendered once when stored (rendering was the largest part of showing a task with
+real-sized completions: docs/labeling-performance.md, "A second pass", step 5):
+`completions.text_html` keeps the HTML with the RENDERER_VERSION that made it. Raise the version
+whenever the output changes (a safety fix above all): stored HTML of another version is never
+shown, the text is rendered again instead.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 CSS `overflow-wrap: anywhere` keeps a 200,000-character word inside its card, but Chromium pays
 for it: with a kerning font (DejaVu Sans, what `system-ui` is on Debian) or a joining script
 (Arabic) it reshapes the run for every line it breaks, and one such completion froze the ranking
-page for 25–50 s (measured in tests/browser/test_untrusted_content.py). A <wbr> every
+page for tens of seconds (docs/reliability.md, "2. Untrusted content"). A <wbr> every
 MAX_RUN characters hands the line breaker short pieces: the same page lays out in well under a
 second, and the text itself is unchanged (<wbr> adds no character: copy, find-in-page and
 textContent see the original)."""

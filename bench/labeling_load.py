@@ -207,7 +207,8 @@ def prepare_database(url: str, *, labelers: int, tasks: int, k: int, overlap: in
             [dict(task_id=t, completion_id=c, position=i) for t, p in task_rows for i, c in enumerate(by_prompt[p])],
         )
     # Planner statistics, as autovacuum keeps them on a database in use: without them Postgres
-    # plans the handout's anti-join over freshly loaded tables ~10x too slowly.
+    # plans the handout's anti-join over freshly loaded tables far too slowly
+    # (docs/labeling-performance.md, "How to reproduce", planner statistics).
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()

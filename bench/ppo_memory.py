@@ -14,9 +14,9 @@ Variants, each in a FRESH subprocess (peak RSS is per process and never goes dow
 All variants see the same prompts, sampling settings, reward model and PPO hyper-parameters; the
 reward model is the base with a fresh score head (what it scores does not change the memory).
 Memory: peak RSS (resource.getrusage maxrss) on CPU - it includes the Python and torch runtime
-(~0.4 GB), and weights count once a step has touched them (safetensors are memory-mapped);
-torch.cuda.max_memory_allocated on CUDA. samples/s: responses per second over the
-timed steps (the first step is a warm-up).
+(docs/benchmarks.md, "PPO", caveats), and weights count once a step has touched them
+(safetensors are memory-mapped); torch.cuda.max_memory_allocated on CUDA. samples/s: responses
+per second over the timed steps (the first step is a warm-up).
 """
 
 from __future__ import annotations

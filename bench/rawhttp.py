@@ -1,10 +1,11 @@
 """A minimal HTTP/1.1 keep-alive client on asyncio streams, for load benchmarks.
 
-The load generator runs on the same 2 cores as the server it measures. httpx costs ~1.5 ms of
-CPU per request there, about what a labeling request costs the server, so with it the benchmark
-mostly measures its own client. This one does only what the benchmark needs: one persistent
-connection, Content-Length or chunked bodies, cookies from Set-Cookie. It speaks real HTTP over
-a real socket, so the server side (uvicorn, httptools) is measured in full.
+The load generator runs on the same 2 cores as the server it measures. httpx's own CPU per
+request there was a large share of what the server spends on a labeling request, so with it the
+benchmark partly measures its own client (docs/labeling-performance.md, "How to reproduce").
+This one does only what the benchmark needs: one persistent connection, Content-Length or
+chunked bodies, cookies from Set-Cookie. It speaks real HTTP over a real socket, so the server
+side (uvicorn, httptools) is measured in full.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ those words ranks perfectly; validation pairwise accuracy on unseen prompts meas
 rankings/s = training rankings x epochs / seconds inside the training loop (model loading,
 tokenisation and evaluation excluded for both).
 
-  .venv/bin/python bench/rm_vs_trl.py              # SmolLM2-135M, ~4-9 minutes on 2 cores
+  .venv/bin/python bench/rm_vs_trl.py              # SmolLM2-135M, minutes (docs/benchmarks.md)
   .venv/bin/python bench/rm_vs_trl.py --tiny       # tiny random Llama, seconds
 """
 

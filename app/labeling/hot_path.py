@@ -101,11 +101,12 @@ def labeling_limiter(app: Starlette) -> anyio.CapacityLimiter:
     """Submits and skips a process runs at once (settings.labeling_threads); the rest wait their
     turn, first come first served.
 
-    With all of them in threads at once (anyio's default: 40), 16 requests per worker took turns
-    on the GIL in no particular order and 16 transactions competed in Postgres: p99 was 2.2–2.5x
-    the mean. Four at a time keep both cores busy (each request also waits on Postgres) and
-    answer in arrival order: p99 1.5–2x the mean, and less Postgres CPU per loop
-    (docs/labeling-performance.md). One limiter per event loop, as anyio's own default is."""
+    With all of them in threads at once (anyio's default: 40), a worker's requests took turns on
+    the GIL in no particular order and as many transactions competed in Postgres, which stretched
+    the tail. A few at a time keep both cores busy (each request also waits on Postgres) and
+    answer in arrival order: a lower p99 and less Postgres CPU per loop (measured in
+    docs/labeling-performance.md, "A third pass", step 5). One limiter per event loop, as anyio's
+    own default is."""
     loop = asyncio.get_running_loop()
     limiter = _limiters.get(loop)
     if limiter is None:

@@ -10,17 +10,17 @@ are one statement with data-modifying CTEs. Postgres runs each CTE once, all aga
     `status BETWEEN 'open' AND 'open'` with ORDER BY (status, id) is `status = 'open'` ORDER BY id
     in a form only ix_ranking_tasks_handout can serve: given the equality, the planner walked the
     primary key instead whenever its statistics lagged behind a burst of labeling ("all tasks
-    open"), stepping over every finished task at the front of the table — 2 ms a handout,
-    growing with the project; with the index it is ~0.05 ms;
+    open"), stepping over every finished task at the front of the table, slower as the project
+    grows (docs/labeling-performance.md, "The browser flow and a one-statement handout", step 4);
   * `shown` shuffles the task's completion ids by handout.display_order's key, computed in SQL;
   * `lease` inserts the assignment (the unique (task_id, user_id) stays the backstop);
   * the final SELECT reads the content and the progress counts. `left_for_you` takes the
     PROGRESS_CAP oldest open tasks with a free slot (an ordered LIMIT on the handout index) and
     probes only those for the labeler's lease. Filtering on "never had" inside the scan let the
-    planner guess one matching row and scan and sort every open task instead (6–8 ms per submit
-    under auto_explain on a small project, more on a big one). The counts see the snapshot from
-    before the claim, so `waiting` still includes the task just claimed: it already is "the task
-    you hold + the open ones you never had".
+    planner guess one matching row and scan and sort every open task instead, slower as the
+    project grows (docs/labeling-performance.md, "A second pass", step 4). The counts see the
+    snapshot from before the claim, so `waiting` still includes the task just claimed: it
+    already is "the task you hold + the open ones you never had".
 
 One row per completion (the lease and prompt repeated); no row when nothing could be claimed.
 """
@@ -40,7 +40,7 @@ from app.models._types import JSONType, UTCDateTime
 # A literal, not a parameter: psycopg prepares the statement and Postgres soon switches to a
 # generic plan, which knows nothing of a parameter's value. For `status BETWEEN $2 AND $2` it
 # guessed two matching rows and chose a bitmap scan of every open task, anti-joined and sorted
-# before LIMIT 1: ~10 ms per handout at 300 open tasks (auto_explain), growing with the project.
+# before LIMIT 1, growing with the project (docs/labeling-performance.md, "A second pass", step 4).
 OPEN = f"'{TaskStatus.open.value}'"
 assert TaskStatus.open.value.isidentifier()  # safe to write into the SQL
 

@@ -1,10 +1,11 @@
 """Writing an accepted ranking: the ranking row, its pairwise comparisons, the assignment marked
 submitted and the ranking counted on its task.
 
-On Postgres that is one statement (data-modifying CTEs): four round trips cost about twice the CPU
-on both sides, and this runs on every submit. SQLite has no data-modifying CTEs; there the four
-statements run in-process anyway. Either way it runs in the caller's transaction, after the caller
-locked the assignment row (submission.submit_ranking), and takes the task row's lock by updating it.
+On Postgres that is one statement (data-modifying CTEs): four round trips cost more CPU on both
+sides (docs/labeling-performance.md, "What changed, and what each change bought", 1), and this
+runs on every submit. SQLite has no data-modifying CTEs; there the four statements run
+in-process anyway. Either way it runs in the caller's transaction, after the caller locked the
+assignment row (submission.submit_ranking), and takes the task row's lock by updating it.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ static/vendor/.installed: package.json package-lock.json
 assets: static/vendor/.installed
 
 model: venv
-	$(BIN)/python -m worker.ml.models convert-default
+	$(BIN)/python -m worker.ml convert-default
 
 migrate: venv
 	$(BIN)/alembic upgrade head

@@ -77,6 +77,7 @@ def writing(out: Path, what: str) -> Iterator[None]:
 def describe(exc: BaseException, folder: Path, doing: str) -> OSError | None:
     """DiskFull or ArtifactDirNotWritable for a disk fault anywhere in `exc`'s chain, else None."""
     code, cause = _fault(exc, folder)
+    fault: OSError
     if code in DISK_FULL:
         fault = DiskFull(f"disk full while {doing}: {os.strerror(code)} ({_space(folder)}); {FIX}")
     elif code in NOT_WRITABLE:
@@ -87,7 +88,7 @@ def describe(exc: BaseException, folder: Path, doing: str) -> OSError | None:
     return fault
 
 
-def _fault(exc: BaseException, folder: Path) -> tuple[int | None, BaseException | None]:
+def _fault(exc: BaseException | None, folder: Path) -> tuple[int | None, BaseException | None]:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -79,7 +79,7 @@ def root_base(db: Session, version: ModelVersion) -> ModelVersion:
     seen = set()
     while version.kind != "base" and version.parent_id is not None and version.id not in seen:
         seen.add(version.id)
-        version = db.get(ModelVersion, version.parent_id)
+        version = db.get_one(ModelVersion, version.parent_id)
     return version
 
 

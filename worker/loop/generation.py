@@ -48,7 +48,11 @@ def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
     with db_session() as db:
         training_round = db.get(TrainingRound, round_id)
         if training_round is None or training_round.status not in GENERATING:
-            return {"round_id": round_id, "batch": batch, "skipped": f"round is {getattr(round, 'status', None)}"}
+            return {
+                "round_id": round_id,
+                "batch": batch,
+                "skipped": f"round is {getattr(training_round, 'status', None)}",
+            }
         if lifecycle.transition(
             db, round_id=round_id, source=[S.pending], target=S.generating, started_at=utcnow(), heartbeat_at=utcnow()
         ):

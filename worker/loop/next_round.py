@@ -33,7 +33,7 @@ def _spawn(round_id: int) -> dict[str, Any]:
     with db_session() as db:
         training_round = db.get(TrainingRound, round_id)
         if training_round is None or training_round.status != S.generating_next:
-            return {"round_id": round_id, "skipped": f"round is {getattr(round, 'status', None)}"}
+            return {"round_id": round_id, "skipped": f"round is {getattr(training_round, 'status', None)}"}
         nxt = db.scalar(
             select(TrainingRound).where(
                 TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number + 1
@@ -56,6 +56,8 @@ def _spawn(round_id: int) -> dict[str, Any]:
                 "and launch a round to continue from this policy",
             )
             return {"round_id": round_id, "next_round_id": None}
+        if training_round.policy_out_id is None:
+            raise ValueError("policy_out_id: the round's trained policy was deleted")
         nxt = lifecycle.create_round(
             db,
             project_id=training_round.project_id,

@@ -41,8 +41,10 @@ def _train(round_id: int) -> dict[str, Any]:
 
     # 1. Inputs: rankings by split, this round's fresh rankings, the previous reward model.
     with db_session(read_only=True) as db:
-        training_round = db.get(TrainingRound, round_id)
-        base = root_base(db, db.get(ModelVersion, training_round.policy_in_id))
+        training_round = db.get_one(TrainingRound, round_id)
+        if training_round.policy_in_id is None:
+            raise ValueError("policy_in_id: the round's starting policy was deleted")
+        base = root_base(db, db.get_one(ModelVersion, training_round.policy_in_id))
         train = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.train)
         val = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.validation)
         fresh = data.rankings(db, project_id=training_round.project_id, round_id=round_id)
@@ -52,7 +54,7 @@ def _train(round_id: int) -> dict[str, Any]:
             )
         )
         prev_rm = db.get(ModelVersion, prev.reward_model_id) if prev is not None and prev.reward_model_id else None
-        prev_ref = (prev.id, prev_rm.artifact_path) if prev_rm is not None else None
+        prev_ref = (prev.id, prev_rm.artifact_path) if prev is not None and prev_rm and prev_rm.artifact_path else None
         project_id, number, config, base_id, base_model = (
             training_round.project_id,
             training_round.number,
@@ -108,7 +110,7 @@ def _train(round_id: int) -> dict[str, Any]:
         )
         db.add(version)
         db.flush()
-        training_round = db.get(TrainingRound, round_id)
+        training_round = db.get_one(TrainingRound, round_id)
         db.execute(
             update(TrainingRound)
             .where(TrainingRound.id == round_id)
@@ -122,7 +124,7 @@ def _train(round_id: int) -> dict[str, Any]:
             data=summary,
             message=f"reward model trained on {len(train)} rankings; held-out accuracy {summary['val_accuracy']}",
         )
-        if ood is not None:
+        if ood is not None and prev_ref is not None:
             _store_ood(db, prev_id=prev_ref[0], round_number=number, ood=ood)
         db.refresh(training_round)
         lifecycle.enqueue_step(db, training_round=training_round)
@@ -130,7 +132,7 @@ def _train(round_id: int) -> dict[str, Any]:
 
 
 def _store_ood(db, *, prev_id: int, round_number: int, ood: dict[str, Any]) -> None:
-    prev = db.get(TrainingRound, prev_id)
+    prev = db.get_one(TrainingRound, prev_id)
     figure = {
         "accuracy": ood["val_accuracy"],
         "pairs": ood["val_pairs"],

@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import session_scope, start_write_transaction
@@ -95,7 +95,8 @@ def claim(db: Session, *, round_id: int, step: str, token: str) -> bool:
         )
         .values(claim_token=token, heartbeat_at=utcnow(), current_step=step, progress=0.0, eta_seconds=None)
     )
-    return result.rowcount == 1
+    # An UPDATE gives a CursorResult (Session.execute is typed with the wider Result).
+    return cast(CursorResult, result).rowcount == 1
 
 
 class Heartbeat:
@@ -170,6 +171,8 @@ class Reporter:
         self.write(done, total, stage, self._eta(now, done, total))
 
     def _eta(self, now: float, done: int, total: int) -> float | None:
+        if self._eta_anchor is None:
+            return None
         started, done0, _ = self._eta_anchor
         if done <= done0 or total <= 0:
             return None

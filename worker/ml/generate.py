@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
 
+from worker.ml.batching import pad_token_ids
 from worker.ml.config import GenerationConfig
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_texts, prompt_text
@@ -103,7 +104,9 @@ def _generate_hf(
             torch.manual_seed(cfg.seed)
         for start in range(0, len(order), cfg.prompts_per_batch):
             batch = order[start : start + cfg.prompts_per_batch]
-            input_ids, attention_mask = _pad_left([prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)
+            input_ids, attention_mask = pad_token_ids(
+                [prompt_ids[i] for i in batch], tokenizer.pad_token_id, side="left", device=device
+            )
             with autocast(device, cfg.autocast):
                 output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=hf_config)
             new_tokens = output[:, input_ids.shape[1] :].cpu()  # (len(batch) * K, <= max_new)
@@ -138,17 +141,6 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if tokenizer.pad_token_id in ids:
         raise ValueError("tokenizer: pad token equals EOS; load it with models.load_tokenizer")
     return ids
-
-
-def _pad_left(sequences: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, -len(seq) :] = torch.as_tensor(seq)
-            mask[row, -len(seq) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _generate_vllm(

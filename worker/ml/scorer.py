@@ -11,27 +11,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from worker.ml.batching import pad_token_ids
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_reward_texts, encode_texts
 from worker.ml.models import autocast, is_adapter_dir, load_tokenizer, pick_device, pick_dtype, read_card
 
 
-def pad_right(
-    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (N, longest): padded to this batch's longest only."""
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-
-
 def sequence_scores(model, sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> torch.Tensor:
     """(N,) rewards, read by the classification head at each sequence's last real token."""
-    input_ids, attention_mask = pad_right(sequences, pad_id, device)
+    input_ids, attention_mask = pad_token_ids(sequences, pad_id, side="right", device=device)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     return logits[:, 0]
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from worker.ml.batching import pad_token_ids
+
 
 def common_prefix_len(sequences: Sequence[Sequence[int]]) -> int:
     """Tokens all sequences share at the start, leaving each at least one token of its own
@@ -45,16 +47,9 @@ def prefix_shared_scores(
     backbone, head = getattr(base, base.base_model_prefix), base.score
 
     # 1. one pass over the B prefixes -> a key/value cache with B rows
-    prefixes = [list(prefix) for prefix, _ in groups]
-    longest_prefix = max(len(p) for p in prefixes)
-    prefix_ids = torch.full((len(groups), longest_prefix), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((len(groups), longest_prefix), dtype=torch.long)
-    for row, prefix in enumerate(prefixes):
-        if prefix:
-            prefix_ids[row, -len(prefix) :] = torch.as_tensor(prefix)
-            prefix_mask[row, -len(prefix) :] = 1
+    prefix_ids, prefix_mask = pad_token_ids([prefix for prefix, _ in groups], pad_id, side="left")  # (B, P), CPU
     cache = None
-    if longest_prefix > 0:
+    if prefix_ids.shape[1] > 0:
         cache = backbone(
             input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device), use_cache=True
         ).past_key_values
@@ -65,13 +60,8 @@ def prefix_shared_scores(
         cache.reorder_cache(owner.to(device))
 
     # 3. one pass over the N right-padded suffixes, attending to the cached prefixes
-    suffixes = [list(s) for _, group in groups for s in group]
-    longest_suffix = max(len(s) for s in suffixes)
-    suffix_ids = torch.full((len(suffixes), longest_suffix), pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((len(suffixes), longest_suffix), dtype=torch.long)
-    for row, suffix in enumerate(suffixes):
-        suffix_ids[row, : len(suffix)] = torch.as_tensor(suffix)
-        suffix_mask[row, : len(suffix)] = 1
+    suffixes = [s for _, group in groups for s in group]
+    suffix_ids, suffix_mask = pad_token_ids(suffixes, pad_id, side="right")  # (N, S), CPU
     attention_mask = torch.cat([prefix_mask[owner], suffix_mask], dim=1)
     hidden = backbone(
         input_ids=suffix_ids.to(device),

@@ -69,20 +69,23 @@ def ppo_step(
     # 3. Logprobs of the sampled tokens under the rollout policy and under the reference
     #    (adapter disabled), plus values. Recomputed by a forward pass, not taken from
     #    generate(), so old and new logprobs come from the same computation.
-    old_logprobs, ref_logprobs, old_values, entropies = [], [], [], []
+    old_logprob_chunks: list[torch.Tensor] = []
+    ref_logprob_chunks: list[torch.Tensor] = []
+    old_value_chunks: list[torch.Tensor] = []
+    entropy_chunks: list[torch.Tensor] = []
     with torch.no_grad(), autocast(device, use_amp):
         for rows in torch.arange(batch).split(cfg.minibatch_size):
             ids, am, labels = input_ids[rows], attention_mask[rows], response_ids[rows]
             logits, values = policy(ids, am, n_context, cfg.temperature)  # [b, T, V], [b, T]
             if values is None:
                 values = policy.values(ids, am, n_context)
-            old_logprobs.append(pm.logprobs_of_labels(logits, labels))  # [b, T]
-            entropies.append(pm.entropy_from_logits(logits))  # [b, T]
+            old_logprob_chunks.append(pm.logprobs_of_labels(logits, labels))  # [b, T]
+            entropy_chunks.append(pm.entropy_from_logits(logits))  # [b, T]
             ref_logits = policy.reference_logits(ids, am, n_context, cfg.temperature)
-            ref_logprobs.append(pm.logprobs_of_labels(ref_logits, labels))  # [b, T]
-            old_values.append(values.float())
-    old_logprobs, ref_logprobs = torch.cat(old_logprobs), torch.cat(ref_logprobs)  # [B, T]
-    old_values, entropy = torch.cat(old_values) * mask, torch.cat(entropies)  # [B, T]
+            ref_logprob_chunks.append(pm.logprobs_of_labels(ref_logits, labels))  # [b, T]
+            old_value_chunks.append(values.float())
+    old_logprobs, ref_logprobs = torch.cat(old_logprob_chunks), torch.cat(ref_logprob_chunks)  # [B, T]
+    old_values, entropy = torch.cat(old_value_chunks) * mask, torch.cat(entropy_chunks)  # [B, T]
 
     # 4. Per-token reward: -beta * KL at every token, plus the score at the last real token.
     kl = pm.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask  # [B, T]

@@ -238,18 +238,22 @@ def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.devic
     """Validation pairwise accuracy, loss, and accuracy by K (completions ranked)."""
     if not sets:
         return {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}, "val_pairs": 0}
-    losses, correct, total, ranked_k, keep = [], [], [], [], []
+    losses: list[torch.Tensor] = []
+    correct_chunks: list[torch.Tensor] = []
+    pair_chunks: list[torch.Tensor] = []
+    ranked_k_chunks: list[torch.Tensor] = []
+    keep: list[torch.Tensor] = []
     for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward):
         with autocast(device, cfg.autocast):
             scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device, cfg.share_prompt_prefix)
         scores, levels = scores.float().cpu(), levels.cpu()
         losses.append(LOSSES[cfg.loss](scores, levels)[1])
         right, pairs = pair_accuracy_counts(scores, levels)
-        correct.append(right)
-        total.append(pairs)
-        ranked_k.append((levels >= 0).sum(dim=1))
+        correct_chunks.append(right)
+        pair_chunks.append(pairs)
+        ranked_k_chunks.append((levels >= 0).sum(dim=1))
         keep.append(informative(levels))
-    correct, total, ranked_k = torch.cat(correct), torch.cat(total), torch.cat(ranked_k)
+    correct, total, ranked_k = torch.cat(correct_chunks), torch.cat(pair_chunks), torch.cat(ranked_k_chunks)
     loss = torch.cat(losses)[torch.cat(keep)].mean() if bool(torch.cat(keep).any()) else torch.tensor(0.0)
     by_k = {}
     for k in sorted(set(ranked_k.tolist())):

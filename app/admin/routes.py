@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.admin import forms, service, stats
@@ -13,6 +13,7 @@ from app.admin.people_routes import router as people_router
 from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import Project, Role
 from app.projects import service as projects
+from app.projects.deps import ProjectDep
 from app.prompts import service as prompts
 from app.prompts.jsonl import read_lines
 from app.web import page, render_markdown
@@ -20,13 +21,6 @@ from app.web import page, render_markdown
 pages = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 
 UPLOAD_KINDS = {"prompts": "Prompts", "completions": "Completions"}
-
-
-def _project_or_404(db, project_id: int) -> Project:
-    project = projects.get_project(db, project_id=project_id)
-    if project is None:
-        raise HTTPException(404, f"No project with id {project_id}.")
-    return project
 
 
 @pages.get("")
@@ -80,8 +74,7 @@ def create_project(
 
 
 @pages.get("/projects/{project_id}/settings")
-def project_settings(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
-    project = _project_or_404(db, project_id)
+def project_settings(request: Request, _admin: AdminDep, project: ProjectDep):
     return page(request, "admin/project_form.html", {"form": forms.form_of(project), "project": project})
 
 
@@ -90,7 +83,7 @@ def save_settings(
     request: Request,
     db: DbDep,
     _admin: AdminDep,
-    project_id: int,
+    project: ProjectDep,
     name: FormText = "",
     description: FormText = "",
     guidelines: FormText = "",
@@ -100,7 +93,6 @@ def save_settings(
     lease_minutes: FormText = "",
     flags: FormText = "",
 ):
-    project = _project_or_404(db, project_id)
     form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
     if forms.save(db, form=form, project=project) is None:  # refused: nothing was changed
         return page(request, "admin/project_form.html", {"form": form, "project": project}, status_code=422)
@@ -140,8 +132,8 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
 
 
 @pages.get("/projects/{project_id}")
-def project_detail(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
-    return _project_page(request, db, _project_or_404(db, project_id))
+def project_detail(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep):
+    return _project_page(request, db, project)
 
 
 @pages.post("/projects/{project_id}/upload", dependencies=[CsrfDep])
@@ -150,12 +142,11 @@ def upload(
     db: DbDep,
     _admin: AdminDep,
     settings: SettingsDep,
-    project_id: int,
+    project: ProjectDep,
     kind: FormText = "",
     file: UploadFile | None = None,
 ):
     """A JSONL file of prompts, or of completion groups (one ranking task per line)."""
-    project = _project_or_404(db, project_id)
     if kind not in UPLOAD_KINDS:
         return _project_page(
             request, db, project, errors={"upload": "kind: choose prompts or completions"}, status_code=422
@@ -172,8 +163,7 @@ def upload(
 
 
 @pages.post("/projects/{project_id}/members", dependencies=[CsrfDep])
-def add_member(request: Request, db: DbDep, _admin: AdminDep, project_id: int, user_id: FormText = ""):
-    project = _project_or_404(db, project_id)
+def add_member(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep, user_id: FormText = ""):
     try:
         service.add_member(db, project_id=project.id, user_id=int(user_id))
     except (ValueError, service.AdminError) as exc:
@@ -183,8 +173,7 @@ def add_member(request: Request, db: DbDep, _admin: AdminDep, project_id: int, u
 
 
 @pages.post("/projects/{project_id}/members/{user_id}/remove", dependencies=[CsrfDep])
-def remove_member(db: DbDep, _admin: AdminDep, project_id: int, user_id: int):
-    project = _project_or_404(db, project_id)
+def remove_member(db: DbDep, _admin: AdminDep, project: ProjectDep, user_id: int):
     service.remove_member(db, project_id=project.id, user_id=user_id)
     return RedirectResponse(f"/admin/projects/{project.id}#members", status_code=303)
 

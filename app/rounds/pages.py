@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import ModelVersion, Project, TrainingRound
-from app.projects import service as projects
+from app.projects.deps import ProjectDep, get_project_or_404
 from app.rounds import charts, launch_form, service, views
 from app.rounds.downloads import ArtifactUnavailable, artifact_files, download_filename, resolve_artifact, stream_zip
 from app.settings import Settings
@@ -23,13 +23,6 @@ from app.web import is_htmx, page
 router = APIRouter(prefix="/admin", tags=["rounds"], include_in_schema=False)
 
 ROUND_TEMPLATE = "rounds/round.html"
-
-
-def _project_or_404(db: Session, project_id: int) -> Project:
-    project = projects.get_project(db, project_id=project_id)
-    if project is None:
-        raise HTTPException(404, f"No project with id {project_id}.")
-    return project
 
 
 def _round_or_404(db: Session, round_id: int) -> TrainingRound:
@@ -50,15 +43,13 @@ def _version_or_404(db: Session, version_id: int) -> ModelVersion:
 
 
 @router.get("/projects/{project_id}/rounds")
-def rounds_list(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
-    project = _project_or_404(db, project_id)
+def rounds_list(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep):
     rounds = views.list_rounds(db, project_id=project.id)
     return page(request, "rounds/list.html", {"project": project, "rounds": rounds, "labels": views.STATUS_LABELS})
 
 
 @router.get("/projects/{project_id}/rounds/new")
-def launch_page(request: Request, db: DbDep, _admin: AdminDep, project_id: int):
-    project = _project_or_404(db, project_id)
+def launch_page(request: Request, _admin: AdminDep, project: ProjectDep):
     return _launch_form(request, project, launch_form.blank_form())
 
 
@@ -87,11 +78,10 @@ def launch(
     request: Request,
     db: DbDep,
     admin: AdminDep,
-    project_id: int,
+    project: ProjectDep,
     posted: Annotated[dict[str, str], Depends(_posted_text)],
 ):
     """A plain (threadpool) endpoint: launching talks to the DB and the broker, which block."""
-    project = _project_or_404(db, project_id)
     form, config = launch_form.parse(posted)
     if config is None:
         return _launch_form(request, project, form, status_code=422)
@@ -120,7 +110,7 @@ def round_page(request: Request, db: DbDep, _admin: AdminDep, round_id: int):
 def _round_page(
     request: Request, db: Session, training_round: TrainingRound, *, action_error: str = "", status_code: int = 200
 ):
-    project = _project_or_404(db, training_round.project_id)
+    project = get_project_or_404(db, training_round.project_id)
     settings = request.app.state.settings
     series = views.metric_series(db, round_id=training_round.id)
     rendered = [
@@ -201,9 +191,8 @@ def _download_problems(versions: list[ModelVersion], settings: Settings) -> dict
 
 @router.get("/projects/{project_id}/models")
 def versions_page(
-    request: Request, db: DbDep, _admin: AdminDep, project_id: int, a: int | None = None, b: int | None = None
+    request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep, a: int | None = None, b: int | None = None
 ):
-    project = _project_or_404(db, project_id)
     versions = views.list_versions(db, project_id=project.id)
     by_id = {v.id: v for v in versions}
     counts = views.completion_counts(db, version_ids=list(by_id))

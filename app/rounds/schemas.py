@@ -1,8 +1,10 @@
 """What an admin chooses for a training round, and what the rounds API answers.
 
 The settings mirror worker/ml's config dataclasses (GenerationConfig, RewardConfig, PPOConfig)
-without importing them: the web process never imports torch. The worker turns a stored round
-config into those dataclasses (worker/loop/configs.py), which check ranges a second time.
+without importing them: the web process never imports torch. A setting carries the name of the
+dataclass field it sets; the worker passes a stored round config on by those names
+(worker/loop/configs.py) and the dataclasses check ranges a second time. tests/loop/test_configs.py
+fails when a name, default or range here disagrees with the dataclasses.
 Defaults are small enough for a 2-core CPU with the bundled SmolLM2-135M.
 """
 

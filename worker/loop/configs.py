@@ -1,12 +1,16 @@
 """A stored round config (app/rounds/schemas.RoundConfigIn as JSON) → worker.ml's dataclasses,
 and ModelVersion rows → folders the ML code can load.
 
-The web process validated the config; the dataclasses check ranges again, so a config edited
-in the database still fails with a message naming the field.
+A round setting and the dataclass field it sets share one name, so each section is passed on by
+name (`_same_named`); only what the loop decides itself (seeds, backbone, lora_alpha, batch
+sizes) is written here. tests/loop/test_configs.py fails when a name, default or range of the
+two declarations disagree. The web process validated the config; the dataclasses check ranges
+again, so a config edited in the database still fails with a message naming the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,18 +20,25 @@ from app.rounds.lifecycle import BUNDLED_MODEL
 from worker.loop.runtime import settings
 
 
+def _same_named(section: dict[str, Any], cls) -> dict[str, Any]:
+    """The settings of one config section that are fields of the ML dataclass `cls`; the others
+    (generation.prompts_per_task) are the loop's own."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in section.items() if key in names}
+
+
 def generation_config(config: dict[str, Any], *, batch: int, number: int):
     from worker.ml.config import GenerationConfig
 
     gen = config["generation"]
     seed = None if gen.get("seed") is None else gen["seed"] + 1000 * number + batch
-    return GenerationConfig(
-        k=config["k"],
-        temperature=gen["temperature"],
-        top_p=gen["top_p"],
-        max_new_tokens=gen["max_new_tokens"],
-        seed=seed,
-        batch_size=max(config["k"], 4 * config["k"]),
+    return GenerationConfig.from_dict(
+        {
+            **_same_named(gen, GenerationConfig),
+            "k": config["k"],
+            "seed": seed,
+            "batch_size": max(config["k"], 4 * config["k"]),
+        }
     )
 
 
@@ -36,19 +47,15 @@ def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
 
     rm = config["reward"]
     # val_fraction 0: the worker holds out the project's validation prompts itself (by Prompt.split).
-    return RewardConfig(
-        model=backbone,
-        mode=rm["mode"],
-        loss=rm["loss"],
-        learning_rate=rm["learning_rate"],
-        epochs=rm["epochs"],
-        batch_rankings=rm["batch_rankings"],
-        max_length=rm["max_length"],
-        lora_r=rm["lora_r"],
-        lora_alpha=2 * rm["lora_r"],
-        val_fraction=0.0,
-        seed=config["seed"],
-        extra={"round_id": round_id},
+    return RewardConfig.from_dict(
+        {
+            **_same_named(rm, RewardConfig),
+            "model": backbone,
+            "lora_alpha": 2 * rm["lora_r"],
+            "val_fraction": 0.0,
+            "seed": config["seed"],
+            "extra": {"round_id": round_id},
+        }
     )
 
 
@@ -56,21 +63,13 @@ def ppo_config(config: dict[str, Any], *, model: str):
     from worker.ml.ppo_config import PPOConfig
 
     ppo = config["ppo"]
-    return PPOConfig(
-        model=model,
-        steps=ppo["steps"],
-        batch_size=ppo["batch_size"],
-        minibatch_size=ppo["minibatch_size"],
-        ppo_epochs=ppo["ppo_epochs"],
-        learning_rate=ppo["learning_rate"],
-        kl_coef=ppo["kl_coef"],
-        adaptive_kl_target=ppo["adaptive_kl_target"],
-        max_new_tokens=ppo["max_new_tokens"],
-        temperature=ppo["temperature"],
-        missing_eos_penalty=ppo["missing_eos_penalty"],
-        lora_r=ppo["lora_r"],
-        lora_alpha=2 * ppo["lora_r"],
-        seed=config["seed"],
+    return PPOConfig.from_dict(
+        {
+            **_same_named(ppo, PPOConfig),
+            "model": model,
+            "lora_alpha": 2 * ppo["lora_r"],
+            "seed": config["seed"],
+        }
     )
 
 

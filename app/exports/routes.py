@@ -14,8 +14,8 @@ from starlette.background import BackgroundTask
 from app.deps import ExportTokenDep, SettingsDep
 from app.exports import formats, service
 from app.exports.service import PairStyle
+from app.json_api import UNPROCESSABLE, ErrorOut
 from app.projects.deps import ProjectDep
-from app.projects.schemas import UNPROCESSABLE, ErrorOut
 
 api_router = APIRouter(prefix="/api/v1/projects/{project_id}/exports", tags=["exports"])
 

@@ -16,6 +16,7 @@ from starlette.datastructures import FormData
 
 from app.api_types import id_path
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
 from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.hot_path import LabelerRequest, as_labeler
@@ -32,8 +33,6 @@ from app.labeling.schemas import (
     skip_from_form,
 )
 from app.models import Project, User
-from app.projects.deps import JsonApiRoute
-from app.projects.schemas import UNPROCESSABLE, ErrorOut
 from app.web import is_htmx, page
 
 router = APIRouter(tags=["labeling"])

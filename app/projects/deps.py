@@ -1,12 +1,8 @@
-"""Shared pieces of the /api/v1 routers and admin pages: the project named in the path, and a route class
-that answers a non-UTF-8 JSON body with a message instead of FastAPI's bare 400."""
+"""The project named by `{project_id}` in the path, for the /api/v1 routers and the admin pages."""
 
-from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi import Depends, HTTPException, status
 from sqlalchemy.orm import Session
 
 from app.api_types import id_path
@@ -28,22 +24,3 @@ def project_from_path(db: DbDep, project_id: Annotated[int, id_path("The project
 
 ProjectDep = Annotated[Project, Depends(project_from_path)]
 """The project named by `{project_id}` in the path, or a 404; used by the API and the admin pages."""
-
-
-class JsonApiRoute(APIRoute):
-    """FastAPI turns a JSON body that is not UTF-8 into "400 There was an error parsing the
-    body"; this checks the (cached) body first and says what is wrong."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def checked(request: Request) -> Response:
-            if request.headers.get("content-type", "").startswith("application/json"):
-                try:
-                    (await request.body()).decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    message = f"body: invalid UTF-8 at byte {exc.start + 1}; send JSON encoded as UTF-8"
-                    return JSONResponse({"detail": message, "message": message}, status_code=422)
-            return await handler(request)
-
-        return checked

@@ -3,9 +3,10 @@
 from fastapi import APIRouter, HTTPException, status
 
 from app.deps import AdminTokenDep, AnyTokenDep, DbDep, ExportTokenDep, UploadTokenDep
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
 from app.projects import service
-from app.projects.deps import JsonApiRoute, ProjectDep
-from app.projects.schemas import UNPROCESSABLE, ErrorOut, ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
+from app.projects.deps import ProjectDep
+from app.projects.schemas import ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
 
 api_router = APIRouter(prefix="/api/v1", tags=["projects"], route_class=JsonApiRoute)
 ERRORS = {

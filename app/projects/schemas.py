@@ -82,24 +82,3 @@ class ProgressOut(BaseModel):
         description='How many live tasks have 0, 1, 2... rankings, e.g. {"0": 12, "1": 3}.'
     )
     open_leases: int = Field(description="Tasks held right now by a labeler.")
-
-
-class ErrorOut(BaseModel):
-    detail: str = Field(description="What was wrong, naming the field or line, and what to send instead.")
-
-
-class FieldErrorOut(BaseModel):
-    loc: list[str | int] = Field(description='Where: e.g. ["body", "k_min"] or ["path", "project_id"].')
-    msg: str
-    type: str
-
-
-class UnprocessableOut(BaseModel):
-    """Every 422 of /api/v1: a request FastAPI could not parse gets the list of field errors,
-    a value a service refused gets one sentence naming the field."""
-
-    detail: str | list[FieldErrorOut] = Field(description="The refused field(s) and why.")
-    message: str | None = Field(None, description="The field errors in one line (with the list form).")
-
-
-UNPROCESSABLE = {422: {"model": UnprocessableOut, "description": "A refused field, named; nothing was changed."}}

@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api_types import Text
 from app.deps import DbDep, SettingsDep, UploadTokenDep
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
 from app.limits import STREAMED_TYPES
-from app.projects.deps import JsonApiRoute, ProjectDep
-from app.projects.schemas import UNPROCESSABLE, ErrorOut
+from app.projects.deps import ProjectDep
 from app.prompts import service
 from app.prompts.jsonl import read_lines, spool_stream
 from app.prompts.schemas import (

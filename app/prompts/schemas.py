@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from app.api_types import JsonObject, Text
+from app.json_api import UnprocessableOut
 from app.models import PromptSplit
-from app.projects.schemas import UnprocessableOut
 
 STRICT = ConfigDict(extra="forbid")
 

@@ -11,8 +11,8 @@ from fastapi import APIRouter, HTTPException, Query
 
 from app.api_types import INT32_MAX, id_path
 from app.deps import AdminTokenDep, DbDep
-from app.projects.deps import JsonApiRoute, ProjectDep
-from app.projects.schemas import UNPROCESSABLE, ErrorOut
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
+from app.projects.deps import ProjectDep
 from app.rounds import service
 from app.rounds.schemas import ModelVersionOut, RoundConfigIn, RoundOut, StartTrainingIn
 

@@ -91,11 +91,14 @@ def db(app) -> Iterator[Session]:
 
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:
+    """One browser on the app: its cookies carry the session once a test logs in."""
     with TestClient(app) as c:
         yield c
 
 
 @pytest.fixture
-def anon_client(app) -> Iterator[TestClient]:
+def other_client(app) -> Iterator[TestClient]:
+    """A second browser with cookies of its own, for tests where two people act at once (an admin
+    in `client` while a labeler or a stranger tries the same pages here)."""
     with TestClient(app) as c:
         yield c

@@ -8,9 +8,9 @@ from tests.admin.helpers import admin_client, fresh, shown_secret
 from tests.factories import PASSWORD, csrf_of, login, make_user
 
 
-def test_admin_pages_need_an_admin(client, anon_client, db):
+def test_admin_pages_need_an_admin(client, other_client, db):
     for path in ("/admin/users", "/admin/tokens"):
-        response = anon_client.get(path, follow_redirects=False)
+        response = other_client.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"] == f"/login?next={path}"
     login(client, make_user(db))
     assert client.get("/admin/users").status_code == 403
@@ -34,7 +34,7 @@ def test_posts_need_the_csrf_token(client, db):
     assert response.status_code == 201
 
 
-def test_create_user_shows_password_once_and_it_works(client, anon_client, db):
+def test_create_user_shows_password_once_and_it_works(client, other_client, db):
     _admin, csrf = admin_client(client, db)
     response = client.post(
         "/admin/users",
@@ -47,7 +47,7 @@ def test_create_user_shows_password_once_and_it_works(client, anon_client, db):
     fresh(db)
     stored = db.scalar(select(User).where(User.email == "ann@example.com"))
     assert stored.role == "labeler" and password not in stored.password_hash
-    response = anon_client.post(
+    response = other_client.post(
         "/login", data={"email": "ann@example.com", "password": password}, follow_redirects=False
     )
     assert response.status_code == 303
@@ -65,10 +65,10 @@ def test_create_user_errors_are_shown_beside_the_field(client, db):
     assert response.status_code == 422 and "choose admin or labeler" in response.text
 
 
-def test_deactivate_ends_sessions_and_blocks_login(client, anon_client, db):
+def test_deactivate_ends_sessions_and_blocks_login(client, other_client, db):
     admin, csrf = admin_client(client, db)
     labeler = make_user(db)
-    login(anon_client, labeler)
+    login(other_client, labeler)
     response = client.post(
         f"/admin/users/{labeler.id}/active", data={"active": "false", "csrf_token": csrf}, follow_redirects=False
     )
@@ -76,7 +76,7 @@ def test_deactivate_ends_sessions_and_blocks_login(client, anon_client, db):
     fresh(db)
     assert db.get(User, labeler.id).is_active is False
     assert db.scalar(select(WebSession).where(WebSession.user_id == labeler.id)) is None
-    response = anon_client.post("/login", data={"email": labeler.email, "password": PASSWORD})
+    response = other_client.post("/login", data={"email": labeler.email, "password": PASSWORD})
     assert response.status_code == 401
     # An admin cannot lock themselves out.
     response = client.post(f"/admin/users/{admin.id}/active", data={"active": "false", "csrf_token": csrf})
@@ -86,13 +86,13 @@ def test_deactivate_ends_sessions_and_blocks_login(client, anon_client, db):
     assert db.get(User, labeler.id).is_active is True
 
 
-def test_reset_password_replaces_the_old_one(client, anon_client, db):
+def test_reset_password_replaces_the_old_one(client, other_client, db):
     _admin, csrf = admin_client(client, db)
     labeler = make_user(db)
     response = client.post(f"/admin/users/{labeler.id}/password", data={"csrf_token": csrf})
     new_password = shown_secret(response.text)
-    assert anon_client.post("/login", data={"email": labeler.email, "password": PASSWORD}).status_code == 401
-    response = anon_client.post(
+    assert other_client.post("/login", data={"email": labeler.email, "password": PASSWORD}).status_code == 401
+    response = other_client.post(
         "/login", data={"email": labeler.email, "password": new_password}, follow_redirects=False
     )
     assert response.status_code == 303
@@ -129,7 +129,7 @@ def test_token_form_validation(client, db):
     assert db.scalar(select(ApiToken)) is None
 
 
-def test_revoke_stops_the_token_at_once(client, anon_client, db):
+def test_revoke_stops_the_token_at_once(client, other_client, db):
     _admin, csrf = admin_client(client, db)
     plaintext = shown_secret(
         client.post("/admin/tokens", data={"name": "ci", "scopes": "upload", "csrf_token": csrf}).text
@@ -137,7 +137,7 @@ def test_revoke_stops_the_token_at_once(client, anon_client, db):
     fresh(db)
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(plaintext)))
     bearer = {"Authorization": f"Bearer {plaintext}"}
-    assert anon_client.get("/api/v1/projects", headers=bearer).status_code == 200
+    assert other_client.get("/api/v1/projects", headers=bearer).status_code == 200
     fresh(db)
     assert db.get(ApiToken, row.id).last_used_at is not None  # the list's "last used" column
     response = client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": csrf}, follow_redirects=False)
@@ -145,7 +145,7 @@ def test_revoke_stops_the_token_at_once(client, anon_client, db):
     fresh(db)
     assert db.get(ApiToken, row.id).revoked_at is not None
     assert "revoked" in client.get("/admin/tokens").text
-    response = anon_client.get("/api/v1/projects", headers=bearer)
+    response = other_client.get("/api/v1/projects", headers=bearer)
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
     response = client.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": csrf})
     assert response.status_code == 404 and "already revoked" in response.text

@@ -20,7 +20,7 @@ VALID = {
 }
 
 
-def test_admin_pages_refuse_others(client, anon_client, db):
+def test_admin_pages_refuse_others(client, other_client, db):
     project = make_project(db)
     for path in (
         "/admin",
@@ -28,7 +28,7 @@ def test_admin_pages_refuse_others(client, anon_client, db):
         f"/admin/projects/{project.id}",
         f"/admin/projects/{project.id}/settings",
     ):
-        response = anon_client.get(path, follow_redirects=False)
+        response = other_client.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"].startswith("/login?next=/admin")
     login(client, make_user(db, projects=[project]))
     csrf = csrf_of(client, db)
@@ -242,18 +242,18 @@ def test_progress_counts_tasks_and_coverage(client, db):
     assert '<td class="num">3</td>' in row and "0%" in row
 
 
-def test_membership_decides_what_a_labeler_sees(client, anon_client, db):
+def test_membership_decides_what_a_labeler_sees(client, other_client, db):
     admin_client(client, db)
     csrf = csrf_of(client, db)
     project = make_project(db, name="Members only")
     make_task(db, project)
     labeler = make_user(db)
-    login(anon_client, labeler)
-    assert "Members only" not in anon_client.get("/").text
-    assert anon_client.get(f"/projects/{project.id}/label").status_code == 403
+    login(other_client, labeler)
+    assert "Members only" not in other_client.get("/").text
+    assert other_client.get(f"/projects/{project.id}/label").status_code == 403
     client.post(f"/admin/projects/{project.id}/members", data={"user_id": str(labeler.id), "csrf_token": csrf})
-    assert "Members only" in anon_client.get("/").text
-    assert anon_client.get(f"/projects/{project.id}/label").status_code == 200
+    assert "Members only" in other_client.get("/").text
+    assert other_client.get(f"/projects/{project.id}/label").status_code == 200
     client.post(f"/admin/projects/{project.id}/members/{labeler.id}/remove", data={"csrf_token": csrf})
-    assert "Members only" not in anon_client.get("/").text
-    assert anon_client.get(f"/projects/{project.id}/label").status_code == 403
+    assert "Members only" not in other_client.get("/").text
+    assert other_client.get(f"/projects/{project.id}/label").status_code == 403

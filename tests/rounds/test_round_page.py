@@ -24,7 +24,7 @@ def step_states(html: str) -> dict[str, str]:
     )
 
 
-def test_round_pages_are_admin_only(client, anon_client, db):
+def test_round_pages_are_admin_only(client, other_client, db):
     project = make_project(db)
     training_round = make_round(db, project)
     version = make_version(db, project, training_round=training_round)
@@ -37,7 +37,7 @@ def test_round_pages_are_admin_only(client, anon_client, db):
         f"/admin/models/{version.id}/download",
     ]
     for path in gets:
-        response = anon_client.get(path, follow_redirects=False)
+        response = other_client.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"].startswith("/login?next=/admin"), path
     login(client, make_user(db, projects=[project]))
     csrf = csrf_of(client, db)

@@ -45,7 +45,10 @@ def unpack(archive: Path, staging: Path) -> dict[str, tuple[str, int]]:
                     raise BackupError(f"the archive holds {member.name!r} twice; refusing an ambiguous archive")
                 target = staging / path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as source, target.open("xb") as sink:
+                source = tar.extractfile(member)  # None only for what isfile() refused above
+                if source is None:
+                    raise BackupError(f"the archive entry {member.name!r} cannot be read as a file")
+                with source, target.open("xb") as sink:
                     digests[member.name] = copy_hashing(source, sink)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise BackupError(
@@ -120,9 +123,9 @@ def verify(manifest: dict[str, Any], digests: dict[str, tuple[str, int]]) -> Non
     theirs = list(manifest["tables"])
     missing, unknown = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     if missing or unknown:
-        raise BackupError(
-            "the archive's tables differ from this ranklab's: "
-            + "; ".join(
-                filter(None, [missing and f"missing {', '.join(missing)}", unknown and f"unknown {', '.join(unknown)}"])
-            )
-        )
+        differences = []
+        if missing:
+            differences.append(f"missing {', '.join(missing)}")
+        if unknown:
+            differences.append(f"unknown {', '.join(unknown)}")
+        raise BackupError(f"the archive's tables differ from this ranklab's: {'; '.join(differences)}")

@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -55,7 +55,7 @@ class NoProgress:
         pass
 
 
-def tar_mode(path: Path, *, write: bool) -> str:
+def tar_mode(path: Path, *, write: bool) -> Literal["w:gz", "r:gz", "w", "r:*"]:
     name = path.name.lower()
     if name.endswith((".tar.gz", ".tgz")):
         return "w:gz" if write else "r:gz"
@@ -129,6 +129,8 @@ def artifact_roots(conn: Connection, artifacts_dir: Path) -> tuple[list[str], li
         .order_by(ModelVersion.id)
     )
     for version_id, stored in rows:
+        if stored is None:  # excluded by the query; this narrows the type
+            continue
         path = (root / stored).resolve()
         if not path.is_relative_to(root) or path == root:
             skipped.append(

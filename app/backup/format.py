@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from sqlalchemy import (
     JSON,
@@ -83,7 +83,7 @@ def check_member_name(name: str) -> PurePosixPath:
 # ---- checksums --------------------------------------------------------------------------------
 
 
-def copy_hashing(source: BinaryIO, target: BinaryIO) -> tuple[str, int]:
+def copy_hashing(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
     """Copies in chunks (never a whole file in memory) and returns (sha256, bytes)."""
     digest, size = hashlib.sha256(), 0
     while chunk := source.read(CHUNK_BYTES):

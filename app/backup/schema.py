@@ -51,7 +51,10 @@ def _alembic_config(url: str | None = None):
 def code_head() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("migrations/ has no revision: the code has no schema to back up or restore")
+    return head
 
 
 def upgrade_head(url: str) -> None:

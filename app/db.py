@@ -6,8 +6,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import ClassVar
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, Table, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -39,6 +40,9 @@ PING_AFTER_IDLE_SECONDS = 10.0
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every model maps a plain Table (SQLAlchemy types it as the wider FromClause), so
+    # Model.__table__ can go to insert()/update() as a typed Core table.
+    __table__: ClassVar[Table]
 
 
 def make_engine(url: str, *, ping: str = "always", **engine_kw) -> Engine:

@@ -16,11 +16,12 @@ import hashlib
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from functools import partial
+from typing import NamedTuple, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import CursorResult, and_, bindparam, exists, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from app.db import is_sqlite, start_write_transaction  # noqa: F401 (re-exported for submission.py)
@@ -30,8 +31,9 @@ from app.models import Assignment, AssignmentState, RankingTask, TaskStatus, utc
 
 SWEEP_BATCH = 500
 
-# When each engine (one per process and database) last swept: the sweep is throttled per process.
-_last_sweep: WeakKeyDictionary[Engine, float] = WeakKeyDictionary()
+# When each engine (one per process and database; or the Connection a session is bound to, as in
+# tests) last swept: the sweep is throttled per process.
+_last_sweep: WeakKeyDictionary[Engine | Connection, float] = WeakKeyDictionary()
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
@@ -163,11 +165,13 @@ def lease_next_task(
         held = _held_lease(db, user_id=user_id, project_id=project_id, now=now, lease_minutes=lease_minutes)
         if held is not None:
             return held
-    claim = dict(user_id=user_id, project_id=project_id, overlap=overlap, lease_minutes=lease_minutes, now=now)
-    claimed = _claim_task(db, **claim, wait=False)
+    claim = partial(
+        _claim_task, db, user_id=user_id, project_id=project_id, overlap=overlap, lease_minutes=lease_minutes, now=now
+    )
+    claimed = claim(wait=False)
     if claimed is None:
         sweep(db, now=now)
-        claimed = _claim_task(db, **claim, wait=not after_submit)
+        claimed = claim(wait=not after_submit)
     return claimed
 
 
@@ -187,8 +191,8 @@ def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, le
     # Expired but not yet swept: the slot is still counted for this labeler, so renew it. The
     # state condition loses cleanly against a sweep that got there first.
     expires = now + timedelta(minutes=lease_minutes)
-    renewed = db.execute(_RENEW_LEASE, {"assignment_id": lease.assignment_id, "expires": expires}).rowcount
-    return lease._replace(lease_expires_at=expires) if renewed else None
+    renewed = cast(CursorResult, db.execute(_RENEW_LEASE, {"assignment_id": lease.assignment_id, "expires": expires}))
+    return lease._replace(lease_expires_at=expires) if renewed.rowcount else None
 
 
 def _claim_task(

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import and_, bindparam, exists, func, literal_column, select
+from sqlalchemy import ColumnClause, and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from app.db import is_sqlite
@@ -33,7 +33,7 @@ from app.models import (
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
 _rankings = Ranking.__table__
-_OPEN = literal_column(f"'{TaskStatus.open.value}'")
+_OPEN: ColumnClause[str] = literal_column(f"'{TaskStatus.open.value}'")
 
 REMAINING_CAP = handout.PROGRESS_CAP
 
@@ -292,10 +292,10 @@ def open_task_page(
     project, is_member, assignment_id, task_id, lease_expires_at, order, done, waiting, window_full = row
     check_access(project, is_member=is_member, user=user)
     if assignment_id is not None:
-        lease = handout.Lease(assignment_id, task_id, lease_expires_at, order)
+        held = handout.Lease(assignment_id, task_id, lease_expires_at, order)
         return TaskPage(
             project=project,
-            view=_task_view(db, lease, project_id=project.id),
+            view=_task_view(db, held, project_id=project.id),
             progress=Progress(done=done, remaining=waiting + 1, capped=window_full),
         )
     lease = handout.lease_next_task(

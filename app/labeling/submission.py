@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import CursorResult, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.labeling import handout
@@ -139,7 +140,7 @@ def submit_ranking(
 
 def _reclaim_slot(db: Session, *, task_id: int, overlap: int) -> None:
     """A swept lease gave its slot back; take one again if the task still has one free."""
-    if db.execute(_RECLAIM_SLOT, {"task_id": task_id, "overlap": overlap}).rowcount:
+    if cast(CursorResult, db.execute(_RECLAIM_SLOT, {"task_id": task_id, "overlap": overlap})).rowcount:
         return
     status = db.scalar(select(_tasks.c.status).where(_tasks.c.id == task_id))
     if status == TaskStatus.retired:

@@ -117,8 +117,9 @@ def check_csrf(request: Request, form: FormData | None) -> None:
     """The header, else the form's hidden field, must equal the logged-in session's token."""
     sent = request.headers.get("X-CSRF-Token")
     if sent is None and form is not None:
-        sent = form.get("csrf_token")
-    if not sent or not constant_time_equal(str(sent), request.state.csrf_token):
+        field = form.get("csrf_token")
+        sent = field if isinstance(field, str) else None  # an uploaded file is no token
+    if not sent or not constant_time_equal(sent, request.state.csrf_token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Missing or wrong CSRF token: reload the page and try again.")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Sequence
 from importlib import import_module
 from urllib.parse import quote
 
@@ -98,7 +99,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": _jsonable(errors), "message": summary}, status_code=422)
 
 
-def _jsonable(errors: list[dict]) -> list[dict]:
+def _jsonable(errors: Sequence[dict]) -> list[dict]:
     return [
         {k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items() if k != "input"}
         for e in errors

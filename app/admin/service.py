@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
@@ -117,7 +118,7 @@ def remove_member(db: Session, *, project_id: int, user_id: int) -> bool:
     result = db.execute(
         delete(ProjectMember).where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
     )
-    return result.rowcount > 0
+    return cast(CursorResult, result).rowcount > 0  # a DELETE's result (typed as the wider Result)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class TokenRow:
 
 
 def list_tokens(db: Session) -> list[TokenRow]:
-    creators = dict(db.execute(select(User.id, User.email)).all())
+    creators: dict[int | None, str] = dict(db.execute(select(User.id, User.email)).all())
     return [TokenRow(token=t, created_by=creators.get(t.created_by_id, "—")) for t in auth_service.list_api_tokens(db)]
 
 

@@ -48,7 +48,7 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
     )
     member_ids = set(db.scalars(select(ProjectMember.user_id).where(ProjectMember.project_id == project_id)))
     user_ids = member_ids | counts.keys() | skips.keys()
-    users = db.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.email)) if user_ids else []
+    users = list(db.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.email))) if user_ids else []
     return [
         LabelerStats(
             user=user,

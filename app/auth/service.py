@@ -74,7 +74,7 @@ def authenticate(db: Session, *, email: str, password: str, client: str) -> User
     user = get_user_by_email(db, email=email)
     # Every refusal costs one password check, so timing does not tell unknown or inactive accounts apart.
     ok = verify_password(user.password_hash, password) if user is not None else verify_unknown_user(password)
-    if not ok or not user.is_active:
+    if not ok or user is None or not user.is_active:
         db.execute(delete(LoginAttempt).where(LoginAttempt.at < since))  # keeps the table to one window
         db.add(LoginAttempt(email=email[:320], client=client[:64], at=now))
         return None

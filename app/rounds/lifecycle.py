@@ -18,6 +18,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import (
+    ModelKind,
     ModelVersion,
     Project,
     Prompt,
@@ -174,7 +175,7 @@ def next_number(db: Session, *, project_id: int) -> int:
 def latest_policy(db: Session, *, project_id: int) -> ModelVersion | None:
     return db.scalar(
         select(ModelVersion)
-        .where(ModelVersion.project_id == project_id, ModelVersion.kind == "policy")
+        .where(ModelVersion.project_id == project_id, ModelVersion.kind == ModelKind.policy)
         .order_by(ModelVersion.id.desc())
         .limit(1)
     )
@@ -185,7 +186,9 @@ def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersi
     row = db.scalar(
         select(ModelVersion)
         .where(
-            ModelVersion.project_id == project_id, ModelVersion.kind == "base", ModelVersion.base_model == base_model
+            ModelVersion.project_id == project_id,
+            ModelVersion.kind == ModelKind.base,
+            ModelVersion.base_model == base_model,
         )
         .limit(1)
     )
@@ -193,7 +196,7 @@ def base_version(db: Session, *, project_id: int, base_model: str) -> ModelVersi
         name = "SmolLM2-135M-Instruct (bundled)" if base_model == BUNDLED_MODEL else base_model.rstrip("/")[-200:]
         row = ModelVersion(
             project_id=project_id,
-            kind="base",
+            kind=ModelKind.base,
             name=name,
             base_model=base_model,
             artifact_path=None if base_model == BUNDLED_MODEL else base_model,

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.models import ModelVersion
+from app.models import ModelKind, ModelVersion
 from app.rounds.lifecycle import BUNDLED_MODEL
 from worker.loop.runtime import settings
 
@@ -76,7 +76,7 @@ def ppo_config(config: dict[str, Any], *, model: str):
 def root_base(db: Session, version: ModelVersion) -> ModelVersion:
     """The base model at the start of a lineage (policy → parent policy → ... → base)."""
     seen = set()
-    while version.kind != "base" and version.parent_id is not None and version.id not in seen:
+    while version.kind != ModelKind.base and version.parent_id is not None and version.id not in seen:
         seen.add(version.id)
         version = db.get_one(ModelVersion, version.parent_id)
     return version
@@ -93,7 +93,7 @@ def base_model_path(base_model: str, on_progress=None) -> str:
 
 def version_path(kind: str, base_model: str, artifact_path: str | None, on_progress=None) -> str:
     """What to load for a ModelVersion: a base folder / hub id, or a trained artifact folder."""
-    if kind == "base":
+    if kind == ModelKind.base:
         return base_model_path(base_model, on_progress)
     if not artifact_path:
         raise ValueError(f"model version ({kind}) has no artifact folder")

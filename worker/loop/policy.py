@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from app.models import ModelVersion, TrainingRound
+from app.models import ModelKind, ModelVersion, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
@@ -85,7 +85,7 @@ def _train(round_id: int) -> dict[str, Any]:
             return {"round_id": round_id, "skipped": "the round left training_policy meanwhile"}
         version = ModelVersion(
             project_id=project_id,
-            kind="policy",
+            kind=ModelKind.policy,
             name=f"round {number} policy",
             base_model=base_model,
             parent_id=policy_ref[0],

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from app.models import ModelVersion, PromptSplit, TrainingRound
+from app.models import ModelKind, ModelVersion, PromptSplit, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
@@ -99,7 +99,7 @@ def _train(round_id: int) -> dict[str, Any]:
             return {"round_id": round_id, "skipped": "the round left training_reward meanwhile"}
         version = ModelVersion(
             project_id=project_id,
-            kind="reward",
+            kind=ModelKind.reward,
             name=f"round {number} reward model",
             base_model=base_model,
             parent_id=base_id,

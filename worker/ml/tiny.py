@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
@@ -30,14 +30,9 @@ DEFAULT_WORDS = (
 
 def tiny_tokenizer(words: Iterable[str] = (), *, padding_side: str = "left") -> PreTrainedTokenizerFast:
     """Word-level tokenizer over DEFAULT_WORDS + `words`; unknown words map to [UNK]."""
-    vocab: dict[str, int] = {}
-    for token in [*SPECIAL_TOKENS, *DEFAULT_WORDS, *words]:
-        vocab.setdefault(token, len(vocab))
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+    tokenizer = word_level_tokenizer(
+        [*SPECIAL_TOKENS, *DEFAULT_WORDS, *words],
+        unk_word="[UNK]",
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -46,6 +41,55 @@ def tiny_tokenizer(words: Iterable[str] = (), *, padding_side: str = "left") -> 
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
+
+
+def word_level_tokenizer(
+    tokens: Iterable[str],
+    *,
+    unk_word: str,
+    control_tokens: Iterable[str] = (),
+    newline_tokens: bool = False,
+    prepend_bos: bool = False,
+    padding_side: str = "left",
+    **special: str | None,
+) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer whose ids follow the order of `tokens` (duplicates keep the first).
+
+    `unk_word` (one of `tokens`) is what unknown words become. `control_tokens` are matched in
+    raw text before splitting into words and dropped by `skip_special_tokens` (a chat template's
+    markers); `special` names bos/eos/pad/unk_token (None: the tokenizer has none).
+    `newline_tokens` keeps "\\n" as a token of its own (chat templates put newlines in their
+    headers); otherwise all whitespace only separates words. `prepend_bos` adds bos when
+    `add_special_tokens` is on, as Llama/Gemma tokenizers do.
+    """
+    vocab: dict[str, int] = {}
+    for token in tokens:
+        vocab.setdefault(token, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk_word))
+    if newline_tokens:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(r"[ \t\r]+"), behavior="removed"),
+                pre_tokenizers.Split(Regex(r"\n|[^\w\s]+"), behavior="isolated"),
+            ]
+        )
+    else:
+        backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
+    named = [t for t in special.values() if t is not None]
+    markers = list(dict.fromkeys([*named, *control_tokens]))
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in markers])
+    bos = special.get("bos_token")
+    if prepend_bos:
+        if bos is None:
+            raise ValueError("prepend_bos needs a bos_token")
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
+        )
+    extra = [t for t in markers if t not in named]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, padding_side=padding_side, additional_special_tokens=extra, **special
+    )
 
 
 def tiny_config(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,7 +54,7 @@ def _embedded_worker(settings: Settings) -> subprocess.Popen | None:
         return None
 
 
-def _exit_on_sigterm(_signum, _frame) -> None:
+def _exit_on_sigterm(_signum, _frame) -> NoReturn:
     raise SystemExit(0)
 
 

@@ -7,7 +7,7 @@ block, so the browser swaps it in without a reload."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
@@ -158,7 +158,7 @@ API_ERRORS = {
 CHANGE_ERRORS = {**API_ERRORS, 409: {"model": ErrorOut, "description": "The task no longer takes this ranking."}}
 
 
-def _raise(exc: LabelingError) -> None:
+def _raise(exc: LabelingError) -> NoReturn:
     raise HTTPException(exc.status_code, exc.message)
 
 

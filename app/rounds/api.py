@@ -5,7 +5,7 @@ so a client polls GET /api/v1/rounds/{id}?events_after=<last event id>."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -31,7 +31,7 @@ CHANGES = {
 RoundId = Annotated[int, id_path("The round's id.")]
 
 
-def _fail(exc: service.RoundError):
+def _fail(exc: service.RoundError) -> NoReturn:
     raise HTTPException(exc.status_code, str(exc), headers=service.retry_headers(exc)) from None
 
 

@@ -88,7 +88,7 @@ def add_completions(
     outcome = outcomes[1]
     if outcome is None:
         raise PromptNotFound(external_id)
-    task = db.get(RankingTask, outcome.task_id)
+    task = db.get_one(RankingTask, outcome.task_id)
     return task, outcome
 
 
@@ -101,13 +101,19 @@ def ingest_completion_groups(
     prompt with that external_id is used as is)."""
     report = GroupIngestReport()
     pending: list[_Pending] = []
-    for number, record, reason in parse_lines(lines, CompletionGroupIn):
-        if reason is None:
-            reason, prompt = _check_group(project, record, max_text_chars)
+    for number, record in parse_lines(lines, CompletionGroupIn):
+        if isinstance(record, str):
+            report.reject(number, record)
+            continue
+        reason, prompt = _check_group(project, record, max_text_chars)
         if reason is not None:
             report.reject(number, reason)
             continue
-        external_id = prompt["external_id"] if prompt else record.external_id.strip()
+        if prompt:
+            external_id = prompt["external_id"]
+        else:
+            assert record.external_id is not None  # CompletionGroupIn's validator: no prompt, then an external_id
+            external_id = record.external_id.strip()
         pending.append(_Pending(number, external_id, record.completions, prompt))
         if len(pending) >= GROUP_BATCH:
             _finish_batch(db, project, pending, report)
@@ -280,7 +286,9 @@ def _insert_tasks(db: Session, project: Project, new: list[tuple[_Pending, int]]
     completion_ids = list(
         db.scalars(insert(Completion).returning(Completion.id, sort_by_parameter_order=True), completion_rows)
     )
-    result, positions, start = [], [], 0
+    result: list[tuple[int, list[int]]] = []
+    positions: list[dict[str, int]] = []
+    start = 0
     for (item, _prompt_id), task_id in zip(new, task_ids, strict=True):
         ids = completion_ids[start : start + len(item.completions)]
         start += len(ids)

@@ -20,6 +20,9 @@ BOM = b"\xef\xbb\xbf"
 class OversizedLine(bytes):
     """Stands in for a line longer than the limit (its content is dropped while reading)."""
 
+    length: int
+    limit: int
+
     def __new__(cls, length: int, limit: int) -> OversizedLine:
         line = super().__new__(cls, b"")
         line.length, line.limit = length, limit
@@ -52,25 +55,21 @@ def read_lines(file: IO[bytes], *, max_line_bytes: int) -> Iterator[bytes]:
         yield OversizedLine(length, max_line_bytes)
 
 
-def parse_lines(lines: Iterable[bytes], model: type[Model]) -> Iterator[tuple[int, Model | None, str | None]]:
-    """(line number, parsed record or None, reason or None) per non-blank line, numbered from 1
-    as in the file (blank lines are skipped but counted)."""
+def parse_lines(lines: Iterable[bytes], model: type[Model]) -> Iterator[tuple[int, Model | str]]:
+    """(line number, the parsed record or the reason it was refused) per non-blank line, numbered
+    from 1 as in the file (blank lines are skipped but counted)."""
     for number, raw in enumerate(lines, 1):
         if number == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
         if isinstance(raw, OversizedLine):
-            yield (
-                number,
-                None,
-                f"line is {raw.length} bytes long; the limit is {raw.limit} (setting RANKLAB_MAX_BODY_BYTES)",
-            )
+            yield number, f"line is {raw.length} bytes long; the limit is {raw.limit} (setting RANKLAB_MAX_BODY_BYTES)"
             continue
         if not raw.strip():
             continue
         try:
-            yield number, model.model_validate_json(raw), None
+            yield number, model.model_validate_json(raw)
         except ValidationError as exc:
-            yield number, None, explain_line(raw, model, exc)
+            yield number, explain_line(raw, model, exc)
 
 
 def explain_line(raw: bytes, model: type[BaseModel], exc: ValidationError) -> str:

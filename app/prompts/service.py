@@ -72,9 +72,11 @@ def ingest_prompts(
     `lines` is consumed lazily (e.g. a file object or jsonl.read_lines), so memory stays flat."""
     report = IngestReport()
     pending: list[PromptIn] = []
-    for number, record, reason in parse_lines(lines, PromptIn):
-        reason = reason or too_long(record, max_text_chars)
-        if reason:
+    for number, record in parse_lines(lines, PromptIn):
+        if isinstance(record, str):
+            report.reject(number, record)
+            continue
+        if reason := too_long(record, max_text_chars):
             report.reject(number, reason)
             continue
         pending.append(record)

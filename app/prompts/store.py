@@ -7,7 +7,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert as plain_insert
 from sqlalchemy.orm import Session
 
 from app.models import Project, Prompt, utcnow
@@ -61,7 +60,7 @@ def external_id_of(prompt: PromptIn) -> str:
     """The given external_id, or one derived from the content (stable across uploads)."""
     if prompt.external_id is not None:
         return prompt.external_id.strip()
-    content = prompt.text if prompt.text is not None else [m.model_dump() for m in prompt.messages]
+    content = prompt.text if prompt.messages is None else [m.model_dump() for m in prompt.messages]
     digest = hashlib.sha256(json.dumps(content, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
     return f"sha256:{digest[:32]}"
 
@@ -82,13 +81,10 @@ def insert_prompt_rows(db: Session, rows: list[dict]) -> set[str]:
     """Inserts rows whose (project, external_id) is new; returns the external_ids inserted."""
     if not rows:
         return set()
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only SQLite and Postgres are supported
-        insert = plain_insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    # ON CONFLICT DO NOTHING: each supported backend's own insert() has it (SQLite and Postgres only).
+    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
     table = Prompt.__table__
     # executemany with one cached statement: SQLAlchemy's "insertmanyvalues" sends it as
     # multi-row INSERTs (RETURNING included) without recompiling SQL for each batch.

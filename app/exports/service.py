@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -179,12 +179,14 @@ def plain_prompt(text: str | None, messages: list[dict[str, str]] | None) -> str
     when it has several turns (use the conversational style to keep the turns)."""
     if text is not None:
         return text
+    if messages is None:
+        raise ValueError("a prompt has neither text nor messages")
     if len(messages) == 1:
         return messages[0]["content"]
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
 
 
-def _pages(db: Session, query, key) -> Iterator[list]:
+def _pages(db: Session, query, key) -> Iterator[Sequence[Any]]:
     """Rows of `query` in pages ordered by `key`, its first column (or the first entity's id)."""
     last = 0
     while True:

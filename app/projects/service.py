@@ -119,9 +119,9 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
         .group_by(RankingTask.rankings_count)
         .order_by(RankingTask.rankings_count)
     ).all()
-    rankings_live = db.scalar(
+    rankings_live = db.execute(
         select(func.count()).select_from(Ranking).join(RankingTask).where(Ranking.project_id == project.id, live)
-    )
+    ).scalar_one()
     rankings_all = db.scalar(select(func.count()).select_from(Ranking).where(Ranking.project_id == project.id))
     open_leases = db.scalar(
         select(func.count())

@@ -77,6 +77,9 @@ class _Pieces:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:  # part of the file interface ZipFile is typed to want; it never closes ours
+        pass
+
     def take(self) -> bytes:
         data, self._parts = b"".join(self._parts), []
         return data

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from app.rounds.schemas import RoundConfigIn
 
@@ -113,7 +114,12 @@ def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
             low = item.ge if isinstance(item, Ge) else item.gt
         elif isinstance(item, (Le, Lt)):
             high = item.le if isinstance(item, Le) else item.lt
-    return low, high
+    return _number(low), _number(high)
+
+
+def _number(bound: object) -> float | None:
+    """A bound as the form's min/max: a number (int or float, as declared), else none."""
+    return bound if isinstance(bound, (int, float)) else None
 
 
 def _field(name: str, key: str, info: FieldInfo) -> Field:
@@ -234,6 +240,6 @@ def _field_of(loc: tuple[Any, ...], message: str) -> str:
     return min(mentioned)[1] if mentioned else path or "__all__"
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     message = error["msg"]
     return message.removeprefix("Value error, ")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import CursorResult, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -39,7 +39,7 @@ RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.gene
 """A worker step is (or should be) under way."""
 ACTIVE = (*RUNNING, S.labeling)
 TERMINAL = (S.done, S.failed, S.cancelled)
-STEP_TASKS = {
+STEP_TASKS: dict[str, tuple[str, str]] = {  # status (RoundStatus, a str) -> (task name, queue)
     S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE),
     S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
     S.generating_next: (GENERATE_NEXT, GENERATE_QUEUE),
@@ -64,7 +64,7 @@ def transition(db: Session, *, round_id: int, source: Sequence[str], target: str
         .values(status=target, **values)
         .execution_options(synchronize_session=False)
     )
-    updated = result.rowcount == 1
+    updated = cast(CursorResult, result).rowcount == 1  # an UPDATE's result (typed as the wider Result)
     if updated:
         row = db.identity_map.get(db.identity_key(TrainingRound, round_id))  # keep a loaded row truthful
         if row is not None:

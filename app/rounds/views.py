@@ -248,7 +248,7 @@ def side_by_side(db: Session, *, a_id: int, b_id: int, limit: int = 10) -> list[
         .where(Completion.prompt_id.in_([p.id for p in prompts]), Completion.model_version_id.in_([a_id, b_id]))
         .order_by(Completion.id)
     )
-    grouped: dict[tuple[int, int], list[Completion]] = {}
+    grouped: dict[tuple[int, int | None], list[Completion]] = {}
     for completion in rows:
         grouped.setdefault((completion.prompt_id, completion.model_version_id), []).append(completion)
     return [{"prompt": p, "a": grouped.get((p.id, a_id), []), "b": grouped.get((p.id, b_id), [])} for p in prompts]
@@ -257,10 +257,9 @@ def side_by_side(db: Session, *, a_id: int, b_id: int, limit: int = 10) -> list[
 def completion_counts(db: Session, *, version_ids: Sequence[int]) -> dict[int, int]:
     if not version_ids:
         return {}
-    return dict(
-        db.execute(
-            select(Completion.model_version_id, func.count())
-            .where(Completion.model_version_id.in_(list(version_ids)))
-            .group_by(Completion.model_version_id)
-        ).all()
-    )
+    rows = db.execute(
+        select(Completion.model_version_id, func.count())
+        .where(Completion.model_version_id.in_(list(version_ids)))
+        .group_by(Completion.model_version_id)
+    ).all()
+    return {version_id: count for version_id, count in rows if version_id is not None}  # in_() leaves NULL out

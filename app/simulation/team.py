@@ -122,7 +122,7 @@ class Team:
             record.words[c["id"]] = len(c["text"].split())
         self.sigma = solve_sigma(self.gaps, self.target)
         perceived = {cid: score + labeler.rng.gauss(0.0, self.sigma) for cid, score in scores.items()}
-        return sorted(perceived, key=perceived.get, reverse=True)
+        return sorted(perceived, key=perceived.__getitem__, reverse=True)
 
     def close(self) -> None:
         for labeler in self.labelers:

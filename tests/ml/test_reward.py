@@ -9,9 +9,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from worker.ml.config import RewardConfig
 from worker.ml.data import Ranking, group_rankings, split_by_prompt
 from worker.ml.formatting import encode_reward_texts, reward_text
-from worker.ml.models import read_card
+from worker.ml.model_zoo import FAMILIES, save_family_model
+from worker.ml.models import load_tokenizer, read_card
 from worker.ml.reward import build_reward_model, encode_sets, forward_sets, train_reward
-from worker.ml.scorer import RewardScorer, sequence_scores
+from worker.ml.scorer import RewardScorer, score_sequences, sequence_scores
 from worker.ml.synthetic import quality_rankings
 from worker.ml.tiny import tiny_tokenizer
 
@@ -165,3 +166,55 @@ def test_sharing_the_prompt_prefix_gives_the_same_scores_and_gradients(tiny_mode
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-4), name
+
+
+def perturbed_reward_model(model_dir, tokenizer, mode: str = "full"):
+    """A tiny reward model whose head and LoRA weights are moved away from their (near-)zero init."""
+    model = build_reward_model(RewardConfig(model=str(model_dir), mode=mode), tokenizer, torch.device("cpu"))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_shared_prefix_training_and_serving_score_alike_on_every_family(tmp_path, family):
+    """Training scores with the shared prefix (left-padded prompts), serving with full
+    right-padded sequences: both must agree, also on absolute-position models (GPT-2)."""
+    model_dir = save_family_model(family, tmp_path / family)
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    encoded = encode_sets(tokenizer, group_rankings(quality_rankings(4, 4, seed=4, length=(1, 9))), 64)
+    assert len({s.prefix_len for s in encoded}) > 1  # unequal prompts: the prefix pass pads
+    model = perturbed_reward_model(model_dir, tokenizer)
+    pad, cpu = tokenizer.pad_token_id, torch.device("cpu")
+    results = []
+    for share in (True, False):
+        model.zero_grad()
+        scores, _ = forward_sets(model, encoded, pad, cpu, share)
+        scores.sum().backward()
+        results.append(
+            (scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        )
+    (shared, grads_shared), (full, grads_full) = results
+    assert torch.allclose(shared, full, atol=1e-5), (shared - full).abs().max()
+    for name, grad in grads_shared.items():
+        assert torch.allclose(grad, grads_full[name], atol=1e-4), name
+    # What RewardScorer and the reward normalisation use: one batch, sorted by length.
+    served = score_sequences(model.eval(), [seq for s in encoded for seq in s.sequences], pad, cpu, use_autocast=False)
+    assert torch.allclose(served, full.flatten(), atol=1e-5)
+
+
+def test_full_scoring_is_the_same_with_left_or_right_padding_on_absolute_positions(tmp_path):
+    model_dir = save_family_model("gpt2", tmp_path / "gpt2")
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    model = perturbed_reward_model(model_dir, tokenizer).eval()
+    short, long = encode_reward_texts(
+        tokenizer, ["hi", "tell a story about the sun"], [" yes", " the cat is good ."], 64
+    )
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        alone = [sequence_scores(model, [seq], tokenizer.pad_token_id, cpu).item() for seq in (short, long)]
+        for side in ("right", "left"):
+            batched = sequence_scores(model, [short, long], tokenizer.pad_token_id, cpu, side=side)
+            assert batched.tolist() == pytest.approx(alone, abs=1e-5), side

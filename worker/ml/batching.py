@@ -2,7 +2,9 @@
 
 Left padding puts every sequence's last token in the last column (what batched generation
 and a shared key/value prefix need); right padding starts every sequence at column 0 (what a
-reward model reading "the last real token" and suffixes after a cached prefix need).
+reward model reading "the last real token" and suffixes after a cached prefix need). Either
+way, pass `position_ids(mask)` to the model: its default positions count pad columns too,
+which shifts left-padded rows on models with absolute position embeddings (GPT-2).
 """
 
 from __future__ import annotations
@@ -41,3 +43,9 @@ def pad_token_ids(
     if device is not None:
         ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
     return ids, mask
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N, L) positions counted from each row's first real token (0, 1, ...), whichever side is
+    padded; pad columns get 0 (the mask hides them). Matches what `generate` assigns."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

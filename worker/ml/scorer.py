@@ -7,20 +7,31 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from worker.ml.batching import pad_token_ids
+from worker.ml.batching import pad_token_ids, position_ids
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_reward_texts, encode_texts
 from worker.ml.models import autocast, is_adapter_dir, load_tokenizer, pick_device, pick_dtype, read_card
 
 
-def sequence_scores(model, sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> torch.Tensor:
-    """(N,) rewards, read by the classification head at each sequence's last real token."""
-    input_ids, attention_mask = pad_token_ids(sequences, pad_id, side="right", device=device)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+def sequence_scores(
+    model,
+    sequences: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    *,
+    side: Literal["left", "right"] = "right",
+) -> torch.Tensor:
+    """(N,) rewards, read by the classification head at each sequence's last real token.
+    Explicit positions make a row score as if it were alone, whichever side is padded."""
+    input_ids, attention_mask = pad_token_ids(sequences, pad_id, side=side, device=device)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask), use_cache=False
+    ).logits
     return logits[:, 0]
 
 

@@ -79,7 +79,7 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
     try:
         with sessionmaker(bind=engine)() as db, db.begin():
             created: list[tuple[str, str, str]] = []
-            admins = db.scalar(select(func.count()).select_from(User).where(User.role == Role.admin))
+            admins = db.execute(select(func.count()).select_from(User).where(User.role == Role.admin)).scalar_one()
             if admins == 0:
                 admin, password = admin_service.create_account(
                     db, email=settings.admin_email, role=Role.admin, display_name="Admin"
@@ -94,11 +94,11 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
                 out(f"Admin account exists ({admins} admin{'s' if admins > 1 else ''}); no account created.")
             projects = db.scalar(select(func.count()).select_from(Project))
             if demo and projects == 0:
-                labeler = auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL)
-                project = seed_demo(db, labeler=labeler)
+                member = auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL)
+                project = seed_demo(db, labeler=member)
                 out(
                     f"Seeded the demo project “{project.name}” (id {project.id})"
-                    f"{f' with {labeler.email} as a member' if labeler else ''}."
+                    f"{f' with {member.email} as a member' if member else ''}."
                 )
             elif projects:
                 out(f"{projects} project{'s exist' if projects > 1 else ' exists'}; no demo project seeded.")

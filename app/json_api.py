@@ -6,6 +6,7 @@ imports from here, so no domain depends on another for it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -50,4 +51,9 @@ class UnprocessableOut(BaseModel):
     message: str | None = Field(None, description="The field errors in one line (with the list form).")
 
 
-UNPROCESSABLE = {422: {"model": UnprocessableOut, "description": "A refused field, named; nothing was changed."}}
+Responses = dict[int | str, dict[str, Any]]
+"""A route's `responses=`: status code -> its OpenAPI description (the type FastAPI declares)."""
+
+UNPROCESSABLE: Responses = {
+    422: {"model": UnprocessableOut, "description": "A refused field, named; nothing was changed."}
+}

@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 from app.deps import ExportTokenDep, SettingsDep
 from app.exports import formats, service
 from app.exports.service import PairStyle
-from app.json_api import UNPROCESSABLE, ErrorOut
+from app.json_api import UNPROCESSABLE, ErrorOut, Responses
 from app.projects.deps import ProjectDep
 
 api_router = APIRouter(prefix="/api/v1/projects/{project_id}/exports", tags=["exports"])
@@ -26,7 +26,7 @@ class ExportFormat(StrEnum):
 
 
 FormatQuery = Annotated[ExportFormat, Query(alias="format", description="jsonl (streamed) or parquet.")]
-RESPONSES = {
+RESPONSES: Responses = {
     200: {
         "description": "JSONL (one object per line) or a Parquet file.",
         "content": {"application/x-ndjson": {}, "application/vnd.apache.parquet": {}},

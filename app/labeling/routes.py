@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 
 from app.api_types import id_path
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
-from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
 from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.hot_path import LabelerRequest, as_labeler
@@ -149,13 +149,16 @@ def _error(request: Request, db: Session, exc: LabelingError):
 
 ProjectId = Annotated[int, id_path("The project's id.")]
 AssignmentId = Annotated[int, id_path("The assignment's id (`task.assignment_id` of /next).")]
-API_ERRORS = {
+API_ERRORS: Responses = {
     401: {"model": ErrorOut, "description": "Not logged in."},
     403: {"model": ErrorOut, "description": "Not a member of the project, or a missing CSRF token."},
     404: {"model": ErrorOut, "description": "No such project or assignment."},
     **UNPROCESSABLE,
 }
-CHANGE_ERRORS = {**API_ERRORS, 409: {"model": ErrorOut, "description": "The task no longer takes this ranking."}}
+CHANGE_ERRORS: Responses = {
+    **API_ERRORS,
+    409: {"model": ErrorOut, "description": "The task no longer takes this ranking."},
+}
 
 
 def _raise(exc: LabelingError) -> NoReturn:

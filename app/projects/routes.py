@@ -3,18 +3,18 @@
 from fastapi import APIRouter, HTTPException, status
 
 from app.deps import AdminTokenDep, AnyTokenDep, DbDep, ExportTokenDep, UploadTokenDep
-from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
 from app.projects import service
 from app.projects.deps import ProjectDep
 from app.projects.schemas import ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
 
 api_router = APIRouter(prefix="/api/v1", tags=["projects"], route_class=JsonApiRoute)
-ERRORS = {
+ERRORS: Responses = {
     401: {"model": ErrorOut, "description": "Missing or unknown token."},
     403: {"model": ErrorOut, "description": "The token lacks the scope."},
     **UNPROCESSABLE,
 }
-NOT_FOUND = {404: {"model": ErrorOut, "description": "No such project."}}
+NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such project."}}
 
 
 @api_router.post(

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api_types import Text
 from app.deps import DbDep, SettingsDep, UploadTokenDep
-from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
 from app.limits import STREAMED_TYPES
 from app.projects.deps import ProjectDep
 from app.prompts import service
@@ -30,14 +30,14 @@ from app.prompts.schemas import (
 )
 
 api_router = APIRouter(prefix="/api/v1/projects/{project_id}", tags=["uploads"], route_class=JsonApiRoute)
-ERRORS = {
+ERRORS: Responses = {
     401: {"model": ErrorOut},
     403: {"model": ErrorOut},
     404: {"model": ErrorOut, "description": "No such project."},
     413: {"model": ErrorOut, "description": "Body over the size limit."},
     **UNPROCESSABLE,
 }
-FILE_ERRORS = {**ERRORS, 415: {"model": ErrorOut, "description": "Neither multipart nor JSONL."}}
+FILE_ERRORS: Responses = {**ERRORS, 415: {"model": ErrorOut, "description": "Neither multipart nor JSONL."}}
 JSONL_BODY = {
     "requestBody": {
         "required": True,

@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select, update
 
 from app.models import Assignment, Ranking, utcnow
@@ -42,9 +43,8 @@ def _order(page) -> list[int]:
     return page.eval_on_selector_all(".completion-card", "cards => cards.map(c => Number(c.dataset.completionId))")
 
 
-def _focused_id(page) -> int | None:
-    value = page.evaluate("() => document.activeElement && document.activeElement.dataset.completionId")
-    return int(value) if value else None
+def _card(page, completion_id: int):
+    return page.locator(f".completion-card[data-completion-id='{completion_id}']")
 
 
 def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_output(live_url, browser, db):
@@ -68,23 +68,26 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
 
     # Untrusted text is shown as text and never runs.
     assert page.evaluate("() => window.__pwned") is None
-    assert page.get_by_text("<script>window.__pwned=1</script>").is_visible()
-    assert page.get_by_text('<img src=x onerror="window.__pwned=2">').is_visible()
+    expect(page.get_by_text("<script>window.__pwned=1</script>")).to_be_visible()
+    expect(page.get_by_text('<img src=x onerror="window.__pwned=2">')).to_be_visible()
     assert page.locator(".completion-body img, .completion-body script, .prompt script").count() == 0
     assert page.locator('a[href^="javascript"]').count() == 0
     page.screenshot(path="/tmp/ranklab-desktop.png", full_page=False)
 
-    # The long completion is clipped with a working "Show more" toggle.
+    # The long completion is clipped with a working "Show more" toggle. The page's script (deferred,
+    # run from htmx's load event after DOMContentLoaded) shows the toggle and focuses the first card
+    # a moment after the cards are parsed: expect() waits for that, a plain read would race it.
     long_card = page.locator(".completion-card", has_text="A long answer.")
-    assert long_card.locator('[data-action="expand"]').is_visible()
+    expect(long_card.locator('[data-action="expand"]')).to_be_visible()
     collapsed = long_card.bounding_box()["height"]
 
     # Rank by keyboard: the first card has focus on load.
     a, b, c, d = _order(page)
-    assert _focused_id(page) == a
+    expect(_card(page, a)).to_be_focused()
     page.keyboard.press("ArrowDown")  # focus b
     page.keyboard.press("Shift+ArrowUp")  # b above a
-    assert _order(page) == [b, a, c, d] and _focused_id(page) == b
+    expect(_card(page, b)).to_be_focused()
+    assert _order(page) == [b, a, c, d]
     page.keyboard.press("ArrowDown")  # focus a
     page.keyboard.press("t")  # tie a with b
     page.keyboard.press("End")  # focus d
@@ -97,7 +100,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     page.keyboard.press("Space")  # ... and drop it
     expected = [[d], [c], [b, a]]
     assert json.loads(page.input_value("[data-ranking-field]")) == expected
-    assert page.locator(".completion-card[data-tied=true] [data-tie-badge]").is_visible()
+    expect(page.locator(".completion-card[data-tied=true] [data-tie-badge]")).to_be_visible()
     page.screenshot(path="/tmp/ranklab-desktop-ranked.png", full_page=True)
 
     long_id = int(long_card.get_attribute("data-completion-id"))
@@ -115,9 +118,11 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     page.keyboard.press("Control+Enter")
     page.wait_for_selector(f"[data-ranking-form]:not([data-assignment-id='{first_assignment}'])")
     assert page.evaluate("() => window.__sameDocument") is True  # swapped in, not reloaded
-    assert page.get_by_text("Saved.").is_visible()
-    assert _focused_id(page) == _order(page)[0]  # keyboard work goes on on the new task
-    assert len(_order(page)) == 5
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    # Keyboard work goes on on the new task: htmx sets the swapped-in form up when it settles
+    # (20 ms after the swap), so its first card takes focus a moment after it appears.
+    expect(page.locator(".completion-card")).to_have_count(5)
+    expect(page.locator(".completion-card").first).to_be_focused()
 
     fresh(db)
     ranking = db.scalar(select(Ranking).where(Ranking.user_id == user.id))
@@ -126,7 +131,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
 
     page.keyboard.press("Control+Enter")
     page.wait_for_selector("[data-queue-empty]")
-    assert page.get_by_text("Queue empty").is_visible()
+    expect(page.get_by_text("Queue empty")).to_be_visible()
     assert page.locator("[data-queue-empty]").get_attribute("hx-trigger") == "every 10s"
     assert page.evaluate("() => window.__sameDocument") is True
     assert page.evaluate("() => window.__pwned") is None and dialogs == [] and errors == []
@@ -164,9 +169,9 @@ def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, brow
     error.get_by_text("your ranking was not needed").wait_for()
     assert _order(page) == order and page.input_value("[data-ranking-field]") == ranking_before
     page.screenshot(path="/tmp/ranklab-refused.png")
-    assert page.get_by_role("button", name="Go to your next task").is_visible()
-
-    assert page.evaluate("() => document.activeElement.textContent.trim()") == "Go to your next task"
+    next_task = page.get_by_role("button", name="Go to your next task")
+    expect(next_task).to_be_visible()
+    expect(next_task).to_be_focused()
     page.keyboard.press("Enter")
     page.wait_for_selector("[data-queue-empty]")
     context.close()
@@ -188,7 +193,7 @@ def test_the_ranking_page_fits_a_phone(live_url, browser, db):
     boxes = [page.locator(".completion-card").nth(i).bounding_box() for i in range(6)]
     assert all(box["x"] >= 0 and box["x"] + box["width"] <= 390 for box in boxes)
     assert all(boxes[i]["y"] < boxes[i + 1]["y"] for i in range(5))  # stacked
-    assert page.evaluate("() => document.getElementById('guidelines').open") is False  # folded on phones
+    expect(page.locator("#guidelines")).to_have_js_property("open", False)  # folded on phones (by the script)
     handle = page.locator(".drag-handle").first.bounding_box()
     assert handle["width"] >= 30 and handle["height"] >= 30  # a thumb-sized drag handle
     page.screenshot(path="/tmp/ranklab-phone.png", full_page=True)

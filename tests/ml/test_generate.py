@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.ml.sampling_helpers import capture_generate, off_policy_generation_config
 from worker.ml.config import GenerationConfig
 from worker.ml.generate import generate
 from worker.ml.tiny import tiny_causal_lm
@@ -106,3 +107,44 @@ def test_vllm_backend_refuses_clearly_when_it_cannot_run(tiny_model):
     model, tokenizer = tiny_model  # an in-memory model: vLLM needs a folder
     with pytest.raises(ValueError, match="^backend: vllm needs"):
         generate(model, ["hi"], GenerationConfig(backend="vllm"), tokenizer=tokenizer)
+
+
+def test_sampling_follows_the_config_not_the_model_generation_config(tiny_tok):
+    """A checkpoint's generation_config (repetition penalty, top-k, bad words, ...) must not
+    reach the sampler: the scores each token was drawn from are the model's logits / T, cut to
+    the top-p nucleus when top_p < 1, and nothing else."""
+    model, tokenizer = tiny_causal_lm(tiny_tok, initializer_range=0.5)
+    off_policy_generation_config(model, tokenizer)
+    calls = capture_generate(model)
+    for top_p in (1.0, 0.8):
+        calls.clear()
+        cfg = GenerationConfig(k=4, max_new_tokens=6, temperature=0.7, top_p=top_p, autocast=False)
+        generate(model, PROMPTS, cfg, tokenizer=tokenizer)
+        assert calls
+        for out in calls:
+            for scores, logits in zip(out.scores, out.logits, strict=True):  # [rows, V] per step
+                expected = logits / 0.7
+                kept = torch.isfinite(scores)
+                torch.testing.assert_close(scores[kept], expected[kept])
+                if top_p == 1.0:
+                    assert kept.all()
+                    continue
+                probs = expected.softmax(-1)
+                mass = (probs * kept).sum(-1)
+                smallest_kept = probs.masked_fill(~kept, 2.0).min(-1).values
+                assert (mass >= top_p - 1e-6).all()  # the nucleus holds top_p of the mass ...
+                assert (mass - smallest_kept < top_p).all()  # ... and is the smallest set that does
+
+
+def test_forced_outputs_are_unchanged_by_the_model_generation_config(tiny_tok):
+    """Bad words, minimum lengths, n-gram bans in the checkpoint's generation_config would stop
+    these models saying "cat" or ending at once; the configured sampling does not."""
+    cfg = GenerationConfig(k=4, max_new_tokens=5)
+    talker = forced_model(tiny_tok, "cat")
+    stopper = forced_model(tiny_tok, "<|im_end|>")
+    for model in (talker, stopper):
+        off_policy_generation_config(model, tiny_tok)
+    (talked,) = generate(talker, ["hello"], cfg, tokenizer=tiny_tok)
+    (stopped,) = generate(stopper, ["hello"], cfg, tokenizer=tiny_tok)
+    assert [(c.text, c.finish_reason) for c in talked] == [("cat cat cat cat cat", "length")] * 4
+    assert [(c.text, c.finish_reason) for c in stopped] == [("", "eos")] * 4

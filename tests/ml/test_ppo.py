@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 from transformers import GenerationConfig as HFGenerationConfig
 
+from tests.ml.sampling_helpers import capture_generate, off_policy_generation_config
 from worker.ml.config import GenerationConfig
 from worker.ml.formatting import prompt_text
 from worker.ml.generate import generate
@@ -17,7 +18,7 @@ from worker.ml.models import load_causal_lm, load_tokenizer, read_card, save_art
 from worker.ml.ppo import PPOConfig, ppo_step, train_policy
 from worker.ml.ppo_math import FixedKLController, logprobs_of_labels
 from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
-from worker.ml.ppo_rollout import Rollout, encode_prompts, response_mask, score_rollout
+from worker.ml.ppo_rollout import Rollout, encode_prompts, response_mask, sample_rollout, score_rollout
 from worker.ml.scorer import RewardScorer
 from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
 
@@ -209,6 +210,32 @@ def test_recomputed_logprobs_are_the_sampling_distribution_under_left_padding(ti
     ours = logprobs_of_labels(logits, response)
     torch.testing.assert_close(ours * mask, sampled * mask, atol=1e-4, rtol=1e-4)
     assert values.shape == response.shape and torch.all(values == 0)  # zero-initialised head
+
+
+def test_rollouts_sample_from_the_policy_not_the_checkpoint_generation_config(tmp_path):
+    """A checkpoint whose generation_config sets repetition_penalty, no_repeat_ngram_size, top_k,
+    bad words, minimum lengths ... (as Qwen's does): the logprobs PPO recomputes must still be
+    those the rollout tokens were sampled with, or every update is off-policy."""
+    model, tokenizer = tiny_causal_lm(tiny_tokenizer(), initializer_range=0.5)
+    off_policy_generation_config(model, tokenizer)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cfg = small_cfg(tmp_path, autocast=False, max_new_tokens=8, temperature=0.7)
+    policy, tokenizer = build_policy(cfg, CPU)
+    assert policy.causal_lm.generation_config.repetition_penalty == 1.3  # the checkpoint's own
+    calls = capture_generate(policy.peft_model)
+    rollout = sample_rollout(
+        policy.peft_model, tokenizer, PROMPTS, max_prompt_tokens=256, max_new_tokens=8, temperature=0.7
+    )
+    (out,) = calls
+    steps = len(out.scores)
+    response, mask = rollout.response_ids[:, :steps], rollout.response_mask[:, :steps]  # [B, T]
+    sampled = logprobs_of_labels(torch.stack(out.scores, 1), response)  # [B, T]
+    with torch.no_grad():
+        logits, _ = policy(rollout.input_ids, rollout.attention_mask, rollout.query_ids.shape[1], 0.7)
+    ours = logprobs_of_labels(logits[:, :steps], response)
+    assert mask.sum() > len(PROMPTS)  # responses of more than one token
+    torch.testing.assert_close(ours * mask, sampled * mask, atol=1e-4, rtol=1e-4)
 
 
 def test_response_mask_ends_at_the_first_eos_even_when_pad_is_eos():

@@ -12,15 +12,16 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
-from transformers import GenerationConfig as HFGenerationConfig
 
 from worker.ml.batching import pad_token_ids
 from worker.ml.config import GenerationConfig
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_texts, prompt_text
 from worker.ml.models import Progress, autocast, load_causal_lm, load_tokenizer
+from worker.ml.sampling import sample, sampling_config
 
 
 @dataclass
@@ -67,11 +68,12 @@ def generate(
     if backend == "vllm":
         return _generate_vllm(str(model), prompts, cfg, on_progress, model_version)
 
-    if is_path:
+    if isinstance(model, (str, os.PathLike)):
         tokenizer = tokenizer or load_tokenizer(model)
         model = load_causal_lm(model, device=cfg.device)
     elif tokenizer is None:
-        tokenizer = load_tokenizer(model.config._name_or_path)
+        loaded: Any = model  # a transformers / peft model: it knows the folder it came from
+        tokenizer = load_tokenizer(loaded.config._name_or_path)
     return _generate_hf(model, tokenizer, prompts, cfg, on_progress, model_version)
 
 
@@ -84,16 +86,14 @@ def _generate_hf(
     model.eval()
     prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
     eos_ids = _eos_ids(model, tokenizer)
-    hf_config = HFGenerationConfig(
-        do_sample=True,
+    # Exactly temperature + top-p, whatever the checkpoint's generation_config says (sampling.py).
+    hf_config = sampling_config(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
-        top_k=0,
         max_new_tokens=cfg.max_new_tokens,
         num_return_sequences=cfg.k,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos_ids,
-        bos_token_id=tokenizer.bos_token_id,
+        stop_ids=eos_ids,
+        pad_id=tokenizer.pad_token_id,
     )
     # Similar lengths together: less padding, fewer wasted positions per forward.
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
@@ -108,7 +108,7 @@ def _generate_hf(
                 [prompt_ids[i] for i in batch], tokenizer.pad_token_id, side="left", device=device
             )
             with autocast(device, cfg.autocast):
-                output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=hf_config)
+                output = sample(model, input_ids, attention_mask, hf_config)
             new_tokens = output[:, input_ids.shape[1] :].cpu()  # (len(batch) * K, <= max_new)
             for row, tokens in enumerate(new_tokens.tolist()):
                 prompt_index = batch[row // cfg.k]
@@ -153,10 +153,17 @@ def _generate_vllm(
     tokenizer = load_tokenizer(model_path)
     prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
     llm = LLM(model=model_path, dtype="bfloat16", seed=cfg.seed or 0)
+    # Every field that shapes the distribution, named (as in sampling.py for the HF path).
     params = SamplingParams(
         n=cfg.k,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
+        top_k=-1,
+        min_p=0.0,
+        repetition_penalty=1.0,
+        presence_penalty=0.0,
+        frequency_penalty=0.0,
+        min_tokens=0,
         max_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
         stop_token_ids=[tokenizer.eos_token_id],

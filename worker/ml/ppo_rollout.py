@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
 
 from worker.ml.data import Prompt
 from worker.ml.formatting import prompt_text
+from worker.ml.sampling import sample, sampling_config
 
 RewardFn = Callable[[list[Prompt], list[str]], torch.Tensor]
 """reward_fn(prompts, responses) -> scores [B]: one float per (prompt, response) pair."""
@@ -82,30 +82,25 @@ def sample_rollout(
     temperature: float,
     generation_batch_size: int = 0,
 ) -> Rollout:
-    """Sample one response per prompt with plain temperature sampling (no top-k/top-p, so the
-    logprobs PPO recomputes are those of the sampling distribution)."""
+    """Sample one response per prompt with plain temperature sampling (no top-k/top-p and none
+    of the checkpoint's generation_config, so the logprobs PPO recomputes are those of the
+    sampling distribution)."""
     # The same prompt text generation and reward scoring use (worker.ml.formatting).
     texts = [prompt_text(tokenizer, p) for p in prompts]
     query_ids, query_mask = encode_prompts(tokenizer, texts, max_prompt_tokens)  # [B, Lq]
     query_ids, query_mask = query_ids.to(model.device), query_mask.to(model.device)
-    gen_config = GenerationConfig(
-        do_sample=True,
+    # Pure temperature sampling, nothing from the checkpoint's generation_config (sampling.py).
+    gen_config = sampling_config(
         temperature=temperature,
-        top_k=0,
         top_p=1.0,
         max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
+        stop_ids=[tokenizer.eos_token_id],
+        pad_id=tokenizer.pad_token_id,
     )
     chunk = generation_batch_size or len(texts)
     pieces = []
     for start in range(0, len(texts), chunk):  # many prompts per generate call
-        out = model.generate(
-            input_ids=query_ids[start : start + chunk],
-            attention_mask=query_mask[start : start + chunk],
-            generation_config=gen_config,
-        )
+        out = sample(model, query_ids[start : start + chunk], query_mask[start : start + chunk], gen_config)
         pieces.append(out[:, query_ids.shape[1] :])  # [b, T_chunk]
     width = max(p.shape[1] for p in pieces)
     response_ids = torch.cat(

@@ -218,3 +218,43 @@ def test_full_scoring_is_the_same_with_left_or_right_padding_on_absolute_positio
         for side in ("right", "left"):
             batched = sequence_scores(model, [short, long], tokenizer.pad_token_id, cpu, side=side)
             assert batched.tolist() == pytest.approx(alone, abs=1e-5), side
+
+
+def test_gradient_checkpointing_with_a_shared_prefix_is_refused_when_the_config_is_built():
+    # Under checkpointing transformers drops the key/value cache the shared prefix relies on
+    # (it crashed mid-training with "size of tensor a (12) must match b (22)").
+    with pytest.raises(ValueError, match="gradient_checkpointing.*share_prompt_prefix"):
+        RewardConfig(model="m", gradient_checkpointing=True)
+    RewardConfig(model="m", gradient_checkpointing=True, share_prompt_prefix=False)
+
+
+def test_scoring_with_a_shared_prefix_under_checkpointing_says_why_it_cannot(tiny_model_dir):
+    tokenizer = tiny_tokenizer()
+    cfg = RewardConfig(model=str(tiny_model_dir), mode="full", gradient_checkpointing=True, share_prompt_prefix=False)
+    model = build_reward_model(cfg, tokenizer, torch.device("cpu")).train()
+    encoded = encode_sets(tokenizer, group_rankings(quality_rankings(2, 4, seed=5)), 64)
+    with pytest.raises(RuntimeError, match="drops under gradient checkpointing"):
+        forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"), share_prefix=True)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_gradient_checkpointing_trains_exactly_like_plain_training(tiny_model_dir, tmp_path, mode):
+    rankings = quality_rankings(12, 4, seed=3)
+    runs = [
+        train_reward(
+            RewardConfig(
+                model=str(tiny_model_dir),
+                mode=mode,
+                share_prompt_prefix=False,
+                gradient_checkpointing=checkpointing,
+                batch_rankings=4,
+                val_fraction=0.25,
+                autocast=False,
+            ),
+            rankings,
+            tmp_path / f"rm-{checkpointing}",
+        )
+        for checkpointing in (False, True)
+    ]
+    for key in ("train_loss_first", "train_loss_last", "val_loss", "reward_mean"):
+        assert runs[1][key] == pytest.approx(runs[0][key], abs=1e-6), key

@@ -128,7 +128,8 @@ class RewardConfig(_Config):
     completions (same result up to float rounding, far fewer tokens); False forwards K full
     sequences."""
     gradient_checkpointing: bool = False
-    """Trade compute for memory (recompute activations in the backward pass)."""
+    """Trade compute for memory (recompute activations in the backward pass). Needs
+    share_prompt_prefix=False: transformers drops the key/value cache under checkpointing."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes saved with the card (e.g. the round id)."""
 
@@ -150,3 +151,9 @@ class RewardConfig(_Config):
         _check(16 <= self.max_length <= 32768, "max_length", f"must be between 16 and 32768, got {self.max_length}")
         _check(0 <= self.val_fraction < 1, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(self.norm_samples >= 0, "norm_samples", "must be >= 0")
+        _check(
+            not (self.gradient_checkpointing and self.share_prompt_prefix),
+            "gradient_checkpointing",
+            "cannot be combined with share_prompt_prefix (checkpointed layers drop the key/value "
+            "cache the shared prompt is reused from); set share_prompt_prefix=False to checkpoint",
+        )

@@ -65,7 +65,12 @@ def prefix_shared_scores(
             position_ids=position_ids(prefix_mask).to(device),  # from each row's first real token
             use_cache=True,
         )
-        cache = out[cache_arg]
+        cache = out.get(cache_arg)
+        if cache is None:  # gradient checkpointing in training mode turns the cache off
+            raise RuntimeError(
+                "prefix sharing needs the key/value cache, which transformers drops under gradient "
+                "checkpointing; score full sequences instead (RewardConfig.share_prompt_prefix=False)"
+            )
 
     # 2. copy each prefix's cache to its rankings' N suffix rows (differentiable gather)
     owner = torch.tensor([g for g, (_, suffixes) in enumerate(groups) for _ in suffixes], dtype=torch.long)

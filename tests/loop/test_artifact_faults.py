@@ -5,7 +5,8 @@ round once the admin has fixed the disk.
 The faults are real filesystem conditions: a regular file where the artifacts folder should be
 (ENOTDIR), a read-only tmpfs (EROFS), and a tiny tmpfs filled with a ballast file (ENOSPC).
 Permission bits would not do: the tests run as root, which ignores them. Mounting needs root
-(CAP_SYS_ADMIN); where it is refused, the tmpfs tests skip and say so.
+(CAP_SYS_ADMIN); where it is refused, the tmpfs tests skip and say so, or fail in CI like a missing
+service (tests/services.missing).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.loop.helpers import Api, label_everything
 from tests.loop.test_failures import SQLITE_ONLY, step_progress, versions
 from tests.loop.test_loop import tiny_config
@@ -37,7 +39,7 @@ def mount_tmpfs(path: Path, options: str) -> None:
     )
     if result is None or result.returncode != 0:
         reason = result.stderr.strip() if result is not None else "no mount command"
-        pytest.skip(f"cannot mount a tmpfs here ({reason}); these faults need root with CAP_SYS_ADMIN")
+        services.missing(f"mounting a tmpfs (needs root with CAP_SYS_ADMIN; here: {reason})")
 
 
 @pytest.fixture

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
-from app.models import Completion, Project, ProjectMember, Prompt, RankingTask, Role, TaskCompletion, User
+from app.labeling.ranking_store import RANKING_FIELDS, store_ranking
+from app.models import (
+    Assignment,
+    AssignmentState,
+    Completion,
+    Project,
+    ProjectMember,
+    Prompt,
+    Ranking,
+    RankingTask,
+    Role,
+    TaskCompletion,
+    User,
+    utcnow,
+)
 
 PASSWORD = "correct horse battery staple"
 _seq = itertools.count(1)
@@ -76,40 +92,50 @@ def csrf_of(client: TestClient, db: Session) -> str:
     return db.scalar(select(WebSession.csrf_token).where(WebSession.token_hash == token_digest(token)))
 
 
-def make_ranking(db: Session, task: RankingTask, user: User, groups: list[list[int]], **fields):
-    """Stores a submitted ranking with its derived pairs, as the labeling service would."""
-    from app.labeling.partition import pairs_from_groups
-    from app.models import Assignment, AssignmentState, PairwiseComparison, Ranking, TaskStatus, utcnow
+def make_ranking(db: Session, task: RankingTask, user: User, groups: list[list[int]], **fields) -> Ranking:
+    """Stores a submitted ranking the way a submit does: the labeler leases the task (taking one of
+    its slots, as the handout does), then the labeling service's own store_ranking writes the
+    ranking and its pairs, marks the assignment submitted and counts the ranking on the task.
 
+    `fields` are other ranking columns (flags, none_acceptable, time_spent_ms, comment, late,
+    created_at, display_order); the completions were shown in the ranked order unless
+    `display_order` says otherwise."""
+    unknown = set(fields) - set(RANKING_FIELDS)
+    if unknown:
+        raise TypeError(f"make_ranking: not a ranking field: {', '.join(sorted(unknown))}")
+    project = db.get(Project, task.project_id)
     now = utcnow()
+    lease = timedelta(minutes=project.lease_minutes)
+    late = fields.get("late", False)
+    order = fields.pop("display_order", [c for group in groups for c in group])
+    db.execute(update(RankingTask).where(RankingTask.id == task.id).values(slots_taken=RankingTask.slots_taken + 1))
     assignment = Assignment(
         task_id=task.id,
         user_id=user.id,
         project_id=task.project_id,
-        state=AssignmentState.submitted,
-        lease_expires_at=now,
-        finished_at=now,
+        state=AssignmentState.leased,
+        display_order=order,
+        leased_at=now - lease if late else now,
+        lease_expires_at=now if late else now + lease,  # a late ranking came after its lease ran out
     )
     db.add(assignment)
     db.flush()
-    ranking = Ranking(
-        task_id=task.id,
-        user_id=user.id,
-        project_id=task.project_id,
-        assignment_id=assignment.id,
-        groups=groups,
-        display_order=[c for g in groups for c in g],
+    ranking = {
+        "flags": {},
+        "none_acceptable": False,
+        "time_spent_ms": None,
+        "comment": "",
+        "late": False,
+        "created_at": now,
         **fields,
-    )
-    ranking.pairs = [
-        PairwiseComparison(task_id=task.id, chosen_id=c, rejected_id=r, margin=m)
-        for c, r, m in pairs_from_groups(groups)
-    ]
-    db.add(ranking)
-    task.slots_taken += 1
-    task.rankings_count += 1
-    project = db.get(Project, task.project_id)
-    if task.rankings_count >= project.overlap:
-        task.status = TaskStatus.complete
+        "task_id": task.id,
+        "user_id": user.id,
+        "project_id": task.project_id,
+        "assignment_id": assignment.id,
+        "groups": groups,
+        "display_order": order,
+    }
+    ranking_id = store_ranking(db, ranking=ranking, overlap=project.overlap, now=now)
     db.commit()
-    return ranking
+    db.refresh(task)  # its counts were updated in SQL
+    return db.get(Ranking, ranking_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from app.models import Completion, Prompt, Ranking, Role
@@ -178,7 +179,9 @@ def test_hostile_tasks_never_run_and_rank_by_keyboard(live_url, browser, db):
             assert "{{ 7*7 }}" in "".join(shown)  # never evaluated as a template
         # Rank by keyboard alone: the last card to first place, then submit.
         ids = page.eval_on_selector_all(".completion-card", "cs => cs.map(c => Number(c.dataset.completionId))")
-        page.locator(".completion-card").first.focus()
+        # The page focuses the first card once its script has set the task up (a moment after the
+        # cards appear, on load and after each swap): keys pressed before that would go nowhere.
+        expect(page.locator(".completion-card").first).to_be_focused()
         page.keyboard.press("End")
         page.keyboard.press("1")
         assert json.loads(page.input_value("[data-ranking-field]")) == [[ids[-1]]] + [[i] for i in ids[:-1]]

@@ -8,11 +8,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
 
 from tests import services
+
+SCREENSHOTS = pytest.StashKey[Path]()
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -53,3 +56,18 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory, pytestconfig) -> Path:
+    """Where the browser tests save their screenshots, for a person to look at (no test compares
+    them): a folder in pytest's temp dir, whose path the run prints at its end."""
+    folder = tmp_path_factory.mktemp("screenshots", numbered=False)
+    pytestconfig.stash[SCREENSHOTS] = folder
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    folder = config.stash.get(SCREENSHOTS, None)
+    if folder is not None:
+        terminalreporter.write_line(f"browser screenshots: {folder}")

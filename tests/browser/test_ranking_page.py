@@ -47,7 +47,7 @@ def _card(page, completion_id: int):
     return page.locator(f".completion-card[data-completion-id='{completion_id}']")
 
 
-def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_output(live_url, browser, db):
+def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_output(live_url, browser, db, screenshots):
     project = make_project(db, overlap=1, flags=["unsafe", "off_topic"], guidelines=GUIDELINES)
     make_task(db, project, texts=HOSTILE, prompt_text="Explain <b>closures</b> <script>window.__pwned=4</script>")
     make_task(db, project, k=5)
@@ -59,7 +59,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("pageerror", lambda e: errors.append(str(e)))
     _log_in(page, live_url, user)
-    page.screenshot(path="/tmp/ranklab-queue.png")
+    page.screenshot(path=screenshots / "ranklab-queue.png")
 
     page.get_by_role("link", name="Start labeling").focus()
     page.keyboard.press("Enter")
@@ -72,7 +72,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     expect(page.get_by_text('<img src=x onerror="window.__pwned=2">')).to_be_visible()
     assert page.locator(".completion-body img, .completion-body script, .prompt script").count() == 0
     assert page.locator('a[href^="javascript"]').count() == 0
-    page.screenshot(path="/tmp/ranklab-desktop.png", full_page=False)
+    page.screenshot(path=screenshots / "ranklab-desktop.png", full_page=False)
 
     # The long completion is clipped with a working "Show more" toggle. The page's script (deferred,
     # run from htmx's load event after DOMContentLoaded) shows the toggle and focuses the first card
@@ -101,7 +101,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     expected = [[d], [c], [b, a]]
     assert json.loads(page.input_value("[data-ranking-field]")) == expected
     expect(page.locator(".completion-card[data-tied=true] [data-tie-badge]")).to_be_visible()
-    page.screenshot(path="/tmp/ranklab-desktop-ranked.png", full_page=True)
+    page.screenshot(path=screenshots / "ranklab-desktop-ranked.png", full_page=True)
 
     long_id = int(long_card.get_attribute("data-completion-id"))
     long_card.focus()
@@ -138,7 +138,7 @@ def test_keyboard_only_ranking_swaps_in_the_next_task_and_never_runs_model_outpu
     context.close()
 
 
-def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, browser, db):
+def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, browser, db, screenshots):
     project = make_project(db, overlap=1)
     make_task(db, project)
     user, rival = make_user(db, projects=[project]), make_user(db, projects=[project])
@@ -168,7 +168,7 @@ def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, brow
     error = page.locator("[data-ranking-form] [data-error-slot]")
     error.get_by_text("your ranking was not needed").wait_for()
     assert _order(page) == order and page.input_value("[data-ranking-field]") == ranking_before
-    page.screenshot(path="/tmp/ranklab-refused.png")
+    page.screenshot(path=screenshots / "ranklab-refused.png")
     next_task = page.get_by_role("button", name="Go to your next task")
     expect(next_task).to_be_visible()
     expect(next_task).to_be_focused()
@@ -177,7 +177,7 @@ def test_a_refused_submission_shows_inline_and_keeps_the_ordering(live_url, brow
     context.close()
 
 
-def test_the_ranking_page_fits_a_phone(live_url, browser, db):
+def test_the_ranking_page_fits_a_phone(live_url, browser, db, screenshots):
     project = make_project(db, overlap=1, guidelines=GUIDELINES)
     make_task(db, project, texts=HOSTILE + ["`" + "w" * 300 + "`", "short"], prompt_text="Summarise " + "q" * 300)
     user = make_user(db, projects=[project])
@@ -196,7 +196,7 @@ def test_the_ranking_page_fits_a_phone(live_url, browser, db):
     expect(page.locator("#guidelines")).to_have_js_property("open", False)  # folded on phones (by the script)
     handle = page.locator(".drag-handle").first.bounding_box()
     assert handle["width"] >= 30 and handle["height"] >= 30  # a thumb-sized drag handle
-    page.screenshot(path="/tmp/ranklab-phone.png", full_page=True)
+    page.screenshot(path=screenshots / "ranklab-phone.png", full_page=True)
     page.locator(".completion-card").first.scroll_into_view_if_needed()
-    page.screenshot(path="/tmp/ranklab-phone-cards.png")
+    page.screenshot(path=screenshots / "ranklab-phone-cards.png")
     context.close()

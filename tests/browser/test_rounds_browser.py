@@ -46,7 +46,7 @@ def _new_page(browser, base, user, viewport):
     return page, errors
 
 
-def test_round_page_shows_progress_as_it_happens(live_url, browser, db):
+def test_round_page_shows_progress_as_it_happens(live_url, browser, db, screenshots):
     project = make_project(db, name="Support answers")
     admin = make_user(db, role=Role.admin)
     base = make_version(db, project, kind="base", name="SmolLM2-135M-Instruct (bundled)")
@@ -94,7 +94,7 @@ def test_round_page_shows_progress_as_it_happens(live_url, browser, db):
     assert page.locator("#charts svg.chart-svg").count() == 5
     assert "step 5 · 0.5" in page.locator("figure", has_text="PPO reward").inner_text()
     assert page.evaluate("() => window.__sameDocument") is True  # updated in place, never reloaded
-    page.screenshot(path="/tmp/rounds-live-desktop.png", full_page=True)
+    page.screenshot(path=screenshots / "rounds-live-desktop.png", full_page=True)
 
     # Done: the last fragment has no trigger, so polling stops.
     _set(db, training_round, status="done", progress=1.0, current_step="done")
@@ -108,7 +108,7 @@ def test_round_page_shows_progress_as_it_happens(live_url, browser, db):
     assert errors == []
 
 
-def test_launch_from_the_form_then_cancel(live_url, browser, db):
+def test_launch_from_the_form_then_cancel(live_url, browser, db, screenshots):
     project = make_project(db, name="Helpdesk", k_min=4, k_max=6)
     db.add_all(Prompt(project_id=project.id, external_id=f"q{i}", text=f"Question {i}?") for i in range(4))
     db.commit()
@@ -118,7 +118,7 @@ def test_launch_from_the_form_then_cancel(live_url, browser, db):
     page.goto(f"{live_url}/admin/projects/{project.id}")
     page.get_by_role("link", name="Launch round").click()
     page.wait_for_url(re.compile(r".*/rounds/new$"))
-    page.screenshot(path="/tmp/rounds-launch-desktop.png", full_page=True)
+    page.screenshot(path=screenshots / "rounds-launch-desktop.png", full_page=True)
     # A mistake only the server can see (minibatch larger than batch) comes back beside its field.
     page.fill("#f-ppo-batch_size", "4")
     page.fill("#f-ppo-minibatch_size", "8")
@@ -148,7 +148,7 @@ def test_launch_from_the_form_then_cancel(live_url, browser, db):
     assert errors == []
 
 
-def test_pages_at_phone_width(live_url, browser, db):
+def test_pages_at_phone_width(live_url, browser, db, screenshots):
     """Screenshots for a look; and nothing may be wider than the phone's screen."""
     project = make_project(db, name="Phone check")
     admin = make_user(db, role=Role.admin)
@@ -188,8 +188,8 @@ def test_pages_at_phone_width(live_url, browser, db):
             ("model", f"/admin/models/{policy.id}"),
         ):
             page.goto(f"{live_url}{path}")
-            page.screenshot(path=f"/tmp/rounds-{slug}-{name}.png", full_page=True)
-            page.screenshot(path=f"/tmp/rounds-{slug}-{name}-top.png")
+            page.screenshot(path=screenshots / f"rounds-{slug}-{name}.png", full_page=True)
+            page.screenshot(path=screenshots / f"rounds-{slug}-{name}-top.png")
             overflow = page.evaluate(
                 "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )

@@ -258,3 +258,25 @@ def test_gradient_checkpointing_trains_exactly_like_plain_training(tiny_model_di
     ]
     for key in ("train_loss_first", "train_loss_last", "val_loss", "reward_mean"):
         assert runs[1][key] == pytest.approx(runs[0][key], abs=1e-6), key
+
+
+def test_reward_training_runs_without_dropout(tmp_path):
+    """GPT-2 ships dropout 0.1: left on, the K completions of a ranking would each see another
+    network (and shared-prefix training would no longer equal full training)."""
+    model_dir = save_family_model("gpt2", tmp_path / "gpt2")
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    model = build_reward_model(RewardConfig(model=str(model_dir), mode="full"), tokenizer, torch.device("cpu"))
+    model.train()
+    (ids,) = encode_reward_texts(tokenizer, ["tell a story"], [" the cat is good ."], 64)
+    first, second = (model(input_ids=torch.tensor([ids])).logits for _ in range(2))
+    assert torch.equal(first, second)
+
+
+def test_lora_targets_must_all_name_modules_of_the_architecture(tmp_path):
+    """Phi-3 fuses q/k/v into qkv_proj: with the default targets peft adapted o_proj alone, silently."""
+    model_dir = save_family_model("phi3", tmp_path / "phi3")
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    with pytest.raises(ValueError, match=r"lora_targets: q_proj, k_proj, v_proj name no module of Phi3.*qkv_proj"):
+        build_reward_model(RewardConfig(model=str(model_dir)), tokenizer, torch.device("cpu"))
+    cfg = RewardConfig(model=str(model_dir), lora_targets=("qkv_proj", "o_proj"))
+    build_reward_model(cfg, tokenizer, torch.device("cpu"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoModelForSequenceClassification, get_scheduler
 from transformers.utils import logging as hf_logging
 
@@ -71,12 +72,14 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     finally:
         hf_logging.set_verbosity(verbosity)
     match_embeddings(model, tokenizer)
+    disable_dropout(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
+        check_lora_targets(model, cfg.lora_targets)
         lora = LoraConfig(
             task_type="SEQ_CLS",
             r=cfg.lora_r,
@@ -89,6 +92,39 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
     return model.to(device)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off in the backbone (GPT-2 ships 0.1): the K completions of a ranking are scored
+    against each other, so each must go through the same network, and shared-prefix scoring then
+    equals full scoring in training too. TRL's RewardTrainer disables it by default as well.
+    LoRA's own dropout (`lora_dropout`) is added afterwards and stays as configured."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0  # type: ignore[assignment]  # torch stub: setattr takes Tensor | Module
+
+
+def check_lora_targets(model: nn.Module, targets: Sequence[str]) -> None:
+    """Raise unless every LoRA target names a module of this architecture. peft silently skips
+    the missing ones (Phi-3 fuses q/k/v into qkv_proj) or fails with a generic message when
+    none match (GPT-2 calls its projections c_attn and c_proj)."""
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+            }
+            - {"score"}
+        )
+        raise ValueError(
+            f"lora_targets: {', '.join(missing)} name no module of {type(model).__name__}; "
+            f"its linear layers are {', '.join(linear)}"
+        )
 
 
 def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -143,9 +143,9 @@ def store_ranking(db: Session, *, ranking: dict[str, Any], overlap: int, now: da
                 **{f"r_{name}": ranking[name] for name in RANKING_FIELDS},
                 **{f"f_{name}": value for name, value in finish.items()},
                 **{f"c_{name}": v for name, v in count.items()},
-                "p_chosen": [p[0] for p in pairs],
-                "p_rejected": [p[1] for p in pairs],
-                "p_margin": [p[2] for p in pairs],
+                "p_chosen": [chosen for chosen, _, _ in pairs],
+                "p_rejected": [rejected for _, rejected, _ in pairs],
+                "p_margin": [margin for _, _, margin in pairs],
             },
         )
     ranking_id = db.scalar(_INSERT_RANKING, ranking)

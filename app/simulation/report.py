@@ -46,6 +46,7 @@ class Report:
             seen.gold.update(rec.gold)
             seen.orders.update(rec.orders)
         agreement, pairs = record.agreement()
+        ceiling, _ceiling_pairs = seen.gold_agreement()
         self.rows.append(
             Row(
                 number=number,
@@ -54,7 +55,7 @@ class Report:
                 tokens=(metrics.get("generation") or {}).get("mean_tokens"),
                 agreement=agreement,
                 agreement_pairs=pairs,
-                ceiling=seen.gold_agreement()[0],
+                ceiling=ceiling,
                 kl=previous.get("kl"),
                 rm_accuracy=reward.get("val_accuracy"),
                 rm_pairs=reward.get("val_pairs"),

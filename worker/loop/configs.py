@@ -11,7 +11,7 @@ again, so a config edited in the database still fails with a message naming the 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -89,6 +89,21 @@ def base_model_path(base_model: str, on_progress=None) -> str:
 
         return str(convert_default_model(settings().data_dir, on_progress))
     return base_model
+
+
+class VersionRef(NamedTuple):
+    """A ModelVersion's fields, read inside a session and used after it has closed (models load and
+    train outside any transaction)."""
+
+    id: int
+    kind: str
+    base_model: str
+    artifact_path: str | None
+    name: str
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> VersionRef:
+        return cls(version.id, version.kind, version.base_model, version.artifact_path, version.name)
 
 
 def version_path(kind: str, base_model: str, artifact_path: str | None, on_progress=None) -> str:

@@ -26,7 +26,7 @@ from app.models import (
 )
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
-from worker.loop.configs import generation_config, version_path
+from worker.loop.configs import VersionRef, generation_config, version_path
 from worker.loop.runtime import Cancelled, Heartbeat, Reporter, db_session, inject_fault, mark_failed
 
 GENERATING = (S.pending, S.generating)
@@ -68,7 +68,7 @@ def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
         ).one()
         policy = db.get(ModelVersion, training_round.policy_in_id)
         config, number = training_round.config, training_round.number
-        policy_ref = (policy.id, policy.kind, policy.base_model, policy.artifact_path, policy.name)
+        policy_ref = VersionRef.of(policy)
     if rows:
         inject_fault(S.generating)
         with Heartbeat(round_id, statuses=GENERATING):
@@ -83,21 +83,20 @@ def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
 def _generate(round_id, rows, config, number, batch, policy_ref, total, done_before):
     from worker.ml.generate import generate
 
-    _id, kind, base_model, artifact_path, _name = policy_ref
     reporter = Reporter(
         round_id, S.generating, statuses=GENERATING, overall=lambda done, _n: (done_before + done) / total
     )
     reporter.check()
-    model = version_path(kind, base_model, artifact_path, reporter)
+    model = version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter)
     prompts = [text if text is not None else messages for _pid, text, messages in rows]
     cfg = generation_config(config, batch=batch, number=number)
-    return generate(model, prompts, cfg, reporter, model_version=str(policy_ref[0])), cfg
+    return generate(model, prompts, cfg, reporter, model_version=str(policy_ref.id)), cfg
 
 
 def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
     """Completions and the prompts' generated_at in one transaction, or nothing at all."""
     results, cfg = generated
-    prompt_ids = [row[0] for row in rows]
+    prompt_ids = [row.id for row in rows]
     params = {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
@@ -128,8 +127,8 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
                 "prompt_id": pid,
                 "text": c.text,
                 "source": CompletionSource.model,
-                "model_name": policy_ref[4],
-                "model_version_id": policy_ref[0],
+                "model_name": policy_ref.name,
+                "model_version_id": policy_ref.id,
                 "generation_params": params,
                 "token_count": c.token_count,
                 "finish_reason": c.finish_reason,

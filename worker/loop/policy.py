@@ -15,7 +15,7 @@ from app.models import ModelKind, ModelVersion, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
-from worker.loop.configs import ppo_config, root_base, version_path
+from worker.loop.configs import VersionRef, ppo_config, root_base, version_path
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
 SUMMARY_KEYS = (
@@ -48,7 +48,7 @@ def _train(round_id: int) -> dict[str, Any]:
             raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
         prompts = data.ppo_prompts(db, training_round=training_round)
         base_model = root_base(db, policy_in).base_model
-        policy_ref = (policy_in.id, policy_in.kind, policy_in.base_model, policy_in.artifact_path)
+        policy_ref = VersionRef.of(policy_in)
         project_id, number, config, reward_path = (
             training_round.project_id,
             training_round.number,
@@ -60,7 +60,7 @@ def _train(round_id: int) -> dict[str, Any]:
     out = artifacts.round_dir(project_id, number) / "policy"
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any PPO
     reporter = Reporter(round_id, S.training_policy)
-    start = version_path(policy_ref[1], policy_ref[2], policy_ref[3], reporter)
+    start = version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter)
     cfg = ppo_config(config, model=start)
 
     # 2. PPO; the artifact folder appears complete or not at all (worker.ml renames it into place),
@@ -88,7 +88,7 @@ def _train(round_id: int) -> dict[str, Any]:
             kind=ModelKind.policy,
             name=f"round {number} policy",
             base_model=base_model,
-            parent_id=policy_ref[0],
+            parent_id=policy_ref.id,
             round_id=round_id,
             artifact_path=str(out),
             config=cfg.to_dict(),

@@ -6,7 +6,7 @@ of a policy it never saw) — the honest out-of-distribution figure — and stor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 
@@ -16,6 +16,13 @@ from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
 from worker.loop.configs import base_model_path, reward_config, root_base
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
+
+
+class PreviousRewardModel(NamedTuple):
+    """The previous round's reward model, measured on this round's fresh rankings."""
+
+    round_id: int
+    artifact_path: str
 
 
 def run(round_id: int) -> dict[str, Any]:
@@ -54,7 +61,11 @@ def _train(round_id: int) -> dict[str, Any]:
             )
         )
         prev_rm = db.get(ModelVersion, prev.reward_model_id) if prev is not None and prev.reward_model_id else None
-        prev_ref = (prev.id, prev_rm.artifact_path) if prev is not None and prev_rm and prev_rm.artifact_path else None
+        prev_ref = (
+            PreviousRewardModel(prev.id, prev_rm.artifact_path)
+            if prev is not None and prev_rm and prev_rm.artifact_path
+            else None
+        )
         project_id, number, config, base_id, base_model = (
             training_round.project_id,
             training_round.number,
@@ -69,7 +80,7 @@ def _train(round_id: int) -> dict[str, Any]:
     cfg = reward_config(config, backbone=backbone, round_id=round_id)
 
     # 2. The previous reward model on rankings of completions it never saw.
-    ood = rm_accuracy(prev_ref[1], fresh, cfg) if prev_ref is not None else None
+    ood = rm_accuracy(prev_ref.artifact_path, fresh, cfg) if prev_ref is not None else None
     reporter.check()
 
     # 3. Train (validation prompts are not in `train`), then measure on the held-out prompts.
@@ -125,7 +136,7 @@ def _train(round_id: int) -> dict[str, Any]:
             message=f"reward model trained on {len(train)} rankings; held-out accuracy {summary['val_accuracy']}",
         )
         if ood is not None and prev_ref is not None:
-            _store_ood(db, prev_id=prev_ref[0], round_number=number, ood=ood)
+            _store_ood(db, prev_id=prev_ref.round_id, round_number=number, ood=ood)
         db.refresh(training_round)
         lifecycle.enqueue_step(db, training_round=training_round)
     return {"round_id": round_id, "reward_model_id": version.id, **summary}

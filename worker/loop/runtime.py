@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
@@ -137,6 +137,14 @@ class Heartbeat:
 # ---- progress -----------------------------------------------------------------------------------
 
 
+class _EtaAnchor(NamedTuple):
+    """Where the ETA counts from: the time, done and total when the stage (or its total) began."""
+
+    started: float
+    done: int
+    total: int
+
+
 class Reporter:
     """The `on_progress(done, total, stage)` callback handed to worker.ml.
 
@@ -157,14 +165,14 @@ class Reporter:
         self.overall = overall or (lambda done, total: done / total if total else 0.0)
         self._last_write = 0.0
         self._last_stage = ""
-        self._eta_anchor: tuple[float, int, int] | None = None  # (time, done, total) when the stage began
+        self._eta_anchor: _EtaAnchor | None = None
 
     def __call__(self, done: int, total: int, stage: str) -> None:
         now = time.monotonic()
         stage_key = stage.split()[0] if stage else ""
         changed = stage_key != self._last_stage
-        if changed or self._eta_anchor is None or total != self._eta_anchor[2] or done < self._eta_anchor[1]:
-            self._eta_anchor = (now, done, total)
+        if changed or self._eta_anchor is None or total != self._eta_anchor.total or done < self._eta_anchor.done:
+            self._eta_anchor = _EtaAnchor(now, done, total)
         if not changed and now - self._last_write < PROGRESS_SECONDS:
             return
         self._last_write, self._last_stage = now, stage_key

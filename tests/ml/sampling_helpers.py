@@ -3,7 +3,8 @@
 `off_policy_generation_config` gives a model the kind of generation_config.json a released
 checkpoint ships (Qwen's repetition_penalty and top_k, bad words, minimum lengths, ...);
 `capture_generate` records what `model.generate` actually used: the processed scores the tokens
-were sampled from (`scores`) and the model's raw logits at each step (`logits`).
+were sampled from (`scores`) and the model's raw logits at each step (`logits`). `chatml_tokenizer` builds the
+special-token layouts of Qwen's tokenizers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from transformers import WatermarkingConfig
+from transformers import PreTrainedTokenizerFast, WatermarkingConfig
+
+from worker.ml.tiny import CHATML_TEMPLATE, tiny_tokenizer
 
 
 def off_policy_generation_config(model, tokenizer) -> None:
@@ -60,3 +63,22 @@ def capture_generate(model) -> list:
 
     model.generate = generate
     return calls
+
+
+def chatml_tokenizer(*, eos: str, pad: str, bos: str | None = None) -> PreTrainedTokenizerFast:
+    """tiny.py's word-level ChatML tokenizer with another special-token layout:
+    Qwen2.5/3-Instruct: eos <|im_end|>, pad <|endoftext|>, no bos;
+    Qwen2.5 base: eos = pad = <|endoftext|> (the template still ends turns with <|im_end|>)."""
+    tokenizer = tiny_tokenizer()
+    backend = tokenizer.backend_tokenizer
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=eos,
+        pad_token=pad,
+        bos_token=bos,
+        unk_token="[UNK]",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from worker.ml.data import Prompt, as_messages
+from worker.ml.special_tokens import end_of_turn_token
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -28,14 +29,17 @@ def prompt_text(tokenizer, prompt: Prompt) -> str:
 
 
 def reward_text(tokenizer, prompt: Prompt, completion: str) -> str:
-    """Prompt and completion as one text, ending at the end-of-turn / EOS token."""
-    eos = tokenizer.eos_token or ""
+    """Prompt and completion as one text, ending at the end-of-turn token (the template's, which
+    may differ from the tokenizer's eos: special_tokens.py) or, without a template, at EOS."""
+    end = end_of_turn_token(tokenizer) or ""
     if has_chat_template(tokenizer):
         messages = [*as_messages(prompt), {"role": "assistant", "content": completion}]
         text = tokenizer.apply_chat_template(messages, tokenize=False)
-        stripped = text.rstrip()
-        return stripped if eos and stripped.endswith(eos) else text
-    return prompt_text(tokenizer, prompt) + completion + eos
+        # Cut what the template adds after the turn: ChatML's newline, Phi-3's trailing eos.
+        opener = len(prompt_text(tokenizer, prompt))
+        cut = text.rfind(end, opener) if end else -1
+        return text[: cut + len(end)] if cut >= 0 else text
+    return prompt_text(tokenizer, prompt) + completion + end
 
 
 def encode_reward_texts(

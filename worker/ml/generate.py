@@ -15,13 +15,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from transformers import GenerationConfig as HFGenerationConfig
 
 from worker.ml.batching import pad_token_ids
 from worker.ml.config import GenerationConfig
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_texts, prompt_text
-from worker.ml.models import Progress, autocast, load_causal_lm, load_tokenizer
+from worker.ml.models import Progress, autocast, load_causal_lm, load_tokenizer, match_embeddings
 from worker.ml.sampling import sample, sampling_config
+from worker.ml.special_tokens import stop_tokens
 
 
 @dataclass
@@ -71,6 +73,7 @@ def generate(
     if isinstance(model, (str, os.PathLike)):
         tokenizer = tokenizer or load_tokenizer(model)
         model = load_causal_lm(model, device=cfg.device)
+        match_embeddings(model, tokenizer)  # a pad token load_tokenizer had to add needs a row
     elif tokenizer is None:
         loaded: Any = model  # a transformers / peft model: it knows the folder it came from
         tokenizer = load_tokenizer(loaded.config._name_or_path)
@@ -85,7 +88,7 @@ def _generate_hf(
     was_training = model.training
     model.eval()
     prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = list(stop_tokens(tokenizer, model.generation_config).ids)  # the one rule: special_tokens.py
     # Exactly temperature + top-p, whatever the checkpoint's generation_config says (sampling.py).
     hf_config = sampling_config(
         temperature=cfg.temperature,
@@ -133,16 +136,6 @@ def _completion(
     return Completion(text=text, token_count=len(content), finish_reason=reason, model_version=model_version)
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids = configured if isinstance(configured, list) else [configured]
-    ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
-    ids = list(dict.fromkeys(ids))
-    if tokenizer.pad_token_id in ids:
-        raise ValueError("tokenizer: pad token equals EOS; load it with models.load_tokenizer")
-    return ids
-
-
 def _generate_vllm(
     model_path: str, prompts: Sequence[Prompt], cfg: GenerationConfig, on_progress: Progress | None, model_version: str
 ) -> list[list[Completion]]:
@@ -166,10 +159,10 @@ def _generate_vllm(
         min_tokens=0,
         max_tokens=cfg.max_new_tokens,
         seed=cfg.seed,
-        stop_token_ids=[tokenizer.eos_token_id],
+        stop_token_ids=list(stop_tokens(tokenizer, _saved_generation_config(model_path)).ids),
     )
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)
-    results = []
+    results: list[list[Completion]] = []
     for output in outputs:
         results.append(
             [
@@ -185,3 +178,10 @@ def _generate_vllm(
     if on_progress is not None:
         on_progress(len(prompts), len(prompts), "generate")
     return results
+
+
+def _saved_generation_config(model_path: str) -> HFGenerationConfig | None:
+    try:
+        return HFGenerationConfig.from_pretrained(model_path)
+    except OSError:  # the folder has no generation_config.json
+        return None

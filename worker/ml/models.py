@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from worker.ml.special_tokens import end_of_turn_token
+
 Progress = Callable[[int, int, str], None]
 """on_progress(done, total, stage): called from long-running functions; stage is a short label."""
 
@@ -87,21 +89,25 @@ def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[None]
 
 
 def ensure_distinct_pad(tokenizer) -> None:
-    """Give the tokenizer a pad token that is not EOS.
+    """Give the tokenizer a pad token that is not its end-of-turn token.
 
-    With pad == eos, a sequence-classification head reads the score at the last non-pad token
-    and so skips the trailing end-of-turn token; generation masks would also hide real EOS
-    tokens. We reuse an existing special token when the vocabulary has one, and only add a new
-    token as a last resort (callers then resize embeddings, see `match_embeddings`).
+    With pad == end-of-turn, a sequence-classification head reads the score at the last non-pad
+    token and so skips the trailing end-of-turn token (special_tokens.py has the whole rule). A
+    pad that is another EOS id is kept (Qwen2.5 base pads with its eos `<|endoftext|>` and ends
+    turns with `<|im_end|>`). Otherwise we reuse an existing special token when the vocabulary
+    has one, and only add a new token as a last resort (callers then resize embeddings, see
+    `match_embeddings`).
     """
-    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+    end_of_turn = end_of_turn_token(tokenizer)
+    if tokenizer.pad_token is not None and tokenizer.pad_token != end_of_turn:
         return
+    taken = {end_of_turn, tokenizer.eos_token}
     vocab = tokenizer.get_vocab()
     for candidate in _PAD_CANDIDATES:
-        if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
+        if candidate in vocab and candidate not in taken:
             tokenizer.pad_token = candidate
             return
-    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
+    if tokenizer.unk_token is not None and tokenizer.unk_token not in taken:
         tokenizer.pad_token = tokenizer.unk_token
         return
     tokenizer.add_special_tokens({"pad_token": "<|pad|>"})

@@ -14,6 +14,7 @@ import torch
 from worker.ml.data import Prompt
 from worker.ml.formatting import prompt_text
 from worker.ml.sampling import sample, sampling_config
+from worker.ml.special_tokens import stop_tokens
 
 RewardFn = Callable[[list[Prompt], list[str]], torch.Tensor]
 """reward_fn(prompts, responses) -> scores [B]: one float per (prompt, response) pair."""
@@ -60,14 +61,16 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[to
     return batch["input_ids"], batch["attention_mask"]
 
 
-def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def response_mask(response_ids: torch.Tensor, stop_ids: Sequence[int] | int) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, T] -> (mask [B, T] float, has_eos [B] bool).
 
-    Positions after the first EOS are padding. Counting EOS occurrences (rather than comparing
-    with the pad id) stays right when pad == eos, as in SmolLM2's own tokenizer.
+    A response ends at its first stop id (special_tokens.stop_tokens); positions after it are
+    padding. Counting stop tokens (rather than comparing with the pad id) stays right when pad
+    is a stop id, as with Qwen's `<|endoftext|>`.
     """
-    is_eos = response_ids == eos_token_id
-    eos_before = is_eos.long().cumsum(1) - is_eos.long()  # EOS tokens strictly before t
+    stops = torch.as_tensor(stop_ids, device=response_ids.device).reshape(-1)
+    is_eos = torch.isin(response_ids, stops)
+    eos_before = is_eos.long().cumsum(1) - is_eos.long()  # stop tokens strictly before t
     return (eos_before == 0).float(), is_eos.any(1)
 
 
@@ -89,13 +92,11 @@ def sample_rollout(
     texts = [prompt_text(tokenizer, p) for p in prompts]
     query_ids, query_mask = encode_prompts(tokenizer, texts, max_prompt_tokens)  # [B, Lq]
     query_ids, query_mask = query_ids.to(model.device), query_mask.to(model.device)
-    # Pure temperature sampling, nothing from the checkpoint's generation_config (sampling.py).
+    # Pure temperature sampling, nothing from the checkpoint's generation_config (sampling.py),
+    # stopping where labeling generation stops (special_tokens.py).
+    stops = stop_tokens(tokenizer, model.generation_config)
     gen_config = sampling_config(
-        temperature=temperature,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        stop_ids=[tokenizer.eos_token_id],
-        pad_id=tokenizer.pad_token_id,
+        temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, stop_ids=stops.ids, pad_id=stops.pad
     )
     chunk = generation_batch_size or len(texts)
     pieces = []
@@ -106,7 +107,7 @@ def sample_rollout(
     response_ids = torch.cat(
         [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=tokenizer.pad_token_id) for p in pieces]
     )  # [B, T]
-    mask, has_eos = response_mask(response_ids, tokenizer.eos_token_id)
+    mask, has_eos = response_mask(response_ids, stops.ids)
     # Pad (not EOS) after the end, so decoded text and the mask agree.
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)
     responses = tokenizer.batch_decode(response_ids, skip_special_tokens=True)

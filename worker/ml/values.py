@@ -102,9 +102,11 @@ class PolicyValue(nn.Module):
         head = self.causal_lm.get_output_embeddings()
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             if type(head) is not nn.Linear:  # e.g. LoRA on lm_head: use its own forward
-                return head(hidden.to(head.weight.dtype)).float() / temperature
-            bias = None if head.bias is None else head.bias.float()
-            return F.linear(hidden.float(), head.weight.float(), bias) / temperature
+                logits = head(hidden.to(head.weight.dtype)).float()
+            else:
+                bias = None if head.bias is None else head.bias.float()
+                logits = F.linear(hidden.float(), head.weight.float(), bias)
+            return soft_cap(logits, self.causal_lm.config) / temperature
 
     def _use_adapter(self, name: str) -> None:
         # peft's set_adapter freezes every inactive adapter; both of ours keep training.
@@ -153,9 +155,16 @@ class PolicyValue(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+def soft_cap(logits: torch.Tensor, config) -> torch.Tensor:
+    """Gemma 2 squashes its logits into (-cap, cap) as cap * tanh(logits / cap) (its config's
+    final_logit_softcapping); sampling sees the capped logits, so PPO's logprobs must too."""
+    cap = getattr(config, "final_logit_softcapping", None)
+    return logits if not cap else cap * torch.tanh(logits / cap)
+
+
 def check_head_matches(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-    """Raise unless ``lm_head(trunk(x))`` reproduces the model's own logits (it does not for
-    architectures that soft-cap or rescale logits, which this PPO does not support)."""
+    """Raise unless ``soft_cap(lm_head(trunk(x)))`` reproduces the model's own logits (it does
+    not for architectures that rescale logits otherwise, which this PPO does not support)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.no_grad():
         own = causal_lm(
@@ -164,9 +173,9 @@ def check_head_matches(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         hidden = causal_lm.base_model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask)
         ).last_hidden_state
-        ours = causal_lm.get_output_embeddings()(hidden)
+        ours = soft_cap(causal_lm.get_output_embeddings()(hidden), causal_lm.config)
     if not torch.allclose(own.float(), ours.float(), atol=1e-4, rtol=1e-4):
         raise ValueError(
             f"{type(causal_lm).__name__}: logits are not lm_head(last hidden state); "
-            "PPO supports plain decoder LMs (Llama, Qwen, Mistral, GPT-2 style)"
+            "PPO supports plain decoder LMs (Llama, Qwen, Gemma, Mistral, Phi-3, GPT-2 style)"
         )

@@ -57,6 +57,8 @@ def placeholders(project: Any) -> dict[str, str]:
         "model": "latest policy, or bundled SmolLM2",
         "k": f"project's K min ({project.k_min})",
         "generation.seed": "random",
+        "ppo.max_new_tokens": "generation's",
+        "ppo.temperature": "generation's",
     }
 
 

@@ -43,9 +43,21 @@ class GenerationSettings(BaseModel):
     """Sampling the K completions labelers rank (worker.ml.config.GenerationConfig)."""
 
     model_config = STRICT
-    temperature: float = Field(0.8, gt=0.0, le=5.0, description="Sampling temperature (K samples must differ).")
-    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 disables it.")
-    max_new_tokens: int = Field(64, ge=1, le=8192, description="Longest completion in tokens.")
+    temperature: float = Field(
+        0.7, gt=0.0, le=5.0, description="Sampling temperature (K samples must differ); PPO samples at it too."
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Nucleus sampling mass; 1 disables it. PPO samples without it, so below 1 the reward model learns from "
+            "answers drawn differently from the ones it scores in PPO."
+        ),
+    )
+    max_new_tokens: int = Field(
+        64, ge=1, le=8192, description="Longest completion in tokens; PPO's rollouts get the same budget."
+    )
     prompts_per_task: int = Field(
         8,
         ge=1,
@@ -90,9 +102,26 @@ class PPOSettings(BaseModel):
     learning_rate: float = Field(5e-5, gt=0.0, lt=1.0, description="AdamW LR of the policy's LoRA and value head.")
     kl_coef: float = Field(0.05, ge=0.0, le=100.0, description="beta: weight of the per-token KL penalty.")
     adaptive_kl_target: float = Field(0.0, ge=0.0, description="> 0: adapt beta so the KL tracks this; 0: fixed.")
-    max_new_tokens: int = Field(32, ge=1, le=8192, description="Longest response during PPO rollouts.")
-    temperature: float = Field(0.7, gt=0.0, le=5.0, description="Rollout sampling temperature.")
-    missing_eos_penalty: float = Field(1.0, ge=0.0, description="Subtracted from a response that never ends.")
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="Longest response during PPO rollouts; empty: generation's, what the reward model learned from.",
+    )
+    temperature: float | None = Field(
+        None,
+        gt=0.0,
+        le=5.0,
+        description="Rollout sampling temperature; empty: generation's, what the reward model learned from.",
+    )
+    missing_eos_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "Opt-in: subtracted from a response that hits max_new_tokens without ending. 0 leaves such answers to "
+            "the reward model; above 0 it pushes the policy towards short answers."
+        ),
+    )
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank of the policy adapter.")
 
     @model_validator(mode="after")

@@ -38,8 +38,9 @@ NOT_ML = {"model", "prompts", "labeling"}
 """Resolved by the loop (the starting ModelVersion) or not training settings at all."""
 LOOP_ONLY = {"generation.prompts_per_task"}
 """Settings the loop acts on itself (generation jobs of this many prompts)."""
-DEFAULT_DIFFERS = {"k"}
-"""A round's k defaults to None: the project's k_min, filled in at launch."""
+DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature"}
+"""A round's k defaults to None: the project's k_min, filled in at launch. PPO's rollout length
+and temperature default to None: the generation settings' (checked below)."""
 WEB_ONLY_LIMITS = {
     ("seed", "ge"),
     ("seed", "le"),
@@ -242,3 +243,22 @@ def test_choices_agree(path, info, targets):
     for cls in targets:
         with pytest.raises(ValueError, match=f"^{_leaf(path)}:"):
             cls(**{_leaf(path): "not-a-choice"})
+
+
+def test_ppo_rolls_out_like_the_completions_the_reward_model_was_trained_on():
+    """PPO's rollouts are scored by a reward model trained on the round's generated completions:
+    by default they share the length budget and the sampling, and nothing punishes length."""
+    stored = RoundConfigIn.model_validate({"k": 4}).model_dump(mode="json")
+    gen, ppo = _loop_configs(stored)[GenerationConfig], _loop_configs(stored)[PPOConfig]
+    assert (ppo.max_new_tokens, ppo.temperature) == (gen.max_new_tokens, gen.temperature)
+    assert gen.top_p == 1.0  # PPO samples without top-p (its logprobs must be the sampling ones)
+    assert ppo.missing_eos_penalty == 0.0
+
+    # A round that changes the generation settings changes PPO's with them ...
+    stored = RoundConfigIn.model_validate({"k": 4, "generation": {"max_new_tokens": 100, "temperature": 1.0}})
+    ppo = _loop_configs(stored.model_dump(mode="json"))[PPOConfig]
+    assert (ppo.max_new_tokens, ppo.temperature) == (100, 1.0)
+    # ... unless PPO's are set on purpose.
+    stored = RoundConfigIn.model_validate({"k": 4, "ppo": {"max_new_tokens": 16, "temperature": 0.5}})
+    ppo = _loop_configs(stored.model_dump(mode="json"))[PPOConfig]
+    assert (ppo.max_new_tokens, ppo.temperature) == (16, 0.5)

@@ -246,6 +246,16 @@ def test_response_mask_ends_at_the_first_eos_even_when_pad_is_eos():
     assert has_eos.tolist() == [True, False, True]
 
 
+def test_rollout_defaults_are_the_labeling_defaults_and_add_no_length_prior():
+    """The reward model learns from GenerationConfig's completions and scores PPOConfig's
+    rollouts: one length budget, one temperature, no top-p, and no hidden penalty on answers
+    that reach the budget (the labelers already judged such answers)."""
+    gen, ppo = GenerationConfig(), PPOConfig()
+    assert (ppo.max_new_tokens, ppo.temperature) == (gen.max_new_tokens, gen.temperature)
+    assert gen.top_p == 1.0
+    assert ppo.missing_eos_penalty == 0.0
+
+
 def test_missing_eos_penalty_is_subtracted_from_the_score(tiny_model_dir):
     rollout = Rollout(
         ["p", "q"],

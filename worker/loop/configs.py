@@ -62,10 +62,13 @@ def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
 def ppo_config(config: dict[str, Any], *, model: str):
     from worker.ml.ppo_config import PPOConfig
 
-    ppo = config["ppo"]
+    ppo, gen = config["ppo"], config["generation"]
+    # Unset (None): roll out like the completions the round's reward model learned from.
+    rollout = {name: gen[name] if ppo.get(name) is None else ppo[name] for name in ("max_new_tokens", "temperature")}
     return PPOConfig.from_dict(
         {
             **_same_named(ppo, PPOConfig),
+            **rollout,
             "model": model,
             "lora_alpha": 2 * ppo["lora_r"],
             "seed": config["seed"],

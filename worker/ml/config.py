@@ -15,6 +15,14 @@ RM_LOSSES = ("kwise", "plackett_luce")
 RM_MODES = ("lora", "full")
 GEN_BACKENDS = ("auto", "hf", "vllm")
 
+# How a policy samples, in one place: the completions labelers rank (GenerationConfig) are what
+# the reward model learns from, and PPO's rollouts (PPOConfig) are what it then scores, so both
+# default to the same length budget and the same distribution (docs/loop.md, "Sampling").
+SAMPLING_TEMPERATURE = 0.7
+"""lm-human-preferences' value for both its labeled samples and its rollouts."""
+SAMPLING_MAX_NEW_TOKENS = 64
+"""Tokens per completion and per rollout; 64 keeps a round quick on a 2-core CPU."""
+
 
 def _check(ok: bool, name: str, message: str) -> None:
     if not ok:
@@ -41,13 +49,16 @@ class _Config:
 class GenerationConfig(_Config):
     k: int = 4
     """Completions sampled per prompt (what a labeler ranks): 4 to 9."""
-    temperature: float = 0.8
-    """Sampling temperature, > 0 (K samples must differ, so greedy decoding is not offered)."""
-    top_p: float = 0.95
-    """Nucleus sampling mass in (0, 1]; 1 disables it."""
-    max_new_tokens: int = 64
+    temperature: float = SAMPLING_TEMPERATURE
+    """Sampling temperature, > 0 (K samples must differ, so greedy decoding is not offered).
+    PPO's rollouts default to the same value."""
+    top_p: float = 1.0
+    """Nucleus sampling mass in (0, 1]; 1 (the default) disables it. PPO samples without top-p
+    (its logprobs must be those of the sampling distribution), so below 1 the reward model
+    learns from answers drawn differently from the ones it will score."""
+    max_new_tokens: int = SAMPLING_MAX_NEW_TOKENS
     """Longest completion in tokens; a completion that hits it has finish_reason "length".
-    64 (a round's default too) keeps generation quick on a 2-core CPU."""
+    PPO's rollouts default to the same budget."""
     max_prompt_tokens: int = 1024
     """Longer prompts keep their last `max_prompt_tokens` tokens (the end matters most in chat)."""
     batch_size: int = 32

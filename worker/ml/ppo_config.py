@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.ml.config import _check, _Config
+from worker.ml.config import SAMPLING_MAX_NEW_TOKENS, SAMPLING_TEMPERATURE, _check, _Config
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 VALUE_MODES = ("shared", "adapter")
@@ -29,14 +29,16 @@ class PPOConfig(_Config):
     """Responses per gradient step; batch_size / minibatch_size steps per PPO epoch."""
     ppo_epochs: int = 4
     """Passes over each rollout batch, freshly shuffled each time."""
-    max_new_tokens: int = 32
-    """Longest response. One that reaches it without EOS gets `missing_eos_penalty`."""
+    max_new_tokens: int = SAMPLING_MAX_NEW_TOKENS
+    """Longest response; by default the budget of the completions the reward model learned from
+    (GenerationConfig.max_new_tokens)."""
     max_prompt_tokens: int = 256
     """Longer prompts keep their last tokens (the assistant-turn opener must survive)."""
     generation_batch_size: int = 0
     """Prompts per `generate` call (left-padded together); 0 = the whole batch in one call."""
-    temperature: float = 0.7
-    """Sampling temperature; logprobs use logits divided by the same value."""
+    temperature: float = SAMPLING_TEMPERATURE
+    """Sampling temperature (no top-k/top-p); logprobs use logits divided by the same value. By
+    default the temperature of the completions the reward model learned from."""
     learning_rate: float = 5e-5
     """AdamW learning rate for the LoRA weights and the value head (Adam eps 1e-5)."""
     max_grad_norm: float = 1.0
@@ -56,8 +58,10 @@ class PPOConfig(_Config):
     0 keeps beta fixed."""
     adaptive_kl_horizon: int = 10_000
     """Responses over which the adaptive controller may move beta by up to 20%."""
-    missing_eos_penalty: float = 1.0
-    """Subtracted from the score of a response that ends without EOS (0 disables)."""
+    missing_eos_penalty: float = 0.0
+    """Opt-in: subtracted from the score of a response that hit `max_new_tokens` without a stop
+    token. 0 (the default) leaves such answers to the reward model, which learned from
+    completions cut at the same budget; a penalty is a length prior (docs/loop.md)."""
     whiten_rewards: bool = False
     """Scale per-token rewards to unit variance (mean kept) before GAE."""
     gamma: float = 1.0

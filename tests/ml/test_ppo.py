@@ -15,7 +15,7 @@ from worker.ml.config import GenerationConfig
 from worker.ml.formatting import prompt_text
 from worker.ml.generate import generate
 from worker.ml.models import load_causal_lm, load_tokenizer, read_card, save_artifact
-from worker.ml.ppo import PPOConfig, ppo_step, train_policy
+from worker.ml.ppo import PPOConfig, kl_controller, ppo_step, train_policy
 from worker.ml.ppo_math import FixedKLController, logprobs_of_labels
 from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
 from worker.ml.ppo_rollout import Rollout, encode_prompts, response_mask, sample_rollout, score_rollout
@@ -334,11 +334,25 @@ def test_reward_artifact_folder_is_loaded_frozen_and_adaptive_kl_moves_beta(tiny
     expected = RewardScorer.load(tmp_path / "rm", device="cpu").score(PROMPTS, ["a", "b", "c", "d"])
     torch.testing.assert_close(reward_fn(PROMPTS, ["a", "b", "c", "d"]), expected)
 
-    cfg = small_cfg(tiny_model_dir, steps=2, adaptive_kl_target=6.0, adaptive_kl_horizon=100)
+    cfg = small_cfg(tiny_model_dir, steps=2, adaptive_kl_target=6.0)
     metrics = train_policy(cfg, PROMPTS, tmp_path / "rm", tmp_path / "policy")
     assert all(math.isfinite(s) for s in metrics["score"])
-    # First-step KL is 0, far below the target: beta shrinks by the clipped 20% x 4/100.
-    assert metrics["kl_coef"][1] == pytest.approx(cfg.kl_coef * (1 - 0.2 * 4 / 100))
+    # First-step KL is 0, far below the target: beta shrinks by the clipped 20% / 2 steps.
+    assert metrics["kl_coef"][1] == pytest.approx(cfg.kl_coef * (1 - 0.2 / 2))
+
+
+@pytest.mark.parametrize(("kl", "factor"), [(12.0, 1.1**8), (6.6, 1.05**8), (6.0, 1.0), (3.0, 0.9**8)])
+def test_adaptive_kl_tracks_its_target_within_a_default_round(kl, factor):
+    """Ziegler et al.'s controller with the default horizon, over a round's default 8 steps of 8
+    rollouts: KL held 20% or more above the target doubles beta (x2.14), below it more than
+    halves it (x0.43). With the old 10,000-sample horizon it moved 1% in a round."""
+    cfg = PPOConfig(adaptive_kl_target=6.0)
+    assert (cfg.steps, cfg.batch_size) == (8, 8)
+    ctl = kl_controller(cfg)
+    for _ in range(cfg.steps):
+        ctl.update(kl, cfg.batch_size)
+    assert ctl.value == pytest.approx(cfg.kl_coef * factor)
+    assert isinstance(kl_controller(PPOConfig()), FixedKLController)
 
 
 def test_bad_config_and_inputs_name_the_problem(tiny_model_dir, tmp_path):

@@ -28,7 +28,7 @@ from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
 from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
 from worker.ml.values import PolicyValue
 
-__all__ = ["PPOConfig", "ppo_step", "train_policy"]
+__all__ = ["PPOConfig", "kl_controller", "ppo_step", "train_policy"]
 
 
 def ppo_step(
@@ -148,6 +148,16 @@ def ppo_step(
     return stats
 
 
+def kl_controller(cfg: PPOConfig) -> pm.FixedKLController | pm.AdaptiveKLController:
+    """beta's controller: fixed, or Ziegler et al.'s adaptive one when a KL target is set. Its
+    horizon is counted in samples, as theirs; ours is set in iterations of `batch_size`
+    rollouts, so it means the same at every batch size a round may use."""
+    if cfg.adaptive_kl_target <= 0:
+        return pm.FixedKLController(cfg.kl_coef)
+    horizon = cfg.adaptive_kl_horizon_steps * cfg.batch_size
+    return pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, horizon)
+
+
 def train_policy(
     cfg: PPOConfig,
     prompts: Sequence[Prompt],
@@ -172,11 +182,7 @@ def train_policy(
     policy, tokenizer = build_policy(cfg, device)
     reward_fn = resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
-    kl_ctl = (
-        pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, cfg.adaptive_kl_horizon)
-        if cfg.adaptive_kl_target > 0
-        else pm.FixedKLController(cfg.kl_coef)
-    )
+    kl_ctl = kl_controller(cfg)
 
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []

@@ -56,8 +56,11 @@ class PPOConfig(_Config):
     adaptive_kl_target: float = 0.0
     """When > 0, beta adapts so the mean per-response KL tracks this value (Ziegler et al.);
     0 keeps beta fixed."""
-    adaptive_kl_horizon: int = 10_000
-    """Responses over which the adaptive controller may move beta by up to 20%."""
+    adaptive_kl_horizon_steps: float = 2.0
+    """How fast the adaptive beta moves, in PPO iterations: each iteration multiplies beta by
+    1 + e / horizon, e = clip(KL / target - 1, -0.2, 0.2) (Ziegler et al.'s controller, whose
+    horizon of 10,000 samples is about 20 iterations of their 512). With 2, a default round's 8
+    iterations can move beta by x2.14 (KL >= 1.2x target throughout) or x0.43 (<= 0.8x)."""
     missing_eos_penalty: float = 0.0
     """Opt-in: subtracted from the score of a response that hit `max_new_tokens` without a stop
     token. 0 (the default) leaves such answers to the reward model, which learned from
@@ -102,7 +105,7 @@ class PPOConfig(_Config):
         _check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
         _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be one of {KL_ESTIMATORS}")
         _check(self.adaptive_kl_target >= 0, "adaptive_kl_target", "must be >= 0 (0 = fixed beta)")
-        _check(self.adaptive_kl_horizon >= 1, "adaptive_kl_horizon", "must be at least 1")
+        _check(self.adaptive_kl_horizon_steps >= 1, "adaptive_kl_horizon_steps", "must be at least 1")
         _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0")
         _check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
         _check(0 <= self.lam <= 1, "lam", "must be in [0, 1]")

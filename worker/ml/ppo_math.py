@@ -169,10 +169,10 @@ class AdaptiveKLController:
     """Ziegler et al. (2019): move beta so the observed KL tracks ``target``.
 
     The proportional error is clipped to +-20% and scaled by how many samples the step saw
-    relative to ``horizon``, so beta changes slowly and smoothly.
+    relative to ``horizon`` (in samples), so beta changes smoothly: beta *= 1 + e * n / horizon.
     """
 
-    def __init__(self, kl_coef: float, target: float, horizon: int):
+    def __init__(self, kl_coef: float, target: float, horizon: float):
         if target <= 0 or horizon <= 0:
             raise ValueError("adaptive KL needs target > 0 and horizon > 0")
         self.value, self.target, self.horizon = kl_coef, target, horizon

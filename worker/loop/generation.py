@@ -8,9 +8,9 @@ conditional generating → labeling transition, so ranking tasks are created onc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
 
 from app.markdown import html_columns
 from app.models import (
@@ -66,7 +66,9 @@ def _run_batch(round_id: int, batch: int) -> dict[str, Any]:
         total, done_before = db.execute(
             select(func.count(), func.count(RoundPrompt.generated_at)).where(RoundPrompt.round_id == round_id)
         ).one()
-        policy = db.get(ModelVersion, training_round.policy_in_id)
+        if training_round.policy_in_id is None:
+            raise ValueError("policy_in_id: the round's starting policy was deleted")
+        policy = db.get_one(ModelVersion, training_round.policy_in_id)
         config, number = training_round.config, training_round.number
         policy_ref = VersionRef.of(policy)
     if rows:
@@ -118,8 +120,9 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
                 RoundPrompt.generated_at.is_(None),
             )
             .values(generated_at=utcnow())
-        ).rowcount
-        if stamped != len(prompt_ids):  # another delivery of this batch stored it first
+        )
+        # An UPDATE gives a CursorResult (Session.execute is typed with the wider Result).
+        if cast(CursorResult, stamped).rowcount != len(prompt_ids):  # another delivery of this batch stored it first
             db.rollback()
             return 0
         values = [
@@ -155,9 +158,9 @@ def finish_if_complete(round_id: int) -> bool:
         )
         if remaining:
             return False
-        training_round = db.get(TrainingRound, round_id)
         if not lifecycle.transition(db, round_id=round_id, source=GENERATING, target=S.labeling):
             return False
+        training_round = db.get_one(TrainingRound, round_id)
         summary = _create_tasks(db, training_round=training_round)
         db.execute(
             update(TrainingRound)

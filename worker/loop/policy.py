@@ -41,8 +41,10 @@ def _train(round_id: int) -> dict[str, Any]:
 
     # 1. Inputs: the starting policy, the reward model, the prompts.
     with db_session(read_only=True) as db:
-        training_round = db.get(TrainingRound, round_id)
-        policy_in = db.get(ModelVersion, training_round.policy_in_id)
+        training_round = db.get_one(TrainingRound, round_id)
+        if training_round.policy_in_id is None:
+            raise ValueError("policy_in_id: the round's starting policy was deleted")
+        policy_in = db.get_one(ModelVersion, training_round.policy_in_id)
         reward = db.get(ModelVersion, training_round.reward_model_id)
         if reward is None or not reward.artifact_path:
             raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
@@ -96,7 +98,7 @@ def _train(round_id: int) -> dict[str, Any]:
         )
         db.add(version)
         db.flush()
-        training_round = db.get(TrainingRound, round_id)
+        training_round = db.get_one(TrainingRound, round_id)
         db.execute(
             update(TrainingRound)
             .where(TrainingRound.id == round_id)

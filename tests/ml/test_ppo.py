@@ -178,6 +178,43 @@ def test_training_continues_from_a_saved_policy_adapter_with_the_base_as_referen
     assert PeftConfig.from_pretrained(tmp_path / "cycle2").base_model_name_or_path == str(tiny_model_dir)
 
 
+def test_a_round_started_from_an_sft_adapter_keeps_the_sft_model_as_its_reference(tiny_model_dir, tmp_path):
+    """An SFT adapter folder (here one with no ranklab card, as TRL writes it) is the model the
+    round starts from, so it is the KL reference, not the pre-SFT base; the saved policy reloads
+    on top of it, and a later round continuing that policy keeps the same reference."""
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft.save_pretrained(tmp_path / "sft")
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "sft")
+    batch = load_tokenizer(tiny_model_dir)(["hello world cat", "a"], return_tensors="pt", padding=True)
+
+    def reference_logits(policy):
+        with torch.no_grad(), policy.peft_model.disable_adapter():
+            return policy.peft_model(**batch).logits
+
+    with torch.no_grad():
+        sft_logits = load_causal_lm(tmp_path / "sft", device="cpu")(**batch).logits
+        base_logits = load_causal_lm(tiny_model_dir, device="cpu")(**batch).logits
+    assert not torch.allclose(sft_logits, base_logits, atol=1e-3)
+
+    cfg = small_cfg(tmp_path / "sft", autocast=False)
+    policy, tokenizer = build_policy(cfg, CPU)
+    torch.testing.assert_close(reference_logits(policy), sft_logits, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a fresh LoRA: the policy starts as the SFT model
+        torch.testing.assert_close(policy.peft_model(**batch).logits, sft_logits, atol=1e-5, rtol=1e-5)
+
+    written = train_policy(cfg, PROMPTS, toy_reward, tmp_path / "round0")
+    trained = load_causal_lm(written["adapter"], device="cpu")  # base + SFT + policy adapter
+    with torch.no_grad():
+        assert not torch.allclose(trained(**batch).logits, sft_logits, atol=1e-4)
+    following, _ = build_policy(small_cfg(written["adapter"], autocast=False), CPU)
+    torch.testing.assert_close(reference_logits(following), sft_logits, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(following.peft_model(**batch).logits, trained(**batch).logits, atol=1e-5, rtol=1e-5)
+
+
 def test_recomputed_logprobs_are_the_sampling_distribution_under_left_padding(tiny_model_dir):
     cfg = small_cfg(tiny_model_dir, autocast=False)
     policy, tokenizer = build_policy(cfg, CPU)

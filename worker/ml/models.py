@@ -123,10 +123,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, padding_side: str = "left
 
 def match_embeddings(model: PreTrainedModel, tokenizer) -> None:
     """Make the model agree with the tokenizer: embedding rows and the pad id in its configs."""
-    embeddings = model.get_input_embeddings()
-    if not isinstance(embeddings, torch.nn.Embedding):
-        raise TypeError(f"model: its input embeddings are a {type(embeddings).__name__}, not an nn.Embedding")
-    if len(tokenizer) > embeddings.num_embeddings:
+    if len(tokenizer) > _embedding_rows(model):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     generation_config = getattr(model, "generation_config", None)
@@ -134,8 +131,22 @@ def match_embeddings(model: PreTrainedModel, tokenizer) -> None:
         generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+def _embedding_rows(model: PreTrainedModel) -> int:
+    embeddings = model.get_input_embeddings()
+    if not isinstance(embeddings, torch.nn.Embedding):
+        raise TypeError(f"model: its input embeddings are a {type(embeddings).__name__}, not an nn.Embedding")
+    return embeddings.num_embeddings
+
+
 def is_adapter_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
+
+
+def base_of_adapter(path: str | os.PathLike) -> str:
+    """The folder or hub id a peft adapter was trained on (itself an adapter folder when a PPO
+    policy was trained on top of an SFT adapter)."""
+    config = json.loads((Path(path) / "adapter_config.json").read_text())
+    return config["base_model_name_or_path"]
 
 
 def load_causal_lm(
@@ -148,13 +159,21 @@ def load_causal_lm(
     """A causal LM in eval mode on `device` (default: `pick_device()`) in `dtype` (default:
     `pick_dtype(device)`). Accepts a hub id, a local HF folder, or a peft adapter folder
     (its base is loaded from the adapter's `base_model_name_or_path`; merged unless told not to).
+    An adapter's base may itself be an adapter folder (a policy trained on top of an SFT
+    adapter): that one is always merged into its own base first.
     """
     device = pick_device(device)
     dtype = dtype or pick_dtype(device)
     if is_adapter_dir(name_or_path):
-        from peft import AutoPeftModelForCausalLM
+        from peft import PeftModel
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        base = load_causal_lm(base_of_adapter(name_or_path), device="cpu", dtype=dtype)
+        if (Path(name_or_path) / "tokenizer_config.json").is_file():
+            # a pad token added for training came with new embedding rows, saved in the adapter
+            rows = len(AutoTokenizer.from_pretrained(str(name_or_path)))
+            if rows > _embedding_rows(base):
+                base.resize_token_embeddings(rows)
+        model: Any = PeftModel.from_pretrained(base, str(name_or_path))
         if merge_adapter:
             model = model.merge_and_unload()
     else:

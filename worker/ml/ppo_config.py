@@ -18,9 +18,10 @@ VALUE_MODES = ("shared", "adapter")
 @dataclass
 class PPOConfig(_Config):
     model: str = ""
-    """Starting policy: a local HF folder (base or SFT, e.g. the converted SmolLM2) or a policy
-    adapter folder from an earlier run (training continues that adapter; the reference stays
-    its base)."""
+    """Starting policy: a local HF folder (base or SFT, e.g. the converted SmolLM2), an SFT
+    adapter folder (merged into its base; that merged model is the KL reference), or a policy
+    adapter folder from an earlier run (training continues that adapter; the model that run
+    started from stays the reference)."""
     steps: int = 8
     """PPO iterations. Each samples `batch_size` prompts, rolls out, scores and updates."""
     batch_size: int = 8

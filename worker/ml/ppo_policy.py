@@ -4,7 +4,6 @@ saved policy artifact (a peft adapter folder + ranklab_card.json, optionally a m
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from worker.ml.models import (
+    base_of_adapter,
     is_adapter_dir,
     load_causal_lm,
     load_tokenizer,
     match_embeddings,
+    read_card,
     save_artifact,
 )
 from worker.ml.ppo_rollout import RewardFn
@@ -45,29 +46,35 @@ def lora_config(cfg) -> LoraConfig:
     )
 
 
-def base_of_adapter(path: str | os.PathLike) -> str:
-    config = json.loads((Path(path) / "adapter_config.json").read_text())
-    return config["base_model_name_or_path"]
+def is_policy_adapter(path: str | os.PathLike) -> bool:
+    """An adapter folder that an earlier PPO run saved (its card says kind "policy")."""
+    return is_adapter_dir(path) and read_card(path).get("kind") == "policy"
 
 
 def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
     """(policy-with-value on `device`, left-padding tokenizer) from `cfg.model`.
 
-    A plain model folder gets a fresh LoRA adapter (B = 0, so policy == reference at first);
-    an adapter folder continues that adapter, and its base stays the reference.
+    The reference (adapter disabled) is always the model the run starts from:
+    - a model folder, or an adapter folder that is not a PPO policy (an SFT adapter): that
+      model, with any adapter merged into its base, gets a fresh LoRA (B = 0, so policy ==
+      reference at first); the saved policy adapter names `cfg.model` as its base;
+    - a policy adapter from an earlier PPO run continues that adapter, and the model that run
+      started from (its base, itself merged when it is an SFT adapter) stays the reference.
     """
     model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     if not model_path:
         raise ValueError("model: name the starting policy (a model or adapter folder)")
     tokenizer = load_tokenizer(model_path)
-    if is_adapter_dir(model_path):
+    if is_policy_adapter(model_path):
         base = load_causal_lm(base_of_adapter(model_path), device=device)
         match_embeddings(base, tokenizer)
         peft_model = PeftModel.from_pretrained(base, model_path, is_trainable=True)
     else:
-        base = load_causal_lm(model_path, device=device)
+        base = load_causal_lm(model_path, device=device)  # an SFT adapter is merged here
         match_embeddings(base, tokenizer)
         peft_model = get_peft_model(base, lora_config(cfg))
+        # so the saved adapter loads on top of the start (load_causal_lm merges that one first)
+        peft_model.peft_config["default"].base_model_name_or_path = model_path
     disable_dropout(peft_model)
     probe = tokenizer(["a b c"], return_tensors="pt")
     check_head_matches(peft_model, probe["input_ids"].to(device), probe["attention_mask"].to(device))

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from transformers import AutoModel
 
 from worker.ml import ppo_math as pm
+from worker.ml.lora import resolve_lora_targets
 from worker.ml.models import (
     autocast,
     load_causal_lm,
@@ -45,11 +46,14 @@ class FourModels:
             match_embeddings(model, tokenizer)
         reference.requires_grad_(False)
         if lora:
-            policy = get_peft_model(policy, lora_config(cfg))
+            policy = get_peft_model(policy, lora_config(cfg, policy))
             critic = get_peft_model(
                 critic,
                 LoraConfig(
-                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=list(cfg.lora_targets)
+                    r=cfg.lora_r,
+                    lora_alpha=cfg.lora_alpha,
+                    lora_dropout=0.0,
+                    target_modules=list(resolve_lora_targets(critic, cfg.lora_targets, mlp=True)),
                 ),
             )
         for model in (policy, reference, critic):

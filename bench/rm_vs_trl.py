@@ -153,7 +153,8 @@ def run_trl(args, model_path: str, train_sets, val_sets, out: Path) -> dict:
             task_type="SEQ_CLS",
             r=defaults.lora_r,
             lora_alpha=defaults.lora_alpha,
-            target_modules=list(defaults.lora_targets),
+            # what RewardConfig's default (empty) lora_targets adapts on a Llama-style model
+            target_modules=list(defaults.lora_targets) or ["q_proj", "k_proj", "v_proj", "o_proj"],
             modules_to_save=["score"],
         )
     trainer = RewardTrainer(

@@ -100,7 +100,7 @@ def test_prompts_file_accepts_strings_objects_and_chats(tmp_path):
         ("val_fraction", 1.0),
         ("max_length", 8),
         ("lora_r", 0),
-        ("lora_targets", ()),
+        ("lora_targets", ("q_proj", "")),
         ("warmup_fraction", 1.0),
         ("max_tokens_per_forward", 1),
     ],

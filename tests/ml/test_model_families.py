@@ -67,8 +67,7 @@ def reward_runs(tmp_path_factory, family, family_dir) -> dict[bool, tuple[Path, 
     for share in (True, False):
         cfg = RewardConfig(
             model=str(family_dir),
-            mode="lora",
-            lora_targets=FAMILIES[family].lora_targets,
+            mode="lora",  # lora_targets empty: the family's attention projections
             learning_rate=1e-2,
             batch_rankings=4,
             val_fraction=0.25,
@@ -139,10 +138,41 @@ def test_saved_reward_model_reloads_with_plain_peft_and_scores_the_same(reward_r
     assert scorer.score(prompts, completions, normalize=False).tolist() == pytest.approx(one_by_one, abs=1e-4)
 
 
+@pytest.mark.parametrize("value_mode", ["shared", "adapter"])
+def test_default_lora_targets_adapt_attention_and_mlp_on_every_family(family, family_dir, value_mode):
+    """Phi-3 fuses q/k/v (qkv_proj), GPT-2 and NeoX name theirs c_attn / query_key_value: with
+    the Llama names as PPO's default, peft adapted Phi-3's o_proj and down_proj alone and
+    refused GPT-2/NeoX. The empty default adapts each family's own projections, in every layer."""
+    cfg = PPOConfig(model=str(family_dir), value_mode=value_mode, device="cpu", autocast=False)
+    policy, _ = build_policy(cfg, CPU)
+    adapted = {
+        name.split(".lora_A.")[0]
+        for name, param in policy.peft_model.named_parameters()
+        if ".lora_A.default." in name and param.requires_grad
+    }
+    layers = policy.causal_lm.config.num_hidden_layers
+    for target in FAMILIES[family].lora_targets:  # the attention projections
+        assert sum(name.endswith(f".{target}") for name in adapted) == layers, (target, sorted(adapted))
+    mlp = {"gate_proj", "up_proj", "down_proj", "gate_up_proj", "c_fc", "mlp.c_proj", "dense_h_to_4h"}
+    assert any(name.endswith(f".{t}") for name in adapted for t in mlp)
+    if value_mode == "adapter":
+        value_adapted = {
+            n.split(".lora_A.")[0] for n, _ in policy.peft_model.named_parameters() if ".lora_A.value." in n
+        }
+        assert value_adapted == adapted
+
+
+def test_lora_targets_that_name_no_module_are_refused_in_ppo(tmp_path):
+    model_dir = save_family_model("gpt2", tmp_path / "gpt2")
+    cfg = PPOConfig(model=str(model_dir), lora_targets=("q_proj", "c_attn"), device="cpu", autocast=False)
+    with pytest.raises(ValueError, match=r"lora_targets: q_proj name no module of GPT2LMHeadModel.*c_attn"):
+        build_policy(cfg, CPU)
+
+
 def test_ppo_logprobs_are_those_of_the_model_on_every_family(family, family_dir):
     """PPO recomputes logprobs from lm_head(last hidden) / T; they must be the model's own
     (Gemma 2 soft-caps its logits: refused before, as if it were unsupported)."""
-    cfg = PPOConfig(model=str(family_dir), lora_targets=FAMILIES[family].lora_targets, device="cpu", autocast=False)
+    cfg = PPOConfig(model=str(family_dir), device="cpu", autocast=False)
     policy, tokenizer = build_policy(cfg, CPU)
     texts = [prompt_text(tokenizer, p) + " the cat" for p in PROMPTS[:2]]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # left-padded
@@ -162,7 +192,6 @@ def test_a_ppo_step_against_the_reward_model_and_the_policy_reloads(family, fami
         ppo_epochs=1,
         max_new_tokens=12,
         learning_rate=1e-2,
-        lora_targets=FAMILIES[family].lora_targets,
         device="cpu",
         autocast=False,
     )

@@ -273,10 +273,12 @@ def test_reward_training_runs_without_dropout(tmp_path):
 
 
 def test_lora_targets_must_all_name_modules_of_the_architecture(tmp_path):
-    """Phi-3 fuses q/k/v into qkv_proj: with the default targets peft adapted o_proj alone, silently."""
+    """Phi-3 fuses q/k/v into qkv_proj: with the Llama names peft adapted o_proj alone, silently.
+    Named targets must all exist; the empty default adapts Phi-3's own attention projections."""
     model_dir = save_family_model("phi3", tmp_path / "phi3")
     tokenizer = load_tokenizer(model_dir, padding_side="right")
+    named = RewardConfig(model=str(model_dir), lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
     with pytest.raises(ValueError, match=r"lora_targets: q_proj, k_proj, v_proj name no module of Phi3.*qkv_proj"):
-        build_reward_model(RewardConfig(model=str(model_dir)), tokenizer, torch.device("cpu"))
-    cfg = RewardConfig(model=str(model_dir), lora_targets=("qkv_proj", "o_proj"))
-    build_reward_model(cfg, tokenizer, torch.device("cpu"))
+        build_reward_model(named, tokenizer, torch.device("cpu"))
+    model = build_reward_model(RewardConfig(model=str(model_dir)), tokenizer, torch.device("cpu"))
+    assert sorted(model.peft_config["default"].target_modules) == ["o_proj", "qkv_proj"]

@@ -100,8 +100,11 @@ class RewardConfig(_Config):
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA branch."""
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """Module names that get LoRA adapters (the score head is always fully trained)."""
+    lora_targets: tuple[str, ...] = ()
+    """Module names that get LoRA adapters (the score head is always fully trained); each must
+    name a module of the model. Empty (the default): the model's attention projections under
+    its family's names: q/k/v/o_proj (Llama, Qwen, Gemma, Mistral), qkv_proj + o_proj (Phi-3),
+    c_attn + attn.c_proj (GPT-2), query_key_value + attention.dense (GPT-NeoX); worker/ml/lora.py."""
     learning_rate: float = 2e-4
     """Peak learning rate (AdamW). 2e-4 suits LoRA; use ~2e-5 for full fine-tuning."""
     lr_schedule: str = "linear"
@@ -151,7 +154,7 @@ class RewardConfig(_Config):
         _check(1 <= self.lora_r <= 1024, "lora_r", f"must be between 1 and 1024, got {self.lora_r}")
         _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
         _check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
-        _check(len(self.lora_targets) > 0, "lora_targets", "name at least one module")
+        _check(all(self.lora_targets), "lora_targets", "a module name is empty")
         _check(0 < self.learning_rate < 1, "learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction", "must be in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")

@@ -165,7 +165,8 @@ class Family:
     non_special: tuple[str, ...] = ()
     """Control tokens kept by decode (Qwen3's <think>); matched in raw text like the others."""
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    """The attention projections by their module names (LoRA's usual targets)."""
+    """The attention projections by their module names: what an empty `lora_targets` adapts in
+    a reward model (lora.default_lora_targets), and in a policy together with the MLP's."""
 
 
 def _sizes(**extra: Any) -> dict[str, Any]:
@@ -313,7 +314,7 @@ FAMILIES: dict[str, Family] = {
             eos="<|endoftext|>",
             unk="<|endoftext|>",
             end_of_turn="<|endoftext|>",
-            lora_targets=("c_attn", "c_proj"),
+            lora_targets=("c_attn", "attn.c_proj"),
         ),
         Family(  # GPT-NeoX / Pythia: partial rotary, parallel residual, no pad, no chat template
             name="gpt-neox",
@@ -329,7 +330,7 @@ FAMILIES: dict[str, Family] = {
             eos="<|endoftext|>",
             unk="<|endoftext|>",
             end_of_turn="<|endoftext|>",
-            lora_targets=("query_key_value", "dense"),
+            lora_targets=("query_key_value", "attention.dense"),
         ),
     ]
 }

@@ -48,8 +48,12 @@ class PPOConfig(_Config):
     """LoRA rank of the policy adapter (and of the value adapter in value_mode "adapter")."""
     lora_alpha: int = 32
     """LoRA scaling numerator (updates are scaled by alpha / r)."""
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    """Module names that get LoRA adapters. LoRA dropout is always 0 (dropout off in RL)."""
+    lora_targets: tuple[str, ...] = ()
+    """Module names that get LoRA adapters; each must name a module of the model. Empty (the
+    default): the model's attention and MLP projections under its family's names: q/k/v/o_proj
+    + gate/up/down_proj (Llama, Qwen, Gemma, Mistral), qkv_proj, o_proj, gate_up_proj and
+    down_proj (Phi-3), c_attn, c_proj and c_fc (GPT-2), query_key_value, dense, dense_h_to_4h
+    and dense_4h_to_h (GPT-NeoX); worker/ml/lora.py. LoRA dropout is always 0 (dropout off in RL)."""
     kl_coef: float = 0.05
     """beta: weight of the per-token KL(policy || reference) penalty in the reward."""
     kl_estimator: str = "k1"
@@ -102,7 +106,7 @@ class PPOConfig(_Config):
         _check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
         _check(1 <= self.lora_r <= 1024, "lora_r", "must be between 1 and 1024")
         _check(self.lora_alpha > 0, "lora_alpha", "must be positive")
-        _check(len(self.lora_targets) > 0, "lora_targets", "name at least one module")
+        _check(all(self.lora_targets), "lora_targets", "a module name is empty")
         _check(self.kl_coef >= 0, "kl_coef", "must be >= 0")
         _check(self.kl_estimator in KL_ESTIMATORS, "kl_estimator", f"must be one of {KL_ESTIMATORS}")
         _check(self.adaptive_kl_target >= 0, "adaptive_kl_target", "must be >= 0 (0 = fixed beta)")

@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
+from worker.ml.lora import resolve_lora_targets
 from worker.ml.models import (
     base_of_adapter,
     is_adapter_dir,
@@ -36,12 +37,14 @@ def disable_dropout(model: nn.Module) -> None:
     model.eval()
 
 
-def lora_config(cfg) -> LoraConfig:
+def lora_config(cfg, model: nn.Module) -> LoraConfig:
+    """The policy's (and the value adapter's) LoRA on `model`: `cfg.lora_targets`, each checked
+    to exist, or by default the model's attention and MLP projections (lora.py)."""
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(cfg.lora_targets),
+        target_modules=list(resolve_lora_targets(model, cfg.lora_targets, mlp=True)),
         task_type="CAUSAL_LM",
     )
 
@@ -72,13 +75,13 @@ def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
     else:
         base = load_causal_lm(model_path, device=device)  # an SFT adapter is merged here
         match_embeddings(base, tokenizer)
-        peft_model = get_peft_model(base, lora_config(cfg))
+        peft_model = get_peft_model(base, lora_config(cfg, base))
         # so the saved adapter loads on top of the start (load_causal_lm merges that one first)
         peft_model.peft_config["default"].base_model_name_or_path = model_path
     disable_dropout(peft_model)
     probe = tokenizer(["a b c"], return_tensors="pt")
     check_head_matches(peft_model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
-    policy = PolicyValue(peft_model, cfg.value_mode, lora_config(cfg))
+    policy = PolicyValue(peft_model, cfg.value_mode, lora_config(cfg, peft_model.get_base_model()))
     disable_dropout(policy)
     return policy, tokenizer
 

@@ -24,6 +24,7 @@ from transformers.utils import logging as hf_logging
 from worker.ml.config import RewardConfig
 from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
 from worker.ml.formatting import encode_reward_texts, has_chat_template
+from worker.ml.lora import resolve_lora_targets
 from worker.ml.losses import LOSSES, informative, pair_accuracy_counts
 from worker.ml.models import Progress, autocast, load_tokenizer, match_embeddings, pick_device, save_artifact
 from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
@@ -79,13 +80,13 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     if cfg.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        check_lora_targets(model, cfg.lora_targets)
+        targets = resolve_lora_targets(model, cfg.lora_targets, mlp=False)
         lora = LoraConfig(
             task_type="SEQ_CLS",
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_targets),
+            target_modules=list(targets),
             modules_to_save=["score"],
         )
         model = get_peft_model(model, lora)
@@ -104,27 +105,6 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = 0.0  # type: ignore[assignment]  # torch stub: setattr takes Tensor | Module
-
-
-def check_lora_targets(model: nn.Module, targets: Sequence[str]) -> None:
-    """Raise unless every LoRA target names a module of this architecture. peft silently skips
-    the missing ones (Phi-3 fuses q/k/v into qkv_proj) or fails with a generic message when
-    none match (GPT-2 calls its projections c_attn and c_proj)."""
-    names = [name for name, _ in model.named_modules()]
-    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
-    if missing:
-        linear = sorted(
-            {
-                name.rsplit(".", 1)[-1]
-                for name, module in model.named_modules()
-                if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-            }
-            - {"score"}
-        )
-        raise ValueError(
-            f"lora_targets: {', '.join(missing)} name no module of {type(model).__name__}; "
-            f"its linear layers are {', '.join(linear)}"
-        )
 
 
 def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.Random) -> list[list[int]]:

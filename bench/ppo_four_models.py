@@ -14,17 +14,19 @@ from torch.nn import functional as F
 from transformers import AutoModel
 
 from worker.ml import ppo_math as pm
+from worker.ml.batching import position_ids
 from worker.ml.lora import resolve_lora_targets
 from worker.ml.models import (
     autocast,
+    disable_dropout,
     load_causal_lm,
     load_tokenizer,
     match_embeddings,
     pick_dtype,
 )
-from worker.ml.ppo_policy import disable_dropout, lora_config
+from worker.ml.ppo_policy import lora_config
 from worker.ml.ppo_rollout import sample_rollout, score_rollout
-from worker.ml.values import ValueHead, position_ids_for
+from worker.ml.values import ValueHead
 
 
 @dataclass
@@ -58,6 +60,7 @@ class FourModels:
             )
         for model in (policy, reference, critic):
             disable_dropout(model)
+            model.eval()
         value_head = ValueHead(critic.config.hidden_size).to(device)
 
         def trainable(module):
@@ -86,9 +89,7 @@ def _causal(model):
 def response_logits(model, ids, mask, n_context: int, temperature: float) -> torch.Tensor:
     """[B, T, V] fp32 logits of the response positions, as values.PolicyValue computes them."""
     causal = _causal(model)
-    hidden = causal.base_model(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask)
-    ).last_hidden_state
+    hidden = causal.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
     head = causal.get_output_embeddings()
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         return F.linear(hidden[:, n_context - 1 : -1].float(), head.weight.float()) / temperature
@@ -96,7 +97,7 @@ def response_logits(model, ids, mask, n_context: int, temperature: float) -> tor
 
 def critic_values(models: FourModels, ids, mask, n_context: int) -> torch.Tensor:
     trunk = _causal(models.critic)
-    hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids_for(mask)).last_hidden_state
+    hidden = trunk(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).last_hidden_state
     return models.value_head(hidden[:, n_context - 1 : -1])  # [B, T]
 
 

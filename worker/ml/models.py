@@ -131,6 +131,20 @@ def match_embeddings(model: PreTrainedModel, tokenizer) -> None:
         generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off in every module, for good (eval() alone would be undone by a stray train()).
+    PPO's rollouts and updates must see the same network or the ratio is noise (Huang et al.);
+    a reward model scores a ranking's K completions against each other, so each must go through
+    the same network, and shared-prefix scoring then equals full scoring in training too (GPT-2
+    ships dropout 0.1; TRL's RewardTrainer disables it as well). LoRA's own dropout, added
+    afterwards, stays as configured."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0  # type: ignore[assignment]  # torch stub: setattr takes Tensor | Module
+
+
 def _embedding_rows(model: PreTrainedModel) -> int:
     embeddings = model.get_input_embeddings()
     if not isinstance(embeddings, torch.nn.Embedding):

@@ -15,6 +15,7 @@ from torch import nn
 from worker.ml.lora import resolve_lora_targets
 from worker.ml.models import (
     base_of_adapter,
+    disable_dropout,
     is_adapter_dir,
     load_causal_lm,
     load_tokenizer,
@@ -24,17 +25,6 @@ from worker.ml.models import (
 )
 from worker.ml.ppo_rollout import RewardFn
 from worker.ml.values import VALUE_ADAPTER, PolicyValue, check_head_matches
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Dropout off everywhere, for good: rollouts and training must see the same network, or
-    the PPO ratio is noise (Huang et al.). eval() alone would be undone by a stray train()."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0  # type: ignore[assignment]  # torch stub: setattr takes Tensor | Module
-    model.eval()
 
 
 def lora_config(cfg, model: nn.Module) -> LoraConfig:
@@ -78,11 +68,13 @@ def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
         peft_model = get_peft_model(base, lora_config(cfg, base))
         # so the saved adapter loads on top of the start (load_causal_lm merges that one first)
         peft_model.peft_config["default"].base_model_name_or_path = model_path
-    disable_dropout(peft_model)
+    disable_dropout(peft_model)  # rollouts and updates must see the same network (Huang et al.)
+    peft_model.eval()
     probe = tokenizer(["a b c"], return_tensors="pt")
     check_head_matches(peft_model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
     policy = PolicyValue(peft_model, cfg.value_mode, lora_config(cfg, peft_model.get_base_model()))
     disable_dropout(policy)
+    policy.eval()
     return policy, tokenizer
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import AutoModelForSequenceClassification, get_scheduler
 from transformers.utils import logging as hf_logging
 
@@ -26,7 +25,15 @@ from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
 from worker.ml.formatting import encode_reward_texts, has_chat_template
 from worker.ml.lora import resolve_lora_targets
 from worker.ml.losses import LOSSES, informative, pair_accuracy_counts
-from worker.ml.models import Progress, autocast, load_tokenizer, match_embeddings, pick_device, save_artifact
+from worker.ml.models import (
+    Progress,
+    autocast,
+    disable_dropout,
+    load_tokenizer,
+    match_embeddings,
+    pick_device,
+    save_artifact,
+)
 from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
 from worker.ml.shared_prefix import common_prefix_len, prefix_shared_scores, supports_prefix_sharing
 
@@ -93,18 +100,6 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
     return model.to(device)
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Dropout off in the backbone (GPT-2 ships 0.1): the K completions of a ranking are scored
-    against each other, so each must go through the same network, and shared-prefix scoring then
-    equals full scoring in training too. TRL's RewardTrainer disables it by default as well.
-    LoRA's own dropout (`lora_dropout`) is added afterwards and stays as configured."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0  # type: ignore[assignment]  # torch stub: setattr takes Tensor | Module
 
 
 def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.Random) -> list[list[int]]:

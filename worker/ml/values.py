@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.ml.batching import position_ids
 from worker.ml.ppo_config import VALUE_MODES
 
 POLICY_ADAPTER = "default"
@@ -55,12 +56,6 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.score(hidden.float()).squeeze(-1)
-
-
-def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` assigns them; without these the
-    recomputed logprobs of left-padded rows would not match the ones sampled from."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class PolicyValue(nn.Module):
@@ -90,7 +85,8 @@ class PolicyValue(nn.Module):
         out = trunk(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=position_ids_for(attention_mask),
+            # as generate() assigns them: else left-padded rows would not get the sampled logprobs
+            position_ids=position_ids(attention_mask),
             use_cache=False,
         )
         return out.last_hidden_state
@@ -168,10 +164,10 @@ def check_head_matches(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.no_grad():
         own = causal_lm(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask)
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
         ).logits
         hidden = causal_lm.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask)
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
         ).last_hidden_state
         ours = soft_cap(causal_lm.get_output_embeddings()(hidden), causal_lm.config)
     if not torch.allclose(own.float(), ours.float(), atol=1e-4, rtol=1e-4):

@@ -282,3 +282,36 @@ def test_lora_targets_must_all_name_modules_of_the_architecture(tmp_path):
         build_reward_model(named, tokenizer, torch.device("cpu"))
     model = build_reward_model(RewardConfig(model=str(model_dir)), tokenizer, torch.device("cpu"))
     assert sorted(model.peft_config["default"].target_modules) == ["o_proj", "qkv_proj"]
+
+
+def test_reward_training_and_scoring_refuse_a_pad_equal_to_the_end_of_turn(tiny_model_dir):
+    """A tokenizer built in memory (not by load_tokenizer) with pad == end of turn: the head would
+    read each reward one token early. Training and scoring refuse it, naming the token."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.pad_token = "<|im_end|>"
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    sets = group_rankings(quality_rankings(2, 4, seed=5))
+    message = r"pad token <\|im_end\|> is the end-of-turn token"
+    with pytest.raises(ValueError, match=message):
+        RewardScorer(model, tokenizer, use_autocast=False)
+    with pytest.raises(ValueError, match=message):
+        encode_sets(tokenizer, sets, 64)
+    with pytest.raises(ValueError, match=message):
+        build_reward_model(RewardConfig(model=str(tiny_model_dir)), tokenizer, torch.device("cpu"))
+
+
+def test_reward_scorer_reads_the_reward_at_the_end_of_turn_whatever_the_model_config_pad(tiny_model_dir):
+    """A model passed in memory whose config pad is the end-of-turn id (SmolLM2's GGUF layout):
+    the head read every padded row at its last pad column. RewardScorer makes the model's pad
+    the tokenizer's, as RewardScorer.load does."""
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="right")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    prompts, completions = ["tell a story", "hello"], [" the cat is good and the dog is good .", " ok"]
+    scorer = RewardScorer(model, tokenizer, use_autocast=False)
+    with torch.no_grad():
+        one_by_one = [
+            model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+            for ids in encode_reward_texts(tokenizer, prompts, completions, 64)
+        ]
+    assert scorer.score(prompts, completions, normalize=False).tolist() == pytest.approx(one_by_one, abs=1e-5)

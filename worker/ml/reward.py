@@ -36,6 +36,7 @@ from worker.ml.models import (
 )
 from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
 from worker.ml.shared_prefix import common_prefix_len, prefix_shared_scores, supports_prefix_sharing
+from worker.ml.special_tokens import stop_tokens
 
 _SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
@@ -57,7 +58,9 @@ class EncodedSet:
 
 
 def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[EncodedSet]:
-    """Tokenise each completion once; completions nobody ranked are dropped."""
+    """Tokenise each completion once; completions nobody ranked are dropped. Refuses a tokenizer
+    whose pad is the end-of-turn token (special_tokens.stop_tokens)."""
+    stop_tokens(tokenizer)
     encoded = []
     for ranked in sets:
         used = [k for k in range(len(ranked.completions)) if any(row[k] >= 0 for row in ranked.levels)]
@@ -70,7 +73,9 @@ def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[E
 
 
 def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
-    """Backbone + fresh score head, in fp32 weights (autocast supplies bf16 speed)."""
+    """Backbone + fresh score head, in fp32 weights (autocast supplies bf16 speed). Refuses a
+    tokenizer whose pad is the end-of-turn token: the head would read the reward before it."""
+    stop_tokens(tokenizer)
     torch.manual_seed(cfg.seed)
     # The score head is new by design; silence the loader's "missing weights" report for it.
     verbosity = hf_logging.get_verbosity()

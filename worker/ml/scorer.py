@@ -16,6 +16,7 @@ from worker.ml.batching import pad_token_ids, position_ids
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_reward_texts, encode_texts
 from worker.ml.models import autocast, is_adapter_dir, load_tokenizer, pick_device, pick_dtype, read_card
+from worker.ml.special_tokens import stop_tokens
 
 
 def sequence_scores(
@@ -90,6 +91,9 @@ class RewardScorer:
         use_autocast: bool = True,
         max_tokens: int = 8192,
     ):
+        pad = stop_tokens(tokenizer).pad  # the one pad rule: never the end-of-turn token (special_tokens.py)
+        # The classification head reads the score at the last id that is not its config's pad.
+        model.config.pad_token_id = pad
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.mean, self.std = float(mean), float(std) if std > 0 else 1.0
@@ -119,7 +123,6 @@ class RewardScorer:
             ).merge_and_unload()
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=dtype)
-        model.config.pad_token_id = tokenizer.pad_token_id
         card = read_card(path)
         norm = card.get("reward_normalization", {})
         return cls(

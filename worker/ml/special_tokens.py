@@ -1,5 +1,6 @@
 """The one EOS/pad rule: which ids end a response, which id pads, and the end-of-turn token the
-reward model reads. Generation, PPO rollouts, reward texts and the tokenizer loader all ask
+reward model reads. Generation, PPO rollouts, reward texts, reward training and scoring (which
+refuse a tokenizer given in memory that breaks the pad rule) and the tokenizer loader all ask
 here (SFT and DPO must too), so a response ends at the same token everywhere.
 
 Stop ids = the tokenizer's eos ∪ the model's generation_config eos (an id or a list) ∪ the chat
@@ -76,6 +77,7 @@ def stop_tokens(tokenizer, generation_config=None) -> StopTokens:
         what = "has no pad token" if pad is None else f"pad token {tokenizer.pad_token} is the end-of-turn token"
         raise ValueError(
             f"tokenizer: {what}, so a reward model would not read the reward at the end of the answer; "
-            "load the tokenizer with worker.ml.models.load_tokenizer, which picks a distinct pad token"
+            "load the tokenizer with worker.ml.models.load_tokenizer, which picks a distinct pad token "
+            "(or call worker.ml.models.ensure_distinct_pad on it)"
         )
     return StopTokens(ids=ids, end_of_turn=end_id, pad=pad)

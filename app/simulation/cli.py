@@ -16,6 +16,7 @@ HELP = {
     "labelers": "simulated labeler accounts",
     "overlap": "rankings per task (2+ measures agreement)",
     "max_new_tokens": "completion length cap (tokens)",
+    "temperature": "sampling temperature of the labeled completions and of PPO's rollouts",
     "ppo_steps": "PPO iterations per round",
     "ppo_lr": "PPO learning rate",
     "kl_coef": "PPO KL penalty beta",

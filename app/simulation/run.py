@@ -69,6 +69,8 @@ class Options:
     labelers: int = 3
     overlap: int = 2
     max_new_tokens: int = 48
+    temperature: float = 1.0
+    """Sampling temperature of the labeled completions and of PPO's rollouts alike."""
     ppo_steps: int = 6
     ppo_lr: float = 1e-4
     kl_coef: float = 0.05
@@ -91,7 +93,10 @@ def round_config(o: Options) -> dict[str, Any]:
         "k": o.k,
         "seed": o.seed,
         "prompts": {"count": o.prompts, "validation_fraction": 0.25},
-        "generation": {"max_new_tokens": o.max_new_tokens, "temperature": 1.0, "top_p": 0.95, "prompts_per_task": 4},
+        # Sampled as a real round samples: no top-p (PPO samples without it), and PPO's rollouts
+        # take generation's budget and temperature, so the reward model scores answers drawn the
+        # way the ones it learned from were.
+        "generation": {"max_new_tokens": o.max_new_tokens, "temperature": o.temperature, "prompts_per_task": 4},
         "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
         "ppo": {
             "steps": o.ppo_steps,
@@ -100,9 +105,7 @@ def round_config(o: Options) -> dict[str, Any]:
             "ppo_epochs": 4,
             "learning_rate": o.ppo_lr,
             "kl_coef": o.kl_coef,
-            "max_new_tokens": o.max_new_tokens,
             # No bonus for ending: whatever PPO gains must come from the learned reward model.
-            "temperature": 1.0,
             "missing_eos_penalty": 0.0,
         },
         "labeling": {"min_coverage": 1.0, "auto_start": False},

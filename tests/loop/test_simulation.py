@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.rounds.schemas import RoundConfigIn
 from app.settings import ROOT
 from app.simulation.gold import agreement_with_gold, expected_agreement, gold_reward, pairwise_agreement, solve_sigma
-from app.simulation.run import Options, simulate
+from app.simulation.run import Options, round_config, simulate
+from worker.loop.configs import generation_config, ppo_config
 
 
 def test_gold_prefers_short_finished_answers():
@@ -51,6 +53,15 @@ def _processes_using(data_dir: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_the_simulated_rounds_sample_rollouts_like_the_ranked_completions():
+    """The simulation sampled labeled completions with top-p 0.95 and PPO without it, so its
+    reward model scored rollouts drawn otherwise than the answers it learned from."""
+    stored = RoundConfigIn.model_validate(round_config(Options())).model_dump(mode="json")
+    gen, ppo = generation_config(stored, batch=0, number=0), ppo_config(stored, model="m")
+    assert gen.top_p == 1.0
+    assert (ppo.max_new_tokens, ppo.temperature) == (gen.max_new_tokens, gen.temperature) == (48, 1.0)
 
 
 def test_one_simulated_round_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path):

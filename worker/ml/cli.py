@@ -56,8 +56,10 @@ class ProgressBars:
 
 def field_docs(cls) -> dict[str, str]:
     """{field: docstring} from the string literal written under each dataclass field."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    node = ast.parse(inspect.getsource(cls)).body[0]
+    if not isinstance(node, ast.ClassDef):
+        raise TypeError(f"{cls!r} is not a class")
+    body = node.body
     docs = {}
     for node, after in zip(body, body[1:], strict=False):
         if (

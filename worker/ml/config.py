@@ -8,7 +8,10 @@ ValueError that names the field, so a bad request fails before any model is load
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 LR_SCHEDULES = ("linear", "cosine", "constant")
 RM_LOSSES = ("kwise", "plackett_luce")
@@ -32,12 +35,12 @@ def _check(ok: bool, name: str, message: str) -> None:
 class _Config:
     """Shared helpers: a plain dict for cards, and construction from a dict that names bad keys."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+    def to_dict(self: DataclassInstance) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    def from_dict(cls: type[DataclassInstance], data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")

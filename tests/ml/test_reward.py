@@ -315,3 +315,41 @@ def test_reward_scorer_reads_the_reward_at_the_end_of_turn_whatever_the_model_co
             for ids in encode_reward_texts(tokenizer, prompts, completions, 64)
         ]
     assert scorer.score(prompts, completions, normalize=False).tolist() == pytest.approx(one_by_one, abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_a_reward_model_on_an_sft_adapter_starts_from_the_sft_model(tiny_model_dir, tmp_path, mode):
+    """A round started from an SFT adapter folder trains its reward model on that folder. The
+    backbone was the pre-SFT base with LoRA (transformers loaded the adapter unmerged and the
+    reward LoRA dropped it) and had nothing to train in full mode. It is the merged SFT model
+    now, and the saved reward model scores as it did in training."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from worker.ml.models import load_causal_lm
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft.save_pretrained(tmp_path / "sft")
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "sft")
+    tokenizer = load_tokenizer(tmp_path / "sft", padding_side="right")
+    batch = tokenizer(["hello world cat"], return_tensors="pt")
+    with torch.no_grad():
+        sft_hidden = load_causal_lm(tmp_path / "sft", device="cpu").model(**batch).last_hidden_state
+
+    cfg = RewardConfig(model=str(tmp_path / "sft"), mode=mode, val_fraction=0.0, autocast=False)
+    model = build_reward_model(cfg, tokenizer, torch.device("cpu")).eval()
+    backbone = model.get_base_model().model if mode == "lora" else model.model
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(**batch).last_hidden_state, sft_hidden, atol=1e-5, rtol=1e-5)
+    assert any(p.requires_grad for name, p in model.named_parameters() if "score" not in name)
+
+    rankings = quality_rankings(8, 4, seed=2)
+    metrics = train_reward(cfg, rankings, tmp_path / "rm")
+    sets = group_rankings(rankings)
+    prompts = [s.prompt for s in sets for _ in s.completions]
+    completions = [c for s in sets for c in s.completions]
+    scores = RewardScorer.load(tmp_path / "rm", device="cpu", use_autocast=False).score(
+        prompts, completions, normalize=False
+    )
+    assert float(scores.mean()) == pytest.approx(metrics["reward_mean"], abs=1e-4)

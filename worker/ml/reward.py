@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, get_scheduler
+from transformers import get_scheduler
 from transformers.utils import logging as hf_logging
 
 from worker.ml.config import RewardConfig
@@ -34,7 +34,7 @@ from worker.ml.models import (
     pick_device,
     save_artifact,
 )
-from worker.ml.scorer import score_sequences, sequence_scores, token_budget_chunks
+from worker.ml.scorer import score_sequences, sequence_classifier, sequence_scores, token_budget_chunks
 from worker.ml.shared_prefix import common_prefix_len, prefix_shared_scores, supports_prefix_sharing
 from worker.ml.special_tokens import stop_tokens
 
@@ -81,7 +81,7 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.model, num_labels=1, dtype=torch.float32)
+        model = sequence_classifier(cfg.model)  # an SFT adapter folder: merged into its base
     finally:
         hf_logging.set_verbosity(verbosity)
     match_embeddings(model, tokenizer)
@@ -242,7 +242,8 @@ def train_reward(
         "reward_normalization": {"mean": mean, "std": std},
         "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
         "load": "worker.ml.scorer.RewardScorer.load(path); or AutoPeftModelForSequence"
-        "Classification.from_pretrained(path, num_labels=1) for LoRA artifacts",
+        "Classification.from_pretrained(path, num_labels=1) for LoRA artifacts whose base is a model "
+        "folder (a base that is an adapter folder must be merged first, as RewardScorer.load does)",
     }
     save_artifact(model, tokenizer, out_dir, card)
     _report(on_progress, 1, 1, "saved")

@@ -15,8 +15,40 @@ from transformers import AutoModelForSequenceClassification
 from worker.ml.batching import pad_token_ids, position_ids
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_reward_texts, encode_texts
-from worker.ml.models import autocast, is_adapter_dir, load_tokenizer, pick_device, pick_dtype, read_card
+from worker.ml.models import (
+    autocast,
+    base_of_adapter,
+    is_adapter_dir,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    read_card,
+)
 from worker.ml.special_tokens import stop_tokens
+
+
+def sequence_classifier(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32):
+    """A one-output AutoModelForSequenceClassification on the backbone at `name_or_path` (a
+    model folder or hub id, or an adapter folder such as an SFT adapter), with a fresh score head.
+
+    An adapter is merged into its base first (models.load_causal_lm, chains included) and the
+    score head goes on that merged backbone, so the reward model starts from the SFT model
+    (InstructGPT). transformers' own loading of an adapter folder leaves it unmerged and frozen:
+    a LoRA added on top silently dropped it (the reward model trained on the pre-SFT base), and
+    full fine-tuning had no trainable parameter. The model keeps `name_or_path` as its name, so
+    a LoRA saved on it names the adapter folder as its base (RewardScorer.load merges that chain).
+    """
+    if not is_adapter_dir(name_or_path):
+        return AutoModelForSequenceClassification.from_pretrained(str(name_or_path), num_labels=1, dtype=dtype)
+    causal = load_causal_lm(name_or_path, device="cpu", dtype=dtype)
+    config = causal.config
+    config.num_labels = 1
+    config.name_or_path = str(name_or_path)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+    model.base_model.load_state_dict(causal.base_model.state_dict())
+    model.name_or_path = str(name_or_path)
+    return model.eval()
 
 
 def sequence_scores(
@@ -115,7 +147,16 @@ class RewardScorer:
         device = pick_device(device)
         dtype = dtype or pick_dtype(device)
         tokenizer = load_tokenizer(path)
-        if is_adapter_dir(path):
+        if is_adapter_dir(path) and is_adapter_dir(base_of_adapter(path)):
+            # a LoRA reward model on an SFT adapter: merge the SFT adapter, then this one
+            from peft import PeftModel
+
+            model = sequence_classifier(base_of_adapter(path), dtype=dtype)
+            rows = len(tokenizer)
+            if rows > model.get_input_embeddings().num_embeddings:
+                model.resize_token_embeddings(rows)
+            model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        elif is_adapter_dir(path):
             from peft import AutoPeftModelForSequenceClassification
 
             model = AutoPeftModelForSequenceClassification.from_pretrained(

@@ -378,6 +378,22 @@ def test_reward_artifact_folder_is_loaded_frozen_and_adaptive_kl_moves_beta(tiny
     assert metrics["kl_coef"][1] == pytest.approx(cfg.kl_coef * (1 - 0.2 / 2))
 
 
+def test_adaptive_beta_carries_over_to_the_next_round_of_the_policy_line(tiny_model_dir, tmp_path):
+    """beta restarted at kl_coef every round, so an adaptive target could move it only within
+    one round's few steps. The next round (continuing the policy adapter) starts where the last
+    one ended; a fixed-beta run is unaffected."""
+    first = train_policy(
+        small_cfg(tiny_model_dir, steps=2, adaptive_kl_target=6.0), PROMPTS, toy_reward, tmp_path / "r0"
+    )
+    carried = first["kl_coef_next"]
+    assert carried < first["kl_coef"][-1] < 0.05  # KL far below the target: beta shrank each step
+    assert read_card(tmp_path / "r0")["kl_coef_next"] == carried
+    second = train_policy(small_cfg(tmp_path / "r0", adaptive_kl_target=6.0), PROMPTS, toy_reward, tmp_path / "r1")
+    assert second["kl_coef"][0] == pytest.approx(carried)
+    fixed = train_policy(small_cfg(tmp_path / "r0"), PROMPTS, toy_reward, tmp_path / "r2")
+    assert fixed["kl_coef"] == [0.05] and "kl_coef_next" not in fixed
+
+
 @pytest.mark.parametrize(("kl", "factor"), [(12.0, 1.1**8), (6.6, 1.05**8), (6.0, 1.0), (3.0, 0.9**8)])
 def test_adaptive_kl_tracks_its_target_within_a_default_round(kl, factor):
     """Ziegler et al.'s controller with the default horizon, over a round's default 8 steps of 8

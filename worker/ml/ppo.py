@@ -22,13 +22,13 @@ from torch import nn
 
 from worker.ml import ppo_math as pm
 from worker.ml.data import Prompt
-from worker.ml.models import Progress, autocast, pick_device
+from worker.ml.models import Progress, autocast, pick_device, read_card
 from worker.ml.ppo_config import PPOConfig
-from worker.ml.ppo_policy import build_policy, resolve_reward, save_policy
+from worker.ml.ppo_policy import build_policy, is_policy_adapter, resolve_reward, save_policy
 from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
 from worker.ml.values import PolicyValue
 
-__all__ = ["PPOConfig", "kl_controller", "ppo_step", "train_policy"]
+__all__ = ["PPOConfig", "kl_controller", "ppo_step", "starting_kl_coef", "train_policy"]
 
 
 def ppo_step(
@@ -148,14 +148,27 @@ def ppo_step(
     return stats
 
 
-def kl_controller(cfg: PPOConfig) -> pm.FixedKLController | pm.AdaptiveKLController:
+def kl_controller(cfg: PPOConfig, start: float | None = None) -> pm.FixedKLController | pm.AdaptiveKLController:
     """beta's controller: fixed, or Ziegler et al.'s adaptive one when a KL target is set. Its
     horizon is counted in samples, as theirs; ours is set in iterations of `batch_size`
-    rollouts, so it means the same at every batch size a round may use."""
+    rollouts, so it means the same at every batch size a round may use. The adaptive one starts
+    from `start` when given (`starting_kl_coef`), else from cfg.kl_coef."""
     if cfg.adaptive_kl_target <= 0:
         return pm.FixedKLController(cfg.kl_coef)
     horizon = cfg.adaptive_kl_horizon_steps * cfg.batch_size
-    return pm.AdaptiveKLController(cfg.kl_coef, cfg.adaptive_kl_target, horizon)
+    return pm.AdaptiveKLController(cfg.kl_coef if start is None else start, cfg.adaptive_kl_target, horizon)
+
+
+def starting_kl_coef(cfg: PPOConfig) -> float:
+    """beta at the start of this run. With adaptive KL, a run continuing a policy adapter whose
+    run adapted beta too starts from the beta that run ended with (its card's `kl_coef_next`):
+    the controller carries on along one policy line instead of restarting at kl_coef each round.
+    Otherwise cfg.kl_coef."""
+    if cfg.adaptive_kl_target > 0 and is_policy_adapter(cfg.model):
+        carried = read_card(cfg.model).get("kl_coef_next")
+        if isinstance(carried, (int, float)) and carried > 0:
+            return float(carried)
+    return cfg.kl_coef
 
 
 def train_policy(
@@ -182,7 +195,7 @@ def train_policy(
     policy, tokenizer = build_policy(cfg, device)
     reward_fn = resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
-    kl_ctl = kl_controller(cfg)
+    kl_ctl = kl_controller(cfg, start=starting_kl_coef(cfg))
 
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []
@@ -209,5 +222,7 @@ def train_policy(
         "metrics": {name: values[-1] for name, values in history.items()},
         "samples_per_second": metrics["samples_per_second"],
     }
+    if cfg.adaptive_kl_target > 0:  # where the next round of this policy line starts beta
+        card["kl_coef_next"] = metrics["kl_coef_next"] = kl_ctl.value
     metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
     return metrics

@@ -60,7 +60,9 @@ class PPOConfig(_Config):
     """Per-token KL estimate in the reward: "k1" (log ratio), "k2" or "k3" (see ppo_math)."""
     adaptive_kl_target: float = 0.0
     """When > 0, beta adapts so the mean per-response KL tracks this value (Ziegler et al.);
-    0 keeps beta fixed."""
+    0 keeps beta fixed. beta starts at kl_coef, or, when `model` is a policy adapter from an
+    earlier adaptive run, where that run left it (its card's `kl_coef_next`), so the controller
+    carries on across the rounds of one policy line."""
     adaptive_kl_horizon_steps: float = 2.0
     """How fast the adaptive beta moves, in PPO iterations: each iteration multiplies beta by
     1 + e / horizon, e = clip(KL / target - 1, -0.2, 0.2) (Ziegler et al.'s controller, whose

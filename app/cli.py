@@ -26,24 +26,9 @@ from app.settings import ROOT, Settings, get_settings
 
 def _embedded_worker(settings: Settings) -> subprocess.Popen | None:
     """A solo-pool Celery worker beside the web process, for the no-server default set-up."""
-    from worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE  # celery only; no torch in this process
+    from worker.celery_app import solo_worker_command  # celery only; no torch in this process
 
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--pool=solo",
-        "--concurrency=1",
-        "--prefetch-multiplier=1",
-        "-Q",
-        f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
-        "--loglevel=INFO",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    command = solo_worker_command()
     try:
         return subprocess.Popen(command, cwd=ROOT)
     except OSError as exc:

@@ -5,6 +5,8 @@ SQLite file, so no server is needed and the same task code runs in both."""
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 
 from app.settings import Settings, get_settings
@@ -25,6 +27,28 @@ SWEEP_ROUNDS = "ranklab.round.sweep"
 # Queues: training steps run one at a time per GPU worker; generation batches can fan out.
 TRAIN_QUEUE = "train"
 GENERATE_QUEUE = "generate"
+
+
+def solo_worker_command(*extra: str) -> list[str]:
+    """The one-process worker `ranklab serve` starts beside the web server (and the loop tests
+    start): one task at a time, both queues, no gossip between workers. `extra` is appended."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "--prefetch-multiplier=1",
+        "-Q",
+        f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        *extra,
+    ]
 
 
 def broker_url(settings: Settings) -> str:

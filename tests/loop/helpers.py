@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.settings import ROOT, Settings
 from tests.factories import csrf_of, login
-from worker.celery_app import GENERATE_QUEUE, TRAIN_QUEUE
+from worker.celery_app import solo_worker_command
 
 # A tiny model computes nothing a second thread would speed up, and on a shared 2-core machine
 # OpenMP spin-waiting makes it much slower (tests/ml/conftest.py).
@@ -43,25 +42,7 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--prefetch-multiplier=1",
-            "-Q",
-            f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel=INFO",
-            "-n",
-            f"test-{uuid.uuid4().hex[:8]}@%h",
-        ]
+        command = solo_worker_command("--without-heartbeat", "-n", f"test-{uuid.uuid4().hex[:8]}@%h")
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
 

@@ -1,6 +1,7 @@
 """All ORM tables, shared by the web process and the worker."""
 
 from app.models._types import utcnow
+from app.models.evaluation import CompletionScore, Evaluation, EvaluationStatus, VersionEval
 from app.models.labeling import (
     Assignment,
     AssignmentState,
@@ -15,6 +16,10 @@ from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundPrompt
 from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession
 
 __all__ = [
+    "CompletionScore",
+    "Evaluation",
+    "EvaluationStatus",
+    "VersionEval",
     "ApiToken",
     "Assignment",
     "AssignmentState",

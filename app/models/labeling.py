@@ -22,7 +22,7 @@ class TaskStatus(StrEnum):
 
 
 class RankingTask(Base):
-    """One prompt with 4–9 completions to rank."""
+    """One prompt with 4–9 completions to rank, or (kind pairwise_eval) two to compare blind."""
 
     __tablename__ = "ranking_tasks"
     __table_args__ = (Index("ix_ranking_tasks_handout", "project_id", "status", "id"),)
@@ -32,6 +32,10 @@ class RankingTask(Base):
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("training_rounds.id", ondelete="SET NULL"), index=True)
     """The training round whose policy produced these completions (None: uploaded)."""
+    kind: Mapped[str] = mapped_column(String(24), default="ranking", server_default="ranking")
+    """The task type (app/labeling/task_types.py): "ranking", or "pairwise_eval" for evaluations."""
+    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
+    """The evaluation this task belongs to (pairwise_eval tasks only)."""
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open)
     slots_taken: Mapped[int] = mapped_column(Integer, default=0)
     """Live leases + submitted rankings; the handout compares it with the project's overlap.

@@ -49,6 +49,8 @@ class ProjectMember(Base):
 class PromptSplit(StrEnum):
     train = "train"
     validation = "validation"
+    eval = "eval"
+    """The project's fixed evaluation set: never generated for ranking, never trained on."""
 
 
 class Prompt(Base):
@@ -64,7 +66,8 @@ class Prompt(Base):
     """Chat turns [{"role": "system"|"user"|"assistant", "content": str}]; the last is the user's."""
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     split: Mapped[str] = mapped_column(String(16), default=PromptSplit.train)
-    """train or validation: rounds hold validation prompts out of RM training."""
+    """train, validation (held out of RM training, measures its accuracy) or eval (the fixed
+    evaluation set: no round takes it; only evaluations and eval metrics use it)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     completions: Mapped[list[Completion]] = relationship(back_populates="prompt", order_by="Completion.id")

@@ -118,11 +118,12 @@ def enqueue_step(db: Session, *, training_round: TrainingRound) -> list[str]:
 
 
 def unused_prompts(db: Session, *, project_id: int, limit: int | None) -> list[Prompt]:
-    """Prompts no round has taken and no ranking task shows yet, oldest first."""
+    """Prompts no round has taken and no ranking task shows yet, oldest first (never the eval set)."""
     query = (
         select(Prompt)
         .where(
             Prompt.project_id == project_id,
+            Prompt.split != PromptSplit.eval,
             ~exists().where(RoundPrompt.prompt_id == Prompt.id),
             ~exists().where(RankingTask.prompt_id == Prompt.id),
         )

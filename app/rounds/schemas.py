@@ -123,6 +123,13 @@ class PPOSettings(BaseModel):
         ),
     )
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank of the policy adapter.")
+    reward_source: Literal["reward_model", "zero"] = Field(
+        "reward_model",
+        description=(
+            "reward_model: PPO maximises the round's reward model. zero: a control run in which the policy "
+            "sees only the KL penalty, to show what PPO does without a preference signal."
+        ),
+    )
 
     @model_validator(mode="after")
     def _minibatch_fits(self) -> PPOSettings:
@@ -147,6 +154,30 @@ class LabelingThreshold(BaseModel):
     auto_start: bool = Field(
         False, description=("Start training by itself once the threshold is reached; otherwise an admin starts it.")
     )
+
+
+class EvaluationSettings(BaseModel):
+    """What a round measures after PPO, on the project's eval prompts (split "eval", never trained on)."""
+
+    model_config = STRICT
+    metrics: bool = Field(
+        True,
+        description=(
+            "After PPO, the new policy (and the base, the first time) answers the eval prompts with a fixed "
+            "seed; stored per version: reward score, length, EOS share, KL to the reference, distinct-n and "
+            "the length-controlled reward win rate against the previous policy."
+        ),
+    )
+    max_prompts: int = Field(64, ge=1, le=100_000, description="Eval prompts used: the first N, the same every round.")
+    seed: int = Field(1234, ge=0, le=INT32_MAX, description="Sampling seed of the eval answers (fixed across rounds).")
+    human: bool = Field(
+        False, description="Also launch a blind human evaluation of the new policy against `human_against`."
+    )
+    human_against: list[Literal["previous", "base", "sft"]] = Field(
+        default_factory=lambda: ["previous"],
+        description="Opponents of the new policy in the human evaluation (those that exist).",
+    )
+    human_prompts: int = Field(32, ge=1, le=100_000, description="Eval prompts per pair in the human evaluation.")
 
 
 class RoundConfigIn(BaseModel):
@@ -179,6 +210,7 @@ class RoundConfigIn(BaseModel):
     reward: RewardSettings = Field(default_factory=RewardSettings)
     ppo: PPOSettings = Field(default_factory=PPOSettings)
     labeling: LabelingThreshold = Field(default_factory=LabelingThreshold)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 
 
 class StartTrainingIn(BaseModel):

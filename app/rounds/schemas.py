@@ -156,6 +156,9 @@ class LabelingThreshold(BaseModel):
     )
 
 
+Opponent = Literal["previous", "base", "sft"]
+
+
 class EvaluationSettings(BaseModel):
     """What a round measures after PPO, on the project's eval prompts (split "eval", never trained on)."""
 
@@ -173,8 +176,8 @@ class EvaluationSettings(BaseModel):
     human: bool = Field(
         False, description="Also launch a blind human evaluation of the new policy against `human_against`."
     )
-    human_against: list[Literal["previous", "base", "sft"]] = Field(
-        default_factory=lambda: ["previous"],
+    human_against: list[Opponent] = Field(
+        default_factory=lambda: list[Opponent](["previous"]),
         description="Opponents of the new policy in the human evaluation (those that exist).",
     )
     human_prompts: int = Field(32, ge=1, le=100_000, description="Eval prompts per pair in the human evaluation.")

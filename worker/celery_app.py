@@ -22,6 +22,11 @@ TRAIN_POLICY = "ranklab.round.train_policy"
 """(round_id): PPO from the round's policy against its reward model."""
 GENERATE_NEXT = "ranklab.round.generate_next"
 """(round_id): create the next round from the new policy and enqueue its generation."""
+EVALUATE_ROUND = "ranklab.round.evaluate"
+"""(round_id): eval-set completions and automatic metrics for the new policy (docs/evaluation-metrics.md)."""
+GENERATE_EVAL = "ranklab.generate_eval"
+"""(evaluation_id): each version's missing eval completions, then the evaluation opens for labeling.
+Enqueued on GENERATE_QUEUE, like GENERATE_BATCH."""
 SWEEP_ROUNDS = "ranklab.round.sweep"
 """(): re-enqueue steps whose worker died; auto-start rounds whose labeling reached the threshold."""
 # Queues: training steps run one at a time per GPU worker; generation batches can fan out.

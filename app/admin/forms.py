@@ -8,11 +8,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from app.models import DEFAULT_FLAGS, Project
 from app.projects import service as projects
 
 NUMBER_FIELDS = ("k_min", "k_max", "overlap", "lease_minutes")
 TEXT_FIELDS = ("name", "description", "guidelines")
+
+
+class ProjectFields(BaseModel):
+    """The settings form as posted: every field a string, blank when missing (parse() says what is
+    wrong with each, so a missing field is a message on the page, not a 422 from the framework)."""
+
+    name: str = ""
+    description: str = ""
+    guidelines: str = ""
+    k_min: str = ""
+    k_max: str = ""
+    overlap: str = ""
+    lease_minutes: str = ""
+    flags: str = ""
 
 
 @dataclass

@@ -36,20 +36,8 @@ def new_project(request: Request, _admin: AdminDep, settings: SettingsDep):
     )
 
 
-def _form_fields(
-    name: str = "",
-    description: str = "",
-    guidelines: str = "",
-    k_min: str = "",
-    k_max: str = "",
-    overlap: str = "",
-    lease_minutes: str = "",
-    flags: str = "",
-) -> dict[str, str]:
-    return locals()
-
-
 FormText = Annotated[str, Form()]
+ProjectFields = Annotated[forms.ProjectFields, Form()]
 
 
 @pages.post("/projects", dependencies=[CsrfDep])
@@ -57,16 +45,9 @@ def create_project(
     request: Request,
     db: DbDep,
     _admin: AdminDep,
-    name: FormText = "",
-    description: FormText = "",
-    guidelines: FormText = "",
-    k_min: FormText = "",
-    k_max: FormText = "",
-    overlap: FormText = "",
-    lease_minutes: FormText = "",
-    flags: FormText = "",
+    fields: ProjectFields,
 ):
-    form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
+    form = forms.parse(fields.model_dump())
     project = forms.save(db, form=form)
     if project is None:
         return page(request, "admin/project_form.html", {"form": form, "project": None}, status_code=422)
@@ -84,16 +65,9 @@ def save_settings(
     db: DbDep,
     _admin: AdminDep,
     project: ProjectDep,
-    name: FormText = "",
-    description: FormText = "",
-    guidelines: FormText = "",
-    k_min: FormText = "",
-    k_max: FormText = "",
-    overlap: FormText = "",
-    lease_minutes: FormText = "",
-    flags: FormText = "",
+    fields: ProjectFields,
 ):
-    form = forms.parse(_form_fields(name, description, guidelines, k_min, k_max, overlap, lease_minutes, flags))
+    form = forms.parse(fields.model_dump())
     if forms.save(db, form=form, project=project) is None:  # refused: nothing was changed
         return page(request, "admin/project_form.html", {"form": form, "project": project}, status_code=422)
     return RedirectResponse(f"/admin/projects/{project.id}?saved=1", status_code=303)

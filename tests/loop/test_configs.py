@@ -25,7 +25,7 @@ from pydantic.fields import FieldInfo
 from app.rounds.schemas import GenerationSettings, PPOSettings, RewardSettings, RoundConfigIn
 from worker.loop.configs import generation_config, ppo_config, reward_config
 from worker.ml.config import RM_LOSSES, RM_MODES, GenerationConfig, RewardConfig
-from worker.ml.ppo_config import PPOConfig
+from worker.ml.ppo_config import REWARD_SOURCES, PPOConfig
 
 SECTIONS: dict[str, tuple[type[BaseModel], type]] = {
     "generation": (GenerationSettings, GenerationConfig),
@@ -34,8 +34,9 @@ SECTIONS: dict[str, tuple[type[BaseModel], type]] = {
 }
 TOP_LEVEL: dict[str, tuple[type, ...]] = {"k": (GenerationConfig,), "seed": (RewardConfig, PPOConfig)}
 """Top-level settings and the dataclasses whose same-named field they set."""
-NOT_ML = {"model", "prompts", "labeling"}
-"""Resolved by the loop (the starting ModelVersion) or not training settings at all."""
+NOT_ML = {"model", "prompts", "labeling", "evaluation"}
+"""Resolved by the loop (the starting ModelVersion) or not training settings at all (evaluation:
+the loop's eval step, worker/loop/evaluation.py)."""
 LOOP_ONLY = {"generation.prompts_per_task"}
 """Settings the loop acts on itself (generation jobs of this many prompts)."""
 DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature"}
@@ -55,7 +56,7 @@ WEB_ONLY_LIMITS = {
 }
 """Caps the form sets where the library takes any value (a seed that fits int32, a run that
 fits a sane budget)."""
-ML_CHOICES = {"reward.loss": RM_LOSSES, "reward.mode": RM_MODES}
+ML_CHOICES = {"reward.loss": RM_LOSSES, "reward.mode": RM_MODES, "ppo.reward_source": REWARD_SOURCES}
 """The dataclass's allowed values for each choice setting."""
 
 

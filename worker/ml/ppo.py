@@ -148,6 +148,11 @@ def ppo_step(
     return stats
 
 
+def zero_reward(prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
+    """The control run's reward (PPOConfig.reward_source "zero"): 0 for every response."""
+    return torch.zeros(len(responses))
+
+
 def kl_controller(cfg: PPOConfig, start: float | None = None) -> pm.FixedKLController | pm.AdaptiveKLController:
     """beta's controller: fixed, or Ziegler et al.'s adaptive one when a KL target is set. Its
     horizon is counted in samples, as theirs; ours is set in iterations of `batch_size`
@@ -193,7 +198,7 @@ def train_policy(
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     policy, tokenizer = build_policy(cfg, device)
-    reward_fn = resolve_reward(reward_model_or_fn, device)
+    reward_fn = zero_reward if cfg.reward_source == "zero" else resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
     kl_ctl = kl_controller(cfg, start=starting_kl_coef(cfg))
 

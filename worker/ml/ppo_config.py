@@ -12,6 +12,7 @@ from worker.ml.config import SAMPLING_MAX_NEW_TOKENS, SAMPLING_TEMPERATURE, _che
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 VALUE_MODES = ("shared", "adapter")
+REWARD_SOURCES = ("reward_model", "zero")
 """See worker/ml/values.py for what each value mode means and costs."""
 
 
@@ -72,6 +73,10 @@ class PPOConfig(_Config):
     """Opt-in: subtracted from the score of a response that hit `max_new_tokens` without a stop
     token. 0 (the default) leaves such answers to the reward model, which learned from
     completions cut at the same budget; a penalty is a length prior (docs/loop.md)."""
+    reward_source: str = "reward_model"
+    """"reward_model": maximise the given reward. "zero": a control run whose score is 0 for
+    every response, so only the KL penalty shapes the policy (what PPO does without any
+    preference signal; the reward is not even loaded)."""
     whiten_rewards: bool = False
     """Scale per-token rewards to unit variance (mean kept) before GAE."""
     gamma: float = 1.0
@@ -114,6 +119,11 @@ class PPOConfig(_Config):
         _check(self.adaptive_kl_target >= 0, "adaptive_kl_target", "must be >= 0 (0 = fixed beta)")
         _check(self.adaptive_kl_horizon_steps >= 1, "adaptive_kl_horizon_steps", "must be at least 1")
         _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0")
+        _check(
+            self.reward_source in REWARD_SOURCES,
+            "reward_source",
+            f"must be one of {REWARD_SOURCES}, got {self.reward_source!r}",
+        )
         _check(0 < self.gamma <= 1, "gamma", "must be in (0, 1]")
         _check(0 <= self.lam <= 1, "lam", "must be in [0, 1]")
         _check(self.clip_range > 0, "clip_range", "must be positive")

@@ -15,9 +15,14 @@ from app.models import (
     Assignment,
     AssignmentState,
     Completion,
+    CompletionSource,
+    Evaluation,
+    EvaluationStatus,
+    ModelVersion,
     Project,
     ProjectMember,
     Prompt,
+    PromptSplit,
     Ranking,
     RankingTask,
     Role,
@@ -62,6 +67,65 @@ def make_task(
     db.add_all(completions)
     db.flush()
     task = RankingTask(project_id=project.id, prompt_id=prompt.id)
+    db.add(task)
+    db.flush()
+    db.add_all(TaskCompletion(task_id=task.id, completion_id=c.id, position=i) for i, c in enumerate(completions))
+    db.commit()
+    return task
+
+
+def make_eval_task(
+    db: Session,
+    project: Project,
+    *,
+    evaluation: Evaluation | None = None,
+    texts: tuple[str, str] | None = None,
+    prompt_text: str | None = None,
+) -> RankingTask:
+    """A blind evaluation task as the evaluation service creates one: an eval-split prompt, one
+    completion from each of the evaluation's two versions (source "model", purpose "eval"), and a
+    ranking_tasks row of kind "pairwise_eval". Without `evaluation`, a new one comparing two new
+    policy versions (named "secret-policy-<n>-old"/"-new", so a test can look for the names).
+    `texts`: the first version's completion, then the second's."""
+    n = next(_seq)
+    if evaluation is None:
+        versions = [
+            ModelVersion(project_id=project.id, kind="policy", name=f"secret-policy-{n}-{age}", base_model="tiny/base")
+            for age in ("old", "new")
+        ]
+        db.add_all(versions)
+        db.flush()
+        ids = [v.id for v in versions]
+        evaluation = Evaluation(
+            project_id=project.id,
+            name=f"evaluation {n}",
+            status=EvaluationStatus.labeling,
+            version_ids=ids,
+            comparisons=[ids],
+            config={"prompts": 1, "seed": 0},
+        )
+        db.add(evaluation)
+        db.flush()
+    first, second = evaluation.comparisons[0]
+    prompt = Prompt(
+        project_id=project.id, external_id=f"eval{n}", text=prompt_text or f"Eval prompt {n}", split=PromptSplit.eval
+    )
+    db.add(prompt)
+    db.flush()
+    texts = texts or (f"answer of version {first} to eval prompt {n}", f"answer of version {second} to eval prompt {n}")
+    completions = [
+        Completion(
+            prompt_id=prompt.id,
+            text=text,
+            source=CompletionSource.model,
+            model_version_id=version_id,
+            generation_params={"purpose": "eval", "seed": 0},
+        )
+        for version_id, text in zip((first, second), texts, strict=True)
+    ]
+    db.add_all(completions)
+    db.flush()
+    task = RankingTask(project_id=project.id, prompt_id=prompt.id, kind="pairwise_eval", evaluation_id=evaluation.id)
     db.add(task)
     db.flush()
     db.add_all(TaskCompletion(task_id=task.id, completion_id=c.id, position=i) for i, c in enumerate(completions))

@@ -256,10 +256,10 @@ def test_ppo_rolls_out_like_the_completions_the_reward_model_was_trained_on():
     assert ppo.missing_eos_penalty == 0.0
 
     # A round that changes the generation settings changes PPO's with them ...
-    stored = RoundConfigIn.model_validate({"k": 4, "generation": {"max_new_tokens": 100, "temperature": 1.0}})
-    ppo = _loop_configs(stored.model_dump(mode="json"))[PPOConfig]
+    changed = RoundConfigIn.model_validate({"k": 4, "generation": {"max_new_tokens": 100, "temperature": 1.0}})
+    ppo = _loop_configs(changed.model_dump(mode="json"))[PPOConfig]
     assert (ppo.max_new_tokens, ppo.temperature) == (100, 1.0)
     # ... unless PPO's are set on purpose.
-    stored = RoundConfigIn.model_validate({"k": 4, "ppo": {"max_new_tokens": 16, "temperature": 0.5}})
-    ppo = _loop_configs(stored.model_dump(mode="json"))[PPOConfig]
+    changed = RoundConfigIn.model_validate({"k": 4, "ppo": {"max_new_tokens": 16, "temperature": 0.5}})
+    ppo = _loop_configs(changed.model_dump(mode="json"))[PPOConfig]
     assert (ppo.max_new_tokens, ppo.temperature) == (16, 0.5)

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from worker.ml.evaluation import (
+    answer_config,
     answer_logprobs,
     distinct_n,
     encode_answers,
+    generate_answers,
     kl_to_reference,
     lc_win_rate,
     length_stats,
@@ -117,3 +119,12 @@ def test_answer_logprobs_match_a_direct_sum(tiny_model):
             logp = torch.log_softmax(model(input_ids=ids).logits[0].float() / 0.5, dim=-1)
         expected = sum(float(logp[len(query) - 1 + t, tok]) for t, tok in enumerate(response))
         assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_eval_answers_are_one_per_prompt_and_seeded(tiny_model_dir):
+    cfg = answer_config(temperature=0.7, top_p=1.0, max_new_tokens=5, seed=7, device="cpu")
+    first = generate_answers(str(tiny_model_dir), ["tell a story", "say hello", "why"], cfg)
+    again = generate_answers(str(tiny_model_dir), ["tell a story", "say hello", "why"], cfg)
+    assert cfg.k == 1 and len(first) == 3
+    assert [a.text for a in first] == [a.text for a in again]
+    assert all(a.finish_reason in ("eos", "length") and a.token_count <= 5 for a in first)

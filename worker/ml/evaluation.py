@@ -26,9 +26,11 @@ from typing import Any
 
 import torch
 
+from worker.ml.config import GenerationConfig
 from worker.ml.data import Prompt
 from worker.ml.formatting import encode_texts, prompt_text
-from worker.ml.models import load_causal_lm, load_tokenizer, match_embeddings, pick_device
+from worker.ml.generate import Completion, generate
+from worker.ml.models import Progress, load_causal_lm, load_tokenizer, match_embeddings, pick_device
 from worker.ml.ppo_math import logprobs_of_labels
 from worker.ml.special_tokens import stop_tokens
 
@@ -78,6 +80,26 @@ def text_metrics(texts: Sequence[str], token_counts: Sequence[int], finish_reaso
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
     }
+
+
+def answer_config(
+    *, temperature: float, top_p: float, max_new_tokens: int, seed: int, device: str | None = None
+) -> GenerationConfig:
+    """Sampling of the eval answers: one per prompt, the round's temperature, top-p and budget,
+    a fixed seed. GenerationConfig checks k against the labeling bounds (4 to 9), so the checks
+    run at k=4 and k is then set to the one answer an eval prompt gets."""
+    cfg = GenerationConfig(
+        k=4, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, device=device
+    )
+    cfg.k = 1
+    return cfg
+
+
+def generate_answers(
+    model: str | os.PathLike, prompts: Sequence[Prompt], cfg: GenerationConfig, on_progress: Progress | None = None
+) -> list[Completion]:
+    """One answer per prompt, in prompt order (generate.generate with `answer_config`)."""
+    return [answers[0] for answers in generate(model, prompts, cfg, on_progress)]
 
 
 # ---- KL to the reference ------------------------------------------------------------------------

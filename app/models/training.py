@@ -19,6 +19,7 @@ class RoundStatus(StrEnum):
     labeling = "labeling"
     training_reward = "training_reward"
     training_policy = "training_policy"
+    evaluating = "evaluating"
     generating_next = "generating_next"
     done = "done"
     failed = "failed"

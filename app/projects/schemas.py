@@ -71,6 +71,9 @@ class ProjectOut(BaseModel):
 
 class ProgressOut(BaseModel):
     prompts: int
+    eval_prompts: int = Field(
+        description='Prompts of split "eval": the fixed eval set, never generated for ranking nor trained on.'
+    )
     tasks: int = Field(description="Open and complete tasks (retired ones are left out).")
     tasks_open: int
     tasks_complete: int

@@ -15,6 +15,7 @@ from app.models import (
     AssignmentState,
     Project,
     Prompt,
+    PromptSplit,
     Ranking,
     RankingTask,
     TaskStatus,
@@ -106,6 +107,8 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
     rankings it wants (0.0 for a project without tasks)."""
     live = RankingTask.status != TaskStatus.retired
     prompts = db.scalar(select(func.count()).select_from(Prompt).where(Prompt.project_id == project.id))
+    in_eval = Prompt.split == PromptSplit.eval
+    eval_prompts = db.scalar(select(func.count()).select_from(Prompt).where(Prompt.project_id == project.id, in_eval))
     by_status = dict(
         db.execute(
             select(RankingTask.status, func.count())
@@ -136,6 +139,7 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
     wanted = tasks * project.overlap
     return {
         "prompts": prompts,
+        "eval_prompts": eval_prompts,
         "tasks": tasks,
         "tasks_open": by_status.get(TaskStatus.open, 0),
         "tasks_complete": by_status.get(TaskStatus.complete, 0),

@@ -21,7 +21,17 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.markdown import html_columns
-from app.models import Completion, CompletionSource, Project, Prompt, RankingTask, TaskCompletion, TaskStatus, utcnow
+from app.models import (
+    Completion,
+    CompletionSource,
+    Project,
+    Prompt,
+    PromptSplit,
+    RankingTask,
+    TaskCompletion,
+    TaskStatus,
+    utcnow,
+)
 from app.prompts.jsonl import describe_errors, parse_lines
 from app.prompts.schemas import CompletionGroupIn, CompletionIn
 from app.prompts.store import DEFAULT_MAX_TEXT_CHARS, IngestReport, insert_prompt_rows, prompt_row, too_long
@@ -159,6 +169,12 @@ def _as_record(index: int, item: dict[str, Any] | CompletionIn) -> CompletionIn:
 
 def _check_group(project: Project, record: CompletionGroupIn, max_text_chars: int) -> tuple[str | None, dict | None]:
     """(why the line is refused or None, the row of the prompt it carries or None)."""
+    if record.split == PromptSplit.eval:
+        return (
+            "split: eval prompts are the fixed eval set and take no ranking tasks; upload them as prompts "
+            "(evaluations compare model versions on them)",
+            None,
+        )
     try:
         check_completion_set(project, record.completions, max_text_chars)
     except CompletionsRejected as exc:

@@ -68,7 +68,12 @@ class PromptIn(BaseModel):
     )
     metadata: JsonObject = Field(default_factory=dict, description="Any JSON object, kept with the prompt.")
     split: PromptSplit = Field(
-        PromptSplit.train, description="validation prompts are held out of reward-model training."
+        PromptSplit.train,
+        description=(
+            "train (default); validation: held out of reward-model training, measures its accuracy; eval: the "
+            "project's fixed eval set, never generated for ranking nor trained on, used by evaluations and eval "
+            "metrics (docs/evaluation.md)."
+        ),
     )
 
     @field_validator("text")

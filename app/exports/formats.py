@@ -37,6 +37,8 @@ _pair_ids = [
     ("prompt_external_id", pa.string()),
     ("chosen_id", pa.int64()),
     ("rejected_id", pa.int64()),
+    ("source", pa.string()),
+    ("evaluation_id", pa.int64()),
 ]
 
 RANKINGS = pa.schema(
@@ -55,6 +57,8 @@ RANKINGS = pa.schema(
         ("comment", pa.string()),
         ("late", pa.bool_()),
         ("submitted_at", pa.string()),
+        ("source", pa.string()),
+        ("evaluation_id", pa.int64()),
     ]
 )
 CONSENSUS = pa.schema(

@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 
 from app.deps import ExportTokenDep, SettingsDep
 from app.exports import formats, service
-from app.exports.service import PairStyle
+from app.exports.service import PairStyle, TaskSource
 from app.json_api import UNPROCESSABLE, ErrorOut, Responses
 from app.projects.deps import ProjectDep
 
@@ -26,6 +26,16 @@ class ExportFormat(StrEnum):
 
 
 FormatQuery = Annotated[ExportFormat, Query(alias="format", description="jsonl (streamed) or parquet.")]
+TasksQuery = Annotated[
+    TaskSource,
+    Query(
+        alias="tasks",
+        description=(
+            "ranking (default): ranking tasks only; evaluation: blind evaluation judgments only (two model "
+            "versions' answers to an eval prompt); all: both. Each row's `source` says which it came from."
+        ),
+    ),
+]
 RESPONSES: Responses = {
     200: {
         "description": "JSONL (one object per line) or a Parquet file.",
@@ -45,12 +55,16 @@ def export_rankings(
     settings: SettingsDep,
     _token: ExportTokenDep,
     export_format: FormatQuery = ExportFormat.jsonl,
+    source: TasksQuery = TaskSource.ranking,
 ):
     """One row per submitted ranking: `ranking` (groups of completion ids, best first; a group
     of several is a tie) and `ranking_texts` in the same shape, the task's `completions`,
     `display_order` as shown, per-completion `flags`, `none_acceptable`, `time_spent_ms`,
-    `comment`, `late`, `submitted_at`, and `labeler_id`: a stable pseudonym (never the email)."""
-    produce = partial(service.iter_rankings, project_id=project.id, secret=settings.resolved_secret_key())
+    `comment`, `late`, `submitted_at`, `labeler_id`: a stable pseudonym (never the email), and
+    `source` (ranking or evaluation) with `evaluation_id`."""
+    produce = partial(
+        service.iter_rankings, project_id=project.id, secret=settings.resolved_secret_key(), source=source
+    )
     return _respond(request, produce, formats.RANKINGS, export_format, f"project-{project.id}-rankings")
 
 
@@ -58,7 +72,11 @@ def export_rankings(
     "/consensus", summary="Export the consensus ranking per task", response_class=StreamingResponse, responses=RESPONSES
 )
 def export_consensus(
-    request: Request, project: ProjectDep, _token: ExportTokenDep, export_format: FormatQuery = ExportFormat.jsonl
+    request: Request,
+    project: ProjectDep,
+    _token: ExportTokenDep,
+    export_format: FormatQuery = ExportFormat.jsonl,
+    source: TasksQuery = TaskSource.ranking,
 ):
     """One row per task with at least one ranking. Method: each labeler's ranking gives every
     completion a rank (1 = best, tied completions share the mean of the ranks they span); the
@@ -68,7 +86,7 @@ def export_consensus(
     labelers (-1..1). Each completion carries its `mean_rank` and flag counts."""
     return _respond(
         request,
-        partial(service.iter_consensus, project_id=project.id),
+        partial(service.iter_consensus, project_id=project.id, source=source),
         formats.CONSENSUS,
         export_format,
         f"project-{project.id}-consensus",
@@ -85,6 +103,7 @@ def export_pairs(
     _token: ExportTokenDep,
     export_format: FormatQuery = ExportFormat.jsonl,
     style: Annotated[PairStyle, Query(description="standard or conversational")] = PairStyle.standard,
+    source: TasksQuery = TaskSource.ranking,
 ):
     """One row per (ranking, chosen above rejected); ties give no pair. `style=standard`:
     prompt/chosen/rejected are strings (a multi-turn chat prompt is flattened to 'Role: content'
@@ -92,8 +111,16 @@ def export_pairs(
     user turn), chosen and rejected are `[{"role": "assistant", "content": ...}]`. Loads with
     `datasets.load_dataset("json", ...)` straight into TRL's RewardTrainer or DPOTrainer. The
     extra columns (ids, `rank_gap` = rank groups apart) are dropped by TRL; rename `rank_gap` to
-    `margin` to use TRL's margin loss."""
-    produce = partial(service.iter_pairs, project_id=project.id, secret=settings.resolved_secret_key(), style=style)
+    `margin` to use TRL's margin loss. `tasks=evaluation` (or `all`) adds blind evaluation
+    judgments so they can train too: one pair per judgment with a winner (a tie or "both bad"
+    gives none), `source` = "evaluation" and its `evaluation_id`."""
+    produce = partial(
+        service.iter_pairs,
+        project_id=project.id,
+        secret=settings.resolved_secret_key(),
+        style=style,
+        source=source,
+    )
     schema = formats.PAIRS_CONVERSATIONAL if style is PairStyle.conversational else formats.PAIRS_STANDARD
     return _respond(request, produce, schema, export_format, f"project-{project.id}-pairs-{style}")
 

@@ -12,13 +12,39 @@ from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.orm import Session, aliased
 
 from app.exports.consensus import consensus
 from app.models import Completion, PairwiseComparison, Prompt, Ranking, RankingTask, TaskCompletion
 
 BATCH = 500
+
+
+class TaskSource(StrEnum):
+    """Which tasks' judgments an export holds."""
+
+    ranking = "ranking"
+    """Ranking tasks (uploaded or a round's): what the exports always held."""
+    evaluation = "evaluation"
+    """Blind evaluation tasks (kind pairwise_eval): two versions' answers, one judged better or tied."""
+    all = "all"
+
+
+EVALUATION_KIND = "pairwise_eval"
+
+
+def _tasks_from(source: TaskSource):
+    """The condition on RankingTask that keeps `source`'s tasks."""
+    if source is TaskSource.ranking:
+        return RankingTask.kind != EVALUATION_KIND
+    if source is TaskSource.evaluation:
+        return RankingTask.kind == EVALUATION_KIND
+    return true()
+
+
+def _source_of(kind: str) -> str:
+    return TaskSource.evaluation.value if kind == EVALUATION_KIND else TaskSource.ranking.value
 
 
 class PairStyle(StrEnum):
@@ -34,9 +60,16 @@ def labeler_pseudonym(secret: str, user_id: int) -> str:
     return f"labeler-{digest[:16]}"
 
 
-def iter_rankings(db: Session, *, project_id: int, secret: str) -> Iterator[dict[str, Any]]:
+def iter_rankings(
+    db: Session, *, project_id: int, secret: str, source: TaskSource = TaskSource.ranking
+) -> Iterator[dict[str, Any]]:
     """Every submitted ranking, oldest first, with its ties, texts, flags and timing."""
-    for page in _pages(db, select(Ranking).where(Ranking.project_id == project_id), Ranking.id):
+    query = (
+        select(Ranking)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(Ranking.project_id == project_id, _tasks_from(source))
+    )
+    for page in _pages(db, query, Ranking.id):
         rankings = [row[0] for row in page]
         tasks = _task_context(db, {r.task_id for r in rankings})
         for ranking in rankings:
@@ -61,13 +94,17 @@ def iter_rankings(db: Session, *, project_id: int, secret: str) -> Iterator[dict
                 "comment": ranking.comment,
                 "late": ranking.late,
                 "submitted_at": ranking.created_at.isoformat(),
+                "source": task["source"],
+                "evaluation_id": task["evaluation_id"],
             }
 
 
-def iter_consensus(db: Session, *, project_id: int) -> Iterator[dict[str, Any]]:
+def iter_consensus(
+    db: Session, *, project_id: int, source: TaskSource = TaskSource.ranking
+) -> Iterator[dict[str, Any]]:
     """One row per task with at least one ranking: the mean-rank consensus and agreement stats."""
     query = select(RankingTask.id, RankingTask.status).where(
-        RankingTask.project_id == project_id, RankingTask.rankings_count > 0
+        RankingTask.project_id == project_id, RankingTask.rankings_count > 0, _tasks_from(source)
     )
     for tasks in _pages(db, query, RankingTask.id):
         by_task: dict[int, list[Ranking]] = defaultdict(list)
@@ -109,10 +146,13 @@ def iter_consensus(db: Session, *, project_id: int) -> Iterator[dict[str, Any]]:
             }
 
 
-def iter_pairs(db: Session, *, project_id: int, secret: str, style: PairStyle) -> Iterator[dict[str, Any]]:
+def iter_pairs(
+    db: Session, *, project_id: int, secret: str, style: PairStyle, source: TaskSource = TaskSource.ranking
+) -> Iterator[dict[str, Any]]:
     """Preference pairs in TRL's prompt/chosen/rejected form, one per PairwiseComparison row
-    (ties gave no row). `rank_gap` (groups apart) is not named `margin` on purpose: TRL's
-    RewardTrainer would add a column of that name to its loss."""
+    (ties, and an evaluation's tie or "both bad", gave no row). `rank_gap` (groups apart) is not
+    named `margin` on purpose: TRL's RewardTrainer would add a column of that name to its loss.
+    `source` says whether a row came from a ranking or an evaluation task."""
     chosen, rejected = aliased(Completion), aliased(Completion)
     query = (
         select(
@@ -129,13 +169,15 @@ def iter_pairs(db: Session, *, project_id: int, secret: str, style: PairStyle) -
             chosen.text,
             rejected.id,
             rejected.text,
+            RankingTask.kind,
+            RankingTask.evaluation_id,
         )
         .join(Ranking, Ranking.id == PairwiseComparison.ranking_id)
         .join(RankingTask, RankingTask.id == PairwiseComparison.task_id)
         .join(Prompt, Prompt.id == RankingTask.prompt_id)
         .join(chosen, chosen.id == PairwiseComparison.chosen_id)
         .join(rejected, rejected.id == PairwiseComparison.rejected_id)
-        .where(Ranking.project_id == project_id)
+        .where(Ranking.project_id == project_id, _tasks_from(source))
     )
     for rows in _pages(db, query, PairwiseComparison.id):
         for (
@@ -152,6 +194,8 @@ def iter_pairs(db: Session, *, project_id: int, secret: str, style: PairStyle) -
             chosen_text,
             rejected_id,
             rejected_text,
+            kind,
+            evaluation_id,
         ) in rows:
             if style is PairStyle.conversational:
                 prompt: Any = messages or [{"role": "user", "content": text}]
@@ -171,6 +215,8 @@ def iter_pairs(db: Session, *, project_id: int, secret: str, style: PairStyle) -
                 "prompt_external_id": external_id,
                 "chosen_id": chosen_id,
                 "rejected_id": rejected_id,
+                "source": _source_of(kind),
+                "evaluation_id": evaluation_id,
             }
 
 
@@ -203,11 +249,19 @@ def _task_context(db: Session, task_ids: set[int]) -> dict[int, dict[str, Any]]:
     """Per task: prompt columns, its completions in task order, and completion id -> text."""
     context: dict[int, dict[str, Any]] = {}
     rows = db.execute(
-        select(RankingTask.id, Prompt.id, Prompt.external_id, Prompt.text, Prompt.messages)
+        select(
+            RankingTask.id,
+            Prompt.id,
+            Prompt.external_id,
+            Prompt.text,
+            Prompt.messages,
+            RankingTask.kind,
+            RankingTask.evaluation_id,
+        )
         .join(Prompt, Prompt.id == RankingTask.prompt_id)
         .where(RankingTask.id.in_(task_ids))
     )
-    for task_id, prompt_id, external_id, text, messages in rows:
+    for task_id, prompt_id, external_id, text, messages, kind, evaluation_id in rows:
         context[task_id] = {
             "prompt": {
                 "prompt_id": prompt_id,
@@ -217,6 +271,8 @@ def _task_context(db: Session, task_ids: set[int]) -> dict[int, dict[str, Any]]:
             },
             "completions": [],
             "texts": {},
+            "source": _source_of(kind),
+            "evaluation_id": evaluation_id,
         }
     items = db.execute(
         select(TaskCompletion.task_id, TaskCompletion.position, Completion.id, Completion.text, Completion.model_name)

@@ -7,11 +7,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from app.simulation.run import Options, simulate
+from app.simulation.run import Options, controls_text, simulate
 
 HELP = {
     "rounds": "training rounds (the report covers rounds 0..N; round N is generated and labeled, not trained)",
-    "prompts": "prompts per round",
+    "prompts": "training prompts per round (a quarter held out for the reward model's validation)",
+    "eval_prompts": "prompts in the eval split (never trained on); the final human evaluation uses them all",
     "k": "completions per prompt (4-9)",
     "labelers": "simulated labeler accounts",
     "overlap": "rankings per task (2+ measures agreement)",
@@ -25,19 +26,29 @@ HELP = {
     "model": "policy to start from (folder or hub id); empty: the bundled SmolLM2-135M-Instruct",
     "data_dir": "fresh data dir to use (default: a new temporary one)",
     "port": "web port (0: a free one)",
-    "seed": "seed for prompts, noise and training",
+    "seeds": "comma-separated seeds; each runs every variant (prompts, noise and training follow the seed)",
+    "control": "none (the real run), shuffled (the team submits random rankings) or zero_reward (PPO, KL only)",
+    "controls": "run all three variants per seed (overrides --control)",
+    "human_eval": "after the last round, launch a blind evaluation last policy vs base and let the team judge it",
+    "eval_metrics": "also run each round's automatic eval metrics step (costs a generation per round)",
     "torch_threads": "torch threads in the worker (0: all cores; 1 was much faster on a busy shared CPU)",
     "target_agreement": "inter-labeler agreement to tune noise to",
+    "position_logit": "labelers' preference for the earlier-shown item, as a logit on a tied pair",
     "timeout_minutes": "give up after this long",
+    "gold_controls": "print the gold of the reference answers and of the fixed control answers, and exit",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Options):
         default = f.default
+        flag = f"--{f.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[f.name])
+            continue
         kind = Path if f.name == "data_dir" else type(default) if default is not None else str
         parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
+            flag,
             type=kind,
             default=default,
             help=HELP[f.name] + ("" if default is None else f" (default: {default!r})"),
@@ -46,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = Options(**{f.name: getattr(args, f.name) for f in fields(Options)})
+    if options.gold_controls:
+        print(controls_text(options))
+        return 0
     try:
         simulate(options)
     except (RuntimeError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""The per-round figures `ranklab simulate` prints (and docs/loop.md records).
+"""The figures `ranklab simulate` prints: per run (one seed × one variant) and over seeds.
 
 Row r describes the policy that wrote round r's completions (the base for r = 0, else the policy
 round r−1 trained) and the reward model round r trained on the rankings of rounds 0..r.
@@ -6,16 +6,24 @@ round r−1 trained) and the reward model round r trained on the rankings of rou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.simulation.team import RoundRecord
+
+VARIANTS = ("none", "shuffled", "zero_reward")
+VARIANT_NAMES = {"none": "real", "shuffled": "control: shuffled-label RM", "zero_reward": "control: PPO, zero reward"}
 
 
 @dataclass
 class Row:
     number: int
     gold: float
+    lc_gold: float
+    win_vs_base: float
+    """P(gold of a round-r completion > gold of a round-0 completion), ties half: unpaired, over
+    all pairs of the two rounds' completions (their prompts come from the same templates)."""
     words: float
     tokens: float | None
     agreement: float
@@ -25,17 +33,37 @@ class Row:
     """KL(policy ‖ base) of the policy that wrote this round's completions (None for the base)."""
     rm_accuracy: float | None = None
     rm_pairs: int | None = None
-    ood_accuracy: float | None = None
     ppo: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Human:
+    """The product's blind evaluation of the last policy against the base, judged by the team."""
+
+    evaluation_id: int
+    win_rate: float | None
+    low: float | None
+    high: float | None
+    judgments: int
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def probability_of_superiority(xs: list[float], ys: list[float]) -> float:
+    if not xs or not ys:
+        return float("nan")
+    wins = sum((x > y) + 0.5 * (x == y) for x in xs for y in ys)
+    return wins / (len(xs) * len(ys))
+
+
 class Report:
-    def __init__(self, target_agreement: float):
-        self.target = target_agreement
+    def __init__(self, target_agreement: float, *, seed: int = 0, variant: str = "none"):
+        self.target, self.seed, self.variant = target_agreement, seed, variant
         self.rows: list[Row] = []
         self.records: list[RoundRecord] = []
         self.minutes = 0.0
-        self._round_ids: list[int] = []
+        self.base_id: int | None = None
+        self.last_policy_id: int | None = None
+        self.human: Human | None = None
 
     def add(self, number: int, round_data: dict, record: RoundRecord) -> None:
         metrics = round_data.get("metrics") or {}
@@ -47,10 +75,16 @@ class Report:
             seen.orders.update(rec.orders)
         agreement, pairs = record.agreement()
         ceiling, _ceiling_pairs = seen.gold_agreement()
+        if number == 0:
+            self.base_id = round_data.get("policy_in_id")
+        if round_data.get("policy_out_id"):
+            self.last_policy_id = round_data["policy_out_id"]
         self.rows.append(
             Row(
                 number=number,
                 gold=record.gold_mean(),
+                lc_gold=record.lc_gold_mean(),
+                win_vs_base=probability_of_superiority(list(record.gold.values()), list(self.records[0].gold.values())),
                 words=record.words_mean(),
                 tokens=(metrics.get("generation") or {}).get("mean_tokens"),
                 agreement=agreement,
@@ -62,20 +96,12 @@ class Report:
                 ppo=metrics.get("policy") or {},
             )
         )
-        self._round_ids.append(round_data["id"])
-
-    def refresh_ood(self, admin, project_id: int) -> None:
-        """Each round's reward model on the next round's fresh rankings (measured by the worker)."""
-        by_id = {r["id"]: r for r in admin.call("GET", f"/api/v1/projects/{project_id}/rounds")}
-        for row, round_id in zip(self.rows, self._round_ids, strict=True):
-            figure = (by_id.get(round_id, {}).get("metrics") or {}).get("reward_next_round")
-            if figure:
-                row.ood_accuracy = figure.get("accuracy")
 
     def line(self, number: int) -> str:
         row = self.rows[number]
         return (
-            f"round {number}: gold {row.gold:+.3f}, {row.words:.1f} words, agreement {row.agreement:.1%}, "
+            f"round {number}: gold {row.gold:+.3f} (length-controlled {row.lc_gold:+.3f}), win vs base "
+            f"{row.win_vs_base:.1%}, {row.words:.1f} words, agreement {row.agreement:.1%}, "
             f"RM val acc {_pct(row.rm_accuracy)} (ceiling {row.ceiling:.1%}), "
             f"PPO score {row.ppo.get('score_first', float('nan')):+.3f} → {row.ppo.get('score', float('nan')):+.3f}, "
             f"KL {row.ppo.get('kl', float('nan')):.3f}"
@@ -83,31 +109,35 @@ class Report:
 
     def table(self) -> str:
         header = (
-            f"{'round':>5} {'policy':>12} {'gold':>7} {'words':>6} {'tokens':>6} {'KL':>6} "
-            f"{'agree':>6} {'RM acc':>7} {'ceiling':>7} {'RM OOD':>7}"
+            f"{'round':>5} {'policy':>8} {'gold':>7} {'LC gold':>7} {'win/base':>8} {'words':>6} {'KL':>6} "
+            f"{'agree':>6} {'RM acc':>7} {'ceiling':>7}"
         )
-        lines = [header, "-" * len(header)]
+        lines = [f"seed {self.seed}, {VARIANT_NAMES[self.variant]}", header, "-" * len(header)]
         for row in self.rows:
             policy = "base" if row.number == 0 else f"PPO r{row.number - 1}"
             lines.append(
-                f"{row.number:>5} {policy:>12} {row.gold:>+7.3f} {row.words:>6.1f} "
-                f"{_num(row.tokens, '6.1f')} {_num(row.kl, '6.3f')} {row.agreement:>6.1%} "
-                f"{_pct(row.rm_accuracy):>7} {row.ceiling:>7.1%} {_pct(row.ood_accuracy):>7}"
+                f"{row.number:>5} {policy:>8} {row.gold:>+7.3f} {row.lc_gold:>+7.3f} {row.win_vs_base:>8.1%} "
+                f"{row.words:>6.1f} {_num(row.kl, '6.3f')} {row.agreement:>6.1%} "
+                f"{_pct(row.rm_accuracy):>7} {row.ceiling:>7.1%}"
             )
         total_agree = [r for r in self.rows if r.agreement_pairs]
         pairs = sum(r.agreement_pairs for r in total_agree)
         overall = sum(r.agreement * r.agreement_pairs for r in total_agree) / pairs if pairs else float("nan")
         lines += [
-            "",
             f"labeler agreement overall {overall:.1%} on {pairs} pairs (target {self.target:.1%}); "
             f"gold reward round 0 → {self.rows[-1].number}: {self.rows[0].gold:+.3f} → "
             f"{self.rows[-1].gold:+.3f}; {self.minutes:.1f} minutes",
-            "gold, words, tokens: means over the round's completions; KL: that policy vs the base "
-            "(last PPO batch); RM acc: the reward model trained in that round, on held-out validation "
-            "prompts; ceiling: how often the labels agree with gold (a perfect model's accuracy); "
-            "RM OOD: that reward model on the next round's fresh rankings.",
         ]
+        if self.human is not None:
+            lines.append(f"simulated-human win rate, last policy vs base: {human_text(self.human)}")
         return "\n".join(lines)
+
+
+def human_text(human: Human) -> str:
+    if human.win_rate is None:
+        return f"evaluation {human.evaluation_id}: no result ({human.judgments} judgments)"
+    interval = "" if human.low is None else f" [{human.low:.1%}, {human.high:.1%}]"
+    return f"{human.win_rate:.1%}{interval} over {human.judgments} judgments (evaluation {human.evaluation_id})"
 
 
 def _pct(value: float | None) -> str:
@@ -117,3 +147,76 @@ def _pct(value: float | None) -> str:
 def _num(value: float | None, spec: str) -> str:
     width = spec.split(".")[0]
     return f"{'—':>{width}}" if value is None else f"{value:{spec}}"
+
+
+def mean_sd(values: list[float | None]) -> tuple[float, float, int]:
+    got = [v for v in values if v is not None and not math.isnan(v)]
+    if not got:
+        return float("nan"), float("nan"), 0
+    m = sum(got) / len(got)
+    sd = math.sqrt(sum((v - m) ** 2 for v in got) / (len(got) - 1)) if len(got) > 1 else 0.0
+    return m, sd, len(got)
+
+
+def _ms(values: list[float | None], spec: str, percent: bool = False) -> str:
+    m, sd, n = mean_sd(values)
+    if n == 0:
+        return "—"
+    scale = 100.0 if percent else 1.0
+    return f"{m * scale:{spec}} ± {sd * scale:.{spec.split('.')[-1]}}" + ("%" if percent else "")
+
+
+SUMMARY_COLUMNS = (
+    ("gold", "gold", "+.2f", False),
+    ("LC gold", "lc_gold", "+.2f", False),
+    ("win vs base", "win_vs_base", ".1f", True),
+    ("RM acc", "rm_accuracy", ".1f", True),
+    ("ceiling", "ceiling", ".1f", True),
+    ("KL", "kl", ".2f", False),
+    ("words", "words", ".1f", False),
+)
+
+
+def summary(reports: list[Report]) -> str:
+    """Mean ± sd over seeds per round, per variant, and the headline per variant."""
+    lines = []
+    seeds = sorted({r.seed for r in reports})
+    for variant in VARIANTS:
+        runs = [r for r in reports if r.variant == variant]
+        if not runs:
+            continue
+        lines += ["", f"{VARIANT_NAMES[variant]}: mean ± sd over seeds {', '.join(str(r.seed) for r in runs)}"]
+        header = f"{'round':>5} " + " ".join(f"{title:>15}" for title, *_ in SUMMARY_COLUMNS)
+        lines += [header, "-" * len(header)]
+        for number in range(max(len(r.rows) for r in runs)):
+            rows = [r.rows[number] for r in runs if len(r.rows) > number]
+            cells = [_ms([getattr(row, attr) for row in rows], spec, pct) for _t, attr, spec, pct in SUMMARY_COLUMNS]
+            lines.append(f"{number:>5} " + " ".join(f"{cell:>15}" for cell in cells))
+        humans = [r.human for r in runs if r.human is not None]
+        for run in runs:
+            if run.human is not None:
+                lines.append(f"  seed {run.seed}: simulated-human win rate last policy vs base {human_text(run.human)}")
+        if humans:
+            rate = _ms([h.win_rate for h in humans], ".1f", percent=True)
+            pooled = _pooled(humans)
+            lines.append(f"  simulated-human win rate over seeds: {rate}; pooled {pooled}")
+    lines += [
+        "",
+        f"seeds {seeds}. gold/LC gold/words: means over the round's labeled completions; win vs base: "
+        "P(gold of a round-r completion > a round-0 completion); RM acc: that round's reward model on held-out "
+        "validation rankings; ceiling: how often those labels agree with gold (a perfect model's accuracy); "
+        "KL: the policy that wrote the round vs the base (last PPO batch).",
+    ]
+    return "\n".join(lines)
+
+
+def _pooled(humans: list[Human]) -> str:
+    """All seeds' judgments as one sample (Wilson 95% interval on the pooled win share)."""
+    n = sum(h.judgments for h in humans if h.win_rate is not None)
+    if n == 0:
+        return "—"
+    p = sum(h.win_rate * h.judgments for h in humans if h.win_rate is not None) / n
+    z = 1.96
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return f"{p:.1%} [{centre - half:.1%}, {centre + half:.1%}] over {n} judgments"

@@ -1,74 +1,47 @@
 """`ranklab simulate`: the whole loop with a scripted labeling team, end to end over HTTP.
 
-It bootstraps a fresh data dir, starts `ranklab serve` (web + embedded worker) as a subprocess,
-creates a project and labeler accounts, uploads prompts, launches round 0, and then for every
-round: the team labels it through the labeling API, the admin (this script) starts training,
-and the next round appears from the new policy. This process never imports torch: all model
-work happens in the server's worker.
+It bootstraps a fresh data dir with one project per (seed, variant), starts `ranklab serve`
+(web + embedded worker) as a subprocess, and for each project: uploads training prompts and an
+eval split, launches round 0, and then for every round the team labels it through the labeling
+API, the admin (this script) starts training, and the next round appears from the new policy.
+After the last round the admin launches a blind evaluation of the last policy against the base
+over REST and the team judges it like any labeler. Variants: "none" (the real run), "shuffled"
+(the team submits random rankings: the reward model learns noise) and "zero_reward" (PPO with
+`ppo.reward_source = "zero"`: only the KL term moves the policy). This process never imports
+torch: all model work happens in the server's worker.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from app.settings import Settings
+from app.simulation.gold import control_table
+from app.simulation.noise import POSITION_LOGIT, TARGET_AGREEMENT
+from app.simulation.report import VARIANTS, Human, Report, summary
+from app.simulation.server import Admin, Server, free_port, setup
+from app.simulation.tasks import all_prompts, draw_prompts
+from app.simulation.team import RoundRecord, Team
 
-from app.settings import ROOT, Settings
-from app.simulation.gold import TARGET_AGREEMENT
-from app.simulation.report import Report
-from app.simulation.team import Team
-
-TOPICS = (
-    "sleep",
-    "coffee",
-    "rain",
-    "bicycles",
-    "the moon",
-    "volcanoes",
-    "bread",
-    "chess",
-    "honey bees",
-    "the ocean",
-    "trains",
-    "music",
-    "winter",
-    "gardens",
-    "libraries",
-    "maps",
-    "clocks",
-    "bridges",
-    "tea",
-    "owls",
-    "deserts",
-    "kites",
-    "soap",
-    "glaciers",
-    "penguins",
-    "paper",
-    "lighthouses",
-    "salt",
-)
-TEMPLATES = ("Tell me about {}.", "Explain {} to a child.", "What is interesting about {}?", "Give one tip about {}.")
+EVAL_SEED = 1234
+"""Sampling seed of the eval answers (the round config's evaluation.seed): the human evaluation
+reuses the answers the metrics step generated, if it ran."""
 
 
 @dataclass
 class Options:
-    rounds: int = 3
+    rounds: int = 2
     """Training rounds; the report covers rounds 0..rounds (the last one is generated, not trained)."""
     prompts: int = 12
+    eval_prompts: int = 24
     k: int = 4
     labelers: int = 3
     overlap: int = 2
-    max_new_tokens: int = 48
+    max_new_tokens: int = 40
     temperature: float = 1.0
     """Sampling temperature of the labeled completions and of PPO's rollouts alike."""
     ppo_steps: int = 6
@@ -80,18 +53,40 @@ class Options:
     """Empty: the bundled SmolLM2-135M-Instruct."""
     data_dir: Path | None = None
     port: int = 0
-    seed: int = 0
+    seeds: str = "0"
+    control: str = "none"
+    controls: bool = False
+    human_eval: bool = True
+    eval_metrics: bool = False
     torch_threads: int = 0
     """Threads for the worker's torch (OMP_NUM_THREADS); 0 = torch's default (all cores)."""
     target_agreement: float = TARGET_AGREEMENT
+    position_logit: float = POSITION_LOGIT
     timeout_minutes: float = 60.0
+    gold_controls: bool = False
 
 
-def round_config(o: Options) -> dict[str, Any]:
+def seeds_of(o: Options) -> list[int]:
+    try:
+        seeds = [int(s) for s in o.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds: {o.seeds!r} is not a comma-separated list of integers") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError("--seeds: give one or more distinct integers, e.g. 0,1,2")
+    return seeds
+
+
+def variants_of(o: Options) -> tuple[str, ...]:
+    if o.control not in VARIANTS:
+        raise ValueError(f"--control: one of {', '.join(VARIANTS)}")
+    return VARIANTS if o.controls else (o.control,)
+
+
+def round_config(o: Options, *, seed: int = 0, variant: str = "none") -> dict[str, Any]:
     return {
         "model": o.model,
         "k": o.k,
-        "seed": o.seed,
+        "seed": seed,
         "prompts": {"count": o.prompts, "validation_fraction": 0.25},
         # Sampled as a real round samples: no top-p (PPO samples without it), and PPO's rollouts
         # take generation's budget and temperature, so the reward model scores answers drawn the
@@ -107,165 +102,100 @@ def round_config(o: Options) -> dict[str, Any]:
             "kl_coef": o.kl_coef,
             # No bonus for ending: whatever PPO gains must come from the learned reward model.
             "missing_eos_penalty": 0.0,
+            "reward_source": "zero" if variant == "zero_reward" else "reward_model",
         },
         "labeling": {"min_coverage": 1.0, "auto_start": False},
+        "evaluation": {
+            "metrics": o.eval_metrics,
+            "max_prompts": o.eval_prompts,
+            "seed": EVAL_SEED,
+            "human": False,
+        },
     }
 
 
-def prompts(o: Options) -> list[dict[str, str]]:
-    texts = [t.format(topic) for topic in TOPICS for t in TEMPLATES]
-    random.Random(o.seed).shuffle(texts)
+def prompts(o: Options, seed: int) -> list[dict[str, str]]:
+    """The eval split (the same for every seed, as a project's fixed eval set) and this seed's
+    training prompts, disjoint from it."""
+    evals = draw_prompts(o.eval_prompts, seed=10_000)
     needed = o.prompts * (o.rounds + 1)
-    if needed > len(texts):
-        raise ValueError(f"--prompts × (--rounds + 1) = {needed}; at most {len(texts)} prompts are built in")
-    return [{"external_id": f"sim-{i}", "text": text} for i, text in enumerate(texts[:needed])]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _setup(settings: Settings, o: Options) -> tuple[str, int, list[tuple[str, str]]]:
-    """Database, admin token, project and labeler accounts (set-up only; labeling goes over HTTP)."""
-    from sqlalchemy.orm import sessionmaker
-
-    from app.admin.service import create_account
-    from app.auth.service import create_api_token
-    from app.bootstrap import bootstrap
-    from app.db import make_engine
-    from app.models import ProjectMember
-    from app.projects.service import create_project
-
-    bootstrap(settings, demo=False, out=lambda _line: None)
-    engine = make_engine(settings.sqlalchemy_url)
-    try:
-        with sessionmaker(bind=engine)() as db, db.begin():
-            _row, token = create_api_token(db, name="simulate", scopes=["admin"], created_by=None)
-            project = create_project(
-                db,
-                name=f"simulation {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                k_min=o.k,
-                k_max=o.k,
-                overlap=o.overlap,
-                guidelines="Prefer concise answers that finish their sentence.",
-            )
-            accounts = []
-            for i in range(o.labelers):
-                user, password = create_account(db, email=f"sim-labeler-{i}@ranklab.local", role="labeler")
-                db.add(ProjectMember(project_id=project.id, user_id=user.id))
-                accounts.append((user.email, password))
-            project_id = project.id
-    finally:
-        engine.dispose()
-    return token, project_id, accounts
-
-
-class Server:
-    """`ranklab serve` with its embedded worker, logging to <data_dir>/server.log."""
-
-    def __init__(self, settings: Settings, torch_threads: int = 0):
-        self.url = f"http://127.0.0.1:{settings.port}"
-        env = {
-            **os.environ,
-            "RANKLAB_DATA_DIR": str(settings.data_dir),
-            "RANKLAB_DATABASE_URL": "",
-            "RANKLAB_BROKER_URL": "",
-            "RANKLAB_RESULT_BACKEND": "",
-            "RANKLAB_HOST": "127.0.0.1",
-            "RANKLAB_PORT": str(settings.port),
-            "RANKLAB_WEB_WORKERS": "1",
-            "RANKLAB_EMBEDDED_WORKER": "true",
-            "RANKLAB_ROUND_SWEEP_SECONDS": "10",
-        }
-        if torch_threads:
-            env["OMP_NUM_THREADS"] = str(torch_threads)
-        self.log_path = settings.data_dir / "server.log"
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+    if needed + len(evals) > len(all_prompts()):
+        raise ValueError(
+            f"--prompts × (--rounds + 1) + --eval-prompts = {needed + len(evals)}; "
+            f"the templates make {len(all_prompts())}"
         )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/login", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the server did not answer within {timeout} s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
+    train = draw_prompts(needed, seed=seed, exclude=set(evals))
+    return [{"external_id": f"eval-{i}", "text": t, "split": "eval"} for i, t in enumerate(evals)] + [
+        {"external_id": f"sim-{i}", "text": t} for i, t in enumerate(train)
+    ]
 
 
-class Admin:
-    def __init__(self, url: str, token: str, out):
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-        self.out = out
-
-    def call(self, method: str, path: str, **kwargs) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {response.text}")
-        return response.json()
-
-    def wait(self, round_id: int, wanted: tuple[str, ...], deadline: float) -> dict:
-        last = ""
-        while time.monotonic() < deadline:
-            data = self.call("GET", f"/api/v1/rounds/{round_id}")
-            if data["status"] in wanted:
-                return data
-            if data["status"] in ("failed", "cancelled"):
-                raise RuntimeError(
-                    f"round {data['number']} {data['status']} at {data['error_step']}: {data['error_message']}"
-                )
-            step = data["current_step"].split(":")[0]
-            if step != last:
-                self.out(f"    round {data['number']}: {step}")
-                last = step
-            time.sleep(2)
-        raise RuntimeError(f"round {round_id} did not reach {'/'.join(wanted)} in time")
-
-    def round_by_number(self, project_id: int, number: int) -> dict | None:
-        return next(
-            (r for r in self.call("GET", f"/api/v1/projects/{project_id}/rounds") if r["number"] == number), None
-        )
+def controls_text(o: Options) -> str:
+    lines = [f"gold of fixed answers on all {len(all_prompts())} template prompts (mean, max):"]
+    lines += [f"  {name:<30} {avg:+.2f}  {best:+.2f}" for name, avg, best in control_table(all_prompts())]
+    return "\n".join(lines)
 
 
-def simulate(o: Options, out=print) -> Report:
+def simulate(o: Options, out=print) -> list[Report]:
     started = time.monotonic()
     deadline = started + o.timeout_minutes * 60
+    seeds, variants = seeds_of(o), variants_of(o)
+    runs = [(seed, variant) for seed in seeds for variant in variants]
     data_dir = o.data_dir or Path(tempfile.mkdtemp(prefix="ranklab-simulate-"))
-    settings = Settings(data_dir=data_dir, database_url="", broker_url="", port=o.port or _free_port(), _env_file=None)
+    settings = Settings(data_dir=data_dir, database_url="", broker_url="", port=o.port or free_port(), _env_file=None)
+    out(controls_text(o))
     out(f"data dir {data_dir}; server log {data_dir / 'server.log'}")
-    token, project_id, accounts = _setup(settings, o)
+    names = [f"simulation seed {seed} {variant} {time.strftime('%H:%M:%S')}" for seed, variant in runs]
+    token, project_ids, accounts = setup(settings, projects=names, k=o.k, overlap=o.overlap, labelers=o.labelers)
     server = Server(settings, o.torch_threads)
-    report = Report(o.target_agreement)
+    reports: list[Report] = []
     try:
         server.wait_ready()
         admin = Admin(server.url, token, out)
-        admin.call("POST", f"/api/v1/projects/{project_id}/prompts", json={"prompts": prompts(o)})
-        team = Team(server.url, accounts, seed=o.seed, target=o.target_agreement)
-        current = admin.call("POST", f"/api/v1/projects/{project_id}/rounds", json=round_config(o))
+        for (seed, variant), project_id in zip(runs, project_ids, strict=True):
+            out(f"== seed {seed}, variant {variant} (project {project_id})")
+            run_started = time.monotonic()
+            report = _run_one(admin, server.url, accounts, project_id, o, seed, variant, deadline, out)
+            report.minutes = (time.monotonic() - run_started) / 60
+            reports.append(report)
+            out(report.table())
+    finally:
+        server.stop()
+    out(summary(reports))
+    out(f"{(time.monotonic() - started) / 60:.1f} minutes in all")
+    return reports
+
+
+def _run_one(
+    admin: Admin,
+    url: str,
+    accounts: list[tuple[str, str]],
+    project_id: int,
+    o: Options,
+    seed: int,
+    variant: str,
+    deadline: float,
+    out,
+) -> Report:
+    admin.call("POST", f"/api/v1/projects/{project_id}/prompts", json={"prompts": prompts(o, seed)})
+    team = Team(
+        url,
+        accounts,
+        seed=seed,
+        target=o.target_agreement,
+        shuffled=variant == "shuffled",
+        position_logit=o.position_logit,
+    )
+    report = Report(o.target_agreement, seed=seed, variant=variant)
+    try:
+        current = admin.call(
+            "POST", f"/api/v1/projects/{project_id}/rounds", json=round_config(o, seed=seed, variant=variant)
+        )
         for number in range(o.rounds + 1):
             current = admin.wait(current["id"], ("labeling",), deadline)
-            record = team.label_round(project_id)
-            out(
-                f"    round {number}: labeled {sum(len(v) for v in record.orders.values())} rankings "
-                f"(σ = {team.sigma:.3f})"
-            )
+            record = team.label(project_id)
+            rankings = sum(len(v) for v in record.orders.values())
+            out(f"    round {number}: labeled {rankings} rankings (σ = {team.sigma:.3f})")
             if number == o.rounds:
                 report.add(number, current, record)
                 break
@@ -277,11 +207,41 @@ def simulate(o: Options, out=print) -> Report:
             if nxt is None:
                 raise RuntimeError(f"round {number} finished without a next round (no unused prompts?)")
             current = nxt
-        report.refresh_ood(admin, project_id)
-        team.close()
+        if o.human_eval and report.base_id is not None and report.last_policy_id is not None:
+            report.human = _evaluate(admin, team, project_id, report, o, deadline, out)
     finally:
-        server.stop()
-    report.minutes = (time.monotonic() - started) / 60
-    out("")
-    out(report.table())
+        team.close()
     return report
+
+
+def _evaluate(admin: Admin, team: Team, project_id: int, report: Report, o: Options, deadline: float, out) -> Human:
+    """Launch the blind evaluation of the last policy vs the base, let the team judge every task,
+    and read the win rate back from the product."""
+    last, base = report.last_policy_id, report.base_id
+    launched = admin.call(
+        "POST",
+        f"/api/v1/projects/{project_id}/evaluations",
+        json={"version_ids": [last, base], "prompts": o.eval_prompts, "seed": EVAL_SEED},
+    )
+    out(f"    evaluation {launched['id']}: policy {last} vs base {base} on {o.eval_prompts} eval prompts")
+    admin.wait_evaluation(launched["id"], ("labeling", "done"), deadline)
+    record = team.label(project_id, RoundRecord())
+    data = admin.wait_evaluation(launched["id"], ("done", "labeling"), deadline)
+    human = read_win_rate(data, winner=last, loser=base)
+    human.judgments = human.judgments or len(record.verdicts)
+    out(f"    evaluation {launched['id']}: {len(record.verdicts)} judgments submitted")
+    return human
+
+
+def read_win_rate(data: dict, *, winner: int | None, loser: int | None) -> Human:
+    """`winner`'s win rate over `loser` from GET /api/v1/evaluations/{id}: ties (and both bad)
+    count half, with the product's 95% interval."""
+    for pair in (data.get("results") or {}).get("comparisons") or []:
+        if {pair["a"], pair["b"]} != {winner, loser}:
+            continue
+        split = pair["split"]
+        rate, low, high = split["rate"], split["low"], split["high"]
+        if pair["a"] != winner and rate is not None:
+            rate, low, high = 1 - rate, (None if high is None else 1 - high), (None if low is None else 1 - low)
+        return Human(data["id"], rate, low, high, int(pair["n"]), pair)
+    return Human(data["id"], None, None, None, 0, data.get("results") or {})

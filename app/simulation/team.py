@@ -1,8 +1,14 @@
 """A scripted labeling team working through ranklab's real HTTP API, one account per labeler.
 
-Labelers take turns one task at a time (like people working side by side), rank by their noisy
-view of the gold reward, and the team remembers what it saw and submitted, which is what the
-report's gold rewards and agreement figures are computed from.
+Labelers take turns one task at a time (like people working side by side). A ranking task is
+ranked by the labeler's perception of gold (noise.py: its own weights, a position bias, noise);
+an evaluation task (kind "pairwise_eval") is judged A / B / tie / both bad the same way, from the
+prompt and the two texts as shown, never knowing which model wrote which. In the shuffled
+control (`shuffled=True`) rankings are random permutations; evaluation judgments stay honest,
+since the evaluation measures the policy that control trained.
+
+The team remembers what it saw and submitted; the report's gold figures and agreement come
+from that record.
 """
 
 from __future__ import annotations
@@ -13,14 +19,20 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from app.simulation.gold import agreement_with_gold, gold_reward, mean, pair_gaps, pairwise_agreement, solve_sigma
+from app.simulation.gold import gold_reward, length_controlled, parts
+from app.simulation.noise import POSITION_LOGIT, Profile, agreement_with_gold, mean, pairwise_agreement, solve_sigma
+from app.simulation.tasks import parse, words
 
 _CSRF = re.compile(r'"X-CSRF-Token": "([^"]+)"')
+TIE_MARGIN = 0.15
+"""|perceived A − perceived B| below this (gold units) is judged a tie."""
+BAD_BELOW = 0.5
+"""Both perceived below this (an empty or prompt-ignoring answer scores about 0.6 or less): both bad."""
 
 
 class Labeler:
-    def __init__(self, base_url: str, email: str, password: str, rng: random.Random):
-        self.email, self.rng = email, rng
+    def __init__(self, base_url: str, email: str, password: str, rng: random.Random, profile: Profile):
+        self.email, self.rng, self.profile = email, rng, profile
         self.http = httpx.Client(base_url=base_url, timeout=60, follow_redirects=False)
         response = self.http.post("/login", data={"email": email, "password": password})
         if response.status_code != 303:
@@ -36,14 +48,14 @@ class Labeler:
         response.raise_for_status()
         return response.json()["task"]
 
-    def submit(self, project_id: int, task: dict, order: list[int]) -> dict | None:
+    def submit(self, project_id: int, task: dict, body: dict) -> dict | None:
         response = self.http.post(
             f"/api/v1/labeling/projects/{project_id}/assignments/{task['assignment_id']}/ranking",
-            json={"ranking": [[cid] for cid in order]},
+            json=body,
             headers=self.headers,
         )
         if response.status_code != 200:
-            raise RuntimeError(f"{self.email}: ranking refused: HTTP {response.status_code} {response.text}")
+            raise RuntimeError(f"{self.email}: submission refused: HTTP {response.status_code} {response.text}")
         return response.json()["next"]
 
     def close(self) -> None:
@@ -56,12 +68,19 @@ class RoundRecord:
 
     gold: dict[int, float] = field(default_factory=dict)
     """completion id → gold reward."""
+    lc_gold: dict[int, float] = field(default_factory=dict)
+    """completion id → gold without its length term."""
     words: dict[int, int] = field(default_factory=dict)
     orders: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     """task id → labeler email → the submitted order (best first)."""
+    verdicts: list[dict] = field(default_factory=list)
+    """Evaluation judgments: task, labeler, completion ids as shown (A, B), verdict, their gold."""
 
     def gold_mean(self) -> float:
         return mean(self.gold.values())
+
+    def lc_gold_mean(self) -> float:
+        return mean(self.lc_gold.values())
 
     def words_mean(self) -> float:
         return mean(self.words.values())
@@ -89,40 +108,95 @@ class RoundRecord:
 
 
 class Team:
-    def __init__(self, base_url: str, accounts: list[tuple[str, str]], *, seed: int, target: float):
+    def __init__(
+        self,
+        base_url: str,
+        accounts: list[tuple[str, str]],
+        *,
+        seed: int,
+        target: float,
+        shuffled: bool = False,
+        position_logit: float = POSITION_LOGIT,
+    ):
         rng = random.Random(seed)
-        self.labelers = [
-            Labeler(base_url, email, password, random.Random(rng.random())) for email, password in accounts
-        ]
-        self.target = target
-        self.gaps: list[float] = []
-        """Gold gaps of every pair seen so far; σ is re-solved on them before each ranking."""
-        self.sigma = 0.0
+        self.labelers = []
+        for email, password in accounts:
+            profile = Profile.draw(rng, position_logit=position_logit)
+            self.labelers.append(Labeler(base_url, email, password, random.Random(rng.random()), profile))
+        self.profiles = [labeler.profile for labeler in self.labelers]
+        self.target, self.shuffled = target, shuffled
+        self.gaps: list[list[float]] = []
+        """Per pair seen, every labeler's utility gap; σ is solved on them."""
+        self.sigma = 1.0
+        self._solved_at = 0
 
-    def label_round(self, project_id: int) -> RoundRecord:
-        record = RoundRecord()
+    def label(self, project_id: int, record: RoundRecord | None = None) -> RoundRecord:
+        """Work until no labeler gets a task: ranking and evaluation tasks alike."""
+        record = record or RoundRecord()
         waiting = {labeler.email: labeler.next_task(project_id) for labeler in self.labelers}
         while any(task is not None for task in waiting.values()):
             for labeler in self.labelers:
                 task = waiting[labeler.email]
                 if task is None:
                     continue
-                order = self._rank(labeler, task, record)
-                record.orders.setdefault(task["task_id"], {})[labeler.email] = order
-                waiting[labeler.email] = labeler.submit(project_id, task, order)
+                if task.get("kind", "ranking") == "pairwise_eval":
+                    body = self._judge(labeler, task, record)
+                else:
+                    order = self._rank(labeler, task, record)
+                    record.orders.setdefault(task["task_id"], {})[labeler.email] = order
+                    body = {"ranking": [[cid] for cid in order]}
+                waiting[labeler.email] = labeler.submit(project_id, task, body)
         return record
 
-    def _rank(self, labeler: Labeler, task: dict, record: RoundRecord) -> list[int]:
+    def _perceive(self, labeler: Labeler, task: dict, record: RoundRecord | None) -> tuple[list[int], list[float]]:
+        prompt = parse(task["prompt"]["text"] or "")
         completions = task["completions"]
-        scores = {c["id"]: gold_reward(c["text"]) for c in completions}
-        if completions[0]["id"] not in record.gold:
-            self.gaps.extend(pair_gaps(list(scores.values())))
-        for c in completions:
-            record.gold[c["id"]] = scores[c["id"]]
-            record.words[c["id"]] = len(c["text"].split())
-        self.sigma = solve_sigma(self.gaps, self.target)
-        perceived = {cid: score + labeler.rng.gauss(0.0, self.sigma) for cid, score in scores.items()}
-        return sorted(perceived, key=perceived.__getitem__, reverse=True)
+        values = [parts(prompt, c["text"]) for c in completions]
+        new = record is not None and completions[0]["id"] not in record.gold
+        if record is not None:
+            for c, v in zip(completions, values, strict=True):
+                record.gold[c["id"]] = gold_reward(prompt, c["text"])
+                record.lc_gold[c["id"]] = length_controlled(v)
+                record.words[c["id"]] = len(words(c["text"]))
+        if new:
+            utilities = [[p.utility(v) for p in self.profiles] for v in values]
+            for i in range(len(values)):
+                for j in range(i + 1, len(values)):
+                    self.gaps.append([a - b for a, b in zip(utilities[i], utilities[j], strict=True)])
+            # Re-solving costs ~0.3 s on 1200 pairs, so only when the pairs grew by a tenth.
+            if len(self.gaps) < 200 or len(self.gaps) >= 1.1 * self._solved_at:
+                self.sigma = solve_sigma(self.gaps, self.profiles, self.target)
+                self._solved_at = len(self.gaps)
+        perceived = labeler.profile.perceive([labeler.profile.utility(v) for v in values], self.sigma, labeler.rng)
+        return [c["id"] for c in completions], perceived
+
+    def _rank(self, labeler: Labeler, task: dict, record: RoundRecord) -> list[int]:
+        ids, perceived = self._perceive(labeler, task, record)
+        if self.shuffled:
+            labeler.rng.shuffle(ids)
+            return ids
+        return [cid for _, cid in sorted(zip(perceived, ids, strict=True), reverse=True)]
+
+    def _judge(self, labeler: Labeler, task: dict, record: RoundRecord) -> dict:
+        (a, b), (pa, pb) = self._perceive(labeler, task, None)
+        prompt = parse(task["prompt"]["text"] or "")
+        texts = {c["id"]: c["text"] for c in task["completions"]}
+        if max(pa, pb) < BAD_BELOW:
+            verdict = "both_bad"
+        elif abs(pa - pb) < TIE_MARGIN:
+            verdict = "tie"
+        else:
+            verdict = "A" if pa > pb else "B"
+        record.verdicts.append(
+            {
+                "task_id": task["task_id"],
+                "labeler": labeler.email,
+                "shown": [a, b],
+                "verdict": verdict,
+                "gold": [gold_reward(prompt, texts[a]), gold_reward(prompt, texts[b])],
+            }
+        )
+        return {"verdict": verdict, "comment": "", "time_spent_ms": 1000}
 
     def close(self) -> None:
         for labeler in self.labelers:

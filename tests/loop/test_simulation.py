@@ -1,5 +1,7 @@
-"""`ranklab simulate`: the noise model's maths, and a one-round run end to end with a tiny model
-(a real `ranklab serve` with its embedded worker, labelers over HTTP)."""
+"""`ranklab simulate`: the gold preference (content first, length a minor bounded term, no fixed
+answer near the top), the structured labelers (own weights, position bias, noise solved for
+InstructGPT's agreement), and one simulated round per variant end to end with a tiny model (a real
+`ranklab serve` with its embedded worker, labelers over HTTP, the controls wired)."""
 
 from __future__ import annotations
 
@@ -8,40 +10,176 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.rounds.schemas import RoundConfigIn
 from app.settings import ROOT
-from app.simulation.gold import agreement_with_gold, expected_agreement, gold_reward, pairwise_agreement, solve_sigma
-from app.simulation.run import Options, round_config, simulate
+from app.simulation.gold import CONTROLS, WEIGHTS, control_table, gold_reward, length_controlled, length_term, parts
+from app.simulation.noise import Profile, agreement_with_gold, expected_agreement, pairwise_agreement, solve_sigma
+from app.simulation.run import Options, prompts, round_config, simulate
+from app.simulation.tasks import all_prompts, correctness, parse, reference
 from worker.loop.configs import generation_config, ppo_config
 
 
-def test_gold_prefers_short_finished_answers():
-    assert gold_reward("Bees make honey.") == 1.0 - 0.04 * 3
-    assert gold_reward("Bees make honey and") == -0.04 * 4
-    assert gold_reward('He said "stop."') == 1.0 - 0.04 * 3  # a closing quote after the full stop
-    assert gold_reward("") == 0.0
+def test_every_template_prompt_parses_back_and_its_reference_answer_is_right():
+    tasks = [parse(p) for p in all_prompts()]
+    assert len(tasks) > 200 and len({t.prompt for t in tasks}) == len(tasks)
+    assert {t.family for t in tasks} == {"arithmetic", "capital", "yes_no", "list", "open"}
+    for task in tasks:
+        assert correctness(task, reference(task)) == 1.0, task.prompt
+        assert parts(task, reference(task))["finished"] == 1.0
+    assert parse("Write a haiku.").family == "other"
 
 
-def test_sigma_is_solved_for_the_target_agreement_and_the_simulated_team_reaches_it():
+@pytest.mark.parametrize(
+    ("prompt", "answer", "right"),
+    [
+        ("What is 7 plus 5?", "7 plus 5 is 12.", 1.0),
+        ("What is 7 plus 5?", "The answer is twelve.", 1.0),
+        ("What is 7 plus 5?", "It is 13.", 0.0),
+        ("What is 7 plus 5?", "It is 12 or maybe 13.", 0.0),  # hedging never pays
+        ("What is the capital of France?", "Paris is the capital.", 1.0),
+        ("What is the capital of France?", "Paris, or maybe Rome.", 0.0),
+        ("What is the capital of India?", "It is Delhi.", 1.0),
+        ("Answer yes or no: Can dogs fly?", "No, dogs cannot fly.", 1.0),
+        ("Answer yes or no: Can dogs fly?", "Yes or no: can dogs fly?", 0.0),
+        ("Answer yes or no: Is the sun a star?", "Yes.", 1.0),
+        ("Name three fruits.", "Apples, bananas and pears.", 1.0),
+        ("Name three fruits.", "Apples, apple and apples.", 1 / 3),  # one fruit, named three times
+        ("Name three fruits.", "Apple pear plum kiwi mango cherry lemon.", 0.5),
+        ("Tell me about honey bees.", "They live in a hive and collect pollen and nectar.", 1.0),
+        ("Tell me about honey bees.", "Honey bees are bees.", 0.0),  # the prompt's own words are no facts
+    ],
+)
+def test_correctness_is_checked_against_the_known_answer(prompt, answer, right):
+    assert correctness(parse(prompt), answer) == pytest.approx(right)
+
+
+def test_length_is_a_minor_bounded_term():
+    assert all(0.0 <= length_term(n) <= 0.25 for n in range(0, 1000))
+    assert length_term(0) == length_term(160) == length_term(1000) == 0.0
+    assert length_term(5) == 0.125 and length_term(10) == length_term(80) == 0.25
+    prompt = "What is the capital of France?"
+    short = "Paris."
+    good = "The capital of France is Paris."
+    padded = good + " " + " ".join(["Paris is a city."] * 30)
+    assert abs(gold_reward(prompt, short) - gold_reward(prompt, good)) < 0.75  # length moves it little
+    assert gold_reward(prompt, padded) < gold_reward(prompt, good) - 0.5  # repetition costs, length never pays
+    values = parts(prompt, good)
+    assert length_controlled(values) == pytest.approx(gold_reward(prompt, good) - values["length"])
+    assert WEIGHTS["correct"] >= 4 * max(abs(length_term(n)) for n in range(1000))
+
+
+def test_no_fixed_answer_comes_near_a_good_one():
+    """The shortest answer, the longest (filler or the prompt repeated to the cap) and fixed
+    templates each score clearly below the reference answers, on average and on every prompt."""
+    table = {name: (avg, best) for name, avg, best in control_table(all_prompts())}
+    reference_mean = table.pop("reference answer")[0]
+    assert reference_mean > 3.0
+    assert set(table) == set(CONTROLS)
+    for name, (avg, _best) in table.items():
+        assert avg < reference_mean - 2.0, name
+    for prompt in all_prompts():
+        task = parse(prompt)
+        best = gold_reward(task, reference(task))
+        for name, make in CONTROLS.items():
+            assert gold_reward(task, make(task, 48)) < best - 0.5, (name, prompt)
+    assert gold_reward("What is 7 plus 5?", "") == 0.0
+
+
+def _candidate_pairs(n: int, rng: random.Random) -> list[tuple[dict, dict]]:
+    """Pairs of answers to one prompt, as varied as real completions: right, wrong, cut off,
+    echoing, filler."""
+    pairs = []
+    tasks = [parse(p) for p in all_prompts()]
+    for _ in range(n):
+        task = rng.choice(tasks)
+        ref = reference(task)
+        answers = [
+            ref,
+            ref[: len(ref) // 2],
+            ref.replace("1", "7").replace("Paris", "Rome").replace("yes", "no"),
+            task.prompt,
+            *(make(task, 30) for make in CONTROLS.values()),
+        ]
+        a, b = rng.sample(answers, 2)
+        pairs.append((parts(task, a), parts(task, b)))
+    return pairs
+
+
+def _measured_agreement(profiles, pairs, sigma, rng, k: int = 2) -> float:
+    """Two labelers (drawn from `profiles`) each see the pair in their own random order among
+    k − 2 other positions, and pick by perception; the share of pairs they order alike."""
+    agree = 0
+    for x, y in pairs:
+        first, second = rng.sample(profiles, 2)
+        picks = []
+        for profile in (first, second):
+            positions = rng.sample(range(k), 2)
+            utilities = [0.0] * k
+            utilities[positions[0]], utilities[positions[1]] = profile.utility(x), profile.utility(y)
+            seen = profile.perceive(utilities, sigma, rng)
+            picks.append(seen[positions[0]] > seen[positions[1]])
+        agree += picks[0] == picks[1]
+    return agree / len(pairs)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_structured_labelers_agree_at_the_target_rate(k):
     rng = random.Random(0)
-    gold = [rng.gauss(0, 1) for _ in range(4000)]
-    gaps = [gold[i] - gold[i + 1] for i in range(0, len(gold), 2)]
-    sigma = solve_sigma(gaps, 0.726)
-    assert abs(expected_agreement(gaps, sigma) - 0.726) < 1e-6
-    # Two labelers perceiving gold + N(0, σ) agree on that share of pairs.
-    agree = sum(
-        (a - b + rng.gauss(0, sigma) - rng.gauss(0, sigma) > 0)
-        == (a - b + rng.gauss(0, sigma) - rng.gauss(0, sigma) > 0)
-        for a, b in zip(gold[::2], gold[1::2], strict=True)
-    )
-    assert abs(agree / len(gaps) - 0.726) < 0.03
-    assert solve_sigma([0.0] * 10, 0.726) == 1e-4  # all ties: 50% is the most anyone can agree
+    profiles = [Profile.draw(rng) for _ in range(3)]
+    assert len({round(p.weights["correct"], 6) for p in profiles}) == 3  # each weighs gold's parts its own way
+    pairs = _candidate_pairs(3000, rng)
+    gaps = [[p.utility(x) - p.utility(y) for p in profiles] for x, y in pairs]
+    sigma = solve_sigma(gaps, profiles, 0.726)
+    assert abs(expected_agreement(gaps[-1200:], profiles, sigma) - 0.726) < 1e-3
+    assert abs(_measured_agreement(profiles, pairs, sigma, rng, k) - 0.726) < 0.03
+    assert solve_sigma([[0.0, 0.0, 0.0]] * 10, profiles, 0.726) == 1e-3  # all ties: 50% is all anyone can agree
+
+
+def test_position_bias_shows_when_gold_is_tied():
+    rng = random.Random(1)
+    profile = Profile.draw(rng, position_logit=0.2)
+    trials = 20000
+    first = sum(a > b for a, b in (profile.perceive([1.0, 1.0], 0.8, rng) for _ in range(trials)))
+    assert abs(first / trials - 0.55) < 0.015  # sigmoid(0.2) = 0.550
+    unbiased = Profile.draw(rng, position_logit=0.0)
+    first = sum(a > b for a, b in (unbiased.perceive([1.0, 1.0], 0.8, rng) for _ in range(trials)))
+    assert abs(first / trials - 0.5) < 0.015
+    # Among four tied items the first shown is ranked first most often, the last least.
+    tops = [0] * 4
+    for _ in range(trials):
+        seen = profile.perceive([1.0] * 4, 0.8, rng)
+        tops[seen.index(max(seen))] += 1
+    assert tops[0] > tops[1] > tops[3] and tops[0] / trials > 0.27
 
 
 def test_agreement_counts():
     assert pairwise_agreement([1, 2, 3], [1, 2, 3]) == (3, 3)
     assert pairwise_agreement([1, 2, 3], [3, 2, 1]) == (0, 3)
     assert agreement_with_gold([1, 2, 3], {1: 1.0, 2: 1.0, 3: 0.0}) == (2.5, 3)
+
+
+def test_the_simulated_rounds_sample_rollouts_like_the_ranked_completions_and_controls_configure():
+    """The simulation sampled labeled completions with top-p 0.95 and PPO without it, so its
+    reward model scored rollouts drawn otherwise than the answers it learned from."""
+    stored = RoundConfigIn.model_validate(round_config(Options())).model_dump(mode="json")
+    gen, ppo = generation_config(stored, batch=0, number=0), ppo_config(stored, model="m")
+    assert gen.top_p == 1.0
+    assert (ppo.max_new_tokens, ppo.temperature) == (gen.max_new_tokens, gen.temperature) == (40, 1.0)
+    assert ppo.reward_source == "reward_model"
+    zero = RoundConfigIn.model_validate(round_config(Options(), variant="zero_reward")).model_dump(mode="json")
+    assert ppo_config(zero, model="m").reward_source == "zero"
+
+
+def test_the_eval_split_is_fixed_and_never_a_training_prompt():
+    o = Options(rounds=2, prompts=12, eval_prompts=24)
+    first, second = prompts(o, 0), prompts(o, 1)
+    evals = [p["text"] for p in first if p.get("split") == "eval"]
+    assert len(evals) == 24 and evals == [p["text"] for p in second if p.get("split") == "eval"]
+    train = [p["text"] for p in first if "split" not in p]
+    assert len(train) == 36 and not set(train) & set(evals)
+    assert train != [p["text"] for p in second if "split" not in p]  # the seed draws the training prompts
 
 
 def _processes_using(data_dir: Path) -> list[int]:
@@ -55,22 +193,14 @@ def _processes_using(data_dir: Path) -> list[int]:
     return found
 
 
-def test_the_simulated_rounds_sample_rollouts_like_the_ranked_completions():
-    """The simulation sampled labeled completions with top-p 0.95 and PPO without it, so its
-    reward model scored rollouts drawn otherwise than the answers it learned from."""
-    stored = RoundConfigIn.model_validate(round_config(Options())).model_dump(mode="json")
-    gen, ppo = generation_config(stored, batch=0, number=0), ppo_config(stored, model="m")
-    assert gen.top_p == 1.0
-    assert (ppo.max_new_tokens, ppo.temperature) == (gen.max_new_tokens, gen.temperature) == (48, 1.0)
-
-
-def test_one_simulated_round_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path):
+def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_path):
     data_dir = tmp_path / "sim"
     lines: list[str] = []
-    report = simulate(
+    reports = simulate(
         Options(
             rounds=1,
-            prompts=4,
+            prompts=8,
+            eval_prompts=4,
             labelers=3,
             max_new_tokens=8,
             ppo_steps=1,
@@ -78,18 +208,32 @@ def test_one_simulated_round_end_to_end_with_a_tiny_model(tiny_model_dir, tmp_pa
             model=str(tiny_model_dir),
             data_dir=data_dir,
             torch_threads=1,
-            timeout_minutes=5,
+            timeout_minutes=8,
+            controls=True,
+            human_eval=False,  # on once the worker registers ranklab.generate_eval (H3)
         ),
         out=lines.append,
     )
-    assert [row.number for row in report.rows] == [0, 1]
-    first, second = report.rows
-    assert first.agreement_pairs == 4 * 6  # 4 tasks × 2 labelers' orders compared on 6 pairs each
-    assert first.rm_accuracy is not None and 0.0 <= first.ceiling <= 1.0
-    assert first.kl is None and second.kl is not None  # the base, then round 0's policy
-    assert sum(len(orders) for orders in report.records[0].orders.values()) == 8  # overlap 2 × 4 tasks
-    assert {len(orders) for orders in report.records[0].orders.values()} == {2}  # two distinct labelers each
-    assert any("gold reward round 0 → 1" in line for line in lines)
+    by_variant = {r.variant: r for r in reports}
+    assert set(by_variant) == {"none", "shuffled", "zero_reward"}
+    for report in reports:
+        assert [row.number for row in report.rows] == [0, 1]
+        first, second = report.rows
+        assert first.agreement_pairs == 8 * 6  # 8 tasks × 2 labelers' orders compared on 6 pairs each
+        assert first.rm_accuracy is not None and first.kl is None and second.kl is not None
+        assert {len(orders) for orders in report.records[0].orders.values()} == {2}  # two labelers each
+        assert first.win_vs_base == 0.5
+        assert report.human is None
+    real, shuffled, zero = by_variant["none"], by_variant["shuffled"], by_variant["zero_reward"]
+    # The shuffled control's labels carry no preference: they agree with gold at chance, and its
+    # reward model's held-out accuracy is chance too (at this size, within a wide band).
+    assert real.rows[0].ceiling > 0.65 and real.rows[0].ceiling > shuffled.rows[0].ceiling + 0.1
+    assert 0.3 < shuffled.rows[0].ceiling < 0.7
+    assert shuffled.rows[0].rm_accuracy is not None and 0.2 <= shuffled.rows[0].rm_accuracy <= 0.8
+    # The zero-reward control's PPO saw a score of 0 for every response; the real run's did not.
+    assert zero.rows[0].ppo["score"] == zero.rows[0].ppo["score_first"] == 0.0
+    assert real.rows[0].ppo["score"] != 0.0
+    assert any("mean ± sd over seeds 0" in line for line in lines)
     assert _processes_using(data_dir) == []  # the server stopped its embedded worker too
 
 

@@ -78,7 +78,7 @@ def _populate_at_head(url: str, tmp_path) -> None:
     app = create_app(settings)
     from sqlalchemy.orm import sessionmaker
 
-    db = sessionmaker(bind=app.state.engine, expire_on_commit=False)()
+    db = sessionmaker(bind=app.state.engine, expire_on_commit=False, info={"settings": settings})()
     try:
         admin = make_user(db, role="admin", email="admin@example.com")
         project = make_project(db, name="migrated", k_min=4, k_max=6, overlap=2, flags=["rude"])
@@ -91,7 +91,7 @@ def _populate_at_head(url: str, tmp_path) -> None:
         training_round = make_round(db, project, number=0, status="labeling")
         base = make_version(db, project, kind="base", name="base")
         policy = make_version(db, project, kind="policy", parent=base, training_round=training_round)
-        make_version(db, project, kind="reward", training_round=training_round, metrics={"val_accuracy": 0.75})
+        reward = make_version(db, project, kind="reward", training_round=training_round, metrics={"val_accuracy": 0.75})
         training_round.policy_in_id = policy.id
         db.commit()
         make_round_task(db, project, training_round)
@@ -107,9 +107,44 @@ def _populate_at_head(url: str, tmp_path) -> None:
             assert page.status_code == 200, page.text
             failed = client.post("/login", data={"email": admin.email, "password": PASSWORD + "!"})
             assert failed.status_code == 401, failed.text  # a failed login leaves a login_attempts row
+        _populate_evaluation(db, project, base=base, policy=policy, reward=reward, labeler=labelers[1])
     finally:
         db.close()
         app.state.engine.dispose()
+
+
+def _populate_evaluation(db, project, *, base, policy, reward, labeler) -> None:
+    """An evaluation opened by its service on two eval prompts (pairwise_eval tasks), one judgment,
+    reward-model scores of the eval answers and the versions' eval metrics (issue 12's tables)."""
+    from app.evaluation import service
+    from app.models import CompletionScore, RankingTask, VersionEval
+    from tests.evaluation.helpers import add_eval_completions, add_prompts
+
+    prompts = add_prompts(db, project, 2)
+    for version in (base, policy):
+        add_eval_completions(db, version, prompts)
+    evaluation = service.launch(
+        db, project_id=project.id, version_ids=[policy.id, base.id], prompts=2, seed=1234, check_queue=False
+    )
+    db.commit()
+    service.open_for_labeling(db, evaluation)
+    db.commit()
+    task = db.scalar(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id).order_by(RankingTask.id))
+    first, second = task.completion_ids
+    make_ranking(db, task, labeler, [[second], [first]], comment="B reads better")
+    for completion_id in task.completion_ids:
+        db.add(CompletionScore(completion_id=completion_id, reward_model_id=reward.id, score=0.25))
+    db.add(
+        VersionEval(
+            project_id=project.id,
+            version_id=policy.id,
+            reward_model_id=reward.id,
+            round_id=policy.round_id,
+            metrics={"rm_score": 0.25, "mean_tokens": 12.5, "lc_win_rate_vs_previous": 0.6},
+            prompts=2,
+        )
+    )
+    db.commit()
 
 
 def _dump(engine: Engine) -> Rows:

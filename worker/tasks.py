@@ -9,8 +9,18 @@ from __future__ import annotations
 
 from celery.signals import worker_ready, worker_shutdown
 
-from worker.celery_app import GENERATE_BATCH, GENERATE_NEXT, PING, SWEEP_ROUNDS, TRAIN_POLICY, TRAIN_REWARD, celery_app
-from worker.loop import generation, next_round, policy, recovery, reward
+from worker.celery_app import (
+    EVALUATE_ROUND,
+    GENERATE_BATCH,
+    GENERATE_EVAL,
+    GENERATE_NEXT,
+    PING,
+    SWEEP_ROUNDS,
+    TRAIN_POLICY,
+    TRAIN_REWARD,
+    celery_app,
+)
+from worker.loop import eval_generation, evaluation, generation, next_round, policy, recovery, reward
 
 
 @celery_app.task(name=PING)
@@ -32,6 +42,16 @@ def train_reward(round_id: int) -> dict:
 @celery_app.task(name=TRAIN_POLICY)
 def train_policy(round_id: int) -> dict:
     return policy.run(round_id)
+
+
+@celery_app.task(name=EVALUATE_ROUND)
+def evaluate_round(round_id: int) -> dict:
+    return evaluation.run(round_id)
+
+
+@celery_app.task(name=GENERATE_EVAL)
+def generate_eval(evaluation_id: int) -> dict:
+    return eval_generation.run(evaluation_id)
 
 
 @celery_app.task(name=GENERATE_NEXT)

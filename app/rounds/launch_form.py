@@ -77,6 +77,8 @@ class Field:
     choices: tuple[str, ...] = ()
     low: float | None = None
     high: float | None = None
+    many: bool = False
+    """A list setting (evaluation.human_against): typed as comma-separated values."""
 
     @property
     def dom_id(self) -> str:
@@ -127,7 +129,13 @@ def _number(bound: object) -> float | None:
 def _field(name: str, key: str, info: FieldInfo) -> Field:
     annotation, optional = _unwrap(info.annotation)
     choices: tuple[str, ...] = ()
-    if typing.get_origin(annotation) is Literal:
+    many = typing.get_origin(annotation) is list
+    if many:
+        kind = "text"
+        item = typing.get_args(annotation)[0]
+        if typing.get_origin(item) is Literal:
+            choices = tuple(str(c) for c in typing.get_args(item))
+    elif typing.get_origin(annotation) is Literal:
         kind, choices = "choice", tuple(str(c) for c in typing.get_args(annotation))
     elif annotation is bool:
         kind = "bool"
@@ -142,13 +150,14 @@ def _field(name: str, key: str, info: FieldInfo) -> Field:
     return Field(
         name=name,
         label=LABELS.get(key, key.replace("_", " ").capitalize()),
-        help=info.description or "",
+        help=(info.description or "") + (f" Comma-separated: {', '.join(choices)}." if many and choices else ""),
         kind=kind,
         default=default,
         optional=optional,
         choices=choices,
         low=low,
         high=high,
+        many=many,
     )
 
 
@@ -183,6 +192,8 @@ def _as_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "on" if value else ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 
@@ -198,8 +209,10 @@ def parse(posted: dict[str, str]) -> tuple[LaunchForm, RoundConfigIn | None]:
     for f in all_fields():
         text = posted.get(f.name, "")
         form.values[f.name] = text
-        if f.kind == "bool":
-            value: Any = text not in ("", "off", "false")
+        if f.many:
+            value: Any = [part.strip() for part in text.split(",") if part.strip()]
+        elif f.kind == "bool":
+            value = text not in ("", "off", "false")
         elif f.kind != "text" and text.strip() == "":
             if f.optional:
                 value = None

@@ -1,6 +1,6 @@
 """The round state machine, shared by the web process and the worker (no torch here).
 
-    pending → generating → labeling → training_reward → training_policy → generating_next → done
+    pending → generating → labeling → training_reward → training_policy → evaluating → generating_next → done
     any active status → cancelled;  a running step → failed → (retry) the same step
 
 Every change of status is one conditional UPDATE (`WHERE status IN (...)`), so two requests or two
@@ -32,16 +32,26 @@ from app.models import (
     utcnow,
 )
 from app.rounds.queue import enqueue_on_commit
-from worker.celery_app import GENERATE_BATCH, GENERATE_NEXT, GENERATE_QUEUE, TRAIN_POLICY, TRAIN_QUEUE, TRAIN_REWARD
+from worker.celery_app import (
+    EVALUATE_ROUND,
+    GENERATE_BATCH,
+    GENERATE_NEXT,
+    GENERATE_QUEUE,
+    TRAIN_POLICY,
+    TRAIN_QUEUE,
+    TRAIN_REWARD,
+)
 
 S = RoundStatus
-RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.generating_next)
+RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.evaluating, S.generating_next)
 """A worker step is (or should be) under way."""
 ACTIVE = (*RUNNING, S.labeling)
 TERMINAL = (S.done, S.failed, S.cancelled)
 STEP_TASKS: dict[str, tuple[str, str]] = {  # status (RoundStatus, a str) -> (task name, queue)
     S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE),
     S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
+    # Loads the policies and the reward model: one at a time on a training worker's GPU.
+    S.evaluating: (EVALUATE_ROUND, TRAIN_QUEUE),
     S.generating_next: (GENERATE_NEXT, GENERATE_QUEUE),
 }
 BUNDLED_MODEL = "bundled:SmolLM2-135M-Instruct"

@@ -120,6 +120,7 @@ def _round_page(
     ]
     waiting = [spec.title for spec in views.CHARTS if not series[spec.title]]
     versions = views.round_versions(db, training_round=training_round)
+    history = views.evaluation_history(db, project_id=training_round.project_id)
     context = {
         "project": project,
         "round": training_round,
@@ -135,6 +136,14 @@ def _round_page(
         "download_problems": _download_problems(versions, settings),
         "action_error": action_error,
         "labels_by_key": views.STATUS_LABELS,
+        "evaluation": views.round_evaluation(training_round),
+        "eval_rows": views.EVAL_ROWS,
+        "eval_charts": [
+            charts.line_chart(history[title], title=title, unit=unit, x_label="round")
+            for title, _key, unit in views.EVAL_HISTORY
+            if history[title]
+        ],
+        "human_evaluations": views.round_evaluations(db, round_id=training_round.id),
     }
     return page(request, ROUND_TEMPLATE, context, block="live", status_code=status_code)
 

@@ -97,6 +97,7 @@ def test_fragment_shows_the_running_state(client, db):
         "Labeling": "done",
         "Training reward model": "done",
         "Training policy": "current",
+        "Evaluating": "todo",
         "Generating next": "todo",
         "Done": "todo",
     }

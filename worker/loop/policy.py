@@ -82,7 +82,7 @@ def _train(round_id: int) -> dict[str, Any]:
 
     # 3. Register the policy and move on, in one transaction (only if still training_policy).
     with db_session() as db:
-        if not lifecycle.transition(db, round_id=round_id, source=[S.training_policy], target=S.generating_next):
+        if not lifecycle.transition(db, round_id=round_id, source=[S.training_policy], target=S.evaluating):
             db.rollback()
             return {"round_id": round_id, "skipped": "the round left training_policy meanwhile"}
         version = ModelVersion(

@@ -23,10 +23,13 @@ from app.backup import schema
 from app.backup.dump import export_all
 from app.backup.restore import import_all
 from app.db import make_engine
+from app.evaluation.service import open_for_labeling
 from app.main import create_app
 from app.models import (
     Assignment,
     Completion,
+    CompletionScore,
+    Evaluation,
     ModelVersion,
     Project,
     Prompt,
@@ -34,11 +37,13 @@ from app.models import (
     Role,
     RoundPrompt,
     User,
+    VersionEval,
     WebSession,
     utcnow,
 )
 from app.settings import ROOT, Settings
 from tests.backup.helpers import counts, target_settings, write_artifact
+from tests.evaluation.helpers import SEED, add_eval_completions, add_prompts
 from tests.factories import (
     login,
     make_project,
@@ -153,11 +158,58 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     db.commit()
     w, x, y, z = rt.completion_ids
     make_ranking(db, rt, bob, [[x], [y, z], [w]])
+    evaluation = build_evaluation(db, project, base=base, policy=policy, reward=reward, judges=(alice, bob))
 
     # A browser session and a failed login, through the app.
     login(client, alice)
     assert client.post("/login", data={"email": bob.email, "password": "wrong"}).status_code == 401
-    return {"project": project.id, "token": token, "alice": alice.email, "round": r1.id, "policy": policy.id}
+    return {
+        "project": project.id,
+        "token": token,
+        "alice": alice.email,
+        "round": r1.id,
+        "policy": policy.id,
+        "evaluation": evaluation,
+    }
+
+
+def build_evaluation(db: Session, project, *, base, policy, reward, judges) -> int:
+    """Issue 12's rows: eval completions, an evaluation opened by its service (pairwise tasks), a
+    win and a "both bad" judgment, reward-model scores and a version's eval metrics."""
+    prompts = add_prompts(db, project, 2)
+    for version in (base, policy):
+        add_eval_completions(db, version, prompts)
+    evaluation = Evaluation(
+        project_id=project.id,
+        name="policy vs base ✓",
+        status="generating",
+        version_ids=[policy.id, base.id],
+        comparisons=[[policy.id, base.id]],
+        config={"prompts": 2, "prompt_ids": [p.id for p in prompts], "seed": SEED},
+    )
+    db.add(evaluation)
+    db.commit()
+    open_for_labeling(db, evaluation)
+    db.commit()
+    first, second = db.scalars(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id)).all()
+    a, b = first.completion_ids
+    make_ranking(db, first, judges[0], [[b], [a]], comment="clearer")
+    make_ranking(db, second, judges[1], [second.completion_ids], none_acceptable=True)
+    db.add_all(
+        CompletionScore(completion_id=c, reward_model_id=reward.id, score=-0.5 + i) for i, c in enumerate((a, b))
+    )
+    db.add(
+        VersionEval(
+            project_id=project.id,
+            version_id=policy.id,
+            reward_model_id=reward.id,
+            round_id=policy.round_id,
+            metrics={"rm_score": 0.5, "eos_share": 0.75, "distinct_2": 0.3333333333333333},
+            prompts=2,
+        )
+    )
+    db.commit()
+    return evaluation.id
 
 
 def api_answers(client: TestClient, built: dict) -> dict[str, str]:
@@ -169,6 +221,8 @@ def api_answers(client: TestClient, built: dict) -> dict[str, str]:
         f"{base}/exports/pairs?style=conversational",
         f"{base}/models",
         f"/api/v1/rounds/{built['round']}",
+        f"/api/v1/evaluations/{built['evaluation']}",
+        f"{base}/exports/pairs?tasks=all",
     ]
     answers = {}
     for path in paths:
@@ -228,7 +282,8 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target,
     archive = tmp_path / "backup.tar.gz"
     manifest = export_all(source, archive)
     assert manifest["alembic_revision"] == schema.code_head()
-    assert manifest["tables"]["rankings"]["rows"] == 4 and manifest["tables"]["pairwise_comparisons"]["rows"] == 19
+    assert manifest["tables"]["rankings"]["rows"] == 6 and manifest["tables"]["pairwise_comparisons"]["rows"] == 20
+    assert manifest["tables"]["evaluations"]["rows"] == 1 and manifest["tables"]["version_evals"]["rows"] == 1
     assert [s["artifact_path"] for s in manifest["not_archived"]] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
 
     report = import_all(target, archive)
@@ -239,7 +294,7 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target,
     for url in (source.sqlalchemy_url, target.sqlalchemy_url):
         engine = make_engine(url)
         with engine.connect() as conn:
-            assert conn.scalar(text(null_messages)) == 3
+            assert conn.scalar(text(null_messages)) == 5  # three of the project, two eval prompts
         engine.dispose()
 
     restored = create_app(target)

@@ -30,6 +30,7 @@ HELP = {
     "control": "none (the real run), shuffled (the team submits random rankings) or zero_reward (PPO, KL only)",
     "controls": "run all three variants per seed (overrides --control)",
     "human_eval": "after the last round, launch a blind evaluation last policy vs base and let the team judge it",
+    "final_round": "label one more round from the last policy (else it is measured on the eval split only)",
     "eval_metrics": "also run each round's automatic eval metrics step (costs a generation per round)",
     "torch_threads": "torch threads in the worker (0: all cores; 1 was much faster on a busy shared CPU)",
     "target_agreement": "inter-labeler agreement to tune noise to",
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(controls_text(options))
         return 0
     try:
-        simulate(options)
+        reports = simulate(options)
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if any(report.error for report in reports) else 0

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.simulation.gold import combine, length_controlled, parts
+from app.simulation.tasks import words
 from app.simulation.team import RoundRecord
 
 VARIANTS = ("none", "shuffled", "zero_reward")
@@ -48,6 +50,53 @@ class Human:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class EvalSet:
+    """The last policy and the base on the eval split, by gold, paired by prompt."""
+
+    prompts: int
+    gold: tuple[float, float]
+    """(policy, base) mean gold."""
+    lc_gold: tuple[float, float]
+    words: tuple[float, float]
+    win: float
+    """P(gold of the policy's answer > the base's, same prompt), ties half."""
+    lc_win: float
+
+    @classmethod
+    def of(cls, policy: dict[str, str], base: dict[str, str]) -> EvalSet | None:
+        shared = sorted(set(policy) & set(base))
+        if not shared:
+            return None
+        values = {side: [parts(p, answers[p]) for p in shared] for side, answers in (("p", policy), ("b", base))}
+        g = {side: [combine(v) for v in vs] for side, vs in values.items()}
+        lc = {side: [length_controlled(v) for v in vs] for side, vs in values.items()}
+        w = {side: [float(len(words(answers[p]))) for p in shared] for side, answers in (("p", policy), ("b", base))}
+
+        def paired(xs: list[float], ys: list[float]) -> float:
+            return sum((x > y) + 0.5 * (x == y) for x, y in zip(xs, ys, strict=True)) / len(xs)
+
+        return cls(
+            len(shared),
+            (_avg(g["p"]), _avg(g["b"])),
+            (_avg(lc["p"]), _avg(lc["b"])),
+            (_avg(w["p"]), _avg(w["b"])),
+            paired(g["p"], g["b"]),
+            paired(lc["p"], lc["b"]),
+        )
+
+    def text(self) -> str:
+        return (
+            f"eval split ({self.prompts} prompts), last policy vs base: gold {self.gold[0]:+.3f} vs "
+            f"{self.gold[1]:+.3f}, LC gold {self.lc_gold[0]:+.3f} vs {self.lc_gold[1]:+.3f}, words "
+            f"{self.words[0]:.1f} vs {self.words[1]:.1f}; paired gold win rate {self.win:.1%} (LC {self.lc_win:.1%})"
+        )
+
+
+def _avg(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def probability_of_superiority(xs: list[float], ys: list[float]) -> float:
     if not xs or not ys:
         return float("nan")
@@ -64,6 +113,9 @@ class Report:
         self.base_id: int | None = None
         self.last_policy_id: int | None = None
         self.human: Human | None = None
+        self.eval: EvalSet | None = None
+        self.error: str | None = None
+        """Why the run stopped early (its rows so far are kept)."""
 
     def add(self, number: int, round_data: dict, record: RoundRecord) -> None:
         metrics = round_data.get("metrics") or {}
@@ -97,6 +149,11 @@ class Report:
             )
         )
 
+    @property
+    def trained(self) -> Row | None:
+        """The row of the last round that trained (its reward model and PPO)."""
+        return next((row for row in reversed(self.rows) if row.ppo), None)
+
     def line(self, number: int) -> str:
         row = self.rows[number]
         return (
@@ -128,6 +185,10 @@ class Report:
             f"gold reward round 0 → {self.rows[-1].number}: {self.rows[0].gold:+.3f} → "
             f"{self.rows[-1].gold:+.3f}; {self.minutes:.1f} minutes",
         ]
+        if self.error:
+            lines.append(f"stopped early: {self.error}")
+        if self.eval is not None:
+            lines.append(self.eval.text())
         if self.human is not None:
             lines.append(f"simulated-human win rate, last policy vs base: {human_text(self.human)}")
         return "\n".join(lines)
@@ -200,6 +261,7 @@ def summary(reports: list[Report]) -> str:
             rate = _ms([h.win_rate for h in humans], ".1f", percent=True)
             pooled = _pooled(humans)
             lines.append(f"  simulated-human win rate over seeds: {rate}; pooled {pooled}")
+    lines += headline(reports)
     lines += [
         "",
         f"seeds {seeds}. gold/LC gold/words: means over the round's labeled completions; win vs base: "
@@ -208,6 +270,40 @@ def summary(reports: list[Report]) -> str:
         "KL: the policy that wrote the round vs the base (last PPO batch).",
     ]
     return "\n".join(lines)
+
+
+HEADLINE_COLUMNS = ("gold policy", "gold base", "LC gold", "gold win", "LC win", "human win", "RM acc", "ceiling", "KL")
+
+
+def headline(reports: list[Report]) -> list[str]:
+    """Per variant, mean ± sd over seeds: the last policy against the base on the eval split
+    (gold, paired gold win rate, the simulated humans' win rate), the last reward model and KL."""
+    lines = ["", "last policy vs base on the eval split, mean ± sd over seeds"]
+    header = f"{'variant':<28}" + " ".join(f"{title:>14}" for title in HEADLINE_COLUMNS)
+    lines += [header, "-" * len(header)]
+    for variant in VARIANTS:
+        runs = [r for r in reports if r.variant == variant]
+        if not runs:
+            continue
+        evals = [r.eval for r in runs if r.eval is not None]
+        trained = [r.trained for r in runs if r.trained is not None]
+        cells = [
+            _ms([e.gold[0] for e in evals], "+.2f"),
+            _ms([e.gold[1] for e in evals], "+.2f"),
+            _ms([e.lc_gold[0] for e in evals], "+.2f"),
+            _ms([e.win for e in evals], ".1f", percent=True),
+            _ms([e.lc_win for e in evals], ".1f", percent=True),
+            _ms([r.human.win_rate for r in runs if r.human is not None], ".1f", percent=True),
+            _ms([t.rm_accuracy for t in trained], ".1f", percent=True),
+            _ms([t.ceiling for t in trained], ".1f", percent=True),
+            _ms([t.ppo.get("kl") for t in trained], ".2f"),
+        ]
+        lines.append(f"{VARIANT_NAMES[variant]:<28}" + " ".join(f"{cell:>14}" for cell in cells))
+    lines.append(
+        "gold win: P(policy's answer beats the base's by gold, same eval prompt), ties half; LC: without the "
+        "length term; human win: the product's blind evaluation as the simulated team judged it (ties half)."
+    )
+    return lines
 
 
 def _pooled(humans: list[Human]) -> str:

@@ -22,8 +22,8 @@ from typing import Any
 from app.settings import Settings
 from app.simulation.gold import control_table
 from app.simulation.noise import POSITION_LOGIT, TARGET_AGREEMENT
-from app.simulation.report import VARIANTS, Human, Report, summary
-from app.simulation.server import Admin, Server, free_port, setup
+from app.simulation.report import VARIANTS, EvalSet, Human, Report, summary
+from app.simulation.server import Admin, Server, eval_answers, free_port, setup
 from app.simulation.tasks import all_prompts, draw_prompts
 from app.simulation.team import RoundRecord, Team
 
@@ -57,6 +57,9 @@ class Options:
     control: str = "none"
     controls: bool = False
     human_eval: bool = True
+    final_round: bool = True
+    """Generate and label one more round from the last policy (its row in the report); without it
+    the last policy is measured on the eval split only, which saves a generation per run."""
     eval_metrics: bool = False
     torch_threads: int = 0
     """Threads for the worker's torch (OMP_NUM_THREADS); 0 = torch's default (all cores)."""
@@ -118,7 +121,7 @@ def prompts(o: Options, seed: int) -> list[dict[str, str]]:
     """The eval split (the same for every seed, as a project's fixed eval set) and this seed's
     training prompts, disjoint from it."""
     evals = draw_prompts(o.eval_prompts, seed=10_000)
-    needed = o.prompts * (o.rounds + 1)
+    needed = o.prompts * (o.rounds + (1 if o.final_round else 0))
     if needed + len(evals) > len(all_prompts()):
         raise ValueError(
             f"--prompts × (--rounds + 1) + --eval-prompts = {needed + len(evals)}; "
@@ -153,12 +156,21 @@ def simulate(o: Options, out=print) -> list[Report]:
         server.wait_ready()
         admin = Admin(server.url, token, out)
         for (seed, variant), project_id in zip(runs, project_ids, strict=True):
+            if time.monotonic() > deadline:
+                out(f"== seed {seed}, variant {variant}: not run, --timeout-minutes reached")
+                continue
             out(f"== seed {seed}, variant {variant} (project {project_id})")
             run_started = time.monotonic()
-            report = _run_one(admin, server.url, accounts, project_id, o, seed, variant, deadline, out)
-            report.minutes = (time.monotonic() - run_started) / 60
+            report = Report(o.target_agreement, seed=seed, variant=variant)
             reports.append(report)
-            out(report.table())
+            try:
+                _run_one(admin, settings, server.url, accounts, project_id, o, report, deadline, out)
+            except RuntimeError as exc:  # a failed round or the time limit: keep what it measured
+                report.error = str(exc)
+                out(f"    seed {seed}, variant {variant} stopped: {exc}")
+            report.minutes = (time.monotonic() - run_started) / 60
+            if report.rows:
+                out(report.table())
     finally:
         server.stop()
     out(summary(reports))
@@ -168,15 +180,16 @@ def simulate(o: Options, out=print) -> list[Report]:
 
 def _run_one(
     admin: Admin,
+    settings: Settings,
     url: str,
     accounts: list[tuple[str, str]],
     project_id: int,
     o: Options,
-    seed: int,
-    variant: str,
+    report: Report,
     deadline: float,
     out,
-) -> Report:
+) -> None:
+    seed, variant = report.seed, report.variant
     admin.call("POST", f"/api/v1/projects/{project_id}/prompts", json={"prompts": prompts(o, seed)})
     team = Team(
         url,
@@ -186,12 +199,11 @@ def _run_one(
         shuffled=variant == "shuffled",
         position_logit=o.position_logit,
     )
-    report = Report(o.target_agreement, seed=seed, variant=variant)
     try:
         current = admin.call(
             "POST", f"/api/v1/projects/{project_id}/rounds", json=round_config(o, seed=seed, variant=variant)
         )
-        for number in range(o.rounds + 1):
+        for number in range(o.rounds + (1 if o.final_round else 0)):
             current = admin.wait(current["id"], ("labeling",), deadline)
             record = team.label(project_id)
             rankings = sum(len(v) for v in record.orders.values())
@@ -204,14 +216,21 @@ def _run_one(
             report.add(number, finished, record)
             out(report.line(number))
             nxt = admin.round_by_number(project_id, number + 1)
+            if nxt is None and number + 1 == o.rounds and not o.final_round:
+                break
             if nxt is None:
                 raise RuntimeError(f"round {number} finished without a next round (no unused prompts?)")
             current = nxt
         if o.human_eval and report.base_id is not None and report.last_policy_id is not None:
             report.human = _evaluate(admin, team, project_id, report, o, deadline, out)
+            answers = eval_answers(
+                settings, project_id=project_id, version_ids=[report.last_policy_id, report.base_id], seed=EVAL_SEED
+            )
+            report.eval = EvalSet.of(answers[report.last_policy_id], answers[report.base_id])
+            if report.eval is not None:
+                out("    " + report.eval.text())
     finally:
         team.close()
-    return report
 
 
 def _evaluate(admin: Admin, team: Team, project_id: int, report: Report, o: Options, deadline: float, out) -> Human:

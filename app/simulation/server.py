@@ -153,3 +153,39 @@ class Admin:
                 raise RuntimeError(f"evaluation {evaluation_id} {data['status']}: {data.get('error') or data}")
             time.sleep(2)
         raise RuntimeError(f"evaluation {evaluation_id} did not reach {'/'.join(wanted)} in time")
+
+
+def eval_answers(
+    settings: Settings, *, project_id: int, version_ids: list[int], seed: int
+) -> dict[int, dict[str, str]]:
+    """version id → eval prompt text → that version's eval answer (purpose "eval", this seed).
+
+    The report's own look at the product's database, after the team has judged: which version
+    wrote which answer is exactly what the judges must not see, and what the report needs to
+    score each version by gold on the same prompts."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import sessionmaker
+
+    from app.db import make_engine
+    from app.models import Completion, Prompt, PromptSplit
+
+    engine = make_engine(settings.sqlalchemy_url)
+    answers: dict[int, dict[str, str]] = {version: {} for version in version_ids}
+    try:
+        with sessionmaker(bind=engine)() as db:
+            rows = db.execute(
+                select(Prompt.text, Completion.model_version_id, Completion.text, Completion.generation_params)
+                .join(Completion, Completion.prompt_id == Prompt.id)
+                .where(
+                    Prompt.project_id == project_id,
+                    Prompt.split == PromptSplit.eval,
+                    Completion.model_version_id.in_(version_ids),
+                )
+                .order_by(Completion.id)
+            )
+            for prompt, version, text, params in rows:
+                if (params or {}).get("purpose") == "eval" and (params or {}).get("seed") == seed and prompt:
+                    answers[version].setdefault(prompt, text)
+    finally:
+        engine.dispose()
+    return answers

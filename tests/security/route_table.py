@@ -86,6 +86,13 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/projects/{project_id}/models"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}/download"): ADMIN_PAGE,
+    # admin: evaluations
+    ("GET", "/admin/projects/{project_id}/evaluations"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/evaluations"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/eval-set"): ADMIN_PAGE,
+    ("GET", "/admin/evaluations/{evaluation_id}"): ADMIN_PAGE,
+    ("POST", "/admin/evaluations/{evaluation_id}/close"): ADMIN_PAGE,
+    ("POST", "/admin/evaluations/{evaluation_id}/cancel"): ADMIN_PAGE,
     # API: projects, uploads, exports
     ("GET", "/api/v1/projects"): API_ANY,
     ("GET", "/api/v1/projects/{project_id}"): API_ANY,
@@ -107,6 +114,13 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/rounds/{round_id}/start"): API_ADMIN,
     ("POST", "/api/v1/rounds/{round_id}/cancel"): API_ADMIN,
     ("POST", "/api/v1/rounds/{round_id}/retry"): API_ADMIN,
+    # API: evaluations
+    ("POST", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,
+    ("GET", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,
+    ("POST", "/api/v1/projects/{project_id}/eval-set"): API_ADMIN,
+    ("GET", "/api/v1/evaluations/{evaluation_id}"): API_ADMIN,
+    ("POST", "/api/v1/evaluations/{evaluation_id}/close"): API_ADMIN,
+    ("POST", "/api/v1/evaluations/{evaluation_id}/cancel"): API_ADMIN,
 }
 
 JSON_BODIES: dict[tuple[str, str], dict] = {

@@ -26,7 +26,7 @@ from app.deps import SESSION_COOKIE
 from app.main import create_app
 from app.models import Assignment, Prompt, Role, WebSession, utcnow
 from app.settings import Settings
-from tests.factories import make_project, make_task, make_token, make_user
+from tests.factories import make_eval_task, make_project, make_task, make_token, make_user
 from tests.rounds.helpers import make_round, make_version
 from tests.security import route_table as rt
 
@@ -111,6 +111,8 @@ def build_world(db, settings: Settings) -> World:
     version = make_version(db, project, training_round=training_round, artifact_path=str(folder))
     victim_token, _ = auth_service.create_api_token(db, name="victim", scopes=["upload"], created_by=admin)
     db.commit()
+    evaluation_id = make_eval_task(db, project).evaluation_id
+    db.commit()
     external_id = db.get(Prompt, tasks[0].prompt_id).external_id
     return World(
         path_values={
@@ -121,6 +123,7 @@ def build_world(db, settings: Settings) -> World:
             "version_id": str(version.id),
             "external_id": external_id,
             "assignment_id": str(held["labeler"]),
+            "evaluation_id": str(evaluation_id),
         },
         users={"labeler": labeler, "other_project_labeler": other, "admin": admin},
         tokens={scope: make_token(db, scope) for scope in ("upload", "export", "admin")},

@@ -124,9 +124,12 @@ def compute(
     on_progress(len(answers), len(answers), "kl to the reference")
 
     new, previous, base = roles["new"].id, roles["previous"].id, roles["base"].id
-    for opponent, key in ((previous, "lc_win_rate_vs_previous"), (base, "lc_win_rate_vs_base")):
-        if opponent != new:
-            out[new][key] = _versus(answers[opponent], answers[new], seed=seed, lc_win_rate=lc_win_rate)
+    if previous != new:
+        out[new]["lc_win_rate_vs_previous"] = _versus(
+            answers[previous], answers[new], seed=seed, lc_win_rate=lc_win_rate
+        )
+    if base not in (new, previous):  # round 0's previous policy is the base: said once
+        out[new]["lc_win_rate_vs_base"] = _versus(answers[base], answers[new], seed=seed, lc_win_rate=lc_win_rate)
     if previous != new:
         out[new]["samples"] = _samples(prompts, answers[previous], answers[new])
     return out

@@ -112,7 +112,7 @@ def make_eval_task(
     )
     db.add(prompt)
     db.flush()
-    texts = texts or (f"answer of version {first} to eval prompt {n}", f"answer of version {second} to eval prompt {n}")
+    texts = texts or (f"one answer to eval prompt {n}", f"another answer to eval prompt {n}")
     completions = [
         Completion(
             prompt_id=prompt.id,

@@ -1,4 +1,4 @@
-"""What a ranking task shows: its prompt and its completions (in the task's own order).
+"""What a ranking task shows: its kind, its prompt and its completions (in the task's own order).
 
 One statement for both, because it runs on every render of the ranking page and with every
 handout (the handout needs the completion ids to shuffle them for the labeler)."""
@@ -24,6 +24,7 @@ _completions = Completion.__table__
 # second statement); a task without completions still yields its prompt.
 _TASK_CONTENT = (
     select(
+        _tasks.c.kind,
         _prompts.c.text,
         _prompts.c.messages,
         _completions.c.id,
@@ -42,6 +43,8 @@ _TASK_CONTENT = (
 
 @dataclass(frozen=True)
 class TaskContent:
+    kind: str
+    """The task's type (app/labeling/task_types.py)."""
     prompt_text: str | None
     prompt_messages: list[dict[str, Any]] | None
     completions: dict[int, str]
@@ -55,6 +58,7 @@ def load_task_content(db: Session, *, task_id: int) -> TaskContent:
     if not rows:
         raise LookupError(f"ranking task {task_id} does not exist")
     return TaskContent(
+        kind=rows[0].kind,
         prompt_text=rows[0].text,
         prompt_messages=rows[0].messages,
         completions={row.id: row.completion_text for row in rows if row.id is not None},

@@ -58,21 +58,21 @@ WITH claimed AS (
                           WHERE had.task_id = candidate.id AND had.user_id = :labeler)
         ORDER BY candidate.status, candidate.id LIMIT 1
         FOR UPDATE OF candidate{skip_locked})
-    RETURNING ranking_tasks.id, ranking_tasks.prompt_id
+    RETURNING ranking_tasks.id, ranking_tasks.prompt_id, ranking_tasks.kind
 ), shown AS (
-    SELECT claimed.id AS task_id, claimed.prompt_id,
+    SELECT claimed.id AS task_id, claimed.prompt_id, claimed.kind,
            COALESCE(jsonb_agg(item.completion_id
                               ORDER BY md5(claimed.id || ':' || :labeler || ':' || item.completion_id),
                                        item.completion_id)
                     FILTER (WHERE item.completion_id IS NOT NULL), '[]'::jsonb) AS display_order
     FROM claimed LEFT JOIN task_completions AS item ON item.task_id = claimed.id
-    GROUP BY claimed.id, claimed.prompt_id
+    GROUP BY claimed.id, claimed.prompt_id, claimed.kind
 ), lease AS (
     INSERT INTO assignments (task_id, user_id, project_id, state, display_order, leased_at, lease_expires_at)
     SELECT shown.task_id, :labeler, :project, :leased, shown.display_order, :now, :expires FROM shown
     RETURNING assignments.id, assignments.task_id, assignments.lease_expires_at, assignments.display_order
 )
-SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.display_order,
+SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.display_order, shown.kind,
        prompt.text AS prompt_text, prompt.messages AS prompt_messages,
        completion.id, completion.text AS completion_text, completion.text_html, completion.html_renderer,
        (SELECT count(*) FROM rankings
@@ -145,6 +145,7 @@ def claim_and_lease(
         return None
     first = rows[0]
     content = TaskContent(
+        kind=first.kind,
         prompt_text=first.prompt_text,
         prompt_messages=first.prompt_messages,
         completions={r.id: r.completion_text for r in rows if r.id is not None},

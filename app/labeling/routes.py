@@ -1,8 +1,10 @@
-"""Labeler pages (queue, ranking page) and a small JSON API for the same actions.
+"""Labeler pages (queue, labeling page) and a small JSON API for the same actions.
 
-Thin: parse → service → render. The ranking page's URL answers with the whole page, or with only
+Thin: parse → service → render. The labeling page's URL answers with the whole page, or with only
 its `task` block when htmx asks (polling, next task); submit and skip answer with the next task's
-block, so the browser swaps it in without a reload."""
+block, so the browser swaps it in without a reload. What differs between task kinds (a ranking, a
+blind pairwise evaluation) is looked up in app/labeling/task_types.py: the partial that renders
+the task, the keyboard help, how the answer becomes ranking groups (inside submit_ranking)."""
 
 from __future__ import annotations
 
@@ -24,14 +26,14 @@ from app.labeling.schemas import (
     CompletionOut,
     NextTaskOut,
     PromptOut,
-    RankingIn,
     SkipIn,
     SkipOut,
+    SubmissionIn,
     SubmitOut,
     TaskOut,
-    ranking_from_form,
     skip_from_form,
 )
+from app.labeling.task_types import RANKING, FormInput, task_type
 from app.models import Project, User
 from app.web import is_htmx, page
 
@@ -39,7 +41,7 @@ router = APIRouter(tags=["labeling"])
 api_router = APIRouter(prefix="/api/v1/labeling", tags=["labeling"], route_class=JsonApiRoute)
 
 LABEL_TEMPLATE = "labeling/label.html"
-SUBMIT_FIELDS = ("ranking", "none_acceptable", "time_spent_ms", "comment")
+SUBMIT_FIELDS = ("ranking", "verdict", "none_acceptable", "time_spent_ms", "comment")
 
 
 # ---- pages ------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ async def submit_form(request: Request, project_id: int, assignment_id: int):
     def work(db: Session, labeler: LabelerRequest, form: FormData):
         try:
             project = labeler.project_to_label()
-            data = ranking_from_form(
+            data = FormInput(
                 {name: str(form.get(name, "")) for name in SUBMIT_FIELDS}, [str(flag) for flag in form.getlist("flag")]
             )
             result, view = submission.submit_ranking(
@@ -129,9 +131,12 @@ def _render_task(request: Request, task_page: service.TaskPage, *, notice: str =
     context = {
         "project": task_page.project,
         "view": view,
+        "task_type": view.task_type if view else task_type(RANKING),
         "progress": task_page.progress,
         "initial_ranking": json.dumps([[c.id] for c in view.completions]) if view else "[]",
         "notice": notice,
+        # An htmx swap also replaces the shortcuts panel (out of band): the next task may be of another kind.
+        "swap_keys": is_htmx(request),
     }
     return page(request, LABEL_TEMPLATE, context, block="task")
 
@@ -168,14 +173,16 @@ def _raise(exc: LabelingError) -> NoReturn:
 def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None:
     if view is None:
         return None
+    kind = view.task_type
     return TaskOut(
+        kind=view.kind,
         assignment_id=view.assignment_id,
         task_id=view.task_id,
         project_id=view.project_id,
         lease_expires_at=view.lease_expires_at,
         prompt=PromptOut(text=view.prompt_text, messages=view.prompt_messages),
         completions=[CompletionOut(id=c.id, text=c.text) for c in view.completions],
-        flags=list(project.flags or []),
+        flags=list(project.flags or []) if kind.takes_flags else [],
     )
 
 
@@ -197,9 +204,17 @@ def api_next_task(project_id: ProjectId, db: DbDep, user: UserDep, settings: Set
     responses=CHANGE_ERRORS,
 )
 def api_submit(
-    project_id: ProjectId, assignment_id: AssignmentId, body: RankingIn, db: DbDep, user: UserDep, settings: SettingsDep
+    project_id: ProjectId,
+    assignment_id: AssignmentId,
+    body: SubmissionIn,
+    db: DbDep,
+    user: UserDep,
+    settings: SettingsDep,
 ) -> SubmitOut:
-    """Stores a ranking (safe to retry: a retry returns the stored one) and returns your next task."""
+    """Stores your judgment of the task (safe to retry: a retry returns the stored one) and returns
+    your next task. A ranking task takes `ranking` groups; a pairwise_eval task a `verdict` ("A" or
+    "B" is better, in the order of `task.completions`; "tie"; "both_bad") and an optional
+    `comment` (the reason), or `ranking` groups of its two completions."""
     try:
         project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
         result, view = submission.submit_ranking(

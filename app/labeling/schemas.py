@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
@@ -30,6 +30,31 @@ class RankingIn(BaseModel):
     time_spent_ms: Annotated[StrictInt, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
     """Active time the client measured (the server also keeps leased_at -> submitted)."""
     comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
+
+
+Verdict = Literal["A", "B", "tie", "both_bad"]
+"""A blind pairwise judgment: A or B (in the labeler's display order) is better, a tie, or both bad."""
+
+
+class SubmissionIn(BaseModel):
+    """A judgment through the JSON API: `ranking` groups (any task), or a `verdict` (pairwise_eval
+    tasks only). Which one the task takes is checked against the task (app/labeling/task_types.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ranking: list[list[DbId]] | None = None
+    """Groups of completion ids, best first; ids in one group are tied. Required for ranking tasks."""
+    verdict: Verdict | None = None
+    """For pairwise_eval tasks: "A" or "B" (the first or second completion of `task.completions`,
+    your display order) is better, "tie", or "both_bad". Instead of `ranking`."""
+    flags: dict[Annotated[int, Field(ge=1, le=INT32_MAX)], list[Text]] = Field(default_factory=dict)
+    """Completion id -> names from the project's flag list (ranking tasks)."""
+    none_acceptable: StrictBool = False
+    """With `ranking` only; a verdict says "both_bad" instead."""
+    time_spent_ms: Annotated[StrictInt, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
+    """Active time the client measured (the server also keeps leased_at -> submitted)."""
+    comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
+    """Optional; for a verdict, the reason."""
 
 
 class SkipIn(BaseModel):
@@ -71,14 +96,14 @@ def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> Rankin
             ranking=groups,
             flags=flags,
             none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
-            time_spent_ms=_form_int(form.get("time_spent_ms")),
+            time_spent_ms=form_int(form.get("time_spent_ms")),
             comment=str(form.get("comment") or ""),
         )
     except ValidationError as exc:
         raise InvalidSubmission(describe_validation_error(exc)) from None
 
 
-def _form_int(value: Any) -> Any:
+def form_int(value: Any) -> Any:
     """A form field is text: digits become an int, other text is left for the model to refuse."""
     text = str(value or "").strip()
     return int(text) if text.isascii() and text.isdigit() else (text or None)
@@ -104,14 +129,18 @@ class PromptOut(BaseModel):
 
 
 class TaskOut(BaseModel):
+    kind: Literal["ranking", "pairwise_eval"]
+    """ranking: order the completions (submit `ranking`). pairwise_eval: a blind comparison of the
+    two completions, A then B (submit a `verdict`)."""
     assignment_id: int
     task_id: int
     project_id: int
     lease_expires_at: datetime
     prompt: PromptOut
     completions: list[CompletionOut]
-    """In this labeler's (shuffled) display order."""
+    """In this labeler's (shuffled) display order: for pairwise_eval, A then B."""
     flags: list[str]
+    """The project's flag names this task takes (none for pairwise_eval)."""
 
 
 class NextTaskOut(BaseModel):

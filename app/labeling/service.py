@@ -18,6 +18,7 @@ from app.db import is_sqlite
 from app.labeling import handout
 from app.labeling.content import load_task_content
 from app.labeling.errors import NotAMember, NotFound
+from app.labeling.task_types import TaskType, task_type
 from app.models import (
     Assignment,
     AssignmentState,
@@ -139,6 +140,12 @@ class TaskView:
     """In this labeler's display order."""
     progress: Progress | None = None
     """The labeler's progress, when the handout read it with a new lease (Postgres)."""
+    kind: str = "ranking"
+    """The task's kind; `task_type` holds what differs between kinds (app/labeling/task_types.py)."""
+
+    @property
+    def task_type(self) -> TaskType:
+        return task_type(self.kind)
 
 
 @dataclass(frozen=True)
@@ -350,6 +357,7 @@ def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskVie
         prompt_messages=content.prompt_messages,
         completions=completions,
         progress=progress,
+        kind=content.kind,
     )
 
 

@@ -14,8 +14,8 @@ from app.labeling import handout
 from app.labeling.errors import LEASE_LOST_MESSAGE, Conflict, InvalidSubmission, NotFound
 from app.labeling.partition import InvalidRanking, validate_partition
 from app.labeling.ranking_store import FINISH_ASSIGNMENT, store_ranking
-from app.labeling.schemas import RankingIn
 from app.labeling.service import TaskView, next_task_after
+from app.labeling.task_types import Submission, task_type
 from app.models import Assignment, AssignmentState, Project, Ranking, RankingTask, TaskStatus, User, utcnow
 from app.rounds import service as rounds_service
 
@@ -33,6 +33,7 @@ _ASSIGNMENT_FOR_SUBMIT = (
         _assignments.c.lease_expires_at,
         _assignments.c.display_order,
         _tasks.c.round_id,
+        _tasks.c.kind,
         _rankings.c.id.label("ranking_id"),
         _rankings.c.late,
     )
@@ -68,12 +69,15 @@ def submit_ranking(
     user: User,
     project: Project,
     assignment_id: int,
-    data: RankingIn,
+    data: Submission,
     sweep_every: float,
     now: datetime | None = None,
     labeler_locked: bool = False,
 ) -> tuple[SubmitResult, TaskView | None]:
     """Stores the ranking and its pairs, then hands out the next task (in the same transaction).
+
+    `data` is the labeler's answer as the route received it; the task's type (its `kind`) turns it
+    into ranking groups (a pairwise evaluation's verdict, say), refusing what that kind does not take.
 
     Idempotent: a retry of a stored ranking returns it again (duplicate=True) with the same next task.
     After the lease expired it is still accepted while the task has a free slot (late=True).
@@ -85,6 +89,8 @@ def submit_ranking(
     row = db.execute(_ASSIGNMENT_FOR_SUBMIT, {"assignment_id": assignment_id, "user_id": user_id}).first()
     if row is None or row.project_id != project_id:
         raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
+    kind = task_type(row.kind)
+    judged = kind.judgment(data, row.display_order)  # before the retry check: malformed is a 422 either way
     if row.ranking_id is not None:
         result = SubmitResult(ranking_id=row.ranking_id, late=row.late, duplicate=True)
         return result, next_task_after(
@@ -94,10 +100,12 @@ def submit_ranking(
         raise Conflict("You skipped this task, so it cannot be submitted any more.")
 
     try:
-        groups = validate_partition(data.ranking, row.display_order)
+        groups = validate_partition(judged.ranking, row.display_order)
     except InvalidRanking as exc:
         raise InvalidSubmission(str(exc)) from None
-    flags = _checked_flags(data.flags, completion_ids=set(row.display_order), allowed=flag_names)
+    if judged.flags and not kind.takes_flags:
+        raise InvalidSubmission(f"flags: a {kind.name.lower()} task takes no flags; say why in the comment instead")
+    flags = _checked_flags(judged.flags, completion_ids=set(row.display_order), allowed=flag_names)
 
     late = row.lease_expires_at <= now  # a lease past its time but not yet swept still holds its slot
     if row.state == AssignmentState.expired:
@@ -115,10 +123,10 @@ def submit_ranking(
             "assignment_id": row.id,
             "groups": groups,
             "flags": flags,
-            "none_acceptable": data.none_acceptable,
+            "none_acceptable": judged.none_acceptable,
             "display_order": row.display_order,
-            "time_spent_ms": data.time_spent_ms,
-            "comment": data.comment.strip(),
+            "time_spent_ms": judged.time_spent_ms,
+            "comment": judged.comment.strip(),
             "late": late,
             "created_at": now,
         },

@@ -6,7 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.labeling import service, submission
-from app.labeling.schemas import RankingIn
+from app.labeling.schemas import RankingIn, SubmissionIn
+from app.labeling.task_types import PAIRWISE_EVAL
 from app.models import Assignment, PairwiseComparison, Project, Ranking, RankingTask, User
 
 
@@ -22,8 +23,14 @@ def strict_order(view: service.TaskView) -> list[list[int]]:
 
 
 def submit(db: Session, user: User, project: Project, view: service.TaskView, groups=None, **fields):
+    """Submits `groups` (default: the completions as shown), or for a pairwise evaluation without
+    `groups` a verdict (`verdict=`, default "A"), as its page does."""
     now = fields.pop("now", None)
-    data = RankingIn(ranking=groups if groups is not None else strict_order(view), **fields)
+    data: RankingIn | SubmissionIn
+    if groups is None and view.kind == PAIRWISE_EVAL:
+        data = SubmissionIn(verdict=fields.pop("verdict", "A"), **fields)
+    else:
+        data = RankingIn(ranking=groups if groups is not None else strict_order(view), **fields)
     result = submission.submit_ranking(
         db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600, now=now
     )

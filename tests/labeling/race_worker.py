@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine
 from app.labeling import service, submission
-from app.labeling.schemas import RankingIn
+from app.labeling.schemas import RankingIn, SubmissionIn
+from app.labeling.task_types import PAIRWISE_EVAL
 from app.models import Project, User
 
 Report = tuple[int, list[int], list[str]]  # user id, task ids handed to them, errors
@@ -46,7 +47,11 @@ def label_until_empty(
             while (view := service.current_task(db, user=user, project=project, sweep_every=3600)) is not None:
                 db.commit()
                 handed.append(view.task_id)
-                data = RankingIn(ranking=[[c.id] for c in view.completions])
+                data: RankingIn | SubmissionIn = (
+                    SubmissionIn(verdict="B")
+                    if view.kind == PAIRWISE_EVAL
+                    else RankingIn(ranking=[[c.id] for c in view.completions])
+                )
                 submission.submit_ranking(
                     db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600
                 )

@@ -28,9 +28,9 @@ def _task(db, task_id: int) -> RankingTask:
     return db.get(RankingTask, task_id)
 
 
-def test_overlap_two_gives_each_task_to_two_different_labelers_and_never_twice_to_one(db):
+def test_overlap_two_gives_each_task_to_two_different_labelers_and_never_twice_to_one(db, make_task_of_kind):
     project = make_project(db, overlap=2)
-    tasks = [make_task(db, project) for _ in range(3)]
+    tasks = [make_task_of_kind(db, project) for _ in range(3)]
     alice, bob, carol = (make_user(db, projects=[project]) for _ in range(3))
 
     seen = {}
@@ -47,9 +47,9 @@ def test_overlap_two_gives_each_task_to_two_different_labelers_and_never_twice_t
         assert (row.slots_taken, row.rankings_count, row.status) == (2, 2, "complete")
 
 
-def test_a_leased_slot_is_not_handed_to_anyone_else(db):
+def test_a_leased_slot_is_not_handed_to_anyone_else(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    first, second = make_task(db, project), make_task(db, project)
+    first, second = make_task_of_kind(db, project), make_task_of_kind(db, project)
     alice, bob, carol = (make_user(db, projects=[project]) for _ in range(3))
 
     assert next_view(db, alice, project).task_id == first.id
@@ -87,9 +87,9 @@ def test_display_order_is_a_recorded_permutation_of_the_task(db):
     assert handout.display_order(task.completion_ids, task_id=task.id, user_id=alice.id) == shown
 
 
-def test_an_expired_lease_frees_the_slot_for_another_labeler(db):
+def test_an_expired_lease_frees_the_slot_for_another_labeler(db, make_task_of_kind):
     project = make_project(db, overlap=1, lease_minutes=30)
-    task = make_task(db, project)
+    task = make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
 
     held = next_view(db, alice, project)
@@ -105,10 +105,10 @@ def test_an_expired_lease_frees_the_slot_for_another_labeler(db):
     assert timedelta(minutes=29) < lease.lease_expires_at - utcnow() <= timedelta(minutes=30)
 
 
-def test_the_periodic_sweep_frees_expired_leases_even_when_tasks_are_left(db):
+def test_the_periodic_sweep_frees_expired_leases_even_when_tasks_are_left(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    make_task(db, project)
-    make_task(db, project)
+    make_task_of_kind(db, project)
+    make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     held = next_view(db, alice, project)
     _expire(db, held.assignment_id)
@@ -117,10 +117,10 @@ def test_the_periodic_sweep_frees_expired_leases_even_when_tasks_are_left(db):
     assert view.task_id == held.task_id
 
 
-def test_own_expired_but_unswept_lease_is_renewed_on_refresh(db):
+def test_own_expired_but_unswept_lease_is_renewed_on_refresh(db, make_task_of_kind):
     project = make_project(db, overlap=1, lease_minutes=10)
-    make_task(db, project)
-    make_task(db, project)
+    make_task_of_kind(db, project)
+    make_task_of_kind(db, project)
     alice = make_user(db, projects=[project])
     held = next_view(db, alice, project)
     _expire(db, held.assignment_id)
@@ -131,9 +131,9 @@ def test_own_expired_but_unswept_lease_is_renewed_on_refresh(db):
     assert _task(db, held.task_id).slots_taken == 1
 
 
-def test_a_swept_lease_is_never_handed_back_to_the_same_labeler(db):
+def test_a_swept_lease_is_never_handed_back_to_the_same_labeler(db, make_task_of_kind):
     project = make_project(db, overlap=2)
-    task = make_task(db, project)
+    task = make_task_of_kind(db, project)
     alice = make_user(db, projects=[project])
     held = next_view(db, alice, project)
     _expire(db, held.assignment_id)
@@ -193,9 +193,9 @@ def test_what_is_left_is_counted_among_the_oldest_open_tasks_and_marked_as_a_low
     assert service.open_task_page(db, user=alice, project_id=project.id, sweep_every=3600).progress == expected
 
 
-def test_retired_and_other_projects_tasks_are_never_handed_out(db):
+def test_retired_and_other_projects_tasks_are_never_handed_out(db, make_task_of_kind):
     project, other = make_project(db, overlap=1), make_project(db, overlap=1)
-    retired = make_task(db, project)
+    retired = make_task_of_kind(db, project)
     db.execute(update(RankingTask).where(RankingTask.id == retired.id).values(status="retired"))
     db.commit()
     make_task(db, other)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from app.models import Assignment, Ranking, RankingTask
-from tests.factories import make_project, make_task
+from tests.factories import make_eval_task, make_project, make_task
 from tests.labeling.helpers import fresh, make_labelers
 from tests.labeling.race_worker import label_until_empty, process_main, take_one
 
@@ -36,10 +36,14 @@ def _check_every_slot_handed_exactly_once(db, reports, *, tasks, overlap):
         assert (task.slots_taken, task.rankings_count, task.status) == (overlap, overlap, "complete")
 
 
+@pytest.mark.parametrize("queue", ["ranking", "mixed"])
 @pytest.mark.parametrize("overlap", [1, 2])
-def test_threads_labeling_at_once_share_no_slot(app, db, overlap):
+def test_threads_labeling_at_once_share_no_slot(app, db, overlap, queue):
+    """`mixed`: every third task a blind pairwise evaluation, judged with a verdict."""
     project = make_project(db, overlap=overlap)
-    tasks = [make_task(db, project) for _ in range(30)]
+    tasks = [
+        make_eval_task(db, project) if queue == "mixed" and i % 3 == 2 else make_task(db, project) for i in range(30)
+    ]
     users = make_labelers(db, project, LABELERS)
     sessions = sessionmaker(bind=app.state.engine, expire_on_commit=False)
     start = threading.Barrier(len(users))

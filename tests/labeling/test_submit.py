@@ -67,9 +67,9 @@ def test_a_ranking_is_stored_with_its_pairs_flags_and_display_order(db):
     assert (row.slots_taken, row.rankings_count, row.status) == (1, 1, "open")  # overlap 2: one more wanted
 
 
-def test_the_task_is_complete_at_overlap(db):
+def test_the_task_is_complete_at_overlap(db, make_task_of_kind):
     project = make_project(db, overlap=2)
-    task = make_task(db, project)
+    task = make_task_of_kind(db, project)
     for _ in range(2):
         user = make_user(db, projects=[project])
         submit(db, user, project, next_view(db, user, project))
@@ -78,10 +78,10 @@ def test_the_task_is_complete_at_overlap(db):
     assert (row.slots_taken, row.rankings_count, row.status) == (2, 2, "complete")
 
 
-def test_submitting_twice_stores_one_ranking_and_answers_the_same(db):
+def test_submitting_twice_stores_one_ranking_and_answers_the_same(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    make_task(db, project)
-    make_task(db, project)
+    make_task_of_kind(db, project)
+    make_task_of_kind(db, project)
     alice = make_user(db, projects=[project])
     view = next_view(db, alice, project)
 
@@ -93,9 +93,9 @@ def test_submitting_twice_stores_one_ranking_and_answers_the_same(db):
     assert snapshot(db) == before
 
 
-def test_a_late_submission_is_accepted_while_the_lease_was_not_yet_swept(db):
+def test_a_late_submission_is_accepted_while_the_lease_was_not_yet_swept(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    task = make_task(db, project)
+    task = make_task_of_kind(db, project)
     alice = make_user(db, projects=[project])
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)
@@ -107,9 +107,9 @@ def test_a_late_submission_is_accepted_while_the_lease_was_not_yet_swept(db):
     assert (row.slots_taken, row.rankings_count, row.status) == (1, 1, "complete")
 
 
-def test_a_late_submission_after_the_sweep_takes_a_free_slot_again(db):
+def test_a_late_submission_after_the_sweep_takes_a_free_slot_again(db, make_task_of_kind):
     project = make_project(db, overlap=2)
-    task = make_task(db, project)
+    task = make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)
@@ -123,9 +123,9 @@ def test_a_late_submission_after_the_sweep_takes_a_free_slot_again(db):
     assert (row.slots_taken, row.rankings_count, row.status) == (2, 2, "complete")
 
 
-def test_a_late_submission_is_refused_with_a_clear_409_when_others_completed_the_task(db):
+def test_a_late_submission_is_refused_with_a_clear_409_when_others_completed_the_task(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    make_task(db, project)
+    make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)
@@ -139,9 +139,9 @@ def test_a_late_submission_is_refused_with_a_clear_409_when_others_completed_the
     assert snapshot(db) == before
 
 
-def test_a_late_submission_is_refused_while_others_hold_every_slot(db):
+def test_a_late_submission_is_refused_while_others_hold_every_slot(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    make_task(db, project)
+    make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)
@@ -203,9 +203,9 @@ def test_flags_must_be_the_projects_and_on_the_tasks_completions(db):
     assert db.get(Ranking, result.ranking_id).flags == {str(first): ["unsafe"]}
 
 
-def test_nobody_can_submit_someone_elses_task(db):
+def test_nobody_can_submit_someone_elses_task(db, make_task_of_kind):
     project = make_project(db, overlap=2)
-    make_task(db, project)
+    make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     view = next_view(db, alice, project)
     with pytest.raises(NotFound) as caught:
@@ -213,9 +213,9 @@ def test_nobody_can_submit_someone_elses_task(db):
     assert caught.value.status_code == 404
 
 
-def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
+def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db, make_task_of_kind):
     project = make_project(db, overlap=1)
-    first, second = make_task(db, project), make_task(db, project)
+    first, second = make_task_of_kind(db, project), make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     view = next_view(db, alice, project)
     assert view.task_id == first.id
@@ -246,9 +246,9 @@ def test_skipping_frees_the_slot_and_the_task_never_comes_back_to_me(db):
         submit(db, alice, project, view)
 
 
-def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_cannot_be_skipped(db):
+def test_skipping_an_expired_lease_frees_nothing_twice_and_submitted_tasks_cannot_be_skipped(db, make_task_of_kind):
     project = make_project(db, overlap=2)
-    task = make_task(db, project)
+    task = make_task_of_kind(db, project)
     alice, bob = make_user(db, projects=[project]), make_user(db, projects=[project])
     view = next_view(db, alice, project)
     _expire(db, view.assignment_id)

@@ -51,10 +51,13 @@ def versions(db, round_id: int, kind: str) -> int:
 def test_a_failed_step_is_shown_then_retried_to_completion(
     app, db, client, admin_token, loop_project, tiny_model_dir, start_worker
 ):
+    """Also the zero-reward control (ppo.reward_source "zero": PPO on the KL penalty alone) and
+    the evaluating step without an eval set, which skips and moves on."""
     project, labelers = loop_project
     api = Api(client, admin_token)
     faulty = start_worker(RANKLAB_FAULT_INJECT="training_policy")
-    round0 = launch_and_label(api, app, db, project, labelers, tiny_config(tiny_model_dir), faulty)
+    config = tiny_config(tiny_model_dir, ppo={"reward_source": "zero"})
+    round0 = launch_and_label(api, app, db, project, labelers, config, faulty)
 
     failed = api.wait_status(round0["id"], "failed", worker=faulty)
     assert failed["error_step"] == "training_policy"
@@ -77,6 +80,9 @@ def test_a_failed_step_is_shown_then_retried_to_completion(
     messages = [e["message"] for e in api.round(round0["id"], events_after=0)["events"]]
     assert any(m.startswith("failed at training_policy: FaultInjected") for m in messages)
     assert "retry: resuming at training_policy" in messages
+    assert done["metrics"]["policy"]["score"] == 0.0 and done["metrics"]["policy"]["score_first"] == 0.0
+    skipped = "no eval set: skipped (hold out eval prompts to get eval metrics)"
+    assert done["metrics"]["evaluation"] == {"skipped": skipped} and skipped in messages
     api.post(f"/api/v1/rounds/{round0['id']}/retry", expect=409)  # a done round has nothing to retry
 
 

@@ -8,11 +8,11 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.labeling import handout
 from app.models import Assignment, Completion, Evaluation, EvaluationStatus, ModelVersion, Ranking
-from tests.factories import PASSWORD, make_eval_task, make_project, make_user
+from tests.factories import PASSWORD, make_eval_task, make_project, make_task, make_user
 from tests.labeling.helpers import fresh
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
@@ -180,6 +180,36 @@ def test_keyboard_only_judging_stores_each_verdict_and_swaps_in_the_next_task(li
     assert db.scalar(select(Ranking).where(Ranking.task_id == tasks[4].id)) is None
     assert set(left_versions[:4]) == {OLD_ID, NEW_ID}  # shown as predicted: both sides
     assert page.evaluate("() => window.__pwned") is None and problems == []
+    context.close()
+
+
+def test_a_mixed_queue_swaps_between_the_two_kinds_of_task_and_their_shortcuts(live_url, browser, db):
+    project = make_project(db, overlap=1)
+    make_eval_task(db, project)
+    make_task(db, project, k=4)
+    make_eval_task(db, project)
+    user = make_user(db, projects=[project])
+    context, page, problems = _open(browser, live_url, user, project)
+    page.evaluate("() => { window.__sameDocument = true; }")
+    keys = page.locator("#shortcut-keys")
+    expect(keys).to_contain_text("both are bad")
+
+    page.keyboard.press("t")
+    page.keyboard.press("Enter")
+    expect(page.locator(".completion-card")).to_have_count(4)  # a ranking task, set up by ranking.js
+    expect(page.locator(".completion-card").first).to_be_focused()
+    expect(keys).to_contain_text("tie it with the one above")  # the panel followed (out-of-band swap)
+    expect(keys).not_to_contain_text("both are bad")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("[data-pairwise-form]")).to_have_count(1)
+    expect(page.locator("[data-question]")).to_be_focused()
+    expect(keys).to_contain_text("both are bad")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("[data-queue-empty]")
+    assert page.evaluate("() => window.__sameDocument") is True and problems == []
+    fresh(db)
+    assert db.scalar(select(func.count()).select_from(Ranking).where(Ranking.user_id == user.id)) == 3
     context.close()
 
 

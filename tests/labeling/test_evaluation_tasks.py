@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app.labeling import submission, task_types
+from app.labeling import handout, submission, task_types
 from app.labeling.errors import InvalidSubmission
 from app.labeling.schemas import RankingIn, SubmissionIn
 from app.labeling.task_types import FormInput
@@ -38,6 +38,8 @@ def test_two_responses_are_shuffled_per_labeler_and_the_order_shown_is_recorded(
         assert [c.letter for c in view.completions] == ["A", "B"]
         shown[user.id] = [c.id for c in view.completions]
         assert db.get(Assignment, view.assignment_id).display_order == shown[user.id]
+        # the handout's one shuffle key, computed in SQL on Postgres and in Python on SQLite
+        assert handout.display_order(task.completion_ids, task_id=task.id, user_id=user.id) == shown[user.id]
         assert next_view(db, user, project).completions == view.completions  # a refresh keeps the sides
     assert sorted(map(sorted, shown.values())) == [sorted(task.completion_ids)] * 24
     assert {tuple(order) for order in shown.values()} == {tuple(task.completion_ids), tuple(task.completion_ids[::-1])}

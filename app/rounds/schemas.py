@@ -250,7 +250,7 @@ class RoundOut(BaseModel):
     project_id: int
     number: int
     status: str = Field(
-        description="pending, generating, labeling, training_reward, training_policy, "
+        description="pending, generating, labeling, training_reward, training_policy, evaluating, "
         "generating_next, done, failed or cancelled."
     )
     current_step: str
@@ -262,7 +262,14 @@ class RoundOut(BaseModel):
     reward_model_id: int | None
     policy_out_id: int | None
     config: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(
+        description=(
+            "generation, reward, policy and reward_next_round summaries, and evaluation: the eval-set metrics of "
+            "the versions the round measured (by_role base / previous / new: rm_score, mean_tokens, eos_share, "
+            "kl_to_reference, distinct_1/2; the new policy's lc_win_rate_vs_previous with its 95% interval and "
+            "sample pairs), or {skipped: why} (docs/evaluation-metrics.md)."
+        )
+    )
     labeling: LabelingProgressOut
     created_at: datetime
     started_at: datetime | None

@@ -128,3 +128,23 @@ def test_eval_answers_are_one_per_prompt_and_seeded(tiny_model_dir):
     assert cfg.k == 1 and len(first) == 3
     assert [a.text for a in first] == [a.text for a in again]
     assert all(a.finish_reason in ("eos", "length") and a.token_count <= 5 for a in first)
+
+
+def test_kl_against_another_model_is_nonzero_and_the_same_batched(tiny_model_dir, tmp_path):
+    from worker.ml.evaluation import kl_to_reference_many
+    from worker.ml.tiny import save_tiny_model
+
+    other = tmp_path / "other"
+    save_tiny_model(other, seed=1)
+    prompts, answers, ended = ["tell a story", "say hello"], ["the cat is good .", "hello world"], [True, False]
+    kl = kl_to_reference(other, tiny_model_dir, prompts, answers, ended, temperature=0.7, device="cpu")
+    assert all(value != 0.0 for value in kl)
+    # several versions at once: the same numbers, the reference itself exactly 0
+    many = kl_to_reference_many(
+        {"other": other, "ref": tiny_model_dir},
+        {"other": (prompts, answers, ended), "ref": (prompts[:1], answers[:1], ended[:1])},
+        tiny_model_dir,
+        temperature=0.7,
+        device="cpu",
+    )
+    assert many["other"] == pytest.approx(kl, abs=1e-5) and many["ref"] == [0.0]

@@ -85,26 +85,29 @@ def compute(
     on_progress: Callable[[int, int, str], None],
 ) -> dict[int, dict[str, Any]]:
     """version id -> its metrics dict (what a VersionEval row stores)."""
-    from worker.ml.evaluation import kl_to_reference, lc_win_rate, mean_sd, text_metrics
+    from worker.ml.evaluation import kl_to_reference_many, lc_win_rate, mean_sd, text_metrics
 
     prompts, answers, own_rm = _load(refs=refs, prompt_ids=prompt_ids, seed=seed, reward_id=reward_id)
+    on_progress(0, 1, "kl to the reference")
+    kls: dict[int, list[float]] = (
+        kl_to_reference_many(
+            {v: paths[v] for v in answers},
+            {
+                v: ([prompts[a.prompt_id] for a in rows], [a.text for a in rows], [a.ended for a in rows])
+                for v, rows in answers.items()
+            },
+            reference,
+            temperature=sampling.temperature,
+        )
+        if reference is not None
+        else {}
+    )
+    on_progress(1, 1, "kl to the reference")
     out: dict[int, dict[str, Any]] = {}
-    for done, (version_id, rows) in enumerate(answers.items()):
-        on_progress(done, len(answers), "kl to the reference")
+    for version_id, rows in answers.items():
         scored = [a.score for a in rows if a.score is not None]
         own = [a.own_score for a in rows if a.own_score is not None]
-        kl = (
-            kl_to_reference(
-                paths[version_id],
-                reference,
-                [prompts[a.prompt_id] for a in rows],
-                [a.text for a in rows],
-                [a.ended for a in rows],
-                temperature=sampling.temperature,
-            )
-            if reference is not None and rows
-            else []
-        )
+        kl = kls.get(version_id, [])
         rm_mean, rm_sd = mean_sd(scored)
         kl_mean, kl_sd = mean_sd(kl)
         out[version_id] = {
@@ -115,13 +118,10 @@ def compute(
             "rm_score_sd": rm_sd,
             "own_reward_model_id": own_rm[version_id],
             "own_rm_score": mean_sd(own)[0] if own else None,
-            **text_metrics(
-                [a.text for a in rows], [a.tokens for a in rows], ["eos" if a.ended else "length" for a in rows]
-            ),
+            **text_metrics([a.text for a in rows], [a.tokens for a in rows], [_reason(a) for a in rows]),
             "kl_to_reference": kl_mean if kl else None,
             "kl_to_reference_sd": kl_sd if kl else None,
         }
-    on_progress(len(answers), len(answers), "kl to the reference")
 
     new, previous, base = roles["new"].id, roles["previous"].id, roles["base"].id
     if previous != new:

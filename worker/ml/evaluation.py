@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 
@@ -37,6 +37,7 @@ from worker.ml.special_tokens import stop_tokens
 RIDGE = 1e-3
 """L2 penalty (per prompt) on θ and φ: keeps the fit finite when one side wins every prompt of a
 length bucket (separable data); moves a non-separable fit by well under a point."""
+K = TypeVar("K")
 BOOTSTRAP = 1000
 """Bootstrap resamples of the prompts for the 95% intervals."""
 
@@ -160,24 +161,54 @@ def kl_to_reference(
     device: str | None = None,
 ) -> list[float]:
     """KL estimate per answer of the model at `policy` (a folder or adapter folder, loaded with
-    its chain merged) against the one at `reference`, on answers `policy` sampled; one model in
-    memory at a time. The same folder on both sides gives exactly 0."""
-    if not answers:
-        return []
-    if str(policy) == str(reference):
-        return [0.0] * len(answers)
-    tokenizer = load_tokenizer(policy)
-    pairs = encode_answers(tokenizer, prompts, answers, ended, max_prompt_tokens=max_prompt_tokens)
+    its chain merged) against the one at `reference`, on answers `policy` sampled. The same
+    folder on both sides gives exactly 0."""
+    return kl_to_reference_many(
+        {0: policy},
+        {0: (prompts, answers, ended)},
+        reference,
+        temperature=temperature,
+        max_prompt_tokens=max_prompt_tokens,
+        device=device,
+    )[0]
+
+
+def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return str(a) == str(b) or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
+
+
+def kl_to_reference_many(
+    policies: Mapping[K, str | os.PathLike],
+    answers: Mapping[K, tuple[Sequence[Prompt], Sequence[str], Sequence[bool]]],
+    reference: str | os.PathLike,
+    *,
+    temperature: float,
+    max_prompt_tokens: int = 512,
+    device: str | None = None,
+) -> dict[K, list[float]]:
+    """`kl_to_reference` for several versions against one reference: key -> KL per answer, for
+    `answers[key]` = (prompts, answers, ended). The reference loads once and each policy once,
+    one model in memory at a time (loading is what costs on a real model)."""
+    out: dict[K, list[float]] = {key: [0.0] * len(answers[key][1]) for key in policies}
+    todo = [key for key, path in policies.items() if answers[key][1] and not _same_folder(path, reference)]
+    if not todo:
+        return out
+    tokenizer = load_tokenizer(reference)
+    pairs = {key: encode_answers(tokenizer, *answers[key], max_prompt_tokens=max_prompt_tokens) for key in todo}
     where = pick_device(device)
     # float32 on CPU: a merged LoRA delta in bf16 is partly rounded away, biasing small KLs.
     dtype = torch.float32 if where.type == "cpu" else None
-    sums = []
-    for path in (policy, reference):
+
+    def logprobs(path: str | os.PathLike, keys: Sequence[K]) -> dict[K, list[float]]:
         model = load_causal_lm(path, device=where, dtype=dtype)
         match_embeddings(model, tokenizer)
-        sums.append(answer_logprobs(model.eval(), pairs, pad_id=tokenizer.pad_token_id, temperature=temperature))
-        del model
-    return kl_per_answer(sums[0], sums[1])
+        pad = tokenizer.pad_token_id
+        return {key: answer_logprobs(model, pairs[key], pad_id=pad, temperature=temperature) for key in keys}
+
+    ref = logprobs(reference, todo)
+    for key in todo:
+        out[key] = kl_per_answer(logprobs(policies[key], [key])[key], ref[key])
+    return out
 
 
 def rm_scores(

@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulation_cli.add_arguments(
         commands.add_parser(
-            "simulate", help="run training rounds with a scripted labeling team over HTTP (docs/loop.md)"
+            "simulate", help="run training rounds with a scripted labeling team over HTTP (docs/simulation.md)"
         )
     )
     from app.backup import cli as backup_cli

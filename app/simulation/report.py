@@ -114,6 +114,8 @@ class Report:
         self.last_policy_id: int | None = None
         self.human: Human | None = None
         self.eval: EvalSet | None = None
+        self.verdicts: list[dict] = []
+        """The team's judgments in the final evaluation (team.RoundRecord.verdicts)."""
         self.error: str | None = None
         """Why the run stopped early (its rows so far are kept)."""
 

@@ -247,6 +247,7 @@ def _evaluate(admin: Admin, team: Team, project_id: int, report: Report, o: Opti
     record = team.label(project_id, RoundRecord())
     data = admin.wait_evaluation(launched["id"], ("done", "labeling"), deadline)
     human = read_win_rate(data, winner=last, loser=base)
+    report.verdicts = record.verdicts
     human.judgments = human.judgments or len(record.verdicts)
     out(f"    evaluation {launched['id']}: {len(record.verdicts)} judgments submitted")
     return human

@@ -15,6 +15,8 @@ import httpx
 
 from app.settings import ROOT, Settings
 
+POLL_SECONDS = 0.5
+"""Status polls are cheap reads; a short interval keeps a tiny simulation from waiting on them."""
 GUIDELINES = (
     "Prefer the answer that is right (sums, capitals, yes/no, three items, on-topic facts), mentions what "
     "the prompt asks about, finishes its sentence and neither repeats the prompt nor itself."
@@ -136,7 +138,7 @@ class Admin:
             if step != last:
                 self.out(f"    round {data['number']}: {step}")
                 last = step
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)
         raise RuntimeError(f"round {round_id} did not reach {'/'.join(wanted)} in time")
 
     def round_by_number(self, project_id: int, number: int) -> dict | None:
@@ -151,7 +153,7 @@ class Admin:
                 return data
             if data["status"] in ("failed", "cancelled"):
                 raise RuntimeError(f"evaluation {evaluation_id} {data['status']}: {data.get('error') or data}")
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)
         raise RuntimeError(f"evaluation {evaluation_id} did not reach {'/'.join(wanted)} in time")
 
 

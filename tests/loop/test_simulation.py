@@ -182,6 +182,9 @@ def test_the_eval_split_is_fixed_and_never_a_training_prompt():
     assert train != [p["text"] for p in second if "split" not in p]  # the seed draws the training prompts
 
 
+VERDICTS = {"A", "B", "tie", "both_bad"}
+
+
 def _processes_using(data_dir: Path) -> list[int]:
     found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):
@@ -210,7 +213,6 @@ def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model
             torch_threads=1,
             timeout_minutes=8,
             controls=True,
-            human_eval=False,  # on once the worker registers ranklab.generate_eval (H3)
         ),
         out=lines.append,
     )
@@ -223,7 +225,13 @@ def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model
         assert first.rm_accuracy is not None and first.kl is None and second.kl is not None
         assert {len(orders) for orders in report.records[0].orders.values()} == {2}  # two labelers each
         assert first.win_vs_base == 0.5
-        assert report.human is None
+        # The blind evaluation of the last policy vs the base, judged by the team over HTTP, and
+        # both versions' eval answers scored by gold afterwards.
+        assert report.human is not None and report.human.judgments == 4 * 2, report.human
+        assert report.human.win_rate is not None and report.human.low is not None and report.human.high is not None
+        assert report.human.low <= report.human.win_rate <= report.human.high
+        assert report.eval is not None and report.eval.prompts == 4
+        assert len(report.verdicts) == 4 * 2 and {v["verdict"] for v in report.verdicts} <= VERDICTS
     real, shuffled, zero = by_variant["none"], by_variant["shuffled"], by_variant["zero_reward"]
     # The shuffled control's labels carry no preference: they agree with gold at chance, and its
     # reward model's held-out accuracy is chance too (at this size, within a wide band).
@@ -233,7 +241,10 @@ def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model
     # The zero-reward control's PPO saw a score of 0 for every response; the real run's did not.
     assert zero.rows[0].ppo["score"] == zero.rows[0].ppo["score_first"] == 0.0
     assert real.rows[0].ppo["score"] != 0.0
-    assert any("mean ± sd over seeds 0" in line for line in lines)
+    printed = "\n".join(lines)
+    assert "mean ± sd over seeds 0" in printed
+    assert "\n  simulated-human win rate over seeds: " in printed
+    assert "\nlast policy vs base on the eval split, mean ± sd over seeds" in printed
     assert _processes_using(data_dir) == []  # the server stopped its embedded worker too
 
 

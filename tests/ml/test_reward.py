@@ -13,6 +13,7 @@ from worker.ml.model_zoo import FAMILIES, save_family_model
 from worker.ml.models import load_tokenizer, read_card
 from worker.ml.reward import build_reward_model, encode_sets, forward_sets, train_reward
 from worker.ml.scorer import RewardScorer, score_sequences, sequence_scores
+from worker.ml.shared_prefix import supports_packing
 from worker.ml.synthetic import quality_rankings
 from worker.ml.tiny import tiny_tokenizer
 
@@ -20,8 +21,15 @@ from worker.ml.tiny import tiny_tokenizer
 @pytest.mark.parametrize(("loss", "mode", "lr"), [("kwise", "full", 3e-3), ("plackett_luce", "lora", 1e-2)])
 def test_reward_model_learns_a_synthetic_preference(tiny_model_dir, tmp_path, loss, mode, lr):
     rankings = quality_rankings(300, 4, qualities=range(-2, 3), seed=1)
+    # one warmup step of the 30, the schedule these learning rates were chosen with
     cfg = RewardConfig(
-        model=str(tiny_model_dir), mode=mode, loss=loss, learning_rate=lr, batch_rankings=8, val_fraction=0.2
+        model=str(tiny_model_dir),
+        mode=mode,
+        loss=loss,
+        learning_rate=lr,
+        batch_rankings=8,
+        val_fraction=0.2,
+        warmup_fraction=0.03,
     )
     stages = []
     metrics = train_reward(cfg, rankings, tmp_path / "rm", on_progress=lambda d, t, s: stages.append(s))
@@ -39,6 +47,16 @@ def test_reward_model_learns_a_synthetic_preference(tiny_model_dir, tmp_path, lo
     assert card["format"] == ("peft-adapter" if mode == "lora" else "transformers")
     # Normalised rewards of training completions are centred with unit spread.
     assert abs(card["reward_normalization"]["mean"] - metrics["reward_mean"]) < 1e-9
+
+
+def test_a_short_run_still_warms_up_and_a_one_step_run_still_trains(tiny_model_dir, tmp_path):
+    # 5% of 12 steps rounded down was no warmup at all: the first step ran at the peak rate.
+    rankings = quality_rankings(16, 4, seed=2)
+    common = dict(model=str(tiny_model_dir), mode="lora", val_fraction=0.25, norm_samples=0, warmup_fraction=0.05)
+    metrics = train_reward(RewardConfig(**common, batch_rankings=1), rankings, tmp_path / "short")
+    assert metrics["steps"] == 12 and metrics["warmup_steps"] == 1
+    one = train_reward(RewardConfig(**common, batch_rankings=12), rankings, tmp_path / "one")
+    assert one["steps"] == 1 and one["warmup_steps"] == 0
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
@@ -115,12 +133,17 @@ def test_labelers_rankings_of_one_task_share_one_forward(tiny_model_dir):
     tokenizer = tiny_tokenizer()
     encoded = encode_sets(tokenizer, sets, 64)
     model = build_reward_model(RewardConfig(model=str(tiny_model_dir), mode="full"), tokenizer, torch.device("cpu"))
-    rows_forwarded = []
+    forwarded = []
     model.model.register_forward_pre_hook(
-        lambda mod, args, kwargs: rows_forwarded.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+        lambda mod, args, kwargs: forwarded.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
     )
     scores, levels = forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"))
-    assert rows_forwarded == [1, 4]  # the prompt once, then K completions, for three rankings
+    # one packed row for three rankings: the prompt once, then each completion's own tokens
+    (s,) = encoded
+    assert forwarded == [(1, s.prefix_len + sum(len(q) - s.prefix_len for q in s.sequences))]
+    forwarded.clear()
+    forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"), packed=False)
+    assert [rows for rows, _ in forwarded] == [1, 4]  # cache path: the prompt once, then K completions
     assert scores.shape == (3, 4) and torch.equal(scores[0], scores[2])
     assert levels.tolist() == [[0, 3, 1, 2], [0, 1, 0, 1], [1, 2, 0, -1]]
 
@@ -178,10 +201,12 @@ def perturbed_reward_model(model_dir, tokenizer, mode: str = "full"):
     return model
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "kv-cache"])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_shared_prefix_training_and_serving_score_alike_on_every_family(tmp_path, family):
-    """Training scores with the shared prefix (left-padded prompts), serving with full
-    right-padded sequences: both must agree, also on absolute-position models (GPT-2)."""
+def test_shared_prefix_training_and_serving_score_alike_on_every_family(tmp_path, family, packed):
+    """Training scores with the shared prefix (packed rows with a block mask, or a key/value
+    cache of left-padded prompts), serving with full right-padded sequences: both must agree,
+    also on absolute-position models (GPT-2)."""
     model_dir = save_family_model(family, tmp_path / family)
     tokenizer = load_tokenizer(model_dir, padding_side="right")
     encoded = encode_sets(tokenizer, group_rankings(quality_rankings(4, 4, seed=4, length=(1, 9))), 64)
@@ -189,9 +214,11 @@ def test_shared_prefix_training_and_serving_score_alike_on_every_family(tmp_path
     model = perturbed_reward_model(model_dir, tokenizer)
     pad, cpu = tokenizer.pad_token_id, torch.device("cpu")
     results = []
+    if packed:
+        assert supports_packing(model, max(s.longest for s in encoded))  # the packed path runs
     for share in (True, False):
         model.zero_grad()
-        scores, _ = forward_sets(model, encoded, pad, cpu, share)
+        scores, _ = forward_sets(model, encoded, pad, cpu, share, packed=packed)
         scores.sum().backward()
         results.append(
             (scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
@@ -233,8 +260,13 @@ def test_scoring_with_a_shared_prefix_under_checkpointing_says_why_it_cannot(tin
     cfg = RewardConfig(model=str(tiny_model_dir), mode="full", gradient_checkpointing=True, share_prompt_prefix=False)
     model = build_reward_model(cfg, tokenizer, torch.device("cpu")).train()
     encoded = encode_sets(tokenizer, group_rankings(quality_rankings(2, 4, seed=5)), 64)
+    cpu = torch.device("cpu")
     with pytest.raises(RuntimeError, match="drops under gradient checkpointing"):
-        forward_sets(model, encoded, tokenizer.pad_token_id, torch.device("cpu"), share_prefix=True)
+        forward_sets(model, encoded, tokenizer.pad_token_id, cpu, share_prefix=True, packed=False)
+    # Packed rows need no cache: the shared prompt works under checkpointing and scores as full.
+    packed, _ = forward_sets(model, encoded, tokenizer.pad_token_id, cpu, share_prefix=True)
+    full, _ = forward_sets(model, encoded, tokenizer.pad_token_id, cpu, share_prefix=False)
+    assert torch.allclose(packed, full, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

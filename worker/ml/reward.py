@@ -35,7 +35,13 @@ from worker.ml.models import (
     save_artifact,
 )
 from worker.ml.scorer import score_sequences, sequence_classifier, sequence_scores, token_budget_chunks
-from worker.ml.shared_prefix import common_prefix_len, prefix_shared_scores, supports_prefix_sharing
+from worker.ml.shared_prefix import (
+    common_prefix_len,
+    packed_scores,
+    prefix_shared_scores,
+    supports_packing,
+    supports_prefix_sharing,
+)
 from worker.ml.special_tokens import stop_tokens
 
 _SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -51,9 +57,10 @@ class EncodedSet:
         """Tokens the K sequences share (the prompt), forwarded once when prefixes are shared."""
 
     def cost(self, share_prefix: bool) -> int:
-        """Padded tokens this set adds to a forward pass."""
+        """Tokens this set adds to a forward pass: its prompt once and each completion's own
+        tokens when prefixes are shared (packed, no padding), else K sequences padded alike."""
         if share_prefix:
-            return self.prefix_len + len(self.sequences) * (self.longest - self.prefix_len)
+            return self.prefix_len + sum(len(s) - self.prefix_len for s in self.sequences)
         return self.longest * len(self.sequences)
 
 
@@ -107,6 +114,16 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     return model.to(device)
 
 
+def warmup_step_count(fraction: float, total_steps: int) -> int:
+    """Steps of linear warmup: the fraction rounded up, as transformers' Trainer does (rounding
+    down gave a short run none: 5% of 12 steps made the first Adam step, at full learning rate,
+    move every weight of a fresh score head by the learning rate), but always leaving one step
+    at a learning rate above zero."""
+    if fraction <= 0 or total_steps <= 1:
+        return 0
+    return min(math.ceil(fraction * total_steps), total_steps - 1)
+
+
 def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Indices of sets, bucketed so each batch holds similar lengths; batch order shuffled."""
     order = sorted(range(len(sets)), key=lambda i: (sets[i].longest, rng.random()))
@@ -132,13 +149,24 @@ def assemble(flat: torch.Tensor, sets: Sequence[EncodedSet]) -> tuple[torch.Tens
 
 
 def forward_sets(
-    model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device, share_prefix: bool = True
+    model,
+    sets: Sequence[EncodedSet],
+    pad_id: int,
+    device: torch.device,
+    share_prefix: bool = True,
+    *,
+    packed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Score every completion of `sets` once -> assemble()'s (scores, levels).
-    With share_prefix, each set's common prompt is forwarded once (shared_prefix.py)."""
+    With share_prefix, each set's common prompt is forwarded once (shared_prefix.py): packed
+    with its completions into rows without padding where the model allows it (one forward),
+    else through a key/value cache of the padded prompts (two forwards, completions padded)."""
     if share_prefix and supports_prefix_sharing(model):
         groups = [(s.sequences[0][: s.prefix_len], [seq[s.prefix_len :] for seq in s.sequences]) for s in sets]
-        flat = prefix_shared_scores(model, groups, pad_id, device)
+        if packed and supports_packing(model, max(s.longest for s in sets) - 1):
+            flat = packed_scores(model, groups, pad_id, device)
+        else:
+            flat = prefix_shared_scores(model, groups, pad_id, device)
     else:
         flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device)
     return assemble(flat, sets)
@@ -167,11 +195,9 @@ def train_reward(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_rankings)
     total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = warmup_step_count(cfg.warmup_fraction, total_steps)
     scheduler = get_scheduler(
-        _SCHEDULES[cfg.lr_schedule],
-        optimizer,
-        num_warmup_steps=int(cfg.warmup_fraction * total_steps),
-        num_training_steps=total_steps,
+        _SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
     )
     loss_fn = LOSSES[cfg.loss]
     pad_id = tokenizer.pad_token_id
@@ -217,6 +243,7 @@ def train_reward(
         "train_seconds": round(train_seconds, 3),
         "train_cpu_seconds": round(train_cpu_seconds, 3),
         "steps": step,
+        "warmup_steps": warmup_steps,
         "train_rankings_per_second": round(n_train_rankings * cfg.epochs / train_seconds, 3),
     }
     _report(on_progress, 0, 1, "validate")

@@ -1,5 +1,13 @@
 """Score K completions of one prompt while forwarding the prompt only once.
 
+Two exact ways, chosen in reward.forward_sets:
+
+- `packed_scores` (default where the attention takes a 4-D mask): each prompt and its K
+  completions are laid out back to back in one row, with a block mask that keeps every
+  completion to its own prompt and itself (batching.pack_prefix_groups). One forward, no
+  padding between sequences, no key/value cache (so it also runs under gradient checkpointing).
+- `prefix_shared_scores` (fallback): two forwards through a key/value cache, described below.
+
 The K sequences of a ranking share their first tokens (system prompt, user turn, assistant
 opener). We run the backbone over each ranking's shared prefix once, copy its key/value cache
 to that ranking's K rows (an index_select, so gradients flow back into the single prefix
@@ -22,7 +30,11 @@ from collections.abc import Sequence
 
 import torch
 
-from worker.ml.batching import pad_token_ids, position_ids
+from worker.ml.batching import pack_prefix_groups, pad_token_ids, position_ids
+
+PACKED_ROW_TOKENS = 512
+"""Tokens per packed row: long enough to hold a ranking's prompt and its K completions, short
+enough that the (row x row) attention a packed row costs stays small next to its projections."""
 
 
 def common_prefix_len(sequences: Sequence[Sequence[int]]) -> int:
@@ -94,6 +106,50 @@ def prefix_shared_scores(
     last = (suffix_mask.sum(dim=1) - 1).to(device)  # (N,)
     pooled = hidden[torch.arange(len(suffixes), device=device), last]  # (N, H)
     return head(pooled)[:, 0]
+
+
+def supports_packing(model, longest_position: int) -> bool:
+    """Whether `packed_scores` is exact for this model: the attention takes an explicit 4-D mask
+    (SDPA or eager; flash-attention kernels take none), and no sliding window could cut a
+    sequence shorter than `longest_position + 1` tokens (the mask replaces the window)."""
+    if not supports_prefix_sharing(model):
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config()
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    windows = [getattr(config, name, None) for name in ("sliding_window", "attention_window")]
+    return all(not isinstance(w, int) or w <= 0 or longest_position < w for w in windows)
+
+
+def packed_scores(
+    model,
+    groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+    pad_id: int,
+    device: torch.device,
+    *,
+    row_tokens: int = PACKED_ROW_TOKENS,
+) -> torch.Tensor:
+    """Same result as `prefix_shared_scores` in one forward without padding between sequences:
+    each prompt and its suffixes are laid out back to back in a row and a block mask keeps every
+    suffix to its own prompt and itself (batching.pack_prefix_groups). No key/value cache is
+    involved, so this also works under gradient checkpointing."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, head = getattr(base, base.base_model_prefix), base.score
+    packed = pack_prefix_groups(groups, pad_id, row_tokens=row_tokens)
+    mask = packed.allowed[:, None].to(device)  # (R, 1, L, L): one mask for every head
+    if base.config.get_text_config()._attn_implementation == "eager":
+        # eager attention adds the mask to its scores
+        dtype = next(backbone.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+    hidden = backbone(
+        input_ids=packed.ids.to(device),
+        attention_mask=mask,
+        position_ids=packed.positions.to(device),
+        use_cache=False,
+    ).last_hidden_state  # (R, L, H)
+    reads = packed.reads.to(device)
+    return head(hidden[reads[:, 0], reads[:, 1]])[:, 0]
 
 
 def _cache_argument(backbone) -> str:

@@ -19,27 +19,37 @@ those words ranks perfectly; validation pairwise accuracy on unseen prompts meas
 rankings/s = training rankings x epochs / seconds inside the training loop (model loading,
 tokenisation and evaluation excluded for both).
 
-The fair comparison (docs/benchmarks.md): --lrs gives both trainers the same learning-rate grid,
---seeds repeats every (trainer, lr) with several training seeds on the same data (the rankings
-and the train/validation split come from --data-seed), and the summary prints mean ± sd per
-(trainer, lr), the speed ratio at each lr and at each trainer's best lr, and how much of that
-ratio the input format explains: TRL forwards 2·C(K,2) sequences per ranking, ranklab K, so a
-ratio of 2·C(K,2)/K = K-1 is the format alone; ratio / (K-1) is the rest (per-sequence cost).
+The fair comparison (docs/benchmarks.md):
+- same data: the rankings and the train/validation split come from --data-seed for every run;
+- same effective batch: one ranklab step trains on --batch-rankings rankings, i.e.
+  batch-rankings x C(K,2) pairs; TRL gets that many pairs per step (--trl-batch-pairs), so both
+  take the same number of optimizer steps over the same pairs with the same schedule;
+- --lrs gives both trainers the same learning-rate grid, --seeds repeats every (trainer, lr);
+  runs alternate between trainers inside each (seed, lr) so machine load falls on both alike;
+- the summary prints mean ± sd per (trainer, lr) and splits the speed ratio into the input
+  format (TRL forwards 2·C(K,2) sequences per ranking, ranklab K: K-1 times fewer) and the
+  per-sequence cost (training CPU ms per sequence, TRL's / ranklab's), itself tokens per sequence
+  (ranklab forwards the prompt once per ranking) x cost per token (padding, implementation);
+- --variants runs ranklab's other forward paths too (kv: the prompt through a key/value cache,
+  completions padded; full: K padded sequences) to measure what the packing itself gives.
 
   .venv/bin/python bench/rm_vs_trl.py              # SmolLM2-135M, minutes (docs/benchmarks.md)
   .venv/bin/python bench/rm_vs_trl.py --tiny       # tiny random Llama, seconds
-  .venv/bin/python bench/rm_vs_trl.py --threads 1 --k 4 --lrs 4e-3,8e-3 --seeds 0,1,2
+  .venv/bin/python bench/rm_vs_trl.py --threads 1 --k 4 --train-tasks 32 --val-tasks 24 \\
+      --lrs 4e-3,8e-3 --seeds 0,1,2                # the K=4 table in docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
@@ -49,7 +59,7 @@ from worker.ml.config import RewardConfig
 from worker.ml.data import as_messages, group_rankings, split_by_prompt
 from worker.ml.losses import pair_accuracy_counts
 from worker.ml.models import autocast_available, convert_default_model, load_tokenizer, pick_device
-from worker.ml.reward import EncodedSet, assemble, train_reward
+from worker.ml.reward import EncodedSet, assemble, encode_sets, train_reward
 from worker.ml.scorer import score_sequences
 from worker.ml.synthetic import quality_rankings
 from worker.ml.tiny import save_tiny_model
@@ -74,12 +84,20 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="one learning-rate grid for BOTH trainers, e.g. 4e-3,8e-3 (replaces --lr / --trl-lr)",
     )
-    p.add_argument("--batch-rankings", type=int, default=1, help="ranklab: rankings per step")
+    p.add_argument("--batch-rankings", type=int, default=2, help="ranklab: rankings per step")
     p.add_argument(
         "--trl-batch-pairs",
         type=int,
-        default=9,
-        help="TRL: pairs per step (9 pairs = 18 sequences, as many as one K=9 ranking)",
+        default=None,
+        help="TRL: pairs per step (default: batch-rankings x C(K,2), the pairs one ranklab step "
+        "trains on, so both take the same number of optimizer steps over the same pairs)",
+    )
+    p.add_argument(
+        "--variants",
+        default="packed",
+        help="ranklab forward paths to run, comma-separated: packed (default: prompt and completions "
+        "in rows without padding), kv (prompt key/value cache, completions padded), full (K padded "
+        "sequences, no prompt sharing)",
     )
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="data and training seed unless the two below are given")
@@ -91,6 +109,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     args.seeds = args.seeds or [args.seed]
+    args.trl_batch_pairs = args.trl_batch_pairs or args.batch_rankings * math.comb(args.k, 2)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"--variants: unknown {sorted(unknown)}; choose from {sorted(VARIANTS)}")
     args.data_seed = args.seed if args.data_seed is None else args.data_seed
     return args
 
@@ -103,7 +126,16 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def run_ranklab(args, lr: float, seed: int, model_path: str, rankings, val_fraction: float, out: Path) -> dict:
+VARIANTS = {
+    "packed": "ranklab",  # the default path: worker/ml/reward.py as shipped
+    "kv": "ranklab-kv",  # prompt once through a key/value cache, completions padded
+    "full": "ranklab-full",  # K full sequences padded alike, no prompt sharing
+}
+
+
+def run_ranklab(
+    args, variant: str, lr: float, seed: int, model_path: str, rankings, val_fraction: float, out: Path
+) -> dict:
     cfg = RewardConfig(
         model=model_path,
         mode=args.mode,
@@ -116,6 +148,8 @@ def run_ranklab(args, lr: float, seed: int, model_path: str, rankings, val_fract
         autocast=not args.no_autocast,
         lr_schedule="linear",
         warmup_fraction=0.05,
+        share_prompt_prefix=variant != "full",
+        norm_samples=0,  # the reward normalisation pass is outside the timing; skip it to save time
     )
     # train_reward splits by its own seed; pin the split to --data-seed so every training seed and
     # both trainers see the same training and validation prompts.
@@ -124,16 +158,30 @@ def run_ranklab(args, lr: float, seed: int, model_path: str, rankings, val_fract
     def split(sets, fraction, _seed):
         return pinned(sets, fraction, args.data_seed)
 
-    with mock.patch.object(reward_module, "split_by_prompt", split):
+    forward = functools.partial(reward_module.forward_sets, packed=variant == "packed")
+    with (
+        mock.patch.object(reward_module, "split_by_prompt", split),
+        mock.patch.object(reward_module, "forward_sets", forward),
+    ):
         metrics = train_reward(cfg, rankings, out)
     return {
         "rankings_per_s": metrics["train_rankings_per_second"],
         "train_s": metrics["train_seconds"],
         "cpu_s": metrics["train_cpu_seconds"],
         "steps": metrics["steps"],
-        "sequences_forwarded": metrics["train_rankings"] * args.k * args.epochs,
         "val_accuracy": metrics["val_accuracy"],
     }
+
+
+def ranklab_work(args, model_path: str, train_sets) -> dict[str, tuple[int, int]]:
+    """Per variant: (sequences, real tokens) one epoch forwards. The prompt counts once per
+    ranking where it is shared; padding is not counted (it is part of the cost measured)."""
+    tokenizer = load_tokenizer(model_path, padding_side="right")
+    encoded = encode_sets(tokenizer, train_sets, args.max_length)
+    sequences = sum(len(e.sequences) for e in encoded)
+    shared = sum(e.cost(True) for e in encoded)
+    full = sum(len(q) for e in encoded for q in e.sequences)
+    return {"packed": (sequences, shared), "kv": (sequences, shared), "full": (sequences, full)}
 
 
 def pairwise_dataset(train_sets):
@@ -203,13 +251,16 @@ def run_trl(args, lr: float, seed: int, model_path: str, train_sets, val_sets, o
     trainer.train()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
     n_rankings = sum(len(s.levels) for s in train_sets)
+    prepared: Any = trainer.train_dataset
+    tokens = sum(len(ids) for ids in prepared["chosen_ids"]) + sum(len(ids) for ids in prepared["rejected_ids"])
     return {
         "rankings_per_s": round(n_rankings * args.epochs / seconds, 3),
         "train_s": round(seconds, 3),
         "cpu_s": round(cpu_seconds, 3),
         "steps": trainer.state.global_step,
-        "sequences_forwarded": 2 * len(dataset) * args.epochs,
-        "val_accuracy": trl_val_accuracy(trainer.model.eval(), tokenizer, val_sets, args, device),
+        "sequences": 2 * len(dataset) * args.epochs,
+        "tokens": tokens * args.epochs,
+        "val_accuracy": trl_val_accuracy(trainer.model, tokenizer, val_sets, args, device),
     }
 
 
@@ -217,6 +268,7 @@ def run_trl(args, lr: float, seed: int, model_path: str, train_sets, val_sets, o
 def trl_val_accuracy(model, tokenizer, val_sets, args, device) -> float:
     """Same pairwise accuracy as ranklab's, with texts formatted the way TRL trained on them
     (the full chat template, trailing newline included)."""
+    model.eval()
     encoded = []
     for s in val_sets:
         texts = [
@@ -247,80 +299,111 @@ def fmt(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def per_sequence(run: dict) -> float:
+    """Training CPU milliseconds per sequence scored (a completion, or one side of a pair)."""
+    return 1000 * run["cpu_s"] / run["sequences"]
+
+
+def per_token(run: dict) -> float:
+    """Training CPU microseconds per real token forwarded (padding is part of the cost)."""
+    return 1e6 * run["cpu_s"] / run["tokens"]
+
+
 def summarise(args, runs: list[dict]) -> dict:
-    """Mean ± sd per (trainer, lr); speed ratios per lr and at each trainer's best lr; the share
-    of the ratio that the input format explains. Prints as it goes; returns the numbers."""
+    """Mean ± sd per (trainer, lr); per ranklab variant the speed ratio to TRL at each lr and at
+    each trainer's best lr, split into the input format (sequences per ranking) and the
+    per-sequence cost, itself split into tokens per sequence (prompt sharing) and cost per token.
+    Prints as it goes; returns the numbers."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["trainer"], r["lr"]), []).append(r)
-    stats = {
-        key: {
-            "n": len(rs),
-            "rankings_per_s": mean_sd([r["rankings_per_s"] for r in rs]),
-            "cpu_s": mean_sd([r["cpu_s"] for r in rs]),
-            "val_accuracy": mean_sd([r["val_accuracy"] for r in rs]),
-        }
+    columns = {
+        "rankings_per_s": lambda r: r["rankings_per_s"],
+        "cpu_s": lambda r: r["cpu_s"],
+        "cpu_ms_per_sequence": per_sequence,
+        "cpu_us_per_token": per_token,
+        "val_accuracy": lambda r: r["val_accuracy"],
+    }
+    stats: dict[tuple[str, float], dict[str, Any]] = {
+        key: {"n": len(rs), **{c: mean_sd([f(r) for r in rs]) for c, f in columns.items()}}
         for key, rs in groups.items()
     }
-    print(f"\n{'trainer':8} {'lr':>7} {'seeds':>5} {'rankings/s':>17} {'train CPU s':>15} {'val pairwise acc':>17}")
-    for (name, lr), rs in groups.items():
+    print(
+        f"\n{'trainer':12} {'lr':>7} {'seeds':>5} {'rankings/s':>15} {'train CPU s':>13} "
+        f"{'CPU ms/seq':>13} {'CPU us/token':>13} {'val pairwise acc':>17}"
+    )
+    for (name, lr), rs in sorted(groups.items()):
         print(
-            f"{name:8} {lr:7.0e} {len(rs):5d} {fmt([r['rankings_per_s'] for r in rs], 3):>17} "
-            f"{fmt([r['cpu_s'] for r in rs], 1):>15} {fmt([r['val_accuracy'] for r in rs], 4):>17}"
+            f"{name:12} {lr:7.0e} {len(rs):5d} {fmt([r['rankings_per_s'] for r in rs], 3):>15} "
+            f"{fmt([r['cpu_s'] for r in rs], 1):>13} {fmt([per_sequence(r) for r in rs], 1):>13} "
+            f"{fmt([per_token(r) for r in rs], 0):>13} {fmt([r['val_accuracy'] for r in rs], 3):>17}"
         )
-    summary: dict = {"stats": {f"{n}@{lr:g}": s for (n, lr), s in stats.items()}}
-    if not any(n == "trl" for n, _ in stats):
+    summary: dict = {"stats": {f"{n}@{lr:g}": st for (n, lr), st in stats.items()}}
+    trainers = sorted({n for n, _ in stats})
+    if "trl" not in trainers:
         return summary
-
-    def ratios(lr_ours: float, lr_theirs: float) -> tuple[float, float]:
-        ours, theirs = stats[("ranklab", lr_ours)], stats[("trl", lr_theirs)]
-        return (
-            ours["rankings_per_s"][0] / theirs["rankings_per_s"][0],
-            theirs["cpu_s"][0] / ours["cpu_s"][0],
-        )
-
     k = args.k
-    per_ranking_trl = 2 * math.comb(k, 2)
-    fmt_share = per_ranking_trl / k
     print(
-        f"\nsequences forwarded per ranking: ranklab K = {k} (its prompt once more, shared), "
-        f"TRL 2·C(K,2) = {per_ranking_trl}; the input format alone explains {fmt_share:.2f}x; "
-        "ratio / that = the rest (>1: cheaper per sequence than TRL, <1: dearer)"
+        f"\nsequences per ranking: ranklab K = {k} (its prompt forwarded once, shared), TRL 2·C(K,2) = "
+        f"{2 * math.comb(k, 2)}: the format alone is {2 * math.comb(k, 2) / k:.2f}x. The rest is the "
+        "per-sequence cost (TRL's CPU ms per sequence / ranklab's), itself tokens per sequence x cost per token."
     )
-    summary["format_share"] = fmt_share
-    summary["per_lr"] = {}
-    for lr in sorted({lr for n, lr in stats if n == "ranklab"} & {lr for n, lr in stats if n == "trl"}):
-        wall, cpu = ratios(lr, lr)
-        summary["per_lr"][f"{lr:g}"] = {"wall": wall, "cpu": cpu}
-        print(
-            f"lr {lr:.0e}: ranklab / TRL rankings/s {wall:.2f}x wall, {cpu:.2f}x by CPU time; "
-            f"rest {wall / fmt_share:.2f}x wall, {cpu / fmt_share:.2f}x CPU"
+
+    def compare(ours: str, lr_ours: float, lr_theirs: float) -> dict:
+        o, t = groups[(ours, lr_ours)], groups[("trl", lr_theirs)]
+        so, st = stats[(ours, lr_ours)], stats[("trl", lr_theirs)]
+        seqs = t[0]["sequences"] / o[0]["sequences"]
+        tokens_per_seq = (t[0]["tokens"] / t[0]["sequences"]) / (o[0]["tokens"] / o[0]["sequences"])
+        per_seq = st["cpu_ms_per_sequence"][0] / so["cpu_ms_per_sequence"][0]
+        return {
+            "wall": so["rankings_per_s"][0] / st["rankings_per_s"][0],
+            "cpu": st["cpu_s"][0] / so["cpu_s"][0],
+            "format": seqs,
+            "per_sequence": per_seq,
+            "tokens_per_sequence": tokens_per_seq,
+            "per_token": per_seq / tokens_per_seq,
+        }
+
+    def line(c: dict) -> str:
+        return (
+            f"{c['wall']:.2f}x wall, {c['cpu']:.2f}x CPU = format {c['format']:.2f}x x per-sequence "
+            f"{c['per_sequence']:.2f}x (tokens/sequence {c['tokens_per_sequence']:.2f}x x per token "
+            f"{c['per_token']:.2f}x)"
         )
-    best = {
-        name: max((lr for n, lr in stats if n == name), key=lambda lr, n=name: stats[(n, lr)]["val_accuracy"][0])
-        for name in ("ranklab", "trl")
-    }
-    wall, cpu = ratios(best["ranklab"], best["trl"])
-    acc = {name: stats[(name, best[name])]["val_accuracy"] for name in best}
-    lo, hi = sorted(acc.values())
-    # One run per side has no spread: that is never evidence of a difference.
-    seeded = all(stats[(name, best[name])]["n"] > 1 for name in best)
-    separate = seeded and lo[0] + lo[1] < hi[0] - hi[1]
-    print(
-        f"best lr by mean val accuracy: ranklab {best['ranklab']:.0e} ({acc['ranklab'][0]:.4f} ± "
-        f"{acc['ranklab'][1]:.4f}), TRL {best['trl']:.0e} ({acc['trl'][0]:.4f} ± {acc['trl'][1]:.4f}): "
-        f"{wall:.2f}x wall, {cpu:.2f}x by CPU time; rest {wall / fmt_share:.2f}x wall, "
-        f"{cpu / fmt_share:.2f}x CPU; accuracy intervals (mean ± sd) "
-        + ("separate" if separate else "overlap or one seed: no accuracy difference shown")
-    )
-    summary.update(
-        best_lr=best,
-        speedup=round(wall, 2),
-        speedup_cpu=round(cpu, 2),
-        rest_wall=round(wall / fmt_share, 2),
-        rest_cpu=round(cpu / fmt_share, 2),
-        accuracy_separates=separate,
-    )
+
+    ours_names = [n for n in trainers if n != "trl"]
+    trl_lrs = {lr for n, lr in stats if n == "trl"}
+    summary["per_lr"] = {}
+    for name in ours_names:
+        for lr in sorted({lr for n, lr in stats if n == name} & trl_lrs):
+            c = compare(name, lr, lr)
+            summary["per_lr"][f"{name}@{lr:g}"] = c
+            print(f"{name} / TRL at lr {lr:.0e}: {line(c)}")
+
+    def best_lr(name: str) -> float:
+        return max((lr for n, lr in stats if n == name), key=lambda lr: stats[(name, lr)]["val_accuracy"][0])
+
+    summary["best"] = {}
+    for name in ours_names:
+        lo, tr = best_lr(name), best_lr("trl")
+        c = compare(name, lo, tr)
+        acc_o, acc_t = stats[(name, lo)]["val_accuracy"], stats[("trl", tr)]["val_accuracy"]
+        # One run per side has no spread: never evidence of a difference.
+        seeded = stats[(name, lo)]["n"] > 1 and stats[("trl", tr)]["n"] > 1
+        if not seeded:
+            verdict = "one seed: no accuracy claim"
+        elif acc_o[0] - acc_o[1] > acc_t[0] + acc_t[1]:
+            verdict = f"{name} higher (mean ± sd intervals separate)"
+        elif acc_t[0] - acc_t[1] > acc_o[0] + acc_o[1]:
+            verdict = "TRL higher (mean ± sd intervals separate)"
+        else:
+            verdict = "intervals overlap: no accuracy difference shown"
+        summary["best"][name] = {"lr": lo, "trl_lr": tr, **c, "accuracy": acc_o, "trl_accuracy": acc_t}
+        summary["best"][name]["verdict"] = verdict
+        print(
+            f"best lr by mean val accuracy: {name} {lo:.0e} ({acc_o[0]:.3f} ± {acc_o[1]:.3f}), TRL {tr:.0e} "
+            f"({acc_t[0]:.3f} ± {acc_t[1]:.3f}): {line(c)}; {verdict}"
+        )
     return summary
 
 
@@ -337,34 +420,47 @@ def main() -> None:
     rankings = quality_rankings(n_tasks, args.k, seed=args.data_seed)
     val_fraction = args.val_tasks / n_tasks
     train_sets, val_sets = split_by_prompt(group_rankings(rankings), val_fraction, args.data_seed)
-    grid = {"ranklab": args.lrs or [args.lr], "trl": args.lrs or [args.trl_lr]}
-    if args.skip_trl:
-        del grid["trl"]
+    work_per_variant = ranklab_work(args, model_path, train_sets)
+    grid = {VARIANTS[v]: args.lrs or [args.lr] for v in args.variants}
+    if not args.skip_trl:
+        grid["trl"] = args.lrs or [args.trl_lr]
 
     print(
         f"model={'tiny' if args.tiny else model_path} mode={args.mode} K={args.k} "
         f"train={len(train_sets)} val={len(val_sets)} rankings epochs={args.epochs} "
-        f"lrs ranklab={grid['ranklab']} trl={grid.get('trl')} seeds={args.seeds} data_seed={args.data_seed} "
-        f"threads={args.threads} bf16={'off' if args.no_autocast else 'autocast'}"
+        f"lrs={ {n: lrs for n, lrs in grid.items()} } seeds={args.seeds} data_seed={args.data_seed} "
+        f"per step: ranklab {args.batch_rankings} rankings ({args.batch_rankings * math.comb(args.k, 2)} pairs), "
+        f"TRL {args.trl_batch_pairs} pairs; threads={args.threads} "
+        f"bf16={'off' if args.no_autocast else 'autocast'}"
     )
     print(
-        f"{'trainer':8} {'lr':>7} {'seed':>4} {'rankings/s':>11} {'train s':>9} {'cpu s':>9} "
-        f"{'steps':>6} {'seqs fwd':>9} {'val acc':>8}"
+        f"{'trainer':12} {'lr':>7} {'seed':>4} {'rankings/s':>11} {'train s':>8} {'cpu s':>7} {'steps':>5} "
+        f"{'seqs':>5} {'tokens':>7} {'ms/seq':>7} {'us/tok':>7} {'val acc':>7}"
     )
+    # Trainers alternate within each (seed, lr), first one way then the other, so a change in
+    # machine load during the run falls on all of them alike.
+    jobs = []
+    for i, seed in enumerate(args.seeds):
+        for j, lr in enumerate(sorted({lr for lrs in grid.values() for lr in lrs})):
+            names = [n for n, lrs in grid.items() if lr in lrs]
+            jobs += [(n, lr, seed) for n in (names if (i + j) % 2 == 0 else names[::-1])]
     runs = []
-    for name, lrs in grid.items():
-        for lr in lrs:
-            for seed in args.seeds:
-                out = work / f"{name}-{lr:g}-{seed}"
-                if name == "ranklab":
-                    r = run_ranklab(args, lr, seed, model_path, rankings, val_fraction, out)
-                else:
-                    r = run_trl(args, lr, seed, model_path, train_sets, val_sets, out)
-                runs.append({"trainer": name, "lr": lr, "seed": seed, **r})
-                print(
-                    f"{name:8} {lr:7.0e} {seed:4d} {r['rankings_per_s']:11.3f} {r['train_s']:9.1f} "
-                    f"{r['cpu_s']:9.1f} {r['steps']:6d} {r['sequences_forwarded']:9d} {r['val_accuracy']:8.4f}"
-                )
+    by_name = {name: variant for variant, name in VARIANTS.items()}
+    for name, lr, seed in jobs:
+        out = work / f"{name}-{lr:g}-{seed}"
+        if name == "trl":
+            r = run_trl(args, lr, seed, model_path, train_sets, val_sets, out)
+        else:
+            variant = by_name[name]
+            r = run_ranklab(args, variant, lr, seed, model_path, rankings, val_fraction, out)
+            sequences, tokens = work_per_variant[variant]
+            r.update(sequences=sequences * args.epochs, tokens=tokens * args.epochs)
+        runs.append({"trainer": name, "lr": lr, "seed": seed, **r})
+        print(
+            f"{name:12} {lr:7.0e} {seed:4d} {r['rankings_per_s']:11.3f} {r['train_s']:8.1f} {r['cpu_s']:7.1f} "
+            f"{r['steps']:5d} {r['sequences']:5d} {r['tokens']:7d} {per_sequence(r):7.1f} {per_token(r):7.0f} "
+            f"{r['val_accuracy']:7.4f}"
+        )
     summary = summarise(args, runs)
     if args.json:
         args.json.write_text(

@@ -181,7 +181,8 @@ def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None
         project_id=view.project_id,
         lease_expires_at=view.lease_expires_at,
         prompt=PromptOut(text=view.prompt_text, messages=view.prompt_messages),
-        completions=[CompletionOut(id=c.id, text=c.text) for c in view.completions],
+        # Still the ids on blind tasks too, until app/simulation/team.py keys them by label (H4).
+        completions=[CompletionOut(id=c.id, label=c.letter, text=c.text) for c in view.completions],
         flags=list(project.flags or []) if kind.takes_flags else [],
     )
 
@@ -214,7 +215,7 @@ def api_submit(
     """Stores your judgment of the task (safe to retry: a retry returns the stored one) and returns
     your next task. A ranking task takes `ranking` groups; a pairwise_eval task a `verdict` ("A" or
     "B" is better, in the order of `task.completions`; "tie"; "both_bad") and an optional
-    `comment` (the reason), or `ranking` groups of its two completions."""
+    `comment` (the reason), and no `ranking` (it is blind: its completions carry no ids)."""
     try:
         project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
         result, view = submission.submit_ranking(

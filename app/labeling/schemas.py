@@ -43,7 +43,8 @@ class SubmissionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ranking: list[list[DbId]] | None = None
-    """Groups of completion ids, best first; ids in one group are tied. Required for ranking tasks."""
+    """Groups of completion ids, best first; ids in one group are tied. Ranking tasks only (a
+    pairwise_eval task names no completion ids, so it takes a `verdict`)."""
     verdict: Verdict | None = None
     """For pairwise_eval tasks: "A" or "B" (the first or second completion of `task.completions`,
     your display order) is better, "tie", or "both_bad". Instead of `ranking`."""
@@ -119,7 +120,12 @@ def skip_from_form(form: Mapping[str, Any]) -> SkipIn:
 
 
 class CompletionOut(BaseModel):
-    id: int
+    id: int | None
+    """The completion's id (what `ranking` groups and `flags` name) on ranking tasks; null on
+    pairwise_eval tasks, which are blind: ids are sequential, so they would hint at which model
+    version was generated first. Judge those by `label` with a `verdict`."""
+    label: str
+    """Its name in this labeler's display order: "A", "B", ..."""
     text: str
 
 
@@ -138,7 +144,8 @@ class TaskOut(BaseModel):
     lease_expires_at: datetime
     prompt: PromptOut
     completions: list[CompletionOut]
-    """In this labeler's (shuffled) display order: for pairwise_eval, A then B."""
+    """In this labeler's (shuffled) display order, labelled A, B, ...: for pairwise_eval, A then B,
+    without ids (blind)."""
     flags: list[str]
     """The project's flag names this task takes (none for pairwise_eval)."""
 

@@ -9,8 +9,9 @@ template partial, and (when its answer is not ranking groups) one `judgment` fun
   * "ranking": 4–9 completions to order, ties allowed (templates/labeling/_ranking.html).
   * "pairwise_eval": a blind evaluation (app/models/evaluation.py): two completions from two model
     versions, shown as "A" and "B" in the labeler's own shuffled display order, judged with a
-    verdict. A wins → [[a], [b]]; tie → [[a, b]]; both bad → [[a, b]] with none_acceptable; the
-    reason → the comment. Nothing shown says which version wrote which response.
+    verdict (only a verdict: the page and the JSON API name no completion ids). A wins → [[a], [b]];
+    tie → [[a, b]]; both bad → [[a, b]] with none_acceptable; the reason → the comment. Nothing
+    shown says which version wrote which response.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ class TaskType:
     """Whether the project's flags are offered (and accepted) on this kind's tasks."""
     keys: tuple[tuple[Markup, Markup], ...]
     """The keyboard shortcuts panel: (keys, what they do), as HTML made only of our own text."""
+    title: str
+    """The labeling page's title while a task of this kind is shown ("Rank", "Compare")."""
+    done: str
+    """What the labeler did to a task, for the progress line ("3 ranked by you")."""
+    blind: bool
+    """Which completion is which stays hidden from the labeler: no completion id reaches the page or
+    the JSON API (ids are sequential, so they hint at which model version was generated first), and
+    the answer names sides ("A", "B"), never ids."""
     judgment: Callable[[Submission, Sequence[int]], RankingIn] = field(repr=False)
     """The labeler's answer as ranking groups, given the completions in display order; raises
     InvalidSubmission (422) naming the field."""
@@ -112,7 +121,7 @@ def _pairwise_judgment(data: Submission, display_order: Sequence[int]) -> Rankin
         return data
     if isinstance(data, FormInput):
         if not data.fields.get("verdict") and data.fields.get("ranking"):
-            return ranking_from_form(data.fields, data.flags)
+            raise InvalidSubmission(_SEND_A_VERDICT)
         if data.flags:
             raise InvalidSubmission("flag: an evaluation task takes no flags; say why in the reason instead")
         try:
@@ -123,12 +132,10 @@ def _pairwise_judgment(data: Submission, display_order: Sequence[int]) -> Rankin
             )
         except ValidationError as exc:
             raise InvalidSubmission(describe_validation_error(exc)) from None
-    if data.verdict is None:
-        if data.ranking is not None:
-            return _as_ranking(data, data.ranking)
-        raise InvalidSubmission("verdict: missing; choose A is better, B is better, tie or both bad")
     if data.ranking is not None:
-        raise InvalidSubmission("ranking: send either a verdict or a ranking, not both")
+        raise InvalidSubmission(_SEND_A_VERDICT)
+    if data.verdict is None:
+        raise InvalidSubmission("verdict: missing; choose A is better, B is better, tie or both bad")
     if data.flags:
         raise InvalidSubmission("flags: an evaluation task takes no flags; say why in the comment instead")
     if data.none_acceptable:
@@ -139,6 +146,12 @@ def _pairwise_judgment(data: Submission, display_order: Sequence[int]) -> Rankin
     groups = {"A": [[a], [b]], "B": [[b], [a]], "tie": [[a, b]], "both_bad": [[a, b]]}[data.verdict]
     judged = _as_ranking(data, groups)
     return judged.model_copy(update={"none_acceptable": data.verdict == "both_bad"})
+
+
+_SEND_A_VERDICT = (
+    'ranking: a blind comparison takes no ranking (its completions have no ids); send a `verdict`: "A" or "B" '
+    '(the first or second of `task.completions`) is better, "tie" or "both_bad"'
+)
 
 
 def verdict_of(groups: Sequence[Sequence[int]], display_order: Sequence[int], *, none_acceptable: bool) -> str:
@@ -181,6 +194,9 @@ TASK_TYPES: dict[str, TaskType] = {
             ("<kbd>Tab</kbd> inside a card", "reach its flags and buttons"),
             ("<kbd>Ctrl</kbd>+<kbd>Enter</kbd>", "submit the ranking"),
         ),
+        title="Rank",
+        done="ranked",
+        blind=False,
         judgment=_ranking_judgment,
     ),
     PAIRWISE_EVAL: TaskType(
@@ -196,6 +212,9 @@ TASK_TYPES: dict[str, TaskType] = {
             ("<kbd>R</kbd>", "write a reason (optional); <kbd>Esc</kbd> leaves the box"),
             ("<kbd>Enter</kbd>", "submit the judgment (<kbd>Ctrl</kbd>+<kbd>Enter</kbd> from the reason box)"),
         ),
+        title="Compare",
+        done="judged",
+        blind=True,
         judgment=_pairwise_judgment,
     ),
 }

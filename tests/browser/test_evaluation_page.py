@@ -191,8 +191,10 @@ def test_a_mixed_queue_swaps_between_the_two_kinds_of_task_and_their_shortcuts(l
     user = make_user(db, projects=[project])
     context, page, problems = _open(browser, live_url, user, project)
     page.evaluate("() => { window.__sameDocument = true; }")
-    keys = page.locator("#shortcut-keys")
+    keys, progress = page.locator("#shortcut-keys"), page.locator("[data-progress]")
     expect(keys).to_contain_text("both are bad")
+    expect(page).to_have_title(re.compile(r"^Compare · "))
+    expect(progress).to_contain_text("0 judged by you")
 
     page.keyboard.press("t")
     page.keyboard.press("Enter")
@@ -200,10 +202,15 @@ def test_a_mixed_queue_swaps_between_the_two_kinds_of_task_and_their_shortcuts(l
     expect(page.locator(".completion-card").first).to_be_focused()
     expect(keys).to_contain_text("tie it with the one above")  # the panel followed (out-of-band swap)
     expect(keys).not_to_contain_text("both are bad")
+    expect(page).to_have_title(re.compile(r"^Rank · "))  # so did the title and the progress line's verb
+    expect(progress).to_contain_text("1 ranked by you")
+    expect(page.locator("#task title")).to_have_count(0)  # htmx took the <title> out of the swapped HTML
     page.keyboard.press("Control+Enter")
     expect(page.locator("[data-pairwise-form]")).to_have_count(1)
     expect(page.locator("[data-question]")).to_be_focused()
     expect(keys).to_contain_text("both are bad")
+    expect(page).to_have_title(re.compile(r"^Compare · "))
+    expect(progress).to_contain_text("2 judged by you")
     page.keyboard.press("b")
     page.keyboard.press("Enter")
     page.wait_for_selector("[data-queue-empty]")

@@ -7,7 +7,7 @@ import re
 
 from sqlalchemy import func, select
 
-from app.models import Evaluation, ModelVersion, Ranking, RankingTask
+from app.models import Completion, Evaluation, ModelVersion, Ranking, RankingTask
 from tests.factories import csrf_of, login, make_eval_task, make_project, make_task, make_user
 from tests.labeling.helpers import fresh, snapshot
 
@@ -99,7 +99,8 @@ def test_the_json_api_hands_out_evaluation_tasks_and_takes_verdicts(client, db):
     answer = client.get(f"/api/v1/labeling/projects/{project.id}/next")
     handed = answer.json()["task"]
     assert handed["kind"] == "pairwise_eval" and handed["flags"] == [] and handed["task_id"] == task.id
-    assert sorted(c["id"] for c in handed["completions"]) == sorted(task.completion_ids)
+    assert [c["label"] for c in handed["completions"]] == ["A", "B"]
+    assert sorted(c["text"] for c in handed["completions"]) == ["left or right", "right or left"]
     for secret in _secrets(db, task):
         assert secret.lower() not in answer.text.lower(), secret
     assert "evaluation_id" not in answer.text and "model_version" not in answer.text
@@ -108,7 +109,10 @@ def test_the_json_api_hands_out_evaluation_tasks_and_takes_verdicts(client, db):
     bad = client.post(url, json={"verdict": "C"}, headers=headers)
     assert bad.status_code == 422 and "verdict" in bad.json()["message"]
     both = client.post(url, json={"verdict": "A", "ranking": [[1]]}, headers=headers)
-    assert both.status_code == 422 and "ranking: send either a verdict or a ranking" in both.json()["detail"]
+    assert both.status_code == 422 and both.json()["detail"].startswith("ranking: a blind comparison takes no ranking")
+    ids = [[cid] for cid in task.completion_ids]  # guessed or leaked ids are refused all the same
+    ranked = client.post(url, json={"ranking": ids}, headers=headers)
+    assert ranked.status_code == 422 and "send a `verdict`" in ranked.json()["detail"]
 
     body = {"verdict": "B", "comment": "A ignores the question", "time_spent_ms": 2500}
     first = client.post(url, json=body, headers=headers)
@@ -118,9 +122,10 @@ def test_the_json_api_hands_out_evaluation_tasks_and_takes_verdicts(client, db):
     nxt = first.json()["next"]
     assert nxt["kind"] == "ranking" and nxt["flags"] == ["unsafe"]
     fresh(db)
-    a, b = (c["id"] for c in handed["completions"])
     ranking = db.get(Ranking, first.json()["ranking_id"])
-    assert ranking.groups == [[b], [a]] and ranking.display_order == [a, b] and not ranking.none_acceptable
+    a, b = ranking.display_order  # A was shown first
+    assert [db.get(Completion, a).text, db.get(Completion, b).text] == [c["text"] for c in handed["completions"]]
+    assert ranking.groups == [[b], [a]] and not ranking.none_acceptable
     assert ranking.comment == "A ignores the question" and ranking.time_spent_ms == 2500
 
     ranking_url = f"/api/v1/labeling/projects/{project.id}/assignments/{nxt['assignment_id']}/ranking"
@@ -128,3 +133,32 @@ def test_the_json_api_hands_out_evaluation_tasks_and_takes_verdicts(client, db):
     assert wrong.status_code == 422 and wrong.json()["detail"].startswith("verdict: this is a ranking task")
     missing = client.post(ranking_url, json={"comment": "x"}, headers=headers)
     assert missing.status_code == 422 and missing.json()["detail"].startswith("ranking: missing")
+
+
+def test_the_title_and_progress_line_follow_the_kind_of_task(client, db):
+    project = make_project(db, overlap=1, name="Wording")
+    make_eval_task(db, project)
+    make_task(db, project)
+    make_eval_task(db, project)
+    login(client, make_user(db, projects=[project]))
+    headers = {**HX, "X-CSRF-Token": csrf_of(client, db)}
+
+    html = client.get(f"/projects/{project.id}/label").text
+    assert "<title>Compare · Wording · ranklab</title>" in html
+    assert "<strong>0</strong> judged by you" in html and "ranked by you" not in html
+    # Judged: the swapped-in ranking task brings its own title (htmx takes a top-level <title>).
+    swapped = client.post(
+        f"/projects/{project.id}/label/{_assignment_id(html)}", headers=headers, data={"verdict": "A"}
+    )
+    assert swapped.text.lstrip().startswith("<title>Rank · Wording · ranklab</title>")
+    assert "<strong>1</strong> ranked by you" in swapped.text and "judged by you" not in swapped.text
+    page = client.get(f"/projects/{project.id}/label").text
+    assert "<title>Rank · Wording · ranklab</title>" in page and "<strong>1</strong> ranked by you" in page
+    assignment_id = int(re.search(r'data-assignment-id="(\d+)"', page).group(1))
+    skipped = client.post(
+        f"/projects/{project.id}/label/{assignment_id}/skip", headers=headers, data={"reason": "Other"}
+    )
+    assert skipped.text.lstrip().startswith("<title>Compare · Wording · ranklab</title>")
+    assert "<strong>1</strong> judged by you" in skipped.text
+    # A full page carries its title in <head> only once (no second <title> inside the task block).
+    assert page.count("<title>") == 1

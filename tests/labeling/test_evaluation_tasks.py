@@ -122,13 +122,14 @@ def test_a_mixed_queue_hands_out_ranking_and_evaluation_tasks_alike(db):
     assert sorted(db.scalars(select(Ranking.task_id))) == sorted([t.id for t in tasks] * 2)
 
 
-def test_an_evaluation_task_also_takes_ranking_groups(db):
+def test_internal_callers_may_still_store_an_evaluation_as_ranking_groups(db):
+    # The labeler's channels (form, JSON API) take only a verdict; a RankingIn is ours (imports, tests).
     project = make_project(db, overlap=1)
     make_eval_task(db, project)
     alice = make_user(db, projects=[project])
     view = next_view(db, alice, project)
     a, b = (c.id for c in view.completions)
-    result, _ = _send(db, alice, project, view, SubmissionIn(ranking=[[b], [a]], comment="why"))
+    result, _ = _send(db, alice, project, view, RankingIn(ranking=[[b], [a]], comment="why"))
     assert db.get(Ranking, result.ranking_id).groups == [[b], [a]]
 
 
@@ -143,7 +144,9 @@ def test_an_evaluation_task_also_takes_ranking_groups(db):
         ("pairwise_eval", FormInput({"verdict": ""}), "verdict: missing"),
         ("pairwise_eval", FormInput({"verdict": "A", "time_spent_ms": "soon"}), "time_spent_ms: Input should be"),
         ("pairwise_eval", FormInput({"verdict": "A"}, ["1:unsafe"]), "flag: an evaluation task takes no flags"),
-        ("pairwise_eval", SubmissionIn(verdict="A", ranking=[[1]]), "ranking: send either a verdict or a ranking"),
+        ("pairwise_eval", SubmissionIn(verdict="A", ranking=[[1]]), "ranking: a blind comparison takes no ranking"),
+        ("pairwise_eval", "ids-as-groups", "ranking: a blind comparison takes no ranking.*send a `verdict`"),
+        ("pairwise_eval", FormInput({"ranking": "[[1], [2]]"}), "ranking: a blind comparison takes no ranking"),
         ("pairwise_eval", SubmissionIn(verdict="tie", none_acceptable=True), "none_acceptable: .*both_bad"),
         ("pairwise_eval", SubmissionIn(verdict="B", flags={1: ["unsafe"]}), "flags: an evaluation task takes no flags"),
         ("pairwise_eval", "flags-on-groups", "flags: a blind comparison task takes no flags"),
@@ -156,6 +159,8 @@ def test_a_judgment_the_task_does_not_take_is_a_422_naming_the_field_and_stores_
     view = next_view(db, alice, project)
     if data == "flags-on-groups":
         data = RankingIn(ranking=[[c.id] for c in view.completions], flags={view.completions[0].id: ["unsafe"]})
+    if data == "ids-as-groups":  # valid groups of the task's own completions, as the JSON API would send them
+        data = SubmissionIn(ranking=[[c.id] for c in view.completions])
     before = snapshot(db)
     with pytest.raises(InvalidSubmission, match=problem) as caught:
         _send(db, alice, project, view, data)

@@ -7,6 +7,13 @@ Two measures compare two labelers' rankings of the same task:
   give the same verdict (a above b, b above a, or tied).
 - Kendall's tau-b: rank correlation corrected for ties, in [-1, 1]. Undefined (None) when one
   labeler tied every completion, because there is no order to correlate with.
+
+Blind evaluation judgments (pairwise_eval tasks, app/labeling/task_types.py) are stored as
+rankings of two completions too, but they are measured apart (`verdict_agreement`): a verdict is
+one of four outcomes (this completion wins, that one wins, tie, both bad), so two labelers agree
+when they give the same outcome, ties included. Sides are shuffled per labeler, so outcomes are
+compared by completion, never by "A"/"B". Mixing them into the ranking measures would let a
+project with many quick two-way verdicts look more (or less) consistent than its rankings are.
 """
 
 from __future__ import annotations
@@ -79,10 +86,39 @@ class AgreementSummary:
 
 
 @dataclass
+class VerdictSummary:
+    """Verdict agreement aggregated over comparisons (a pair of labelers on one evaluation task)."""
+
+    comparisons: int = 0
+    agreeing: int = 0
+    tasks: set[int] = field(default_factory=set)
+
+    def add(self, task_id: int, same: bool) -> None:
+        self.comparisons += 1
+        self.agreeing += same
+        self.tasks.add(task_id)
+
+    @property
+    def agreement_pct(self) -> float | None:
+        """Share of labeler pairs that gave the same verdict."""
+        return 100.0 * self.agreeing / self.comparisons if self.comparisons else None
+
+
+@dataclass
+class VerdictAgreement:
+    overall: VerdictSummary = field(default_factory=VerdictSummary)
+    per_labeler: dict[int, VerdictSummary] = field(default_factory=dict)
+    """user id -> that labeler compared with every other labeler on the evaluation tasks they share."""
+
+
+@dataclass
 class AgreementReport:
     overall: AgreementSummary
+    """Ranking tasks only."""
     per_labeler: dict[int, AgreementSummary]
     """user id -> that labeler compared with every other labeler on the tasks they share."""
+    evaluation: VerdictAgreement = field(default_factory=VerdictAgreement)
+    """Blind evaluation tasks, measured apart (see the module's docstring)."""
 
 
 def agreement_report(rankings_by_task: Mapping[int, Mapping[int, Groups]]) -> AgreementReport:
@@ -99,3 +135,30 @@ def agreement_report(rankings_by_task: Mapping[int, Mapping[int, Groups]]) -> Ag
             per_labeler[user_a].add(task_id, result)
             per_labeler[user_b].add(task_id, result)
     return AgreementReport(overall=overall, per_labeler=dict(per_labeler))
+
+
+Outcome = int | str
+"""A judgment of two completions: the winner's completion id, "tie" or "both_bad"."""
+
+
+def verdict_outcome(groups: Groups, *, none_acceptable: bool) -> Outcome:
+    """The outcome a stored two-completion judgment records (task_types' verdict → groups mapping
+    undone, without the labeler's sides): the winner's id, or "tie" / "both_bad" for one group."""
+    if len(groups) == 1:
+        return "both_bad" if none_acceptable else "tie"
+    return groups[0][0]
+
+
+def verdict_agreement(outcomes_by_task: Mapping[int, Mapping[int, Outcome]]) -> VerdictAgreement:
+    """`outcomes_by_task`: task id -> {user id -> outcome}. Tasks with one judgment are ignored.
+
+    Every pair of labelers on a task is one comparison, agreeing when both gave the same outcome
+    (ties and both-bad included); it counts once overall and once for each of the two labelers."""
+    report = VerdictAgreement()
+    for task_id, by_user in outcomes_by_task.items():
+        for (user_a, outcome_a), (user_b, outcome_b) in combinations(sorted(by_user.items()), 2):
+            same = outcome_a == outcome_b
+            report.overall.add(task_id, same)
+            for user in (user_a, user_b):
+                report.per_labeler.setdefault(user, VerdictSummary()).add(task_id, same)
+    return report

@@ -10,7 +10,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.admin.agreement import AgreementReport, agreement_report
+from app.admin.agreement import AgreementReport, Outcome, agreement_report, verdict_agreement, verdict_outcome
+from app.labeling.task_types import PAIRWISE_EVAL
 from app.models import Assignment, AssignmentState, ProjectMember, Ranking, RankingTask, User
 
 
@@ -19,24 +20,35 @@ class LabelerStats:
     user: User
     is_member: bool
     rankings: int = 0
+    """Rankings of ranking tasks."""
+    judgments: int = 0
+    """Verdicts on blind evaluation tasks (stored as rankings too, counted apart)."""
     skips: int = 0
     median_seconds: float | None = None
-    """Median time per ranking, over rankings that reported their time."""
+    """Median time per ranking, over rankings of ranking tasks that reported their time (a two-way
+    verdict takes a fraction of a ranking's time, so it would pull the median down)."""
     last_ranking_at: datetime | None = None
+    """The labeler's last ranking or judgment."""
 
 
 def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
     """Members and anyone who ranked in the project (e.g. an admin, or a removed member)."""
     times: dict[int, list[int]] = defaultdict(list)
     counts: dict[int, int] = defaultdict(int)
+    judgments: dict[int, int] = defaultdict(int)
     last: dict[int, datetime] = {}
-    # Two narrow columns per ranking: the median needs every value, and SQLite has no percentile.
-    for user_id, spent_ms, created_at in db.execute(
-        select(Ranking.user_id, Ranking.time_spent_ms, Ranking.created_at).where(Ranking.project_id == project_id)
+    # Narrow columns per ranking: the median needs every value, and SQLite has no percentile.
+    for user_id, spent_ms, created_at, kind in db.execute(
+        select(Ranking.user_id, Ranking.time_spent_ms, Ranking.created_at, RankingTask.kind)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(Ranking.project_id == project_id)
     ):
-        counts[user_id] += 1
-        if spent_ms is not None:
-            times[user_id].append(spent_ms)
+        if kind == PAIRWISE_EVAL:
+            judgments[user_id] += 1
+        else:
+            counts[user_id] += 1
+            if spent_ms is not None:
+                times[user_id].append(spent_ms)
         if user_id not in last or created_at > last[user_id]:
             last[user_id] = created_at
     skips = dict(
@@ -47,13 +59,14 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
         ).all()
     )
     member_ids = set(db.scalars(select(ProjectMember.user_id).where(ProjectMember.project_id == project_id)))
-    user_ids = member_ids | counts.keys() | skips.keys()
+    user_ids = member_ids | counts.keys() | judgments.keys() | skips.keys()
     users = list(db.scalars(select(User).where(User.id.in_(user_ids)).order_by(User.email))) if user_ids else []
     return [
         LabelerStats(
             user=user,
             is_member=user.id in member_ids,
             rankings=counts.get(user.id, 0),
+            judgments=judgments.get(user.id, 0),
             skips=skips.get(user.id, 0),
             median_seconds=statistics.median(times[user.id]) / 1000 if times.get(user.id) else None,
             last_ranking_at=last.get(user.id),
@@ -63,14 +76,23 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
 
 
 def project_agreement(db: Session, *, project_id: int) -> AgreementReport:
-    """Agreement over the project's tasks that have two or more rankings."""
+    """Agreement over the project's tasks that have two or more rankings: ranking tasks by the
+    ranking measures, blind evaluation tasks by their verdicts (`report.evaluation`), apart."""
     overlapped = select(RankingTask.id).where(RankingTask.project_id == project_id, RankingTask.rankings_count >= 2)
     by_task: dict[int, dict[int, list[list[int]]]] = defaultdict(dict)
-    for task_id, user_id, groups in db.execute(
-        select(Ranking.task_id, Ranking.user_id, Ranking.groups).where(Ranking.task_id.in_(overlapped))
+    outcomes: dict[int, dict[int, Outcome]] = defaultdict(dict)
+    for task_id, kind, user_id, groups, none_acceptable in db.execute(
+        select(Ranking.task_id, RankingTask.kind, Ranking.user_id, Ranking.groups, Ranking.none_acceptable)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(Ranking.task_id.in_(overlapped))
     ):
-        by_task[task_id][user_id] = groups
-    return agreement_report(by_task)
+        if kind == PAIRWISE_EVAL:
+            outcomes[task_id][user_id] = verdict_outcome(groups, none_acceptable=none_acceptable)
+        else:
+            by_task[task_id][user_id] = groups
+    report = agreement_report(by_task)
+    report.evaluation = verdict_agreement(outcomes)
+    return report
 
 
 def user_emails(db: Session, *, user_ids) -> dict[int, str]:

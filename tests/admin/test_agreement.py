@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from app.admin.agreement import agreement_report, compare_rankings
+from app.admin.agreement import agreement_report, compare_rankings, verdict_agreement, verdict_outcome
 
 
 def test_identical_and_reversed_rankings():
@@ -78,3 +78,24 @@ def test_report_skips_undefined_tau_in_mean():
     assert report.overall.mean_tau_b == 1.0
     assert report.overall.agreement_pct == pytest.approx(100 * 1 / 4)
     assert agreement_report({}).overall.agreement_pct is None
+
+
+def test_verdict_outcomes_name_the_winner_not_the_side():
+    assert verdict_outcome([[7], [8]], none_acceptable=False) == 7
+    assert verdict_outcome([[8], [7]], none_acceptable=False) == 8
+    assert verdict_outcome([[7, 8]], none_acceptable=False) == "tie"
+    assert verdict_outcome([[7, 8]], none_acceptable=True) == "both_bad"
+
+
+def test_verdict_agreement_counts_labeler_pairs_with_the_same_verdict_ties_included():
+    outcomes = {
+        20: {1: 7, 2: 7, 3: 8},  # pairs (1,2) agree, (1,3) and (2,3) do not
+        21: {1: "tie", 2: "tie", 3: "both_bad"},  # a tie agrees with a tie; both bad is its own verdict
+        22: {1: 9},  # one judgment: nothing to compare
+    }
+    report = verdict_agreement(outcomes)
+    assert (report.overall.comparisons, report.overall.agreeing, report.overall.tasks) == (6, 2, {20, 21})
+    assert report.overall.agreement_pct == pytest.approx(100 * 2 / 6)
+    assert report.per_labeler[1].agreement_pct == 50.0 and report.per_labeler[1].comparisons == 4
+    assert report.per_labeler[3].agreement_pct == 0.0 and set(report.per_labeler) == {1, 2, 3}
+    assert verdict_agreement({}).overall.agreement_pct is None

@@ -5,7 +5,7 @@ import pytest
 from app.admin import stats
 from app.models import Role
 from tests.admin.helpers import admin_client
-from tests.factories import make_project, make_ranking, make_task, make_user
+from tests.factories import make_eval_task, make_project, make_ranking, make_task, make_user
 
 
 @pytest.fixture
@@ -67,3 +67,51 @@ def test_rankings_by_an_admin_outside_membership_are_listed(client, db, labeled)
     make_ranking(db, task, admin, [[cid] for cid in task.completion_ids], time_spent_ms=1500)
     rows = {row.user.email: row for row in stats.labeler_stats(db, project_id=project.id)}
     assert rows["boss@example.com"].is_member is False and rows["boss@example.com"].median_seconds == 1.5
+
+
+@pytest.fixture
+def judged(db):
+    """A ranking task and three blind evaluation tasks (x, y its two completions), overlap 3:
+    e1: a and b prefer x (a saw x on the left, b on the right: different sides, same verdict), c y;
+    e2: a and b tie, c says both bad; e3: a alone. Worked out by hand: pairs (a,b) (a,c) (b,c) on
+    e1 and e2 -> 2 of 6 agree; a 2 of 4, b 2 of 4, c 0 of 4."""
+    project = make_project(db, overlap=3)
+    a, b, c = (make_user(db, email=f"{name}@example.com", projects=[project]) for name in "abc")
+    ranked = make_task(db, project, k=4)
+    order = [[cid] for cid in ranked.completion_ids]
+    make_ranking(db, ranked, a, order, time_spent_ms=10_000)
+    make_ranking(db, ranked, b, order, time_spent_ms=12_000)
+    e1, e2, e3 = (make_eval_task(db, project) for _ in range(3))
+    x, y = e1.completion_ids
+    make_ranking(db, e1, a, [[x], [y]], display_order=[x, y], time_spent_ms=2_000)
+    make_ranking(db, e1, b, [[x], [y]], display_order=[y, x], time_spent_ms=2_000)
+    make_ranking(db, e1, c, [[y], [x]], display_order=[x, y])
+    tie = [list(e2.completion_ids)]
+    make_ranking(db, e2, a, tie, time_spent_ms=1_000)
+    make_ranking(db, e2, b, tie)
+    make_ranking(db, e2, c, tie, none_acceptable=True)
+    make_ranking(db, e3, a, [[e3.completion_ids[1]], [e3.completion_ids[0]]])
+    return project, {"a": a, "b": b, "c": c}
+
+
+def test_evaluation_verdicts_are_measured_apart_from_rankings(db, judged):
+    project, users = judged
+    report = stats.project_agreement(db, project_id=project.id)
+    # Ranking agreement: the ranking task only (a and b identical), no evaluation task in it.
+    assert report.overall.comparisons == 1 and report.overall.agreement_pct == 100.0
+    assert report.overall.mean_tau_b == 1.0 and users["c"].id not in report.per_labeler
+    verdicts = report.evaluation
+    assert (verdicts.overall.comparisons, verdicts.overall.agreeing, len(verdicts.overall.tasks)) == (6, 2, 2)
+    assert verdicts.overall.agreement_pct == pytest.approx(100 * 2 / 6)
+    assert verdicts.per_labeler[users["a"].id].agreement_pct == 50.0
+    assert verdicts.per_labeler[users["b"].id].agreement_pct == 50.0
+    assert verdicts.per_labeler[users["c"].id].agreement_pct == 0.0
+
+
+def test_judgments_are_counted_apart_and_kept_out_of_the_ranking_median(db, judged):
+    project, _users = judged
+    rows = {row.user.email: row for row in stats.labeler_stats(db, project_id=project.id)}
+    assert (rows["a@example.com"].rankings, rows["a@example.com"].judgments) == (1, 3)
+    assert rows["a@example.com"].median_seconds == 10.0  # the 2 s and 1 s verdicts are not rankings
+    assert (rows["c@example.com"].rankings, rows["c@example.com"].judgments) == (0, 2)
+    assert rows["c@example.com"].median_seconds is None

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.api_types import INT32_MAX, Text
+from app.api_types import INT32_MAX, DbId, Text
 
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
-VersionId = Annotated[int, Field(ge=1, le=INT32_MAX)]
+# strict: JSON true is not the number 1, nor "3" the id 3.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+VersionId = DbId
 Opponent = Literal["previous", "base", "sft"]
 
 
@@ -22,6 +23,7 @@ class EvaluationIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={
             "examples": [{"version_ids": [3, 7], "prompts": 32}, {"version_id": 7, "against": ["previous", "base"]}]
         },
@@ -29,7 +31,7 @@ class EvaluationIn(BaseModel):
     version_ids: list[VersionId] | None = Field(
         None, max_length=50, description="Model versions (base, SFT or policy) of this project to compare."
     )
-    comparisons: list[tuple[VersionId, VersionId]] | None = Field(
+    comparisons: list[Annotated[list[VersionId], Field(min_length=2, max_length=2)]] | None = Field(
         None, max_length=1225, description="Pairs [a, b] of version_ids to compare; left out, every pair."
     )
     version_id: VersionId | None = Field(None, description="With `against`: the version to evaluate.")

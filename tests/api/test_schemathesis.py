@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import Base
 from app.main import create_app
-from app.models import Prompt
+from app.models import Evaluation, Prompt
 from app.settings import Settings
 from tests.api.conftest import bearer
 from tests.conftest import BACKENDS
@@ -133,7 +133,8 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     """Enough that each operation can succeed: project 1 has tasks, a task leased to the labeler
     (assignment 1), rankings of the other two, the schema's example prompt "faq-17" without
     completions, round 1 in labeling (start, cancel) with an event, and model versions; project 2
-    has an unused prompt (launch) and the failed round 2 (retry)."""
+    has an unused prompt (launch) and the failed round 2 (retry). Evaluations: policies 3–7 (the
+    launch examples' ids), two eval prompts, evaluation 1 labeling (close) and 2 generating (cancel)."""
     project = make_project(db, name="fuzzed", k_min=4, k_max=6, overlap=2)
     spare = make_project(db, name="spare")
     labeler = make_user(db, projects=[project])
@@ -155,6 +156,7 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     labeling = make_round(db, project, status="labeling", policy_in_id=base.id)
     add_event(db, labeling, kind="metric", stage="reward", step=1, data={"loss": 0.5})
     make_version(db, project, kind="reward", training_round=labeling, parent=base)
+    _seed_evaluations(db, project)
     make_round(
         db,
         spare,
@@ -171,6 +173,27 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
         labeler_cookies=cookies,
         labeler_headers={"X-CSRF-Token": csrf_of(browser, db)},
     )
+
+
+def _seed_evaluations(db: Session, project) -> None:
+    for n in range(5):
+        make_version(db, project, kind="policy", name=f"policy {n}")
+    db.add_all(
+        Prompt(project_id=project.id, external_id=f"eval-{n}", text=f"Eval {n}?", split="eval") for n in range(2)
+    )
+    db.add_all(
+        Evaluation(
+            project_id=project.id,
+            name=f"evaluation {n}",
+            status=status,
+            version_ids=[3, 7],
+            comparisons=[[3, 7]],
+            config={"prompts": 0, "prompt_ids": [], "seed": 0},
+        )
+        # The fuzzer closes 1 (labeling → done) and cancels 2 (generating); the other way round is refused.
+        for n, status in enumerate(["labeling", "generating"])
+    )
+    db.commit()
 
 
 @token_api.parametrize()

@@ -3,6 +3,8 @@ the eval set, reading results with intervals, close and cancel, token scopes."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -160,3 +162,25 @@ def test_only_admin_tokens_reach_evaluations(client, db):
     export = bearer(make_token(db, "export"))
     assert client.get(f"/api/v1/evaluations/{evaluation.id}", headers=export).status_code == 403
     assert client.get(f"/api/v1/evaluations/{evaluation.id}").status_code == 401
+
+
+def test_prompts_upload_into_the_eval_set_but_completions_do_not(client, db, admin_auth):
+    project = make_project(db)
+    upload = bearer(make_token(db, "upload"))
+    prompts = [{"external_id": "q1", "text": "Name a prime.", "split": "eval"}, {"external_id": "q2", "text": "Hi"}]
+    stored = client.post(f"/api/v1/projects/{project.id}/prompts", json={"prompts": prompts}, headers=upload)
+    assert stored.status_code == 200 and stored.json()["created"] == 2
+    assert [p.external_id for p in service.eval_prompts(db, project_id=project.id, limit=None)] == ["q1"]
+    line = {
+        "external_id": "q3",
+        "text": "Say hi",
+        "split": "eval",
+        "completions": [{"text": f"hi {i}"} for i in range(4)],
+    }
+    answer = client.post(
+        f"/api/v1/projects/{project.id}/completions/jsonl",
+        content=(json.dumps(line) + "\n").encode(),
+        headers={**upload, "Content-Type": "application/x-ndjson"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rejected"] == 1 and answer.json()["errors"][0]["reason"].startswith("split: eval prompts")

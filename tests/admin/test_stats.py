@@ -115,3 +115,20 @@ def test_judgments_are_counted_apart_and_kept_out_of_the_ranking_median(db, judg
     assert rows["a@example.com"].median_seconds == 10.0  # the 2 s and 1 s verdicts are not rankings
     assert (rows["c@example.com"].rankings, rows["c@example.com"].judgments) == (0, 2)
     assert rows["c@example.com"].median_seconds is None
+
+
+def test_project_page_shows_the_evaluation_agreement_apart(client, db, judged):
+    project, _users = judged
+    admin_client(client, db)
+    page = client.get(f"/admin/projects/{project.id}").text
+    row_a = page.split("a@example.com")[1].split("</tr>")[0]
+    cells = [cell.split(">", 1)[1] for cell in row_a.split("</td>")[1:9]]
+    # Rankings, skips, median, ranking agreement, tau-b, shared ranking tasks; eval judgments, same verdict.
+    assert cells == ["1", "0", "10.0 s", "100.0%", "1.00", "1", "3", "50.0%"]
+    row_c = page.split("c@example.com")[1].split("</tr>")[0]
+    assert [cell.split(">", 1)[1] for cell in row_c.split("</td>")[1:9]][-2:] == ["2", "0.0%"]
+    assert "on 1 overlapped task (1 labeler pairs): agreement <strong>100.0%</strong>" in " ".join(page.split())
+    evaluation = " ".join(page.split('id="evaluation-agreement">')[1].split("</p>")[0].split())
+    assert evaluation.startswith(
+        "Blind evaluations, on 2 overlapped tasks (6 labeler pairs): same verdict <strong>33.3%</strong>"
+    )

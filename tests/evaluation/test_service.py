@@ -188,3 +188,39 @@ def test_close_and_cancel_withdraw_open_tasks_and_refuse_twice(db):
     db.commit()
     with pytest.raises(service.EvaluationConflict):
         service.open_for_labeling(db, second)
+
+
+def test_two_deliveries_opening_at_once_make_each_task_once(app, db, settings):
+    """GENERATE_EVAL delivered twice, both finishing together: the evaluation row's lock (Postgres)
+    or the write lock (SQLite) lets one make the tasks; the other finds them and makes none."""
+    import threading
+
+    from sqlalchemy.orm import sessionmaker
+
+    s = setup(db, prompts=5)
+    evaluation = service.launch(db, project_id=s.project.id, version_ids=[s.policy.id, s.base.id], check_queue=False)
+    db.commit()
+    sessions = sessionmaker(bind=app.state.write_sessionmaker.kw["bind"], expire_on_commit=False)
+    made: list[int] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def deliver() -> None:
+        with sessions() as session:
+            try:
+                start.wait()
+                made.append(service.open_for_labeling(session, session.get(Evaluation, evaluation.id)))
+                session.commit()
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and sorted(made) == [0, 5]
+    db.rollback()
+    db.expire_all()
+    assert len(db.scalars(select(RankingTask.id).where(RankingTask.evaluation_id == evaluation.id)).all()) == 5
+    assert db.get(Evaluation, evaluation.id).status == "labeling"

@@ -162,3 +162,10 @@ def test_the_title_and_progress_line_follow_the_kind_of_task(client, db):
     assert "<strong>1</strong> judged by you" in skipped.text
     # A full page carries its title in <head> only once (no second <title> inside the task block).
     assert page.count("<title>") == 1
+    # The queue empties: its count holds both kinds, so it says neither "ranked" nor "judged".
+    empty = client.post(
+        f"/projects/{project.id}/label/{_assignment_id(skipped.text)}", headers=headers, data={"verdict": "tie"}
+    )
+    assert empty.text.lstrip().startswith("<title>Queue empty · Wording · ranklab</title>")
+    assert "<strong>2</strong> done by you" in empty.text and "data-queue-empty" in empty.text
+    assert "<title>Queue empty · Wording · ranklab</title>" in client.get(f"/projects/{project.id}/label").text

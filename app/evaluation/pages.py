@@ -160,6 +160,7 @@ def _evaluation_page(
             "finished": evaluation.status not in service.ACTIVE,
             "progress": results.progress(db, evaluation=evaluation),
             "results": found,
+            "reasons": results.reasons(db, evaluation=evaluation),
             "versions": versions,
             "chart": _series_chart(results.rounds_vs_previous(db, project_id=project.id)),
             "action_error": action_error,

@@ -133,6 +133,28 @@ def results(db: Session, *, evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
+def reasons(db: Session, *, evaluation: Evaluation, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest judgments that came with a reason: who, which version won (or tie / both bad), why."""
+    rows = db.execute(
+        select(Ranking.task_id, Ranking.user_id, Ranking.groups, Ranking.none_acceptable, Ranking.comment)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .where(RankingTask.evaluation_id == evaluation.id, Ranking.comment != "")
+        .order_by(Ranking.id.desc())
+        .limit(limit)
+    ).all()
+    version_of = _versions_of_tasks(db, task_ids={row.task_id for row in rows})
+    emails = _emails(db, {row.user_id for row in rows})
+    found = []
+    for task_id, user_id, groups, none_acceptable, comment in rows:
+        sides = version_of.get(task_id, {})
+        if len(groups) == 1:
+            verdict, winner = ("both bad" if none_acceptable else "tie"), None
+        else:
+            verdict, winner = "preferred", sides.get(groups[0][0])
+        found.append({"labeler": emails.get(user_id, "?"), "verdict": verdict, "winner": winner, "comment": comment})
+    return found
+
+
 def _emails(db: Session, user_ids: set[Any]) -> dict[Any, str]:
     if not user_ids:
         return {}

@@ -82,13 +82,15 @@ def opened(db: Session, s: Setup, versions: list[ModelVersion] | None = None) ->
     return evaluation
 
 
-def judge(db: Session, task: RankingTask, user: User, verdict: str, *, winner_version: int | None = None) -> None:
+def judge(
+    db: Session, task: RankingTask, user: User, verdict: str, *, winner_version: int | None = None, comment: str = ""
+) -> None:
     """A labeler's verdict: "win" for the completion of `winner_version`, "tie" or "both_bad"."""
     first, second = task.completion_ids
     if verdict == "win":
         by_version = {item.completion.model_version_id: item.completion_id for item in task.items}
         win = by_version[winner_version]
         lose = second if win == first else first
-        make_ranking(db, task, user, [[win], [lose]])
+        make_ranking(db, task, user, [[win], [lose]], comment=comment)
     else:
-        make_ranking(db, task, user, [[first, second]], none_acceptable=verdict == "both_bad")
+        make_ranking(db, task, user, [[first, second]], none_acceptable=verdict == "both_bad", comment=comment)

@@ -61,7 +61,7 @@ def test_the_evaluation_page_shows_progress_rates_leaderboard_and_chart(client, 
     tasks = list(
         db.scalars(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id).order_by(RankingTask.id))
     )
-    judge(db, tasks[0], s.labelers[0], "win", winner_version=s.policy.id)
+    judge(db, tasks[0], s.labelers[0], "win", winner_version=s.policy.id, comment="<b>shorter</b> & right")
     judge(db, tasks[1], s.labelers[0], "tie")
     admin_client(client, db)
     html = client.get(f"/admin/evaluations/{evaluation.id}").text
@@ -72,6 +72,8 @@ def test_the_evaluation_page_shows_progress_rates_leaderboard_and_chart(client, 
     assert "half a win" in html and s.labelers[0].email in html
     assert f'<tr data-version="{s.policy.id}">' in html and "(anchor)" in html
     assert "chart-errorbar" in html  # round 0's policy against the base it started from
+    reasons = re.search(r'<ul class="reasons">(.*?)</ul>', html, re.S).group(1)
+    assert f"#{s.policy.id} policy" in reasons and "&lt;b&gt;shorter&lt;/b&gt; &amp; right" in reasons
     assert "Win rate of each round’s policy vs its previous policy: 1 round, latest 75%" in html
 
     polled = client.get(f"/admin/evaluations/{evaluation.id}", headers={"HX-Request": "true"}).text

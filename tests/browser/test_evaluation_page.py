@@ -214,6 +214,8 @@ def test_a_mixed_queue_swaps_between_the_two_kinds_of_task_and_their_shortcuts(l
     page.keyboard.press("b")
     page.keyboard.press("Enter")
     page.wait_for_selector("[data-queue-empty]")
+    expect(page).to_have_title(re.compile(r"^Queue empty · "))
+    expect(progress).to_contain_text("3 done by you")
     assert page.evaluate("() => window.__sameDocument") is True and problems == []
     fresh(db)
     assert db.scalar(select(func.count()).select_from(Ranking).where(Ranking.user_id == user.id)) == 3

@@ -126,6 +126,15 @@ def prefer_longer(completions: list[dict]) -> list[list[int]]:
     return [[c["id"]] for c in ordered]
 
 
+def judgment(task: dict, rank: Callable[[list[dict]], list[list[int]]]) -> dict:
+    """A ranking task is ranked by `rank`; a blind pairwise evaluation (a round's human evaluation,
+    its completions without ids) gets a verdict for the longer answer, A on a tie."""
+    if task["kind"] == "pairwise_eval":
+        a, b = task["completions"]
+        return {"verdict": "B" if len(b["text"]) > len(a["text"]) else "A"}
+    return {"ranking": rank(task["completions"])}
+
+
 def label_everything(
     app, db, labelers, project_id: int, rank: Callable[[list[dict]], list[list[int]]] = prefer_longer
 ) -> int:
@@ -141,7 +150,7 @@ def label_everything(
             while task is not None:
                 response = client.post(
                     f"/api/v1/labeling/projects/{project_id}/assignments/{task['assignment_id']}/ranking",
-                    json={"ranking": rank(task["completions"])},
+                    json=judgment(task, rank),
                     headers=headers,
                 )
                 assert response.status_code == 200, response.text

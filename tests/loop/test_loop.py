@@ -9,7 +9,16 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from app.markdown import RENDERER_VERSION, render_markdown
-from app.models import Completion, Evaluation, ModelVersion, RankingTask, RoundEvent, TaskCompletion, TrainingRound
+from app.models import (
+    Completion,
+    Evaluation,
+    ModelVersion,
+    Ranking,
+    RankingTask,
+    RoundEvent,
+    TaskCompletion,
+    TrainingRound,
+)
 from tests.loop.eval_checks import (
     EVAL_SETTINGS,
     check_version_metrics,
@@ -171,6 +180,10 @@ def check_round1_evaluation(db, api: Api, round0: dict, round1: dict) -> None:
     assert any(m.startswith("eval metrics on 3 prompts: new policy RM score") for m in events)
     evaluation, _tasks = human_evaluation(db, round_id=round1["id"])
     assert evaluation.comparisons == [[p1, p0]]
+    # round 0's evaluation was judged through the labeling API while round 1 was labeled
+    judged = human_evaluation(db, round_id=round0["id"])[0]
+    judgments = select(func.count()).select_from(Ranking).join(RankingTask, RankingTask.id == Ranking.task_id)
+    assert db.scalar(judgments.where(RankingTask.evaluation_id == judged.id)) == 3 * 2  # 3 tasks, overlap 2
 
 
 def check_evaluating_again(db, api: Api, worker, round1: dict) -> None:

@@ -305,8 +305,8 @@ def per_sequence(run: dict) -> float:
 
 
 def per_token(run: dict) -> float:
-    """Training CPU microseconds per real token forwarded (padding is part of the cost)."""
-    return 1e6 * run["cpu_s"] / run["tokens"]
+    """Training CPU milliseconds per real token forwarded (padding is part of the cost)."""
+    return 1000 * run["cpu_s"] / run["tokens"]
 
 
 def summarise(args, runs: list[dict]) -> dict:
@@ -321,7 +321,7 @@ def summarise(args, runs: list[dict]) -> dict:
         "rankings_per_s": lambda r: r["rankings_per_s"],
         "cpu_s": lambda r: r["cpu_s"],
         "cpu_ms_per_sequence": per_sequence,
-        "cpu_us_per_token": per_token,
+        "cpu_ms_per_token": per_token,
         "val_accuracy": lambda r: r["val_accuracy"],
     }
     stats: dict[tuple[str, float], dict[str, Any]] = {
@@ -330,13 +330,13 @@ def summarise(args, runs: list[dict]) -> dict:
     }
     print(
         f"\n{'trainer':12} {'lr':>7} {'seeds':>5} {'rankings/s':>15} {'train CPU s':>13} "
-        f"{'CPU ms/seq':>13} {'CPU us/token':>13} {'val pairwise acc':>17}"
+        f"{'CPU ms/seq':>13} {'CPU ms/token':>13} {'val pairwise acc':>17}"
     )
     for (name, lr), rs in sorted(groups.items()):
         print(
             f"{name:12} {lr:7.0e} {len(rs):5d} {fmt([r['rankings_per_s'] for r in rs], 3):>15} "
             f"{fmt([r['cpu_s'] for r in rs], 1):>13} {fmt([per_sequence(r) for r in rs], 1):>13} "
-            f"{fmt([per_token(r) for r in rs], 0):>13} {fmt([r['val_accuracy'] for r in rs], 3):>17}"
+            f"{fmt([per_token(r) for r in rs], 2):>13} {fmt([r['val_accuracy'] for r in rs], 3):>17}"
         )
     summary: dict = {"stats": {f"{n}@{lr:g}": st for (n, lr), st in stats.items()}}
     trainers = sorted({n for n, _ in stats})
@@ -435,7 +435,7 @@ def main() -> None:
     )
     print(
         f"{'trainer':12} {'lr':>7} {'seed':>4} {'rankings/s':>11} {'train s':>8} {'cpu s':>7} {'steps':>5} "
-        f"{'seqs':>5} {'tokens':>7} {'ms/seq':>7} {'us/tok':>7} {'val acc':>7}"
+        f"{'seqs':>5} {'tokens':>7} {'ms/seq':>7} {'ms/tok':>7} {'val acc':>7}"
     )
     # Trainers alternate within each (seed, lr), first one way then the other, so a change in
     # machine load during the run falls on all of them alike.
@@ -458,7 +458,7 @@ def main() -> None:
         runs.append({"trainer": name, "lr": lr, "seed": seed, **r})
         print(
             f"{name:12} {lr:7.0e} {seed:4d} {r['rankings_per_s']:11.3f} {r['train_s']:8.1f} {r['cpu_s']:7.1f} "
-            f"{r['steps']:5d} {r['sequences']:5d} {r['tokens']:7d} {per_sequence(r):7.1f} {per_token(r):7.0f} "
+            f"{r['steps']:5d} {r['sequences']:5d} {r['tokens']:7d} {per_sequence(r):7.1f} {per_token(r):7.2f} "
             f"{r['val_accuracy']:7.4f}"
         )
     summary = summarise(args, runs)

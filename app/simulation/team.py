@@ -30,6 +30,11 @@ BAD_BELOW = 0.5
 """Both perceived below this (an empty or prompt-ignoring answer scores about 0.6 or less): both bad."""
 
 
+def _key(completion: dict) -> int | str:
+    """A completion's id; on a blind evaluation task, which has none, its label ("A", "B")."""
+    return completion["id"] if completion.get("id") is not None else completion["label"]
+
+
 class Labeler:
     def __init__(self, base_url: str, email: str, password: str, rng: random.Random, profile: Profile):
         self.email, self.rng, self.profile = email, rng, profile
@@ -74,7 +79,8 @@ class RoundRecord:
     orders: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     """task id → labeler email → the submitted order (best first)."""
     verdicts: list[dict] = field(default_factory=list)
-    """Evaluation judgments: task, labeler, completion ids as shown (A, B), verdict, their gold."""
+    """Evaluation judgments: task, labeler, the sides shown ("A", "B"; the API names no ids there),
+    verdict, their gold."""
 
     def gold_mean(self) -> float:
         return mean(self.gold.values())
@@ -148,7 +154,9 @@ class Team:
                 waiting[labeler.email] = labeler.submit(project_id, task, body)
         return record
 
-    def _perceive(self, labeler: Labeler, task: dict, record: RoundRecord | None) -> tuple[list[int], list[float]]:
+    def _perceive(
+        self, labeler: Labeler, task: dict, record: RoundRecord | None
+    ) -> tuple[list[int | str], list[float]]:
         prompt = parse(task["prompt"]["text"] or "")
         completions = task["completions"]
         values = [parts(prompt, c["text"]) for c in completions]
@@ -168,10 +176,11 @@ class Team:
                 self.sigma = solve_sigma(self.gaps, self.profiles, self.target)
                 self._solved_at = len(self.gaps)
         perceived = labeler.profile.perceive([labeler.profile.utility(v) for v in values], self.sigma, labeler.rng)
-        return [c["id"] for c in completions], perceived
+        return [_key(c) for c in completions], perceived
 
     def _rank(self, labeler: Labeler, task: dict, record: RoundRecord) -> list[int]:
-        ids, perceived = self._perceive(labeler, task, record)
+        _keys, perceived = self._perceive(labeler, task, record)
+        ids: list[int] = [c["id"] for c in task["completions"]]  # a ranking task names its completions
         if self.shuffled:
             labeler.rng.shuffle(ids)
             return ids
@@ -180,7 +189,7 @@ class Team:
     def _judge(self, labeler: Labeler, task: dict, record: RoundRecord) -> dict:
         (a, b), (pa, pb) = self._perceive(labeler, task, None)
         prompt = parse(task["prompt"]["text"] or "")
-        texts = {c["id"]: c["text"] for c in task["completions"]}
+        texts = {_key(c): c["text"] for c in task["completions"]}
         if max(pa, pb) < BAD_BELOW:
             verdict = "both_bad"
         elif abs(pa - pb) < TIE_MARGIN:

@@ -181,8 +181,10 @@ def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None
         project_id=view.project_id,
         lease_expires_at=view.lease_expires_at,
         prompt=PromptOut(text=view.prompt_text, messages=view.prompt_messages),
-        # Still the ids on blind tasks too, until app/simulation/team.py keys them by label (H4).
-        completions=[CompletionOut(id=c.id, label=c.letter, text=c.text) for c in view.completions],
+        # A blind task's completions go without ids: sequential ids hint at which version came first.
+        completions=[
+            CompletionOut(id=None if kind.blind else c.id, label=c.letter, text=c.text) for c in view.completions
+        ],
         flags=list(project.flags or []) if kind.takes_flags else [],
     )
 

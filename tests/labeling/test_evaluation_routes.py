@@ -25,6 +25,28 @@ def _secrets(db, task: RankingTask) -> list[str]:
     return [v.name for v in versions] + [evaluation.name, "secret-policy", "evaluation", "model_version"]
 
 
+def _numbers(value, key: str = "") -> set[str]:
+    """The keys under which a JSON value holds numbers, at any depth."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return set()
+    if isinstance(value, int | float):
+        return {key}
+    items = value.items() if isinstance(value, dict) else ((key, v) for v in value)
+    return set().union(*(_numbers(v, k) for k, v in items))
+
+
+def _assert_blind(db, task: RankingTask, text: str, handed: dict) -> None:
+    """A handed-out evaluation task as JSON: no completion id, no version id or name, no evaluation."""
+    assert [set(c) for c in handed["completions"]] == [{"id", "label", "text"}] * 2
+    assert [c["id"] for c in handed["completions"]] == [None, None]
+    # The only numbers in it are the assignment's, the task's and the project's ids (a task id is
+    # one per prompt and comparison, its two completions in a random order: it tells no side).
+    assert _numbers(handed) == {"assignment_id", "task_id", "project_id"}
+    for secret in _secrets(db, task):
+        assert secret.lower() not in text.lower(), secret
+    assert "evaluation_id" not in text and "model_version" not in text
+
+
 def test_the_evaluation_page_shows_a_and_b_and_nothing_of_the_versions(client, db):
     project = make_project(db, overlap=1, flags=["unsafe"])
     task = make_eval_task(db, project, texts=("<script>window.__pwned=1</script>", "**bold** answer"))
@@ -101,9 +123,7 @@ def test_the_json_api_hands_out_evaluation_tasks_and_takes_verdicts(client, db):
     assert handed["kind"] == "pairwise_eval" and handed["flags"] == [] and handed["task_id"] == task.id
     assert [c["label"] for c in handed["completions"]] == ["A", "B"]
     assert sorted(c["text"] for c in handed["completions"]) == ["left or right", "right or left"]
-    for secret in _secrets(db, task):
-        assert secret.lower() not in answer.text.lower(), secret
-    assert "evaluation_id" not in answer.text and "model_version" not in answer.text
+    _assert_blind(db, task, answer.text, handed)
 
     url = f"/api/v1/labeling/projects/{project.id}/assignments/{handed['assignment_id']}/ranking"
     bad = client.post(url, json={"verdict": "C"}, headers=headers)
@@ -121,6 +141,8 @@ def test_the_json_api_hands_out_evaluation_tasks_and_takes_verdicts(client, db):
     assert again["duplicate"] and again["ranking_id"] == first.json()["ranking_id"]
     nxt = first.json()["next"]
     assert nxt["kind"] == "ranking" and nxt["flags"] == ["unsafe"]
+    assert [c["label"] for c in nxt["completions"]] == list("ABCDEFGHI")[: len(nxt["completions"])]
+    assert all(isinstance(c["id"], int) for c in nxt["completions"])  # a ranking task needs its ids
     fresh(db)
     ranking = db.get(Ranking, first.json()["ranking_id"])
     a, b = ranking.display_order  # A was shown first

@@ -19,6 +19,7 @@ from app.models import (
     TaskCompletion,
     TrainingRound,
 )
+from tests.admin.helpers import admin_client
 from tests.loop.eval_checks import (
     EVAL_SETTINGS,
     check_version_metrics,
@@ -184,6 +185,11 @@ def check_round1_evaluation(db, api: Api, round0: dict, round1: dict) -> None:
     judged = human_evaluation(db, round_id=round0["id"])[0]
     judgments = select(func.count()).select_from(Ranking).join(RankingTask, RankingTask.id == Ranking.task_id)
     assert db.scalar(judgments.where(RankingTask.evaluation_id == judged.id)) == 3 * 2  # 3 tasks, overlap 2
+    # the round page's Evaluation card shows what the worker stored (tests/rounds: its layout)
+    admin_client(api.client, db)
+    page = api.client.get(f"/admin/rounds/{round1['id']}", headers={"HX-Request": "true"}).text
+    assert page.count('data-metric="rm_score"') == 3 and 'data-lc-vs="previous policy"' in page
+    assert 'data-lc-vs="base"' in page and "LC reward win rate vs previous" in page
 
 
 def check_evaluating_again(db, api: Api, worker, round1: dict) -> None:

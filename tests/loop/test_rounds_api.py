@@ -188,3 +188,34 @@ def test_round_api_needs_an_admin_token_and_names_missing_rounds(db, client, adm
     missing = client.get("/api/v1/rounds/999", headers={"Authorization": f"Bearer {admin_token}"})
     assert missing.status_code == 404 and missing.json()["detail"] == "round_id: no training round 999"
     assert Api(client, admin_token).get(f"/api/v1/projects/{project_with_prompts.id}/models") == []
+
+
+def test_evaluating_is_a_running_step_between_ppo_and_the_next_round(
+    db, client, admin_token, settings, project_with_prompts
+):
+    """The evaluating step (worker/loop/evaluation.py) runs on the train queue; retry re-enqueues
+    it while running and resumes a failure there; the round page names it; cancel stops it."""
+    from app.rounds import lifecycle
+    from worker.celery_app import EVALUATE_ROUND, TRAIN_QUEUE
+
+    assert lifecycle.STEP_TASKS["evaluating"] == (EVALUATE_ROUND, TRAIN_QUEUE)
+    assert "evaluating" in lifecycle.RUNNING and "evaluating" in lifecycle.ACTIVE
+    api = Api(client, admin_token)
+    round0, _ = _labeling_round(db, client, api, project_with_prompts, threshold={})
+    db.execute(update(TrainingRound).where(TrainingRound.id == round0["id"]).values(status="evaluating"))
+    db.commit()
+    before = queued(settings, TRAIN_QUEUE)
+    assert api.post(f"/api/v1/rounds/{round0['id']}/retry")["status"] == "evaluating"
+    assert queued(settings, TRAIN_QUEUE) - before == 1
+    # a transition moves only a round in one of its source statuses (a stale PPO delivery cannot)
+    assert not lifecycle.transition(db, round_id=round0["id"], source=["training_policy"], target="evaluating")
+    failed = lifecycle.transition(
+        db, round_id=round0["id"], source=["evaluating"], target="failed", error_step="evaluating"
+    )
+    db.commit()
+    assert failed and api.round(round0["id"])["error_step"] == "evaluating"
+    resumed = api.post(f"/api/v1/rounds/{round0['id']}/retry")
+    assert (resumed["status"], resumed["error_step"]) == ("evaluating", None)
+    assert queued(settings, TRAIN_QUEUE) - before == 2
+    cancelled = api.post(f"/api/v1/rounds/{round0['id']}/cancel")
+    assert (cancelled["status"], cancelled["current_step"]) == ("cancelled", "cancelled during evaluating")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import ModelVersion, Project, TrainingRound
 from app.projects.deps import ProjectDep, get_project_or_404
-from app.rounds import charts, launch_form, service, views
+from app.rounds import charts, eval_views, launch_form, service, views
 from app.rounds.downloads import ArtifactUnavailable, artifact_files, download_filename, resolve_artifact, stream_zip
 from app.settings import Settings
 from app.web import is_htmx, page
@@ -120,7 +120,7 @@ def _round_page(
     ]
     waiting = [spec.title for spec in views.CHARTS if not series[spec.title]]
     versions = views.round_versions(db, training_round=training_round)
-    history = views.evaluation_history(db, project_id=training_round.project_id)
+    history = eval_views.evaluation_history(db, project_id=training_round.project_id)
     context = {
         "project": project,
         "round": training_round,
@@ -136,14 +136,14 @@ def _round_page(
         "download_problems": _download_problems(versions, settings),
         "action_error": action_error,
         "labels_by_key": views.STATUS_LABELS,
-        "evaluation": views.round_evaluation(training_round),
-        "eval_rows": views.EVAL_ROWS,
+        "evaluation": eval_views.round_evaluation(training_round),
+        "eval_rows": eval_views.EVAL_ROWS,
         "eval_charts": [
             charts.line_chart(history[title], title=title, unit=unit, x_label="round")
-            for title, _key, unit in views.EVAL_HISTORY
+            for title, _key, unit in eval_views.EVAL_HISTORY
             if history[title]
         ],
-        "human_evaluations": views.round_evaluations(db, round_id=training_round.id),
+        "human_evaluations": eval_views.round_evaluations(db, round_id=training_round.id),
     }
     return page(request, ROUND_TEMPLATE, context, block="live", status_code=status_code)
 

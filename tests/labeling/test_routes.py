@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from app.models import Assignment, Prompt, Ranking, RankingTask, utcnow
-from tests.factories import csrf_of, login, make_project, make_task, make_user
+from tests.factories import csrf_of, login, make_eval_task, make_project, make_ranking, make_task, make_user
 from tests.labeling.helpers import fresh, snapshot
 
 HX = {"HX-Request": "true"}
@@ -41,7 +41,23 @@ def test_the_queue_page_lists_only_my_projects_with_progress(client, db):
     assert page.status_code == 200
     assert "Mine" in page.text and "Not mine" not in page.text
     assert f'href="/projects/{mine.id}/label"' in page.text and "Start labeling" in page.text
-    assert "<strong>0</strong> ranked by you · <strong>1</strong> left for you" in page.text
+    assert "<strong>0</strong> done by you · <strong>1</strong> left for you" in page.text
+
+
+def test_the_queue_page_counts_rankings_and_verdicts_as_done_not_ranked(client, db):
+    """A verdict on a blind comparison is not a ranking: the projects list says "done", which is
+    true for both kinds (the labeling page says "ranked" or "judged" per task kind)."""
+    project = make_project(db, name="Mixed", overlap=1)
+    ranked, judged = make_task(db, project), make_eval_task(db, project)
+    make_task(db, project)
+    user = make_user(db, projects=[project])
+    make_ranking(db, ranked, user, [[c] for c in ranked.completion_ids])
+    make_ranking(db, judged, user, [judged.completion_ids])  # a tie
+    login(client, user)
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "<strong>2</strong> done by you · <strong>1</strong> left for you" in page.text
+    assert "ranked by you" not in page.text
 
 
 def test_the_ranking_page_renders_whole_or_as_a_block_for_htmx(client, db):

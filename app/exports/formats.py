@@ -84,6 +84,10 @@ CONSENSUS = pa.schema(
         ("none_acceptable_votes", pa.int64()),
         ("kendall_w", pa.float64()),
         ("mean_kendall_tau_b", pa.float64()),
+        ("verdict_agreement", pa.float64()),
+        ("verdict_pairs", pa.int64()),
+        ("source", pa.string()),
+        ("evaluation_id", pa.int64()),
     ]
 )
 PAIRS_STANDARD = pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), *_pair_ids])

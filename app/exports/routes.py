@@ -83,7 +83,11 @@ def export_consensus(
     `consensus` orders completions by mean rank over labelers (the Borda count), equal means
     tied. Agreement (null with one ranking): `kendall_w`, Kendall's coefficient of concordance
     corrected for ties (1 = all agree, 0 = no agreement), and `mean_kendall_tau_b` over pairs of
-    labelers (-1..1). Each completion carries its `mean_rank` and flag counts."""
+    labelers (-1..1); both null on evaluation tasks (`source` "evaluation"), which get
+    `verdict_agreement` instead: of the `verdict_pairs` pairs of labelers who judged the task, the
+    share that gave the same verdict (the same completion better, a tie, or both bad; compared by
+    completion, not by side A/B), null with one judgment and on ranking tasks. Each completion
+    carries its `mean_rank` and flag counts."""
     return _respond(
         request,
         partial(service.iter_consensus, project_id=project.id, source=source),

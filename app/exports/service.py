@@ -9,12 +9,14 @@ import hashlib
 import hmac
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, true
 from sqlalchemy.orm import Session, aliased
 
+from app.admin.agreement import verdict_agreement, verdict_outcome
 from app.exports.consensus import consensus
 from app.models import Completion, PairwiseComparison, Prompt, Ranking, RankingTask, TaskCompletion
 
@@ -102,8 +104,14 @@ def iter_rankings(
 def iter_consensus(
     db: Session, *, project_id: int, source: TaskSource = TaskSource.ranking
 ) -> Iterator[dict[str, Any]]:
-    """One row per task with at least one ranking: the mean-rank consensus and agreement stats."""
-    query = select(RankingTask.id, RankingTask.status).where(
+    """One row per task with at least one ranking: the mean-rank consensus and agreement stats.
+
+    Agreement is measured per kind of task, as on the admin agreement page: a ranking task gets
+    Kendall's W and mean tau-b (rank measures), an evaluation task `verdict_agreement` instead (the
+    share of labeler pairs that gave the same verdict, compared by completion since each labeler
+    saw the sides in their own order); the other kind's columns are null. W and tau-b on two
+    completions would call a tie against a win "anti-correlated" and leave two ties undefined."""
+    query = select(RankingTask.id, RankingTask.status, RankingTask.kind).where(
         RankingTask.project_id == project_id, RankingTask.rankings_count > 0, _tasks_from(source)
     )
     for tasks in _pages(db, query, RankingTask.id):
@@ -119,6 +127,8 @@ def iter_consensus(
                 continue
             texts = context[task.id]["texts"]
             result = consensus([r.groups for r in rankings])
+            evaluation = task.kind == EVALUATION_KIND
+            verdicts = _verdict_agreement(task.id, rankings) if evaluation else None
             flag_counts: dict[int, Counter] = defaultdict(Counter)
             for ranking in rankings:
                 for cid, names in ranking.flags.items():
@@ -141,9 +151,29 @@ def iter_consensus(
                     for item in context[task.id]["completions"]
                 ],
                 "none_acceptable_votes": sum(r.none_acceptable for r in rankings),
-                "kendall_w": result.kendall_w,
-                "mean_kendall_tau_b": result.mean_kendall_tau_b,
+                "kendall_w": None if evaluation else result.kendall_w,
+                "mean_kendall_tau_b": None if evaluation else result.mean_kendall_tau_b,
+                "verdict_agreement": None if verdicts is None else verdicts.agreement,
+                "verdict_pairs": None if verdicts is None else verdicts.comparisons,
+                "source": context[task.id]["source"],
+                "evaluation_id": context[task.id]["evaluation_id"],
             }
+
+
+@dataclass(frozen=True)
+class _Verdicts:
+    comparisons: int
+    """Pairs of labelers who both judged the task."""
+    agreement: float | None
+    """Share of those pairs that gave the same verdict (0..1); None with fewer than two judgments."""
+
+
+def _verdict_agreement(task_id: int, rankings: Sequence[Ranking]) -> _Verdicts:
+    """The admin page's verdict agreement (app/admin/agreement.py) for one evaluation task."""
+    outcomes = {r.user_id: verdict_outcome(r.groups, none_acceptable=r.none_acceptable) for r in rankings}
+    summary = verdict_agreement({task_id: outcomes}).overall
+    pct = summary.agreement_pct
+    return _Verdicts(comparisons=summary.comparisons, agreement=None if pct is None else pct / 100)
 
 
 def iter_pairs(

@@ -8,6 +8,7 @@ import io
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from sqlalchemy import select
 
 from app.models import RankingTask
@@ -66,3 +67,51 @@ def test_evaluation_judgments_export_as_pairs_only_when_asked(client, db):
 
     refused = client.get(f"{url}/pairs", headers=auth, params={"tasks": "judgments"})
     assert refused.status_code == 422 and "tasks" in refused.json()["message"]
+
+
+def test_consensus_export_gives_evaluation_tasks_verdict_agreement_not_rank_measures(client, db):
+    """Hand-computed: task 0 — two labelers pick the policy's answer, one seeing it as A and the other
+    as B (the same verdict: compared by completion, not side), the third calls a tie: of 3 labeler
+    pairs 1 agrees → 1/3. Task 1 — both bad twice → 1 of 1. Task 2 — one judgment → null, 0 pairs.
+    Kendall's W and tau-b are null on evaluation tasks; a ranking task keeps them and gets no verdict
+    agreement."""
+    s = setup(db, prompts=3, overlap=3, labelers=3)
+    evaluation = opened(db, s)
+    tasks = list(
+        db.scalars(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id).order_by(RankingTask.id))
+    )
+    first = tasks[0]
+    policy = next(i.completion_id for i in first.items if i.completion.model_version_id == s.policy.id)
+    base = next(i.completion_id for i in first.items if i.completion.model_version_id == s.base.id)
+    l0, l1, l2 = s.labelers
+    make_ranking(db, first, l0, [[policy], [base]], display_order=[policy, base])  # "A"
+    make_ranking(db, first, l1, [[policy], [base]], display_order=[base, policy])  # "B"
+    judge(db, first, l2, "tie")
+    judge(db, tasks[1], l0, "both_bad")
+    judge(db, tasks[1], l1, "both_bad")
+    judge(db, tasks[2], l2, "tie")
+    ranked = make_task(db, s.project, texts=["w", "x", "y", "z"], prompt_text="Rank these")
+    w, x, y, z = ranked.completion_ids
+    make_ranking(db, ranked, l0, [[w], [x], [y], [z]])
+    make_ranking(db, ranked, l1, [[w], [x], [y], [z]])
+    auth = bearer(make_token(db, "export"))
+    url = f"/api/v1/projects/{s.project.id}/exports/consensus"
+
+    by_task = {r["task_id"]: r for r in rows(client.get(url, headers=auth, params={"tasks": "all"}))}
+    assert [(by_task[t.id]["verdict_agreement"], by_task[t.id]["verdict_pairs"]) for t in tasks] == [
+        (pytest.approx(1 / 3), 3),
+        (1.0, 1),
+        (None, 0),
+    ]
+    for t in tasks:
+        row = by_task[t.id]
+        assert (row["kendall_w"], row["mean_kendall_tau_b"]) == (None, None)
+        assert (row["source"], row["evaluation_id"]) == ("evaluation", evaluation.id)
+    rank_row = by_task[ranked.id]
+    assert rank_row["kendall_w"] == pytest.approx(1.0) and rank_row["mean_kendall_tau_b"] == pytest.approx(1.0)
+    assert (rank_row["verdict_agreement"], rank_row["verdict_pairs"], rank_row["source"]) == (None, None, "ranking")
+
+    parquet = client.get(url, headers=auth, params={"tasks": "evaluation", "format": "parquet"})
+    table = pq.read_table(io.BytesIO(parquet.content)).to_pylist()
+    assert [r["verdict_pairs"] for r in table] == [3, 1, 0]
+    assert table[0]["verdict_agreement"] == pytest.approx(1 / 3) and table[2]["verdict_agreement"] is None

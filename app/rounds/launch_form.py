@@ -241,7 +241,7 @@ def _field_of(loc: tuple[Any, ...], message: str) -> str:
     """The input a pydantic error belongs to. A model-level check (minibatch ≤ batch) has a loc that
     names only its section; it goes beside the first of the section's fields the message names."""
     names = [f.name for f in all_fields()]
-    path = ".".join(str(part) for part in loc)
+    path = ".".join(str(part) for part in loc if not isinstance(part, int))  # a list item: its field
     if path in names:
         return path
     prefix = f"{path}." if path else ""

@@ -140,3 +140,15 @@ def test_an_unreachable_queue_is_shown_and_nothing_is_stored(client, db, setting
         r'class="error banner" role="alert">Not launched: task queue unreachable — is Redis running\?', response.text
     )
     assert rounds_count(db) == 0 and db.scalar(select(func.count()).select_from(RoundEvent)) == 0
+
+
+def test_the_evaluation_opponents_are_typed_comma_separated():
+    """A list setting (evaluation.human_against) is one text input of comma-separated choices."""
+    assert defaults()["evaluation.human_against"] == "previous"
+    form, config = launch_form.parse(
+        defaults() | {"evaluation.human_against": "previous, base", "evaluation.human": "on"}
+    )
+    assert config is not None and config.evaluation.human_against == ["previous", "base"] and config.evaluation.human
+    form, config = launch_form.parse(defaults() | {"evaluation.human_against": "previous, everyone"})
+    assert config is None and "evaluation.human_against" in form.errors
+    assert form.values["evaluation.human_against"] == "previous, everyone"  # kept as typed

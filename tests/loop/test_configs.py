@@ -43,6 +43,7 @@ DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature"}
 """A round's k defaults to None: the project's k_min, filled in at launch. PPO's rollout length
 and temperature default to None: the generation settings' (checked below)."""
 WEB_ONLY_LIMITS = {
+    ("k", "ge"),
     ("seed", "ge"),
     ("seed", "le"),
     ("generation.seed", "ge"),
@@ -55,7 +56,8 @@ WEB_ONLY_LIMITS = {
     ("ppo.kl_coef", "le"),
 }
 """Caps the form sets where the library takes any value (a seed that fits int32, a run that
-fits a sane budget)."""
+fits a sane budget), and k ≥ 4: a ranking task wants 4 to 9, while the library also samples the
+single eval answer per prompt."""
 ML_CHOICES = {"reward.loss": RM_LOSSES, "reward.mode": RM_MODES, "ppo.reward_source": REWARD_SOURCES}
 """The dataclass's allowed values for each choice setting."""
 

@@ -93,8 +93,8 @@ def test_generate_from_a_folder_and_chat_template_is_used(tiny_model_dir):
 
 
 def test_bad_generation_settings_name_the_field():
-    with pytest.raises(ValueError, match="^k: must be between 4 and 9"):
-        GenerationConfig(k=3)
+    with pytest.raises(ValueError, match="^k: must be between 1 and 9"):
+        GenerationConfig(k=0)
     with pytest.raises(ValueError, match="^top_p"):
         GenerationConfig(top_p=0)
     with pytest.raises(ValueError, match="^temperature"):

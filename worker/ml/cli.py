@@ -125,7 +125,9 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="JSONL written, one line per prompt")
     parser.add_argument("--model-version", default="", help="label stored with each completion")
-    parser.add_argument("-k", dest="k", type=int, default=None, help="completions per prompt (4-9)")
+    parser.add_argument(
+        "-k", dest="k", type=int, default=None, help="completions per prompt (1-9; a ranking task wants 4-9)"
+    )
     add_config_flags(parser, GenerationConfig, skip=("k",))
 
 

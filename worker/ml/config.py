@@ -51,7 +51,8 @@ class _Config:
 @dataclass
 class GenerationConfig(_Config):
     k: int = 4
-    """Completions sampled per prompt (what a labeler ranks): 4 to 9."""
+    """Completions sampled per prompt: 1 to 9. A ranking task wants 4 to 9 (the round form
+    enforces that); an eval prompt gets one answer per version."""
     temperature: float = SAMPLING_TEMPERATURE
     """Sampling temperature, > 0 (K samples must differ, so greedy decoding is not offered).
     PPO's rollouts default to the same value."""
@@ -76,7 +77,7 @@ class GenerationConfig(_Config):
     """bf16 autocast where the hardware has it (faster: docs/measured-facts.md); False for fp32."""
 
     def __post_init__(self) -> None:
-        _check(4 <= self.k <= 9, "k", f"must be between 4 and 9, got {self.k}")
+        _check(1 <= self.k <= 9, "k", f"must be between 1 and 9, got {self.k}")
         _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
         _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         _check(

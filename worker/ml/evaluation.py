@@ -87,13 +87,10 @@ def answer_config(
     *, temperature: float, top_p: float, max_new_tokens: int, seed: int, device: str | None = None
 ) -> GenerationConfig:
     """Sampling of the eval answers: one per prompt, the round's temperature, top-p and budget,
-    a fixed seed. GenerationConfig checks k against the labeling bounds (4 to 9), so the checks
-    run at k=4 and k is then set to the one answer an eval prompt gets."""
-    cfg = GenerationConfig(
-        k=4, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, device=device
+    a fixed seed."""
+    return GenerationConfig(
+        k=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, device=device
     )
-    cfg.k = 1
-    return cfg
 
 
 def generate_answers(

@@ -30,16 +30,25 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import Base
 from app.main import create_app
-from app.models import Evaluation, Prompt
+from app.models import Assignment, Evaluation, Prompt, Ranking, RankingTask
 from app.settings import Settings
 from tests.api.conftest import bearer
 from tests.conftest import BACKENDS
-from tests.factories import csrf_of, login, make_project, make_ranking, make_task, make_token, make_user
+from tests.factories import (
+    csrf_of,
+    login,
+    make_eval_task,
+    make_project,
+    make_ranking,
+    make_task,
+    make_token,
+    make_user,
+)
 from tests.rounds.helpers import add_event, make_round, make_version
 
 MAX_EXAMPLES = 25
@@ -81,7 +90,33 @@ def _jsonl(_ctx, value) -> bytes:
     return "\n".join(json.dumps(item) for item in items).encode()
 
 
-OPENAPI = _openapi()
+SUBMIT = "/api/v1/labeling/projects/{project_id}/assignments/{assignment_id}/ranking"
+SKIP = "/api/v1/labeling/projects/{project_id}/assignments/{assignment_id}/skip"
+NEXT_LEASE = 4
+
+
+def _with_verdict_examples(document: dict) -> dict:
+    """Verdict bodies for the submit operation's examples phase. Its schema has no examples, and
+    the generated bodies almost never leave `ranking`, `flags` and `none_acceptable` all empty
+    beside a verdict (seeded: none did), so no fuzzed verdict was ever accepted without these.
+    A verdict on assignment 1 leases the labeler's next task, assignment NEXT_LEASE (2 and 3 are
+    the seeded rankings'); skip (fuzzed after submit) is also given that id and a reason, or every
+    skip would meet the submitted assignment 1 (409)."""
+    media = document["paths"][SUBMIT]["post"]["requestBody"]["content"]["application/json"]
+    media["examples"] = {
+        "verdict": {"value": {"verdict": "B", "comment": "B answers the question", "time_spent_ms": 4200}},
+        "tie": {"value": {"verdict": "tie"}},
+    }
+    for parameter in document["paths"][SKIP]["post"]["parameters"]:
+        if parameter["name"] == "assignment_id":
+            parameter["schema"] = {**parameter["schema"], "examples": [1, NEXT_LEASE]}
+    document["paths"][SKIP]["post"]["requestBody"]["content"]["application/json"]["examples"] = {
+        "reason": {"value": {"reason": "the prompt is unclear"}}
+    }
+    return document
+
+
+OPENAPI = _with_verdict_examples(_openapi())
 token_api = schemathesis.openapi.from_dict(OPENAPI, config=CONFIG).include(path_regex=r"^/api/v1/(?!labeling/)")
 labeling_api = schemathesis.openapi.from_dict(OPENAPI, config=CONFIG).include(path_regex=r"^/api/v1/labeling/")
 ANSWERS: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
@@ -130,22 +165,15 @@ def seeded(request, tmp_path_factory) -> Iterator[Seeded]:
 
 
 def _seed(application: FastAPI, db: Session) -> Seeded:
-    """Enough that each operation can succeed: project 1 has tasks, a task leased to the labeler
-    (assignment 1), rankings of the other two, the schema's example prompt "faq-17" without
-    completions, round 1 in labeling (start, cancel) with an event, and model versions; project 2
-    has an unused prompt (launch) and the failed round 2 (retry). Evaluations: policies 3–7 (the
-    launch examples' ids), two eval prompts, evaluation 1 labeling (close) and 2 generating (cancel)."""
+    """Enough that each operation can succeed: project 1 has tasks, an evaluation task leased to
+    the labeler (assignment 1), three ranking tasks (the labeler ranked two), the schema's example
+    prompt "faq-17" without completions, round 1 in labeling (start, cancel) with an event, and
+    model versions; project 2 has an unused prompt (launch) and the failed round 2 (retry).
+    Evaluations: policies 3–7 (the launch examples' ids), two eval prompts, evaluation 1 labeling
+    (close) and 2 generating (cancel), and evaluation 3 with the labeler's task."""
     project = make_project(db, name="fuzzed", k_min=4, k_max=6, overlap=2)
     spare = make_project(db, name="spare")
     labeler = make_user(db, projects=[project])
-    tasks = [make_task(db, project) for _ in range(3)]
-    with TestClient(application) as browser:  # leased first: assignment 1, the id of the schema's example
-        login(browser, labeler)
-        leased = browser.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"]
-        cookies = dict(browser.cookies)
-    for task in tasks:
-        if task.id != leased["task_id"]:
-            make_ranking(db, task, labeler, [[c] for c in task.completion_ids])
     db.add_all(
         [
             Prompt(project_id=project.id, external_id="faq-17", text="How do I reset my password?"),
@@ -156,7 +184,20 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     labeling = make_round(db, project, status="labeling", policy_in_id=base.id)
     add_event(db, labeling, kind="metric", stage="reward", step=1, data={"loss": 0.5})
     make_version(db, project, kind="reward", training_round=labeling, parent=base)
-    _seed_evaluations(db, project)
+    judged = _seed_evaluations(db, project)
+    # The oldest task is handed out first: the evaluation task is the labeler's assignment 1 (the
+    # schema's example id), so the fuzzer's verdicts reach a task that takes one (and its ranking
+    # bodies are refused with a 422); after a verdict, the next task is the unranked ranking task.
+    eval_task = make_eval_task(db, project, evaluation=judged)
+    tasks = [make_task(db, project) for _ in range(3)]
+    with TestClient(application) as browser:
+        login(browser, labeler)
+        leased = browser.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"]
+        cookies = dict(browser.cookies)
+    assert (leased["task_id"], leased["kind"]) == (eval_task.id, "pairwise_eval")
+    for task in tasks[1:]:
+        make_ranking(db, task, labeler, [[c] for c in task.completion_ids])
+    assert db.scalar(select(func.max(Assignment.id))) == NEXT_LEASE - 1
     make_round(
         db,
         spare,
@@ -175,7 +216,9 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     )
 
 
-def _seed_evaluations(db: Session, project) -> None:
+def _seed_evaluations(db: Session, project) -> Evaluation:
+    """Evaluations 1 and 2 for the admin operations; 3, labeling, owns the labeler's evaluation
+    task (the fuzzer closes 1, which must not take the labeler's task with it)."""
     for n in range(5):
         make_version(db, project, kind="policy", name=f"policy {n}")
     db.add_all(
@@ -193,7 +236,17 @@ def _seed_evaluations(db: Session, project) -> None:
         # The fuzzer closes 1 (labeling → done) and cancels 2 (generating); the other way round is refused.
         for n, status in enumerate(["labeling", "generating"])
     )
+    judged = Evaluation(
+        project_id=project.id,
+        name="judged by the fuzzing labeler",
+        status="labeling",
+        version_ids=[4, 5],
+        comparisons=[[4, 5]],
+        config={"prompts": 1, "seed": 0},
+    )
+    db.add(judged)
     db.commit()
+    return judged
 
 
 @token_api.parametrize()
@@ -230,3 +283,21 @@ def test_every_operation_succeeded_at_least_once():
         operations = sorted(op for b, op in ANSWERS if b == backend)
         never = [op for op in operations if not any(200 <= s < 300 for s in ANSWERS[backend, op])]
         assert never == [], f"{backend}: no 2xx answer from {never}"
+
+
+def test_the_fuzzer_judged_the_evaluation_task(seeded):
+    """Guards the verdict body's reach: the labeler's assignment 1 is an evaluation task, so at
+    least one fuzzed submit must have stored a verdict there (as its ranking of the two answers)
+    and at least one ranking body must have been refused with a 422. Skipped when the labeling
+    fuzz test was deselected."""
+    submit = f"POST {SUBMIT}"
+    if (seeded.backend, submit) not in ANSWERS:
+        pytest.skip("the labeling fuzz test did not run")
+    with sessionmaker(bind=seeded.app.state.engine)() as db:
+        judged = db.scalars(
+            select(Ranking.groups)
+            .join(RankingTask, RankingTask.id == Ranking.task_id)
+            .where(RankingTask.kind == "pairwise_eval")
+        ).all()
+    assert len(judged) == 1 and len(judged[0]) in (1, 2), (judged, ANSWERS[seeded.backend, submit])
+    assert 422 in ANSWERS[seeded.backend, submit]

@@ -207,13 +207,18 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
         error_message="out of memory",
     )
     assert (project.id, spare.id, labeling.id, leased["assignment_id"]) == (1, 2, 1, 1)
-    return Seeded(
+    seeded = Seeded(
         app=application,
         admin=bearer(make_token(db, "admin")),
         upload=bearer(make_token(db, "upload")),
         labeler_cookies=cookies,
         labeler_headers={"X-CSRF-Token": csrf_of(browser, db)},
     )
+    # End the read of csrf_of: a session left idle in a transaction for the whole module holds
+    # its locks, and the next Postgres fixture's DROP SCHEMA (and every request queued behind it)
+    # would wait on it for good.
+    db.commit()
+    return seeded
 
 
 def _seed_evaluations(db: Session, project) -> Evaluation:

@@ -190,7 +190,9 @@ class Team:
         (a, b), (pa, pb) = self._perceive(labeler, task, None)
         prompt = parse(task["prompt"]["text"] or "")
         texts = {_key(c): c["text"] for c in task["completions"]}
-        if max(pa, pb) < BAD_BELOW:
+        if texts[a].strip() == texts[b].strip():
+            verdict = "tie"  # two identical answers: anyone sees it is a tie, whatever their noise
+        elif max(pa, pb) < BAD_BELOW:
             verdict = "both_bad"
         elif abs(pa - pb) < TIE_MARGIN:
             verdict = "tie"

@@ -242,6 +242,10 @@ def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model
     assert shuffled.rows[0].rm_accuracy is not None and 0.2 <= shuffled.rows[0].rm_accuracy <= 0.8
     # The zero-reward control's PPO saw a score of 0 for every response; the real run's did not.
     assert zero.rows[0].ppo["score"] == zero.rows[0].ppo["score_first"] == 0.0
+    # ... so its policy did not move: identical eval answers, each judged a tie, a win rate of 50%.
+    assert zero.eval is not None and zero.eval.gold[0] == zero.eval.gold[1]
+    assert {v["verdict"] for v in zero.verdicts} == {"tie"} and zero.human is not None
+    assert zero.human.win_rate == 0.5
     assert real.rows[0].ppo["score"] != 0.0
     printed = "\n".join(lines)
     assert "mean ± sd over seeds 0" in printed

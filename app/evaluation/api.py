@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from app.api_types import id_path
@@ -16,6 +16,7 @@ from app.evaluation.schemas import EvalSetIn, EvalSetOut, EvaluationIn, Evaluati
 from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
 from app.models import Evaluation, Project
 from app.projects.deps import ProjectDep
+from app.refusals import http_error
 
 api_router = APIRouter(prefix="/api/v1", tags=["evaluations"], route_class=JsonApiRoute)
 ERRORS: Responses = {
@@ -33,7 +34,7 @@ EvaluationId = Annotated[int, id_path("The evaluation's id.")]
 
 
 def _fail(exc: service.EvaluationError) -> NoReturn:
-    raise HTTPException(exc.status_code, str(exc)) from None
+    raise http_error(exc) from None
 
 
 def evaluation_out(db: Session, evaluation: Evaluation) -> EvaluationOut:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import ModelKind, ModelVersion, Prompt, PromptSplit, TrainingRound
+from app.refusals import Refusal
 from app.rounds import lifecycle
 
 OPPONENTS = ("previous", "base", "sft")
@@ -21,14 +22,8 @@ EVALUATED_KINDS = (ModelKind.base, ModelKind.sft, ModelKind.policy)
 """Versions that write answers (a reward model does not)."""
 
 
-class EvaluationError(Exception):
+class EvaluationError(Refusal):
     """A request the evaluation cannot take; `field` names what to change."""
-
-    status_code = 422
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
 
 
 class EvaluationNotFound(EvaluationError):

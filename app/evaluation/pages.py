@@ -17,6 +17,7 @@ from app.deps import AdminDep, CsrfDep, DbDep
 from app.evaluation import charts, results, service
 from app.models import Evaluation, Project
 from app.projects.deps import ProjectDep, get_project_or_404
+from app.refusals import retry_headers
 from app.web import is_htmx, page
 
 router = APIRouter(prefix="/admin", tags=["evaluations"], include_in_schema=False)
@@ -118,7 +119,9 @@ def launch(request: Request, db: DbDep, admin: AdminDep, project: ProjectDep, fo
         )
     except service.EvaluationError as exc:
         db.rollback()
-        return _list_page(request, db, project, errors={exc.field: exc.message}, status_code=exc.status_code)
+        response = _list_page(request, db, project, errors={exc.field: exc.message}, status_code=exc.status_code)
+        response.headers.update(retry_headers(exc))
+        return response
     return RedirectResponse(f"/admin/evaluations/{evaluation.id}", status_code=303)
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from app.api_types import INT32_MAX, id_path
 from app.deps import AdminTokenDep, DbDep
 from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
 from app.projects.deps import ProjectDep
+from app.refusals import http_error
 from app.rounds import service
 from app.rounds.schemas import ModelVersionOut, RoundConfigIn, RoundOut, StartTrainingIn
 
@@ -32,7 +33,7 @@ RoundId = Annotated[int, id_path("The round's id.")]
 
 
 def _fail(exc: service.RoundError) -> NoReturn:
-    raise HTTPException(exc.status_code, str(exc), headers=service.retry_headers(exc)) from None
+    raise http_error(exc) from None
 
 
 def _status(db, round_id: int, events_after: int | None = None) -> RoundOut:

@@ -13,23 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import ModelVersion, Project, RoundEvent, RoundStatus, TrainingRound, User
+from app.refusals import QUEUE_RETRY_AFTER_SECONDS, Refusal, retry_headers
 from app.rounds import lifecycle
 from app.rounds.lifecycle import ACTIVE, BUNDLED_MODEL, RUNNING, S
 from app.rounds.queue import QueueUnreachable, check_reachable, settings_of
 from app.rounds.schemas import RoundConfigIn
 
-QUEUE_RETRY_AFTER_SECONDS = 10
-"""Retry-After on a 503 for an unreachable broker (a Redis restart takes seconds)."""
 
-
-class RoundError(Exception):
+class RoundError(Refusal):
     """A request the round cannot take; `field` names what to change."""
-
-    status_code = 422
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
 
 
 class RoundNotFound(RoundError):
@@ -42,11 +34,6 @@ class RoundConflict(RoundError):
 
 class QueueDown(RoundError):
     status_code = 503
-
-
-def retry_headers(exc: RoundError) -> dict[str, str]:
-    """Retry-After for a queue that is down (it comes back by itself); nothing for the other refusals."""
-    return {"Retry-After": str(QUEUE_RETRY_AFTER_SECONDS)} if isinstance(exc, QueueDown) else {}
 
 
 def get_round(db: Session, *, round_id: int) -> TrainingRound:

@@ -184,3 +184,37 @@ def test_prompts_upload_into_the_eval_set_but_completions_do_not(client, db, adm
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["rejected"] == 1 and answer.json()["errors"][0]["reason"].startswith("split: eval prompts")
+
+
+def test_launch_with_the_queue_down_is_a_503_with_retry_after(settings, db, admin_auth):
+    """A broker nobody listens on (a closed local port): refused before anything is stored, with
+    the same Retry-After as a round launch, on the API and on the page."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.models import Evaluation
+    from app.refusals import QUEUE_RETRY_AFTER_SECONDS
+    from tests.factories import csrf_of, login, make_user
+
+    s = setup(db)
+    admin = make_user(db, role="admin")
+    down = create_app(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
+    try:
+        with TestClient(down) as client:
+            answer = client.post(
+                f"/api/v1/projects/{s.project.id}/evaluations",
+                json={"version_ids": [s.policy.id, s.base.id]},
+                headers=admin_auth,
+            )
+            assert answer.status_code == 503 and answer.json()["detail"].startswith("queue:"), answer.text
+            assert answer.headers["retry-after"] == str(QUEUE_RETRY_AFTER_SECONDS)
+            login(client, admin)
+            page = client.post(
+                f"/admin/projects/{s.project.id}/evaluations",
+                data={"version_ids": [str(s.policy.id), str(s.base.id)], "csrf_token": csrf_of(client, db)},
+            )
+            assert page.status_code == 503 and page.headers["retry-after"] == str(QUEUE_RETRY_AFTER_SECONDS)
+        db.rollback()
+        assert db.scalar(select(Evaluation.id).where(Evaluation.project_id == s.project.id)) is None
+    finally:
+        down.state.engine.dispose()

@@ -11,6 +11,7 @@ nothing; a new table fails `test_the_sample_data_fills_every_table` until the sa
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -18,8 +19,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, MetaData, create_engine, func, select, text
+from sqlalchemy import Engine, MetaData, Table, bindparam, create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SAWarning
 
 from app.db import make_engine
 from app.main import create_app
@@ -108,6 +110,7 @@ def _populate_at_head(url: str, tmp_path) -> None:
             failed = client.post("/login", data={"email": admin.email, "password": PASSWORD + "!"})
             assert failed.status_code == 401, failed.text  # a failed login leaves a login_attempts row
         _populate_evaluation(db, project, base=base, policy=policy, reward=reward, labeler=labelers[1])
+        _populate_demonstrations(db, project, author=labelers[1])
     finally:
         db.close()
         app.state.engine.dispose()
@@ -147,13 +150,60 @@ def _populate_evaluation(db, project, *, base, policy, reward, labeler) -> None:
     db.commit()
 
 
+def _populate_demonstrations(db, project, *, author) -> None:
+    """Issue 13's rows: a demonstration task with a model draft, one demonstration written from it
+    and waiting for review, and the review task pointing at it (the two tables point at each other)."""
+    from app.models import Completion, Demonstration, RankingTask, TaskCompletion
+
+    project.demonstration_review = True
+    task = make_task(db, project, k=1, texts=["A model draft to start from."])
+    task.kind = "demonstration"
+    db.flush()
+    draft = task.items[0].completion_id
+    db.add(Completion(prompt_id=task.prompt_id, text="an extra completion, never shown"))
+    demonstration = Demonstration(
+        project_id=project.id,
+        prompt_id=task.prompt_id,
+        task_id=task.id,
+        user_id=author.id,
+        response="The **ideal** answer.",
+        response_html="<p>The <strong>ideal</strong> answer.</p>",
+        draft_completion_id=draft,
+        edit_distance=17,
+        time_spent_ms=41000,
+        status="pending_review",
+        meta={"words": 3},
+    )
+    db.add(demonstration)
+    db.flush()
+    db.add(
+        RankingTask(
+            project_id=project.id,
+            prompt_id=task.prompt_id,
+            kind="demonstration_review",
+            demonstration_id=demonstration.id,
+        )
+    )
+    assert db.query(TaskCompletion).filter_by(task_id=task.id).count() == 1
+    db.commit()
+
+
+def _in_insert_order(meta: MetaData) -> list[Table]:
+    """Parents first. Reflection does not know which foreign key of a cycle (ranking_tasks <->
+    demonstrations) is added later, so SQLAlchemy warns and breaks the cycle itself; `_load`
+    fills whatever points forward in a second pass."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        return list(meta.sorted_tables)
+
+
 def _dump(engine: Engine) -> Rows:
     meta = MetaData()
     meta.reflect(engine)
     with engine.connect() as conn:
         return {
             table.name: [dict(row._mapping) for row in conn.execute(select(table))]
-            for table in meta.sorted_tables
+            for table in _in_insert_order(meta)
             if table.name != "alembic_version"
         }
 
@@ -162,13 +212,25 @@ def _load(engine: Engine, rows: Rows) -> None:
     """Inserts rows keeping only the tables and columns this database has; ids kept as they are."""
     meta = MetaData()
     meta.reflect(engine)
+    order = _in_insert_order(meta)
+    place = {table.name: i for i, table in enumerate(order)}
     with engine.begin() as conn:
-        for table in meta.sorted_tables:
+        second_pass = []
+        for i, table in enumerate(order):
             wanted = [{k: v for k, v in row.items() if k in table.c} for row in rows.get(table.name, [])]
-            if wanted:
-                conn.execute(table.insert(), wanted)
+            if not wanted:
+                continue
+            # References to this table or a later one wait until every table is filled.
+            later = sorted({fk.parent.name for fk in table.foreign_keys if place[fk.column.table.name] >= i})
+            conn.execute(table.insert(), [{**row, **dict.fromkeys(later)} for row in wanted])
+            if later:
+                statement = update(table).where(table.c.id == bindparam("k_id"))
+                values = [{"k_id": row["id"], **{f"k_{c}": row[c] for c in later}} for row in wanted]
+                second_pass.append((statement.values({c: bindparam(f"k_{c}") for c in later}), values))
+        for statement, values in second_pass:
+            conn.execute(statement, values)
         if engine.dialect.name == "postgresql":  # explicit ids leave the sequences behind
-            for table in meta.sorted_tables:
+            for table in order:
                 if "id" in table.c and rows.get(table.name):
                     conn.execute(
                         text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), max(id)) FROM {table.name}")
@@ -188,7 +250,7 @@ def _projected(rows: Rows, columns: dict[str, set[str]]) -> Rows:
 def _columns(engine: Engine) -> dict[str, set[str]]:
     meta = MetaData()
     meta.reflect(engine)
-    return {t.name: {c.name for c in t.columns} for t in meta.sorted_tables if t.name != "alembic_version"}
+    return {t.name: {c.name for c in t.columns} for t in _in_insert_order(meta) if t.name != "alembic_version"}
 
 
 @pytest.fixture(scope="module")

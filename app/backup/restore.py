@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -106,20 +106,20 @@ def _restore(engine, manifest: dict[str, Any], staging: Path, settings: Settings
                     raise BackupError("the target database did not reach the latest migration; run `ranklab migrate`")
                 _refuse_non_empty(conn)
                 tables = {}
+                second_pass: list[Callable[[], None]] = []
                 for table in schema.tables():
                     rows = manifest["tables"][table.name]["rows"]
                     bar = progress(total=rows, desc=table.name, unit="rows")
                     try:
                         tables[table.name] = _insert_table(
-                            conn, table, staging / table_member(table.name), rows, rewrite, bar
+                            conn, table, staging / table_member(table.name), rows, rewrite, bar, second_pass
                         )
                     except DBAPIError as exc:
-                        raise BackupError(
-                            f"{table.name}: the database refused the archive's rows "
-                            f"({str(exc.orig).splitlines()[0]}); nothing was restored"
-                        ) from exc
+                        raise _refused(table, exc) from exc
                     finally:
                         bar.close()
+                for fill in second_pass:  # references that had to wait for every table (schema.later_references)
+                    fill()
                 if conn.dialect.name == "postgresql":
                     _fix_sequences(conn)
                 for relative in manifest["artifact_roots"]:
@@ -140,12 +140,22 @@ def _read_rows(codec: RowCodec, path: Path) -> Iterator[dict[str, Any]]:
             yield codec.decode(line, where=f"{table_member(codec.table.name)} line {number}")
 
 
-def _insert_table(conn: Connection, table: Table, path: Path, expected: int, rewrite, bar) -> int:
+def _refused(table: Table, exc: DBAPIError) -> BackupError:
+    return BackupError(
+        f"{table.name}: the database refused the archive's rows ({str(exc.orig).splitlines()[0]}); nothing was restored"
+    )
+
+
+def _insert_table(
+    conn: Connection, table: Table, path: Path, expected: int, rewrite, bar, second_pass: list[Callable[[], None]]
+) -> int:
+    """Inserts the table's rows with its later references (schema.later_references) empty, and
+    appends to `second_pass` what fills them in once every table is restored."""
     codec = RowCodec(table)
     # Bind names differ from column names (SQLAlchemy reserves those) and carry the restore types.
     names = {c.name: f"v_{c.name}" for c in table.columns}
     statement = insert(table).values({c.name: bindparam(names[c.name], type_=_bind_type(c)) for c in table.columns})
-    later = schema.self_references(table)
+    later = schema.later_references(table)
     pk = [c.name for c in table.primary_key.columns]
     deferred: list[dict[str, Any]] = []
     batch: list[dict[str, Any]] = []
@@ -165,13 +175,20 @@ def _insert_table(conn: Connection, table: Table, path: Path, expected: int, rew
     if batch:
         conn.execute(statement, batch)
         bar.update(len(batch))
-    if deferred:  # self-references once every row of the table exists
-        conn.execute(
+    if deferred:
+        statement_later = (
             update(table)
             .where(*(table.c[c] == bindparam(f"k_{c}") for c in pk))
-            .values({c: bindparam(f"s_{c}") for c in later}),
-            deferred,
+            .values({c: bindparam(f"s_{c}") for c in later})
         )
+
+        def fill() -> None:
+            try:
+                conn.execute(statement_later, deferred)
+            except DBAPIError as exc:
+                raise _refused(table, exc) from exc
+
+        second_pass.append(fill)
     stored = conn.scalar(select(func.count()).select_from(table))
     if count != expected or stored != expected:
         raise BackupError(

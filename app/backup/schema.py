@@ -20,7 +20,8 @@ def tables() -> list[Table]:
     """Parents before children, so inserting in this order satisfies every foreign key; new
     tables are included by being declared in app.models. Two tables pointing at each other have
     no such order (SQLAlchemy only warns and breaks the cycle): refused here rather than failing
-    half way through a restore."""
+    half way through a restore, unless one of the two keys is declared use_alter (see
+    `later_references`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", SAWarning)
         try:
@@ -32,10 +33,12 @@ def tables() -> list[Table]:
             ) from None
 
 
-def self_references(table: Table) -> list[str]:
-    """Columns pointing into their own table (model_versions.parent_id): restored in a second
-    pass, since a parent is not guaranteed to have a smaller id than its child."""
-    return [fk.parent.name for fk in table.foreign_keys if fk.column.table is table]
+def later_references(table: Table) -> list[str]:
+    """Columns restored in a second pass, once every table is filled: those pointing into their own
+    table (model_versions.parent_id: a parent is not guaranteed a smaller id than its child) and
+    those whose foreign key is declared use_alter, the one edge that breaks a cycle
+    (ranking_tasks.demonstration_id; demonstrations.task_id points back)."""
+    return sorted({fk.parent.name for fk in table.foreign_keys if fk.column.table is table or fk.use_alter})
 
 
 def _alembic_config(url: str | None = None):

@@ -1,6 +1,7 @@
 """All ORM tables, shared by the web process and the worker."""
 
 from app.models._types import utcnow
+from app.models.demonstrations import Demonstration, DemonstrationSource, DemonstrationStatus
 from app.models.evaluation import CompletionScore, Evaluation, EvaluationStatus, VersionEval
 from app.models.labeling import (
     Assignment,
@@ -17,6 +18,9 @@ from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, Web
 
 __all__ = [
     "CompletionScore",
+    "Demonstration",
+    "DemonstrationSource",
+    "DemonstrationStatus",
     "Evaluation",
     "EvaluationStatus",
     "VersionEval",

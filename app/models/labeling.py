@@ -33,9 +33,16 @@ class RankingTask(Base):
     round_id: Mapped[int | None] = mapped_column(ForeignKey("training_rounds.id", ondelete="SET NULL"), index=True)
     """The training round whose policy produced these completions (None: uploaded)."""
     kind: Mapped[str] = mapped_column(String(24), default="ranking", server_default="ranking")
-    """The task type (app/labeling/task_types.py): "ranking", or "pairwise_eval" for evaluations."""
+    """The task type (app/labeling/task_types.py): "ranking", "pairwise_eval" (evaluations),
+    "demonstration" or "demonstration_review"."""
     evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
     """The evaluation this task belongs to (pairwise_eval tasks only)."""
+    demonstration_id: Mapped[int | None] = mapped_column(
+        ForeignKey("demonstrations.id", ondelete="CASCADE", use_alter=True), index=True
+    )
+    """The demonstration under review (demonstration_review tasks only). use_alter: demonstrations
+    also point at ranking_tasks, so neither table is wholly first; app/backup restores this column
+    in a second pass."""
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.open)
     slots_taken: Mapped[int] = mapped_column(Integer, default=0)
     """Live leases + submitted rankings; the handout compares it with the project's overlap.

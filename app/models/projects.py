@@ -6,8 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql import false
 
 from app.db import Base
 from app.models._types import JSONType, UTCDateTime, utcnow
@@ -34,6 +35,8 @@ class Project(Base):
     lease_minutes: Mapped[int] = mapped_column(Integer, default=30)
     flags: Mapped[list[str]] = mapped_column(JSONType, default=lambda: list(DEFAULT_FLAGS))
     """Per-completion flags a labeler can set."""
+    demonstration_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Demonstrations wait for a second labeler's review before they train (app/demonstrations)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

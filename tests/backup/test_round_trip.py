@@ -29,6 +29,7 @@ from app.models import (
     Assignment,
     Completion,
     CompletionScore,
+    Demonstration,
     Evaluation,
     ModelVersion,
     Project,
@@ -159,6 +160,7 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     w, x, y, z = rt.completion_ids
     make_ranking(db, rt, bob, [[x], [y, z], [w]])
     evaluation = build_evaluation(db, project, base=base, policy=policy, reward=reward, judges=(alice, bob))
+    build_demonstrations(db, project, author=alice, reviewer=bob)
 
     # A browser session and a failed login, through the app.
     login(client, alice)
@@ -210,6 +212,53 @@ def build_evaluation(db: Session, project, *, base, policy, reward, judges) -> i
     )
     db.commit()
     return evaluation.id
+
+
+def build_demonstrations(db: Session, project, *, author, reviewer) -> None:
+    """Issue 13's rows: a demonstration task with a model draft, a demonstration written from it,
+    an uploaded one, and the review task pointing back at the first (ranking_tasks and
+    demonstrations point at each other: the restore fills that reference in a second pass)."""
+    task = make_task(db, project, k=1, texts=["a draft ✓ to start from"])
+    task.kind = "demonstration"
+    task.prompt.text, task.prompt.messages = None, [  # a chat: the labeler continues it as the assistant
+        {"role": "user", "content": "Hi ✓"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Say it <b>twice</b>"},
+    ]
+    written = Demonstration(
+        project_id=project.id,
+        prompt_id=task.prompt_id,
+        task_id=task.id,
+        user_id=author.id,
+        response="The *ideal* answer ✓",
+        response_html="<p>The <em>ideal</em> answer ✓</p>",
+        draft_completion_id=task.completion_ids[0],
+        edit_distance=12,
+        time_spent_ms=30500,
+        status="pending_review",
+        meta={"words": 4},
+    )
+    uploaded = Demonstration(
+        project_id=project.id,
+        prompt_id=task.prompt_id,
+        external_id="row-1",
+        response="uploaded",
+        response_html="<p>uploaded</p>",
+        status="accepted",
+        source="upload",
+        reviewer_id=reviewer.id,
+        reviewed_at=utcnow(),
+        reviewed_response="uploaded, edited",
+        review_comment="tightened",
+    )
+    db.add_all([written, uploaded])
+    db.flush()
+    db.add(
+        RankingTask(
+            project_id=project.id, prompt_id=task.prompt_id, kind="demonstration_review", demonstration_id=written.id
+        )
+    )
+    db.commit()
 
 
 def api_answers(client: TestClient, built: dict) -> dict[str, str]:

@@ -212,6 +212,50 @@ def _train_policy_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train-sft -------------------------------------------------------------------------------
+
+
+def _train_sft_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.ml.sft_config import SFTConfig
+
+    parser.add_argument(
+        "--model", default=None, help="model or adapter folder, or hub id (default: the converted bundled SmolLM2)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help='demonstrations JSONL: {"messages": [...]} (last turn the answer) or {"prompt": ..., "completion": ...}',
+    )
+    parser.add_argument(
+        "--eval-data", type=Path, default=None, help="held-out JSONL in the same forms (default: --eval-fraction)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="artifact folder to write (adapter or model + card)")
+    add_config_flags(parser, SFTConfig, skip=("model", "extra", "padding_free"))
+    parser.add_argument(
+        "--padding-free",
+        dest="padding_free",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="pack examples into rows with a block mask (default: wherever exact; never with prompt tuning)",
+    )
+
+
+def _train_sft_run(args: argparse.Namespace) -> int:
+    from worker.ml.sft import train_sft
+    from worker.ml.sft_config import SFTConfig
+    from worker.ml.sft_data import read_examples
+
+    cfg = config_from_args(SFTConfig, args, model=args.model or str(_default_model()))
+    data = read_examples(args.data)
+    eval_data = read_examples(args.eval_data) if args.eval_data else None
+    bars = ProgressBars()
+    metrics = train_sft(cfg, data, args.out, on_progress=bars, eval_data=eval_data)
+    bars.close()
+    print(json.dumps({k: v for k, v in metrics.items() if k != "train_loss"}, indent=2))
+    return 0
+
+
 def _default_model() -> Path:
     from worker.ml.models import convert_default_model
 
@@ -227,6 +271,9 @@ COMMANDS: dict[str, Command] = {
     "train-reward": Command("train a reward model on rankings", _train_reward_arguments, _train_reward_run),
     "train-policy": Command(
         "PPO: train a LoRA policy against a reward model", _train_policy_arguments, _train_policy_run
+    ),
+    "train-sft": Command(
+        "supervised fine-tuning on demonstrations (loss on the answers)", _train_sft_arguments, _train_sft_run
     ),
 }
 

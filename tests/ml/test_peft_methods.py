@@ -98,3 +98,14 @@ def test_ia3_targets_keys_values_and_the_mlp_output_of_each_family(tmp_path):
         assert found == targets and feedforward == targets[-1:]
     with pytest.raises(ValueError, match="target_modules: .* name no module"):
         ia3_targets(model, ("q_proj",))
+
+
+def test_gradient_checkpointing_trains_the_same_step(tiny_model_dir, tmp_path):
+    train, held = _examples(12, seed=0), _examples(4, seed=1)
+    losses = []
+    for checkpointing in (False, True):
+        cfg = SFTConfig(
+            model=str(tiny_model_dir), gradient_checkpointing=checkpointing, epochs=2, batch_tokens=64, autocast=False
+        )
+        losses.append(train_sft(cfg, train, tmp_path / str(checkpointing), eval_data=held)["eval_loss"])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)

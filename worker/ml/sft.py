@@ -265,6 +265,7 @@ def train_sft(
         "warmup_steps": warmup_steps,
         "train_seconds": round(seconds, 3),
         "train_cpu_seconds": round(cpu_seconds, 3),
+        "train_tokens": tokens,
         "tokens_per_s": round(tokens / seconds, 2),
         "padding_fraction": round(1 - tokens / padded_tokens, 4),
         "batching": "packed" if packed else "padded",

@@ -93,6 +93,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/evaluations/{evaluation_id}"): ADMIN_PAGE,
     ("POST", "/admin/evaluations/{evaluation_id}/close"): ADMIN_PAGE,
     ("POST", "/admin/evaluations/{evaluation_id}/cancel"): ADMIN_PAGE,
+    # admin: demonstrations
+    ("GET", "/admin/projects/{project_id}/demonstrations"): ADMIN_PAGE,
+    ("GET", "/admin/projects/{project_id}/demonstrations/export.jsonl"): ADMIN_PAGE,
     # API: projects, uploads, exports
     ("GET", "/api/v1/projects"): API_ANY,
     ("GET", "/api/v1/projects/{project_id}"): API_ANY,
@@ -106,6 +109,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project_id}/exports/rankings"): API_EXPORT,
     ("GET", "/api/v1/projects/{project_id}/exports/consensus"): API_EXPORT,
     ("GET", "/api/v1/projects/{project_id}/exports/pairs"): API_EXPORT,
+    ("POST", "/api/v1/projects/{project_id}/demonstrations"): API_UPLOAD,
+    ("GET", "/api/v1/projects/{project_id}/demonstrations/export"): API_EXPORT,
     # API: rounds
     ("POST", "/api/v1/projects/{project_id}/rounds"): API_ADMIN,
     ("GET", "/api/v1/projects/{project_id}/rounds"): API_ADMIN,

@@ -124,7 +124,7 @@ def build_model(cfg: SFTConfig, model_path: str, tokenizer, device: torch.device
         model = peft_methods.wrap(cfg, model, model_path)
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
-    return model.to(device)
+    return model if cfg.peft_method == "qlora" else model.to(device)  # a 4-bit model is placed at load
 
 
 def make_batch(examples: Sequence[Encoded], pad_id: int, packed: bool, row_tokens: int) -> Batch:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from app.demonstrations import export, upload
 from app.deps import DbDep, ExportTokenDep, SettingsDep, UploadTokenDep
 from app.exports import formats
-from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
+from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses, UnprocessableOut
 from app.projects.deps import ProjectDep
 from app.prompts.jsonl import read_lines
 from app.prompts.routes import FILE_ERRORS, JSONL_BODY, _uploaded_file
@@ -29,11 +29,15 @@ class UploadOut(BaseModel):
     pending_review: int = Field(description="Of `created`, those waiting for a reviewer.")
 
 
-class UploadRefusedOut(BaseModel):
-    detail: str
-    rejected: int = Field(description="Lines refused.")
-    conflicts: int = Field(description="Of `rejected`, lines whose id is stored with a different prompt or answer.")
-    errors: list[RejectedLine] = Field(description="The first refused lines, with the field and reason.")
+class UploadRefusedOut(UnprocessableOut):
+    """A refused file (the request itself was well-formed: `detail` is one sentence), or, like
+    every 422 of /api/v1, a request FastAPI could not parse (then only `detail` and `message`)."""
+
+    rejected: int = Field(0, description="Lines refused.")
+    conflicts: int = Field(0, description="Of `rejected`, lines whose id is stored with a different prompt or answer.")
+    errors: list[RejectedLine] = Field(
+        default_factory=list, description="The first refused lines, each with its number, field and reason."
+    )
     errors_omitted: int = Field(0, description="Refused lines beyond the list.")
 
 
@@ -80,7 +84,7 @@ async def upload_demonstrations(
             errors_omitted=report.errors_omitted,
         )
         code = status.HTTP_409_CONFLICT if report.conflicts == report.rejected else 422
-        return JSONResponse(body.model_dump(), status_code=code)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=code)
     return UploadOut.model_validate(report, from_attributes=True)
 
 

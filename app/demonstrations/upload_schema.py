@@ -89,6 +89,12 @@ class DemonstrationLine(BaseModel):
 def _text(field: str, value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("empty_text", "{field}: is empty", {"field": field})
+    if "\x00" in value:  # what app.api_types.Text refuses: PostgreSQL cannot store it
+        raise PydanticCustomError(
+            "nul_character",
+            r"{field}: contains a NUL character (\x00), which cannot be stored; remove it",
+            {"field": field},
+        )
     return value
 
 
@@ -112,8 +118,8 @@ def _prompt_of(value: str | list[ChatMessage], field: str) -> PromptIn:
         return PromptIn(messages=value)
     except ValidationError as exc:
         # PromptIn names `messages[i]`; the turns here are the line's `prompt` or `messages`.
-        message = describe_errors(exc)
-        raise PydanticCustomError("prompt", "{message}", {"message": message.replace("messages", field, 1)}) from None
+        message = describe_errors(exc).replace("text" if isinstance(value, str) else "messages", field, 1)
+        raise PydanticCustomError("prompt", "{message}", {"message": message}) from None
 
 
 @dataclass(frozen=True)

@@ -154,11 +154,12 @@ def test_bad_lines_are_numbered_with_their_field_and_nothing_is_stored(client, d
         {"messages": [{"role": "assistant", "content": "A"}, {"role": "assistant", "content": "B"}]},
         {"prompt": 3, "completion": "A"},
         [1, 2],
+        {"prompt": "P", "completion": "A\u0000"},
     ]
     response = upload(client, project.id, upload_auth, *lines)
     assert response.status_code == 422, response.text
     reasons = {e["line"]: e["reason"] for e in response.json()["errors"]}
-    assert sorted(reasons) == list(range(3, 14))
+    assert sorted(reasons) == list(range(3, 15))
     assert reasons[3].startswith("invalid JSON")
     assert reasons[4] == "messages[1].role: the last turn must be the assistant's (the demonstration), not user"
     assert reasons[5].startswith("messages[1].role: Input should be 'system', 'user' or 'assistant'")
@@ -170,7 +171,8 @@ def test_bad_lines_are_numbered_with_their_field_and_nothing_is_stored(client, d
     assert reasons[11] == "messages[0].role: the last turn must be the user's, not assistant"
     assert reasons[12] == "prompt: must be a string or a list of chat turns"
     assert reasons[13] == "expected a JSON object, got an array"
-    assert response.json()["detail"].startswith("11 line(s) refused; nothing was stored. line 3: invalid JSON")
+    assert reasons[14].startswith("completion: contains a NUL character")  # PostgreSQL could not store it
+    assert response.json()["detail"].startswith("12 line(s) refused; nothing was stored. line 3: invalid JSON")
     assert _count(db, Demonstration) == 0
     assert _count(db, Prompt) == 0
 

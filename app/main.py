@@ -23,7 +23,18 @@ from app.unavailable import add_unavailable_handlers
 
 # Each domain module exposes `router` (pages) and/or `api_router` (/api/v1). Routes are matched in
 # this order, so labeling (most of all requests) comes first; no two domains' paths overlap.
-DOMAINS = ["labeling", "auth", "projects", "prompts", "exports", "admin", "rounds", "evaluation", "demonstrations"]
+DOMAINS = [
+    "labeling",
+    "auth",
+    "projects",
+    "prompts",
+    "exports",
+    "admin",
+    "rounds",
+    "evaluation",
+    "sft",
+    "demonstrations",
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

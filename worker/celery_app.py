@@ -27,8 +27,10 @@ EVALUATE_ROUND = "ranklab.round.evaluate"
 GENERATE_EVAL = "ranklab.generate_eval"
 """(evaluation_id): each version's missing eval completions, then the evaluation opens for labeling.
 Enqueued on GENERATE_QUEUE, like GENERATE_BATCH."""
+TRAIN_SFT = "ranklab.job.train_sft"
+"""(job_id): supervised fine-tuning on the job's demonstrations (worker/loop/sft.py, docs/sft-stage.md)."""
 SWEEP_ROUNDS = "ranklab.round.sweep"
-"""(): re-enqueue steps whose worker died; auto-start rounds whose labeling reached the threshold."""
+"""(): re-enqueue steps and jobs whose worker died; auto-start rounds whose labeling reached the threshold."""
 # Queues: training steps run one at a time per GPU worker; generation batches can fan out.
 TRAIN_QUEUE = "train"
 GENERATE_QUEUE = "generate"

@@ -18,9 +18,10 @@ from worker.celery_app import (
     SWEEP_ROUNDS,
     TRAIN_POLICY,
     TRAIN_REWARD,
+    TRAIN_SFT,
     celery_app,
 )
-from worker.loop import eval_generation, evaluation, generation, next_round, policy, recovery, reward
+from worker.loop import eval_generation, evaluation, generation, next_round, policy, recovery, reward, sft
 
 
 @celery_app.task(name=PING)
@@ -57,6 +58,11 @@ def generate_eval(evaluation_id: int) -> dict:
 @celery_app.task(name=GENERATE_NEXT)
 def generate_next(round_id: int) -> dict:
     return next_round.run(round_id)
+
+
+@celery_app.task(name=TRAIN_SFT)
+def train_sft(job_id: int) -> dict:
+    return sft.run(job_id)
 
 
 @celery_app.task(name=SWEEP_ROUNDS)

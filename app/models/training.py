@@ -114,3 +114,6 @@ class ModelVersion(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    job_id: Mapped[int | None] = mapped_column(Integer, index=True, unique=True)
+    """The training job (app/models/jobs.py) that produced it; unique, so a job delivered twice
+    registers one version. No FK, for the reason round_id has none (training_jobs points here)."""

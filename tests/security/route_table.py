@@ -119,6 +119,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/rounds/{round_id}/start"): API_ADMIN,
     ("POST", "/api/v1/rounds/{round_id}/cancel"): API_ADMIN,
     ("POST", "/api/v1/rounds/{round_id}/retry"): API_ADMIN,
+    # API: SFT runs
+    ("POST", "/api/v1/projects/{project_id}/sft-runs"): API_ADMIN,
+    ("GET", "/api/v1/projects/{project_id}/sft-runs"): API_ADMIN,
+    ("GET", "/api/v1/sft-runs/{job_id}"): API_ADMIN,
+    ("POST", "/api/v1/sft-runs/{job_id}/cancel"): API_ADMIN,
+    ("POST", "/api/v1/sft-runs/{job_id}/retry"): API_ADMIN,
     # API: evaluations
     ("POST", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,
     ("GET", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,

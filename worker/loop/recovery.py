@@ -1,4 +1,5 @@
-"""The sweep: re-enqueue steps whose worker died, and auto-start rounds whose labeling is done.
+"""The sweep: re-enqueue steps and training jobs whose worker died, and auto-start rounds whose
+labeling is done.
 
 A running step touches heartbeat_at every few seconds; a finished step clears it. So a running
 status with an old heartbeat means its worker was killed (SIGKILL, OOM, power): the message it
@@ -6,6 +7,8 @@ held is gone or stuck (kombu's SQL transport never redelivers it; Redis only aft
 timeout), and the step is enqueued again. At a worker's start-up, running rounds with no
 heartbeat at all are enqueued again too (their message may have been lost with the broker or
 never sent); a duplicate delivery is a no-op because every step checks status and claim first.
+Training jobs (app/models/jobs.py, e.g. SFT) follow the same rule: running with a stale heartbeat,
+or at start-up pending/running with none, is enqueued again.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 
 from app.models import TrainingRound, utcnow
+from app.models.jobs import TrainingJob
 from app.rounds import lifecycle
 from app.rounds.lifecycle import RUNNING
+from app.sft import jobs
 from worker.loop.runtime import db_session, settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,32 @@ def sweep(*, startup: bool = False) -> dict[str, Any]:
             lifecycle.enqueue_step(db, training_round=training_round)
             requeued.append(training_round.id)
         started = lifecycle.auto_start_ready(db)
-    return {"requeued": requeued, "auto_started": started}
+        requeued_jobs = _sweep_jobs(db, cutoff=cutoff, startup=startup)
+    return {"requeued": requeued, "auto_started": started, "requeued_jobs": requeued_jobs}
+
+
+def _sweep_jobs(db, *, cutoff, startup: bool) -> list[int]:
+    """Jobs whose worker died: running with a stale heartbeat; at start-up also pending or running
+    ones with none (their message may be lost). The claim is cleared so the new delivery takes it."""
+    dead = (TrainingJob.status == jobs.J.running) & (TrainingJob.heartbeat_at < cutoff)
+    if startup:
+        dead = dead | (TrainingJob.status.in_((jobs.J.pending, jobs.J.running)) & TrainingJob.heartbeat_at.is_(None))
+    found: list[int] = []
+    for job in db.scalars(select(TrainingJob).where(dead)).all():
+        # Conditional on the row still looking dead: a delivery may have claimed it since the
+        # SELECT, and clearing its fresh claim would let a third run start beside it.
+        result = db.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job.id, dead)
+            .values(claim_token=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult, result).rowcount != 1:
+            continue
+        jobs.log_event(db, job_id=job.id, message=f"{job.status}: no live worker (heartbeat stopped); enqueued again")
+        jobs.enqueue(db, job=job)
+        found.append(job.id)
+    return found
 
 
 class SweepThread(threading.Thread):
@@ -63,7 +93,7 @@ class SweepThread(threading.Thread):
         while True:
             try:
                 result = sweep(startup=startup)
-                if result["requeued"] or result["auto_started"]:
+                if result["requeued"] or result["auto_started"] or result["requeued_jobs"]:
                     log.info("round sweep: %s", result)
                 startup = False
             except Exception:

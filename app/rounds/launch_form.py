@@ -21,7 +21,9 @@ from pydantic_core import ErrorDetails
 from app.rounds.schemas import RoundConfigIn
 
 LABELS = {
-    "model": "Starting model",
+    "model": "Starting model (folder or hub id)",
+    "start_version_id": "Start from model version",
+    "init_from": "Initialise from",
     "k": "K (completions per prompt)",
     "seed": "Seed",
     "count": "Prompts",
@@ -48,6 +50,8 @@ CHOICE_LABELS = {
     "full": "Full fine-tune",
     "kwise": "K-wise pairs (InstructGPT)",
     "plackett_luce": "Plackett–Luce (listwise)",
+    "sft": "the SFT model (InstructGPT)",
+    "base": "the pre-SFT base model",
 }
 
 
@@ -55,11 +59,29 @@ def placeholders(project: Any) -> dict[str, str]:
     """What an empty optional input means, shown in it."""
     return {
         "model": "latest policy, or bundled SmolLM2",
+        "start_version_id": "— the starting model above —",
         "k": f"project's K min ({project.k_min})",
         "generation.seed": "random",
         "ppo.max_new_tokens": "generation's",
         "ppo.temperature": "generation's",
     }
+
+
+def version_options(db: Any, project: Any) -> dict[str, list[tuple[str, str]]]:
+    """Inputs offered as a list of choices taken from the database: the start version is one of
+    the project's SFT models, policies and bases (newest first, SFT models on top)."""
+    from sqlalchemy import select
+
+    from app.models import ModelKind, ModelVersion
+
+    order = {ModelKind.sft: 0, ModelKind.policy: 1, ModelKind.base: 2}
+    versions = db.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.project_id == project.id, ModelVersion.kind.in_(list(order)))
+        .order_by(ModelVersion.id.desc())
+    ).all()
+    ranked = sorted(versions, key=lambda v: order[v.kind])
+    return {"start_version_id": [(str(v.id), f"{v.kind}: {v.name} (#{v.id})") for v in ranked]}
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,11 @@ def rounds_list(request: Request, db: DbDep, _admin: AdminDep, project: ProjectD
 
 
 @router.get("/projects/{project_id}/rounds/new")
-def launch_page(request: Request, _admin: AdminDep, project: ProjectDep):
-    return _launch_form(request, project, launch_form.blank_form())
+def launch_page(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep):
+    return _launch_form(request, db, project, launch_form.blank_form())
 
 
-def _launch_form(request: Request, project: Project, form: launch_form.LaunchForm, status_code: int = 200):
+def _launch_form(request: Request, db: Session, project: Project, form: launch_form.LaunchForm, status_code: int = 200):
     return page(
         request,
         "rounds/launch.html",
@@ -63,6 +63,7 @@ def _launch_form(request: Request, project: Project, form: launch_form.LaunchFor
             "sections": launch_form.sections(),
             "choice_labels": launch_form.CHOICE_LABELS,
             "placeholders": launch_form.placeholders(project),
+            "options": launch_form.version_options(db, project),
         },
         status_code=status_code,
     )
@@ -84,7 +85,7 @@ def launch(
     """A plain (threadpool) endpoint: launching talks to the DB and the broker, which block."""
     form, config = launch_form.parse(posted)
     if config is None:
-        return _launch_form(request, project, form, status_code=422)
+        return _launch_form(request, db, project, form, status_code=422)
     try:
         training_round = service.launch_round(db, project=project, config=config, user=admin)
     except service.RoundError as exc:
@@ -93,7 +94,7 @@ def launch(
             form.errors[exc.field] = exc.message
         else:
             form.error = exc.message
-        response = _launch_form(request, project, form, status_code=exc.status_code)
+        response = _launch_form(request, db, project, form, status_code=exc.status_code)
         response.headers.update(service.retry_headers(exc))
         return response
     return RedirectResponse(f"/admin/rounds/{training_round.id}", status_code=303)

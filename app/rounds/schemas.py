@@ -89,6 +89,13 @@ class RewardSettings(BaseModel):
     batch_rankings: int = Field(8, ge=1, le=4096, description="Rankings per optimizer step.")
     max_length: int = Field(512, ge=16, le=32768, description="Tokens per prompt+completion (the end is kept).")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank (mode lora).")
+    init_from: Literal["sft", "base"] = Field(
+        "sft",
+        description=(
+            "Where the reward model starts. sft: the SFT model the policy's lineage began with, as in InstructGPT "
+            "(the base model when the lineage has none); base: the pre-SFT base model."
+        ),
+    )
 
 
 class PPOSettings(BaseModel):
@@ -201,6 +208,15 @@ class RoundConfigIn(BaseModel):
             "or the bundled SmolLM2-135M-Instruct (converted once under the data dir) for a first round."
         ),
     )
+    start_version_id: int | None = Field(
+        None,
+        ge=1,
+        le=INT32_MAX,
+        description=(
+            "Starting policy as a model version of this project (an SFT model, a policy or a base). It writes "
+            "the completions to label and is PPO's KL reference. Empty: `model`, else the latest policy."
+        ),
+    )
     k: int | None = Field(
         None,
         ge=4,
@@ -214,6 +230,12 @@ class RoundConfigIn(BaseModel):
     ppo: PPOSettings = Field(default_factory=PPOSettings)
     labeling: LabelingThreshold = Field(default_factory=LabelingThreshold)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> RoundConfigIn:
+        if self.model and self.start_version_id is not None:
+            raise ValueError("start_version_id: name the starting policy once: a model version or `model`, not both")
+        return self
 
 
 class StartTrainingIn(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ModelVersion, Project, RoundEvent, RoundStatus, TrainingRound, User
+from app.models import ModelKind, ModelVersion, Project, RoundEvent, RoundStatus, TrainingRound, User
 from app.refusals import QUEUE_RETRY_AFTER_SECONDS, Refusal, retry_headers
 from app.rounds import lifecycle
 from app.rounds.lifecycle import ACTIVE, BUNDLED_MODEL, RUNNING, S
@@ -86,7 +86,9 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
         raise RoundError("prompts", "the project has no unused prompts; upload prompts first")
     _ensure_queue(db)
 
-    if config.model:
+    if config.start_version_id is not None:
+        policy_in = _start_version(db, project=project, version_id=config.start_version_id)
+    elif config.model:
         policy_in = lifecycle.base_version(db, project_id=project.id, base_model=config.model)
     else:
         policy_in = lifecycle.latest_policy(db, project_id=project.id) or lifecycle.base_version(
@@ -107,6 +109,18 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
     )
     lifecycle.enqueue_step(db, training_round=training_round)
     return training_round
+
+
+def _start_version(db: Session, *, project: Project, version_id: int) -> ModelVersion:
+    """A version of this project that writes answers (an SFT model, a policy, a base)."""
+    version = db.get(ModelVersion, version_id)
+    if version is None or version.project_id != project.id:
+        raise RoundError("start_version_id", f"no model version {version_id} in this project")
+    if version.kind not in (ModelKind.base, ModelKind.sft, ModelKind.policy):
+        raise RoundError(
+            "start_version_id", f"model version {version_id} is a {version.kind} model; start from sft, policy or base"
+        )
+    return version
 
 
 def start_training(db: Session, *, training_round: TrainingRound, force: bool = False) -> TrainingRound:

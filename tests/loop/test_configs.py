@@ -34,11 +34,12 @@ SECTIONS: dict[str, tuple[type[BaseModel], type]] = {
 }
 TOP_LEVEL: dict[str, tuple[type, ...]] = {"k": (GenerationConfig,), "seed": (RewardConfig, PPOConfig)}
 """Top-level settings and the dataclasses whose same-named field they set."""
-NOT_ML = {"model", "prompts", "labeling", "evaluation"}
+NOT_ML = {"model", "start_version_id", "prompts", "labeling", "evaluation"}
 """Resolved by the loop (the starting ModelVersion) or not training settings at all (evaluation:
 the loop's eval step, worker/loop/evaluation.py)."""
-LOOP_ONLY = {"generation.prompts_per_task"}
-"""Settings the loop acts on itself (generation jobs of this many prompts)."""
+LOOP_ONLY = {"generation.prompts_per_task", "reward.init_from"}
+"""Settings the loop acts on itself (generation jobs of this many prompts; which model the reward
+model starts from, worker/loop/configs.py reward_backbone)."""
 DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature"}
 """A round's k defaults to None: the project's k_min, filled in at launch. PPO's rollout length
 and temperature default to None: the generation settings' (checked below)."""

@@ -85,6 +85,25 @@ def root_base(db: Session, version: ModelVersion) -> ModelVersion:
     return version
 
 
+def lineage_start(db: Session, version: ModelVersion) -> ModelVersion:
+    """The model a lineage of rounds began with: the nearest SFT model up the parents (policy →
+    ... → SFT), else the base. An SFT start is the PPO reference of every round on it and, by
+    default, the reward model's starting point (InstructGPT)."""
+    seen = set()
+    while version.kind not in (ModelKind.base, ModelKind.sft) and version.parent_id is not None:
+        if version.id in seen:
+            break
+        seen.add(version.id)
+        version = db.get_one(ModelVersion, version.parent_id)
+    return version
+
+
+def reward_backbone(db: Session, policy_in: ModelVersion, init_from: str) -> ModelVersion:
+    """The version a round's reward model starts from: RewardSettings.init_from "sft" = the SFT
+    model the lineage began with (the base when there is none); "base" = the pre-SFT base."""
+    return lineage_start(db, policy_in) if init_from == "sft" else root_base(db, policy_in)
+
+
 def base_model_path(base_model: str, on_progress=None) -> str:
     """Folder (or hub id) of a base model; the bundled SmolLM2 is converted on first use."""
     if base_model == BUNDLED_MODEL:

@@ -1,8 +1,9 @@
 """training_policy: PPO from the round's policy against the round's reward model.
 
-A base policy gets a fresh LoRA adapter; a policy from an earlier round continues its adapter,
-and the reference (for the KL penalty) stays the original base model, so the KL reported is the
-distance from the base across rounds.
+A base or SFT model gets a fresh LoRA adapter; a policy from an earlier round continues its
+adapter, and the reference (for the KL penalty) stays the model the lineage started from: the SFT
+model when the rounds began from one (worker.ml merges its adapter and uses the merged model), else
+the base. So the KL reported is the distance from that start across rounds.
 """
 
 from __future__ import annotations

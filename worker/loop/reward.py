@@ -14,7 +14,7 @@ from app.models import ModelKind, ModelVersion, PromptSplit, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
-from worker.loop.configs import base_model_path, reward_config, root_base
+from worker.loop.configs import VersionRef, reward_backbone, reward_config, root_base, version_path
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
 
@@ -51,7 +51,12 @@ def _train(round_id: int) -> dict[str, Any]:
         training_round = db.get_one(TrainingRound, round_id)
         if training_round.policy_in_id is None:
             raise ValueError("policy_in_id: the round's starting policy was deleted")
-        base = root_base(db, db.get_one(ModelVersion, training_round.policy_in_id))
+        policy_in = db.get_one(ModelVersion, training_round.policy_in_id)
+        # The reward model starts from the lineage's SFT model by default (InstructGPT), else the base.
+        backbone_ref = VersionRef.of(
+            reward_backbone(db, policy_in, training_round.config["reward"].get("init_from", "sft"))
+        )
+        base_model = root_base(db, policy_in).base_model
         train = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.train)
         val = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.validation)
         fresh = data.rankings(db, project_id=training_round.project_id, round_id=round_id)
@@ -66,17 +71,11 @@ def _train(round_id: int) -> dict[str, Any]:
             if prev is not None and prev_rm and prev_rm.artifact_path
             else None
         )
-        project_id, number, config, base_id, base_model = (
-            training_round.project_id,
-            training_round.number,
-            training_round.config,
-            base.id,
-            base.base_model,
-        )
+        project_id, number, config = training_round.project_id, training_round.number, training_round.config
     out = artifacts.round_dir(project_id, number) / "reward"
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
     reporter = Reporter(round_id, S.training_reward)
-    backbone = base_model_path(base_model, reporter)
+    backbone = version_path(backbone_ref.kind, backbone_ref.base_model, backbone_ref.artifact_path, reporter)
     cfg = reward_config(config, backbone=backbone, round_id=round_id)
 
     # 2. The previous reward model on rankings of completions it never saw.
@@ -113,7 +112,7 @@ def _train(round_id: int) -> dict[str, Any]:
             kind=ModelKind.reward,
             name=f"round {number} reward model",
             base_model=base_model,
-            parent_id=base_id,
+            parent_id=backbone_ref.id,
             round_id=round_id,
             artifact_path=str(out),
             config=cfg.to_dict(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -86,7 +87,8 @@ def opponents(
 ) -> list[int]:
     """The ids `against` names for `version` (those that exist and differ from it), in that order:
     "previous" = `previous_id` or else the version's parent, "base" = the project's base version
-    of the same backbone, "sft" = the project's latest SFT model."""
+    of the same backbone, "sft" = the SFT model the version's lineage started from (a policy of
+    rounds begun from SFT is judged against that SFT model), else the project's latest."""
     found: list[int] = []
     for name in against:
         if name not in OPPONENTS:
@@ -105,7 +107,7 @@ def opponents(
                 .limit(1)
             )
         else:
-            candidate = db.scalar(
+            candidate = _lineage_sft(db, version) or db.scalar(
                 select(ModelVersion.id)
                 .where(ModelVersion.project_id == version.project_id, ModelVersion.kind == ModelKind.sft)
                 .order_by(ModelVersion.id.desc())
@@ -114,6 +116,64 @@ def opponents(
         if candidate is not None and candidate != version.id and candidate not in found:
             found.append(candidate)
     return found
+
+
+def _lineage_sft(db: Session, version: ModelVersion) -> int | None:
+    """The nearest SFT ancestor of a policy (None for any other kind, or when there is none)."""
+    seen: set[int] = set()
+    current: ModelVersion | None = version
+    while current is not None and current.kind == ModelKind.policy and current.parent_id is not None:
+        if current.id in seen:
+            return None
+        seen.add(current.id)
+        current = db.get(ModelVersion, current.parent_id)
+    return current.id if current is not None and current.kind == ModelKind.sft and current is not version else None
+
+
+NAMED_PRESETS: dict[str, tuple[str, str, str]] = {
+    "sft_vs_base": ("SFT vs base", ModelKind.sft, "base"),
+    "policy_vs_sft": ("policy vs SFT", ModelKind.policy, "sft"),
+}
+"""One-click comparisons (issue 13): name -> (label, the kind evaluated, its opponent preset). The
+project's latest version of that kind is evaluated: the SFT model against the base of its backbone;
+the latest policy against the SFT model its rounds started from."""
+
+
+class NamedPreset(NamedTuple):
+    name: str
+    label: str
+    comparisons: list[list[int]]
+    """The pair it compares now; empty when the project lacks one side."""
+
+
+def named_presets(db: Session, *, project_id: int) -> list[NamedPreset]:
+    """Every named preset with the pair it would compare now ([] when the project lacks one side),
+    for the evaluation page's list and the API."""
+    listed: list[NamedPreset] = []
+    for name, (label, kind, against) in NAMED_PRESETS.items():
+        version = db.scalar(
+            select(ModelVersion)
+            .where(ModelVersion.project_id == project_id, ModelVersion.kind == kind)
+            .order_by(ModelVersion.id.desc())
+            .limit(1)
+        )
+        found = opponents(db, version=version, against=[against]) if version is not None else []
+        if kind == ModelKind.policy and version is not None and _lineage_sft(db, version) is None:
+            found = []  # a policy of rounds that never started from SFT has no SFT to be judged against
+        pairs = [[version.id, found[0]]] if version is not None and found else []
+        listed.append(NamedPreset(name, label, pairs))
+    return listed
+
+
+def named_preset_comparisons(db: Session, *, project_id: int, name: str) -> list[list[int]]:
+    """The pair the named preset compares; refuses (naming `preset`) an unknown name or a missing side."""
+    if name not in NAMED_PRESETS:
+        raise EvaluationError("preset", f"unknown preset {name!r}; choose from {', '.join(NAMED_PRESETS)}")
+    pairs = next(p.comparisons for p in named_presets(db, project_id=project_id) if p.name == name)
+    if not pairs:
+        label, kind, against = NAMED_PRESETS[name]
+        raise EvaluationError("preset", f"{label}: the project has no {kind} model with a {against} model to compare")
+    return pairs
 
 
 def versions_for_round(db: Session, training_round: TrainingRound, against: Sequence[str]) -> list[list[int]]:

@@ -96,6 +96,7 @@ ROUTES: dict[tuple[str, str], str] = {
     # admin: demonstrations
     ("GET", "/admin/projects/{project_id}/demonstrations"): ADMIN_PAGE,
     ("GET", "/admin/projects/{project_id}/demonstrations/export.jsonl"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/demonstrations/upload"): ADMIN_PAGE,
     # API: projects, uploads, exports
     ("GET", "/api/v1/projects"): API_ANY,
     ("GET", "/api/v1/projects/{project_id}"): API_ANY,

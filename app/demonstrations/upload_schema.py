@@ -33,6 +33,14 @@ class DemonstrationLine(BaseModel):
     completion: Any = None
     status: UploadStatus | None = None
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _integer_id(cls, value: object) -> object:
+        """Hub datasets often number their rows: an integer id is kept as its decimal string."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     @field_validator("id")
     @classmethod
     def _id_not_blank(cls, value: str | None) -> str | None:

@@ -97,6 +97,17 @@ def test_re_uploading_a_file_stores_nothing_twice(client, db):
     assert _count(db, Demonstration) == 2
 
 
+def test_an_integer_id_is_kept_as_its_string(client, db):
+    """Hub datasets often number their rows; the id is stored (and exported) as text."""
+    upload_auth = bearer(db, "upload")
+    project = make_project(db)
+    assert upload(client, project.id, upload_auth, {"id": 17, "prompt": "P", "completion": "A"}).status_code == 200
+    again = upload(client, project.id, upload_auth, {"id": "17", "prompt": "P", "completion": "A"})
+    assert again.json()["already_present"] == 1
+    db.rollback()
+    assert db.scalars(select(Demonstration.external_id)).all() == ["17"]
+
+
 def test_a_changed_answer_under_a_stored_id_is_a_409_naming_the_line(client, db):
     """An upload never changes a stored demonstration (it may have been reviewed or trained on);
     the whole file is refused and nothing of it is stored."""

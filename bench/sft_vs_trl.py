@@ -16,9 +16,10 @@ the answer only (TRL: completion_only_loss on the prompt/completion form of the 
 
 tokens/s = real tokens (prompt + answer, no padding) trained / seconds inside the training loop
 (ranklab: its steps; TRL: on_train_begin to on_train_end), model loading, tokenisation and
-evaluation excluded for both. Held-out loss: mean cross-entropy per answer token on the same
-held-out prompts, computed by the same function (worker.ml.sft.evaluate) for every model, after
-the last epoch. Peak memory: the run's process peak RSS (model loading included, alike for all).
+evaluation excluded for both; tokens per CPU-second likewise (the fairer speed on a shared
+machine). Held-out loss: mean cross-entropy per answer token on the same held-out prompts,
+computed by the same function (worker.ml.sft.evaluate) for every model, after the last epoch.
+Peak memory: the run's process peak RSS (model loading included, alike for all).
 
   .venv/bin/python bench/sft_vs_trl.py --tiny            # plumbing, seconds
   .venv/bin/python bench/sft_vs_trl.py --threads 1 --lrs 2e-4,5e-4 --seeds 0,1,2
@@ -229,8 +230,8 @@ def main() -> None:
         f"total {sum(lengths)}; batch_tokens={args.batch_tokens} max_length={args.max_length} "
         f"threads={args.threads} bf16={'off' if args.no_autocast else 'autocast'} lrs={lrs} seeds={seeds}"
     )
-    print(f"{'trainer':11} {'lr':>7} {'seed':>4} {'tokens/s':>9} {'train s':>8} {'cpu s':>7} {'steps':>5} "
-          f"{'tokens':>7} {'peak MB':>8} {'held-out':>8}")  # fmt: skip
+    print(f"{'trainer':11} {'lr':>7} {'seed':>4} {'tokens/s':>9} {'tok/cpu-s':>9} {'train s':>8} {'cpu s':>7} "
+          f"{'steps':>5} {'tokens':>7} {'peak MB':>8} {'held-out':>8}")  # fmt: skip
     runs = []
     for i, seed in enumerate(seeds):
         for j, lr in enumerate(lrs):
@@ -245,8 +246,9 @@ def main() -> None:
                 r = {"trainer": trainer, "lr": lr, "seed": seed, **run_isolated(__file__, job)}
                 runs.append(r)
                 print(
-                    f"{trainer:11} {lr:7.0e} {seed:4d} {r['tokens_per_s']:9.1f} {r['train_s']:8.1f} {r['cpu_s']:7.1f} "
-                    f"{r['steps']:5d} {r['tokens']:7d} {r['peak_rss_mb']:8.0f} {r['held_out_loss']:8.4f}",
+                    f"{trainer:11} {lr:7.0e} {seed:4d} {r['tokens_per_s']:9.1f} {r['tokens'] / r['cpu_s']:9.1f} "
+                    f"{r['train_s']:8.1f} {r['cpu_s']:7.1f} {r['steps']:5d} {r['tokens']:7d} "
+                    f"{r['peak_rss_mb']:8.0f} {r['held_out_loss']:8.4f}",
                     flush=True,
                 )
     summarise(runs, trainers, lrs)
@@ -256,12 +258,16 @@ def main() -> None:
 
 def summarise(runs: list[dict], trainers: list[str], lrs: list[float]) -> None:
     print("\nmean ± sd over seeds")
-    print(f"{'trainer':11} {'lr':>7} {'tokens/s':>16} {'cpu s':>14} {'peak MB':>14} {'held-out loss':>18}")
+    print(
+        f"{'trainer':11} {'lr':>7} {'tokens/s':>16} {'tokens/cpu-s':>16} {'cpu s':>14} {'peak MB':>14} "
+        f"{'held-out loss':>18}"
+    )
     for trainer in trainers:
         for lr in lrs:
             rs = [r for r in runs if r["trainer"] == trainer and r["lr"] == lr]
             print(
                 f"{trainer:11} {lr:7.0e} {mean_sd([r['tokens_per_s'] for r in rs]):>16} "
+                f"{mean_sd([r['tokens'] / r['cpu_s'] for r in rs]):>16} "
                 f"{mean_sd([r['cpu_s'] for r in rs]):>14} {mean_sd([r['peak_rss_mb'] for r in rs], 0):>14} "
                 f"{mean_sd([r['held_out_loss'] for r in rs], 4):>18}"
             )
@@ -269,9 +275,13 @@ def summarise(runs: list[dict], trainers: list[str], lrs: list[float]) -> None:
         return
     for other in [t for t in trainers if t != "ranklab"]:
         for lr in lrs:
-            ours = [r["tokens_per_s"] for r in runs if r["trainer"] == "ranklab" and r["lr"] == lr]
-            theirs = [r["tokens_per_s"] for r in runs if r["trainer"] == other and r["lr"] == lr]
-            print(f"tokens/s ranklab / {other} at lr {lr:g}: {statistics.mean(ours) / statistics.mean(theirs):.2f}x")
+            ours = [r for r in runs if r["trainer"] == "ranklab" and r["lr"] == lr]
+            theirs = [r for r in runs if r["trainer"] == other and r["lr"] == lr]
+            wall = statistics.mean(r["tokens_per_s"] for r in ours) / statistics.mean(r["tokens_per_s"] for r in theirs)
+            cpu = statistics.mean(r["tokens"] / r["cpu_s"] for r in ours) / statistics.mean(
+                r["tokens"] / r["cpu_s"] for r in theirs
+            )
+            print(f"ranklab / {other} at lr {lr:g}: tokens/s {wall:.2f}x, tokens per CPU-second {cpu:.2f}x")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,15 @@ from worker.ml.cli import main
 from worker.ml.model_zoo import FAMILIES, save_family_model
 from worker.ml.models import load_causal_lm, load_tokenizer, match_embeddings, read_card
 from worker.ml.sft import SFTConfig, answer_logits, train_sft
-from worker.ml.sft_data import IGNORE, as_example, encode_example, packed_batch, padded_batch, plan_steps
+from worker.ml.sft_data import (
+    IGNORE,
+    as_example,
+    encode_example,
+    packed_batch,
+    padded_batch,
+    plan_steps,
+    split_examples,
+)
 from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
 
 CPU = torch.device("cpu")
@@ -216,3 +224,13 @@ def test_cli_trains_from_jsonl_in_both_forms(tiny_model_dir, tmp_path, capsys):
     data.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"prompt": "x"}) + "\n")
     assert main(["train-sft", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out)]) == 2
     assert "line 2: needs messages, or prompt and completion" in capsys.readouterr().err
+
+
+def test_the_held_out_split_keeps_a_prompts_answers_together():
+    data = _examples(20, seed=2)
+    data += [as_example({"prompt": "say one", "completion": answer}) for answer in ("one", "one one", "one .")]
+    train, held = split_examples(data, 0.3, seed=0)
+    assert len(train) + len(held) == len(data) and held
+    says_one = [m for m in data if m[0]["content"] == "say one"]
+    assert all(m in train for m in says_one) or all(m in held for m in says_one)
+    assert split_examples(data, 0.0, seed=0) == (data, [])

@@ -280,3 +280,9 @@ def _field_of(loc: tuple[Any, ...], message: str) -> str:
 def _message(error: ErrorDetails) -> str:
     message = error["msg"]
     return message.removeprefix("Value error, ")
+
+
+def input_for(name: str, info: FieldInfo) -> Field:
+    """One form input for a pydantic field at dotted path `name` (the SFT form builds its
+    hyper-parameter inputs the same way, app/sft/form.py)."""
+    return _field(name, name.rsplit(".", 1)[-1], info)

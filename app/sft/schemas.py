@@ -15,7 +15,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from app.api_types import INT32_MAX, Text
 
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# strict: JSON false is not the number 0, nor "3" the number 3 (the page form validates laxly: app/sft/form.py).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class SFTSettings(BaseModel):
@@ -86,8 +87,12 @@ class DemonstrationFilter(BaseModel):
         None, max_length=1000, description="Only these authors' demonstrations (user ids); empty: everyone's."
     )
     source: Literal["labeler", "upload"] | None = Field(None, description="Written in the browser, or uploaded.")
-    created_after: AwareDatetime | None = Field(None, description="Only demonstrations stored after this time.")
-    created_before: AwareDatetime | None = Field(None, description="Only demonstrations stored before this time.")
+    created_after: AwareDatetime | None = Field(
+        None, strict=False, description="Only demonstrations stored after this time."
+    )
+    created_before: AwareDatetime | None = Field(
+        None, strict=False, description="Only demonstrations stored before this time."
+    )
     limit: int | None = Field(None, ge=1, le=10_000_000, description="At most this many, oldest first.")
 
 
@@ -97,6 +102,7 @@ class SFTRunIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
+        strict=True,
         json_schema_extra={"examples": [{"demonstrations": {"statuses": ["accepted"]}, "sft": {"epochs": 2}}]},
     )
     name: Text = Field("", max_length=200, description="Name of the resulting model version; empty: 'SFT job N'.")

@@ -207,6 +207,7 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
         error_message="out of memory",
     )
     assert (project.id, spare.id, labeling.id, leased["assignment_id"]) == (1, 2, 1, 1)
+    _seed_sft(db, project, start=base)
     seeded = Seeded(
         app=application,
         admin=bearer(make_token(db, "admin")),
@@ -219,6 +220,28 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     # would wait on it for good.
     db.commit()
     return seeded
+
+
+def _seed_sft(db: Session, project, *, start) -> None:
+    """An accepted demonstration (so an SFT launch can succeed) and SFT run 1, pending (get,
+    cancel, retry)."""
+    from app.models.jobs import TrainingJob
+    from app.sft.schemas import SFTRunIn
+    from tests.sft.helpers import add_demonstrations
+
+    add_demonstrations(db, project, 1)
+    db.add(
+        TrainingJob(
+            project_id=project.id,
+            kind="sft",
+            status="pending",
+            config=SFTRunIn().model_dump(mode="json"),
+            start_model_id=start.id,
+            current_step="pending",
+            metrics={},
+        )
+    )
+    db.commit()
 
 
 def _seed_evaluations(db: Session, project) -> Evaluation:

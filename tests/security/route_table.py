@@ -83,6 +83,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/admin/rounds/{round_id}/start-training"): ADMIN_PAGE,
     ("POST", "/admin/rounds/{round_id}/cancel"): ADMIN_PAGE,
     ("POST", "/admin/rounds/{round_id}/retry"): ADMIN_PAGE,
+    # admin: SFT runs
+    ("GET", "/admin/projects/{project_id}/sft"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/sft"): ADMIN_PAGE,
+    ("GET", "/admin/sft/{job_id}"): ADMIN_PAGE,
+    ("POST", "/admin/sft/{job_id}/cancel"): ADMIN_PAGE,
+    ("POST", "/admin/sft/{job_id}/retry"): ADMIN_PAGE,
     ("GET", "/admin/projects/{project_id}/models"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}/download"): ADMIN_PAGE,

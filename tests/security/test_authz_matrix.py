@@ -29,6 +29,7 @@ from app.settings import Settings
 from tests.factories import make_eval_task, make_project, make_task, make_token, make_user
 from tests.rounds.helpers import make_round, make_version
 from tests.security import route_table as rt
+from tests.sft.helpers import populate_jobs
 
 ALLOWED = "allowed"
 LOGIN = "303 to /login"
@@ -113,6 +114,7 @@ def build_world(db, settings: Settings) -> World:
     db.commit()
     evaluation_id = make_eval_task(db, project).evaluation_id
     db.commit()
+    job_id = populate_jobs(db, project, start=version).id  # an SFT run (app/sft)
     external_id = db.get(Prompt, tasks[0].prompt_id).external_id
     return World(
         path_values={
@@ -124,6 +126,7 @@ def build_world(db, settings: Settings) -> World:
             "external_id": external_id,
             "assignment_id": str(held["labeler"]),
             "evaluation_id": str(evaluation_id),
+            "job_id": str(job_id),
         },
         users={"labeler": labeler, "other_project_labeler": other, "admin": admin},
         tokens={scope: make_token(db, scope) for scope in ("upload", "export", "admin")},

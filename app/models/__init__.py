@@ -3,6 +3,7 @@
 from app.models._types import utcnow
 from app.models.demonstrations import Demonstration, DemonstrationSource, DemonstrationStatus
 from app.models.evaluation import CompletionScore, Evaluation, EvaluationStatus, VersionEval
+from app.models.jobs import JobDemonstration, JobEvent, JobKind, JobStatus, TrainingJob
 from app.models.labeling import (
     Assignment,
     AssignmentState,
@@ -17,6 +18,11 @@ from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundPrompt
 from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession
 
 __all__ = [
+    "JobDemonstration",
+    "JobEvent",
+    "JobKind",
+    "JobStatus",
+    "TrainingJob",
     "CompletionScore",
     "Demonstration",
     "DemonstrationSource",

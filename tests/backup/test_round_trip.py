@@ -54,6 +54,7 @@ from tests.factories import (
     make_user,
 )
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
+from tests.sft.helpers import populate_jobs
 
 # ---- a realistic project ----------------------------------------------------------------------
 
@@ -161,6 +162,8 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     make_ranking(db, rt, bob, [[x], [y, z], [w]])
     evaluation = build_evaluation(db, project, base=base, policy=policy, reward=reward, judges=(alice, bob))
     build_demonstrations(db, project, author=alice, reviewer=bob)
+    # An SFT run: its version (no artifact: the archive's folders are checked above), a loss point, lineage.
+    populate_jobs(db, project, start=base, artifact_path=None)
 
     # A browser session and a failed login, through the app.
     login(client, alice)
@@ -220,11 +223,14 @@ def build_demonstrations(db: Session, project, *, author, reviewer) -> None:
     demonstrations point at each other: the restore fills that reference in a second pass)."""
     task = make_task(db, project, k=1, texts=["a draft ✓ to start from"])
     task.kind = "demonstration"
-    task.prompt.text, task.prompt.messages = None, [  # a chat: the labeler continues it as the assistant
-        {"role": "user", "content": "Hi ✓"},
-        {"role": "assistant", "content": "Hello."},
-        {"role": "user", "content": "Say it <b>twice</b>"},
-    ]
+    task.prompt.text, task.prompt.messages = (
+        None,
+        [  # a chat: the labeler continues it as the assistant
+            {"role": "user", "content": "Hi ✓"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Say it <b>twice</b>"},
+        ],
+    )
     written = Demonstration(
         project_id=project.id,
         prompt_id=task.prompt_id,

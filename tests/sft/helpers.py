@@ -50,7 +50,14 @@ def add_demonstrations(
     return rows
 
 
-def populate_jobs(db: Session, project: Project, *, start: ModelVersion, admin: User | None = None) -> TrainingJob:
+def populate_jobs(
+    db: Session,
+    project: Project,
+    *,
+    start: ModelVersion,
+    admin: User | None = None,
+    artifact_path: str | None = "/nowhere/sft",
+) -> TrainingJob:
     """A finished SFT job with its model version, a metric event and lineage to every demonstration
     of the project (tests/test_migrations.py fills the job tables with it)."""
     demos = db.query(Demonstration).filter(Demonstration.project_id == project.id).all()
@@ -74,7 +81,7 @@ def populate_jobs(db: Session, project: Project, *, start: ModelVersion, admin: 
         base_model=start.base_model,
         parent_id=start.id,
         job_id=job.id,
-        artifact_path="/nowhere/sft",
+        artifact_path=artifact_path,
         config={},
         metrics={"train_loss": 1.5},
     )

@@ -65,6 +65,8 @@ def test_a_finished_run_shows_its_loss_chart_and_result(db, client):
     assert "Training loss" in html and "Held-out loss" in html and "<svg" in html
     assert f"data-result>sft #{job.result_model_id}<" in html and "every 2s" not in html
     assert client.get("/admin/sft/999999").status_code == 404
+    version = client.get(f"/admin/models/{job.result_model_id}").text  # the version's lineage names its run
+    assert f'<a href="/admin/sft/{job.id}" data-sft-run>SFT run #{job.id}</a>' in version
 
 
 def test_the_round_form_offers_sft_versions_as_the_start(db, client):

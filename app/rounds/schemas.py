@@ -308,6 +308,7 @@ class ModelVersionOut(BaseModel):
     base_model: str
     parent_id: int | None = Field(description="Lineage: the policy this one was trained from.")
     round_id: int | None
+    job_id: int | None = Field(None, description="The SFT run (GET /api/v1/sft-runs/{id}) that trained it, if any.")
     artifact_path: str | None
     config: dict[str, Any]
     metrics: dict[str, Any]

@@ -117,3 +117,13 @@ def test_cancel_and_retry(db, client, admin_token, settings):
     assert client.get("/api/v1/sft-runs/999999", headers=auth(admin_token)).status_code == 404
     listed = client.get(f"/api/v1/projects/{project.id}/sft-runs", headers=auth(admin_token)).json()
     assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_model_versions_name_the_run_that_trained_them(db, client, admin_token):
+    from tests.sft.helpers import populate_jobs
+
+    project = make_project(db)
+    add_demonstrations(db, project, 1)
+    job = populate_jobs(db, project, start=make_version(db, project, kind="base"))
+    versions = client.get(f"/api/v1/projects/{project.id}/models", headers=auth(admin_token)).json()
+    assert {(v["kind"], v["job_id"]) for v in versions} == {("base", None), ("sft", job.id)}

@@ -83,3 +83,21 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_finishes_once(
     # heartbeat stale); whichever finished registered the one version.
     assert sum(m.startswith("started (run") for m in messages) >= 2, messages
     assert len(db.scalars(select(ModelVersion.id).where(ModelVersion.job_id == job_id)).all()) == 1
+
+
+def test_a_failed_run_keeps_its_error_and_a_retry_finishes_it(db, client, admin_token, tiny_model_dir, start_worker):
+    _, _, _, job_id = _launch(db, client, admin_token, tiny_model_dir)
+    faulty = start_worker(RANKLAB_FAULT_INJECT="sft")
+    wait_for(lambda: _job(db, job_id).status == "failed", timeout=120, what="the injected failure", worker=faulty)
+    failed = _job(db, job_id)
+    assert "fault injected at sft" in failed.error_message and failed.result_model_id is None
+    faulty.stop()
+
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    retried = client.post(f"/api/v1/sft-runs/{job_id}/retry", headers=headers)
+    assert retried.status_code == 200 and retried.json()["status"] == "pending", retried.text
+    worker = start_worker()
+    wait_for(lambda: _job(db, job_id).status == "done", timeout=240, what="the retried run", worker=worker)
+    done = _job(db, job_id)
+    assert done.error_message is None and done.result_model_id is not None
+    assert client.post(f"/api/v1/sft-runs/{job_id}/retry", headers=headers).status_code == 409

@@ -11,8 +11,8 @@ nothing; a new table fails `test_the_sample_data_fills_every_table` until the sa
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Iterator
+from graphlib import TopologicalSorter
 
 import pytest
 from alembic import command
@@ -21,7 +21,6 @@ from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, MetaData, Table, bindparam, create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SAWarning
 
 from app.db import make_engine
 from app.main import create_app
@@ -189,12 +188,15 @@ def _populate_demonstrations(db, project, *, author) -> None:
 
 
 def _in_insert_order(meta: MetaData) -> list[Table]:
-    """Parents first. Reflection does not know which foreign key of a cycle (ranking_tasks <->
-    demonstrations) is added later, so SQLAlchemy warns and breaks the cycle itself; `_load`
-    fills whatever points forward in a second pass."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SAWarning)
-        return list(meta.sorted_tables)
+    """Every table after the tables its NOT NULL foreign keys point to. Reflection does not know
+    which key of a cycle (ranking_tasks <-> demonstrations) is added later, and SQLAlchemy's own
+    sort gives up on a cycle; a nullable key pointing forward is filled in `_load`'s second pass."""
+    tables = {t.name: t for t in meta.tables.values()}
+    needs = {
+        name: {fk.column.table.name for fk in t.foreign_keys if not fk.parent.nullable and fk.column.table is not t}
+        for name, t in sorted(tables.items())
+    }
+    return [tables[name] for name in TopologicalSorter(needs).static_order()]
 
 
 def _dump(engine: Engine) -> Rows:

@@ -29,6 +29,8 @@ class ProjectFields(BaseModel):
     overlap: str = ""
     lease_minutes: str = ""
     flags: str = ""
+    demonstration_review: str = ""
+    """A checkbox: "on" when ticked, absent otherwise."""
 
 
 @dataclass
@@ -51,6 +53,7 @@ def blank_form(default_lease_minutes: int) -> ProjectForm:
             "overlap": "1",
             "lease_minutes": str(default_lease_minutes),
             "flags": ", ".join(DEFAULT_FLAGS),
+            "demonstration_review": "",
         }
     )
 
@@ -58,6 +61,7 @@ def blank_form(default_lease_minutes: int) -> ProjectForm:
 def form_of(project: Project) -> ProjectForm:
     raw = {key: str(getattr(project, key)) for key in TEXT_FIELDS + NUMBER_FIELDS}
     raw["flags"] = ", ".join(project.flags)
+    raw["demonstration_review"] = "on" if project.demonstration_review else ""
     return ProjectForm(raw=raw)
 
 
@@ -72,6 +76,7 @@ def parse(raw: dict[str, str]) -> ProjectForm:
         except ValueError:
             form.errors[key] = f"enter a whole number (got {text!r})" if text else "enter a whole number"
     form.values["flags"] = [flag.strip() for flag in raw.get("flags", "").split(",") if flag.strip()]
+    form.values["demonstration_review"] = raw.get("demonstration_review", "") in ("on", "true", "1")
     return form
 
 

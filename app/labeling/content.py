@@ -25,6 +25,7 @@ _completions = Completion.__table__
 _TASK_CONTENT = (
     select(
         _tasks.c.kind,
+        _tasks.c.demonstration_id,
         _prompts.c.text,
         _prompts.c.messages,
         _completions.c.id,
@@ -45,6 +46,8 @@ _TASK_CONTENT = (
 class TaskContent:
     kind: str
     """The task's type (app/labeling/task_types.py)."""
+    demonstration_id: int | None
+    """The demonstration a demonstration_review task reviews."""
     prompt_text: str | None
     prompt_messages: list[dict[str, Any]] | None
     completions: dict[int, str]
@@ -59,6 +62,7 @@ def load_task_content(db: Session, *, task_id: int) -> TaskContent:
         raise LookupError(f"ranking task {task_id} does not exist")
     return TaskContent(
         kind=rows[0].kind,
+        demonstration_id=rows[0].demonstration_id,
         prompt_text=rows[0].text,
         prompt_messages=rows[0].messages,
         completions={row.id: row.completion_text for row in rows if row.id is not None},

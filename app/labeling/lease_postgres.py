@@ -58,21 +58,22 @@ WITH claimed AS (
                           WHERE had.task_id = candidate.id AND had.user_id = :labeler)
         ORDER BY candidate.status, candidate.id LIMIT 1
         FOR UPDATE OF candidate{skip_locked})
-    RETURNING ranking_tasks.id, ranking_tasks.prompt_id, ranking_tasks.kind
+    RETURNING ranking_tasks.id, ranking_tasks.prompt_id, ranking_tasks.kind, ranking_tasks.demonstration_id
 ), shown AS (
-    SELECT claimed.id AS task_id, claimed.prompt_id, claimed.kind,
+    SELECT claimed.id AS task_id, claimed.prompt_id, claimed.kind, claimed.demonstration_id,
            COALESCE(jsonb_agg(item.completion_id
                               ORDER BY md5(claimed.id || ':' || :labeler || ':' || item.completion_id),
                                        item.completion_id)
                     FILTER (WHERE item.completion_id IS NOT NULL), '[]'::jsonb) AS display_order
     FROM claimed LEFT JOIN task_completions AS item ON item.task_id = claimed.id
-    GROUP BY claimed.id, claimed.prompt_id, claimed.kind
+    GROUP BY claimed.id, claimed.prompt_id, claimed.kind, claimed.demonstration_id
 ), lease AS (
     INSERT INTO assignments (task_id, user_id, project_id, state, display_order, leased_at, lease_expires_at)
     SELECT shown.task_id, :labeler, :project, :leased, shown.display_order, :now, :expires FROM shown
     RETURNING assignments.id, assignments.task_id, assignments.lease_expires_at, assignments.display_order
 )
 SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.display_order, shown.kind,
+       shown.demonstration_id,
        prompt.text AS prompt_text, prompt.messages AS prompt_messages,
        completion.id, completion.text AS completion_text, completion.text_html, completion.html_renderer,
        (SELECT count(*) FROM rankings
@@ -146,6 +147,7 @@ def claim_and_lease(
     first = rows[0]
     content = TaskContent(
         kind=first.kind,
+        demonstration_id=first.demonstration_id,
         prompt_text=first.prompt_text,
         prompt_messages=first.prompt_messages,
         completions={r.id: r.completion_text for r in rows if r.id is not None},

@@ -5,7 +5,7 @@ On Postgres that is one statement (data-modifying CTEs): four round trips cost m
 sides (docs/labeling-performance.md, "What changed, and what each change bought", 1), and this
 runs on every submit. SQLite has no data-modifying CTEs; there the four statements run
 in-process anyway. Either way it runs in the caller's transaction, after the caller locked the
-assignment row (submission.submit_ranking), and takes the task row's lock by updating it.
+assignment row (submission.submit_answer), and takes the task row's lock by updating it.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def _store_statement_postgres():
 
 # Built once (see handout.py for why).
 FINISH_ASSIGNMENT = _finish_assignment()
-_COUNT_RANKING = _count_ranking()
+COUNT_ANSWER = _count_ranking()
+"""One more answer on a task (recorders.finish_and_count uses it for answers that are no ranking)."""
 _INSERT_RANKING = insert(_rankings).returning(_rankings.c.id)
 _INSERT_PAIRS = insert(_pairs)
 _STORE_POSTGRES = _store_statement_postgres()
@@ -164,5 +165,5 @@ def store_ranking(db: Session, *, ranking: dict[str, Any], overlap: int, now: da
             ],
         )
     db.execute(FINISH_ASSIGNMENT, finish)
-    db.execute(_COUNT_RANKING, count)
+    db.execute(COUNT_ANSWER, count)
     return ranking_id

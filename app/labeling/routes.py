@@ -4,26 +4,29 @@ Thin: parse → service → render. The labeling page's URL answers with the who
 its `task` block when htmx asks (polling, next task); submit and skip answer with the next task's
 block, so the browser swaps it in without a reload. What differs between task kinds (a ranking, a
 blind pairwise evaluation) is looked up in app/labeling/task_types.py: the partial that renders
-the task, the keyboard help, how the answer becomes ranking groups (inside submit_ranking)."""
+the task, the keyboard help, how the answer is checked and stored (its recorder, inside submit_answer)."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from app.api_types import id_path
+from app.demonstrations import tasks_api
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
 from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
 from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.hot_path import LabelerRequest, as_labeler
 from app.labeling.schemas import (
+    MAX_RESPONSE_CHARS,
     CompletionOut,
+    DemonstrationOut,
     NextTaskOut,
     PromptOut,
     SkipIn,
@@ -34,14 +37,30 @@ from app.labeling.schemas import (
     skip_from_form,
 )
 from app.labeling.task_types import RANKING, FormInput, task_type
+from app.markdown import render_markdown
 from app.models import Project, User
 from app.web import is_htmx, page
 
 router = APIRouter(tags=["labeling"])
 api_router = APIRouter(prefix="/api/v1/labeling", tags=["labeling"], route_class=JsonApiRoute)
 
+# Creating demonstration tasks (an admin's action) lives with the demonstrations service; its
+# routes join this domain's routers, which app/main.py includes first.
+router.include_router(tasks_api.router)
+router.include_router(tasks_api.api_router)  # keeps its JsonApiRoute class and its own prefix
+
 LABEL_TEMPLATE = "labeling/label.html"
-SUBMIT_FIELDS = ("ranking", "verdict", "none_acceptable", "time_spent_ms", "comment")
+SUBMIT_FIELDS = (
+    "ranking",
+    "verdict",
+    "none_acceptable",
+    "time_spent_ms",
+    "comment",
+    "response",
+    "from_draft",
+    "decision",
+    "reviewed_response",
+)
 
 
 # ---- pages ------------------------------------------------------------------------------------
@@ -63,6 +82,27 @@ def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, sett
     return _render_task(request, task_page)
 
 
+@router.post("/projects/{project_id}/label/preview", include_in_schema=False, dependencies=[CsrfDep])
+def label_preview(
+    request: Request,
+    project_id: int,
+    db: DbDep,
+    user: UserDep,
+    response: Annotated[str, Form(max_length=MAX_RESPONSE_CHARS)] = "",
+    reviewed_response: Annotated[str, Form(max_length=MAX_RESPONSE_CHARS)] = "",
+):
+    """The answer being written, rendered by the one markdown renderer (raw HTML escaped): the
+    demonstration page's live preview. Declared before the submit route, whose path it shares."""
+    try:
+        service.get_project_for_labeler(db, user=user, project_id=project_id)
+    except LabelingError as exc:
+        _raise(exc)
+    text = response or reviewed_response
+    if not text.strip():
+        return HTMLResponse('<p class="muted">Nothing written yet.</p>')
+    return HTMLResponse(str(render_markdown(text)))
+
+
 # Submit and skip are most of a labeler's requests: hot_path.as_labeler runs the login, the CSRF
 # check, the work and the commit in one thread hop, with the project and the labeler's lock read
 # in the login's own statement. Same checks, same answers as the dependencies.
@@ -76,7 +116,7 @@ async def submit_form(request: Request, project_id: int, assignment_id: int):
             data = FormInput(
                 {name: str(form.get(name, "")) for name in SUBMIT_FIELDS}, [str(flag) for flag in form.getlist("flag")]
             )
-            result, view = submission.submit_ranking(
+            result, view = submission.submit_answer(
                 db,
                 user=labeler.user,
                 project=project,
@@ -186,6 +226,9 @@ def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None
             CompletionOut(id=None if kind.blind else c.id, label=c.letter, text=c.text) for c in view.completions
         ],
         flags=list(project.flags or []) if kind.takes_flags else [],
+        demonstration=None
+        if view.extra is None
+        else DemonstrationOut(id=view.extra.demonstration_id, response=view.extra.response),
     )
 
 
@@ -214,13 +257,16 @@ def api_submit(
     user: UserDep,
     settings: SettingsDep,
 ) -> SubmitOut:
-    """Stores your judgment of the task (safe to retry: a retry returns the stored one) and returns
+    """Stores your answer to the task (safe to retry: a retry returns the stored one) and returns
     your next task. A ranking task takes `ranking` groups; a pairwise_eval task a `verdict` ("A" or
     "B" is better, in the order of `task.completions`; "tie"; "both_bad") and an optional
-    `comment` (the reason), and no `ranking` (it is blind: its completions carry no ids)."""
+    `comment` (the reason), and no `ranking` (it is blind: its completions carry no ids). A
+    demonstration task takes `response` (the answer you wrote; `from_draft` if you started from
+    the model draft); a demonstration_review task a `decision` ("accept", "edit" with
+    `reviewed_response`, "reject" with a `comment`). A field the task's kind does not take is a 422."""
     try:
         project = service.lock_project_for_labeler(db, user=user, project_id=project_id)
-        result, view = submission.submit_ranking(
+        result, view = submission.submit_answer(
             db,
             user=user,
             project=project,
@@ -232,7 +278,11 @@ def api_submit(
     except LabelingError as exc:
         _raise(exc)
     return SubmitOut(
-        ranking_id=result.ranking_id, late=result.late, duplicate=result.duplicate, next=_task_out(view, project)
+        ranking_id=result.ranking_id,
+        demonstration_id=result.id if result.stores == "demonstration" else None,
+        late=result.late,
+        duplicate=result.duplicate,
+        next=_task_out(view, project),
     )
 
 

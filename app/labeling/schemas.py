@@ -1,9 +1,11 @@
-"""What a labeler sends (a ranking, a skip) and what the JSON API answers."""
+"""What a labeler sends (a ranking, a verdict, a demonstration, a review, a skip) and what the JSON
+API answers."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -13,6 +15,8 @@ from app.api_types import INT32_MAX, DbId, Text
 from app.labeling.errors import InvalidSubmission
 
 MAX_COMMENT_CHARS = 10_000
+MAX_RESPONSE_CHARS = 30_000
+"""A demonstration (or a reviewer's edit of one): longer than any answer a model is trained to give."""
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
 
@@ -55,7 +59,30 @@ class SubmissionIn(BaseModel):
     time_spent_ms: Annotated[StrictInt, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
     """Active time the client measured (the server also keeps leased_at -> submitted)."""
     comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
-    """Optional; for a verdict, the reason."""
+    """Optional; for a verdict, the reason; for a rejected demonstration, why (required)."""
+    response: Text | None = Field(default=None, max_length=MAX_RESPONSE_CHARS)
+    """For demonstration tasks: the ideal assistant answer you wrote (markdown). Instead of `ranking`."""
+    from_draft: StrictBool = False
+    """For demonstration tasks: you started from the task's model draft (the first of
+    `task.completions`); the edit distance from it is stored."""
+    decision: Literal["accept", "edit", "reject"] | None = None
+    """For demonstration_review tasks: accept the demonstration as it is, accept your edit of it
+    (`reviewed_response`), or reject it (say why in `comment`)."""
+    reviewed_response: Text | None = Field(default=None, max_length=MAX_RESPONSE_CHARS)
+    """For demonstration_review tasks with decision "edit": the corrected answer."""
+
+
+@dataclass(frozen=True)
+class FormInput:
+    """The browser form as sent: its text fields, and the `flag` checkboxes' values."""
+
+    fields: Mapping[str, str]
+    flags: list[str] = field(default_factory=list)
+
+
+Submission = RankingIn | SubmissionIn | FormInput
+"""What a route hands to submission.submit_answer; the task's type checks it (app/labeling/
+task_types.py). A RankingIn (tests, internal callers) is taken as it is by the ranking kinds."""
 
 
 class SkipIn(BaseModel):
@@ -134,10 +161,18 @@ class PromptOut(BaseModel):
     messages: list[dict[str, str]] | None
 
 
+class DemonstrationOut(BaseModel):
+    id: int
+    response: str
+    """The demonstration under review, as its author wrote it (markdown)."""
+
+
 class TaskOut(BaseModel):
-    kind: Literal["ranking", "pairwise_eval"]
+    kind: Literal["ranking", "pairwise_eval", "demonstration", "demonstration_review"]
     """ranking: order the completions (submit `ranking`). pairwise_eval: a blind comparison of the
-    two completions, A then B (submit a `verdict`)."""
+    two completions, A then B (submit a `verdict`). demonstration: write the assistant's next turn
+    (submit `response`); the one completion, if any, is a model draft to start from.
+    demonstration_review: judge `demonstration` (submit a `decision`)."""
     assignment_id: int
     task_id: int
     project_id: int
@@ -148,6 +183,8 @@ class TaskOut(BaseModel):
     without ids (blind)."""
     flags: list[str]
     """The project's flag names this task takes (none for pairwise_eval)."""
+    demonstration: DemonstrationOut | None = None
+    """The demonstration to review (demonstration_review tasks only)."""
 
 
 class NextTaskOut(BaseModel):
@@ -156,7 +193,10 @@ class NextTaskOut(BaseModel):
 
 
 class SubmitOut(BaseModel):
-    ranking_id: int
+    ranking_id: int | None
+    """The stored ranking (ranking and pairwise_eval tasks); null for the other kinds."""
+    demonstration_id: int | None = None
+    """The demonstration written or reviewed (demonstration and demonstration_review tasks)."""
     late: bool
     """Sent after the lease expired, accepted because a slot was still free."""
     duplicate: bool

@@ -142,6 +142,9 @@ class TaskView:
     """The labeler's progress, when the handout read it with a new lease (Postgres)."""
     kind: str = "ranking"
     """The task's kind; `task_type` holds what differs between kinds (app/labeling/task_types.py)."""
+    extra: Any = None
+    """What the kind shows besides prompt and completions (TaskType.load_extra): for a
+    demonstration_review, the demonstration under review."""
 
     @property
     def task_type(self) -> TaskType:
@@ -344,6 +347,7 @@ def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskVie
         CompletionView(id=cid, text=content.completions[cid], html=content.completions_html[cid], letter=_letter(i))
         for i, cid in enumerate(lease.display_order)
     ]
+    load_extra = task_type(content.kind).load_extra
     progress = None
     if lease.counts is not None:
         done, waiting, window_full = lease.counts
@@ -358,6 +362,7 @@ def _task_view(db: Session, lease: handout.Lease, *, project_id: int) -> TaskVie
         completions=completions,
         progress=progress,
         kind=content.kind,
+        extra=None if load_extra is None else load_extra(db, content),
     )
 
 

@@ -1,5 +1,6 @@
-"""Submitting a ranking and skipping a task; each hands out the labeler's next task in the same
-transaction. Runs in the caller's transaction and never commits it (see handout.start_write_transaction)."""
+"""Submitting an answer (a ranking, a demonstration, a review) and skipping a task; each hands out
+the labeler's next task in the same transaction. Runs in the caller's transaction and never
+commits it (see handout.start_write_transaction)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ from sqlalchemy import CursorResult, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.labeling import handout
-from app.labeling.errors import LEASE_LOST_MESSAGE, Conflict, InvalidSubmission, NotFound
-from app.labeling.partition import InvalidRanking, validate_partition
-from app.labeling.ranking_store import FINISH_ASSIGNMENT, store_ranking
+from app.labeling.errors import LEASE_LOST_MESSAGE, Conflict, NotFound
+from app.labeling.ranking_store import FINISH_ASSIGNMENT
+from app.labeling.recorders import Accepted, Held
 from app.labeling.service import TaskView, next_task_after
 from app.labeling.task_types import Submission, task_type
 from app.models import Assignment, AssignmentState, Project, Ranking, RankingTask, TaskStatus, User, utcnow
-from app.rounds import service as rounds_service
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
@@ -29,11 +29,14 @@ _ASSIGNMENT_FOR_SUBMIT = (
         _assignments.c.id,
         _assignments.c.task_id,
         _assignments.c.project_id,
+        _assignments.c.user_id,
         _assignments.c.state,
         _assignments.c.lease_expires_at,
         _assignments.c.display_order,
         _tasks.c.round_id,
         _tasks.c.kind,
+        _tasks.c.prompt_id,
+        _tasks.c.demonstration_id,
         _rankings.c.id.label("ranking_id"),
         _rankings.c.late,
     )
@@ -58,12 +61,18 @@ _FREE_SLOT = update(_tasks).where(_tasks.c.id == bindparam("task_id")).values(sl
 
 @dataclass(frozen=True)
 class SubmitResult:
-    ranking_id: int
+    id: int
+    """The stored answer's id: a ranking's or a demonstration's (`stores` says which)."""
+    stores: str
     late: bool
     duplicate: bool
 
+    @property
+    def ranking_id(self) -> int | None:
+        return self.id if self.stores == "ranking" else None
 
-def submit_ranking(
+
+def submit_answer(
     db: Session,
     *,
     user: User,
@@ -74,68 +83,42 @@ def submit_ranking(
     now: datetime | None = None,
     labeler_locked: bool = False,
 ) -> tuple[SubmitResult, TaskView | None]:
-    """Stores the ranking and its pairs, then hands out the next task (in the same transaction).
+    """Stores the labeler's answer, then hands out the next task (in the same transaction).
 
-    `data` is the labeler's answer as the route received it; the task's type (its `kind`) turns it
-    into ranking groups (a pairwise evaluation's verdict, say), refusing what that kind does not take.
+    `data` is the answer as the route received it; the task's type (its `kind`) checks and stores
+    it through its recorder (app/labeling/recorders.py): ranking groups and their pairs, a
+    demonstration, a review. What every kind shares is here:
 
-    Idempotent: a retry of a stored ranking returns it again (duplicate=True) with the same next task.
-    After the lease expired it is still accepted while the task has a free slot (late=True).
+    Idempotent: a retry of a stored answer returns it again (duplicate=True) with the same next task.
+    A skipped task cannot be submitted (409). After the lease expired an answer is still accepted
+    while the task has a free slot (late=True).
     `labeler_locked`: the project came from service.lock_project_for_labeler or hot_path.login_and_lock."""
     now = now or utcnow()
-    user_id, project_id, overlap, flag_names = user.id, project.id, project.overlap, set(project.flags or [])
+    user_id = user.id
     if not labeler_locked:
-        _lock(db, project_id=project_id, user_id=user_id)
-    row = db.execute(_ASSIGNMENT_FOR_SUBMIT, {"assignment_id": assignment_id, "user_id": user_id}).first()
-    if row is None or row.project_id != project_id:
-        raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
+        _lock(db, project_id=project.id, user_id=user_id)
+    row = _held(db, assignment_id=assignment_id, user_id=user_id, project_id=project.id)
     kind = task_type(row.kind)
-    judged = kind.judgment(data, row.display_order)  # before the retry check: malformed is a 422 either way
-    if row.ranking_id is not None:
-        result = SubmitResult(ranking_id=row.ranking_id, late=row.late, duplicate=True)
+    recorder = kind.recorder
+    kind.refuse_foreign_fields(data)
+    answer = recorder.check(data, row, project)  # before the retry check: malformed is a 422 either way
+    if row.state == AssignmentState.submitted:
+        stored = recorder.stored(db, row)
+        if stored is None:  # the stored answer was deleted since (an admin withdrew it)
+            raise Conflict("You already answered this task; reload the page for your next one.")
+        result = SubmitResult(id=stored[0], stores=recorder.stores, late=stored[1], duplicate=True)
         return result, next_task_after(
             db, user_id=user_id, project=project, sweep_every=sweep_every, now=now, finished_lease=False
         )
     if row.state == AssignmentState.skipped:
         raise Conflict("You skipped this task, so it cannot be submitted any more.")
 
-    try:
-        groups = validate_partition(judged.ranking, row.display_order)
-    except InvalidRanking as exc:
-        raise InvalidSubmission(str(exc)) from None
-    if judged.flags and not kind.takes_flags:
-        raise InvalidSubmission(f"flags: a {kind.name.lower()} task takes no flags; say why in the comment instead")
-    flags = _checked_flags(judged.flags, completion_ids=set(row.display_order), allowed=flag_names)
-
     late = row.lease_expires_at <= now  # a lease past its time but not yet swept still holds its slot
     if row.state == AssignmentState.expired:
-        _reclaim_slot(db, task_id=row.task_id, overlap=overlap)
+        _reclaim_slot(db, task_id=row.task_id, overlap=project.overlap)
         late = True
-
-    ranking_id = store_ranking(
-        db,
-        overlap=overlap,
-        now=now,
-        ranking={
-            "task_id": row.task_id,
-            "user_id": user_id,
-            "project_id": project_id,
-            "assignment_id": row.id,
-            "groups": groups,
-            "flags": flags,
-            "none_acceptable": judged.none_acceptable,
-            "display_order": row.display_order,
-            "time_spent_ms": judged.time_spent_ms,
-            "comment": judged.comment.strip(),
-            "late": late,
-            "created_at": now,
-        },
-    )
-    if row.round_id is not None:
-        # A training round set to auto-start begins once its labeling threshold is reached. Only a
-        # round's own tasks count towards it, so rankings of uploaded tasks need no look.
-        rounds_service.on_rankings_added(db, project_id=project_id)
-    result = SubmitResult(ranking_id=ranking_id, late=late, duplicate=False)
+    accepted = Accepted(held=row, user_id=user_id, project=project, now=now, late=late)
+    result = SubmitResult(id=recorder.record(db, accepted, answer), stores=recorder.stores, late=late, duplicate=False)
     return result, next_task_after(
         db,
         user_id=user_id,
@@ -144,6 +127,15 @@ def submit_ranking(
         now=now,
         finished_lease=row.state == AssignmentState.leased,
     )
+
+
+def _held(db: Session, *, assignment_id: int, user_id: int, project_id: int) -> Held:
+    """The labeler's assignment, locked; a task they were barred from (their own demonstration's
+    review) is not theirs to answer or skip."""
+    row = db.execute(_ASSIGNMENT_FOR_SUBMIT, {"assignment_id": assignment_id, "user_id": user_id}).first()
+    if row is None or row.project_id != project_id or row.state == AssignmentState.barred:
+        raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
+    return cast(Held, row)
 
 
 def _reclaim_slot(db: Session, *, task_id: int, overlap: int) -> None:
@@ -159,22 +151,6 @@ def _reclaim_slot(db: Session, *, task_id: int, overlap: int) -> None:
             "your ranking was not needed. Carry on with the next task."
         )
     raise Conflict(LEASE_LOST_MESSAGE)
-
-
-def _checked_flags(flags: dict[int, list[str]], *, completion_ids: set[int], allowed: set[str]) -> dict[str, list[str]]:
-    checked: dict[str, list[str]] = {}
-    for completion_id, names in flags.items():
-        if completion_id not in completion_ids:
-            raise InvalidSubmission(f"flags: completion {completion_id} is not part of this task")
-        unknown = sorted(set(names) - allowed)
-        if unknown:
-            raise InvalidSubmission(
-                f"flags[{completion_id}]: unknown flag {', '.join(map(repr, unknown))}; "
-                f"this project's flags are {', '.join(sorted(allowed)) or 'none'}"
-            )
-        if names:
-            checked[str(completion_id)] = sorted(set(names))
-    return checked
 
 
 def _lock(db: Session, *, project_id: int, user_id: int) -> None:
@@ -194,16 +170,14 @@ def skip_task(
     labeler_locked: bool = False,
 ) -> TaskView | None:
     """Gives the task up with a reason: its slot goes back, this labeler never sees it again.
-    Returns the next task. Skipping twice is harmless. `labeler_locked`: as for submit_ranking."""
+    Returns the next task. Skipping twice is harmless. `labeler_locked`: as for submit_answer."""
     now = now or utcnow()
     user_id = user.id
     if not labeler_locked:
         _lock(db, project_id=project.id, user_id=user_id)
-    row = db.execute(_ASSIGNMENT_FOR_SUBMIT, {"assignment_id": assignment_id, "user_id": user_id}).first()
-    if row is None or row.project_id != project.id:
-        raise NotFound(f"You hold no task {assignment_id} in this project; reload the page to get your current task.")
+    row = _held(db, assignment_id=assignment_id, user_id=user_id, project_id=project.id)
     if row.state == AssignmentState.submitted:
-        raise Conflict("You already submitted a ranking for this task; it cannot be skipped.")
+        raise Conflict("You already submitted an answer for this task; it cannot be skipped.")
     if row.state != AssignmentState.skipped:
         db.execute(
             FINISH_ASSIGNMENT,

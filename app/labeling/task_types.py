@@ -1,10 +1,13 @@
 """Task types: what differs between the kinds of ranking_tasks rows, one TaskType per kind.
 
-Every kind shares the handout (overlap, leases, never twice, idempotent and late submits) and
-stores its judgment as an ordinary Ranking: what differs is only how the task is shown and how a
-labeler's answer becomes ranking groups. Routes, services and templates look the kind up here
+Every kind shares the handout and the submit path (app/labeling/submission.py): overlap, leases,
+never twice, idempotent retries, skipped → 409, late submits, the next task in the same
+transaction. What differs is how the task is shown (a template partial, the keys panel), which
+fields its answer takes, and how that answer is stored: the TaskType's `recorder`
+(app/labeling/recorders.py) either turns it into an ordinary Ranking (RankingRecorder with the
+kind's `judgment`) or records something else. Routes, services and templates look the kind up here
 (`task_type(kind)`) instead of branching on it, so a new kind is one entry in TASK_TYPES, one
-template partial, and (when its answer is not ranking groups) one `judgment` function.
+template partial, and a `judgment` function (its answer becomes ranking groups) or a recorder.
 
   * "ranking": 4–9 completions to order, ties allowed (templates/labeling/_ranking.html).
   * "pairwise_eval": a blind evaluation (app/models/evaluation.py): two completions from two model
@@ -12,20 +15,35 @@ template partial, and (when its answer is not ranking groups) one `judgment` fun
     verdict (only a verdict: the page and the JSON API name no completion ids). A wins → [[a], [b]];
     tie → [[a, b]]; both bad → [[a, b]] with none_acceptable; the reason → the comment. Nothing
     shown says which version wrote which response.
+  * "demonstration": the labeler writes the assistant's next turn for the prompt (a chat is
+    continued); its one completion, if any, is a model draft they may start from (the edit
+    distance from it is stored). Stored as a Demonstration (app/demonstrations/recorders.py):
+    accepted at once, or pending review when the project has demonstration_review on.
+  * "demonstration_review": a second labeler accepts, edits (the corrected text is stored beside
+    the original) or rejects (with a reason) one pending demonstration
+    (ranking_tasks.demonstration_id); no completions. Its author is barred from the task when it
+    is created, so nobody reviews their own demonstration. Only accepted demonstrations train.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import get_args
+from typing import Any, get_args
 
 from markupsafe import Markup
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
+from app.demonstrations.recorders import DemonstrationRecorder, ReviewRecorder, load_review
+from app.demonstrations.service import DEMONSTRATION, DEMONSTRATION_REVIEW
+from app.labeling.content import TaskContent
 from app.labeling.errors import InvalidSubmission
+from app.labeling.recorders import RankingRecorder, Recorder
 from app.labeling.schemas import (
+    FormInput,
     RankingIn,
+    Submission,
     SubmissionIn,
     Verdict,
     describe_validation_error,
@@ -36,19 +54,6 @@ from app.labeling.schemas import (
 RANKING = "ranking"
 PAIRWISE_EVAL = "pairwise_eval"
 VERDICTS: tuple[str, ...] = get_args(Verdict)
-
-
-@dataclass(frozen=True)
-class FormInput:
-    """The browser form as sent: its text fields, and the `flag` checkboxes' values."""
-
-    fields: Mapping[str, str]
-    flags: list[str] = field(default_factory=list)
-
-
-Submission = RankingIn | SubmissionIn | FormInput
-"""What a route hands to submission.submit_ranking; the task's type turns it into a RankingIn.
-A RankingIn (tests, internal callers) is taken as it is by every kind."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,26 @@ class TaskType:
     """Which completion is which stays hidden from the labeler: no completion id reaches the page or
     the JSON API (ids are sequential, so they hint at which model version was generated first), and
     the answer names sides ("A", "B"), never ids."""
-    judgment: Callable[[Submission, Sequence[int]], RankingIn] = field(repr=False)
-    """The labeler's answer as ranking groups, given the completions in display order; raises
-    InvalidSubmission (422) naming the field."""
+    recorder: Recorder = field(repr=False)
+    """The storage hook (app/labeling/recorders.py): checks the answer (422 naming the field) and
+    stores it: as a Ranking (RankingRecorder, given the kind's `judgment`) or as something else."""
+    answer_fields: frozenset[str] = field(repr=False)
+    """The submitted fields this kind reads; any other one sent non-empty is refused by name."""
+    expects: str = ""
+    """What to send instead, for that refusal ("`response`: the answer you wrote")."""
+    load_extra: Callable[[Session, TaskContent], Any] | None = field(default=None, repr=False)
+    """What the task shows besides its prompt and completions (TaskView.extra): the demonstration
+    a review task reviews. None: nothing."""
+
+    def refuse_foreign_fields(self, data: Submission) -> None:
+        """InvalidSubmission naming the first field this kind does not take (a ranking sent to a
+        demonstration task, a response sent to a ranking task)."""
+        if isinstance(data, FormInput):
+            sent = {name for name, value in data.fields.items() if value} | ({"flag"} if data.flags else set())
+        else:
+            sent = {name for name in type(data).model_fields if getattr(data, name)}
+        for name in sorted(sent - self.answer_fields - {"flag" if "flags" in self.answer_fields else ""}):
+            raise InvalidSubmission(f"{name}: a {self.name.lower()} task takes no `{name}`; send {self.expects}")
 
 
 # ---- ranking ------------------------------------------------------------------------------------
@@ -164,6 +186,9 @@ def verdict_of(groups: Sequence[Sequence[int]], display_order: Sequence[int], *,
 # ---- the registry -----------------------------------------------------------------------------
 
 
+_RANKING_FIELDS = frozenset({"ranking", "verdict", "flags", "none_acceptable", "time_spent_ms", "comment"})
+
+
 def _keys(*rows: tuple[str, str]) -> tuple[tuple[Markup, Markup], ...]:
     return tuple((Markup(keys), Markup(what)) for keys, what in rows)
 
@@ -197,7 +222,9 @@ TASK_TYPES: dict[str, TaskType] = {
         title="Rank",
         done="ranked",
         blind=False,
-        judgment=_ranking_judgment,
+        recorder=RankingRecorder(_ranking_judgment, takes_flags=True, name="Ranking"),
+        answer_fields=_RANKING_FIELDS,
+        expects="`ranking` (groups of completion ids, best first)",
     ),
     PAIRWISE_EVAL: TaskType(
         kind=PAIRWISE_EVAL,
@@ -215,7 +242,50 @@ TASK_TYPES: dict[str, TaskType] = {
         title="Compare",
         done="judged",
         blind=True,
-        judgment=_pairwise_judgment,
+        recorder=RankingRecorder(_pairwise_judgment, takes_flags=False, name="Blind comparison"),
+        answer_fields=_RANKING_FIELDS,
+        expects='a `verdict`: "A", "B", "tie" or "both_bad"',
+    ),
+    DEMONSTRATION: TaskType(
+        kind=DEMONSTRATION,
+        name="Demonstration",
+        template="labeling/_demonstration.html",
+        completions=(0, 1),
+        takes_flags=False,
+        keys=_keys(
+            ("<kbd>W</kbd>", "write: focus the answer box"),
+            ("<kbd>D</kbd>", "start from the model draft (when the task has one)"),
+            ("<kbd>Esc</kbd>", "leave the answer box (so the letter keys work again)"),
+            ("<kbd>P</kbd>", "preview the answer as it will be shown"),
+            ("<kbd>Ctrl</kbd>+<kbd>Enter</kbd>", "submit the demonstration (also inside the box)"),
+        ),
+        title="Write",
+        done="written",
+        blind=False,
+        recorder=DemonstrationRecorder(),
+        answer_fields=frozenset({"response", "from_draft", "time_spent_ms"}),
+        expects="`response`: the assistant's answer you wrote (markdown)",
+    ),
+    DEMONSTRATION_REVIEW: TaskType(
+        kind=DEMONSTRATION_REVIEW,
+        name="Demonstration review",
+        template="labeling/_demonstration_review.html",
+        completions=(0, 0),
+        takes_flags=False,
+        keys=_keys(
+            ("<kbd>A</kbd>", "accept the demonstration as it is"),
+            ("<kbd>E</kbd>", "edit it: its text goes into the box, your corrected version is stored"),
+            ("<kbd>R</kbd>", "reject it: say why in the comment box"),
+            ("<kbd>Esc</kbd>", "leave a text box"),
+            ("<kbd>Ctrl</kbd>+<kbd>Enter</kbd>", "submit the review"),
+        ),
+        title="Review",
+        done="reviewed",
+        blind=False,
+        recorder=ReviewRecorder(),
+        answer_fields=frozenset({"decision", "reviewed_response", "comment", "time_spent_ms"}),
+        expects='a `decision`: "accept", "edit" (with `reviewed_response`) or "reject" (with a `comment`)',
+        load_extra=load_review,
     ),
 }
 

@@ -73,6 +73,10 @@ class AssignmentState(StrEnum):
     submitted = "submitted"
     expired = "expired"
     skipped = "skipped"
+    barred = "barred"
+    """Never handed to this labeler and holds no slot: they wrote the demonstration the task
+    reviews (app/demonstrations/service.py). The row alone keeps the handout from offering it,
+    as for any task a labeler once had."""
 
 
 class Assignment(Base):

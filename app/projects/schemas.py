@@ -39,6 +39,9 @@ class ProjectCreate(BaseModel):
     flags: list[FlagName] | None = Field(
         None, description="Per-completion flags labelers can set. Default: unsafe, factually_wrong, off_topic."
     )
+    demonstration_review: bool = Field(
+        False, description="Demonstrations wait for a second labeler's review (accept, edit, reject) before they train."
+    )
 
 
 class ProjectUpdate(BaseModel):
@@ -53,6 +56,7 @@ class ProjectUpdate(BaseModel):
     overlap: int | None = Field(None, ge=1, le=50)
     lease_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
     flags: list[FlagName] | None = None
+    demonstration_review: bool | None = None
 
 
 class ProjectOut(BaseModel):
@@ -66,6 +70,7 @@ class ProjectOut(BaseModel):
     overlap: int
     lease_minutes: int
     flags: list[str]
+    demonstration_review: bool
     created_at: datetime
 
 

@@ -26,7 +26,17 @@ K_LOWEST, K_HIGHEST = 4, 9
 """Every ranking task shows between 4 and 9 completions (the InstructGPT range)."""
 MAX_OVERLAP = 50
 MAX_LEASE_MINUTES = 7 * 24 * 60
-UPDATABLE_FIELDS = {"name", "description", "guidelines", "k_min", "k_max", "overlap", "lease_minutes", "flags"}
+UPDATABLE_FIELDS = {
+    "name",
+    "description",
+    "guidelines",
+    "k_min",
+    "k_max",
+    "overlap",
+    "lease_minutes",
+    "flags",
+    "demonstration_review",
+}
 
 
 class ProjectError(ValueError):
@@ -53,6 +63,7 @@ def create_project(
     overlap: int = 1,
     lease_minutes: int = 30,
     flags: list[str] | None = None,
+    demonstration_review: bool = False,
 ) -> Project:
     """Raises ProjectError (a ValueError) naming the field for any refused value."""
     values = _validated(
@@ -64,6 +75,7 @@ def create_project(
         overlap=overlap,
         lease_minutes=lease_minutes,
         flags=list(DEFAULT_FLAGS) if flags is None else flags,
+        demonstration_review=demonstration_review,
     )
     _check_name_free(db, values["name"], except_id=None)
     project = Project(**values)
@@ -160,7 +172,11 @@ def _check_name_free(db: Session, name: str, *, except_id: int | None) -> None:
         raise DuplicateProjectName(name)
 
 
-def _validated(*, name, guidelines, description, k_min, k_max, overlap, lease_minutes, flags) -> dict[str, Any]:
+def _validated(
+    *, name, guidelines, description, k_min, k_max, overlap, lease_minutes, flags, demonstration_review
+) -> dict[str, Any]:
+    if not isinstance(demonstration_review, bool):
+        raise ProjectError("demonstration_review", "must be true or false")
     if not isinstance(name, str) or not name.strip():
         raise ProjectError("name", "must be a non-empty string")
     name = name.strip()
@@ -203,4 +219,5 @@ def _validated(*, name, guidelines, description, k_min, k_max, overlap, lease_mi
         "overlap": overlap,
         "lease_minutes": lease_minutes,
         "flags": cleaned_flags,
+        "demonstration_review": demonstration_review,
     }

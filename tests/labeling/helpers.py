@@ -5,10 +5,23 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.demonstrations import service as demonstrations
 from app.labeling import service, submission
 from app.labeling.schemas import RankingIn, SubmissionIn
-from app.labeling.task_types import PAIRWISE_EVAL
-from app.models import Assignment, PairwiseComparison, Project, Ranking, RankingTask, User
+from app.labeling.task_types import DEMONSTRATION, DEMONSTRATION_REVIEW, PAIRWISE_EVAL
+from app.models import (
+    Assignment,
+    Completion,
+    Demonstration,
+    ModelVersion,
+    PairwiseComparison,
+    Project,
+    Prompt,
+    Ranking,
+    RankingTask,
+    User,
+    utcnow,
+)
 
 
 def next_view(db: Session, user: User, project: Project, **kw) -> service.TaskView | None:
@@ -23,19 +36,92 @@ def strict_order(view: service.TaskView) -> list[list[int]]:
 
 
 def submit(db: Session, user: User, project: Project, view: service.TaskView, groups=None, **fields):
-    """Submits `groups` (default: the completions as shown), or for a pairwise evaluation without
-    `groups` a verdict (`verdict=`, default "A"), as its page does."""
+    """Submits `groups` (default: the completions as shown), or for a kind whose answer is no
+    ranking the answer its page sends (ANSWERS; `groups` given: a different valid answer, as a
+    retry that changed its mind would send)."""
     now = fields.pop("now", None)
     data: RankingIn | SubmissionIn
-    if groups is None and view.kind == PAIRWISE_EVAL:
+    if view.kind in ANSWERS:
+        data = SubmissionIn(**{**ANSWERS[view.kind](changed=groups is not None), **fields})
+    elif groups is None and view.kind == PAIRWISE_EVAL:
         data = SubmissionIn(verdict=fields.pop("verdict", "A"), **fields)
     else:
         data = RankingIn(ranking=groups if groups is not None else strict_order(view), **fields)
-    result = submission.submit_ranking(
+    result = submission.submit_answer(
         db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600, now=now
     )
     db.commit()
     return result
+
+
+ANSWERS = {
+    DEMONSTRATION: lambda changed: {"response": "A **better** answer." if changed else "The *ideal* answer."},
+    DEMONSTRATION_REVIEW: lambda changed: (
+        {"decision": "reject", "comment": "no"} if changed else {"decision": "edit", "reviewed_response": "Edited."}
+    ),
+}
+"""What each page sends for the kinds whose answer is no ranking."""
+
+
+def make_demonstration_task(db: Session, project: Project, *, draft: str | None = "A model draft.") -> RankingTask:
+    """A demonstration task made by the service, with a model draft (a completion of a policy version)."""
+    prompt = _prompt(db, project)
+    version = None
+    if draft is not None:
+        version = ModelVersion(project_id=project.id, kind="policy", name=f"draft-{prompt.id}", base_model="tiny")
+        db.add(version)
+        db.flush()
+        db.add(Completion(prompt_id=prompt.id, text=draft, source="model", model_version_id=version.id))
+        db.flush()
+    created = demonstrations.create_demonstration_tasks(
+        db, project, [prompt.id], draft_version_id=None if version is None else version.id
+    )
+    db.commit()
+    return db.get(RankingTask, created.task_ids[0])
+
+
+def make_review_task(db: Session, project: Project, *, author: User | None = None) -> RankingTask:
+    """A review task of a demonstration written by `author` (default: a new member who is nobody
+    the test hands tasks to), as the service opens it when a project reviews demonstrations."""
+    from tests.factories import make_user
+
+    author = author or make_user(db, projects=[project])
+    task = make_demonstration_task(db, project, draft=None)
+    task.status = "retired"  # only its review is handed out
+    project.demonstration_review = True
+    demonstration_id = demonstrations.store_demonstration(
+        db,
+        project=project,
+        task_id=task.id,
+        prompt_id=task.prompt_id,
+        assignment_id=None,
+        user_id=author.id,
+        response="Paris is the capital of France.",
+        draft_completion_id=None,
+        time_spent_ms=1000,
+        late=False,
+        now=utcnow(),
+    )
+    db.commit()
+    return db.scalars(select(RankingTask).where(RankingTask.demonstration_id == demonstration_id)).one()
+
+
+def _prompt(db: Session, project: Project) -> Prompt:
+    from tests.factories import _seq
+
+    n = next(_seq)
+    prompt = Prompt(
+        project_id=project.id,
+        external_id=f"d{n}",
+        messages=[
+            {"role": "user", "content": f"Question {n}?"},
+            {"role": "assistant", "content": "Which part?"},
+            {"role": "user", "content": "All of it."},
+        ],
+    )
+    db.add(prompt)
+    db.flush()
+    return prompt
 
 
 def fresh(db: Session) -> None:
@@ -52,6 +138,9 @@ def snapshot(db: Session) -> dict:
     return {
         "rankings": db.scalar(select(func.count()).select_from(Ranking)),
         "pairs": db.scalar(select(func.count()).select_from(PairwiseComparison)),
+        "demonstrations": sorted(
+            db.execute(select(Demonstration.id, Demonstration.status, Demonstration.reviewer_id)).all()
+        ),
         "assignments": sorted(db.execute(select(Assignment.id, Assignment.state, Assignment.lease_expires_at)).all()),
         "tasks": sorted(
             db.execute(

@@ -52,7 +52,7 @@ def label_until_empty(
                     if view.kind == PAIRWISE_EVAL
                     else RankingIn(ranking=[[c.id] for c in view.completions])
                 )
-                submission.submit_ranking(
+                submission.submit_answer(
                     db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600
                 )
                 db.commit()

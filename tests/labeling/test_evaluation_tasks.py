@@ -18,7 +18,7 @@ from tests.labeling.helpers import fresh, make_labelers, next_view, snapshot, su
 
 
 def _send(db, user, project, view, data):
-    result = submission.submit_ranking(
+    result = submission.submit_answer(
         db, user=user, project=project, assignment_id=view.assignment_id, data=data, sweep_every=3600
     )
     db.commit()
@@ -185,7 +185,7 @@ def test_a_verdict_retry_is_answered_with_the_stored_judgment(db):
 
 
 def test_every_kind_of_task_has_a_type(db):
-    assert set(task_types.TASK_TYPES) == {"ranking", "pairwise_eval"}
+    assert set(task_types.TASK_TYPES) == {"ranking", "pairwise_eval", "demonstration", "demonstration_review"}
     assert task_types.task_type("pairwise_eval").completions == (2, 2)
     with pytest.raises(LookupError, match="unknown task kind 'poll'"):
         task_types.task_type("poll")

@@ -52,6 +52,7 @@ ROUTES: dict[tuple[str, str], str] = {
     # labeling
     ("GET", "/"): SIGNED_IN,
     ("GET", "/projects/{project_id}/label"): LABELING_PAGE,
+    ("POST", "/projects/{project_id}/label/preview"): LABELING_PAGE,
     ("POST", "/projects/{project_id}/label/{assignment_id}"): LABELING_PAGE,
     ("POST", "/projects/{project_id}/label/{assignment_id}/skip"): LABELING_PAGE,
     ("GET", "/api/v1/labeling/projects/{project_id}/next"): LABELING_API,
@@ -96,6 +97,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/projects/{project_id}/evaluations"): ADMIN_PAGE,
     ("POST", "/admin/projects/{project_id}/evaluations"): ADMIN_PAGE,
     ("POST", "/admin/projects/{project_id}/eval-set"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/demonstration-tasks"): ADMIN_PAGE,
     ("GET", "/admin/evaluations/{evaluation_id}"): ADMIN_PAGE,
     ("POST", "/admin/evaluations/{evaluation_id}/close"): ADMIN_PAGE,
     ("POST", "/admin/evaluations/{evaluation_id}/cancel"): ADMIN_PAGE,
@@ -117,6 +119,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project_id}/exports/consensus"): API_EXPORT,
     ("GET", "/api/v1/projects/{project_id}/exports/pairs"): API_EXPORT,
     ("POST", "/api/v1/projects/{project_id}/demonstrations"): API_UPLOAD,
+    ("POST", "/api/v1/projects/{project_id}/demonstration-tasks"): API_UPLOAD,
     ("GET", "/api/v1/projects/{project_id}/demonstrations/export"): API_EXPORT,
     # API: rounds
     ("POST", "/api/v1/projects/{project_id}/rounds"): API_ADMIN,

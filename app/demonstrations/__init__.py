@@ -1,0 +1,1 @@
+"""Demonstrations: ideal answers written by labelers or uploaded, their review, upload and export."""

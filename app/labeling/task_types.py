@@ -58,6 +58,10 @@ VERDICTS: tuple[str, ...] = get_args(Verdict)
 
 @dataclass(frozen=True)
 class TaskType:
+    """What differs between kinds of ranking_tasks rows: how a task shows (template, keys, title,
+    blind), which answer fields it reads (the rest refused by name) and how the answer is stored
+    (`recorder`). The handout and the submit path around it are the same for every kind."""
+
     kind: str
     name: str
     """What a labeler calls it ("Ranking", "Blind comparison")."""
@@ -95,7 +99,9 @@ class TaskType:
             sent = {name for name, value in data.fields.items() if value} | ({"flag"} if data.flags else set())
         else:
             sent = {name for name in type(data).model_fields if getattr(data, name)}
-        for name in sorted(sent - self.answer_fields - {"flag" if "flags" in self.answer_fields else ""}):
+        foreign = sorted(sent - self.answer_fields - ({"flag"} if "flags" in self.answer_fields else set()))
+        if foreign:
+            name = foreign[0]
             raise InvalidSubmission(f"{name}: a {self.name.lower()} task takes no `{name}`; send {self.expects}")
 
 

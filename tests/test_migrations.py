@@ -29,6 +29,7 @@ from app.settings import ROOT, Settings
 from tests import services
 from tests.factories import PASSWORD, login, make_project, make_ranking, make_task, make_token, make_user
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
+from tests.sft.helpers import populate_jobs
 
 Rows = dict[str, list[dict]]
 
@@ -110,6 +111,8 @@ def _populate_at_head(url: str, tmp_path) -> None:
             assert failed.status_code == 401, failed.text  # a failed login leaves a login_attempts row
         _populate_evaluation(db, project, base=base, policy=policy, reward=reward, labeler=labelers[1])
         _populate_demonstrations(db, project, author=labelers[1])
+        # Migration 0007: a finished SFT run, its version (job_id), a loss point, lineage to the demonstrations.
+        populate_jobs(db, project, start=base, admin=admin)
     finally:
         db.close()
         app.state.engine.dispose()

@@ -4,14 +4,9 @@ sample (rows written at head by the app's own code) and helpers."""
 
 from __future__ import annotations
 
-import warnings
-
 from alembic import command
-from sqlalchemy import MetaData, Table, select
-from sqlalchemy.exc import SAWarning
-from sqlalchemy.schema import sort_tables
+from sqlalchemy import select
 
-import tests.test_migrations as migrations_test
 from app.db import make_engine
 from app.models import ModelVersion, Project
 from app.models.demonstrations import Demonstration
@@ -20,17 +15,7 @@ from tests.test_migrations import _alembic, _columns, _dump, _load, _projected, 
 __all__ = ["empty_database", "sample"]  # fixtures, used by name
 
 
-def _required_first(meta: MetaData) -> list[Table]:
-    """Tables ordered by their NOT NULL foreign keys only, so the cycle ranking_tasks <->
-    demonstrations (both nullable) is broken where `_load` can fill it in a second pass; the
-    reflected order may put assignments before ranking_tasks, whose task_id is NOT NULL."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SAWarning)
-        return sort_tables(meta.tables.values(), skip_fn=lambda fk: fk.parent.nullable)
-
-
-def test_0007_keeps_rows_and_stores_jobs_both_ways(empty_database, sample, tmp_path, monkeypatch):
-    monkeypatch.setattr(migrations_test, "_in_insert_order", _required_first)
+def test_0007_keeps_rows_and_stores_jobs_both_ways(empty_database, sample, tmp_path):
     cfg = _alembic(empty_database)
     command.upgrade(cfg, "0006")
     engine = make_engine(empty_database)

@@ -62,11 +62,11 @@ def settings(db_url, tmp_path) -> Settings:
 
 @pytest.fixture
 def workers(settings, tmp_path) -> Iterator[list[WorkerProcess]]:
-    """Started workers; every one left running is stopped (SIGTERM, then SIGKILL) at the end."""
+    """Started workers; every one left running is killed at the end."""
     started: list[WorkerProcess] = []
     yield started
     for worker in started:
-        worker.stop()
+        worker.discard()
 
 
 @pytest.fixture

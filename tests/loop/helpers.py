@@ -52,6 +52,12 @@ class WorkerProcess:
         self.process.wait(timeout=30)
         self.log.close()
 
+    def discard(self) -> None:
+        """At a test's end nothing it left in the broker matters (each test has its own): SIGKILL
+        at once, instead of stop()'s warm shutdown, which cost every worker test 2 s of waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -12,6 +12,14 @@ from sqlalchemy import func, select
 
 from app.models import ModelVersion, RoundEvent, TrainingRound
 from app.settings import ROOT
+from tests.loop.eval_checks import (
+    EVAL_SETTINGS,
+    eval_answers,
+    human_evaluation,
+    scores_by_rm,
+    upload_eval_prompts,
+    version_evals,
+)
 from tests.loop.helpers import ONE_THREAD, Api, label_everything, wait_for
 from tests.loop.test_loop import tiny_config
 
@@ -186,3 +194,39 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(
         model = db.get(ModelVersion, version)
         assert (Path(model.artifact_path) / "ranklab_card.json").is_file()  # complete, under its final name
     assert api.rounds(project.id)[0]["policy_in_id"] == done["policy_out_id"]
+
+
+def test_a_worker_killed_mid_evaluating_is_replaced_and_nothing_is_stored_twice(
+    app, db, client, admin_token, loop_project, tiny_model_dir, start_worker
+):
+    """SIGKILL in the evaluating step, at its first progress report (generating eval answers), on
+    SQLite and Postgres: the sweep enqueues the step again, the new run finishes it, and each
+    version has its eval answers, RM scores and metrics once, and the round one human evaluation."""
+    project, labelers = loop_project
+    api = Api(client, admin_token)
+    upload_eval_prompts(api, project.id)
+    worker = start_worker(RANKLAB_FAULT_INJECT="evaluating:stall")
+    config = tiny_config(tiny_model_dir, evaluation=EVAL_SETTINGS)
+    round0 = launch_and_label(api, app, db, project, labelers, config, worker)
+    wait_for(
+        lambda: step_progress(db, round0["id"], "evaluating") >= 1, timeout=240, what="eval progress", worker=worker
+    )
+    worker.kill()
+    db.rollback()
+    killed = db.get(TrainingRound, round0["id"])
+    assert killed.status == "evaluating" and killed.claim_token is not None and killed.progress < 1
+    assert version_evals(db, reward_model_id=killed.reward_model_id) == {}
+
+    replacement = start_worker()
+    done = api.wait_status(round0["id"], "done", worker=replacement, timeout=240)
+    messages = [e["message"] for e in api.round(round0["id"], events_after=0)["events"]]
+    assert "evaluating: no live worker (heartbeat stopped); enqueued again" in messages
+    assert sum(m.startswith("evaluating started") for m in messages) == 2  # the killed run and the new one
+    assert sum(m.startswith("eval metrics on 3 prompts") for m in messages) == 1
+    base_id, policy_id, rm_id = done["policy_in_id"], done["policy_out_id"], done["reward_model_id"]
+    assert eval_answers(db) == {base_id: 3, policy_id: 3}
+    assert scores_by_rm(db) == {rm_id: 6}
+    assert set(version_evals(db, reward_model_id=rm_id)) == {base_id, policy_id}
+    assert set(done["metrics"]["evaluation"]["versions"].values()) == {base_id, policy_id}
+    evaluation, task_versions = human_evaluation(db, round_id=round0["id"])  # one: .one() raises otherwise
+    assert evaluation.comparisons == [[policy_id, base_id]] and len(task_versions) == 3

@@ -23,14 +23,11 @@ from app.backup import schema
 from app.backup.dump import export_all
 from app.backup.restore import import_all
 from app.db import make_engine
-from app.evaluation.service import open_for_labeling
 from app.main import create_app
 from app.models import (
     Assignment,
     Completion,
-    CompletionScore,
     Demonstration,
-    Evaluation,
     ModelVersion,
     Project,
     Prompt,
@@ -38,13 +35,12 @@ from app.models import (
     Role,
     RoundPrompt,
     User,
-    VersionEval,
     WebSession,
     utcnow,
 )
 from app.settings import ROOT, Settings
 from tests.backup.helpers import counts, target_settings, write_artifact
-from tests.evaluation.helpers import SEED, add_eval_completions, add_prompts
+from tests.evaluation.helpers import add_evaluation_sample
 from tests.factories import (
     login,
     make_project,
@@ -160,7 +156,7 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     db.commit()
     w, x, y, z = rt.completion_ids
     make_ranking(db, rt, bob, [[x], [y, z], [w]])
-    evaluation = build_evaluation(db, project, base=base, policy=policy, reward=reward, judges=(alice, bob))
+    evaluation = add_evaluation_sample(db, project, base=base, policy=policy, reward=reward, judges=[alice, bob]).id
     build_demonstrations(db, project, author=alice, reviewer=bob)
     # An SFT run: its version (no artifact: the archive's folders are checked above), a loss point, lineage.
     populate_jobs(db, project, start=base, artifact_path=None)
@@ -176,45 +172,6 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
         "policy": policy.id,
         "evaluation": evaluation,
     }
-
-
-def build_evaluation(db: Session, project, *, base, policy, reward, judges) -> int:
-    """Issue 12's rows: eval completions, an evaluation opened by its service (pairwise tasks), a
-    win and a "both bad" judgment, reward-model scores and a version's eval metrics."""
-    prompts = add_prompts(db, project, 2)
-    for version in (base, policy):
-        add_eval_completions(db, version, prompts)
-    evaluation = Evaluation(
-        project_id=project.id,
-        name="policy vs base ✓",
-        status="generating",
-        version_ids=[policy.id, base.id],
-        comparisons=[[policy.id, base.id]],
-        config={"prompts": 2, "prompt_ids": [p.id for p in prompts], "seed": SEED},
-    )
-    db.add(evaluation)
-    db.commit()
-    open_for_labeling(db, evaluation)
-    db.commit()
-    first, second = db.scalars(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id)).all()
-    a, b = first.completion_ids
-    make_ranking(db, first, judges[0], [[b], [a]], comment="clearer")
-    make_ranking(db, second, judges[1], [second.completion_ids], none_acceptable=True)
-    db.add_all(
-        CompletionScore(completion_id=c, reward_model_id=reward.id, score=-0.5 + i) for i, c in enumerate((a, b))
-    )
-    db.add(
-        VersionEval(
-            project_id=project.id,
-            version_id=policy.id,
-            reward_model_id=reward.id,
-            round_id=policy.round_id,
-            metrics={"rm_score": 0.5, "eos_share": 0.75, "distinct_2": 0.3333333333333333},
-            prompts=2,
-        )
-    )
-    db.commit()
-    return evaluation.id
 
 
 def build_demonstrations(db: Session, project, *, author, reviewer) -> None:

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.evaluation import service
-from app.models import Completion, Evaluation, ModelVersion, Project, Prompt, RankingTask, User
+from app.models import (
+    Completion,
+    CompletionScore,
+    Evaluation,
+    ModelVersion,
+    Project,
+    Prompt,
+    RankingTask,
+    User,
+    VersionEval,
+)
 from tests.factories import make_project, make_ranking, make_user
 from tests.rounds.helpers import make_round, make_version
 
@@ -94,3 +105,52 @@ def judge(
         make_ranking(db, task, user, [[win], [lose]], comment=comment)
     else:
         make_ranking(db, task, user, [[first, second]], none_acceptable=verdict == "both_bad", comment=comment)
+
+
+def add_evaluation_sample(
+    db: Session, project: Project, *, base: ModelVersion, policy: ModelVersion, reward: ModelVersion, judges: list[User]
+) -> Evaluation:
+    """Issue 12's rows, for the tests that need every table filled (backups, migrations): answers
+    of both versions to two eval prompts, an evaluation opened by its service (two pairwise_eval
+    tasks), the first judge's win with a reason and, with a second judge, a "both bad", the reward
+    model's scores of the judged answers and the policy's eval metrics (1/3: a float that must
+    survive a round trip exactly)."""
+    prompts = add_prompts(db, project, 2)
+    for version in (base, policy):
+        add_eval_completions(db, version, prompts)
+    # The row service.launch stores, without its GENERATE_EVAL message (these sessions name no broker).
+    evaluation = Evaluation(
+        project_id=project.id,
+        name="policy vs base ✓",
+        status="generating",
+        version_ids=[policy.id, base.id],
+        comparisons=[[policy.id, base.id]],
+        config={"prompts": 2, "prompt_ids": [p.id for p in prompts], "seed": SEED},
+    )
+    db.add(evaluation)
+    db.commit()
+    service.open_for_labeling(db, evaluation)
+    db.commit()
+    tasks = db.scalars(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id).order_by(RankingTask.id))
+    for task, judge_, verdict in zip(tasks, judges, ("win", "both_bad"), strict=False):
+        first, second = task.completion_ids
+        if verdict == "win":
+            make_ranking(db, task, judge_, [[second], [first]], comment="B reads better")
+        else:
+            make_ranking(db, task, judge_, [[first, second]], none_acceptable=True)
+        db.add_all(
+            CompletionScore(completion_id=c, reward_model_id=reward.id, score=-0.5 + i)
+            for i, c in enumerate(task.completion_ids)
+        )
+    db.add(
+        VersionEval(
+            project_id=project.id,
+            version_id=policy.id,
+            reward_model_id=reward.id,
+            round_id=policy.round_id,
+            metrics={"rm_score": 0.5, "mean_tokens": 12.5, "distinct_2": 1 / 3, "lc_win_rate_vs_previous": 0.6},
+            prompts=2,
+        )
+    )
+    db.commit()
+    return evaluation

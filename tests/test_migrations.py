@@ -27,6 +27,7 @@ from app.main import create_app
 from app.models import AssignmentState
 from app.settings import ROOT, Settings
 from tests import services
+from tests.evaluation.helpers import add_evaluation_sample
 from tests.factories import PASSWORD, login, make_project, make_ranking, make_task, make_token, make_user
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
 from tests.sft.helpers import populate_jobs
@@ -109,47 +110,13 @@ def _populate_at_head(url: str, tmp_path) -> None:
             assert page.status_code == 200, page.text
             failed = client.post("/login", data={"email": admin.email, "password": PASSWORD + "!"})
             assert failed.status_code == 401, failed.text  # a failed login leaves a login_attempts row
-        _populate_evaluation(db, project, base=base, policy=policy, reward=reward, labeler=labelers[1])
+        add_evaluation_sample(db, project, base=base, policy=policy, reward=reward, judges=[labelers[1]])
         _populate_demonstrations(db, project, author=labelers[1])
         # Migration 0007: a finished SFT run, its version (job_id), a loss point, lineage to the demonstrations.
         populate_jobs(db, project, start=base, admin=admin)
     finally:
         db.close()
         app.state.engine.dispose()
-
-
-def _populate_evaluation(db, project, *, base, policy, reward, labeler) -> None:
-    """An evaluation opened by its service on two eval prompts (pairwise_eval tasks), one judgment,
-    reward-model scores of the eval answers and the versions' eval metrics (issue 12's tables)."""
-    from app.evaluation import service
-    from app.models import CompletionScore, RankingTask, VersionEval
-    from tests.evaluation.helpers import add_eval_completions, add_prompts
-
-    prompts = add_prompts(db, project, 2)
-    for version in (base, policy):
-        add_eval_completions(db, version, prompts)
-    evaluation = service.launch(
-        db, project_id=project.id, version_ids=[policy.id, base.id], prompts=2, seed=1234, check_queue=False
-    )
-    db.commit()
-    service.open_for_labeling(db, evaluation)
-    db.commit()
-    task = db.scalar(select(RankingTask).where(RankingTask.evaluation_id == evaluation.id).order_by(RankingTask.id))
-    first, second = task.completion_ids
-    make_ranking(db, task, labeler, [[second], [first]], comment="B reads better")
-    for completion_id in task.completion_ids:
-        db.add(CompletionScore(completion_id=completion_id, reward_model_id=reward.id, score=0.25))
-    db.add(
-        VersionEval(
-            project_id=project.id,
-            version_id=policy.id,
-            reward_model_id=reward.id,
-            round_id=policy.round_id,
-            metrics={"rm_score": 0.25, "mean_tokens": 12.5, "lc_win_rate_vs_previous": 0.6},
-            prompts=2,
-        )
-    )
-    db.commit()
 
 
 def _populate_demonstrations(db, project, *, author) -> None:

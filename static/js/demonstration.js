@@ -1,7 +1,7 @@
 /* ranklab demonstration and review forms (templates/labeling/_demonstration*.html): write the
  * assistant's answer, start from the model draft, word count, keyboard (W write, D draft,
- * P preview, Esc leaves a text box, Ctrl+Enter submits; review: A accept, E edit, R reject),
- * active time measured as on the other pages. Inline errors and the panels are ranking.js's.
+ * P preview, Esc leaves a text box, Ctrl+Enter submits; review: A accept, E edit, R reject).
+ * Active time is active_time.js's; inline errors and the panels are ranking.js's.
  *
  * Texts are untrusted: this file never reads or builds HTML. It copies a textarea's `.value` into
  * another, counts words, checks radios and moves focus. The preview's HTML comes from the server's
@@ -9,12 +9,6 @@
  */
 (function () {
   "use strict";
-
-  var ACTIVE_WINDOW_MS = 60000; // time counts as active for a minute after the last input
-  var lastInput = Date.now();
-  ["keydown", "pointerdown", "pointermove", "wheel", "touchstart", "scroll", "input"].forEach(function (type) {
-    document.addEventListener(type, function () { lastInput = Date.now(); }, { passive: true, capture: true });
-  });
 
   function currentForm() { return document.querySelector("[data-demonstration-form], [data-review-form]"); }
 
@@ -37,22 +31,7 @@
   function setupForm(form) {
     if (form.dataset.ready === "1") return;
     form.dataset.ready = "1";
-    var timeField = form.querySelector("[data-time-field]");
-    var activeMs = 0;
-    var lastTick = Date.now();
-    var timer = window.setInterval(function () {
-      if (!document.body.contains(form)) { window.clearInterval(timer); return; }
-      var now = Date.now();
-      if (document.visibilityState === "visible" && now - lastInput < ACTIVE_WINDOW_MS) {
-        activeMs += Math.min(now - lastTick, 2000);
-      }
-      lastTick = now;
-      timeField.value = String(activeMs);
-    }, 1000);
-    form.addEventListener("htmx:configRequest", function (event) {
-      if (event.detail.elt !== form) return;
-      event.detail.parameters.time_spent_ms = String(activeMs);
-    });
+    window.ranklabActiveTime.track(form); // active time, sent as time_spent_ms (active_time.js)
 
     var box = form.querySelector("[data-response]");
     var counter = form.querySelector("[data-word-count]");

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
+from functools import cache
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
+from app.auth.security import hash_password
+from app.deps import SESSION_COOKIE
 from app.labeling.ranking_store import RANKING_FIELDS, store_ranking
 from app.models import (
     Assignment,
@@ -35,8 +38,20 @@ PASSWORD = "correct horse battery staple"
 _seq = itertools.count(1)
 
 
+@cache
+def password_hash() -> str:
+    """PASSWORD hashed once for all test users. An argon2 hash costs 0.1-0.5 s of CPU on two cores
+    (the point of argon2), and the suite makes well over a thousand users: hashing each one took
+    minutes. Logins still verify this real hash; create_user's own hashing is tested in test_auth."""
+    return hash_password(PASSWORD)
+
+
 def make_user(db: Session, *, role: str = Role.labeler, email: str | None = None, projects: list[Project] = ()) -> User:
-    user = auth_service.create_user(db, email=email or f"user{next(_seq)}@example.com", password=PASSWORD, role=role)
+    """A user as auth_service.create_user makes one, with the shared password hash."""
+    email = (email or f"user{next(_seq)}@example.com").strip().lower()
+    user = User(email=email, password_hash=password_hash(), role=role, display_name=email.split("@")[0])
+    db.add(user)
+    db.flush()
     for project in projects:
         db.add(ProjectMember(project_id=project.id, user_id=user.id))
     db.commit()
@@ -140,8 +155,15 @@ def make_token(db: Session, *scopes: str) -> str:
 
 
 def login(client: TestClient, user: User) -> TestClient:
-    response = client.post("/login", data={"email": user.email, "password": PASSWORD}, follow_redirects=False)
-    assert response.status_code == 303, response.text
+    """Signs `user` in on `client`: the session a successful POST /login starts, and its cookie.
+    The form itself (password check, rate limit, cookie flags) is tested in tests/test_auth.py;
+    here it would only spend an argon2 verification (0.1-0.5 s of CPU) per login."""
+    assert user.is_active, "an inactive user cannot log in"
+    state = client.app.state
+    with state.write_sessionmaker() as session, session.begin():
+        token = auth_service.start_session(session, user=session.get(User, user.id), hours=state.settings.session_hours)
+    client.cookies.delete(SESSION_COOKIE)  # a session from an earlier login, under any domain
+    client.cookies.set(SESSION_COOKIE, token)
     return client
 
 

@@ -11,7 +11,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from app.auth import service as auth_service
 from app.auth.security import password_needs_rehash, token_digest, verify_password
 from app.models import ApiToken, LoginAttempt, Role, User, WebSession, utcnow
-from tests.factories import PASSWORD, csrf_of, login, make_token, make_user
+from tests.factories import PASSWORD, csrf_of, make_token, make_user
 
 
 def _login(client, user, password=PASSWORD, **form):
@@ -87,7 +87,7 @@ def test_wrong_password_is_refused_and_logout_needs_csrf(client, db):
     user = make_user(db)
     response = client.post("/login", data={"email": user.email, "password": "nope"})
     assert response.status_code == 401 and "Wrong email or password" in response.text
-    login(client, user)
+    assert _login(client, user).status_code == 303
     assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
     assert client.get("/", follow_redirects=False).status_code == 200  # still logged in
 
@@ -140,7 +140,7 @@ def test_login_rate_limit_counts_per_client_address_across_emails(client, db):
 
 def test_expired_session_no_longer_works(client, db):
     user = make_user(db)
-    login(client, user)
+    assert _login(client, user).status_code == 303
     assert client.get("/", follow_redirects=False).status_code == 200
     session = db.scalar(select(WebSession).where(WebSession.user_id == user.id))
     session.expires_at = utcnow() - timedelta(seconds=1)

@@ -60,10 +60,19 @@ def db_url(request, tmp_path) -> Iterator[str]:
         return
     url = request.getfixturevalue("postgres_migrated")
     yield url
+    _empty_postgres(url)
+
+
+def _empty_postgres(url: str) -> None:
+    """Every row gone and every id sequence restarted, as TRUNCATE ... RESTART IDENTITY does, but
+    with DELETE: TRUNCATE gives each table and index new files, 0.2-0.5 s per test on two cores,
+    while deleting the few rows a test leaves takes ~0.01 s. Every foreign key has an ON DELETE
+    action, so the order does not matter."""
     engine = make_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+        conn.execute(text("SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S'"))
     engine.dispose()
 
 

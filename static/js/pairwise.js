@@ -1,6 +1,6 @@
 /* ranklab blind comparison page (templates/labeling/_pairwise.html): choose a verdict with the
- * keyboard (A, B, T, X), R goes to the reason, Enter submits; active time is measured as on the
- * ranking page. Inline errors and the side panels are ranking.js's (loaded on the same page).
+ * keyboard (A, B, T, X), R goes to the reason, Enter submits; active time by active_time.js.
+ * Inline errors and the side panels are ranking.js's (loaded on the same page).
  *
  * Responses are untrusted model output: this file never reads or builds HTML from page text. It
  * only checks radios, moves focus and sets a hidden field's value.
@@ -8,12 +8,7 @@
 (function () {
   "use strict";
 
-  var ACTIVE_WINDOW_MS = 60000; // time counts as active for a minute after the last input
   var KEYS = /^[abtx]$/;
-  var lastInput = Date.now();
-  ["keydown", "pointerdown", "pointermove", "wheel", "touchstart", "scroll"].forEach(function (type) {
-    document.addEventListener(type, function () { lastInput = Date.now(); }, { passive: true, capture: true });
-  });
 
   function currentForm() { return document.querySelector("[data-pairwise-form]"); }
 
@@ -26,23 +21,7 @@
   function setupForm(form) {
     if (form.dataset.ready === "1") return;
     form.dataset.ready = "1";
-    var timeField = form.querySelector("[data-time-field]");
-    var activeMs = 0;
-    var lastTick = Date.now();
-    var timer = window.setInterval(function () {
-      if (!document.body.contains(form)) { window.clearInterval(timer); return; }
-      var now = Date.now();
-      if (document.visibilityState === "visible" && now - lastInput < ACTIVE_WINDOW_MS) {
-        activeMs += Math.min(now - lastTick, 2000);
-      }
-      lastTick = now;
-      timeField.value = String(activeMs);
-    }, 1000);
-
-    form.addEventListener("htmx:configRequest", function (event) {
-      if (event.detail.elt !== form) return;
-      event.detail.parameters.time_spent_ms = String(activeMs);
-    });
+    window.ranklabActiveTime.track(form);
 
     // Focus starts on the question, not on a side: nothing is pre-selected or highlighted.
     var question = form.querySelector("[data-question]");

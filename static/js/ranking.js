@@ -1,5 +1,5 @@
 /* ranklab ranking page: rank completions by drag (SortableJS, by the handle only) or by keyboard,
- * make ties, measure active time, show server errors inline without touching the ordering.
+ * make ties, show server errors inline without touching the ordering. Active time: active_time.js.
  *
  * Completions are untrusted model output: this file never builds HTML from page text. It reads
  * completion ids from data-attributes and writes only textContent, attributes and node order.
@@ -9,12 +9,6 @@
  */
 (function () {
   "use strict";
-
-  var ACTIVE_WINDOW_MS = 60000; // time counts as active for a minute after the last input
-  var lastInput = Date.now();
-  ["keydown", "pointerdown", "pointermove", "wheel", "touchstart", "scroll"].forEach(function (type) {
-    document.addEventListener(type, function () { lastInput = Date.now(); }, { passive: true, capture: true });
-  });
 
   function cardsOf(list) {
     return Array.prototype.filter.call(list.children, function (el) { return el.classList.contains("completion-card"); });
@@ -49,21 +43,9 @@
     form.dataset.ready = "1";
     var list = form.querySelector("[data-ranking-list]");
     var field = form.querySelector("[data-ranking-field]");
-    var timeField = form.querySelector("[data-time-field]");
     var announcer = form.querySelector("[data-announcer]");
     var grabbed = null;
-    var activeMs = 0;
-    var lastTick = Date.now();
-
-    var timer = window.setInterval(function () {
-      if (!document.body.contains(form)) { window.clearInterval(timer); return; }
-      var now = Date.now();
-      if (document.visibilityState === "visible" && now - lastInput < ACTIVE_WINDOW_MS) {
-        activeMs += Math.min(now - lastTick, 2000);
-      }
-      lastTick = now;
-      timeField.value = String(activeMs);
-    }, 1000);
+    window.ranklabActiveTime.track(form);
 
     function announce(text) { announcer.textContent = text; }
 
@@ -228,7 +210,6 @@
       if (event.detail.elt !== form) return;
       render();
       event.detail.parameters.ranking = field.value;
-      event.detail.parameters.time_spent_ms = String(activeMs);
     });
 
     if (window.Sortable) {

@@ -110,8 +110,8 @@ class Lease(NamedTuple):
     content: TaskContent | None = None
     """The task's prompt and completions when the handout had to load them anyway (a new lease)."""
     counts: tuple[int, int, bool] | None = None
-    """(done, waiting, window_full) read with a new lease on Postgres: the labeler's rankings in the
-    project; the task just leased plus the open ones they never had among the PROGRESS_CAP oldest
+    """(done, waiting, window_full) read with a new lease on Postgres: the tasks the labeler answered
+    in the project; the task just leased plus the open ones they never had among the PROGRESS_CAP oldest
     open tasks; whether that window was full."""
 
 

@@ -43,6 +43,8 @@ from app.models._types import JSONType, UTCDateTime
 # before LIMIT 1, growing with the project (docs/labeling-performance.md, "A second pass", step 4).
 OPEN = f"'{TaskStatus.open.value}'"
 assert TaskStatus.open.value.isidentifier()  # safe to write into the SQL
+SUBMITTED = f"'{AssignmentState.submitted.value}'"  # the same, for the labeler's "done" count
+assert AssignmentState.submitted.value.isidentifier()
 
 
 def _statement(*, wait: bool):
@@ -76,8 +78,9 @@ SELECT lease.id AS assignment_id, lease.task_id, lease.lease_expires_at, lease.d
        shown.demonstration_id,
        prompt.text AS prompt_text, prompt.messages AS prompt_messages,
        completion.id, completion.text AS completion_text, completion.text_html, completion.html_renderer,
-       (SELECT count(*) FROM rankings
-        WHERE rankings.user_id = :labeler AND rankings.project_id = :project) AS done,
+       (SELECT count(*) FROM assignments AS answered
+        WHERE answered.user_id = :labeler AND answered.project_id = :project
+          AND answered.state = {SUBMITTED}) AS done,
        left_for_you.waiting, left_for_you.window_full
 FROM lease
 JOIN shown ON shown.task_id = lease.task_id
@@ -119,7 +122,7 @@ class NewLease(NamedTuple):
     display_order: list[int]
     content: TaskContent
     done: int
-    """The labeler's rankings in the project."""
+    """Tasks the labeler answered in the project (rankings, verdicts, demonstrations, reviews)."""
     waiting: int
     """The task just leased plus open tasks with a free slot the labeler never had, among the
     `cap` oldest open tasks with a free slot."""

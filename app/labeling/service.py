@@ -24,7 +24,6 @@ from app.models import (
     AssignmentState,
     Project,
     ProjectMember,
-    Ranking,
     RankingTask,
     TaskStatus,
     User,
@@ -33,8 +32,8 @@ from app.models import (
 
 _assignments = Assignment.__table__
 _tasks = RankingTask.__table__
-_rankings = Ranking.__table__
 _OPEN: ColumnClause[str] = literal_column(f"'{TaskStatus.open.value}'")
+_SUBMITTED: ColumnClause[str] = literal_column(f"'{AssignmentState.submitted.value}'")
 
 REMAINING_CAP = handout.PROGRESS_CAP
 
@@ -44,7 +43,9 @@ def _had_task(user_id):
 
 
 def _progress_columns(overlap):
-    """This labeler's rankings in the project; how many of the REMAINING_CAP oldest open tasks with
+    """The tasks this labeler answered in the project (rankings, verdicts, demonstrations, reviews:
+    their submitted assignments, index-only on ix_assignments_user_project_state); how many of the
+    REMAINING_CAP oldest open tasks with
     a free slot they never had; and whether that window was full (so more may be left). Core
     columns, not the ORM classes': the ORM execution path costs more than the statement here.
 
@@ -52,10 +53,15 @@ def _progress_columns(overlap):
     written in SQL): the window is a plain ordered LIMIT on ix_ranking_tasks_handout ('open' a
     literal, BETWEEN so no other index serves the order), and only its rows are probed for the
     labeler's lease."""
+    answered = _assignments.alias("answered")  # not the page state's own join on assignments
     done = (
         select(func.count())
-        .select_from(_rankings)
-        .where(_rankings.c.user_id == bindparam("user_id"), _rankings.c.project_id == bindparam("project_id"))
+        .select_from(answered)
+        .where(
+            answered.c.user_id == bindparam("user_id"),
+            answered.c.project_id == bindparam("project_id"),
+            answered.c.state == _SUBMITTED,
+        )
         .scalar_subquery()
     )
 
@@ -154,7 +160,7 @@ class TaskView:
 @dataclass(frozen=True)
 class Progress:
     done: int
-    """Rankings this labeler submitted in the project."""
+    """Tasks this labeler answered in the project: rankings, verdicts, demonstrations, reviews."""
     remaining: int
     """The task this labeler holds now, plus open tasks with a free slot they have not had yet."""
     capped: bool = False
@@ -212,9 +218,13 @@ def list_projects_for(db: Session, *, user: User) -> list[tuple[Project, Progres
     ids = [p.id for p in projects]
     done = dict(
         db.execute(
-            select(Ranking.project_id, func.count())
-            .where(Ranking.user_id == user.id, Ranking.project_id.in_(ids))
-            .group_by(Ranking.project_id)
+            select(Assignment.project_id, func.count())
+            .where(
+                Assignment.user_id == user.id,
+                Assignment.project_id.in_(ids),
+                Assignment.state == AssignmentState.submitted,
+            )
+            .group_by(Assignment.project_id)
         ).all()
     )
     remaining = dict(

@@ -87,6 +87,7 @@ class Assignment(Base):
         UniqueConstraint("task_id", "user_id"),
         Index("ix_assignments_user_state", "user_id", "state"),
         Index("ix_assignments_state_expiry", "state", "lease_expires_at"),
+        Index("ix_assignments_user_project_state", "user_id", "project_id", "state"),  # "done" count (0006)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -54,6 +54,9 @@ def upgrade() -> None:
     op.create_index("ix_demonstrations_prompt_id", "demonstrations", ["prompt_id"])
     op.create_index("ix_demonstrations_task_id", "demonstrations", ["task_id"])
     op.create_index("ix_demonstrations_user_id", "demonstrations", ["user_id"])
+    # The labeler's "done" count is their submitted assignments now that not every answer is a
+    # ranking: an index-only count, as rankings(user_id, project_id) gave before (0003).
+    op.create_index("ix_assignments_user_project_state", "assignments", ["user_id", "project_id", "state"])
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.add_column(sa.Column("demonstration_review", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("ranking_tasks", schema=None) as batch_op:
@@ -79,3 +82,4 @@ def downgrade() -> None:
     with op.batch_alter_table("projects", schema=None) as batch_op:
         batch_op.drop_column("demonstration_review")
     op.drop_table("demonstrations")
+    op.drop_index("ix_assignments_user_project_state", table_name="assignments")

@@ -99,6 +99,7 @@ def test_a_labeler_writes_a_demonstration_from_the_draft_and_its_edit_distance_i
     form["time_spent_ms"] = "42000"
     sent = client.post(f"/projects/{project.id}/label/{assignment_id}", data=form, headers=HX)
     assert sent.status_code == 200 and "Saved." in sent.text, sent.text
+    assert "<strong>1</strong> done by you" in sent.text  # a demonstration counts as done
     fresh(db)
     demo = db.scalars(select(Demonstration)).one()
     assert (demo.task_id, demo.user_id, demo.status, demo.source) == (task.id, labeler.id, "accepted", "labeler")

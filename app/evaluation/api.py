@@ -64,15 +64,14 @@ def evaluation_out(db: Session, evaluation: Evaluation) -> EvaluationOut:
 
 def launch_from(db: Session, project: Project, body: EvaluationIn, *, created_by_id: int | None) -> Evaluation:
     """Both ways of choosing versions (a list, or a version with presets) end in service.launch."""
-    comparisons: list[list[int]] | None
-    if body.version_id is not None:
-        comparisons = service.preset_comparisons(
-            db, project_id=project.id, version_id=body.version_id, against=body.against or []
-        )
-        version_ids = list(dict.fromkeys(v for pair in comparisons for v in pair))
-    else:
-        version_ids = list(body.version_ids or [])
-        comparisons = [list(pair) for pair in body.comparisons] if body.comparisons is not None else None
+    version_ids, comparisons = service.chosen(
+        db,
+        project_id=project.id,
+        version_id=body.version_id,
+        against=body.against or [],
+        version_ids=body.version_ids or [],
+        comparisons=body.comparisons,
+    )
     return service.launch(
         db,
         project_id=project.id,

@@ -97,16 +97,13 @@ def launch(request: Request, db: DbDep, admin: AdminDep, project: ProjectDep, fo
         prompts = _int(form.get("prompts") or service.DEFAULT_PROMPTS, "prompts")
         seed = _int(form.get("seed") or service.DEFAULT_SEED, "seed")
         name = str(form.get("name") or "").strip()[:200] or None
-        against = [str(v) for v in form.getlist("against")]
-        if form.get("version_id"):
-            version_id = _int(form.get("version_id"), "version_id")
-            comparisons = service.preset_comparisons(
-                db, project_id=project.id, version_id=version_id, against=[a for a in against if a in PRESET_LABELS]
-            )
-            version_ids = list(dict.fromkeys(v for pair in comparisons for v in pair))
-        else:
-            version_ids = [_int(v, "version_ids") for v in form.getlist("version_ids")]
-            comparisons = None
+        version_ids, comparisons = service.chosen(
+            db,
+            project_id=project.id,
+            version_id=_int(form.get("version_id"), "version_id") if form.get("version_id") else None,
+            against=[a for a in map(str, form.getlist("against")) if a in PRESET_LABELS],
+            version_ids=[_int(v, "version_ids") for v in form.getlist("version_ids")],
+        )
         evaluation = service.launch(
             db,
             project_id=project.id,

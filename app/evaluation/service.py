@@ -70,6 +70,24 @@ def list_evaluations(db: Session, *, project_id: int) -> list[Evaluation]:
     )
 
 
+def chosen(
+    db: Session,
+    *,
+    project_id: int,
+    version_id: int | None,
+    against: Sequence[str] = (),
+    version_ids: Sequence[int] = (),
+    comparisons: Sequence[Sequence[int]] | None = None,
+) -> tuple[list[int], list[list[int]] | None]:
+    """(version_ids, comparisons) for `launch` from either way of choosing, the same in the API and
+    the pages: `version_id` against presets ("previous", "base", "sft"), or `version_ids` (every
+    pair, unless `comparisons` names the pairs)."""
+    if version_id is not None:
+        pairs = preset_comparisons(db, project_id=project_id, version_id=version_id, against=against)
+        return list(dict.fromkeys(v for pair in pairs for v in pair)), pairs
+    return list(version_ids), None if comparisons is None else [list(pair) for pair in comparisons]
+
+
 def launch(
     db: Session,
     *,

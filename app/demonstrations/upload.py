@@ -11,7 +11,9 @@ Idempotent by `id` (the line's external id; left out, it is derived from the con
 prompts). A line whose id is stored with the same prompt and answer is counted as
 already_present; with a different prompt or answer it is a conflict, refused and named: an upload
 never changes a stored demonstration (it may have been reviewed, or have trained a model).
-Its status is never changed by an upload either; review owns it."""
+Its status is never changed by an upload either; review owns it. A new demonstration is
+pending_review when the project reviews (unless its line gives a status), and then gets its
+review task in the same transaction, as a written one does."""
 
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.demonstrations.service import DEMONSTRATION_REVIEW
 from app.demonstrations.upload_schema import DemonstrationLine, Parsed, parsed
 from app.markdown import RENDERER_VERSION, html_columns
 from app.models import (
@@ -33,6 +36,7 @@ from app.models import (
     Project,
     Prompt,
     PromptSplit,
+    RankingTask,
     utcnow,
 )
 from app.prompts.jsonl import parse_lines
@@ -180,14 +184,16 @@ def _store(db: Session, project: Project, items: list[Parsed], report: UploadRep
         }
 
     # 3. Insert the new ids; compare the rest with what is stored.
-    inserted: set[str] = set()
+    inserted: dict[str, int] = {}
     if storing:
         inserted = _insert(db, [{k: v for k, v in row.items() if k != "prompt_key"} for row in rows.values()])
         report.created += len(inserted)
-        report.pending_review += sum(rows[i]["status"] == DemonstrationStatus.pending_review for i in inserted)
+        waiting = [i for i in inserted if rows[i]["status"] == DemonstrationStatus.pending_review]
+        _open_reviews(db, project, [(inserted[i], rows[i]["prompt_id"]) for i in waiting])
+        report.pending_review += len(waiting)
     stored = db.execute(
         select(Demonstration.external_id, Demonstration.prompt_id, Demonstration.response).where(
-            Demonstration.project_id == project.id, Demonstration.external_id.in_(set(rows) - inserted)
+            Demonstration.project_id == project.id, Demonstration.external_id.in_(set(rows) - inserted.keys())
         )
     ).all()
     for stored_id, prompt_id, response in stored:
@@ -222,18 +228,40 @@ def _prompt_key_of(db: Session, prompt_id: int) -> str | None:
     return db.scalar(select(Prompt.external_id).where(Prompt.id == prompt_id))
 
 
-def _insert(db: Session, rows: list[dict]) -> set[str]:
-    """INSERT ... ON CONFLICT (project_id, external_id) DO NOTHING; the external ids inserted.
+def _insert(db: Session, rows: list[dict]) -> dict[str, int]:
+    """INSERT ... ON CONFLICT (project_id, external_id) DO NOTHING; external id -> row id of those inserted.
 
     A concurrent upload of the same ids then waits for the other transaction (Postgres) or the
     write lock (SQLite) and compares with what it stored, instead of failing with a 500."""
     if not rows:
-        return set()
-    insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
+        return {}
+    dialect_insert = postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
     table = Demonstration.__table__
     statement = (
-        insert(table)
+        dialect_insert(table)
         .on_conflict_do_nothing(index_elements=["project_id", "external_id"])
-        .returning(table.c.external_id)
+        .returning(table.c.external_id, table.c.id)
     )
-    return set(db.execute(statement, rows).scalars())
+    return {external_id: row_id for external_id, row_id in db.execute(statement, rows)}
+
+
+def _open_reviews(db: Session, project: Project, demonstrations: list[tuple[int, int]]) -> None:
+    """One review task per (demonstration id, prompt id), as a labeler's pending demonstration gets
+    (app/demonstrations/service.py), in one multi-row INSERT. An upload has no author to bar from
+    reviewing it."""
+    if not demonstrations:
+        return
+    now = utcnow()
+    db.execute(
+        insert(RankingTask),
+        [
+            {
+                "project_id": project.id,
+                "prompt_id": prompt_id,
+                "kind": DEMONSTRATION_REVIEW,
+                "demonstration_id": demonstration_id,
+                "created_at": now,
+            }
+            for demonstration_id, prompt_id in demonstrations
+        ],
+    )

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from app.models import Demonstration, Prompt
-from tests.demonstrations.data_helpers import NDJSON, bearer, jsonl, upload
-from tests.factories import make_project
+from app.labeling.task_types import DEMONSTRATION_REVIEW
+from app.models import Demonstration, Prompt, RankingTask
+from tests.demonstrations.data_helpers import NDJSON, bearer, export_rows, jsonl, upload
+from tests.factories import make_project, make_user
+from tests.labeling.helpers import next_view, submit
 
 
 def _count(db, model) -> int:
@@ -201,6 +203,26 @@ def test_a_reviewing_project_gets_pending_uploads_unless_the_line_says(client, d
     assert response.json() == {"created": 2, "already_present": 0, "prompts_created": 1, "pending_review": 1}
     db.rollback()
     assert sorted(d.status for d in db.scalars(select(Demonstration))) == ["accepted", "pending_review"]
+
+
+def test_a_pending_upload_is_reviewed_like_a_written_one_then_exported(client, db):
+    """The pending upload gets a review task: a member is handed it, accepts, and the export
+    (accepted only) then holds both demonstrations."""
+    project = make_project(db, demonstration_review=True)
+    reviewer = make_user(db, projects=[project])
+    upload(client, project.id, bearer(db, "upload"), {"id": "u1", "prompt": "P", "completion": "Waiting answer."})
+    db.rollback()
+    pending = db.scalar(select(Demonstration).where(Demonstration.external_id == "u1"))
+    assert db.scalar(select(RankingTask.kind).where(RankingTask.demonstration_id == pending.id)) == DEMONSTRATION_REVIEW
+
+    view = next_view(db, reviewer, project)
+    assert (view.kind, view.task_id) == (DEMONSTRATION_REVIEW, db.scalar(select(RankingTask.id)))
+    submit(db, reviewer, project, view)  # the review page's usual answer (accept or edit)
+    db.rollback()
+    reviewed = db.get(Demonstration, pending.id)
+    assert (reviewed.status, reviewed.reviewer_id) == ("accepted", reviewer.id)
+    rows = export_rows(client, project.id, bearer(db, "export"), format="prompt_completion", style="standard")
+    assert rows == [{"id": "u1", "prompt": "P", "completion": reviewed.training_response}]
 
 
 def test_an_answer_over_the_text_limit_is_refused_by_field(client, db, settings):

@@ -66,7 +66,7 @@ def worker(settings, tmp_path):
     process = WorkerProcess(settings, log_path=tmp_path / "worker.log")
     process.start()
     yield process
-    process.stop()
+    process.discard()
 
 
 def counts(db) -> dict[str, int]:

@@ -81,11 +81,10 @@ def iter_demonstrations(
                 row["prompt"] = plain_prompt(text, messages)
                 row["completion"] = answer
             else:
-                turns = _turns(text, messages)
                 if form is ExportForm.messages:
-                    row["messages"] = [*turns, {"role": "assistant", "content": answer}]
+                    row["messages"] = conversation(text, messages, answer)
                 else:
-                    row["prompt"] = turns
+                    row["prompt"] = prompt_turns(text, messages)
                     row["completion"] = [{"role": "assistant", "content": answer}]
             yield row
         last = rows[-1][0]
@@ -109,7 +108,14 @@ def _query(project_id: int, status: StatusFilter) -> Select:
     return query
 
 
-def _turns(text: str | None, messages: list[dict[str, str]] | None) -> list[dict[str, str]]:
+def prompt_turns(text: str | None, messages: list[dict[str, str]] | None) -> list[dict[str, str]]:
+    """A prompt as chat turns: its messages, or its text as one user turn."""
     if messages is not None:
         return [{"role": m["role"], "content": m["content"]} for m in messages]
     return [{"role": "user", "content": text or ""}]
+
+
+def conversation(text: str | None, messages: list[dict[str, str]] | None, answer: str) -> list[dict[str, str]]:
+    """TRL's conversational `messages`: the prompt's turns, then the answer as the assistant's
+    turn (the only one SFT's loss is on). The export and the SFT stage both build it here."""
+    return [*prompt_turns(text, messages), {"role": "assistant", "content": answer}]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.demonstrations.edit_distance import levenshtein
@@ -171,35 +171,51 @@ def store_demonstration(
     db.add(demonstration)
     db.flush()
     if reviewed:
-        _open_review(db, demonstration, now=now)
+        pending = [(demonstration.id, demonstration.prompt_id, user_id)]
+        open_reviews(db, project_id=demonstration.project_id, demonstrations=pending, now=now)
     return demonstration.id
 
 
-def _open_review(db: Session, demonstration: Demonstration, *, now: datetime) -> None:
-    review = RankingTask(
-        project_id=demonstration.project_id,
-        prompt_id=demonstration.prompt_id,
-        kind=DEMONSTRATION_REVIEW,
-        demonstration_id=demonstration.id,
-        created_at=now,
-    )
-    db.add(review)
-    db.flush()
-    if demonstration.user_id is not None:
-        db.add(
-            Assignment(
-                task_id=review.id,
-                user_id=demonstration.user_id,
-                project_id=demonstration.project_id,
-                state=AssignmentState.barred,
-                display_order=[],
-                leased_at=now,
-                lease_expires_at=now,
-                finished_at=now,
-                skip_reason="wrote the demonstration under review",
-            )
-        )
-        db.flush()
+def open_reviews(
+    db: Session, *, project_id: int, demonstrations: Sequence[tuple[int, int, int | None]], now: datetime
+) -> None:
+    """One demonstration_review task per (demonstration id, prompt id, author id), in one multi-row
+    INSERT (a labeler's submit opens one, an upload a whole file's). The author, when there is
+    one, gets a `barred` assignment on it: it holds no slot and the handout never offers a task to
+    someone with a row for it, so nobody reviews their own demonstration."""
+    if not demonstrations:
+        return
+    created = db.execute(
+        insert(RankingTask).returning(RankingTask.id, RankingTask.demonstration_id),
+        [
+            {
+                "project_id": project_id,
+                "prompt_id": prompt_id,
+                "kind": DEMONSTRATION_REVIEW,
+                "demonstration_id": demonstration_id,
+                "created_at": now,
+            }
+            for demonstration_id, prompt_id, _ in demonstrations
+        ],
+    ).all()
+    authors = {demonstration_id: author for demonstration_id, _, author in demonstrations if author is not None}
+    barred = [
+        {
+            "task_id": task_id,
+            "user_id": authors[demonstration_id],
+            "project_id": project_id,
+            "state": AssignmentState.barred,
+            "display_order": [],
+            "leased_at": now,
+            "lease_expires_at": now,
+            "finished_at": now,
+            "skip_reason": "wrote the demonstration under review",
+        }
+        for task_id, demonstration_id in created
+        if demonstration_id in authors
+    ]
+    if barred:
+        db.execute(insert(Assignment), barred)
 
 
 def stored_demonstration(db: Session, *, task_id: int, user_id: int) -> tuple[int, bool] | None:

@@ -22,11 +22,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.demonstrations.service import DEMONSTRATION_REVIEW
+from app.demonstrations.service import open_reviews
 from app.demonstrations.upload_schema import DemonstrationLine, Parsed, parsed
 from app.markdown import RENDERER_VERSION, html_columns
 from app.models import (
@@ -36,7 +36,6 @@ from app.models import (
     Project,
     Prompt,
     PromptSplit,
-    RankingTask,
     utcnow,
 )
 from app.prompts.jsonl import parse_lines
@@ -189,7 +188,12 @@ def _store(db: Session, project: Project, items: list[Parsed], report: UploadRep
         inserted = _insert(db, [{k: v for k, v in row.items() if k != "prompt_key"} for row in rows.values()])
         report.created += len(inserted)
         waiting = [i for i in inserted if rows[i]["status"] == DemonstrationStatus.pending_review]
-        _open_reviews(db, project, [(inserted[i], rows[i]["prompt_id"]) for i in waiting])
+        open_reviews(
+            db,
+            project_id=project.id,
+            demonstrations=[(inserted[i], rows[i]["prompt_id"], None) for i in waiting],
+            now=utcnow(),
+        )
         report.pending_review += len(waiting)
     stored = db.execute(
         select(Demonstration.external_id, Demonstration.prompt_id, Demonstration.response).where(
@@ -243,25 +247,3 @@ def _insert(db: Session, rows: list[dict]) -> dict[str, int]:
         .returning(table.c.external_id, table.c.id)
     )
     return {external_id: row_id for external_id, row_id in db.execute(statement, rows)}
-
-
-def _open_reviews(db: Session, project: Project, demonstrations: list[tuple[int, int]]) -> None:
-    """One review task per (demonstration id, prompt id), as a labeler's pending demonstration gets
-    (app/demonstrations/service.py), in one multi-row INSERT. An upload has no author to bar from
-    reviewing it."""
-    if not demonstrations:
-        return
-    now = utcnow()
-    db.execute(
-        insert(RankingTask),
-        [
-            {
-                "project_id": project.id,
-                "prompt_id": prompt_id,
-                "kind": DEMONSTRATION_REVIEW,
-                "demonstration_id": demonstration_id,
-                "created_at": now,
-            }
-            for demonstration_id, prompt_id in demonstrations
-        ],
-    )

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from app.demonstrations import export
 from app.models.demonstrations import Demonstration
 from app.models.projects import Prompt
 
@@ -46,14 +47,8 @@ def count(db: Session, *, project_id: int, selection: dict[str, Any]) -> int:
 
 
 def conversation(prompt: Prompt, response: str) -> dict[str, Any]:
-    """One SFT example in TRL's conversational form: the prompt's turns (or its text as one user
-    turn), then the demonstration as the assistant's answer, the only turn the loss is on."""
-    turns = (
-        [dict(turn) for turn in prompt.messages]
-        if prompt.messages
-        else [{"role": "user", "content": prompt.text or ""}]
-    )
-    return {"messages": [*turns, {"role": "assistant", "content": response}]}
+    """One SFT example in TRL's conversational form, built as the export builds it."""
+    return {"messages": export.conversation(prompt.text, prompt.messages, response)}
 
 
 def examples(db: Session, *, project_id: int, selection: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:

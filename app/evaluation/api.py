@@ -63,7 +63,7 @@ def evaluation_out(db: Session, evaluation: Evaluation) -> EvaluationOut:
 
 
 def launch_from(db: Session, project: Project, body: EvaluationIn, *, created_by_id: int | None) -> Evaluation:
-    """Both ways of choosing versions (a list, or a version with presets) end in service.launch."""
+    """Every way of choosing versions (a list, a version with opponents, a named preset) ends in service.launch."""
     version_ids, comparisons = service.chosen(
         db,
         project_id=project.id,
@@ -71,6 +71,7 @@ def launch_from(db: Session, project: Project, body: EvaluationIn, *, created_by
         against=body.against or [],
         version_ids=body.version_ids or [],
         comparisons=body.comparisons,
+        preset=body.preset,
     )
     return service.launch(
         db,

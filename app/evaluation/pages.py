@@ -67,6 +67,7 @@ def _list_page(
             "eval_size": len(service.eval_prompts(db, project_id=project.id, limit=None)),
             "free_prompts": len(service.lifecycle.unused_prompts(db, project_id=project.id, limit=None)),
             "presets": PRESET_LABELS,
+            "named_presets": service.named_presets(db, project_id=project.id),
             "leaderboard": results.leaderboard(db, project_id=project.id),
             "chart": _series_chart(series),
             "errors": errors or {},
@@ -103,6 +104,7 @@ def launch(request: Request, db: DbDep, admin: AdminDep, project: ProjectDep, fo
             version_id=_int(form.get("version_id"), "version_id") if form.get("version_id") else None,
             against=[a for a in map(str, form.getlist("against")) if a in PRESET_LABELS],
             version_ids=[_int(v, "version_ids") for v in form.getlist("version_ids")],
+            preset=str(form.get("preset") or "") or None,
         )
         evaluation = service.launch(
             db,

@@ -13,19 +13,26 @@ from app.api_types import INT32_MAX, DbId, Text
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 VersionId = DbId
 Opponent = Literal["previous", "base", "sft"]
+NamedPreset = Literal["sft_vs_base", "policy_vs_sft"]
 
 
 class EvaluationIn(BaseModel):
-    """Either `version_ids` (two or more; every pair is compared unless `comparisons` says which),
-    or `version_id` with `against` (the presets: the version vs its previous policy, the base of
-    its backbone, the project's latest SFT model)."""
+    """One of three ways to choose: `version_ids` (two or more; every pair is compared unless
+    `comparisons` says which), `version_id` with `against` (the version vs its previous policy, the
+    base of its backbone, the SFT model its lineage started from), or a named `preset` ("SFT vs
+    base": the latest SFT model against its base; "policy vs SFT": the latest policy against the
+    SFT model its rounds started from)."""
 
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
         strict=True,
         json_schema_extra={
-            "examples": [{"version_ids": [3, 7], "prompts": 32}, {"version_id": 7, "against": ["previous", "base"]}]
+            "examples": [
+                {"version_ids": [3, 7], "prompts": 32},
+                {"version_id": 7, "against": ["previous", "base"]},
+                {"preset": "policy_vs_sft"},
+            ]
         },
     )
     version_ids: list[VersionId] | None = Field(
@@ -36,12 +43,17 @@ class EvaluationIn(BaseModel):
     )
     version_id: VersionId | None = Field(None, description="With `against`: the version to evaluate.")
     against: list[Opponent] | None = Field(None, max_length=3, description="previous, base and/or sft.")
+    preset: NamedPreset | None = Field(None, description="sft_vs_base or policy_vs_sft (alone).")
     prompts: int = Field(32, ge=1, le=100_000, description="Eval prompts per pair: the first N of the eval split.")
     seed: int = Field(1234, ge=0, le=INT32_MAX, description="Sampling seed of the eval answers (reused when equal).")
     name: Text | None = Field(None, max_length=200, description="Shown in the list; left out, the versions.")
 
     @model_validator(mode="after")
     def _one_way(self) -> EvaluationIn:
+        if self.preset is not None:
+            if self.version_ids is not None or self.version_id is not None or self.against is not None:
+                raise ValueError("preset: give a preset alone, or version_ids, or version_id with against")
+            return self
         if self.version_ids is None and self.version_id is None:
             raise ValueError("version_ids: missing; give two or more version_ids, or version_id with against")
         if self.version_ids is not None and (self.version_id is not None or self.against is not None):

@@ -28,6 +28,8 @@ from app.evaluation.choices import (  # re-exported (__all__): callers find the 
     eval_prompts,
     evaluable_versions,
     hold_out_eval_set,
+    named_preset_comparisons,
+    named_presets,
     opponents,
     preset_comparisons,
     project_version,
@@ -78,10 +80,14 @@ def chosen(
     against: Sequence[str] = (),
     version_ids: Sequence[int] = (),
     comparisons: Sequence[Sequence[int]] | None = None,
+    preset: str | None = None,
 ) -> tuple[list[int], list[list[int]] | None]:
     """(version_ids, comparisons) for `launch` from either way of choosing, the same in the API and
-    the pages: `version_id` against presets ("previous", "base", "sft"), or `version_ids` (every
-    pair, unless `comparisons` names the pairs)."""
+    the pages: a named `preset` (choices.NAMED_PRESETS), `version_id` against presets ("previous",
+    "base", "sft"), or `version_ids` (every pair, unless `comparisons` names the pairs)."""
+    if preset:
+        pairs = named_preset_comparisons(db, project_id=project_id, name=preset)
+        return list(dict.fromkeys(v for pair in pairs for v in pair)), pairs
     if version_id is not None:
         pairs = preset_comparisons(db, project_id=project_id, version_id=version_id, against=against)
         return list(dict.fromkeys(v for pair in pairs for v in pair)), pairs
@@ -306,6 +312,8 @@ __all__ = [
     "lifecycle",
     "list_evaluations",
     "missing_completions",
+    "named_preset_comparisons",
+    "named_presets",
     "open_for_labeling",
     "opponents",
     "preset_comparisons",

@@ -118,8 +118,14 @@ def test_generation_stops_at_the_end_of_turn(family, family_dir):
 def test_reward_training_with_and_without_prefix_sharing_agrees(reward_runs):
     shared, full = reward_runs[True][1], reward_runs[False][1]
     assert shared["steps"] == full["steps"] == 3
-    for key in ("train_loss_first", "train_loss_last", "val_loss", "reward_mean", "reward_std"):
+    for key in ("train_loss_first", "train_loss_last", "val_loss", "reward_std"):
         assert shared[key] == pytest.approx(full[key], abs=1e-4), key
+    # The K-wise loss only sees score differences, so the direction that shifts every score alike
+    # has a zero gradient up to float rounding, and Adam normalises that rounding noise into
+    # learning-rate-sized steps: the two runs' mean score may drift apart by a constant (3.9e-4
+    # on the Qwen families with transformers 5.25, while losses and spread agree to 1e-7). Scores
+    # at fixed weights are compared exactly in tests/ml/test_reward.py.
+    assert shared["reward_mean"] == pytest.approx(full["reward_mean"], abs=5e-3)
 
 
 def test_saved_reward_model_reloads_with_plain_peft_and_scores_the_same(reward_runs):

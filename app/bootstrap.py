@@ -69,7 +69,7 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
     has no admin yet, and the demo project only when it has no project at all."""
     from app.admin import service as admin_service
     from app.auth import service as auth_service
-    from app.demo import seed_demo
+    from app.demo import DEMONSTRATIONS_PROJECT_NAME, seed_demo
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Create the signing key now, before `serve` starts several workers that would race to.
@@ -97,7 +97,7 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
                 member = auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL)
                 project = seed_demo(db, labeler=member)
                 out(
-                    f"Seeded the demo project “{project.name}” (id {project.id})"
+                    f"Seeded the demo projects “{project.name}” (id {project.id}) and “{DEMONSTRATIONS_PROJECT_NAME}”"
                     f"{f' with {member.email} as a member' if member else ''}."
                 )
             elif projects:

@@ -1,19 +1,31 @@
-"""The demo project `ranklab bootstrap` seeds into an empty database.
+"""The demo projects `ranklab bootstrap` seeds into an empty database.
 
-Ten prompts, each with 4–6 uploaded completions of deliberately mixed quality: good, verbose,
-wrong, off-topic, Markdown with code, and one answer carrying an HTML/script payload that the
-labeling page must show as inert text. Stored through the same services as an API upload."""
+Ranking: ten prompts, each with 4–6 uploaded completions of deliberately mixed quality: good,
+verbose, wrong, off-topic, Markdown with code, and one answer carrying an HTML/script payload that
+the labeling page must show as inert text. Demonstrations: a few prompts (one a multi-turn chat)
+queued as demonstration tasks, step 1 of the InstructGPT workflow. Stored through the same
+services as an API upload."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Project, ProjectMember, User
+from app.models import Project, ProjectMember, Prompt, User
 from app.projects import service as projects
 from app.prompts import service as prompts
-from app.prompts.schemas import PromptIn
+from app.prompts.schemas import ChatMessage, PromptIn
 
 PROJECT_NAME = "Demo: helpful answers"
+DEMONSTRATIONS_PROJECT_NAME = "Demo: write demonstrations"
+
+DEMONSTRATION_GUIDELINES = """\
+## How to write a demonstration
+
+Write the answer you would want the model to give: **correct, helpful and safe**, as short as the
+question allows. Markdown works (the preview shows it). In a chat, continue as the assistant.
+Skip (with a reason) a prompt you cannot answer well.
+"""
 
 GUIDELINES = """\
 ## How to rank
@@ -190,4 +202,41 @@ def seed_demo(db: Session, *, labeler: User | None) -> Project:
     if labeler is not None:
         db.add(ProjectMember(project_id=project.id, user_id=labeler.id))
     db.flush()
+    seed_demonstrations(db, labeler=labeler)
     return project
+
+
+def seed_demonstrations(db: Session, *, labeler: User | None) -> Project:
+    """The demonstrations demo: three prompts queued as demonstration tasks."""
+    from app.demonstrations.service import create_demonstration_tasks
+
+    project = projects.create_project(
+        db,
+        name=DEMONSTRATIONS_PROJECT_NAME,
+        guidelines=DEMONSTRATION_GUIDELINES,
+        description="Step 1 of the workflow: write the answers SFT trains on (seeded by `ranklab bootstrap`).",
+    )
+    chat = [
+        ChatMessage(role="user", content="What is a good name for a grey cat?"),
+        ChatMessage(role="assistant", content="How about *Smokey* or *Ash*?"),
+        ChatMessage(role="user", content="Something less common, please."),
+    ]
+    prompts.add_prompts(
+        db,
+        project=project,
+        prompts=[
+            PromptIn(external_id="d-tcp", text="Explain in two sentences what TCP does."),
+            PromptIn(external_id="d-evens", text="Write a Python function that keeps the even numbers of a list."),
+            PromptIn(external_id="d-cat", messages=chat),
+        ],
+    )
+    db.flush()
+    create_demonstration_tasks(db, project, [prompt.id for prompt in project_prompts(db, project)])
+    if labeler is not None:
+        db.add(ProjectMember(project_id=project.id, user_id=labeler.id))
+    db.flush()
+    return project
+
+
+def project_prompts(db: Session, project: Project) -> list[Prompt]:
+    return list(db.scalars(select(Prompt).where(Prompt.project_id == project.id).order_by(Prompt.id)))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.auth import service as auth_service
 from app.auth.security import token_digest
 from app.db import make_engine
-from app.demo import DEMO_PROMPTS, PROJECT_NAME
+from app.demo import DEMO_PROMPTS, DEMONSTRATIONS_PROJECT_NAME, PROJECT_NAME
 from app.models import ApiToken, Project, ProjectMember, Prompt, RankingTask, Role, User
 from app.settings import ROOT
 from app.web import render_markdown
@@ -96,6 +96,12 @@ def check_demo(db: Session, labeler: User) -> None:
     rendered = render_markdown(payload)
     assert "<script" not in rendered and "onerror=" not in rendered.replace("onerror=&quot;", "")
     assert 'href="javascript:' not in rendered
+
+    demonstrations = db.scalar(select(Project).where(Project.name == DEMONSTRATIONS_PROJECT_NAME))
+    assert demonstrations is not None and db.get(ProjectMember, (demonstrations.id, labeler.id)) is not None
+    queued = db.scalars(select(RankingTask).where(RankingTask.project_id == demonstrations.id)).all()
+    assert len(queued) == 3 and {task.kind for task in queued} == {"demonstration"}
+    assert any(task.prompt.messages for task in queued)  # one chat to continue as the assistant
 
 
 def test_bootstrap_on_an_empty_sqlite_dir_migrates_and_is_idempotent(tmp_path):

@@ -90,3 +90,86 @@ def test_rankings_without_a_pair_give_zero_and_keep_the_graph():
 def test_an_unknown_loss_is_refused_naming_the_field():
     with pytest.raises(ValueError, match="loss"):
         dpo_loss(POLICY, REFERENCE, LEVELS, beta=0.1, loss="hinge")
+
+
+# --- training on a tiny model ---------------------------------------------------------------
+
+
+def _policy(model_dir, **overrides):
+    from worker.ml.dpo import DPOConfig, build_policy
+    from worker.ml.models import load_tokenizer
+
+    cfg = DPOConfig(model=str(model_dir), device="cpu", autocast=False, **overrides)
+    tokenizer = load_tokenizer(str(model_dir), padding_side="right")
+    return cfg, tokenizer, build_policy(cfg, str(model_dir), tokenizer, torch.device("cpu"))
+
+
+def _full_sequence_logps(model, ranking) -> list[float]:
+    """Each response's log-prob from its own unpacked forward (prompt + response, no mask tricks)."""
+    out = []
+    for response in ranking.responses:
+        ids = torch.tensor([ranking.prompt + response])
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        logps = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
+        out.append(float(logps[-len(response) :].sum()))
+    return out
+
+
+def test_cached_reference_equals_fresh_and_packed_equals_each_sequence_alone(tiny_model_dir):
+    from worker.ml.data import group_rankings
+    from worker.ml.dpo import encode_rankings, reference_logps, response_logps
+    from worker.ml.models import load_causal_lm
+    from worker.ml.synthetic import quality_rankings
+
+    cfg, tokenizer, model = _policy(tiny_model_dir, batch_rankings=2)
+    rankings = encode_rankings(tokenizer, group_rankings(quality_rankings(3, 4, seed=3)), cfg.max_length)
+    cached = reference_logps(model, rankings, tokenizer.pad_token_id, torch.device("cpu"), cfg)
+    with torch.no_grad():  # move the adapter away from the reference (fresh LoRA starts at B = 0)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+        policy = response_logps(model, rankings, tokenizer.pad_token_id, torch.device("cpu"))
+        base = load_causal_lm(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+        fresh = [_full_sequence_logps(base, r) for r in rankings]
+        moved = [_full_sequence_logps(model, r) for r in rankings]
+    for got, want in zip(cached, fresh, strict=True):
+        assert got.tolist() == pytest.approx(want, abs=1e-4)
+    assert policy.tolist() == pytest.approx([x for m in moved for x in m], abs=1e-4)
+    assert policy.tolist() != pytest.approx([x for f in fresh for x in f], abs=1e-2)
+
+
+def test_dpo_raises_held_out_implicit_reward_accuracy_and_reloads_with_plain_peft(tiny_model_dir, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    from worker.ml.dpo import DPOConfig, train_dpo
+    from worker.ml.models import read_card
+    from worker.ml.synthetic import quality_rankings
+
+    cfg = DPOConfig(
+        model=str(tiny_model_dir), beta=0.1, learning_rate=3e-3, epochs=3, batch_rankings=8,
+        val_fraction=0.25, device="cpu", autocast=False, max_length=64,
+    )  # fmt: skip
+    steps: list[tuple[int, dict]] = []
+    metrics = train_dpo(
+        cfg, quality_rankings(64, 4, seed=1), tmp_path / "dpo", on_step=lambda s, x: steps.append((s, x))
+    )
+    assert metrics["val_accuracy_before"] == pytest.approx(0.5, abs=0.15)
+    assert metrics["val_accuracy"] >= metrics["val_accuracy_before"] + 0.15, metrics
+    assert metrics["val_margin"] > 0 and metrics["val_kl_per_token"] > 0
+    assert metrics["steps"] == 3 * math.ceil(metrics["train_tasks"] / 8)
+    assert {"loss", "accuracy", "margin", "chosen_drift", "rejected_drift"} <= set(steps[0][1])
+    assert read_card(tmp_path / "dpo")["kind"] == "dpo_policy"
+    reloaded = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "dpo"))
+    assert any("lora_B" in name for name, _ in reloaded.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [({"beta": 0}, "beta"), ({"loss": "kto"}, "loss"), ({"label_smoothing": 0.1, "loss": "ipo"}, "label_smoothing"),
+     ({"batch_rankings": 0}, "batch_rankings"), ({"max_length": 4}, "max_length")],
+)  # fmt: skip
+def test_bad_configs_are_refused_naming_the_field(values, field):
+    from worker.ml.dpo import DPOConfig
+
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        DPOConfig(**values)

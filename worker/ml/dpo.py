@@ -1,0 +1,353 @@
+"""Direct preference optimisation from K-way rankings (dpo_losses.py holds the losses).
+
+Each ranked task is one batch element: its prompt and its K completions are packed into one
+row with a block attention mask (batching.pack_prefix_groups), so the prompt is forwarded once
+and every completion once, each scored exactly as if alone. The policy is a LoRA adapter on the
+starting model; the reference is the same model with the adapter disabled (peft's
+`disable_adapter()`), so no second copy of the weights is held. The reference never changes,
+so its log-probs are computed once, before training, and cached. Only response tokens count.
+Several labelers' rankings of one task share its forward and all count in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import get_scheduler
+
+from worker.ml.batching import pack_prefix_groups
+from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
+from worker.ml.dpo_config import DPOConfig
+from worker.ml.dpo_losses import dpo_loss, implicit_rewards, reward_margin_counts
+from worker.ml.formatting import encode_texts, has_chat_template, prompt_text, reward_text
+from worker.ml.lora import resolve_lora_targets
+from worker.ml.losses import informative, pair_accuracy_counts
+from worker.ml.models import (
+    Progress,
+    autocast,
+    disable_dropout,
+    load_causal_lm,
+    load_tokenizer,
+    match_embeddings,
+    pick_device,
+    save_artifact,
+)
+from worker.ml.reward import warmup_step_count
+from worker.ml.shared_prefix import PACKED_ROW_TOKENS
+from worker.ml.special_tokens import stop_tokens
+
+StepHook = Callable[[int, dict[str, float]], None]
+
+
+class EncodedRanking:
+    """One task as token ids: the shared prompt, the K ranked responses, levels (n_rankings, K)."""
+
+    def __init__(self, prompt: list[int], responses: list[list[int]], levels: torch.Tensor):
+        self.prompt, self.responses, self.levels = prompt, responses, levels
+        self.n_rankings = int(levels.shape[0])
+
+
+def encode_rankings(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[EncodedRanking]:
+    """Tokenise each completion once (completions nobody ranked are dropped). The prompt/response
+    boundary is where the full texts stop agreeing with the prompt text (a tokenizer may merge
+    across the boundary); each response keeps at least one token and its first max_length - 1,
+    the prompt its last tokens that fit beside the longest response."""
+    stop_tokens(tokenizer)  # refuses a pad that is the end-of-turn token
+    encoded = []
+    for s in sets:
+        used = [k for k in range(len(s.completions)) if any(row[k] >= 0 for row in s.levels)]
+        prompt = encode_texts(tokenizer, [prompt_text(tokenizer, s.prompt)], 1 << 30)[0]
+        full = encode_texts(tokenizer, [reward_text(tokenizer, s.prompt, s.completions[k]) for k in used], 1 << 30)
+        split = min(len(prompt), *(len(f) - 1 for f in full))
+        while split > 0 and any(f[:split] != prompt[:split] for f in full):
+            split -= 1
+        if split == 0:
+            raise ValueError(f"rankings: the prompt of task {s.prompt_id!r} encodes to no token")
+        responses = [f[split:][: max_length - 1] for f in full]
+        keep = max(1, max_length - max(len(r) for r in responses))
+        levels = torch.tensor([[row[k] for k in used] for row in s.levels], dtype=torch.long)
+        encoded.append(EncodedRanking(full[0][:split][-keep:], responses, levels))
+    return encoded
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def response_logps(model, rankings: Sequence[EncodedRanking], pad_id: int, device: torch.device, *, full=False):
+    """Sum of log-probs of each response's tokens -> (total K,), in order. With `full`, also the
+    (tokens, vocab) log-softmax rows at every response token (for the KL to the reference).
+
+    One forward over packed rows; the output head runs on the response positions only. The first
+    response token is predicted from the prompt's last column, the others from their own
+    response's previous column (pack_prefix_groups lays suffixes out back to back)."""
+    groups = [(r.prompt, r.responses) for r in rankings]
+    packed = pack_prefix_groups(groups, pad_id, row_tokens=PACKED_ROW_TOKENS)
+    reads = packed.reads.tolist()
+    rows, predict, target, owner = [], [], [], []
+    n = 0
+    for _, responses in groups:
+        prompt_last = reads[n][1] - len(responses[0])  # the column before the first response
+        for response in responses:
+            row, last = reads[n]
+            columns = list(range(last - len(response) + 1, last + 1))
+            rows += [row] * len(columns)
+            predict += [prompt_last, *columns[:-1]]
+            target += columns
+            owner += [n] * len(columns)
+            n += 1
+    base = _base(model)
+    backbone, head = getattr(base, base.base_model_prefix), base.get_output_embeddings()
+    mask = packed.allowed[:, None].to(device)  # (R, 1, L, L): one mask for every head
+    if base.config.get_text_config()._attn_implementation == "eager":  # eager adds the mask to its scores
+        dtype = next(backbone.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+    ids = packed.ids.to(device)
+    hidden = backbone(
+        input_ids=ids, attention_mask=mask, position_ids=packed.positions.to(device), use_cache=False
+    ).last_hidden_state
+    row_index = torch.tensor(rows, device=device)
+    logits = head(hidden[row_index, torch.tensor(predict, device=device)]).float()
+    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:  # Gemma 2/3 squash their logits after the head
+        logits = torch.tanh(logits / cap) * cap
+    log_probs = F.log_softmax(logits, dim=-1)
+    tokens = ids[row_index, torch.tensor(target, device=device)]
+    token_logps = log_probs.gather(1, tokens[:, None])[:, 0]
+    sums = torch.zeros(n, device=device, dtype=token_logps.dtype).index_add(
+        0, torch.tensor(owner, device=device), token_logps
+    )
+    return (sums, log_probs) if full else sums
+
+
+@torch.no_grad()
+def reference_logps(model, rankings: Sequence[EncodedRanking], pad_id: int, device, cfg: DPOConfig) -> list:
+    """Per ranking, its (K,) response log-probs under the reference (the adapter disabled), on CPU."""
+    cached = []
+    with model.disable_adapter():
+        for start in range(0, len(rankings), cfg.batch_rankings):
+            chunk = rankings[start : start + cfg.batch_rankings]
+            with autocast(device, cfg.autocast):
+                flat = response_logps(model, chunk, pad_id, device).float().cpu()
+            cached += list(flat.split([len(r.responses) for r in chunk]))
+    return cached
+
+
+def assemble(flat: torch.Tensor, rankings: Sequence[EncodedRanking]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat per-response values -> (values, levels), both (n_rankings, K_max); a task ranked by
+    several labelers gives one row per ranking. Padding slots have level -1."""
+    k_max = max(len(r.responses) for r in rankings)
+    index_rows, level_rows, offset = [], [], 0
+    for r in rankings:
+        k = len(r.responses)
+        index_rows.append(F.pad(torch.arange(offset, offset + k).expand(r.n_rankings, k), (0, k_max - k)))
+        level_rows.append(F.pad(r.levels, (0, k_max - k), value=-1))
+        offset += k
+    return flat[torch.cat(index_rows).to(flat.device)], torch.cat(level_rows).to(flat.device)
+
+
+def drift(policy: torch.Tensor, reference: torch.Tensor, levels: torch.Tensor) -> tuple[float, float]:
+    """Mean log pi - log ref of each ranking's best and of its worst group (rankings with a pair)."""
+    ranked = levels >= 0
+    top = torch.where(ranked, levels, 1 << 30).min(dim=1, keepdim=True).values
+    bottom = torch.where(ranked, levels, -1).max(dim=1, keepdim=True).values
+    keep = informative(levels)[:, None]
+    delta = (policy - reference).float()
+    chosen, rejected = (levels == top) & keep, (levels == bottom) & keep
+    return float(delta[chosen].mean()) if chosen.any() else 0.0, float(
+        delta[rejected].mean()
+    ) if rejected.any() else 0.0
+
+
+def build_policy(cfg: DPOConfig, model_path: str, tokenizer, device: torch.device):
+    """The starting model (an adapter folder is merged into its base) in fp32 with a fresh LoRA
+    adapter: B = 0, so policy == reference before the first step."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(cfg.seed)
+    model = load_causal_lm(model_path, device="cpu", dtype=torch.float32)
+    match_embeddings(model, tokenizer)
+    disable_dropout(model)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(resolve_lora_targets(model, cfg.lora_targets, mlp=True)),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora).to(device)
+
+
+@torch.no_grad()
+def evaluate(model, rankings, reference: list, pad_id: int, device, cfg: DPOConfig) -> dict[str, float | None]:
+    """On held-out rankings: the loss, implicit-reward pair accuracy (a tie counts half) and mean
+    margin, chosen/rejected log-prob drift, and the KL(policy || reference) per response token,
+    taken over the full vocabulary at each position of the ranked responses."""
+    if not rankings:
+        return {"val_loss": None, "val_accuracy": None, "val_margin": None, "val_pairs": 0}
+    was_training = model.training
+    model.eval()
+    policy_parts, kl_sum, kl_tokens = [], 0.0, 0
+    for start in range(0, len(rankings), cfg.batch_rankings):
+        chunk = rankings[start : start + cfg.batch_rankings]
+        with autocast(device, cfg.autocast):
+            flat, log_p = response_logps(model, chunk, pad_id, device, full=True)
+            with model.disable_adapter():
+                _, log_q = response_logps(model, chunk, pad_id, device, full=True)
+        policy_parts.append(flat.float().cpu())
+        kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
+        kl_tokens += int(log_p.shape[0])
+    model.train(was_training)
+    policy, levels = assemble(torch.cat(policy_parts), rankings)
+    ref, _ = assemble(torch.cat(reference), rankings)
+    loss, _ = dpo_loss(policy, ref, levels, beta=cfg.beta, loss=cfg.loss, label_smoothing=cfg.label_smoothing)
+    rewards = implicit_rewards(policy, ref, cfg.beta)
+    right, pairs = pair_accuracy_counts(rewards, levels)
+    margin, _ = reward_margin_counts(rewards, levels)
+    chosen, rejected = drift(policy, ref, levels)
+    n_pairs = float(pairs.sum().clamp(min=1))
+    return {
+        "val_loss": round(float(loss), 5),
+        "val_accuracy": round(float(right.sum()) / n_pairs, 4),
+        "val_margin": round(float(margin.sum()) / n_pairs, 5),
+        "val_chosen_drift": round(chosen, 5),
+        "val_rejected_drift": round(rejected, 5),
+        "val_kl_per_token": round(kl_sum / max(kl_tokens, 1), 6),
+        "val_pairs": int(pairs.sum()),
+    }
+
+
+def train_dpo(
+    cfg: DPOConfig,
+    rankings: Sequence[Ranking],
+    out_dir: str | Path,
+    on_progress: Progress | None = None,
+    on_step: StepHook | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA policy on `rankings` by DPO, save the adapter to `out_dir`, return metrics.
+
+    `on_progress(done, total, stage)` as the other stages; `on_step(step, stats)` per optimizer
+    step (loss, accuracy and margin of the batch, chosen/rejected drift, learning rate) and after
+    each epoch with the held-out metrics (evaluate())."""
+    if not cfg.model:
+        raise ValueError("model: name the starting policy (hub id, model or adapter folder)")
+    model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    device = pick_device(cfg.device)
+    rng = random.Random(cfg.seed)
+    _report(on_progress, 0, 1, "loading")
+
+    # 1. data: labelers' rankings of one task merged, split by prompt, tokenised once
+    tokenizer = load_tokenizer(model_path, padding_side="right")
+    pad_id = tokenizer.pad_token_id
+    train_sets, val_sets = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
+    train = [r for r in encode_rankings(tokenizer, train_sets, cfg.max_length) if bool(informative(r.levels).any())]
+    held = encode_rankings(tokenizer, val_sets, cfg.max_length)
+    if not train:
+        raise ValueError("rankings: no training ranking orders two completions (all ties?)")
+
+    # 2. the policy, and the reference's log-probs computed once (the reference never changes)
+    model = build_policy(cfg, model_path, tokenizer, device)
+    _report(on_progress, 0, 1, "reference")
+    train_ref = reference_logps(model, train, pad_id, device, cfg)
+    held_ref = reference_logps(model, held, pad_id, device, cfg)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total_steps = math.ceil(len(train) / cfg.batch_rankings) * cfg.epochs
+    warmup_steps = warmup_step_count(cfg.warmup_fraction, total_steps)
+    scheduler = get_scheduler("linear", optimizer, warmup_steps, total_steps)
+    before = evaluate(model, held, held_ref, pad_id, device, cfg)
+
+    # 3. train: per step, whole rankings; each ranking's prompt once, each completion once
+    model.train()
+    losses: list[float] = []
+    history: list[dict[str, Any]] = []
+    step, started = 0, time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_rankings):
+            batch = order[start : start + cfg.batch_rankings]
+            sets = [train[i] for i in batch]
+            with autocast(device, cfg.autocast):
+                flat = response_logps(model, sets, pad_id, device)
+            policy, levels = assemble(flat.float(), sets)
+            ref, _ = assemble(torch.cat([train_ref[i] for i in batch]).to(device), sets)
+            loss, _ = dpo_loss(policy, ref, levels, beta=cfg.beta, loss=cfg.loss, label_smoothing=cfg.label_smoothing)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                rewards = implicit_rewards(policy.detach(), ref, cfg.beta)
+                right, pairs = pair_accuracy_counts(rewards, levels)
+                margin, _ = reward_margin_counts(rewards, levels)
+                chosen, rejected = drift(policy.detach(), ref, levels)
+                n_pairs = float(pairs.sum().clamp(min=1))
+                on_step(step, {
+                    "loss": losses[-1], "accuracy": float(right.sum()) / n_pairs,
+                    "margin": float(margin.sum()) / n_pairs, "chosen_drift": chosen,
+                    "rejected_drift": rejected, "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch,
+                })  # fmt: skip
+            _report(on_progress, step, total_steps, "train")
+        if held and on_step is not None:
+            _report(on_progress, epoch, cfg.epochs, "evaluate")
+            history.append(evaluate(model, held, held_ref, pad_id, device, cfg))
+            on_step(step, {k: v for k, v in history[-1].items() if isinstance(v, float)} | {"epoch": epoch})
+    seconds = time.perf_counter() - started
+
+    # 4. held-out metrics and the artifact (a peft adapter on the starting model)
+    after = history[-1] if history else evaluate(model, held, held_ref, pad_id, device, cfg)
+    model.eval()
+    n_rankings = sum(r.n_rankings for r in train)
+    metrics: dict[str, Any] = {
+        "train_loss_first": losses[0],
+        "train_loss_last": sum(losses[-5:]) / len(losses[-5:]),
+        "steps": step,
+        "warmup_steps": warmup_steps,
+        "train_seconds": round(seconds, 3),
+        "train_rankings_per_second": round(n_rankings * cfg.epochs / seconds, 3),
+        **after,
+        "val_accuracy_before": before["val_accuracy"],
+        "val_loss_before": before["val_loss"],
+    }
+    data = {
+        "rankings": len(rankings),
+        "train_tasks": len(train),
+        "val_tasks": len(held),
+        "train_rankings": n_rankings,
+        "val_rankings": sum(r.n_rankings for r in held),
+    }
+    card = {
+        "kind": "dpo_policy",
+        "base_model": model_path,
+        "config": cfg.to_dict(),
+        "data": data,
+        "metrics": metrics,
+        "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
+        "load": "peft.AutoPeftModelForCausalLM.from_pretrained(path) when the base is a model folder, "
+        "or worker.ml.models.load_causal_lm(path) (also when the base is an SFT adapter folder)",
+    }
+    _report(on_progress, 0, 1, "saving")
+    save_artifact(model, tokenizer, out_dir, card)
+    _report(on_progress, 1, 1, "saved")
+    return {**metrics, **data}
+
+
+def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
+    if on_progress is not None:
+        on_progress(done, total, stage)
+
+
+__all__ = ["DPOConfig", "train_dpo"]

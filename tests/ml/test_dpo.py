@@ -173,3 +173,24 @@ def test_bad_configs_are_refused_naming_the_field(values, field):
 
     with pytest.raises(ValueError, match=f"^{field}:"):
         DPOConfig(**values)
+
+
+def test_cli_train_dpo_trains_from_rankings_jsonl_and_names_a_bad_flag(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from worker.ml.cli import main
+    from worker.ml.synthetic import quality_rankings
+
+    data = tmp_path / "rankings.jsonl"
+    lines = [
+        {"prompt": r.prompt, "completions": r.completions, "ranking": r.groups, "prompt_id": r.prompt_id}
+        for r in quality_rankings(12, 3, seed=2)
+    ]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = ["train-dpo", "--model", str(tiny_model_dir), "--rankings", str(data), "--out", str(tmp_path / "out")]
+    assert main([*args, "--loss", "ipo", "--beta", "0.5", "--device", "cpu", "--no-autocast"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["val_pairs"] > 0
+    assert (tmp_path / "out" / "adapter_config.json").is_file()
+    assert main([*args, "--label-smoothing", "0.2", "--loss", "ipo"]) == 2
+    assert "label_smoothing" in capsys.readouterr().err

@@ -256,6 +256,36 @@ def _train_sft_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train-dpo -------------------------------------------------------------------------------
+
+
+def _train_dpo_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.ml.dpo_config import DPOConfig
+
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="starting policy: model or adapter folder, or hub id (default: the bundled SmolLM2)",
+    )
+    parser.add_argument("--rankings", type=Path, required=True, help="rankings JSONL (format in worker/ml/data.py)")
+    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write (with its card)")
+    add_config_flags(parser, DPOConfig, skip=("model", "extra"))
+
+
+def _train_dpo_run(args: argparse.Namespace) -> int:
+    from worker.ml.data import read_rankings
+    from worker.ml.dpo import train_dpo
+    from worker.ml.dpo_config import DPOConfig
+
+    cfg = config_from_args(DPOConfig, args, model=args.model or str(_default_model()))
+    rankings = read_rankings(args.rankings)
+    bars = ProgressBars()
+    metrics = train_dpo(cfg, rankings, args.out, on_progress=bars)
+    bars.close()
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def _default_model() -> Path:
     from worker.ml.models import convert_default_model
 
@@ -274,6 +304,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "train-sft": Command(
         "supervised fine-tuning on demonstrations (loss on the answers)", _train_sft_arguments, _train_sft_run
+    ),
+    "train-dpo": Command(
+        "DPO: train a LoRA policy directly on rankings (no reward model)", _train_dpo_arguments, _train_dpo_run
     ),
 }
 

@@ -194,3 +194,19 @@ def test_cli_train_dpo_trains_from_rankings_jsonl_and_names_a_bad_flag(tiny_mode
     assert (tmp_path / "out" / "adapter_config.json").is_file()
     assert main([*args, "--label-smoothing", "0.2", "--loss", "ipo"]) == 2
     assert "label_smoothing" in capsys.readouterr().err
+
+
+def test_each_labelers_ranking_of_a_task_counts_and_shares_the_forward(tiny_model_dir):
+    from worker.ml.data import group_rankings
+    from worker.ml.dpo import assemble, encode_rankings
+    from worker.ml.synthetic import quality_rankings
+
+    cfg, tokenizer, _ = _policy(tiny_model_dir)
+    twice = quality_rankings(2, 3, seed=4, labelers=2)
+    twice[1].groups = [[g for group in twice[1].groups for g in group]]  # the second labeler: all tied
+    encoded = encode_rankings(tokenizer, group_rankings(twice), cfg.max_length)
+    assert [r.n_rankings for r in encoded] == [2, 2] and [len(r.responses) for r in encoded] == [3, 3]
+    values, levels = assemble(torch.arange(6.0), encoded)
+    assert values.tolist() == [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]]
+    loss, per_ranking = dpo_loss(values, torch.zeros(4, 3), levels, beta=1.0)
+    assert per_ranking[1] == 0 and loss.item() == pytest.approx(per_ranking[[0, 2, 3]].mean().item())

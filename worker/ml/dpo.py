@@ -40,6 +40,7 @@ from worker.ml.models import (
     save_artifact,
 )
 from worker.ml.reward import warmup_step_count
+from worker.ml.sft import packing_exact
 from worker.ml.shared_prefix import PACKED_ROW_TOKENS
 from worker.ml.special_tokens import stop_tokens
 
@@ -254,6 +255,12 @@ def train_dpo(
 
     # 2. the policy, and the reference's log-probs computed once (the reference never changes)
     model = build_policy(cfg, model_path, tokenizer, device)
+    longest = max(len(r.prompt) + max(len(x) for x in r.responses) for r in [*train, *held])
+    if not packing_exact(model, longest):
+        raise ValueError(
+            "model: its attention takes no block mask (flash attention) or has a sliding window shorter "
+            "than a ranking's longest sequence; load it with sdpa or eager attention"
+        )
     _report(on_progress, 0, 1, "reference")
     train_ref = reference_logps(model, train, pad_id, device, cfg)
     held_ref = reference_logps(model, held, pad_id, device, cfg)

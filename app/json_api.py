@@ -57,3 +57,21 @@ Responses = dict[int | str, dict[str, Any]]
 UNPROCESSABLE: Responses = {
     422: {"model": UnprocessableOut, "description": "A refused field, named; nothing was changed."}
 }
+
+
+def admin_api_responses(thing: str) -> tuple[Responses, Responses]:
+    """(reads, changes): the `responses=` of an admin-token API over one kind of stateful thing
+    (a round, an evaluation, an SFT run): reads can be 401/403/404/422; changes add 409 (not in a
+    state that allows it) and 503 (the task queue is down; nothing changed)."""
+    reads: Responses = {
+        401: {"model": ErrorOut, "description": "Missing or unknown token."},
+        403: {"model": ErrorOut, "description": "The token lacks the admin scope."},
+        404: {"model": ErrorOut, "description": f"No such project or {thing}."},
+        **UNPROCESSABLE,
+    }
+    changes: Responses = {
+        **reads,
+        409: {"model": ErrorOut, "description": f"The {thing} is not in a state that allows this."},
+        503: {"model": ErrorOut, "description": "The task queue is unreachable; nothing was changed."},
+    }
+    return reads, changes

@@ -13,23 +13,13 @@ from app.api_types import id_path
 from app.deps import AdminTokenDep, DbDep
 from app.evaluation import results, service
 from app.evaluation.schemas import EvalSetIn, EvalSetOut, EvaluationIn, EvaluationOut
-from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
+from app.json_api import JsonApiRoute, admin_api_responses
 from app.models import Evaluation, Project
 from app.projects.deps import ProjectDep
 from app.refusals import http_error
 
 api_router = APIRouter(prefix="/api/v1", tags=["evaluations"], route_class=JsonApiRoute)
-ERRORS: Responses = {
-    401: {"model": ErrorOut, "description": "Missing or unknown token."},
-    403: {"model": ErrorOut, "description": "The token lacks the admin scope."},
-    404: {"model": ErrorOut, "description": "No such project or evaluation."},
-    **UNPROCESSABLE,
-}
-CHANGES: Responses = {
-    **ERRORS,
-    409: {"model": ErrorOut, "description": "The evaluation is not in a state that allows this."},
-    503: {"model": ErrorOut, "description": "The task queue is unreachable; nothing was changed."},
-}
+ERRORS, CHANGES = admin_api_responses("evaluation")
 EvaluationId = Annotated[int, id_path("The evaluation's id.")]
 
 

@@ -11,24 +11,14 @@ from fastapi import APIRouter, Query
 
 from app.api_types import INT32_MAX, id_path
 from app.deps import AdminTokenDep, DbDep
-from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
+from app.json_api import JsonApiRoute, admin_api_responses
 from app.projects.deps import ProjectDep
 from app.refusals import http_error
 from app.rounds import service
 from app.rounds.schemas import ModelVersionOut, RoundConfigIn, RoundOut, StartTrainingIn
 
 api_router = APIRouter(prefix="/api/v1", tags=["rounds"], route_class=JsonApiRoute)
-ERRORS: Responses = {
-    401: {"model": ErrorOut, "description": "Missing or unknown token."},
-    403: {"model": ErrorOut, "description": "The token lacks the admin scope."},
-    404: {"model": ErrorOut, "description": "No such project or round."},
-    **UNPROCESSABLE,
-}
-CHANGES: Responses = {
-    **ERRORS,
-    409: {"model": ErrorOut, "description": "The round is not in a state that allows this."},
-    503: {"model": ErrorOut, "description": "The task queue (Redis) is unreachable; nothing was changed."},
-}
+ERRORS, CHANGES = admin_api_responses("round")
 RoundId = Annotated[int, id_path("The round's id.")]
 
 

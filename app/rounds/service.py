@@ -120,6 +120,12 @@ def _start_version(db: Session, *, project: Project, version_id: int) -> ModelVe
         raise RoundError(
             "start_version_id", f"model version {version_id} is a {version.kind} model; start from sft, policy or base"
         )
+    if (version.config or {}).get("peft_method") == "prompt_tuning":
+        raise RoundError(
+            "start_version_id",
+            f"model version {version_id} is a prompt-tuning adapter (a soft prompt), which cannot be merged into "
+            "its base to train on; run SFT with LoRA, DoRA, IA3 or full fine-tuning to start a round from it",
+        )
     return version
 
 

@@ -100,9 +100,18 @@ def test_launch_refuses_a_reward_model_or_another_projects_version(db, client, a
     for version, words in (
         (make_version(db, project, kind="reward"), "reward model"),
         (make_version(db, other, kind="sft"), "no model version"),
+        (_prompt_tuned(db, project), "prompt-tuning adapter"),
     ):
         answer = api.post(f"/api/v1/projects/{project.id}/rounds", {"start_version_id": version.id}, expect=422)
         assert answer["detail"].startswith("start_version_id: ") and words in answer["detail"], answer
     both = api.post(f"/api/v1/projects/{project.id}/rounds", {"start_version_id": 1, "model": "x"}, expect=422)
     assert "start_version_id" in both["message"]
     assert db.scalar(select(ModelVersion.id).where(ModelVersion.kind == "policy")) is None
+
+
+def _prompt_tuned(db, project) -> ModelVersion:
+    """An SFT version trained with prompt tuning: its soft prompt cannot be merged to train on."""
+    version = make_version(db, project, kind="sft")
+    version.config = {"peft_method": "prompt_tuning"}
+    db.commit()
+    return version

@@ -68,6 +68,9 @@ def test_each_method_trains_saves_and_reloads_with_plain_peft(tiny_model_dir, tm
     assert loss == pytest.approx(metrics["best_eval_loss"], abs=1e-4)
     base_loss = evaluate(load_causal_lm(tiny_model_dir, device=CPU), encoded, cfg, tokenizer.pad_token_id, CPU, True, 0)
     assert loss != pytest.approx(base_loss, abs=1e-6)  # the adapter changes the model
+    if method == "prompt_tuning":  # a soft prompt is no weight delta: merging it is refused, by name
+        with pytest.raises(ValueError, match="model: .* is a prompt-tuning adapter, which cannot be merged"):
+            load_causal_lm(out, device=CPU)
 
 
 def test_prompt_tuning_refuses_packing_when_asked_for_it():

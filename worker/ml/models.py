@@ -189,6 +189,13 @@ def load_causal_lm(
                 base.resize_token_embeddings(rows)
         model: Any = PeftModel.from_pretrained(base, str(name_or_path))
         if merge_adapter:
+            if model.active_peft_config.is_prompt_learning:
+                # A soft prompt is extra input embeddings, not a weight delta: nothing to merge.
+                raise ValueError(
+                    f"model: {name_or_path} is a prompt-tuning adapter, which cannot be merged into its base; "
+                    "load it with merge_adapter=False to generate, or train with LoRA, DoRA, IA3 or full "
+                    "fine-tuning to start a round, a reward model or an evaluation from it"
+                )
             model = model.merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)

@@ -8,7 +8,6 @@ heartbeat thread while it works → the result, lineage and `done` in one final 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 import uuid
@@ -23,8 +22,8 @@ from app.models.jobs import TrainingJob
 from app.sft import jobs
 from app.sft.jobs import J
 from worker.loop.runtime import (
-    HEARTBEAT_SECONDS,
     PROGRESS_SECONDS,
+    BeatThread,
     Cancelled,
     db_session,
     inject_fault,
@@ -69,34 +68,20 @@ def claim(job_id: int, token: str) -> bool:
     return won
 
 
-class JobHeartbeat:
-    """Touches heartbeat_at from a thread while the job runs (loading and saving report nothing)."""
+class JobHeartbeat(BeatThread):
+    """Touches a job's heartbeat_at while it runs and holds the claim."""
 
     def __init__(self, job_id: int, token: str):
         self.job_id, self.token = job_id, token
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+        super().__init__(f"heartbeat-job-{job_id}")
 
-    def __enter__(self) -> JobHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        every = min(HEARTBEAT_SECONDS, settings().round_stale_seconds / 3)
-        while not self._stop.wait(every):
-            try:
-                with db_session() as db:
-                    db.execute(
-                        update(TrainingJob)
-                        .where(TrainingJob.id == self.job_id, TrainingJob.claim_token == self.token)
-                        .values(heartbeat_at=utcnow())
-                    )
-            except Exception:  # a missed beat is harmless; the next one tries again
-                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+    def beat(self) -> None:
+        with db_session() as db:
+            db.execute(
+                update(TrainingJob)
+                .where(TrainingJob.id == self.job_id, TrainingJob.claim_token == self.token)
+                .values(heartbeat_at=utcnow())
+            )
 
 
 LOSS_KEYS = ("loss", "eval_loss", "learning_rate", "epoch")

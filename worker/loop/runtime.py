@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Self, cast
 
 from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
@@ -99,16 +99,16 @@ def claim(db: Session, *, round_id: int, step: str, token: str) -> bool:
     return cast(CursorResult, result).rowcount == 1
 
 
-class Heartbeat:
-    """Touches heartbeat_at every few seconds from a thread while a step runs, including the long
-    stretches (loading, saving) where the ML code reports no progress."""
+class BeatThread:
+    """A thread calling `beat()` every few seconds while a `with` block runs: the heartbeat of a
+    round step or a job, including the long stretches (loading, saving) where the ML code reports
+    no progress. A missed beat is harmless; the next one tries again."""
 
-    def __init__(self, round_id: int, *, token: str | None = None, statuses: Sequence[str] = ()):
-        self.round_id, self.token, self.statuses = round_id, token, tuple(statuses)
+    def __init__(self, name: str):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-round-{round_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -121,8 +121,20 @@ class Heartbeat:
         while not self._stop.wait(every):
             try:
                 self.beat()
-            except Exception:  # a missed beat is harmless; the next one tries again
-                log.warning("heartbeat for round %s failed", self.round_id, exc_info=True)
+            except Exception:
+                log.warning("%s failed", self._thread.name, exc_info=True)
+
+    def beat(self) -> None:
+        raise NotImplementedError
+
+
+class Heartbeat(BeatThread):
+    """Touches a round's heartbeat_at while its step runs (only while it holds the claim and is in
+    one of `statuses`, when given)."""
+
+    def __init__(self, round_id: int, *, token: str | None = None, statuses: Sequence[str] = ()):
+        self.round_id, self.token, self.statuses = round_id, token, tuple(statuses)
+        super().__init__(f"heartbeat-round-{round_id}")
 
     def beat(self) -> None:
         query = update(TrainingRound).where(TrainingRound.id == self.round_id)

@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 Prompt = str | list[dict[str, str]]
 
@@ -112,8 +114,9 @@ def parse_ranking(record: Any, where: str) -> Ranking:
     )
 
 
-def read_rankings(path: str | Path) -> list[Ranking]:
-    rankings = []
+def read_jsonl(path: str | Path, parse: Callable[[Any, str], T]) -> list[T]:
+    """Every non-blank line of a JSONL file through `parse(record, "line N")`; errors name the line."""
+    parsed = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -122,8 +125,12 @@ def read_rankings(path: str | Path) -> list[Ranking]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"line {number}: invalid JSON ({error.msg})") from None
-            rankings.append(parse_ranking(record, f"line {number}"))
-    return rankings
+            parsed.append(parse(record, f"line {number}"))
+    return parsed
+
+
+def read_rankings(path: str | Path) -> list[Ranking]:
+    return read_jsonl(path, parse_ranking)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:

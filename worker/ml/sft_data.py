@@ -18,7 +18,6 @@ token attends to another example and nothing is padded except each step's last c
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from worker.ml.batching import pack_prefix_groups, pad_token_ids
-from worker.ml.data import prompt_key
+from worker.ml.data import prompt_key, read_jsonl
 from worker.ml.formatting import has_chat_template, prompt_text, reward_text
 
 IGNORE = -100
@@ -73,17 +72,7 @@ def as_example(record: Any, where: str = "example") -> Messages:
 
 def read_examples(path: str | Path) -> list[Messages]:
     """Demonstrations from JSONL (either TRL form per line); errors name the line."""
-    examples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"line {number}: invalid JSON ({error.msg})") from None
-            examples.append(as_example(record, f"line {number}"))
-    return examples
+    return read_jsonl(path, as_example)
 
 
 @dataclass

@@ -286,6 +286,45 @@ def _train_dpo_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train-rloo ------------------------------------------------------------------------------
+
+
+def _train_rloo_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.ml.rloo_config import RLOOConfig
+
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="starting policy: a model folder, an SFT adapter or an earlier policy adapter "
+        "(default: the converted bundled SmolLM2)",
+    )
+    parser.add_argument("--prompts", type=Path, required=True, help='JSONL: {"prompt": str | [messages]} per line')
+    parser.add_argument(
+        "--reward",
+        type=Path,
+        default=None,
+        help="reward model artifact folder (from train-reward); not needed with --reward-source zero",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write")
+    add_config_flags(parser, RLOOConfig, skip=("model",))
+
+
+def _train_rloo_run(args: argparse.Namespace) -> int:
+    from worker.ml.data import read_prompts
+    from worker.ml.rloo import train_rloo
+    from worker.ml.rloo_config import RLOOConfig
+
+    cfg = config_from_args(RLOOConfig, args, model=args.model or str(_default_model()))
+    if args.reward is None and cfg.reward_source != "zero":
+        raise ValueError("reward: name the reward model folder with --reward (or use --reward-source zero)")
+    prompts = read_prompts(args.prompts)
+    bars = ProgressBars()
+    metrics = train_rloo(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars)
+    bars.close()
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def _default_model() -> Path:
     from worker.ml.models import convert_default_model
 
@@ -307,6 +346,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "train-dpo": Command(
         "DPO: train a LoRA policy directly on rankings (no reward model)", _train_dpo_arguments, _train_dpo_run
+    ),
+    "train-rloo": Command(
+        "RLOO / GRPO: train a LoRA policy against a reward model, K samples per prompt, no value head",
+        _train_rloo_arguments,
+        _train_rloo_run,
     ),
 }
 

@@ -1,5 +1,6 @@
-"""Loading and saving around PPO: the LoRA policy on one backbone, the frozen reward, and the
-saved policy artifact (a peft adapter folder + ranklab_card.json, optionally a merged model).
+"""Loading and saving around PPO and RLOO/GRPO: the LoRA policy on one backbone, the frozen
+reward, and the saved policy artifact (a peft adapter folder + ranklab_card.json, optionally a
+merged model).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from worker.ml.models import (
     save_artifact,
 )
 from worker.ml.ppo_rollout import RewardFn
-from worker.ml.values import VALUE_ADAPTER, PolicyValue, check_head_matches
+from worker.ml.values import VALUE_ADAPTER, LoraPolicy, PolicyValue, check_head_matches
 
 
 def lora_config(cfg, model: nn.Module) -> LoraConfig:
@@ -40,19 +41,21 @@ def lora_config(cfg, model: nn.Module) -> LoraConfig:
 
 
 def is_policy_adapter(path: str | os.PathLike) -> bool:
-    """An adapter folder that an earlier PPO run saved (its card says kind "policy")."""
+    """An adapter folder that an earlier PPO or RLOO/GRPO run saved (its card says kind "policy")."""
     return is_adapter_dir(path) and read_card(path).get("kind") == "policy"
 
 
-def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
-    """(policy-with-value on `device`, left-padding tokenizer) from `cfg.model`.
+def load_lora_policy(cfg, device: torch.device) -> tuple[Any, Any]:
+    """(peft model on `device`, left-padding tokenizer) from `cfg.model`, dropout off, eval mode.
+    `cfg` needs `model` and the LoRA fields (PPOConfig, RLOOConfig).
 
     The reference (adapter disabled) is always the model the run starts from:
-    - a model folder, or an adapter folder that is not a PPO policy (an SFT adapter): that
-      model, with any adapter merged into its base, gets a fresh LoRA (B = 0, so policy ==
-      reference at first); the saved policy adapter names `cfg.model` as its base;
-    - a policy adapter from an earlier PPO run continues that adapter, and the model that run
-      started from (its base, itself merged when it is an SFT adapter) stays the reference.
+    - a model folder, or an adapter folder that is not a policy (an SFT adapter): that model,
+      with any adapter merged into its base, gets a fresh LoRA (B = 0, so policy == reference
+      at first); the saved policy adapter names `cfg.model` as its base;
+    - a policy adapter from an earlier PPO or RLOO/GRPO run continues that adapter, and the
+      model that run started from (its base, itself merged when it is an SFT adapter) stays
+      the reference.
     """
     model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     if not model_path:
@@ -72,6 +75,13 @@ def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
     peft_model.eval()
     probe = tokenizer(["a b c"], return_tensors="pt")
     check_head_matches(peft_model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
+    return peft_model, tokenizer
+
+
+def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
+    """(policy-with-value on `device`, left-padding tokenizer) from `cfg.model`: the LoRA policy
+    of `load_lora_policy` (which says what the reference is) plus PPO's value function."""
+    peft_model, tokenizer = load_lora_policy(cfg, device)
     policy = PolicyValue(peft_model, cfg.value_mode, lora_config(cfg, peft_model.get_base_model()))
     disable_dropout(policy)
     policy.eval()
@@ -102,7 +112,7 @@ def resolve_reward(reward, device: torch.device) -> RewardFn:
 
 
 def save_policy(
-    policy: PolicyValue, tokenizer, out_dir: str | os.PathLike, card: dict[str, Any], merge: bool
+    policy: LoraPolicy, tokenizer, out_dir: str | os.PathLike, card: dict[str, Any], merge: bool
 ) -> dict[str, str]:
     """Save the policy adapter (loads with peft, or with models.load_causal_lm) and, when
     `merge`, a merged full model in `out_dir/merged`. Returns the folders written."""

@@ -1,5 +1,8 @@
 """The policy, its frozen reference and the value function, all on ONE backbone.
 
+``LoraPolicy`` holds the policy and its reference (what RLOO/GRPO need: rloo.py);
+``PolicyValue`` adds PPO's value function to it.
+
 Policy    = backbone + LoRA adapter "default" (the only weights PPO changes in the LM).
 Reference = the same backbone inside ``peft_model.disable_adapter()``: the logits are identical
             to a separately loaded base (docs/measured-facts.md, "The PPO reference";
@@ -58,20 +61,12 @@ class ValueHead(nn.Module):
         return self.score(hidden.float()).squeeze(-1)
 
 
-class PolicyValue(nn.Module):
-    """A peft model (policy adapter + optional value adapter) and the value head."""
+class LoraPolicy(nn.Module):
+    """A peft model: the policy (its adapter) and the reference (adapters disabled)."""
 
-    def __init__(self, peft_model, value_mode: str = "shared", value_lora_config=None):
+    def __init__(self, peft_model):
         super().__init__()
-        if value_mode not in VALUE_MODES:
-            raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
         self.peft_model = peft_model
-        self.value_mode = value_mode
-        causal_lm = peft_model.get_base_model()
-        self.value_head = ValueHead(causal_lm.config.hidden_size).to(causal_lm.device)
-        if value_mode == "adapter":
-            peft_model.add_adapter(VALUE_ADAPTER, value_lora_config)
-            self._use_adapter(POLICY_ADAPTER)
 
     # --- the pieces of the backbone ------------------------------------------------------------
 
@@ -92,8 +87,8 @@ class PolicyValue(nn.Module):
         return out.last_hidden_state
 
     def _response_logits(self, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
-        # Temperature-scaled, exactly as sampling scaled them: the logprobs PPO uses must be
-        # those of the distribution the tokens were drawn from.
+        # Temperature-scaled, exactly as sampling scaled them: the logprobs PPO and RLOO use
+        # must be those of the distribution the tokens were drawn from.
         # fp32 even under autocast: bf16 logits would add noise of ~1e-2 to every log-ratio.
         head = self.causal_lm.get_output_embeddings()
         with torch.autocast(device_type=hidden.device.type, enabled=False):
@@ -103,6 +98,41 @@ class PolicyValue(nn.Module):
                 bias = None if head.bias is None else head.bias.float()
                 logits = F.linear(hidden.float(), head.weight.float(), bias)
             return soft_cap(logits, self.causal_lm.config) / temperature
+
+    # --- what the policy-gradient stages call ----------------------------------------------------
+
+    def policy_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int, temperature: float
+    ) -> torch.Tensor:
+        """Policy logits [B, T, V] for the T response tokens after ``n_context`` prompt tokens."""
+        hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1 : -1]  # [B, T, H]
+        return self._response_logits(hidden, temperature)
+
+    def reference_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int, temperature: float
+    ) -> torch.Tensor:
+        """Logits [B, T, V] of the frozen reference: the same backbone with adapters off."""
+        with self.peft_model.disable_adapter():
+            hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1 : -1]
+            return self._response_logits(hidden, temperature)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+class PolicyValue(LoraPolicy):
+    """A peft model (policy adapter + optional value adapter) and the value head."""
+
+    def __init__(self, peft_model, value_mode: str = "shared", value_lora_config=None):
+        if value_mode not in VALUE_MODES:
+            raise ValueError(f"value_mode must be one of {VALUE_MODES}, got {value_mode!r}")
+        super().__init__(peft_model)
+        self.value_mode = value_mode
+        causal_lm = peft_model.get_base_model()
+        self.value_head = ValueHead(causal_lm.config.hidden_size).to(causal_lm.device)
+        if value_mode == "adapter":
+            peft_model.add_adapter(VALUE_ADAPTER, value_lora_config)
+            self._use_adapter(POLICY_ADAPTER)
 
     def _use_adapter(self, name: str) -> None:
         # peft's set_adapter freezes every inactive adapter; both of ours keep training.
@@ -139,17 +169,6 @@ class PolicyValue(nn.Module):
                 hidden = self._trunk_hidden(input_ids, attention_mask)
         return self.value_head(hidden[:, n_context - 1 : -1])
 
-    def reference_logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_context: int, temperature: float
-    ) -> torch.Tensor:
-        """Logits [B, T, V] of the frozen reference: the same backbone with adapters off."""
-        with self.peft_model.disable_adapter():
-            hidden = self._trunk_hidden(input_ids, attention_mask)[:, n_context - 1 : -1]
-            return self._response_logits(hidden, temperature)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
 
 def soft_cap(logits: torch.Tensor, config) -> torch.Tensor:
     """Gemma 2 squashes its logits into (-cap, cap) as cap * tanh(logits / cap) (its config's
@@ -160,7 +179,7 @@ def soft_cap(logits: torch.Tensor, config) -> torch.Tensor:
 
 def check_head_matches(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
     """Raise unless ``soft_cap(lm_head(trunk(x)))`` reproduces the model's own logits (it does
-    not for architectures that rescale logits otherwise, which this PPO does not support)."""
+    not for architectures that rescale logits otherwise, which PPO and RLOO do not support)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.no_grad():
         own = causal_lm(
@@ -173,5 +192,5 @@ def check_head_matches(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     if not torch.allclose(own.float(), ours.float(), atol=1e-4, rtol=1e-4):
         raise ValueError(
             f"{type(causal_lm).__name__}: logits are not lm_head(last hidden state); "
-            "PPO supports plain decoder LMs (Llama, Qwen, Gemma, Mistral, Phi-3, GPT-2 style)"
+            "PPO and RLOO support plain decoder LMs (Llama, Qwen, Gemma, Mistral, Phi-3, GPT-2 style)"
         )

@@ -1,0 +1,254 @@
+"""RLOO and GRPO for a LoRA policy against a frozen reward: `train_rloo(cfg, prompts, reward, out_dir)`.
+
+Both sample K responses per prompt and judge each against the others of its group, so they need
+no value function: the advantage of a whole response is its score minus the leave-one-out mean
+of the other K-1 (RLOO: Ahmadian et al. 2024, "Back to Basics") or its z-score within the group
+(GRPO: Shao et al. 2024, DeepSeekMath). Every token of a response gets that one advantage.
+
+What is shared with PPO (ppo.py): the sampling (ppo_rollout.sample_rollout: plain temperature
+sampling, nothing from the checkpoint's generation_config), the reference (the same backbone
+with the adapter disabled), logprobs recomputed by a forward pass at the sampling temperature,
+the clipped-ratio loss averaged over response tokens (ppo_math), loading and saving the LoRA
+policy (ppo_policy). What is not: the value head, GAE and whitening.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from worker.ml import ppo_math as pm
+from worker.ml.data import Prompt
+from worker.ml.models import Progress, autocast, pick_device
+from worker.ml.ppo import zero_reward
+from worker.ml.ppo_policy import load_lora_policy, resolve_reward, save_policy
+from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
+from worker.ml.rloo_config import ESTIMATORS, RLOOConfig
+from worker.ml.values import LoraPolicy
+
+__all__ = ["RLOOConfig", "group_advantages", "group_spread", "rloo_step", "sequence_advantages", "train_rloo"]
+
+GRPO_STD_EPS = 1e-4
+"""Added to the group's std before dividing (as TRL's GRPOTrainer), so a near-tie cannot blow up."""
+
+
+# --- advantages over groups of K (pure tensor maths) --------------------------------------------
+
+
+def group_advantages(scores: torch.Tensor, k: int, estimator: str) -> torch.Tensor:
+    """[P*k] scores, each prompt's k responses contiguous -> [P*k] advantages.
+
+    "rloo": A_i = r_i - (sum_j r_j - r_i) / (k - 1), the mean of the *other* responses, so a
+    response's own score never enters its baseline (unbiased).
+    "grpo": A_i = (r_i - mean) / (std + 1e-4), mean and std (Bessel's) over the group.
+    A group whose k scores are all equal says nothing about which response is better: its
+    advantages are exactly 0 under both (not a rounding residue divided by 1e-4).
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if k < 2 or scores.numel() % k:
+        raise ValueError(f"need groups of k >= 2 scores, got {scores.numel()} scores for k={k}")
+    grouped = scores.float().view(-1, k)  # [P, k]
+    if estimator == "rloo":
+        baseline = (grouped.sum(1, keepdim=True) - grouped) / (k - 1)  # [P, k]
+        advantages = grouped - baseline
+    else:
+        mean, std = grouped.mean(1, keepdim=True), grouped.std(1, keepdim=True)  # [P, 1]
+        advantages = (grouped - mean) / (std + GRPO_STD_EPS)
+    tied = (grouped == grouped[:, :1]).all(1, keepdim=True)  # [P, 1]
+    return torch.where(tied, torch.zeros_like(advantages), advantages).reshape(-1)
+
+
+def sequence_advantages(
+    scores: torch.Tensor, seq_kl: torch.Tensor, *, k: int, estimator: str, kl_coef: float, kl_in: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages [P*k], the rewards they were taken from [P*k]).
+
+    With kl_in "reward" each score first loses kl_coef * its response's sequence KL (the sum of
+    its per-token log-ratios), so a response that strayed further from the reference ranks lower
+    within its group; with "loss" the scores are used as they are (the KL acts in the loss)."""
+    rewards = scores - kl_coef * seq_kl if kl_in == "reward" else scores
+    return group_advantages(rewards, k, estimator), rewards
+
+
+def group_spread(scores: torch.Tensor, k: int) -> tuple[float, float]:
+    """(mean within-group std of the scores, share of groups whose k scores are all equal)."""
+    grouped = scores.float().view(-1, k)  # [P, k]
+    tied = (grouped == grouped[:, :1]).all(1)  # [P]
+    return float(grouped.std(1).mean()), float(tied.float().mean())
+
+
+# --- one iteration ------------------------------------------------------------------------------
+
+
+def rloo_step(
+    policy: LoraPolicy,
+    tokenizer,
+    optimizer: torch.optim.Optimizer,
+    reward_fn: RewardFn,
+    prompts: Sequence[Prompt],
+    cfg: RLOOConfig,
+) -> dict[str, float]:
+    """One iteration on `prompts` (P of them): sample K responses each, score, take group
+    advantages, update. Returns stats."""
+    device = policy.causal_lm.device
+    use_amp = cfg.autocast
+    started = time.perf_counter()
+
+    # 1. Roll out K responses per prompt, each prompt's K in adjacent rows (one group), all in
+    #    as few generate calls as generation_batch_size allows.
+    policy.eval()  # dropout is also zeroed for good in load_lora_policy
+    repeated = [prompt for prompt in prompts for _ in range(cfg.k)]  # [B = P*k]
+    with autocast(device, use_amp):
+        rollout = sample_rollout(
+            policy.peft_model,
+            tokenizer,
+            repeated,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            generation_batch_size=cfg.generation_batch_size,
+        )
+    rollout_seconds = time.perf_counter() - started
+    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
+    response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
+    n_context, batch = rollout.query_ids.shape[1], response_ids.shape[0]
+
+    # 2. Score the decoded responses with the frozen reward; penalise responses without EOS.
+    raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)  # [B]
+    scores = scores.to(device)
+
+    # 3. Logprobs of the sampled tokens under the rollout policy and under the reference
+    #    (adapter disabled), recomputed by a forward pass as PPO does.
+    old_logprob_chunks: list[torch.Tensor] = []
+    ref_logprob_chunks: list[torch.Tensor] = []
+    entropy_chunks: list[torch.Tensor] = []
+    with torch.no_grad(), autocast(device, use_amp):
+        for rows in torch.arange(batch).split(cfg.minibatch_size):
+            ids, am, labels = input_ids[rows], attention_mask[rows], response_ids[rows]
+            logits = policy.policy_logits(ids, am, n_context, cfg.temperature)  # [b, T, V]
+            old_logprob_chunks.append(pm.logprobs_of_labels(logits, labels))  # [b, T]
+            entropy_chunks.append(pm.entropy_from_logits(logits))  # [b, T]
+            ref_logits = policy.reference_logits(ids, am, n_context, cfg.temperature)
+            ref_logprob_chunks.append(pm.logprobs_of_labels(ref_logits, labels))  # [b, T]
+    old_logprobs, ref_logprobs = torch.cat(old_logprob_chunks), torch.cat(ref_logprob_chunks)  # [B, T]
+    entropy = torch.cat(entropy_chunks)  # [B, T]
+
+    # 4. One advantage per response from its group; every one of its tokens gets it.
+    seq_kl = (pm.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask).sum(1)  # [B]
+    advantages, rewards = sequence_advantages(
+        scores, seq_kl, k=cfg.k, estimator=cfg.estimator, kl_coef=cfg.kl_coef, kl_in=cfg.kl_in
+    )  # [B], [B]
+    token_advantages = advantages.unsqueeze(1).expand_as(mask)  # [B, T]
+
+    # 5. Clipped-ratio updates over shuffled minibatches; the loss is the mean over response
+    #    tokens (plus beta * per-token k3 KL when kl_in is "loss").
+    trainable = policy.trainable_parameters()
+    update_stats: dict[str, list[float]] = defaultdict(list)
+    for _epoch in range(cfg.update_epochs):
+        for rows in torch.randperm(batch).split(cfg.minibatch_size):
+            ids, am, labels, mb_mask = input_ids[rows], attention_mask[rows], response_ids[rows], mask[rows]
+            with autocast(device, use_amp):
+                logits = policy.policy_logits(ids, am, n_context, cfg.temperature)  # [b, T, V]
+                new_logprobs = pm.logprobs_of_labels(logits, labels)  # [b, T]
+                pg_loss, pg_stats = pm.clipped_policy_loss(
+                    new_logprobs, old_logprobs[rows], token_advantages[rows], mb_mask, cfg.clip_range
+                )
+                loss, extra = pg_loss, dict[str, torch.Tensor]()
+                if cfg.kl_in == "loss":  # k3 >= 0 per token, its gradient pulls toward the reference
+                    extra["kl_loss"] = pm.masked_mean(pm.kl_estimate(new_logprobs, ref_logprobs[rows], "k3"), mb_mask)
+                    loss = pg_loss + cfg.kl_coef * extra["kl_loss"]
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for name, value in {"policy_loss": pg_loss, **pg_stats, **extra}.items():
+                update_stats[name].append(value.item())
+
+    # 6. Summarise the iteration.
+    group_reward_std, zero_std_groups = group_spread(scores, cfg.k)
+    stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
+    stats.update(
+        {
+            "score": float(raw_scores.mean()),
+            "penalised_score": float(scores.mean()),
+            "kl": float(seq_kl.mean()),
+            "non_score_reward": float((rewards - scores).mean()),
+            "kl_coef": cfg.kl_coef,
+            "entropy": float(pm.masked_mean(entropy, mask)),
+            "response_length": float(mask.sum(1).mean()),
+            "no_eos_fraction": float((~rollout.has_eos).float().mean()),
+            "advantage_mean": float(advantages.mean()),
+            "advantage_std": float(advantages.std()),
+            "advantage_abs_max": float(advantages.abs().max()),
+            "group_reward_std": group_reward_std,
+            "zero_std_groups": zero_std_groups,
+            "rollout_seconds": rollout_seconds,
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    return stats
+
+
+def train_rloo(
+    cfg: RLOOConfig,
+    prompts: Sequence[Prompt],
+    reward_model_or_fn,
+    out_dir: str | os.PathLike,
+    on_progress: Progress | None = None,
+    *,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Run `cfg.steps` RLOO or GRPO iterations and save the policy adapter (+ card) in `out_dir`.
+
+    `reward_model_or_fn`: a reward artifact folder, a RewardScorer, or any callable
+    `reward_fn(prompts, responses) -> tensor [B]`. `on_progress(done, total, "rloo")` after each
+    iteration; `on_step(step, stats)` too, for live charts. Returns per-iteration lists (score,
+    kl, entropy, policy_loss, clip_fraction, advantage statistics, ...), totals, and the folders
+    written ("adapter", and "merged" when cfg.merge). The card says kind "policy", so a later
+    PPO, RLOO or GRPO run continues this adapter with the same reference.
+    """
+    if not prompts:
+        raise ValueError("prompts: need at least one prompt")
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    peft_model, tokenizer = load_lora_policy(cfg, device)
+    policy = LoraPolicy(peft_model)
+    reward_fn = zero_reward if cfg.reward_source == "zero" else resolve_reward(reward_model_or_fn, device)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
+
+    history: dict[str, list[float]] = defaultdict(list)
+    order: list[int] = []
+    started = time.perf_counter()
+    for step in range(cfg.steps):
+        # Walk the prompts in a fresh random order each pass (prompts may be fewer than a step's).
+        while len(order) < cfg.prompts_per_step:
+            order += torch.randperm(len(prompts)).tolist()
+        step_prompts, order = [prompts[i] for i in order[: cfg.prompts_per_step]], order[cfg.prompts_per_step :]
+        stats = rloo_step(policy, tokenizer, optimizer, reward_fn, step_prompts, cfg)
+        for name, value in stats.items():
+            history[name].append(value)
+        if on_step is not None:
+            on_step(step + 1, stats)
+        if on_progress is not None:
+            on_progress(step + 1, cfg.steps, "rloo")
+    seconds = time.perf_counter() - started
+
+    metrics: dict[str, Any] = dict(history)
+    metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
+    card = {
+        "kind": "policy",
+        "optimizer": cfg.estimator,
+        "config": cfg.to_dict(),
+        "metrics": {name: values[-1] for name, values in history.items()},
+        "samples_per_second": metrics["samples_per_second"],
+    }
+    metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
+    return metrics

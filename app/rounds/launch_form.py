@@ -37,12 +37,21 @@ LABELS = {
     "ppo_epochs": "PPO epochs",
     "min_coverage": "Minimum coverage",
     "auto_start": "Start training automatically",
+    "optimizer": "Policy optimizer",
+    "rloo.k": "Samples per prompt (group)",
+    "beta": "β (pull towards the reference)",
+    "rankings_from": "Rankings DPO trains on",
+    "prompts_per_step": "Prompts per step",
+    "update_epochs": "Passes over each batch",
+    "kl_in": "KL placed in",
 }
 SECTION_TITLES = {
     "prompts": "Prompts",
     "generation": "Generation",
     "reward": "Reward model",
     "ppo": "Policy (PPO)",
+    "dpo": "Policy (DPO)",
+    "rloo": "Policy (RLOO / GRPO)",
     "labeling": "When to train",
 }
 CHOICE_LABELS = {
@@ -52,6 +61,14 @@ CHOICE_LABELS = {
     "plackett_luce": "Plackett–Luce (listwise)",
     "sft": "the SFT model (InstructGPT)",
     "base": "the pre-SFT base model",
+    "ppo": "PPO (reward model, value head)",
+    "dpo": "DPO (on the rankings)",
+    "rloo": "RLOO (k samples, leave-one-out)",
+    "grpo": "GRPO (k samples, group-normalised)",
+    "sigmoid": "sigmoid (DPO)",
+    "ipo": "IPO",
+    "policy_line": "this and earlier rounds of the policy line",
+    "this_round": "this round only",
 }
 
 
@@ -64,6 +81,9 @@ def placeholders(project: Any) -> dict[str, str]:
         "generation.seed": "random",
         "ppo.max_new_tokens": "generation's",
         "ppo.temperature": "generation's",
+        "rloo.k": "the round's K",
+        "rloo.max_new_tokens": "generation's",
+        "rloo.temperature": "generation's",
     }
 
 
@@ -171,7 +191,7 @@ def _field(name: str, key: str, info: FieldInfo) -> Field:
     default = info.get_default(call_default_factory=True)
     return Field(
         name=name,
-        label=LABELS.get(key, key.replace("_", " ").capitalize()),
+        label=LABELS.get(name, LABELS.get(key, key.replace("_", " ").capitalize())),
         help=(info.description or "") + (f" Comma-separated: {', '.join(choices)}." if many and choices else ""),
         kind=kind,
         default=default,

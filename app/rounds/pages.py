@@ -113,13 +113,12 @@ def _round_page(
 ):
     project = get_project_or_404(db, training_round.project_id)
     settings = request.app.state.settings
-    series = views.metric_series(db, round_id=training_round.id)
+    specs = views.charts_for(training_round)
+    series = views.metric_series(db, round_id=training_round.id, specs=specs)
     rendered = [
-        charts.line_chart(series[spec.title], title=spec.title, unit=spec.unit)
-        for spec in views.CHARTS
-        if series[spec.title]
+        charts.line_chart(series[spec.title], title=spec.title, unit=spec.unit) for spec in specs if series[spec.title]
     ]
-    waiting = [spec.title for spec in views.CHARTS if not series[spec.title]]
+    waiting = [spec.title for spec in specs if not series[spec.title]]
     versions = views.round_versions(db, training_round=training_round)
     history = eval_views.evaluation_history(db, project_id=training_round.project_id)
     context = {

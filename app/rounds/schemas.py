@@ -145,6 +145,90 @@ class PPOSettings(BaseModel):
         return self
 
 
+Optimizer = Literal["ppo", "dpo", "rloo", "grpo"]
+
+
+class DPOSettings(BaseModel):
+    """Direct preference optimisation on K-way rankings (worker.ml.dpo_config.DPOConfig), when the
+    round's optimizer is "dpo": no reward model in the loss, the reference is the lineage's start."""
+
+    model_config = STRICT
+    beta: float = Field(
+        0.1, gt=0.0, le=100.0, description="Pull towards the reference: implicit reward = beta·(log π − log ref)."
+    )
+    loss: Literal["sigmoid", "ipo", "plackett_luce"] = Field(
+        "sigmoid",
+        description=(
+            "sigmoid: DPO over every ordered pair of a ranking; ipo: squared margin (does not overfit sure "
+            "preferences); plackett_luce: likelihood of the whole ranked order."
+        ),
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=0.5, description="sigmoid only: the assumed chance a pair's label is flipped."
+    )
+    learning_rate: float = Field(5e-5, gt=0.0, lt=1.0, description="Peak AdamW LR of the policy's LoRA.")
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the rankings.")
+    batch_rankings: int = Field(8, ge=1, le=4096, description="Rankings per optimizer step.")
+    max_length: int = Field(512, ge=8, le=32768, description="Tokens per prompt+completion.")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank of the policy adapter.")
+    rankings_from: Literal["policy_line", "this_round"] = Field(
+        "policy_line",
+        description=(
+            "policy_line: the rankings of this round and of every earlier round of its policy line (iterative "
+            "DPO); this_round: only this round's, collected from the current policy."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _smoothing_is_sigmoid_only(self) -> DPOSettings:
+        if self.label_smoothing and self.loss != "sigmoid":
+            raise ValueError(f"label_smoothing applies to the sigmoid loss only, not {self.loss!r}")
+        return self
+
+
+class RLOOSettings(BaseModel):
+    """RLOO and GRPO against the round's reward model (worker.ml.rloo_config.RLOOConfig), when the
+    round's optimizer is "rloo" or "grpo": k samples per prompt, no value head."""
+
+    model_config = STRICT
+    steps: int = Field(8, ge=1, le=100_000, description="Iterations (each: sample k per prompt, score, update).")
+    prompts_per_step: int = Field(4, ge=1, le=4096, description="Prompts per iteration.")
+    k: int | None = Field(None, ge=2, le=64, description="Samples per prompt (the group); empty: the round's K.")
+    update_epochs: int = Field(
+        1, ge=1, le=100, description="Passes over each batch of samples; above 1 the clipped ratio applies."
+    )
+    minibatch_size: int = Field(8, ge=1, le=4096, description="Responses per gradient step (≤ prompts_per_step × k).")
+    learning_rate: float = Field(5e-5, gt=0.0, lt=1.0, description="AdamW LR of the policy's LoRA.")
+    kl_coef: float = Field(0.05, ge=0.0, le=100.0, description="beta: weight of the KL to the reference.")
+    kl_in: Literal["reward", "loss"] = Field(
+        "reward",
+        description=(
+            "reward: each answer's KL is subtracted from its score before the baseline (RLOO paper); "
+            "loss: a per-token KL term is added to the loss (GRPO paper)."
+        ),
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=8192, description="Longest sampled response; empty: generation's."
+    )
+    temperature: float | None = Field(None, gt=0.0, le=5.0, description="Sampling temperature; empty: generation's.")
+    missing_eos_penalty: float = Field(
+        0.0, ge=0.0, description="Opt-in: subtracted from a response cut at max_new_tokens."
+    )
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank of the policy adapter.")
+    reward_source: Literal["reward_model", "zero"] = Field(
+        "reward_model", description="zero: a control run with no preference signal, only the KL term."
+    )
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> RLOOSettings:
+        if self.k is not None and self.minibatch_size > self.prompts_per_step * self.k:
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) must be ≤ prompts_per_step × k "
+                f"({self.prompts_per_step} × {self.k})"
+            )
+        return self
+
+
 class LabelingThreshold(BaseModel):
     """When a round's labeling is enough to train on. Both conditions must hold."""
 
@@ -167,14 +251,14 @@ Opponent = Literal["previous", "base", "sft"]
 
 
 class EvaluationSettings(BaseModel):
-    """What a round measures after PPO, on the project's eval prompts (split "eval", never trained on)."""
+    """What a round measures after the policy step, on the project's eval prompts (split "eval", never trained on)."""
 
     model_config = STRICT
     metrics: bool = Field(
         True,
         description=(
-            "After PPO, the new policy (and the base, the first time) answers the eval prompts with a fixed "
-            "seed; stored per version: reward score, length, EOS share, KL to the reference, distinct-n and "
+            "After the policy step, the new policy (and the base, the first time) answers the eval prompts with a "
+            "fixed seed; stored per version: reward score, length, EOS share, KL to the reference, distinct-n and "
             "the length-controlled reward win rate against the previous policy."
         ),
     )
@@ -224,10 +308,20 @@ class RoundConfigIn(BaseModel):
         description="Completions per prompt; within the project's k range (default: the project's k_min).",
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, description="Seed for the validation split and training.")
+    optimizer: Optimizer = Field(
+        "ppo",
+        description=(
+            "The policy step: ppo (LoRA-PPO against the reward model), dpo (DPO on the rankings themselves), "
+            "rloo or grpo (k samples per prompt scored by the reward model, no value head). Each reads its own "
+            "section (ppo, dpo, rloo — grpo shares rloo's)."
+        ),
+    )
     prompts: PromptSelection = Field(default_factory=PromptSelection)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     reward: RewardSettings = Field(default_factory=RewardSettings)
     ppo: PPOSettings = Field(default_factory=PPOSettings)
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
+    rloo: RLOOSettings = Field(default_factory=RLOOSettings)
     labeling: LabelingThreshold = Field(default_factory=LabelingThreshold)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 

@@ -74,6 +74,13 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
     k = config.k if config.k is not None else project.k_min
     if not project.k_min <= k <= project.k_max:
         raise RoundError("k", f"must be within the project's range {project.k_min}–{project.k_max}, got {k}")
+    group = config.rloo.k or k  # RLOO/GRPO sample the round's K per prompt unless told otherwise
+    if config.optimizer in ("rloo", "grpo") and config.rloo.minibatch_size > config.rloo.prompts_per_step * group:
+        raise RoundError(
+            "rloo.minibatch_size",
+            f"must be ≤ prompts_per_step × k ({config.rloo.prompts_per_step} × {group}), "
+            f"got {config.rloo.minibatch_size}",
+        )
     running = active_round(db, project=project)
     if running is not None:
         raise RoundConflict(

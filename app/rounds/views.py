@@ -55,13 +55,41 @@ class ChartSpec:
     unit: str = ""
 
 
-CHARTS = [
-    ChartSpec("RM validation accuracy", ("val_accuracy",), (RoundStatus.training_reward,)),
-    ChartSpec("PPO reward", ("score", "reward"), (RoundStatus.training_policy,)),
-    ChartSpec("KL to reference", ("kl",), (RoundStatus.training_policy,)),
-    ChartSpec("Entropy", ("entropy",), (RoundStatus.training_policy,)),
-    ChartSpec("Response length", ("response_length",), (RoundStatus.training_policy,), unit=" tokens"),
+POLICY = (RoundStatus.training_policy,)
+REWARD_CHARTS = [ChartSpec("RM validation accuracy", ("val_accuracy",), (RoundStatus.training_reward,))]
+SAMPLED_CHARTS = [
+    ChartSpec("KL to reference", ("kl",), POLICY),
+    ChartSpec("Entropy", ("entropy",), POLICY),
+    ChartSpec("Response length", ("response_length",), POLICY, unit=" tokens"),
 ]
+"""What every optimizer that samples answers and scores them (PPO, RLOO, GRPO) logs per step."""
+GROUP_CHARTS = [
+    ChartSpec("Reward (RM score)", ("score",), POLICY),
+    *SAMPLED_CHARTS,
+    ChartSpec("Advantage spread (sd)", ("advantage_std",), POLICY),
+    ChartSpec("Groups with equal scores (no signal)", ("zero_std_groups",), POLICY),
+]
+CHARTS_BY_OPTIMIZER: dict[str, list[ChartSpec]] = {
+    "ppo": [*REWARD_CHARTS, ChartSpec("PPO reward", ("score", "reward"), POLICY), *SAMPLED_CHARTS],
+    "dpo": [
+        *REWARD_CHARTS,
+        ChartSpec("DPO loss", ("loss",), POLICY),
+        ChartSpec("Held-out implicit-reward accuracy", ("val_accuracy",), POLICY),
+        ChartSpec("Batch implicit-reward accuracy", ("accuracy",), POLICY),
+        ChartSpec("Reward margin", ("margin",), POLICY),
+        ChartSpec("Chosen log-prob drift", ("chosen_drift",), POLICY),
+        ChartSpec("Rejected log-prob drift", ("rejected_drift",), POLICY),
+        ChartSpec("Held-out KL to reference", ("val_kl_per_token",), POLICY, unit=" per token"),
+    ],
+    "rloo": [*REWARD_CHARTS, *GROUP_CHARTS],
+    "grpo": [*REWARD_CHARTS, *GROUP_CHARTS],
+}
+CHARTS = CHARTS_BY_OPTIMIZER["ppo"]
+
+
+def charts_for(training_round: TrainingRound) -> list[ChartSpec]:
+    """The round page's charts for the round's optimizer (rounds from before the choice: PPO)."""
+    return CHARTS_BY_OPTIMIZER.get((training_round.config or {}).get("optimizer", "ppo"), CHARTS)
 
 
 @dataclass(frozen=True)

@@ -22,27 +22,46 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from app.rounds.schemas import GenerationSettings, PPOSettings, RewardSettings, RoundConfigIn
-from worker.loop.configs import generation_config, ppo_config, reward_config
+from app.rounds.schemas import (
+    DPOSettings,
+    GenerationSettings,
+    PPOSettings,
+    RewardSettings,
+    RLOOSettings,
+    RoundConfigIn,
+)
+from worker.loop.configs import dpo_config, generation_config, ppo_config, reward_config, rloo_config
+from worker.loop.optimizers import OPTIMIZERS
 from worker.ml.config import RM_LOSSES, RM_MODES, GenerationConfig, RewardConfig
+from worker.ml.dpo_config import DPOConfig
+from worker.ml.dpo_losses import DPO_LOSSES
 from worker.ml.ppo_config import REWARD_SOURCES, PPOConfig
+from worker.ml.rloo_config import KL_PLACEMENTS, RLOOConfig
 
 SECTIONS: dict[str, tuple[type[BaseModel], type]] = {
     "generation": (GenerationSettings, GenerationConfig),
     "reward": (RewardSettings, RewardConfig),
     "ppo": (PPOSettings, PPOConfig),
+    "dpo": (DPOSettings, DPOConfig),
+    "rloo": (RLOOSettings, RLOOConfig),
 }
-TOP_LEVEL: dict[str, tuple[type, ...]] = {"k": (GenerationConfig,), "seed": (RewardConfig, PPOConfig)}
+TOP_LEVEL: dict[str, tuple[type, ...]] = {
+    "k": (GenerationConfig,),
+    "seed": (RewardConfig, PPOConfig, DPOConfig, RLOOConfig),
+}
 """Top-level settings and the dataclasses whose same-named field they set."""
-NOT_ML = {"model", "start_version_id", "prompts", "labeling", "evaluation"}
-"""Resolved by the loop (the starting ModelVersion) or not training settings at all (evaluation:
-the loop's eval step, worker/loop/evaluation.py)."""
-LOOP_ONLY = {"generation.prompts_per_task", "reward.init_from"}
+NOT_ML = {"model", "start_version_id", "optimizer", "prompts", "labeling", "evaluation"}
+"""Resolved by the loop (the starting ModelVersion; the optimizer picks the policy step,
+worker/loop/optimizers.py) or not training settings at all (evaluation: the loop's eval step,
+worker/loop/evaluation.py)."""
+LOOP_ONLY = {"generation.prompts_per_task", "reward.init_from", "dpo.rankings_from"}
 """Settings the loop acts on itself (generation jobs of this many prompts; which model the reward
-model starts from, worker/loop/configs.py reward_backbone)."""
-DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature"}
-"""A round's k defaults to None: the project's k_min, filled in at launch. PPO's rollout length
-and temperature default to None: the generation settings' (checked below)."""
+model starts from, worker/loop/configs.py reward_backbone; which rounds' rankings DPO reads,
+worker/loop/data.py policy_line_rounds)."""
+DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature", "rloo.k", "rloo.max_new_tokens", "rloo.temperature"}
+"""A round's k defaults to None: the project's k_min, filled in at launch; RLOO's group size to
+None: the round's k. PPO's and RLOO's rollout length and temperature default to None: the
+generation settings' (checked below)."""
 WEB_ONLY_LIMITS = {
     ("k", "ge"),
     ("seed", "ge"),
@@ -55,11 +74,25 @@ WEB_ONLY_LIMITS = {
     ("ppo.minibatch_size", "le"),
     ("ppo.ppo_epochs", "le"),
     ("ppo.kl_coef", "le"),
+    ("dpo.batch_rankings", "le"),
+    ("rloo.steps", "le"),
+    ("rloo.prompts_per_step", "le"),
+    ("rloo.k", "le"),
+    ("rloo.update_epochs", "le"),
+    ("rloo.minibatch_size", "le"),
+    ("rloo.kl_coef", "le"),
 }
 """Caps the form sets where the library takes any value (a seed that fits int32, a run that
 fits a sane budget), and k ≥ 4: a ranking task wants 4 to 9, while the library also samples the
 single eval answer per prompt."""
-ML_CHOICES = {"reward.loss": RM_LOSSES, "reward.mode": RM_MODES, "ppo.reward_source": REWARD_SOURCES}
+ML_CHOICES = {
+    "reward.loss": RM_LOSSES,
+    "reward.mode": RM_MODES,
+    "ppo.reward_source": REWARD_SOURCES,
+    "dpo.loss": DPO_LOSSES,
+    "rloo.kl_in": KL_PLACEMENTS,
+    "rloo.reward_source": REWARD_SOURCES,
+}
 """The dataclass's allowed values for each choice setting."""
 
 
@@ -136,6 +169,10 @@ def _context(path: str, value: Any) -> dict[str, Any]:
         return {"batch_size": max(value, PPOSettings().batch_size)}
     if path == "ppo.batch_size":
         return {"minibatch_size": 1}
+    if path == "rloo.minibatch_size":  # a group of k ≥ 2 per prompt: prompts_per_step × k ≥ value
+        return {"prompts_per_step": max(value, 1)}
+    if path in ("rloo.prompts_per_step", "rloo.k"):
+        return {"minibatch_size": 1}
     return {}
 
 
@@ -156,6 +193,8 @@ def _loop_configs(stored: dict[str, Any]) -> dict[type, Any]:
         GenerationConfig: generation_config(stored, batch=0, number=0),
         RewardConfig: reward_config(stored, backbone="backbone", round_id=1),
         PPOConfig: ppo_config(stored, model="policy"),
+        DPOConfig: dpo_config(stored, model="policy", round_id=1),
+        RLOOConfig: rloo_config(stored, model="policy", estimator="rloo"),
     }
 
 
@@ -266,3 +305,15 @@ def test_ppo_rolls_out_like_the_completions_the_reward_model_was_trained_on():
     changed = RoundConfigIn.model_validate({"k": 4, "ppo": {"max_new_tokens": 16, "temperature": 0.5}})
     ppo = _loop_configs(changed.model_dump(mode="json"))[PPOConfig]
     assert (ppo.max_new_tokens, ppo.temperature) == (16, 0.5)
+
+
+def test_the_optimizer_choices_are_the_loops_policy_steps():
+    (choices,) = [typing.get_args(RoundConfigIn.model_fields["optimizer"].annotation)]
+    assert set(choices) == set(OPTIMIZERS)
+
+
+def test_rloo_samples_like_the_generation_and_groups_by_the_rounds_k():
+    stored = RoundConfigIn.model_validate({"k": 5}).model_dump(mode="json")
+    gen, rloo = _loop_configs(stored)[GenerationConfig], _loop_configs(stored)[RLOOConfig]
+    assert (rloo.max_new_tokens, rloo.temperature, rloo.k) == (gen.max_new_tokens, gen.temperature, 5)
+    assert rloo_config(stored, model="policy", estimator="grpo").estimator == "grpo"

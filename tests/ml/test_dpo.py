@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,8 +158,9 @@ def test_dpo_raises_held_out_implicit_reward_accuracy_and_reloads_with_plain_pef
     assert metrics["val_accuracy"] >= metrics["val_accuracy_before"] + 0.15, metrics
     assert metrics["val_margin"] > 0 and metrics["val_kl_per_token"] > 0
     assert metrics["steps"] == 3 * math.ceil(metrics["train_tasks"] / 8)
-    assert {"loss", "accuracy", "margin", "chosen_drift", "rejected_drift"} <= set(steps[0][1])
-    assert read_card(tmp_path / "dpo")["kind"] == "dpo_policy"
+    assert steps[0][0] == 0 and steps[0][1]["val_accuracy"] == metrics["val_accuracy_before"]  # before training
+    assert {"loss", "accuracy", "margin", "chosen_drift", "rejected_drift"} <= set(steps[1][1])
+    assert read_card(tmp_path / "dpo")["kind"] == "policy"
     reloaded = AutoPeftModelForCausalLM.from_pretrained(str(tmp_path / "dpo"))
     assert any("lora_B" in name for name, _ in reloaded.named_parameters())
 
@@ -210,3 +212,30 @@ def test_each_labelers_ranking_of_a_task_counts_and_shares_the_forward(tiny_mode
     assert values.tolist() == [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]]
     loss, per_ranking = dpo_loss(values, torch.zeros(4, 3), levels, beta=1.0)
     assert per_ranking[1] == 0 and loss.item() == pytest.approx(per_ranking[[0, 2, 3]].mean().item())
+
+
+def test_a_policy_adapter_trains_on_against_the_start_it_was_trained_from(tiny_model_dir, tmp_path):
+    """Iterative DPO across rounds: the second run continues the first one's adapter (its
+    held-out loss starts below log 2, the value where policy == reference) and the reference is
+    still the first run's starting model, which the saved adapter names as its base. `held_out`
+    replaces the random split: every training ranking trains."""
+    import json
+
+    from worker.ml.dpo import DPOConfig, train_dpo
+    from worker.ml.synthetic import quality_rankings
+
+    data = quality_rankings(16, 4, seed=5)
+    train, held = data[:12], data[12:]
+    cfg = DPOConfig(
+        model=str(tiny_model_dir), beta=0.1, learning_rate=3e-3, epochs=3, batch_rankings=4,
+        device="cpu", autocast=False, max_length=64,
+    )  # fmt: skip
+    first = train_dpo(cfg, train, tmp_path / "first", held_out=held)
+    assert (first["train_tasks"], first["val_tasks"]) == (12, 4)
+    assert first["val_loss_before"] == pytest.approx(math.log(2), abs=1e-5)
+    second = train_dpo(
+        DPOConfig(**{**cfg.to_dict(), "model": str(tmp_path / "first")}), train, tmp_path / "second", held_out=held
+    )
+    assert second["val_loss_before"] == pytest.approx(first["val_loss"], abs=1e-4)
+    adapter = json.loads((tmp_path / "second" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]).resolve() == Path(tiny_model_dir).resolve()

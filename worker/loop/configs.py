@@ -76,6 +76,42 @@ def ppo_config(config: dict[str, Any], *, model: str):
     )
 
 
+def dpo_config(config: dict[str, Any], *, model: str, round_id: int):
+    from worker.ml.dpo_config import DPOConfig
+
+    dpo = config["dpo"]
+    # val_fraction 0: the loop holds out the project's validation prompts itself (by Prompt.split).
+    return DPOConfig.from_dict(
+        {
+            **_same_named(dpo, DPOConfig),
+            "model": model,
+            "lora_alpha": 2 * dpo["lora_r"],
+            "val_fraction": 0.0,
+            "seed": config["seed"],
+            "extra": {"round_id": round_id},
+        }
+    )
+
+
+def rloo_config(config: dict[str, Any], *, model: str, estimator: str):
+    from worker.ml.rloo_config import RLOOConfig
+
+    rloo, gen = config["rloo"], config["generation"]
+    # Unset (None): sample like the completions the round's reward model learned from, k of them.
+    sampling = {name: gen[name] if rloo.get(name) is None else rloo[name] for name in ("max_new_tokens", "temperature")}
+    return RLOOConfig.from_dict(
+        {
+            **_same_named(rloo, RLOOConfig),
+            **sampling,
+            "k": rloo.get("k") or config["k"],
+            "estimator": estimator,
+            "model": model,
+            "lora_alpha": 2 * rloo["lora_r"],
+            "seed": config["seed"],
+        }
+    )
+
+
 def root_base(db: Session, version: ModelVersion) -> ModelVersion:
     """The base model at the start of a lineage (policy → parent policy → ... → base)."""
     seen = set()

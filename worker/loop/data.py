@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import Completion, Prompt, PromptSplit, Ranking, RankingTask, RoundPrompt, TaskCompletion, TrainingRound
+from app.models import (
+    Completion,
+    ModelKind,
+    ModelVersion,
+    Prompt,
+    PromptSplit,
+    Ranking,
+    RankingTask,
+    RoundPrompt,
+    TaskCompletion,
+    TrainingRound,
+)
 
 
-def rankings(db: Session, *, project_id: int, round_id: int | None = None, split: str | None = None) -> list:
-    """Every labeler's ranking in the project (or of one round's tasks), as worker.ml Rankings:
+def rankings(
+    db: Session,
+    *,
+    project_id: int,
+    round_id: int | None = None,
+    round_ids: Sequence[int] | None = None,
+    split: str | None = None,
+) -> list:
+    """Every labeler's ranking in the project (or of one round's, or some rounds' tasks), as worker.ml Rankings:
     completions in task order, groups as indices into them, prompt_id = our prompt id (so the
     ML code keeps a prompt's rankings together)."""
     from worker.ml.data import Ranking as MLRanking
@@ -26,6 +45,8 @@ def rankings(db: Session, *, project_id: int, round_id: int | None = None, split
     )
     if round_id is not None:
         query = query.where(RankingTask.round_id == round_id)
+    if round_ids is not None:
+        query = query.where(RankingTask.round_id.in_(list(round_ids)))
     if split is not None:
         query = query.where(Prompt.split == split)
     rows = db.execute(query).all()
@@ -79,3 +100,26 @@ def ppo_prompts(db: Session, *, training_round: TrainingRound) -> list[Any]:
         .order_by(Prompt.id)
     ).all()
     return [text if text is not None else messages for text, messages in rows]
+
+
+def policy_line_rounds(db: Session, *, training_round: TrainingRound) -> list[int]:
+    """Ids of this round and of the earlier rounds of its policy line: the rounds whose starting
+    policy is this round's or one of its ancestors, back to the SFT model or base the line began
+    with. A round started from another model (another line) is not among them."""
+    line: set[int] = set()
+    version_id = training_round.policy_in_id
+    while version_id is not None and version_id not in line:
+        line.add(version_id)
+        version = db.get_one(ModelVersion, version_id)
+        if version.kind in (ModelKind.base, ModelKind.sft):
+            break
+        version_id = version.parent_id
+    return list(
+        db.scalars(
+            select(TrainingRound.id).where(
+                TrainingRound.project_id == training_round.project_id,
+                TrainingRound.number <= training_round.number,
+                TrainingRound.policy_in_id.in_(line),
+            )
+        )
+    )

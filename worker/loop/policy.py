@@ -1,9 +1,9 @@
-"""training_policy: PPO from the round's policy against the round's reward model.
+"""training_policy: the round's policy step, by the optimizer its config names (optimizers.py).
 
 A base or SFT model gets a fresh LoRA adapter; a policy from an earlier round continues its
-adapter, and the reference (for the KL penalty) stays the model the lineage started from: the SFT
-model when the rounds began from one (worker.ml merges its adapter and uses the merged model), else
-the base. So the KL reported is the distance from that start across rounds.
+adapter (whichever optimizer trained it), and the reference stays the model the lineage started
+from: the SFT model when the rounds began from one (worker.ml merges its adapter and uses the
+merged model), else the base. So the KL reported is the distance from that start across rounds.
 """
 
 from __future__ import annotations
@@ -12,25 +12,13 @@ from typing import Any
 
 from sqlalchemy import update
 
-from app.models import ModelKind, ModelVersion, TrainingRound
+from app.models import ModelKind, ModelVersion, PromptSplit, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
-from worker.loop.configs import VersionRef, ppo_config, root_base, version_path
+from worker.loop.configs import VersionRef, root_base, version_path
+from worker.loop.optimizers import OPTIMIZERS, PolicyRun
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
-
-SUMMARY_KEYS = (
-    "score",
-    "kl",
-    "entropy",
-    "response_length",
-    "kl_coef",
-    "policy_loss",
-    "value_loss",
-    "clip_fraction",
-    "approx_kl",
-    "no_eos_fraction",
-)
 
 
 def run(round_id: int) -> dict[str, Any]:
@@ -38,48 +26,57 @@ def run(round_id: int) -> dict[str, Any]:
 
 
 def _train(round_id: int) -> dict[str, Any]:
-    from worker.ml.ppo import train_policy
-
-    # 1. Inputs: the starting policy, the reward model, the prompts.
+    # 1. Inputs: the starting policy, the reward model, the prompts, and (DPO) the rankings.
     with db_session(read_only=True) as db:
         training_round = db.get_one(TrainingRound, round_id)
+        optimizer = OPTIMIZERS[training_round.config.get("optimizer", "ppo")]
         if training_round.policy_in_id is None:
             raise ValueError("policy_in_id: the round's starting policy was deleted")
         policy_in = db.get_one(ModelVersion, training_round.policy_in_id)
         reward = db.get(ModelVersion, training_round.reward_model_id)
-        if reward is None or not reward.artifact_path:
+        reward_path = reward.artifact_path if reward is not None else None
+        if optimizer.needs_reward_model and not reward_path:
             raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
         prompts = data.ppo_prompts(db, training_round=training_round)
+        train_rankings: list = []
+        held_out: list = []
+        if optimizer.needs_rankings:
+            line = (
+                [round_id]
+                if training_round.config["dpo"]["rankings_from"] == "this_round"
+                else data.policy_line_rounds(db, training_round=training_round)
+            )
+            train_rankings = data.rankings(
+                db, project_id=training_round.project_id, round_ids=line, split=PromptSplit.train
+            )
+            held_out = data.rankings(
+                db, project_id=training_round.project_id, round_ids=line, split=PromptSplit.validation
+            )
         base_model = root_base(db, policy_in).base_model
         policy_ref = VersionRef.of(policy_in)
-        project_id, number, config, reward_path = (
-            training_round.project_id,
-            training_round.number,
-            training_round.config,
-            reward.artifact_path,
-        )
-    if not prompts:
-        raise ValueError("prompts: the rounds so far have no train-split prompts for PPO")
+        project_id, number, config = training_round.project_id, training_round.number, training_round.config
     out = artifacts.round_dir(project_id, number) / "policy"
-    artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any PPO
+    artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
     reporter = Reporter(round_id, S.training_policy)
-    start = version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter)
-    cfg = ppo_config(config, model=start)
-
-    # 2. PPO; the artifact folder appears complete or not at all (worker.ml renames it into place),
-    #    and a disk fault gets a message naming it. Each iteration's statistics become a metric
-    #    event at once, for the live charts.
-    with artifacts.writing(out, "the policy"):
-        history = train_policy(
-            cfg, prompts, reward_path, out, reporter, on_step=lambda step, stats: _metric_point(round_id, step, stats)
-        )
-    summary = {key: round(history[key][-1], 5) for key in SUMMARY_KEYS if history.get(key)}
-    summary.update(
-        score_first=round(history["score"][0], 5),
-        steps=len(history["score"]),
-        seconds=round(history["total_seconds"], 2),
-        prompts=len(prompts),
+    policy_run = PolicyRun(
+        round_id=round_id,
+        config=config,
+        start=version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter),
+        reward_path=reward_path,
+        prompts=prompts,
+        rankings=train_rankings,
+        held_out=held_out,
+        out=out,
+        reporter=reporter,
+        on_step=lambda step, stats: _metric_point(round_id, step, stats),
     )
+
+    # 2. Train; the artifact folder appears complete or not at all (worker.ml renames it into
+    #    place), and a disk fault gets a message naming it. Each step's statistics become a
+    #    metric event at once, for the live charts.
+    with artifacts.writing(out, "the policy"):
+        trained = optimizer.train(policy_run)
+    summary = {"optimizer": optimizer.name, **trained.summary}
 
     # 3. Register the policy and move on, in one transaction (only if still training_policy).
     with db_session() as db:
@@ -89,12 +86,12 @@ def _train(round_id: int) -> dict[str, Any]:
         version = ModelVersion(
             project_id=project_id,
             kind=ModelKind.policy,
-            name=f"round {number} policy",
+            name=f"round {number} policy ({optimizer.label})",
             base_model=base_model,
             parent_id=policy_ref.id,
             round_id=round_id,
             artifact_path=str(out),
-            config=cfg.to_dict(),
+            config=trained.config,
             metrics=summary,
         )
         db.add(version)
@@ -105,12 +102,8 @@ def _train(round_id: int) -> dict[str, Any]:
             .where(TrainingRound.id == round_id)
             .values(policy_out_id=version.id, metrics={**(training_round.metrics or {}), "policy": summary})
         )
-        lifecycle.log_event(
-            db,
-            round_id=round_id,
-            stage=S.training_policy,
-            message=f"policy trained: score {summary['score_first']} → {summary.get('score')}, KL {summary.get('kl')}",
-        )
+        message = f"policy trained by {optimizer.label}: {trained.message}"
+        lifecycle.log_event(db, round_id=round_id, stage=S.training_policy, message=message)
         db.refresh(training_round)
         lifecycle.enqueue_step(db, training_round=training_round)
     return {"round_id": round_id, "policy_id": version.id, **summary}
@@ -124,5 +117,5 @@ def _metric_point(round_id: int, step: int, stats: dict[str, float]) -> None:
             stage=S.training_policy,
             kind="metric",
             step=step,
-            data={key: float(stats[key]) for key in SUMMARY_KEYS if key in stats},
+            data={key: float(value) for key, value in stats.items() if isinstance(value, (int, float))},
         )

@@ -32,11 +32,14 @@ from worker.ml.losses import informative, pair_accuracy_counts
 from worker.ml.models import (
     Progress,
     autocast,
+    base_of_adapter,
     disable_dropout,
+    is_adapter_dir,
     load_causal_lm,
     load_tokenizer,
     match_embeddings,
     pick_device,
+    read_card,
     save_artifact,
 )
 from worker.ml.reward import warmup_step_count
@@ -168,22 +171,36 @@ def drift(policy: torch.Tensor, reference: torch.Tensor, levels: torch.Tensor) -
 
 
 def build_policy(cfg: DPOConfig, model_path: str, tokenizer, device: torch.device):
-    """The starting model (an adapter folder is merged into its base) in fp32 with a fresh LoRA
-    adapter: B = 0, so policy == reference before the first step."""
-    from peft import LoraConfig, get_peft_model
+    """The LoRA policy in fp32; the reference is always the model the policy line started from.
+
+    - a model folder, or an adapter folder that is no policy (an SFT adapter, merged into its base
+      here): a fresh LoRA adapter (B = 0, so policy == reference before the first step), saved
+      naming `model_path` as its base;
+    - a policy adapter from an earlier run of any policy step (card kind "policy": PPO, RLOO, GRPO
+      or DPO, e.g. the previous round's): that adapter trains on, and the model that run started
+      from stays the reference, as PPO does across rounds (iterative DPO)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     torch.manual_seed(cfg.seed)
-    model = load_causal_lm(model_path, device="cpu", dtype=torch.float32)
-    match_embeddings(model, tokenizer)
+    if is_adapter_dir(model_path) and read_card(model_path).get("kind") == "policy":
+        base = load_causal_lm(base_of_adapter(model_path), device="cpu", dtype=torch.float32)
+        match_embeddings(base, tokenizer)
+        model = PeftModel.from_pretrained(base, model_path, is_trainable=True)
+    else:
+        base = load_causal_lm(model_path, device="cpu", dtype=torch.float32)
+        match_embeddings(base, tokenizer)
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(resolve_lora_targets(base, cfg.lora_targets, mlp=True)),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(base, lora)
+        # so the saved adapter loads on top of the start (load_causal_lm merges an SFT adapter first)
+        model.peft_config["default"].base_model_name_or_path = model_path
     disable_dropout(model)
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(resolve_lora_targets(model, cfg.lora_targets, mlp=True)),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora).to(device)
+    return model.to(device)
 
 
 @torch.no_grad()
@@ -231,12 +248,17 @@ def train_dpo(
     out_dir: str | Path,
     on_progress: Progress | None = None,
     on_step: StepHook | None = None,
+    *,
+    held_out: Sequence[Ranking] | None = None,
 ) -> dict[str, Any]:
     """Train a LoRA policy on `rankings` by DPO, save the adapter to `out_dir`, return metrics.
 
+    `held_out`: rankings to measure on (a round passes its validation prompts' rankings); when
+    given, every ranking in `rankings` trains and cfg.val_fraction is not used. Otherwise a
+    cfg.val_fraction share of the prompts is held out.
     `on_progress(done, total, stage)` as the other stages; `on_step(step, stats)` per optimizer
-    step (loss, accuracy and margin of the batch, chosen/rejected drift, learning rate) and after
-    each epoch with the held-out metrics (evaluate())."""
+    step (loss, accuracy and margin of the batch, chosen/rejected drift, learning rate), and with
+    the held-out metrics (evaluate()) before training (step 0) and after each epoch."""
     if not cfg.model:
         raise ValueError("model: name the starting policy (hub id, model or adapter folder)")
     model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
@@ -247,7 +269,10 @@ def train_dpo(
     # 1. data: labelers' rankings of one task merged, split by prompt, tokenised once
     tokenizer = load_tokenizer(model_path, padding_side="right")
     pad_id = tokenizer.pad_token_id
-    train_sets, val_sets = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
+    if held_out is None:
+        train_sets, val_sets = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
+    else:
+        train_sets, val_sets = group_rankings(rankings), group_rankings(held_out)
     train = [r for r in encode_rankings(tokenizer, train_sets, cfg.max_length) if bool(informative(r.levels).any())]
     held = encode_rankings(tokenizer, val_sets, cfg.max_length)
     if not train:
@@ -271,6 +296,8 @@ def train_dpo(
     warmup_steps = warmup_step_count(cfg.warmup_fraction, total_steps)
     scheduler = get_scheduler("linear", optimizer, warmup_steps, total_steps)
     before = evaluate(model, held, held_ref, pad_id, device, cfg)
+    if held and on_step is not None:  # the held-out charts start where the reference stands
+        on_step(0, {k: v for k, v in before.items() if isinstance(v, float)} | {"epoch": 0})
 
     # 3. train: per step, whole rankings; each ranking's prompt once, each completion once
     model.train()
@@ -337,7 +364,8 @@ def train_dpo(
         "val_rankings": sum(r.n_rankings for r in held),
     }
     card = {
-        "kind": "dpo_policy",
+        "kind": "policy",  # a later PPO, RLOO, GRPO or DPO run continues it
+        "optimizer": "dpo",
         "base_model": model_path,
         "config": cfg.to_dict(),
         "data": data,

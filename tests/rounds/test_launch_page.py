@@ -152,3 +152,30 @@ def test_the_evaluation_opponents_are_typed_comma_separated():
     form, config = launch_form.parse(defaults() | {"evaluation.human_against": "previous, everyone"})
     assert config is None and "evaluation.human_against" in form.errors
     assert form.values["evaluation.human_against"] == "previous, everyone"  # kept as typed
+
+
+def test_the_policy_optimizer_and_its_section_come_from_the_form(client, db):
+    _admin, csrf = admin_client(client, db)
+    project = make_project(db, k_min=4, k_max=4)
+    add_prompts(db, project, 4)
+    html = client.get(f"/admin/projects/{project.id}/rounds/new").text
+    assert re.search(r'<option value="ppo" selected>PPO', html) and '<option value="dpo" >DPO' in html
+    assert "Policy (RLOO / GRPO)" in html and "Samples per prompt (group)" in html
+    # RLOO's minibatch must fit prompts_per_step × k, k being the round's K when left empty
+    form = defaults() | {
+        "csrf_token": csrf,
+        "optimizer": "rloo",
+        "rloo.prompts_per_step": "2",
+        "rloo.minibatch_size": "9",
+    }
+    response = client.post(f"/admin/projects/{project.id}/rounds", data=form)
+    assert response.status_code == 422
+    assert error_for(response.text, "rloo.minibatch_size") == "must be ≤ prompts_per_step × k (2 × 4), got 9"
+    assert rounds_count(db) == 0
+    form = defaults() | {"csrf_token": csrf, "optimizer": "dpo", "dpo.beta": "0.3", "dpo.rankings_from": "this_round"}
+    response = client.post(f"/admin/projects/{project.id}/rounds", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    fresh(db)
+    row = db.scalar(select(TrainingRound).where(TrainingRound.project_id == project.id))
+    assert row.config["optimizer"] == "dpo"
+    assert (row.config["dpo"]["beta"], row.config["dpo"]["rankings_from"]) == (0.3, "this_round")

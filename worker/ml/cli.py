@@ -286,6 +286,44 @@ def _train_dpo_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train-kto -------------------------------------------------------------------------------
+
+
+def _train_kto_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.ml.kto_config import KTOConfig
+
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="starting policy: model or adapter folder, or hub id (default: the bundled SmolLM2)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help='good/bad JSONL (TRL unpaired form): {"prompt": ..., "completion": ..., "label": true|false} per line',
+    )
+    parser.add_argument(
+        "--eval-data", type=Path, default=None, help="held-out JSONL in the same form (default: --val-fraction)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write (with its card)")
+    add_config_flags(parser, KTOConfig, skip=("model", "extra"))
+
+
+def _train_kto_run(args: argparse.Namespace) -> int:
+    from worker.ml.kto import read_labelled, train_kto
+    from worker.ml.kto_config import KTOConfig
+
+    cfg = config_from_args(KTOConfig, args, model=args.model or str(_default_model()))
+    examples = read_labelled(args.data)
+    held_out = read_labelled(args.eval_data) if args.eval_data else None
+    bars = ProgressBars()
+    metrics = train_kto(cfg, examples, args.out, on_progress=bars, held_out=held_out)
+    bars.close()
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 # --- train-rloo ------------------------------------------------------------------------------
 
 
@@ -346,6 +384,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "train-dpo": Command(
         "DPO: train a LoRA policy directly on rankings (no reward model)", _train_dpo_arguments, _train_dpo_run
+    ),
+    "train-kto": Command(
+        "KTO: train a LoRA policy on good/bad labels of single completions (no pairs)",
+        _train_kto_arguments,
+        _train_kto_run,
     ),
     "train-rloo": Command(
         "RLOO / GRPO: train a LoRA policy against a reward model, K samples per prompt, no value head",

@@ -114,6 +114,7 @@ def _populate_at_head(url: str, tmp_path) -> None:
         _populate_demonstrations(db, project, author=labelers[1])
         # Migration 0007: a finished SFT run, its version (job_id), a loss point, lineage to the demonstrations.
         populate_jobs(db, project, start=base, admin=admin)
+        _populate_feedback_forms(db, labeler=labelers[0])
     finally:
         db.close()
         app.state.engine.dispose()
@@ -154,6 +155,36 @@ def _populate_demonstrations(db, project, *, author) -> None:
         )
     )
     assert db.query(TaskCompletion).filter_by(task_id=task.id).count() == 1
+    db.commit()
+
+
+def _populate_feedback_forms(db, *, labeler) -> None:
+    """Issue 15's rows (0008): a Likert project (its k range also fits the older 4–9 check), one
+    answered task with a rating and a critique per completion, and a critique on a ranking."""
+    from app.models import Feedback, FeedbackRating, Ranking
+
+    settings = {"likert_points": 5, "likert_labels": ["awful", "poor", "fair", "good", "great"]}
+    project = make_project(db, name="likert", k_min=4, k_max=4, feedback_form="likert", form_settings=settings)
+    task = make_task(db, project, k=4)
+    task.kind = "likert"
+    ids = task.completion_ids
+    feedback = Feedback(
+        task_id=task.id,
+        user_id=labeler.id,
+        project_id=project.id,
+        form="likert",
+        settings=settings,
+        display_order=ids,
+        time_spent_ms=9000,
+        comment="",
+    )
+    feedback.ratings = [
+        FeedbackRating(completion_id=cid, aspect="", value=1 + i, critique=f"critique {i}" if i else None)
+        for i, cid in enumerate(ids)
+    ]
+    db.add(feedback)
+    ranking = db.scalar(select(Ranking).order_by(Ranking.id).limit(1))
+    ranking.critiques = {str(ranking.groups[0][0]): "Too long, <b>but</b> right."}
     db.commit()
 
 

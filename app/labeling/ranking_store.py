@@ -46,6 +46,7 @@ RANKING_FIELDS = (
     "comment",
     "late",
     "created_at",
+    "critiques",
 )
 
 
@@ -128,7 +129,8 @@ _STORE_POSTGRES = _store_statement_postgres()
 
 
 def store_ranking(db: Session, *, ranking: dict[str, Any], overlap: int, now: datetime) -> int:
-    """Returns the new ranking's id. `ranking` holds RANKING_FIELDS."""
+    """Returns the new ranking's id. `ranking` holds RANKING_FIELDS (`critiques` may be left out)."""
+    ranking = {"critiques": {}, **ranking}
     pairs = pairs_from_groups(ranking["groups"])
     finish = {
         "assignment_id": ranking["assignment_id"],

@@ -3,6 +3,7 @@
 from app.models._types import utcnow
 from app.models.demonstrations import Demonstration, DemonstrationSource, DemonstrationStatus
 from app.models.evaluation import CompletionScore, Evaluation, EvaluationStatus, VersionEval
+from app.models.feedback import OVERALL, Feedback, FeedbackRating
 from app.models.jobs import JobDemonstration, JobEvent, JobKind, JobStatus, TrainingJob
 from app.models.labeling import (
     Assignment,
@@ -13,7 +14,16 @@ from app.models.labeling import (
     TaskCompletion,
     TaskStatus,
 )
-from app.models.projects import DEFAULT_FLAGS, Completion, CompletionSource, Project, ProjectMember, Prompt, PromptSplit
+from app.models.projects import (
+    DEFAULT_FLAGS,
+    Completion,
+    CompletionSource,
+    FeedbackForm,
+    Project,
+    ProjectMember,
+    Prompt,
+    PromptSplit,
+)
 from app.models.training import ModelKind, ModelVersion, RoundEvent, RoundPrompt, RoundStatus, TrainingRound
 from app.models.users import ApiToken, LoginAttempt, Role, TokenScope, User, WebSession
 
@@ -28,6 +38,10 @@ __all__ = [
     "DemonstrationSource",
     "DemonstrationStatus",
     "Evaluation",
+    "Feedback",
+    "FeedbackForm",
+    "FeedbackRating",
+    "OVERALL",
     "EvaluationStatus",
     "VersionEval",
     "ApiToken",

@@ -34,7 +34,8 @@ class RankingTask(Base):
     """The training round whose policy produced these completions (None: uploaded)."""
     kind: Mapped[str] = mapped_column(String(24), default="ranking", server_default="ranking")
     """The task type (app/labeling/task_types.py): "ranking", "pairwise_eval" (evaluations),
-    "demonstration" or "demonstration_review"."""
+    "demonstration", "demonstration_review", or a project's feedback form (models.FeedbackForm):
+    "pairwise", "likert", "multi_aspect", "good_bad"."""
     evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"), index=True)
     """The evaluation this task belongs to (pairwise_eval tasks only)."""
     demonstration_id: Mapped[int | None] = mapped_column(
@@ -127,11 +128,14 @@ class Ranking(Base):
     """completion id (as str) -> flag names."""
     none_acceptable: Mapped[bool] = mapped_column(Boolean, default=False)
     display_order: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    """Completion ids in the shuffled order this labeler was shown (for a pairwise task: A, B)."""
     time_spent_ms: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str] = mapped_column(Text, default="")
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     """Submitted after the lease expired (accepted because a slot was still free)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    critiques: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict, server_default="{}")
+    """completion id (as str) -> the labeler's optional free-text critique of it (issue 15)."""
 
     pairs: Mapped[list[PairwiseComparison]] = relationship(back_populates="ranking", cascade="all, delete-orphan")
 

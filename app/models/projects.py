@@ -16,10 +16,27 @@ from app.models._types import JSONType, UTCDateTime, utcnow
 DEFAULT_FLAGS = ["unsafe", "factually_wrong", "off_topic"]
 
 
+class FeedbackForm(StrEnum):
+    """How a project's labelers judge completions (issue 15); its tasks are of that kind
+    (ranking_tasks.kind, app/labeling/task_types.py). Chosen at creation."""
+
+    ranking = "ranking"
+    """Order 4–9 completions, ties allowed."""
+    pairwise = "pairwise"
+    """A/B with tie and both bad; sides shuffled per labeler. Stored as a Ranking."""
+    likert = "likert"
+    """Each completion rated 1..N (form_settings: likert_points, likert_labels)."""
+    multi_aspect = "multi_aspect"
+    """Each completion rated (or the completions ranked) on each admin-defined aspect."""
+    good_bad = "good_bad"
+    """Each completion judged good or bad (KTO's unpaired data)."""
+
+
 class Project(Base):
     __tablename__ = "projects"
     __table_args__ = (
-        CheckConstraint("k_min >= 4 AND k_max <= 9 AND k_min <= k_max", name="k_range"),
+        # The form sets the range within 1–9 (app/projects/forms_config.py: ranking 4–9, pairwise 2).
+        CheckConstraint("k_min >= 1 AND k_max <= 9 AND k_min <= k_max", name="k_range"),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
     )
 
@@ -37,6 +54,11 @@ class Project(Base):
     """Per-completion flags a labeler can set."""
     demonstration_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Demonstrations wait for a second labeler's review before they train (app/demonstrations)."""
+    feedback_form: Mapped[str] = mapped_column(String(16), default=FeedbackForm.ranking, server_default="ranking")
+    """A FeedbackForm: the kind of the project's ranking tasks. Fixed once the project has tasks."""
+    form_settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
+    """The form's options (app/projects/forms_config.py): likert_points, likert_labels; aspects
+    [{name, label, scale}], overall_ranking. Empty for ranking and pairwise."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -25,7 +25,7 @@ from worker.ml.data import Prompt
 from worker.ml.models import Progress, autocast, pick_device, read_card
 from worker.ml.ppo_config import PPOConfig
 from worker.ml.ppo_policy import build_policy, is_policy_adapter, resolve_reward, save_policy
-from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
+from worker.ml.ppo_rollout import RewardFn, roll_out_and_score, rollout_stats
 from worker.ml.values import PolicyValue
 
 __all__ = ["PPOConfig", "kl_controller", "ppo_step", "starting_kl_coef", "train_policy"]
@@ -45,26 +45,14 @@ def ppo_step(
     use_amp = cfg.autocast
     started = time.perf_counter()
 
-    # 1. Roll out with the current policy: one response per prompt, many per generate call.
+    # 1. Roll out with the current policy: one response per prompt, many per generate call;
+    # 2. score the decoded responses with the frozen reward; penalise responses without EOS.
     policy.eval()  # dropout is also zeroed for good in build_policy
-    with autocast(device, use_amp):
-        rollout = sample_rollout(
-            policy.peft_model,
-            tokenizer,
-            prompts,
-            max_prompt_tokens=cfg.max_prompt_tokens,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            generation_batch_size=cfg.generation_batch_size,
-        )
+    rollout, raw_scores, scores = roll_out_and_score(policy.peft_model, tokenizer, prompts, reward_fn, cfg, device)
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
     n_context, batch = rollout.query_ids.shape[1], response_ids.shape[0]
-
-    # 2. Score the decoded responses with the frozen reward; penalise responses without EOS.
-    raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)  # [B]
-    scores = scores.to(device)
 
     # 3. Logprobs of the sampled tokens under the rollout policy and under the reference
     #    (adapter disabled), plus values. Recomputed by a forward pass, not taken from
@@ -131,16 +119,11 @@ def ppo_step(
     kl_coef_used = kl_ctl.value
     kl_ctl.update(float(seq_kl.mean()), batch)
     stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
+    stats.update(rollout_stats(rollout, raw_scores, scores, seq_kl, entropy))
     stats.update(
         {
-            "score": float(raw_scores.mean()),
-            "penalised_score": float(scores.mean()),
-            "kl": float(seq_kl.mean()),
             "non_score_reward": float(-(kl_coef_used * kl).sum(1).mean()),
             "kl_coef": kl_coef_used,
-            "entropy": float(pm.masked_mean(entropy, mask)),
-            "response_length": float(mask.sum(1).mean()),
-            "no_eos_fraction": float((~rollout.has_eos).float().mean()),
             "rollout_seconds": rollout_seconds,
             "seconds": time.perf_counter() - started,
         }

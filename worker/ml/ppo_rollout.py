@@ -13,6 +13,8 @@ import torch
 
 from worker.ml.data import Prompt
 from worker.ml.formatting import prompt_text
+from worker.ml.models import autocast
+from worker.ml.ppo_math import masked_mean
 from worker.ml.sampling import sample, sampling_config
 from worker.ml.special_tokens import stop_tokens
 
@@ -126,3 +128,37 @@ def score_rollout(
         raise ValueError("reward function returned a non-finite score")
     penalised = raw - missing_eos_penalty * (~rollout.has_eos.cpu()).float()
     return raw, penalised
+
+
+def roll_out_and_score(model, tokenizer, prompts: Sequence[Prompt], reward_fn: RewardFn, cfg, device: torch.device):
+    """The first two steps of a PPO or RLOO/GRPO iteration: sample one response per entry of
+    `prompts` with the current policy at cfg's sampling fields, then score the decoded text.
+    Returns (rollout, raw scores [B] on CPU, scores [B] on `device` after the missing-EOS penalty)."""
+    with autocast(device, cfg.autocast):
+        rollout = sample_rollout(
+            model,
+            tokenizer,
+            prompts,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            generation_batch_size=cfg.generation_batch_size,
+        )
+    raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)
+    return rollout, raw_scores, scores.to(device)
+
+
+def rollout_stats(
+    rollout: Rollout, raw_scores: torch.Tensor, scores: torch.Tensor, seq_kl: torch.Tensor, entropy: torch.Tensor
+) -> dict[str, float]:
+    """What every sampling optimizer reports about an iteration's responses (same names in PPO,
+    RLOO and GRPO, so the round page charts them alike)."""
+    mask = rollout.response_mask.to(entropy.device)
+    return {
+        "score": float(raw_scores.mean()),
+        "penalised_score": float(scores.mean()),
+        "kl": float(seq_kl.mean()),
+        "entropy": float(masked_mean(entropy, mask)),
+        "response_length": float(mask.sum(1).mean()),
+        "no_eos_fraction": float((~rollout.has_eos).float().mean()),
+    }

@@ -28,7 +28,7 @@ from worker.ml.data import Prompt
 from worker.ml.models import Progress, autocast, pick_device
 from worker.ml.ppo import zero_reward
 from worker.ml.ppo_policy import load_lora_policy, resolve_reward, save_policy
-from worker.ml.ppo_rollout import RewardFn, sample_rollout, score_rollout
+from worker.ml.ppo_rollout import RewardFn, roll_out_and_score, rollout_stats
 from worker.ml.rloo_config import ESTIMATORS, RLOOConfig
 from worker.ml.values import LoraPolicy
 
@@ -102,27 +102,15 @@ def rloo_step(
     started = time.perf_counter()
 
     # 1. Roll out K responses per prompt, each prompt's K in adjacent rows (one group), all in
-    #    as few generate calls as generation_batch_size allows.
+    #    as few generate calls as generation_batch_size allows;
+    # 2. score the decoded responses with the frozen reward; penalise responses without EOS.
     policy.eval()  # dropout is also zeroed for good in load_lora_policy
     repeated = [prompt for prompt in prompts for _ in range(cfg.k)]  # [B = P*k]
-    with autocast(device, use_amp):
-        rollout = sample_rollout(
-            policy.peft_model,
-            tokenizer,
-            repeated,
-            max_prompt_tokens=cfg.max_prompt_tokens,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            generation_batch_size=cfg.generation_batch_size,
-        )
+    rollout, raw_scores, scores = roll_out_and_score(policy.peft_model, tokenizer, repeated, reward_fn, cfg, device)
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
     n_context, batch = rollout.query_ids.shape[1], response_ids.shape[0]
-
-    # 2. Score the decoded responses with the frozen reward; penalise responses without EOS.
-    raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)  # [B]
-    scores = scores.to(device)
 
     # 3. Logprobs of the sampled tokens under the rollout policy and under the reference
     #    (adapter disabled), recomputed by a forward pass as PPO does.
@@ -175,16 +163,11 @@ def rloo_step(
     # 6. Summarise the iteration.
     group_reward_std, zero_std_groups = group_spread(scores, cfg.k)
     stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
+    stats.update(rollout_stats(rollout, raw_scores, scores, seq_kl, entropy))
     stats.update(
         {
-            "score": float(raw_scores.mean()),
-            "penalised_score": float(scores.mean()),
-            "kl": float(seq_kl.mean()),
             "non_score_reward": float((rewards - scores).mean()),
             "kl_coef": cfg.kl_coef,
-            "entropy": float(pm.masked_mean(entropy, mask)),
-            "response_length": float(mask.sum(1).mean()),
-            "no_eos_fraction": float((~rollout.has_eos).float().mean()),
             "advantage_mean": float(advantages.mean()),
             "advantage_std": float(advantages.std()),
             "advantage_abs_max": float(advantages.abs().max()),

@@ -138,7 +138,8 @@ def make_batches(tokenizer, sets: Sequence[LabelledSet], cfg: KTOConfig, rng: ra
         rng.shuffle(order)
     chunks = [order[i : i + cfg.batch_prompts] for i in range(0, len(order), cfg.batch_prompts)]
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] += chunks.pop()
+        lone = chunks.pop()
+        chunks[-1] += lone
     batches = []
     for chunk in chunks:
         groups = [encoded[i] for i in chunk]

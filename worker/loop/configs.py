@@ -42,73 +42,57 @@ def generation_config(config: dict[str, Any], *, batch: int, number: int):
     )
 
 
+def _stage_config(cls, section: dict[str, Any], config: dict[str, Any], **decided: Any):
+    """A training stage's dataclass from its round-config section: the same-named settings, the
+    loop's LoRA alpha (2 x rank) and the round's seed, then what the loop decided (`decided`)."""
+    return cls.from_dict(
+        {**_same_named(section, cls), "lora_alpha": 2 * section["lora_r"], "seed": config["seed"], **decided}
+    )
+
+
+def _sampling(section: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Unset (None): sample like the completions the round's reward model learned from."""
+    gen = config["generation"]
+    return {
+        name: gen[name] if section.get(name) is None else section[name] for name in ("max_new_tokens", "temperature")
+    }
+
+
 def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
     from worker.ml.config import RewardConfig
 
-    rm = config["reward"]
     # val_fraction 0: the worker holds out the project's validation prompts itself (by Prompt.split).
-    return RewardConfig.from_dict(
-        {
-            **_same_named(rm, RewardConfig),
-            "model": backbone,
-            "lora_alpha": 2 * rm["lora_r"],
-            "val_fraction": 0.0,
-            "seed": config["seed"],
-            "extra": {"round_id": round_id},
-        }
+    return _stage_config(
+        RewardConfig, config["reward"], config, model=backbone, val_fraction=0.0, extra={"round_id": round_id}
     )
 
 
 def ppo_config(config: dict[str, Any], *, model: str):
     from worker.ml.ppo_config import PPOConfig
 
-    ppo, gen = config["ppo"], config["generation"]
-    # Unset (None): roll out like the completions the round's reward model learned from.
-    rollout = {name: gen[name] if ppo.get(name) is None else ppo[name] for name in ("max_new_tokens", "temperature")}
-    return PPOConfig.from_dict(
-        {
-            **_same_named(ppo, PPOConfig),
-            **rollout,
-            "model": model,
-            "lora_alpha": 2 * ppo["lora_r"],
-            "seed": config["seed"],
-        }
-    )
+    return _stage_config(PPOConfig, config["ppo"], config, model=model, **_sampling(config["ppo"], config))
 
 
 def dpo_config(config: dict[str, Any], *, model: str, round_id: int):
     from worker.ml.dpo_config import DPOConfig
 
-    dpo = config["dpo"]
     # val_fraction 0: the loop holds out the project's validation prompts itself (by Prompt.split).
-    return DPOConfig.from_dict(
-        {
-            **_same_named(dpo, DPOConfig),
-            "model": model,
-            "lora_alpha": 2 * dpo["lora_r"],
-            "val_fraction": 0.0,
-            "seed": config["seed"],
-            "extra": {"round_id": round_id},
-        }
-    )
+    return _stage_config(DPOConfig, config["dpo"], config, model=model, val_fraction=0.0, extra={"round_id": round_id})
 
 
 def rloo_config(config: dict[str, Any], *, model: str, estimator: str):
     from worker.ml.rloo_config import RLOOConfig
 
-    rloo, gen = config["rloo"], config["generation"]
-    # Unset (None): sample like the completions the round's reward model learned from, k of them.
-    sampling = {name: gen[name] if rloo.get(name) is None else rloo[name] for name in ("max_new_tokens", "temperature")}
-    return RLOOConfig.from_dict(
-        {
-            **_same_named(rloo, RLOOConfig),
-            **sampling,
-            "k": rloo.get("k") or config["k"],
-            "estimator": estimator,
-            "model": model,
-            "lora_alpha": 2 * rloo["lora_r"],
-            "seed": config["seed"],
-        }
+    rloo = config["rloo"]
+    # k unset: the round's K, the group the round's reward model saw ranked together.
+    return _stage_config(
+        RLOOConfig,
+        rloo,
+        config,
+        model=model,
+        estimator=estimator,
+        k=rloo.get("k") or config["k"],
+        **_sampling(rloo, config),
     )
 
 

@@ -10,6 +10,14 @@ One JSONL line is one labeler's ranking of one task:
 
 Completions left out of `ranking` are ignored. Several lines may rank the same task (several
 labelers); they become one `RankedSet` so the completions are forwarded once.
+
+A line may also rank the completions per aspect, for a multi-aspect reward model
+(RewardConfig.aspects; docs/feedback-training.md):
+
+    {..., "aspects": {"helpfulness": [[1], [0, 2]], "harmlessness": [[0, 1, 2]]}}
+
+each value in the `ranking` format. With "aspects", "ranking" (the overall ranking) may be
+left out; a multi-aspect model reads only "aspects", a one-head model only "ranking".
 """
 
 from __future__ import annotations
@@ -34,11 +42,16 @@ class Ranking:
     groups: list[list[int]]
     """Best-first groups of completion indices; members of a group are tied."""
     prompt_id: str = ""
+    aspect_groups: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Per aspect, best-first groups as in `groups` (the multi-aspect reward model's data);
+    empty for a ranking without aspects. An aspect the labeler did not rank is absent."""
 
-    def levels(self) -> list[int]:
-        """Per completion: its group's position (0 = best), or -1 when it was not ranked."""
+    def levels(self, aspect: str | None = None) -> list[int]:
+        """Per completion: its group's position (0 = best), or -1 when it was not ranked; of the
+        overall groups, or of `aspect_groups[aspect]` (all -1 when that aspect is absent)."""
+        groups = self.groups if aspect is None else self.aspect_groups.get(aspect, [])
         levels = [-1] * len(self.completions)
-        for level, group in enumerate(self.groups):
+        for level, group in enumerate(groups):
             for index in group:
                 levels[index] = level
         return levels
@@ -53,6 +66,8 @@ class RankedSet:
     prompt_id: str
     levels: list[list[int]] = field(default_factory=list)
     """One row per ranking: `Ranking.levels()`."""
+    aspect_levels: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Per aspect, one row per ranking that ranked that aspect: `Ranking.levels(aspect)`."""
 
 
 def prompt_key(prompt: Prompt) -> str:
@@ -83,35 +98,46 @@ def parse_ranking(record: Any, where: str) -> Ranking:
     """Validate one decoded JSON record; errors name `where` (e.g. "line 12")."""
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object")
-    for key in ("prompt", "completions", "ranking"):
+    required = ("prompt", "completions") if "aspects" in record else ("prompt", "completions", "ranking")
+    for key in required:
         if key not in record:
             raise ValueError(f"{where}: missing field {key!r}")
     prompt = parse_prompt(record["prompt"], where)
     completions = record["completions"]
     if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
         raise ValueError(f"{where}: completions must be a list of strings")
-    groups = record["ranking"]
-    if not isinstance(groups, list) or not all(isinstance(g, list) and g for g in groups):
-        raise ValueError(f"{where}: ranking must be a list of non-empty lists of indices")
-    seen: set[int] = set()
-    for group in groups:
-        for index in group:
-            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(completions):
-                raise ValueError(
-                    f"{where}: ranking index {index!r} is not a completion index (0..{len(completions) - 1})"
-                )
-            if index in seen:
-                raise ValueError(f"{where}: completion {index} appears twice in ranking")
-            seen.add(index)
+    groups = _parse_groups(record.get("ranking", []), len(completions), where, "ranking")
+    aspects = record.get("aspects", {})
+    if not isinstance(aspects, dict) or not all(isinstance(name, str) and name for name in aspects):
+        raise ValueError(f"{where}: aspects must be an object {{aspect name: ranking}}")
+    aspect_groups = {
+        name: _parse_groups(value, len(completions), where, f"aspects[{name!r}]") for name, value in aspects.items()
+    }
     prompt_id = record.get("prompt_id")
     if prompt_id is not None and not isinstance(prompt_id, (str, int)):
         raise ValueError(f"{where}: prompt_id must be a string or integer")
     return Ranking(
         prompt=prompt,
         completions=list(completions),
-        groups=[list(g) for g in groups],
+        groups=groups,
         prompt_id=str(prompt_id) if prompt_id is not None else prompt_key(prompt),
+        aspect_groups=aspect_groups,
     )
+
+
+def _parse_groups(groups: Any, n: int, where: str, name: str) -> list[list[int]]:
+    """Best-first groups of distinct completion indices, checked; errors name `where` and `name`."""
+    if not isinstance(groups, list) or not all(isinstance(g, list) and g for g in groups):
+        raise ValueError(f"{where}: {name} must be a list of non-empty lists of indices")
+    seen: set[int] = set()
+    for group in groups:
+        for index in group:
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
+                raise ValueError(f"{where}: {name} index {index!r} is not a completion index (0..{n - 1})")
+            if index in seen:
+                raise ValueError(f"{where}: completion {index} appears twice in {name}")
+            seen.add(index)
+    return [list(g) for g in groups]
 
 
 def read_jsonl(path: str | Path, parse: Callable[[Any, str], T]) -> list[T]:
@@ -168,6 +194,8 @@ def group_rankings(rankings: Sequence[Ranking]) -> list[RankedSet]:
         if ranked is None:
             ranked = sets[key] = RankedSet(ranking.prompt, ranking.completions, ranking.prompt_id)
         ranked.levels.append(ranking.levels())
+        for aspect in ranking.aspect_groups:
+            ranked.aspect_levels.setdefault(aspect, []).append(ranking.levels(aspect))
     return list(sets.values())
 
 

@@ -122,7 +122,7 @@ class Batch:
     reference: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     """(K_b,) log ref of each completion after its own prompt (cache_reference fills it)."""
     kl_reference: torch.Tensor = field(default_factory=lambda: torch.empty(0))
-    """(K_b,) log ref of each completion after the next prompt."""
+    """(K_b,) log ref of kl_groups' completions, in their order (only their mean is used)."""
 
 
 def make_batches(tokenizer, sets: Sequence[LabelledSet], cfg: KTOConfig, rng: random.Random | None) -> list[Batch]:
@@ -147,7 +147,9 @@ def make_batches(tokenizer, sets: Sequence[LabelledSet], cfg: KTOConfig, rng: ra
         for j, group in enumerate(groups):
             responses = groups[j - 1].responses  # j = 0 takes the last prompt's completions
             keep = max(1, cfg.max_length - max(len(r) for r in responses))
-            kl_groups.append(EncodedRanking(group.prompt[-keep:], responses, torch.zeros(0, len(responses))))
+            kl_groups.append(
+                EncodedRanking(group.prompt[-keep:], responses, torch.zeros(0, len(responses), dtype=torch.long))
+            )
         offsets = [0]
         for group in groups[:-1]:
             offsets.append(offsets[-1] + len(group.responses))
@@ -159,12 +161,14 @@ def make_batches(tokenizer, sets: Sequence[LabelledSet], cfg: KTOConfig, rng: ra
 
 @torch.no_grad()
 def cache_reference(model, batches: Sequence[Batch], pad_id: int, device, cfg: KTOConfig) -> None:
-    """Fill each batch's reference log-probs (matched and mismatched) from one packed forward."""
+    """Fill each batch's reference log-probs, matched and mismatched. Packed exactly as the policy's
+    forwards pack them, so before the first step log pi - log ref is exactly 0, not rounding noise
+    (a fresh adapter adds exactly 0)."""
     with model.disable_adapter():
         for batch in batches:
             with autocast(device, cfg.autocast):
-                flat = response_logps(model, [*batch.groups, *batch.kl_groups], pad_id, device).float().cpu()
-            batch.reference, batch.kl_reference = flat.split(len(flat) // 2)
+                batch.reference = response_logps(model, batch.groups, pad_id, device).float().cpu()
+                batch.kl_reference = response_logps(model, batch.kl_groups, pad_id, device).float().cpu()
 
 
 def kl_reference_point(policy_kl_logps: torch.Tensor, reference_kl_logps: torch.Tensor) -> torch.Tensor:

@@ -303,9 +303,12 @@ class RoundConfigIn(BaseModel):
     )
     k: int | None = Field(
         None,
-        ge=4,
+        ge=1,
         le=9,
-        description="Completions per prompt; within the project's k range (default: the project's k_min).",
+        description=(
+            "Completions per prompt; within the project's k range, which its feedback form sets (ranking 4–9, "
+            "pairwise 2, Likert, good/bad and multi-aspect 1–9). Default: the project's k_min."
+        ),
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, description="Seed for the validation split and training.")
     optimizer: Optimizer = Field(

@@ -75,6 +75,8 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
     if not project.k_min <= k <= project.k_max:
         raise RoundError("k", f"must be within the project's range {project.k_min}–{project.k_max}, got {k}")
     group = config.rloo.k or k  # RLOO/GRPO sample the round's K per prompt unless told otherwise
+    if config.optimizer in ("rloo", "grpo") and group < 2:
+        raise RoundError("rloo.k", f"set a group of at least 2 samples per prompt: the round's K is {k}")
     if config.optimizer in ("rloo", "grpo") and config.rloo.minibatch_size > config.rloo.prompts_per_step * group:
         raise RoundError(
             "rloo.minibatch_size",

@@ -63,7 +63,6 @@ DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature", "rloo.k", "rloo
 None: the round's k. PPO's and RLOO's rollout length and temperature default to None: the
 generation settings' (checked below)."""
 WEB_ONLY_LIMITS = {
-    ("k", "ge"),
     ("seed", "ge"),
     ("seed", "le"),
     ("generation.seed", "ge"),
@@ -83,8 +82,7 @@ WEB_ONLY_LIMITS = {
     ("rloo.kl_coef", "le"),
 }
 """Caps the form sets where the library takes any value (a seed that fits int32, a run that
-fits a sane budget), and k ≥ 4: a ranking task wants 4 to 9, while the library also samples the
-single eval answer per prompt."""
+fits a sane budget)."""
 ML_CHOICES = {
     "reward.loss": RM_LOSSES,
     "reward.mode": RM_MODES,
@@ -194,7 +192,9 @@ def _loop_configs(stored: dict[str, Any]) -> dict[type, Any]:
         RewardConfig: reward_config(stored, backbone="backbone", round_id=1),
         PPOConfig: ppo_config(stored, model="policy"),
         DPOConfig: dpo_config(stored, model="policy", round_id=1),
-        RLOOConfig: rloo_config(stored, model="policy", estimator="rloo"),
+        # A round of K = 1 (a Likert project may show one completion) cannot launch RLOO with the
+        # round's K as its group (app/rounds/service.py refuses it); the probe gives it 2.
+        RLOOConfig: rloo_config({**stored, "k": max(stored["k"], 2)}, model="policy", estimator="rloo"),
     }
 
 

@@ -40,7 +40,7 @@ def project_with_prompts(db, client, admin_token):
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
-        ({"k": 3}, "body.k", "greater than or equal to 4"),
+        ({"k": 0}, "body.k", "greater than or equal to 1"),
         ({"reward": {"loss": "mse"}}, "body.reward.loss", "'kwise' or 'plackett_luce'"),
         ({"ppo": {"stepz": 3}}, "body.ppo.stepz", "Extra inputs are not permitted"),
         ({"ppo": {"batch_size": 4, "minibatch_size": 8}}, "body.ppo", "minibatch_size (8) must be ≤ batch_size (4)"),
@@ -56,6 +56,16 @@ def test_bad_settings_get_a_422_naming_the_field(client, admin_token, project_wi
     )
     assert response.status_code == 422
     assert f"{field}: " in response.json()["message"] and words in response.json()["message"]
+
+
+def test_k_outside_the_projects_range_is_refused_naming_k(client, admin_token, project_with_prompts):
+    response = client.post(
+        f"/api/v1/projects/{project_with_prompts.id}/rounds",
+        json={"k": 3},  # the schema takes 1–9 (a Likert project may show one completion); this project wants 4–6
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "k: must be within the project's range 4–6, got 3"
 
 
 def test_launch_stores_the_round_and_enqueues_generation_after_commit(

@@ -17,6 +17,7 @@ from app.models import (
     Completion,
     CompletionSource,
     ModelVersion,
+    Project,
     Prompt,
     RankingTask,
     RoundPrompt,
@@ -173,7 +174,7 @@ def finish_if_complete(round_id: int) -> bool:
             stage=S.labeling,
             kind="metric",
             data=summary,
-            message=f"{summary['tasks']} ranking tasks open for labeling",
+            message=f"{summary['tasks']} {summary['form'].replace('_', ' ')} tasks open for labeling",
         )
         prev = db.scalar(
             select(TrainingRound).where(
@@ -195,6 +196,8 @@ def _create_tasks(db, *, training_round: TrainingRound) -> dict[str, Any]:
         .where(RoundPrompt.round_id == training_round.id, Completion.model_version_id == training_round.policy_in_id)
         .order_by(Completion.prompt_id, Completion.id)
     ).all()
+    # Tasks take the project's feedback form (ranking, pairwise, Likert, ...): one kind per project.
+    kind = db.scalar(select(Project.feedback_form).where(Project.id == training_round.project_id))
     by_prompt: dict[int, list[int]] = {}
     for completion_id, prompt_id, _tokens, _reason in rows:
         by_prompt.setdefault(prompt_id, []).append(completion_id)
@@ -205,6 +208,7 @@ def _create_tasks(db, *, training_round: TrainingRound) -> dict[str, Any]:
                 project_id=training_round.project_id,
                 prompt_id=prompt_id,
                 round_id=training_round.id,
+                kind=kind,
                 created_at=utcnow(),
             )
             .returning(RankingTask.id)
@@ -215,6 +219,7 @@ def _create_tasks(db, *, training_round: TrainingRound) -> dict[str, Any]:
         )
     tokens = [r.token_count or 0 for r in rows]
     return {
+        "form": kind,
         "tasks": len(by_prompt),
         "completions": len(rows),
         "mean_tokens": round(sum(tokens) / len(tokens), 2) if tokens else 0.0,

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,17 @@ def drift(policy: torch.Tensor, reference: torch.Tensor, levels: torch.Tensor) -
     ) if rejected.any() else 0.0
 
 
-def build_policy(cfg: DPOConfig, model_path: str, tokenizer, device: torch.device):
+class PolicyAdapterSettings(Protocol):
+    """The fields build_policy reads (DPOConfig and KTOConfig both have them)."""
+
+    seed: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: tuple[str, ...]
+
+
+def build_policy(cfg: PolicyAdapterSettings, model_path: str, tokenizer, device: torch.device):
     """The LoRA policy in fp32; the reference is always the model the policy line started from.
 
     - a model folder, or an adapter folder that is no policy (an SFT adapter, merged into its base

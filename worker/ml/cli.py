@@ -166,9 +166,23 @@ def _train_reward_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help="backbone hub id or folder (default: the converted bundled SmolLM2)"
     )
-    parser.add_argument("--rankings", type=Path, required=True, help="rankings JSONL (format in worker/ml/data.py)")
+    parser.add_argument(
+        "--rankings",
+        type=Path,
+        required=True,
+        help='rankings JSONL (format in worker/ml/data.py); lines may rank per aspect, "aspects": {name: ranking}',
+    )
     parser.add_argument("--out", type=Path, required=True, help="artifact folder to write")
-    add_config_flags(parser, RewardConfig, skip=("model", "extra"))
+    add_config_flags(parser, RewardConfig, skip=("model", "extra", "aspect_weights"))
+    parser.add_argument(
+        "--aspect-weights",
+        dest="aspect_weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="with --aspects: default weights combining the aspects into one reward, one per aspect, "
+        "normalised to sum 1, stored with the model (default: equal)",
+    )
 
 
 def _train_reward_run(args: argparse.Namespace) -> int:
@@ -177,6 +191,12 @@ def _train_reward_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(RewardConfig, args, model=args.model or str(_default_model()))
     rankings = read_rankings(args.rankings)
+    named = sorted({a for r in rankings for a in r.aspect_groups})
+    if not cfg.aspects and named and not any(r.groups for r in rankings):
+        raise ValueError(
+            f"aspects: the rankings rank aspects ({', '.join(named)}) and nothing overall; name the "
+            f"score heads to train, e.g. --aspects {' '.join(named)}"
+        )
     bars = ProgressBars()
     metrics = train_reward(cfg, rankings, args.out, on_progress=bars)
     bars.close()

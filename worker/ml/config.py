@@ -148,6 +148,15 @@ class RewardConfig(_Config):
     gradient_checkpointing: bool = False
     """Trade compute for memory (recompute activations in the backward pass). Needs
     share_prompt_prefix=False: transformers drops the key/value cache under checkpointing."""
+    aspects: tuple[str, ...] = ()
+    """A multi-aspect reward model: one score head per named aspect on the shared backbone,
+    each trained on the rankings' `aspect_groups[name]` (the overall `groups` are not read; to
+    have an overall head, name it an aspect). Empty (the default): one head trained on the
+    overall rankings. docs/feedback-training.md."""
+    aspect_weights: tuple[float, ...] = ()
+    """Default weights combining the aspects' normalised scores into one reward (scorer.py),
+    one per aspect, >= 0, normalised to sum 1; stored with the model, and a scorer may be given
+    others when loaded. Empty: equal weights."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes saved with the card (e.g. the round id)."""
 
@@ -175,3 +184,22 @@ class RewardConfig(_Config):
             "cannot be combined with share_prompt_prefix (checkpointed layers drop the key/value "
             "cache the shared prompt is reused from); set share_prompt_prefix=False to checkpoint",
         )
+        _check(all(self.aspects), "aspects", "an aspect name is empty")
+        _check(len(set(self.aspects)) == len(self.aspects), "aspects", f"names repeat: {list(self.aspects)}")
+        _check(
+            not self.aspect_weights or len(self.aspect_weights) == len(self.aspects),
+            "aspect_weights",
+            f"needs one weight per aspect ({len(self.aspects)}), got {len(self.aspect_weights)}",
+        )
+        _check(
+            all(isinstance(w, (int, float)) and 0 <= w < float("inf") for w in self.aspect_weights)
+            and (not self.aspect_weights or sum(self.aspect_weights) > 0),
+            "aspect_weights",
+            f"must be finite numbers >= 0, not all 0, got {list(self.aspect_weights)}",
+        )
+
+    def default_weights(self) -> dict[str, float]:
+        """{aspect: weight}, normalised to sum 1 (equal weights when none are given)."""
+        weights = self.aspect_weights or (1.0,) * len(self.aspects)
+        total = float(sum(weights))
+        return {aspect: float(w) / total for aspect, w in zip(self.aspects, weights, strict=True)}

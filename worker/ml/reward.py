@@ -5,6 +5,12 @@ The model is the causal-LM backbone with a one-output classification head
 token, i.e. the end-of-turn token (the tokenizer's pad is kept distinct from EOS for that).
 Each ranking forwards its K completions once; the loss over its pairs is computed from the K
 scores with masks (losses.py). Several labelers' rankings of one task share that forward.
+
+A multi-aspect reward model (RewardConfig.aspects) has one output per aspect on the same
+backbone (num_labels = aspects). Each (ranking, aspect) becomes one row of levels read by that
+aspect's head, so the loss is the mean over every aspect ranking labelers gave (an aspect a
+labeler did not rank adds no row), i.e. with every aspect ranked, the mean over aspects of each
+aspect's K-wise (or Plackett-Luce) loss; validation reports each aspect's accuracy.
 """
 
 from __future__ import annotations
@@ -34,7 +40,15 @@ from worker.ml.models import (
     pick_device,
     save_artifact,
 )
-from worker.ml.scorer import score_sequences, sequence_classifier, sequence_scores, token_budget_chunks
+from worker.ml.scorer import (
+    aspect_normalization,
+    combined_stats,
+    head_count,
+    score_sequences,
+    sequence_classifier,
+    sequence_scores,
+    token_budget_chunks,
+)
 from worker.ml.shared_prefix import (
     common_prefix_len,
     packed_scores,
@@ -48,10 +62,15 @@ _SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with
 
 
 class EncodedSet:
-    """A RankedSet as token ids: sequences (K lists) and levels (n_rankings, K)."""
+    """A RankedSet as token ids: sequences (K lists) and levels (rows, K): one row per ranking,
+    or for a multi-aspect model one per (ranking, aspect) ranked."""
 
-    def __init__(self, sequences: list[list[int]], levels: torch.Tensor, n_rankings: int):
+    def __init__(
+        self, sequences: list[list[int]], levels: torch.Tensor, n_rankings: int, heads: torch.Tensor | None = None
+    ):
         self.sequences, self.levels, self.n_rankings = sequences, levels, n_rankings
+        self.heads = heads if heads is not None else torch.zeros(levels.shape[0], dtype=torch.long)
+        """(rows,) the score head that reads each row of levels: its aspect's (0 with one head)."""
         self.longest = max(len(s) for s in sequences)
         self.prefix_len = common_prefix_len(sequences)
         """Tokens the K sequences share (the prompt), forwarded once when prefixes are shared."""
@@ -64,18 +83,27 @@ class EncodedSet:
         return self.longest * len(self.sequences)
 
 
-def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int) -> list[EncodedSet]:
-    """Tokenise each completion once; completions nobody ranked are dropped. Refuses a tokenizer
-    whose pad is the end-of-turn token (special_tokens.stop_tokens)."""
+def encode_sets(tokenizer, sets: Sequence[RankedSet], max_length: int, aspects: Sequence[str] = ()) -> list[EncodedSet]:
+    """Tokenise each completion once; completions nobody ranked are dropped, and so are sets
+    with none ranked. Rows: each set's overall rankings, or with `aspects` (a multi-aspect
+    model) its rankings of each of those aspects, read by that aspect's head. Refuses a
+    tokenizer whose pad is the end-of-turn token (special_tokens.stop_tokens)."""
     stop_tokens(tokenizer)
     encoded = []
     for ranked in sets:
-        used = [k for k in range(len(ranked.completions)) if any(row[k] >= 0 for row in ranked.levels)]
+        if aspects:
+            rows = [(h, row) for h, aspect in enumerate(aspects) for row in ranked.aspect_levels.get(aspect, [])]
+        else:
+            rows = [(0, row) for row in ranked.levels]
+        used = [k for k in range(len(ranked.completions)) if any(row[k] >= 0 for _, row in rows)]
+        if not used:
+            continue
         sequences = encode_reward_texts(
             tokenizer, [ranked.prompt] * len(used), [ranked.completions[k] for k in used], max_length
         )
-        levels = torch.tensor([[row[k] for k in used] for row in ranked.levels], dtype=torch.long)
-        encoded.append(EncodedSet(sequences, levels, len(ranked.levels)))
+        levels = torch.tensor([[row[k] for k in used] for _, row in rows], dtype=torch.long)
+        heads = torch.tensor([h for h, _ in rows], dtype=torch.long)
+        encoded.append(EncodedSet(sequences, levels, len(ranked.levels), heads))
     return encoded
 
 
@@ -88,9 +116,13 @@ def build_reward_model(cfg: RewardConfig, tokenizer, device: torch.device):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = sequence_classifier(cfg.model)  # an SFT adapter folder: merged into its base
+        # an SFT adapter folder is merged into its base; one head output per aspect
+        model = sequence_classifier(cfg.model, num_labels=max(1, len(cfg.aspects)))
     finally:
         hf_logging.set_verbosity(verbosity)
+    if cfg.aspects:  # a full model's config.json then names its outputs
+        model.config.id2label = dict(enumerate(cfg.aspects))
+        model.config.label2id = {aspect: i for i, aspect in enumerate(cfg.aspects)}
     match_embeddings(model, tokenizer)
     disable_dropout(model)
     if cfg.gradient_checkpointing:
@@ -133,19 +165,24 @@ def batches_by_length(sets: Sequence[EncodedSet], batch_size: int, rng: random.R
 
 
 def assemble(flat: torch.Tensor, sets: Sequence[EncodedSet]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of all completions of `sets` (flat, in order) -> (scores, levels), both
-    (n_rankings, K_max). A task ranked by several labelers gives one row per ranking, sharing
-    its scores. Padding slots have level -1 (their score is never used)."""
+    """Scores of all completions of `sets` (flat (N,), in order; or (N, heads) from a
+    multi-aspect head) -> (scores, levels), both (rows, K_max). A task ranked by several
+    labelers gives one row per ranking, sharing its scores; a row takes its head's column.
+    Padding slots have level -1 (their score is never used)."""
     k_max = max(len(s.sequences) for s in sets)
     index_rows, level_rows, offset = [], [], 0
     for s in sets:
         k = len(s.sequences)
-        index = torch.arange(offset, offset + k).expand(s.n_rankings, k)
+        index = torch.arange(offset, offset + k).expand(s.levels.shape[0], k)
         index_rows.append(torch.nn.functional.pad(index, (0, k_max - k)))
         level_rows.append(torch.nn.functional.pad(s.levels, (0, k_max - k), value=-1))
         offset += k
     index = torch.cat(index_rows).to(flat.device)
-    return flat[index], torch.cat(level_rows).to(flat.device)
+    levels = torch.cat(level_rows).to(flat.device)
+    if flat.dim() == 1:
+        return flat[index], levels
+    heads = torch.cat([s.heads for s in sets]).to(flat.device)  # (rows,)
+    return flat[index, heads[:, None]], levels
 
 
 def forward_sets(
@@ -160,15 +197,17 @@ def forward_sets(
     """Score every completion of `sets` once -> assemble()'s (scores, levels).
     With share_prefix, each set's common prompt is forwarded once (shared_prefix.py): packed
     with its completions into rows without padding where the model allows it (one forward),
-    else through a key/value cache of the padded prompts (two forwards, completions padded)."""
+    else through a key/value cache of the padded prompts (two forwards, completions padded).
+    A multi-aspect head gives (N, heads) scores; each row of levels takes its head's column."""
+    all_heads = head_count(model) > 1
     if share_prefix and supports_prefix_sharing(model):
         groups = [(s.sequences[0][: s.prefix_len], [seq[s.prefix_len :] for seq in s.sequences]) for s in sets]
         if packed and supports_packing(model, max(s.longest for s in sets) - 1):
-            flat = packed_scores(model, groups, pad_id, device)
+            flat = packed_scores(model, groups, pad_id, device, all_heads=all_heads)
         else:
-            flat = prefix_shared_scores(model, groups, pad_id, device)
+            flat = prefix_shared_scores(model, groups, pad_id, device, all_heads=all_heads)
     else:
-        flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device)
+        flat = sequence_scores(model, [seq for s in sets for seq in s.sequences], pad_id, device, all_heads=all_heads)
     return assemble(flat, sets)
 
 
@@ -184,8 +223,12 @@ def train_reward(
 
     # 1. data: merge labelers' rankings of one task, split by prompt, tokenise once
     train_sets, val_sets = split_by_prompt(group_rankings(rankings), cfg.val_fraction, cfg.seed)
-    train_enc = [s for s in encode_sets(tokenizer, train_sets, cfg.max_length) if bool(informative(s.levels).any())]
-    val_enc = encode_sets(tokenizer, val_sets, cfg.max_length)
+    train_enc = [
+        s for s in encode_sets(tokenizer, train_sets, cfg.max_length, cfg.aspects) if bool(informative(s.levels).any())
+    ]
+    val_enc = encode_sets(tokenizer, val_sets, cfg.max_length, cfg.aspects)
+    if not train_enc and cfg.aspects:
+        raise ValueError(f"rankings: no training ranking of aspect {', '.join(cfg.aspects)} orders two completions")
     if not train_enc:
         raise ValueError("rankings: no training ranking orders two completions (all ties?)")
 
@@ -249,8 +292,14 @@ def train_reward(
     _report(on_progress, 0, 1, "validate")
     metrics.update(evaluate(model, val_enc, pad_id, device, cfg))
     _report(on_progress, 0, 1, "normalize")
-    mean, std = reward_stats(model, train_enc, pad_id, device, cfg, rng)
-    data = {
+    if cfg.aspects:
+        raw = _sample_scores(model, train_enc, pad_id, device, cfg, rng, all_heads=True)  # (N, aspects)
+        normalization = aspect_normalization(raw, len(cfg.aspects))
+        mean, std = combined_stats(normalization, cfg.default_weights())
+    else:
+        mean, std = reward_stats(model, train_enc, pad_id, device, cfg, rng)
+        normalization = {"mean": mean, "std": std}
+    data: dict[str, Any] = {
         "rankings": len(rankings),
         "tasks": len(train_sets) + len(val_sets),
         "train_tasks": len(train_sets),
@@ -260,18 +309,25 @@ def train_reward(
         "train_prompts": len({s.prompt_id for s in train_sets}),
         "val_prompts": len({s.prompt_id for s in val_sets}),
     }
+    if cfg.aspects:
+        every = [*train_sets, *val_sets]
+        data["aspect_rankings"] = {a: sum(len(s.aspect_levels.get(a, [])) for s in every) for a in cfg.aspects}
     card = {
         "kind": "reward_model",
         "base_model": cfg.model,
         "config": cfg.to_dict(),
         "data": data,
         "metrics": metrics,
-        "reward_normalization": {"mean": mean, "std": std},
+        "reward_normalization": normalization,
         "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
         "load": "worker.ml.scorer.RewardScorer.load(path); or AutoPeftModelForSequence"
-        "Classification.from_pretrained(path, num_labels=1) for LoRA artifacts whose base is a model "
-        "folder (a base that is an adapter folder must be merged first, as RewardScorer.load does)",
+        f"Classification.from_pretrained(path, num_labels={max(1, len(cfg.aspects))}) for LoRA artifacts "
+        "whose base is a model folder (a base that is an adapter folder must be merged first, as "
+        "RewardScorer.load does)",
     }
+    if cfg.aspects:  # the heads' order, and the weights a scorer combines them with by default
+        card["aspects"] = list(cfg.aspects)
+        card["aspect_weights"] = cfg.default_weights()
     save_artifact(model, tokenizer, out_dir, card)
     _report(on_progress, 1, 1, "saved")
     return {**metrics, "reward_mean": mean, "reward_std": std, **data}
@@ -279,15 +335,18 @@ def train_reward(
 
 @torch.no_grad()
 def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device, cfg: RewardConfig) -> dict[str, Any]:
-    """Validation pairwise accuracy, loss, and accuracy by K (completions ranked)."""
+    """Validation pairwise accuracy, loss, and accuracy by K (completions ranked); for a
+    multi-aspect model also by aspect (None for an aspect without validation pairs)."""
     if not sets:
-        return {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}, "val_pairs": 0}
+        empty: dict[str, Any] = {"val_accuracy": None, "val_loss": None, "val_accuracy_by_k": {}, "val_pairs": 0}
+        return {**empty, "val_accuracy_by_aspect": dict.fromkeys(cfg.aspects)} if cfg.aspects else empty
     losses: list[torch.Tensor] = []
     correct_chunks: list[torch.Tensor] = []
     pair_chunks: list[torch.Tensor] = []
     ranked_k_chunks: list[torch.Tensor] = []
     keep: list[torch.Tensor] = []
-    for chunk in token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward):
+    chunks = token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward)
+    for chunk in chunks:
         with autocast(device, cfg.autocast):
             scores, levels = forward_sets(model, [sets[i] for i in chunk], pad_id, device, cfg.share_prompt_prefix)
         scores, levels = scores.float().cpu(), levels.cpu()
@@ -298,33 +357,64 @@ def evaluate(model, sets: Sequence[EncodedSet], pad_id: int, device: torch.devic
         ranked_k_chunks.append((levels >= 0).sum(dim=1))
         keep.append(informative(levels))
     correct, total, ranked_k = torch.cat(correct_chunks), torch.cat(pair_chunks), torch.cat(ranked_k_chunks)
+    # rows in the order assemble() laid them out: chunk by chunk, set by set
+    heads = torch.cat([sets[i].heads for chunk in chunks for i in chunk])
     loss = torch.cat(losses)[torch.cat(keep)].mean() if bool(torch.cat(keep).any()) else torch.tensor(0.0)
     by_k = {}
     for k in sorted(set(ranked_k.tolist())):
         pick = (ranked_k == k) & (total > 0)
         if bool(pick.any()):
             by_k[str(k)] = round(float(correct[pick].sum() / total[pick].sum()), 4)
-    return {
+    result = {
         "val_accuracy": round(float(correct.sum() / total.sum().clamp(min=1)), 4),
         "val_loss": round(float(loss), 4),
         "val_accuracy_by_k": by_k,
         "val_pairs": int(total.sum()),
     }
+    if cfg.aspects:
+        pairs_of = [total[heads == h].sum() for h in range(len(cfg.aspects))]
+        result["val_accuracy_by_aspect"] = {
+            aspect: round(float(correct[heads == h].sum() / pairs), 4) if pairs > 0 else None
+            for h, (aspect, pairs) in enumerate(zip(cfg.aspects, pairs_of, strict=True))
+        }
+    return result
 
 
 def reward_stats(
     model, sets: Sequence[EncodedSet], pad_id: int, device: torch.device, cfg: RewardConfig, rng: random.Random
 ) -> tuple[float, float]:
     """Mean and std of raw rewards over (a sample of up to norm_samples) training completions."""
+    raw = _sample_scores(model, sets, pad_id, device, cfg, rng)
+    if raw is None:
+        return 0.0, 1.0
+    return float(raw.mean()), float(raw.std().clamp(min=1e-6))
+
+
+def _sample_scores(
+    model,
+    sets: Sequence[EncodedSet],
+    pad_id: int,
+    device: torch.device,
+    cfg: RewardConfig,
+    rng: random.Random,
+    *,
+    all_heads: bool = False,
+) -> torch.Tensor | None:
+    """Raw scores of (a sample of up to norm_samples) training completions; None when fewer than two."""
     sequences = [seq for s in sets for seq in s.sequences]
     if cfg.norm_samples == 0 or len(sequences) < 2:
-        return 0.0, 1.0
+        return None
     if len(sequences) > cfg.norm_samples:
         sequences = rng.sample(sequences, cfg.norm_samples)
-    raw = score_sequences(
-        model, sequences, pad_id, device, max_tokens=cfg.max_tokens_per_forward, use_autocast=cfg.autocast
+    return score_sequences(
+        model,
+        sequences,
+        pad_id,
+        device,
+        max_tokens=cfg.max_tokens_per_forward,
+        use_autocast=cfg.autocast,
+        all_heads=all_heads,
     )
-    return float(raw.mean()), float(raw.std().clamp(min=1e-6))
 
 
 def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:

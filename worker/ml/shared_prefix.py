@@ -56,9 +56,15 @@ def supports_prefix_sharing(model) -> bool:
 
 
 def prefix_shared_scores(
-    model, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int, device: torch.device
+    model,
+    groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+    pad_id: int,
+    device: torch.device,
+    *,
+    all_heads: bool = False,
 ) -> torch.Tensor:
-    """groups: (prefix ids, [suffix ids, ...]) per ranking -> (sum of suffixes,) rewards, in order.
+    """groups: (prefix ids, [suffix ids, ...]) per ranking -> (sum of suffixes,) rewards, in order;
+    with all_heads, (sum of suffixes, heads): every output of a multi-aspect score head.
 
     Every suffix must be non-empty. Prefixes are left-padded (so each ends right before its
     suffixes), suffixes right-padded; the reward is read at each suffix's last real token.
@@ -105,7 +111,8 @@ def prefix_shared_scores(
     ).last_hidden_state  # (N, S, H)
     last = (suffix_mask.sum(dim=1) - 1).to(device)  # (N,)
     pooled = hidden[torch.arange(len(suffixes), device=device), last]  # (N, H)
-    return head(pooled)[:, 0]
+    scores = head(pooled)  # (N, heads)
+    return scores if all_heads else scores[:, 0]
 
 
 def supports_packing(model, longest_position: int) -> bool:
@@ -129,8 +136,9 @@ def packed_scores(
     device: torch.device,
     *,
     row_tokens: int = PACKED_ROW_TOKENS,
+    all_heads: bool = False,
 ) -> torch.Tensor:
-    """Same result as `prefix_shared_scores` in one forward without padding between sequences:
+    """Same result as `prefix_shared_scores` (all_heads too) in one forward without padding between sequences:
     each prompt and its suffixes are laid out back to back in a row and a block mask keeps every
     suffix to its own prompt and itself (batching.pack_prefix_groups). No key/value cache is
     involved, so this also works under gradient checkpointing."""
@@ -149,7 +157,8 @@ def packed_scores(
         use_cache=False,
     ).last_hidden_state  # (R, L, H)
     reads = packed.reads.to(device)
-    return head(hidden[reads[:, 0], reads[:, 1]])[:, 0]
+    scores = head(hidden[reads[:, 0], reads[:, 1]])  # (N, heads)
+    return scores if all_heads else scores[:, 0]
 
 
 def _cache_argument(backbone) -> str:

@@ -209,3 +209,30 @@ def test_aspect_settings_are_checked_when_the_config_is_built(fields, message):
     with pytest.raises(ValueError, match=message):
         RewardConfig(model="m", **fields)
     assert RewardConfig(model="m", aspects=("a", "b")).default_weights() == {"a": 0.5, "b": 0.5}
+
+
+def test_a_lora_multi_aspect_model_on_an_sft_adapter_reloads_with_its_heads(tiny_model_dir, tmp_path):
+    """The reward model of a round started from an SFT adapter: the scorer merges the SFT adapter,
+    builds a two-output head and loads the reward LoRA on it, scoring as after training."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from worker.ml.models import load_tokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    sft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft.save_pretrained(tmp_path / "sft")
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "sft")
+    rankings = to_multi_aspect_rankings(two_aspect_judgments(8, seed=5), ASPECTS)
+    cfg = RewardConfig(
+        model=str(tmp_path / "sft"), mode="lora", aspects=ASPECTS, val_fraction=0.0, autocast=False, norm_samples=1000
+    )
+    metrics = train_reward(cfg, rankings, tmp_path / "rm")
+    scorer = RewardScorer.load(tmp_path / "rm", device="cpu", use_autocast=False)
+    assert scorer.aspects == ASPECTS and scorer.weights == {"help": 0.5, "safe": 0.5}
+    prompts = [r.prompt for r in rankings for _ in r.completions]
+    completions = [c for r in rankings for c in r.completions]
+    raw = scorer.score(prompts, completions, normalize=False)
+    # every training completion was sampled for the statistics: the same mean as in training
+    assert float(raw.mean()) == pytest.approx(metrics["reward_mean"], abs=1e-4)
+    assert float(raw.std()) == pytest.approx(metrics["reward_std"], rel=1e-3)

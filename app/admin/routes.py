@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from app.admin import forms, service, stats
+from app.admin import form_stats, forms, service, stats
 from app.admin.people_routes import router as people_router
 from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import Project, Role
@@ -94,6 +94,9 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
             "progress": projects.project_progress(db, project=project),
             "labelers": labelers,
             "agreement": stats.project_agreement(db, project_id=project.id),
+            "form_agreement": form_stats.project_form_agreement(
+                db, project_id=project.id, form_settings=project.form_settings
+            ),
             "members": members,
             "candidates": candidates,
             "upload": upload,

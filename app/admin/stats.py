@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.admin.agreement import AgreementReport, Outcome, agreement_report, verdict_agreement, verdict_outcome
 from app.labeling.task_types import PAIRWISE_EVAL
-from app.models import Assignment, AssignmentState, ProjectMember, Ranking, RankingTask, User
+from app.models import Assignment, AssignmentState, FeedbackForm, ProjectMember, Ranking, RankingTask, User
 
 
 @dataclass
@@ -77,7 +77,8 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
 
 def project_agreement(db: Session, *, project_id: int) -> AgreementReport:
     """Agreement over the project's tasks that have two or more rankings: ranking tasks by the
-    ranking measures, blind evaluation tasks by their verdicts (`report.evaluation`), apart."""
+    ranking measures, blind evaluation tasks by their verdicts (`report.evaluation`), apart.
+    Feedback-form tasks (pairwise and the rating forms) are app/admin/form_stats.py's."""
     overlapped = select(RankingTask.id).where(RankingTask.project_id == project_id, RankingTask.rankings_count >= 2)
     by_task: dict[int, dict[int, list[list[int]]]] = defaultdict(dict)
     outcomes: dict[int, dict[int, Outcome]] = defaultdict(dict)
@@ -88,7 +89,9 @@ def project_agreement(db: Session, *, project_id: int) -> AgreementReport:
     ):
         if kind == PAIRWISE_EVAL:
             outcomes[task_id][user_id] = verdict_outcome(groups, none_acceptable=none_acceptable)
-        else:
+        elif kind == FeedbackForm.ranking:
+            # Only K-way rankings: a pairwise form's two-completion verdicts are stored as rankings
+            # too, but measured by kappa apart (app/admin/form_stats.py), like evaluation verdicts.
             by_task[task_id][user_id] = groups
     report = agreement_report(by_task)
     report.evaluation = verdict_agreement(outcomes)

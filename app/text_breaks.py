@@ -6,7 +6,10 @@ for it: with a kerning font (DejaVu Sans, what `system-ui` is on Debian) or a jo
 page for tens of seconds (docs/reliability.md, "2. Untrusted content"). A <wbr> every
 MAX_RUN characters hands the line breaker short pieces: the same page lays out in well under a
 second, and the text itself is unchanged (<wbr> adds no character: copy, find-in-page and
-textContent see the original)."""
+textContent see the original).
+
+Hidden and bidirectional characters become visible markers here too (app/hidden_chars.py): every
+piece of untrusted text shown as HTML comes through `breakable` or the markdown renderer."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from collections.abc import Callable
 
 from markdown_it.common.utils import escapeHtml
 from markupsafe import Markup, escape
+
+from app import hidden_chars
 
 MAX_RUN = 64
 """Longest run of non-space characters left without a break opportunity."""
@@ -25,8 +30,20 @@ _WBR = Markup("<wbr>")
 
 def breakable(text: object, escape: Callable[[str], str] = escape) -> Markup:
     """`text` HTML-escaped for element content, with <wbr> after every MAX_RUN characters of a
-    longer unbroken run. Also the Jinja filter `breakable`."""
-    text = "" if text is None else str(text)
+    longer unbroken run and each hidden character run as a marker. Also the Jinja filter
+    `breakable`."""
+    text, runs = hidden_chars.cap("" if text is None else str(text), hidden_chars.MAX_MARKERS)
+    if not runs:
+        return Markup(_with_breaks(text, escape))
+    return Markup(
+        "".join(
+            str(hidden_chars.marker(piece)) if hidden else _with_breaks(piece, escape)
+            for piece, hidden in hidden_chars.split(text)
+        )
+    )
+
+
+def _with_breaks(text: str, escape: Callable[[str], str]) -> str:
     pieces, last = [], 0
     for match in _LONG_RUN.finditer(text):
         run = match.group()
@@ -34,7 +51,7 @@ def breakable(text: object, escape: Callable[[str], str] = escape) -> Markup:
         pieces.append(_WBR.join(escape(run[i : i + MAX_RUN]) for i in range(0, len(run), MAX_RUN)))
         last = match.end()
     pieces.append(escape(text[last:]))
-    return Markup("".join(pieces))
+    return "".join(pieces)
 
 
 def add_to_markdown(md) -> None:

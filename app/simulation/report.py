@@ -16,6 +16,19 @@ from app.simulation.team import RoundRecord
 
 VARIANTS = ("none", "shuffled", "zero_reward")
 VARIANT_NAMES = {"none": "real", "shuffled": "control: shuffled-label RM", "zero_reward": "control: PPO, zero reward"}
+OPTIMIZERS = ("ppo", "dpo", "rloo", "grpo")
+"""The round's policy step (app/rounds/schemas.Optimizer); DPO has no zero-reward control."""
+OPTIMIZER_LABELS = {"ppo": "PPO", "dpo": "DPO", "rloo": "RLOO", "grpo": "GRPO"}
+SAMPLING = ("ppo", "rloo", "grpo")
+"""The optimizers that sample answers and score them with the reward model."""
+
+
+def run_name(variant: str, optimizer: str, prefixed: bool) -> str:
+    """ "real", "control: shuffled-label RM", ...; with `prefixed` (a comparison of optimizers)
+    "PPO, real", "DPO, control: shuffled-label RM", "RLOO, control: zero reward"."""
+    if not prefixed:
+        return VARIANT_NAMES[variant]
+    return f"{OPTIMIZER_LABELS[optimizer]}, {VARIANT_NAMES[variant].replace('PPO, ', '')}"
 
 
 @dataclass
@@ -35,7 +48,9 @@ class Row:
     """KL(policy ‖ base) of the policy that wrote this round's completions (None for the base)."""
     rm_accuracy: float | None = None
     rm_pairs: int | None = None
-    ppo: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    """The round's metrics["policy"]: its optimizer's summary (PPO/RLOO/GRPO: score_first, score,
+    kl, steps, seconds; DPO: val_accuracy_before, val_accuracy, val_kl_per_token, steps, seconds)."""
 
 
 @dataclass
@@ -105,8 +120,8 @@ def probability_of_superiority(xs: list[float], ys: list[float]) -> float:
 
 
 class Report:
-    def __init__(self, target_agreement: float, *, seed: int = 0, variant: str = "none"):
-        self.target, self.seed, self.variant = target_agreement, seed, variant
+    def __init__(self, target_agreement: float, *, seed: int = 0, variant: str = "none", optimizer: str = "ppo"):
+        self.target, self.seed, self.variant, self.optimizer = target_agreement, seed, variant, optimizer
         self.rows: list[Row] = []
         self.records: list[RoundRecord] = []
         self.minutes = 0.0
@@ -121,7 +136,7 @@ class Report:
 
     def add(self, number: int, round_data: dict, record: RoundRecord) -> None:
         metrics = round_data.get("metrics") or {}
-        reward, previous = metrics.get("reward") or {}, (self.rows[-1].ppo if self.rows else {})
+        reward, previous = metrics.get("reward") or {}, (self.rows[-1].policy if self.rows else {})
         self.records.append(record)
         seen = RoundRecord()
         for rec in self.records:  # the reward model's validation rankings come from every round so far
@@ -147,23 +162,25 @@ class Report:
                 kl=previous.get("kl"),
                 rm_accuracy=reward.get("val_accuracy"),
                 rm_pairs=reward.get("val_pairs"),
-                ppo=metrics.get("policy") or {},
+                policy=metrics.get("policy") or {},
             )
         )
 
     @property
     def trained(self) -> Row | None:
-        """The row of the last round that trained (its reward model and PPO)."""
-        return next((row for row in reversed(self.rows) if row.ppo), None)
+        """The row of the last round that trained (its reward model and policy step)."""
+        return next((row for row in reversed(self.rows) if row.policy), None)
+
+    @property
+    def label(self) -> str:
+        return OPTIMIZER_LABELS[self.optimizer]
 
     def line(self, number: int) -> str:
         row = self.rows[number]
         return (
             f"round {number}: gold {row.gold:+.3f} (length-controlled {row.lc_gold:+.3f}), win vs base "
             f"{row.win_vs_base:.1%}, {row.words:.1f} words, agreement {row.agreement:.1%}, "
-            f"RM val acc {_pct(row.rm_accuracy)} (ceiling {row.ceiling:.1%}), "
-            f"PPO score {row.ppo.get('score_first', float('nan')):+.3f} → {row.ppo.get('score', float('nan')):+.3f}, "
-            f"KL {row.ppo.get('kl', float('nan')):.3f}"
+            f"RM val acc {_pct(row.rm_accuracy)} (ceiling {row.ceiling:.1%}), {policy_text(self.optimizer, row.policy)}"
         )
 
     def table(self) -> str:
@@ -171,9 +188,10 @@ class Report:
             f"{'round':>5} {'policy':>8} {'gold':>7} {'LC gold':>7} {'win/base':>8} {'words':>6} {'KL':>6} "
             f"{'agree':>6} {'RM acc':>7} {'ceiling':>7}"
         )
-        lines = [f"seed {self.seed}, {VARIANT_NAMES[self.variant]}", header, "-" * len(header)]
+        name = run_name(self.variant, self.optimizer, self.optimizer != "ppo")
+        lines = [f"seed {self.seed}, {name}", header, "-" * len(header)]
         for row in self.rows:
-            policy = "base" if row.number == 0 else f"PPO r{row.number - 1}"
+            policy = "base" if row.number == 0 else f"{self.label} r{row.number - 1}"
             lines.append(
                 f"{row.number:>5} {policy:>8} {row.gold:>+7.3f} {row.lc_gold:>+7.3f} {row.win_vs_base:>8.1%} "
                 f"{row.words:>6.1f} {_num(row.kl, '6.3f')} {row.agreement:>6.1%} "
@@ -194,6 +212,22 @@ class Report:
         if self.human is not None:
             lines.append(f"simulated-human win rate, last policy vs base: {human_text(self.human)}")
         return "\n".join(lines)
+
+
+def policy_text(optimizer: str, policy: dict[str, Any]) -> str:
+    """The policy step's own figures: what it optimised and how long it took."""
+    nan = float("nan")
+    took = f"{policy.get('steps', '?')} steps in {policy.get('seconds', nan):.0f} s"
+    if optimizer == "dpo":
+        return (
+            f"DPO held-out implicit-reward acc {_pct(policy.get('val_accuracy_before'))} → "
+            f"{_pct(policy.get('val_accuracy'))}, KL/token {policy.get('val_kl_per_token', nan):.4f}, "
+            f"{policy.get('train_rankings', '?')} rankings, {took}"
+        )
+    return (
+        f"{OPTIMIZER_LABELS[optimizer]} score {policy.get('score_first', nan):+.3f} → {policy.get('score', nan):+.3f}, "
+        f"KL {policy.get('kl', nan):.3f}, {took}"
+    )
 
 
 def human_text(human: Human) -> str:
@@ -240,15 +274,25 @@ SUMMARY_COLUMNS = (
 )
 
 
+def groups(reports: list[Report]) -> list[tuple[str, list[Report]]]:
+    """The runs of each (optimizer, variant), named, in a fixed order; optimizer names are
+    prefixed only when an optimizer other than PPO ran (else the names read as before)."""
+    prefixed = any(r.optimizer != "ppo" for r in reports)
+    found = []
+    for optimizer in OPTIMIZERS:
+        for variant in VARIANTS:
+            runs = [r for r in reports if r.optimizer == optimizer and r.variant == variant]
+            if runs:
+                found.append((run_name(variant, optimizer, prefixed), runs))
+    return found
+
+
 def summary(reports: list[Report]) -> str:
-    """Mean ± sd over seeds per round, per variant, and the headline per variant."""
+    """Mean ± sd over seeds per round, per (optimizer, variant), and the headline of each."""
     lines = []
     seeds = sorted({r.seed for r in reports})
-    for variant in VARIANTS:
-        runs = [r for r in reports if r.variant == variant]
-        if not runs:
-            continue
-        lines += ["", f"{VARIANT_NAMES[variant]}: mean ± sd over seeds {', '.join(str(r.seed) for r in runs)}"]
+    for name, runs in groups(reports):
+        lines += ["", f"{name}: mean ± sd over seeds {', '.join(str(r.seed) for r in runs)}"]
         header = f"{'round':>5} " + " ".join(f"{title:>15}" for title, *_ in SUMMARY_COLUMNS)
         lines += [header, "-" * len(header)]
         for number in range(max(len(r.rows) for r in runs)):
@@ -264,47 +308,86 @@ def summary(reports: list[Report]) -> str:
             pooled = _pooled(humans)
             lines.append(f"  simulated-human win rate over seeds: {rate}; pooled {pooled}")
     lines += headline(reports)
+    lines += policy_steps(reports)
     lines += [
         "",
         f"seeds {seeds}. gold/LC gold/words: means over the round's labeled completions; win vs base: "
         "P(gold of a round-r completion > a round-0 completion); RM acc: that round's reward model on held-out "
         "validation rankings; ceiling: how often those labels agree with gold (a perfect model's accuracy); "
-        "KL: the policy that wrote the round vs the base (last PPO batch).",
+        "KL: the policy that wrote the round vs the base (last PPO/RLOO/GRPO batch; DPO reports none).",
     ]
     return "\n".join(lines)
 
 
-HEADLINE_COLUMNS = ("gold policy", "gold base", "LC gold", "gold win", "LC win", "human win", "RM acc", "ceiling", "KL")
+HEADLINE_COLUMNS = (
+    "gold policy",
+    "gold base",
+    "gold gain",
+    "LC gold",
+    "gold win",
+    "LC win",
+    "human win",
+    "RM acc",
+    "ceiling",
+    "KL",
+)
 
 
 def headline(reports: list[Report]) -> list[str]:
-    """Per variant, mean ± sd over seeds: the last policy against the base on the eval split
-    (gold, paired gold win rate, the simulated humans' win rate), the last reward model and KL."""
+    """Per (optimizer, variant), mean ± sd over seeds: the last policy against the base on the
+    eval split (gold, paired gold win rate, the simulated humans' win rate), the last reward model
+    and KL."""
     lines = ["", "last policy vs base on the eval split, mean ± sd over seeds"]
-    header = f"{'variant':<28}" + " ".join(f"{title:>14}" for title in HEADLINE_COLUMNS)
+    header = f"{'variant':<34}" + " ".join(f"{title:>14}" for title in HEADLINE_COLUMNS)
     lines += [header, "-" * len(header)]
-    for variant in VARIANTS:
-        runs = [r for r in reports if r.variant == variant]
-        if not runs:
-            continue
+    for name, runs in groups(reports):
         evals = [r.eval for r in runs if r.eval is not None]
         trained = [r.trained for r in runs if r.trained is not None]
         cells = [
             _ms([e.gold[0] for e in evals], "+.2f"),
             _ms([e.gold[1] for e in evals], "+.2f"),
+            _ms([e.gold[0] - e.gold[1] for e in evals], "+.2f"),
             _ms([e.lc_gold[0] for e in evals], "+.2f"),
             _ms([e.win for e in evals], ".1f", percent=True),
             _ms([e.lc_win for e in evals], ".1f", percent=True),
             _ms([r.human.win_rate for r in runs if r.human is not None], ".1f", percent=True),
             _ms([t.rm_accuracy for t in trained], ".1f", percent=True),
             _ms([t.ceiling for t in trained], ".1f", percent=True),
-            _ms([t.ppo.get("kl") for t in trained], ".2f"),
+            _ms([t.policy.get("kl") for t in trained], ".2f"),
         ]
-        lines.append(f"{VARIANT_NAMES[variant]:<28}" + " ".join(f"{cell:>14}" for cell in cells))
+        lines.append(f"{name:<34}" + " ".join(f"{cell:>14}" for cell in cells))
     lines.append(
         "gold win: P(policy's answer beats the base's by gold, same eval prompt), ties half; LC: without the "
         "length term; human win: the product's blind evaluation as the simulated team judged it (ties half)."
     )
+    return lines
+
+
+def policy_steps(reports: list[Report]) -> list[str]:
+    """Per (optimizer, variant), mean ± sd over seeds, the last training round's policy step in
+    its own terms: steps and seconds, and what it optimised (the reward model's score for the
+    sampling optimizers, which they can game; DPO's held-out implicit-reward accuracy)."""
+    lines = ["", "policy step of the last training round, mean ± sd over seeds"]
+    header = f"{'variant':<34}{'steps':>8} {'seconds':>14} {'s/step':>12}  own figures"
+    lines += [header, "-" * len(header)]
+    for name, runs in groups(reports):
+        steps = [r.trained.policy for r in runs if r.trained is not None]
+        per_step = [p["seconds"] / p["steps"] for p in steps if p.get("seconds") and p.get("steps")]
+        if runs[0].optimizer == "dpo":
+            own = (
+                f"held-out implicit-reward acc {_ms([p.get('val_accuracy_before') for p in steps], '.1f', True)} → "
+                f"{_ms([p.get('val_accuracy') for p in steps], '.1f', True)}; KL/token "
+                f"{_ms([p.get('val_kl_per_token') for p in steps], '.4f')}"
+            )
+        else:
+            own = (
+                f"RM score {_ms([p.get('score_first') for p in steps], '+.2f')} → "
+                f"{_ms([p.get('score') for p in steps], '+.2f')}; KL {_ms([p.get('kl') for p in steps], '.2f')}"
+            )
+        lines.append(
+            f"{name:<34}{_ms([p.get('steps') for p in steps], '.0f'):>8} "
+            f"{_ms([p.get('seconds') for p in steps], '.0f'):>14} {_ms(per_step, '.1f'):>12}  {own}"
+        )
     return lines
 
 

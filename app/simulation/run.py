@@ -7,8 +7,10 @@ API, the admin (this script) starts training, and the next round appears from th
 After the last round the admin launches a blind evaluation of the last policy against the base
 over REST and the team judges it like any labeler. Variants: "none" (the real run), "shuffled"
 (the team submits random rankings: the reward model learns noise) and "zero_reward" (PPO with
-`ppo.reward_source = "zero"`: only the KL term moves the policy). This process never imports
-torch: all model work happens in the server's worker.
+`ppo.reward_source = "zero"`: only the KL term moves the policy). `--optimizer ppo,dpo,rloo`
+runs every seed and variant once per policy step named (the round config's `optimizer`), on the
+same prompts, team and reward-model settings, so the optimizers compare side by side. This
+process never imports torch: all model work happens in the server's worker.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from app.settings import Settings
 from app.simulation.gold import control_table
 from app.simulation.noise import POSITION_LOGIT, TARGET_AGREEMENT
-from app.simulation.report import VARIANTS, EvalSet, Human, Report, summary
+from app.simulation.report import OPTIMIZERS, VARIANTS, EvalSet, Human, Report, summary
 from app.simulation.server import Admin, Server, eval_answers, free_port, setup
 from app.simulation.tasks import all_prompts, draw_prompts
 from app.simulation.team import RoundRecord, Team
@@ -30,6 +32,9 @@ from app.simulation.team import RoundRecord, Team
 EVAL_SEED = 1234
 """Sampling seed of the eval answers (the round config's evaluation.seed): the human evaluation
 reuses the answers the metrics step generated, if it ran."""
+SAMPLES_PER_STEP = 8
+"""Answers per iteration of the sampling optimizers: PPO's batch_size, RLOO/GRPO's
+prompts_per_step × k (8 // k prompts), so each sees as many samples per step."""
 
 
 @dataclass
@@ -47,6 +52,12 @@ class Options:
     ppo_steps: int = 6
     ppo_lr: float = 1e-4
     kl_coef: float = 0.05
+    optimizer: str = "ppo"
+    """Policy steps to compare, comma-separated (ppo, dpo, rloo, grpo): each runs every seed and
+    variant. RLOO and GRPO take --ppo-steps, --ppo-lr and --kl-coef and as many samples per step
+    as PPO; DPO trains on the rankings with --dpo-lr for --dpo-epochs."""
+    dpo_lr: float = 1e-4
+    dpo_epochs: int = 3
     rm_lr: float = 5e-4
     rm_batch: int = 4
     model: str = ""
@@ -85,28 +96,77 @@ def variants_of(o: Options) -> tuple[str, ...]:
     return VARIANTS if o.controls else (o.control,)
 
 
-def round_config(o: Options, *, seed: int = 0, variant: str = "none") -> dict[str, Any]:
+def optimizers_of(o: Options) -> list[str]:
+    names = [name.strip() for name in o.optimizer.split(",") if name.strip()]
+    unknown = [name for name in names if name not in OPTIMIZERS]
+    if unknown or not names or len(set(names)) != len(names):
+        known = ", ".join(OPTIMIZERS)
+        raise ValueError(f"--optimizer: distinct names from {known}, comma-separated (got {o.optimizer!r})")
+    return names
+
+
+def runs_of(o: Options) -> list[tuple[int, str, str]]:
+    """(seed, optimizer, variant) in the order they run: seed by seed, so a run cut short by the
+    time limit leaves every optimizer with the same seeds done. DPO has no zero-reward control."""
+    seeds, optimizers, variants = seeds_of(o), optimizers_of(o), variants_of(o)
+    runs = [
+        (seed, optimizer, variant)
+        for seed in seeds
+        for optimizer in optimizers
+        for variant in variants
+        if not (optimizer == "dpo" and variant == "zero_reward")
+    ]
+    if not runs:
+        raise ValueError("--control zero_reward: DPO trains on the rankings and has no reward to zero")
+    return runs
+
+
+def policy_section(o: Options, optimizer: str, variant: str) -> dict[str, Any]:
+    """The round config's settings for its policy step, small enough for a CPU."""
+    reward_source = "zero" if variant == "zero_reward" else "reward_model"
+    if optimizer == "dpo":
+        return {"dpo": {"learning_rate": o.dpo_lr, "epochs": o.dpo_epochs, "batch_rankings": 4, "max_length": 256}}
+    if optimizer in ("rloo", "grpo"):
+        per_step = max(1, SAMPLES_PER_STEP // o.k)
+        return {
+            "rloo": {
+                "steps": o.ppo_steps,
+                "prompts_per_step": per_step,
+                "minibatch_size": per_step * o.k,
+                "learning_rate": o.ppo_lr,
+                "kl_coef": o.kl_coef,
+                "missing_eos_penalty": 0.0,
+                "reward_source": reward_source,
+            }
+        }
     return {
-        "model": o.model,
-        "k": o.k,
-        "seed": seed,
-        "prompts": {"count": o.prompts, "validation_fraction": 0.25},
-        # Sampled as a real round samples: no top-p (PPO samples without it), and PPO's rollouts
-        # take generation's budget and temperature, so the reward model scores answers drawn the
-        # way the ones it learned from were.
-        "generation": {"max_new_tokens": o.max_new_tokens, "temperature": o.temperature, "prompts_per_task": 4},
-        "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
         "ppo": {
             "steps": o.ppo_steps,
-            "batch_size": 8,
+            "batch_size": SAMPLES_PER_STEP,
             "minibatch_size": 4,
             "ppo_epochs": 4,
             "learning_rate": o.ppo_lr,
             "kl_coef": o.kl_coef,
             # No bonus for ending: whatever PPO gains must come from the learned reward model.
             "missing_eos_penalty": 0.0,
-            "reward_source": "zero" if variant == "zero_reward" else "reward_model",
-        },
+            "reward_source": reward_source,
+        }
+    }
+
+
+def round_config(o: Options, *, seed: int = 0, variant: str = "none", optimizer: str = "ppo") -> dict[str, Any]:
+    return {
+        "model": o.model,
+        "k": o.k,
+        "seed": seed,
+        "optimizer": optimizer,
+        "prompts": {"count": o.prompts, "validation_fraction": 0.25},
+        # Sampled as a real round samples: no top-p (PPO samples without it), and PPO's rollouts
+        # take generation's budget and temperature, so the reward model scores answers drawn the
+        # way the ones it learned from were.
+        "generation": {"max_new_tokens": o.max_new_tokens, "temperature": o.temperature, "prompts_per_task": 4},
+        "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
+        **policy_section(o, optimizer, variant),
         "labeling": {"min_coverage": 1.0, "auto_start": False},
         "evaluation": {
             "metrics": o.eval_metrics,
@@ -142,32 +202,31 @@ def controls_text(o: Options) -> str:
 def simulate(o: Options, out=print) -> list[Report]:
     started = time.monotonic()
     deadline = started + o.timeout_minutes * 60
-    seeds, variants = seeds_of(o), variants_of(o)
-    runs = [(seed, variant) for seed in seeds for variant in variants]
+    runs = runs_of(o)
     data_dir = o.data_dir or Path(tempfile.mkdtemp(prefix="ranklab-simulate-"))
     settings = Settings(data_dir=data_dir, database_url="", broker_url="", port=o.port or free_port(), _env_file=None)
     out(controls_text(o))
     out(f"data dir {data_dir}; server log {data_dir / 'server.log'}")
-    names = [f"simulation seed {seed} {variant} {time.strftime('%H:%M:%S')}" for seed, variant in runs]
+    names = [f"simulation seed {seed} {opt} {variant} {time.strftime('%H:%M:%S')}" for seed, opt, variant in runs]
     token, project_ids, accounts = setup(settings, projects=names, k=o.k, overlap=o.overlap, labelers=o.labelers)
     server = Server(settings, o.torch_threads)
     reports: list[Report] = []
     try:
         server.wait_ready()
         admin = Admin(server.url, token, out)
-        for (seed, variant), project_id in zip(runs, project_ids, strict=True):
+        for (seed, optimizer, variant), project_id in zip(runs, project_ids, strict=True):
             if time.monotonic() > deadline:
-                out(f"== seed {seed}, variant {variant}: not run, --timeout-minutes reached")
+                out(f"== seed {seed}, {optimizer}, variant {variant}: not run, --timeout-minutes reached")
                 continue
-            out(f"== seed {seed}, variant {variant} (project {project_id})")
+            out(f"== seed {seed}, {optimizer}, variant {variant} (project {project_id})")
             run_started = time.monotonic()
-            report = Report(o.target_agreement, seed=seed, variant=variant)
+            report = Report(o.target_agreement, seed=seed, variant=variant, optimizer=optimizer)
             reports.append(report)
             try:
                 _run_one(admin, settings, server.url, accounts, project_id, o, report, deadline, out)
             except RuntimeError as exc:  # a failed round or the time limit: keep what it measured
                 report.error = str(exc)
-                out(f"    seed {seed}, variant {variant} stopped: {exc}")
+                out(f"    seed {seed}, {optimizer}, variant {variant} stopped: {exc}")
             report.minutes = (time.monotonic() - run_started) / 60
             if report.rows:
                 out(report.table())
@@ -200,9 +259,8 @@ def _run_one(
         position_logit=o.position_logit,
     )
     try:
-        current = admin.call(
-            "POST", f"/api/v1/projects/{project_id}/rounds", json=round_config(o, seed=seed, variant=variant)
-        )
+        config = round_config(o, seed=seed, variant=variant, optimizer=report.optimizer)
+        current = admin.call("POST", f"/api/v1/projects/{project_id}/rounds", json=config)
         for number in range(o.rounds + (1 if o.final_round else 0)):
             current = admin.wait(current["id"], ("labeling",), deadline)
             record = team.label(project_id)

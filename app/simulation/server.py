@@ -113,6 +113,10 @@ class Server:
         self.log.close()
 
 
+UNAVAILABLE_RETRIES = 6
+"""Resends of a request answered 503 (database unavailable) before the run gives up."""
+
+
 class Admin:
     def __init__(self, url: str, token: str, out):
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -120,6 +124,13 @@ class Admin:
 
     def call(self, method: str, path: str, **kwargs) -> Any:
         response = self.http.request(method, path, **kwargs)
+        for _retry in range(UNAVAILABLE_RETRIES):
+            # 503: SQLite stayed locked past its busy timeout (the worker writing while the CPU is
+            # busy); the request rolled back, so it is safe to send again as the header asks.
+            if response.status_code != 503:
+                break
+            time.sleep(float(response.headers.get("Retry-After", "5")))
+            response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {response.text}")
         return response.json()

@@ -16,9 +16,9 @@ from app.rounds.schemas import RoundConfigIn
 from app.settings import ROOT
 from app.simulation.gold import CONTROLS, WEIGHTS, control_table, gold_reward, length_controlled, length_term, parts
 from app.simulation.noise import Profile, agreement_with_gold, expected_agreement, pairwise_agreement, solve_sigma
-from app.simulation.run import Options, prompts, round_config, simulate
+from app.simulation.run import Options, prompts, round_config, runs_of, simulate
 from app.simulation.tasks import all_prompts, correctness, parse, reference
-from worker.loop.configs import generation_config, ppo_config
+from worker.loop.configs import dpo_config, generation_config, ppo_config, rloo_config
 
 
 def test_every_template_prompt_parses_back_and_its_reference_answer_is_right():
@@ -174,6 +174,34 @@ def test_the_simulated_rounds_sample_rollouts_like_the_ranked_completions_and_co
     assert ppo_config(zero, model="m").reward_source == "zero"
 
 
+def test_each_optimizer_gets_its_own_section_and_the_sampling_ones_as_many_samples_per_step():
+    o = Options(optimizer="ppo,dpo,rloo,grpo", ppo_steps=3, ppo_lr=2e-4, kl_coef=0.1, dpo_lr=3e-5, dpo_epochs=2)
+
+    def stored(optimizer: str, variant: str = "none") -> dict:
+        config = round_config(o, variant=variant, optimizer=optimizer)
+        return RoundConfigIn.model_validate(config).model_dump(mode="json")
+
+    ppo = ppo_config(stored("ppo"), model="m")
+    for estimator in ("rloo", "grpo"):
+        config = stored(estimator)
+        assert config["optimizer"] == estimator
+        rloo = rloo_config(config, model="m", estimator=estimator)
+        assert rloo.prompts_per_step * rloo.k == ppo.batch_size == 8
+        assert (rloo.steps, rloo.learning_rate, rloo.kl_coef) == (ppo.steps, ppo.learning_rate, ppo.kl_coef)
+        assert (rloo.max_new_tokens, rloo.temperature) == (ppo.max_new_tokens, ppo.temperature)
+        assert rloo_config(stored(estimator, "zero_reward"), model="m", estimator=estimator).reward_source == "zero"
+    dpo = dpo_config(stored("dpo"), model="m", round_id=1)
+    assert (dpo.learning_rate, dpo.epochs) == (3e-5, 2)
+    runs = runs_of(Options(optimizer="ppo,dpo", seeds="0,1", controls=True))
+    assert runs[:5] == [(0, "ppo", v) for v in ("none", "shuffled", "zero_reward")] + [
+        (0, "dpo", "none"),
+        (0, "dpo", "shuffled"),
+    ]  # seed by seed; DPO has no reward to zero
+    assert len(runs) == 10
+    with pytest.raises(ValueError, match="--optimizer"):
+        runs_of(Options(optimizer="ppo,sgd"))
+
+
 def test_the_eval_split_is_fixed_and_never_a_training_prompt():
     o = Options(rounds=2, prompts=12, eval_prompts=24)
     first, second = prompts(o, 0), prompts(o, 1)
@@ -241,17 +269,48 @@ def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model
     assert 0.3 < shuffled.rows[0].ceiling < 0.7
     assert shuffled.rows[0].rm_accuracy is not None and 0.2 <= shuffled.rows[0].rm_accuracy <= 0.8
     # The zero-reward control's PPO saw a score of 0 for every response; the real run's did not.
-    assert zero.rows[0].ppo["score"] == zero.rows[0].ppo["score_first"] == 0.0
+    assert zero.rows[0].policy["score"] == zero.rows[0].policy["score_first"] == 0.0
     # ... so its policy did not move: identical eval answers, each judged a tie, a win rate of 50%.
     assert zero.eval is not None and zero.eval.gold[0] == zero.eval.gold[1]
     assert {v["verdict"] for v in zero.verdicts} == {"tie"} and zero.human is not None
     assert zero.human.win_rate == 0.5
-    assert real.rows[0].ppo["score"] != 0.0
+    assert real.rows[0].policy["score"] != 0.0
     printed = "\n".join(lines)
     assert "mean ± sd over seeds 0" in printed
     assert "\n  simulated-human win rate over seeds: " in printed
     assert "\nlast policy vs base on the eval split, mean ± sd over seeds" in printed
     assert _processes_using(data_dir) == []  # the server stopped its embedded worker too
+
+
+def test_a_simulated_dpo_round_reports_its_own_policy_step(tiny_model_dir, tmp_path):
+    lines: list[str] = []
+    (report,) = simulate(
+        Options(
+            rounds=1,
+            prompts=8,
+            eval_prompts=4,
+            labelers=3,
+            max_new_tokens=8,
+            model=str(tiny_model_dir),
+            data_dir=tmp_path / "sim",
+            torch_threads=1,
+            timeout_minutes=6,
+            optimizer="dpo",
+            dpo_epochs=1,
+        ),
+        out=lines.append,
+    )
+    assert report.error is None and report.optimizer == "dpo"
+    assert [row.number for row in report.rows] == [0, 1]
+    step = report.rows[0].policy
+    assert step["optimizer"] == "dpo" and step["train_rankings"] > 0 and step["steps"] >= 1
+    assert 0.0 <= step["val_accuracy"] <= 1.0 and step["seconds"] > 0
+    assert "score" not in step and report.rows[1].kl is None  # no sampling, no reward-model score
+    assert report.human is not None and report.human.judgments == 4 * 2
+    printed = "\n".join(lines)
+    assert "DPO held-out implicit-reward acc" in printed  # the round's line
+    assert "\nDPO, real: mean ± sd over seeds 0" in printed
+    assert "\nDPO, real  " in printed.split("policy step of the last training round")[1]
 
 
 def test_the_web_app_and_the_simulation_never_import_torch():

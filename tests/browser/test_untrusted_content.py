@@ -175,7 +175,8 @@ def test_hostile_tasks_never_run_and_rank_by_keyboard(live_url, browser, db):
         shown = page.eval_on_selector_all(".completion-body", "bodies => bodies.map(b => b.textContent)")
         assert sum("window.__pwned" in s for s in shown) >= 2  # the payloads are shown, as text
         if len(shown) == len(MARKUP):
-            assert any(HUGE in s for s in shown) and any(ZERO_WIDTH in s for s in shown)  # nothing dropped
+            # nothing dropped: the hidden characters show as markers (app/hidden_chars.py)
+            assert any(HUGE in s for s in shown) and any("zeroU+200BwidthU+FEFFjoin" in s for s in shown)
             assert "{{ 7*7 }}" in "".join(shown)  # never evaluated as a template
         # Rank by keyboard alone: the last card to first place, then submit.
         ids = page.eval_on_selector_all(".completion-card", "cs => cs.map(c => Number(c.dataset.completionId))")

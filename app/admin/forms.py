@@ -1,7 +1,8 @@
 """Turning the project settings form into service arguments, with per-field messages.
 
 The form posts strings; the projects service owns the rules (ranges, unique name). This only
-does what a browser form needs on top: numbers typed as text, flags as one comma-separated line."""
+does what a browser form needs on top: numbers typed as text, flags as one comma-separated line,
+the feedback form's settings as plain fields (aspects one per line: `name | Label | scale`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.models import DEFAULT_FLAGS, Project
+from app.models import DEFAULT_FLAGS, FeedbackForm, Project
+from app.projects import forms_config
 from app.projects import service as projects
 
 NUMBER_FIELDS = ("k_min", "k_max", "overlap", "lease_minutes")
+OPTIONAL_NUMBERS = ("k_min", "k_max")
+"""Blank: the feedback form's usual range (forms_config.DEFAULT_K)."""
+FORM_SETTING_FIELDS = ("likert_points", "likert_labels", "aspects", "overall_ranking")
 TEXT_FIELDS = ("name", "description", "guidelines")
 
 
@@ -31,6 +36,13 @@ class ProjectFields(BaseModel):
     flags: str = ""
     demonstration_review: str = ""
     """A checkbox: "on" when ticked, absent otherwise."""
+    feedback_form: str = ""
+    likert_points: str = ""
+    likert_labels: str = ""
+    """Comma-separated, one per point (or blank)."""
+    aspects: str = ""
+    """One aspect per line: `name | Label | likert` (label and scale optional)."""
+    overall_ranking: str = ""
 
 
 @dataclass
@@ -48,12 +60,17 @@ def blank_form(default_lease_minutes: int) -> ProjectForm:
             "name": "",
             "description": "",
             "guidelines": "",
-            "k_min": "4",
-            "k_max": "9",
+            "k_min": "",
+            "k_max": "",
             "overlap": "1",
             "lease_minutes": str(default_lease_minutes),
             "flags": ", ".join(DEFAULT_FLAGS),
             "demonstration_review": "",
+            "feedback_form": FeedbackForm.ranking.value,
+            "likert_points": str(forms_config.DEFAULT_LIKERT_POINTS),
+            "likert_labels": "",
+            "aspects": _aspect_lines(forms_config.DEFAULT_ASPECTS),
+            "overall_ranking": "",
         }
     )
 
@@ -62,7 +79,17 @@ def form_of(project: Project) -> ProjectForm:
     raw = {key: str(getattr(project, key)) for key in TEXT_FIELDS + NUMBER_FIELDS}
     raw["flags"] = ", ".join(project.flags)
     raw["demonstration_review"] = "on" if project.demonstration_review else ""
+    settings = project.form_settings or {}
+    raw["feedback_form"] = project.feedback_form
+    raw["likert_points"] = str(forms_config.likert_points(settings))
+    raw["likert_labels"] = ", ".join(settings.get("likert_labels") or [])
+    raw["aspects"] = _aspect_lines(settings.get("aspects") or forms_config.DEFAULT_ASPECTS)
+    raw["overall_ranking"] = "on" if settings.get("overall_ranking") else ""
     return ProjectForm(raw=raw)
+
+
+def _aspect_lines(aspects: list[dict[str, str]]) -> str:
+    return "\n".join(f"{a['name']} | {a['label']} | {a['scale']}" for a in aspects)
 
 
 def parse(raw: dict[str, str]) -> ProjectForm:
@@ -71,13 +98,45 @@ def parse(raw: dict[str, str]) -> ProjectForm:
         form.values[key] = raw.get(key, "").replace("\r\n", "\n")
     for key in NUMBER_FIELDS:
         text = raw.get(key, "").strip()
+        if key in OPTIONAL_NUMBERS and not text:
+            form.values[key] = None
+            continue
         try:
             form.values[key] = int(text)
         except ValueError:
             form.errors[key] = f"enter a whole number (got {text!r})" if text else "enter a whole number"
     form.values["flags"] = [flag.strip() for flag in raw.get("flags", "").split(",") if flag.strip()]
     form.values["demonstration_review"] = raw.get("demonstration_review", "") in ("on", "true", "1")
+    form.values["feedback_form"] = raw.get("feedback_form", "").strip() or FeedbackForm.ranking.value
+    form.values["form_settings"] = _form_settings(form)
     return form
+
+
+def _form_settings(form: ProjectForm) -> dict[str, Any]:
+    """Only the fields the chosen form reads; the service checks them (and names what is wrong)."""
+    raw, chosen = form.raw, form.values["feedback_form"]
+    if chosen not in (FeedbackForm.likert, FeedbackForm.multi_aspect):
+        return {}
+    settings: dict[str, Any] = {}
+    points = raw.get("likert_points", "").strip()
+    if points:
+        try:
+            settings["likert_points"] = int(points)
+        except ValueError:
+            form.errors["likert_points"] = f"enter a whole number (got {points!r})"
+    settings["likert_labels"] = [label.strip() for label in raw.get("likert_labels", "").split(",") if label.strip()]
+    if chosen == FeedbackForm.multi_aspect:
+        aspects = []
+        for line in raw.get("aspects", "").replace("\r\n", "\n").split("\n"):
+            if not line.strip():
+                continue
+            name, label, scale = ([part.strip() for part in line.split("|")] + ["", ""])[:3]
+            aspects.append(
+                {"name": name, "label": label or name.replace("_", " ").capitalize(), "scale": scale or "likert"}
+            )
+        settings["aspects"] = aspects
+        settings["overall_ranking"] = raw.get("overall_ranking", "") in ("on", "true", "1")
+    return settings
 
 
 def save(db, *, form: ProjectForm, project: Project | None = None) -> Project | None:
@@ -91,5 +150,10 @@ def save(db, *, form: ProjectForm, project: Project | None = None) -> Project | 
     except projects.ProjectError as exc:
         # The service's message starts with the field name; the page shows it beside the field.
         message = str(exc).removeprefix(f"{exc.field}: ")
-        form.errors[exc.field] = message
+        field_name = exc.field
+        if field_name.startswith("form_settings."):  # e.g. form_settings.aspects[1].name -> the aspects box
+            path = field_name.removeprefix("form_settings.")
+            field_name = next((f for f in FORM_SETTING_FIELDS if path.startswith(f)), "feedback_form")
+            message = f"{path}: {message}" if path != field_name else message
+        form.errors[field_name] = message
         return None

@@ -25,7 +25,8 @@ NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such project
     responses={**ERRORS, 409: {"model": ErrorOut, "description": "The name is taken."}},
 )
 def create_project(body: ProjectCreate, db: DbDep, _token: UploadTokenDep):
-    """Needs an `upload` (or `admin`) token. K (completions per task) is bounded by 4–9."""
+    """Needs an `upload` (or `admin`) token. K (completions per task) is bounded by the form: ranking 4–9,
+    pairwise 2, likert, good_bad and multi_aspect 1–9."""
     try:
         return service.create_project(db, **body.model_dump())
     except service.DuplicateProjectName as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,17 @@ from app.api_types import Text
 
 STRICT_BODY = ConfigDict(extra="forbid", strict=True)
 FlagName = Annotated[Text, Field(min_length=1, max_length=64)]
+FormName = Literal["ranking", "pairwise", "likert", "multi_aspect", "good_bad"]
+FORM_DESCRIPTION = (
+    "How labelers judge completions: ranking (order 4–9), pairwise (A/B, tie, both bad; k = 2), likert "
+    "(rate each 1..N), multi_aspect (rate or rank each admin-defined aspect), good_bad (each good or bad). "
+    "Fixed once the project has tasks."
+)
+SETTINGS_DESCRIPTION = (
+    'The form\'s options. likert: {"likert_points": 3–9 (7), "likert_labels": [one per point]}. multi_aspect: '
+    'also {"aspects": [{"name": "helpfulness", "label": "Helpful", "scale": "likert" or "ranking"}] (1–8), '
+    '"overall_ranking": false}. Other forms take none.'
+)
 
 
 class ProjectCreate(BaseModel):
@@ -32,8 +43,10 @@ class ProjectCreate(BaseModel):
     name: Text = Field(min_length=1, max_length=200, description="Unique among projects.")
     description: Text = ""
     guidelines: Text = Field("", description="Markdown shown to labelers beside every task.")
-    k_min: int = Field(4, ge=4, le=9, description="Fewest completions per task.")
-    k_max: int = Field(9, ge=4, le=9, description="Most completions per task (≥ k_min).")
+    k_min: int | None = Field(
+        None, ge=1, le=9, description="Fewest completions per task (ranking 4–9, pairwise 2, rating forms 1–9)."
+    )
+    k_max: int | None = Field(None, ge=1, le=9, description="Most completions per task (≥ k_min).")
     overlap: int = Field(1, ge=1, le=50, description="Independent rankings wanted per task.")
     lease_minutes: int = Field(30, ge=1, le=7 * 24 * 60, description="How long a labeler holds a task.")
     flags: list[FlagName] | None = Field(
@@ -42,6 +55,8 @@ class ProjectCreate(BaseModel):
     demonstration_review: bool = Field(
         False, description="Demonstrations wait for a second labeler's review (accept, edit, reject) before they train."
     )
+    feedback_form: FormName = Field("ranking", description=FORM_DESCRIPTION)
+    form_settings: dict[str, Any] | None = Field(None, description=SETTINGS_DESCRIPTION)
 
 
 class ProjectUpdate(BaseModel):
@@ -51,12 +66,14 @@ class ProjectUpdate(BaseModel):
     name: Text | None = Field(None, min_length=1, max_length=200)
     description: Text | None = None
     guidelines: Text | None = None
-    k_min: int | None = Field(None, ge=4, le=9)
-    k_max: int | None = Field(None, ge=4, le=9)
+    k_min: int | None = Field(None, ge=1, le=9)
+    k_max: int | None = Field(None, ge=1, le=9)
     overlap: int | None = Field(None, ge=1, le=50)
     lease_minutes: int | None = Field(None, ge=1, le=7 * 24 * 60)
     flags: list[FlagName] | None = None
     demonstration_review: bool | None = None
+    feedback_form: FormName | None = Field(None, description="Only while the project has no tasks.")
+    form_settings: dict[str, Any] | None = Field(None, description="Only while the project has no tasks.")
 
 
 class ProjectOut(BaseModel):
@@ -71,6 +88,8 @@ class ProjectOut(BaseModel):
     lease_minutes: int
     flags: list[str]
     demonstration_review: bool
+    feedback_form: str
+    form_settings: dict[str, Any]
     created_at: datetime
 
 

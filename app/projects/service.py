@@ -13,6 +13,7 @@ from app.models import (
     DEFAULT_FLAGS,
     Assignment,
     AssignmentState,
+    FeedbackForm,
     Project,
     Prompt,
     PromptSplit,
@@ -21,9 +22,11 @@ from app.models import (
     TaskStatus,
     utcnow,
 )
+from app.projects import forms_config
 
 K_LOWEST, K_HIGHEST = 4, 9
-"""Every ranking task shows between 4 and 9 completions (the InstructGPT range)."""
+"""Every ranking task shows between 4 and 9 completions (the InstructGPT range); other forms have
+their own range (forms_config.K_RANGE)."""
 MAX_OVERLAP = 50
 MAX_LEASE_MINUTES = 7 * 24 * 60
 UPDATABLE_FIELDS = {
@@ -36,7 +39,11 @@ UPDATABLE_FIELDS = {
     "lease_minutes",
     "flags",
     "demonstration_review",
+    "feedback_form",
+    "form_settings",
 }
+FIXED_ONCE_TASKED = ("feedback_form", "form_settings")
+"""Changing these would change what the answers already given mean."""
 
 
 class ProjectError(ValueError):
@@ -58,24 +65,30 @@ def create_project(
     name: str,
     guidelines: str = "",
     description: str = "",
-    k_min: int = 4,
-    k_max: int = 9,
+    k_min: int | None = None,
+    k_max: int | None = None,
     overlap: int = 1,
     lease_minutes: int = 30,
     flags: list[str] | None = None,
     demonstration_review: bool = False,
+    feedback_form: str = FeedbackForm.ranking,
+    form_settings: dict[str, Any] | None = None,
 ) -> Project:
-    """Raises ProjectError (a ValueError) naming the field for any refused value."""
+    """Raises ProjectError (a ValueError) naming the field for any refused value. k_min/k_max
+    default to the form's usual range (forms_config.DEFAULT_K: ranking 4–9, pairwise 2)."""
+    default_k = forms_config.DEFAULT_K.get(feedback_form, (K_LOWEST, K_HIGHEST))
     values = _validated(
         name=name,
         guidelines=guidelines,
         description=description,
-        k_min=k_min,
-        k_max=k_max,
+        k_min=default_k[0] if k_min is None else k_min,
+        k_max=default_k[1] if k_max is None else k_max,
         overlap=overlap,
         lease_minutes=lease_minutes,
         flags=list(DEFAULT_FLAGS) if flags is None else flags,
         demonstration_review=demonstration_review,
+        feedback_form=feedback_form,
+        form_settings=form_settings,
     )
     _check_name_free(db, values["name"], except_id=None)
     project = Project(**values)
@@ -104,6 +117,13 @@ def update_project(db: Session, *, project: Project, **fields: Any) -> Project:
         raise ProjectError(unknown[0], f"cannot be changed; changeable fields are {sorted(UPDATABLE_FIELDS)}")
     current = {key: getattr(project, key) for key in UPDATABLE_FIELDS}
     values = _validated(**{**current, **fields})
+    for key in FIXED_ONCE_TASKED:
+        if key in fields and values[key] != current[key] and _has_tasks(db, project.id):
+            raise ProjectError(
+                key,
+                "cannot change once the project has tasks (the answers given would change meaning); "
+                "create a new project for another form",
+            )
     if values["name"] != project.name:
         _check_name_free(db, values["name"], except_id=project.id)
     for key in fields:
@@ -164,6 +184,10 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
     }
 
 
+def _has_tasks(db: Session, project_id: int) -> bool:
+    return db.scalar(select(RankingTask.id).where(RankingTask.project_id == project_id).limit(1)) is not None
+
+
 def _check_name_free(db: Session, name: str, *, except_id: int | None) -> None:
     query = select(Project.id).where(Project.name == name)
     if except_id is not None:
@@ -173,8 +197,25 @@ def _check_name_free(db: Session, name: str, *, except_id: int | None) -> None:
 
 
 def _validated(
-    *, name, guidelines, description, k_min, k_max, overlap, lease_minutes, flags, demonstration_review
+    *,
+    name,
+    guidelines,
+    description,
+    k_min,
+    k_max,
+    overlap,
+    lease_minutes,
+    flags,
+    demonstration_review,
+    feedback_form,
+    form_settings,
 ) -> dict[str, Any]:
+    try:
+        feedback_form = forms_config.check_form(feedback_form)
+        form_settings = forms_config.check_form_settings(feedback_form, form_settings)
+    except forms_config.FormSettingsError as exc:
+        raise ProjectError(exc.field, exc.message) from None
+    k_low, k_high = forms_config.K_RANGE[feedback_form]
     if not isinstance(demonstration_review, bool):
         raise ProjectError("demonstration_review", "must be true or false")
     if not isinstance(name, str) or not name.strip():
@@ -194,15 +235,16 @@ def _validated(
         if "\x00" in value:
             raise ProjectError(field, "contains a NUL character (\\x00), which cannot be stored; remove it")
     for field, value, low, high in (
-        ("k_min", k_min, K_LOWEST, K_HIGHEST),
-        ("k_max", k_max, K_LOWEST, K_HIGHEST),
+        ("k_min", k_min, k_low, k_high),
+        ("k_max", k_max, k_low, k_high),
         ("overlap", overlap, 1, MAX_OVERLAP),
         ("lease_minutes", lease_minutes, 1, MAX_LEASE_MINUTES),
     ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ProjectError(field, f"must be an integer from {low} to {high}")
         if not low <= value <= high:
-            raise ProjectError(field, f"is {value}; allowed range is {low}–{high}")
+            for_form = f" for the {feedback_form} form" if field.startswith("k_") else ""
+            raise ProjectError(field, f"is {value}; allowed range is {low}–{high}{for_form}")
     if k_min > k_max:
         raise ProjectError("k_min", f"is {k_min}, more than k_max ({k_max}); k_min must be ≤ k_max")
     if not isinstance(flags, (list, tuple)) or not all(isinstance(f, str) and f.strip() for f in flags):
@@ -220,4 +262,6 @@ def _validated(
         "lease_minutes": lease_minutes,
         "flags": cleaned_flags,
         "demonstration_review": demonstration_review,
+        "feedback_form": feedback_form,
+        "form_settings": form_settings,
     }

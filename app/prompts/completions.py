@@ -32,6 +32,7 @@ from app.models import (
     TaskStatus,
     utcnow,
 )
+from app.projects.forms_config import task_kind_for
 from app.prompts.jsonl import describe_errors, parse_lines
 from app.prompts.schemas import CompletionGroupIn, CompletionIn
 from app.prompts.store import DEFAULT_MAX_TEXT_CHARS, IngestReport, insert_prompt_rows, prompt_row, too_long
@@ -277,6 +278,7 @@ def _insert_tasks(db: Session, project: Project, new: list[tuple[_Pending, int]]
                 {
                     "project_id": project.id,
                     "prompt_id": prompt_id,
+                    "kind": task_kind_for(project),  # the project's feedback form (issue 15)
                     "status": TaskStatus.open,
                     "slots_taken": 0,
                     "rankings_count": 0,

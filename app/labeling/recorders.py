@@ -9,8 +9,10 @@ skipped → 409 and late-submit rules, the next task); a Recorder owns the rest,
                            answer on its task (`finish_and_count`), returning the stored row's id.
   stored(db, held)         what a retry answers: (id, late) of the answer this assignment stored.
 
-RankingRecorder turns the answer into a Ranking (kinds "ranking" and "pairwise_eval", through
-their `judgment`); app/demonstrations/recorders.py records demonstrations and their reviews.
+RankingRecorder turns the answer into a Ranking (kinds "ranking", "pairwise_eval" and "pairwise",
+through their `judgment`, app/labeling/judgments.py); app/labeling/rating_recorder.py records the
+rating forms (likert, good_bad, multi_aspect); app/demonstrations/recorders.py records
+demonstrations and their reviews.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Accepted:
 class Recorder(Protocol):
     @property
     def stores(self) -> str:
-        """What the returned id names: "ranking" or "demonstration" (SubmitOut's `<stores>_id`)."""
+        """What the returned id names: "ranking", "feedback" or "demonstration" (SubmitOut's `<stores>_id`)."""
         ...
 
     def check(self, data: Any, held: Held, project: Project) -> Any: ...
@@ -95,6 +97,9 @@ class RankingRecorder:
         if judged.flags and not self.takes_flags:
             raise InvalidSubmission(f"flags: a {self.name.lower()} task takes no flags; say why in the comment instead")
         flags = _checked_flags(judged.flags, completion_ids=set(held.display_order), allowed=set(project.flags or []))
+        for cid in judged.critiques:  # (a pairwise judgment keys them by side, always one of the two)
+            if cid not in held.display_order:
+                raise InvalidSubmission(f"critiques.{cid}: completion {cid} is not part of this task")
         return judged, groups, flags
 
     def record(self, db: Session, accepted: Accepted, answer: tuple[RankingIn, list[list[int]], dict]) -> int:
@@ -117,6 +122,11 @@ class RankingRecorder:
                 "comment": judged.comment.strip(),
                 "late": accepted.late,
                 "created_at": accepted.now,
+                "critiques": {
+                    str(cid): text.replace("\r\n", "\n").strip()
+                    for cid, text in judged.critiques.items()
+                    if text.strip()
+                },
             },
         )
         if held.round_id is not None:

@@ -34,6 +34,8 @@ from app.labeling.schemas import (
     SubmissionIn,
     SubmitOut,
     TaskOut,
+    form_family,
+    form_out,
     skip_from_form,
 )
 from app.labeling.task_types import RANKING, FormInput, task_type
@@ -113,9 +115,10 @@ async def submit_form(request: Request, project_id: int, assignment_id: int):
     def work(db: Session, labeler: LabelerRequest, form: FormData):
         try:
             project = labeler.project_to_label()
-            data = FormInput(
-                {name: str(form.get(name, "")) for name in SUBMIT_FIELDS}, [str(flag) for flag in form.getlist("flag")]
-            )
+            # The named fields, and the per-completion ones (critique-12, rating-12, rating-12-honesty...).
+            fields = {name: str(form.get(name, "")) for name in SUBMIT_FIELDS}
+            fields |= {name: v for name, v in form.multi_items() if form_family(name) != name and isinstance(v, str)}
+            data = FormInput(fields, [str(flag) for flag in form.getlist("flag")])
             result, view = submission.submit_answer(
                 db,
                 user=labeler.user,
@@ -229,6 +232,7 @@ def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None
         demonstration=None
         if view.extra is None
         else DemonstrationOut(id=view.extra.demonstration_id, response=view.extra.response),
+        form=form_out(project.form_settings or {}) if kind.shows_form else None,
     )
 
 
@@ -258,9 +262,13 @@ def api_submit(
     settings: SettingsDep,
 ) -> SubmitOut:
     """Stores your answer to the task (safe to retry: a retry returns the stored one) and returns
-    your next task. A ranking task takes `ranking` groups; a pairwise_eval task a `verdict` ("A" or
-    "B" is better, in the order of `task.completions`; "tie"; "both_bad") and an optional
-    `comment` (the reason), and no `ranking` (it is blind: its completions carry no ids). A
+    your next task. A ranking task takes `ranking` groups; a pairwise_eval or pairwise task a
+    `verdict` ("A" or "B" is better, in the order of `task.completions`; "tie"; "both_bad") and an
+    optional `comment` (the reason), and no `ranking` (it is blind: its completions carry no ids).
+    A likert or good_bad task takes `ratings` (one per completion: 1..`task.form.likert_points`, or
+    "good"/"bad"); a multi_aspect task `ratings` with an `aspect` per rated aspect, `aspect_rankings`
+    per ranked aspect and `ranking` (overall) when `task.form.overall_ranking`. Every one of these
+    takes optional `critiques` (completion id, or "A"/"B" on pairwise tasks, -> text). A
     demonstration task takes `response` (the answer you wrote; `from_draft` if you started from
     the model draft); a demonstration_review task a `decision` ("accept", "edit" with
     `reviewed_response`, "reject" with a `comment`). A field the task's kind does not take is a 422."""
@@ -280,6 +288,7 @@ def api_submit(
     return SubmitOut(
         ranking_id=result.ranking_id,
         demonstration_id=result.id if result.stores == "demonstration" else None,
+        feedback_id=result.id if result.stores == "feedback" else None,
         late=result.late,
         duplicate=result.duplicate,
         next=_task_out(view, project),

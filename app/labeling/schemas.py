@@ -1,5 +1,5 @@
-"""What a labeler sends (a ranking, a verdict, a demonstration, a review, a skip) and what the JSON
-API answers."""
+"""What a labeler sends (a ranking, a verdict, ratings, a demonstration, a review, a skip) and what
+the JSON API answers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,22 @@ MAX_COMMENT_CHARS = 10_000
 MAX_RESPONSE_CHARS = 30_000
 """A demonstration (or a reviewer's edit of one): longer than any answer a model is trained to give."""
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+MAX_CRITIQUE_CHARS = 10_000
+Critique = Annotated[Text, Field(max_length=MAX_CRITIQUE_CHARS)]
+AspectName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")]
+
+
+class RatingIn(BaseModel):
+    """One value given to one completion (likert, good_bad and multi_aspect tasks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    completion_id: DbId
+    """One of the task's completions (`task.completions[].id`)."""
+    value: StrictInt | Annotated[str, Field(max_length=16)]
+    """likert (and a likert-scale aspect): 1..likert_points; good_bad: "good" or "bad" (or 1 / 0)."""
+    aspect: AspectName | None = None
+    """multi_aspect tasks: which of the project's likert-scale aspects (`task.form.aspects`)."""
 
 
 class RankingIn(BaseModel):
@@ -34,6 +50,8 @@ class RankingIn(BaseModel):
     time_spent_ms: Annotated[StrictInt, Field(ge=0, le=MAX_TIME_SPENT_MS)] | None = None
     """Active time the client measured (the server also keeps leased_at -> submitted)."""
     comment: Text = Field(default="", max_length=MAX_COMMENT_CHARS)
+    critiques: dict[Annotated[int, Field(ge=1, le=INT32_MAX)], Critique] = Field(default_factory=dict)
+    """Completion id -> the labeler's optional critique of it."""
 
 
 Verdict = Literal["A", "B", "tie", "both_bad"]
@@ -70,14 +88,49 @@ class SubmissionIn(BaseModel):
     (`reviewed_response`), or reject it (say why in `comment`)."""
     reviewed_response: Text | None = Field(default=None, max_length=MAX_RESPONSE_CHARS)
     """For demonstration_review tasks with decision "edit": the corrected answer."""
+    ratings: list[RatingIn] | None = Field(default=None, max_length=9 * 8)
+    """For likert and good_bad tasks: one per completion; for multi_aspect tasks: one per completion
+    and likert-scale aspect. Instead of `ranking` (which a multi_aspect task takes as its optional
+    overall ranking)."""
+    aspect_rankings: dict[AspectName, list[list[DbId]]] | None = None
+    """For multi_aspect tasks: each ranking-scale aspect's groups of completion ids, best first."""
+    critiques: dict[Annotated[str, Field(max_length=12)], Critique] = Field(default_factory=dict)
+    """Optional, every form: completion id (as a string; "A"/"B" on blind pairwise tasks) -> your
+    critique of that completion."""
 
 
 @dataclass(frozen=True)
 class FormInput:
-    """The browser form as sent: its text fields, and the `flag` checkboxes' values."""
+    """The browser form as sent: its text fields, and the `flag` checkboxes' values.
+
+    Per-completion fields are named `<family>-<key>`: critique-<completion id> (critique-A on
+    pairwise tasks), rating-<completion id>, rating-<completion id>-<aspect>, aspect_ranking-<aspect>
+    (JSON groups), place-<completion id>[-<aspect>] (a place 1..K; the same place ties)."""
 
     fields: Mapping[str, str]
     flags: list[str] = field(default_factory=list)
+
+
+FORM_FAMILIES = {"critique": "critiques", "rating": "ratings", "aspect_ranking": "aspect_rankings", "place": "ranking"}
+"""A per-completion form field's prefix -> the JSON field it fills (refusals name that one)."""
+
+
+def form_family(name: str) -> str:
+    """The answer field a form field fills: "critique-12" -> "critiques", "comment" -> "comment"."""
+    prefix, sep, _key = name.partition("-")
+    return FORM_FAMILIES.get(prefix, name) if sep else name
+
+
+def prefixed(fields: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The `<prefix>-<key>` fields sent non-empty, by key."""
+    start = f"{prefix}-"
+    return {name.removeprefix(start): value for name, value in fields.items() if name.startswith(start) and value}
+
+
+def critiques_from_form(fields: Mapping[str, str]) -> dict[str, str]:
+    """critique-<key> boxes with text, by key; CRLF from browsers stored as LF."""
+    texts = {key: value.replace("\r\n", "\n").strip() for key, value in prefixed(fields, "critique").items()}
+    return {key: text for key, text in texts.items() if text}
 
 
 Submission = RankingIn | SubmissionIn | FormInput
@@ -100,7 +153,15 @@ class SkipIn(BaseModel):
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10])
+    return "; ".join(f"{_where(e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:10])
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """("ratings", 2, "value") -> "ratings[2].value"."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> RankingIn:
@@ -126,9 +187,17 @@ def ranking_from_form(form: Mapping[str, Any], flag_values: list[str]) -> Rankin
             none_acceptable=str(form.get("none_acceptable", "")).lower() in ("on", "true", "1"),
             time_spent_ms=form_int(form.get("time_spent_ms")),
             comment=str(form.get("comment") or ""),
+            critiques=_critique_ids(critiques_from_form(form)),
         )
     except ValidationError as exc:
         raise InvalidSubmission(describe_validation_error(exc)) from None
+
+
+def _critique_ids(critiques: dict[str, str]) -> dict[int, str]:
+    for key in critiques:
+        if not (key.isascii() and key.isdigit()):
+            raise InvalidSubmission(f"critiques.{key}: not a completion id; reload the page if this keeps happening")
+    return {int(key): text for key, text in critiques.items()}
 
 
 def form_int(value: Any) -> Any:
@@ -167,11 +236,53 @@ class DemonstrationOut(BaseModel):
     """The demonstration under review, as its author wrote it (markdown)."""
 
 
+class AspectOut(BaseModel):
+    name: str
+    """What `ratings[].aspect` and `aspect_rankings` name."""
+    label: str
+    scale: Literal["likert", "ranking"]
+    """likert: rate each completion 1..likert_points (in `ratings`); ranking: order the completions
+    (in `aspect_rankings`)."""
+
+
+class FormOut(BaseModel):
+    """The project's form settings a rating task is answered under."""
+
+    likert_points: int | None
+    """likert and multi_aspect: the highest rating (1 is the lowest)."""
+    likert_labels: list[str]
+    """One label per point, lowest first (empty: the numbers alone)."""
+    aspects: list[AspectOut]
+    """multi_aspect only."""
+    overall_ranking: bool
+    """multi_aspect: also send `ranking`, the completions ranked overall."""
+
+
+def form_out(settings: Mapping[str, Any]) -> FormOut:
+    return FormOut(
+        likert_points=settings.get("likert_points"),
+        likert_labels=list(settings.get("likert_labels") or []),
+        aspects=[AspectOut(**aspect) for aspect in settings.get("aspects") or []],
+        overall_ranking=bool(settings.get("overall_ranking")),
+    )
+
+
 class TaskOut(BaseModel):
-    kind: Literal["ranking", "pairwise_eval", "demonstration", "demonstration_review"]
-    """ranking: order the completions (submit `ranking`). pairwise_eval: a blind comparison of the
-    two completions, A then B (submit a `verdict`). demonstration: write the assistant's next turn
-    (submit `response`); the one completion, if any, is a model draft to start from.
+    kind: Literal[
+        "ranking",
+        "pairwise_eval",
+        "demonstration",
+        "demonstration_review",
+        "pairwise",
+        "likert",
+        "good_bad",
+        "multi_aspect",
+    ]
+    """ranking: order the completions (submit `ranking`). pairwise_eval and pairwise: a blind
+    comparison of the two completions, A then B (submit a `verdict`). likert, good_bad: rate each
+    completion (submit `ratings`); multi_aspect: rate or rank each aspect (see `form`).
+    demonstration: write the assistant's next turn (submit `response`); the one completion, if
+    any, is a model draft to start from.
     demonstration_review: judge `demonstration` (submit a `decision`)."""
     assignment_id: int
     task_id: int
@@ -185,6 +296,8 @@ class TaskOut(BaseModel):
     """The project's flag names this task takes (none for pairwise_eval)."""
     demonstration: DemonstrationOut | None = None
     """The demonstration to review (demonstration_review tasks only)."""
+    form: FormOut | None = None
+    """The rating scale and aspects (likert, good_bad and multi_aspect tasks only)."""
 
 
 class NextTaskOut(BaseModel):
@@ -197,6 +310,8 @@ class SubmitOut(BaseModel):
     """The stored ranking (ranking and pairwise_eval tasks); null for the other kinds."""
     demonstration_id: int | None = None
     """The demonstration written or reviewed (demonstration and demonstration_review tasks)."""
+    feedback_id: int | None = None
+    """The stored ratings (likert, good_bad and multi_aspect tasks)."""
     late: bool
     """Sent after the lease expired, accepted because a slot was still free."""
     duplicate: bool

@@ -13,6 +13,8 @@ from app.models import (
     Assignment,
     Completion,
     Demonstration,
+    Feedback,
+    FeedbackRating,
     ModelVersion,
     PairwiseComparison,
     Project,
@@ -42,7 +44,7 @@ def submit(db: Session, user: User, project: Project, view: service.TaskView, gr
     now = fields.pop("now", None)
     data: RankingIn | SubmissionIn
     if view.kind in ANSWERS:
-        data = SubmissionIn(**{**ANSWERS[view.kind](changed=groups is not None), **fields})
+        data = SubmissionIn(**{**ANSWERS[view.kind](view, changed=groups is not None), **fields})
     elif groups is None and view.kind == PAIRWISE_EVAL:
         data = SubmissionIn(verdict=fields.pop("verdict", "A"), **fields)
     else:
@@ -55,12 +57,55 @@ def submit(db: Session, user: User, project: Project, view: service.TaskView, gr
 
 
 ANSWERS = {
-    DEMONSTRATION: lambda changed: {"response": "A **better** answer." if changed else "The *ideal* answer."},
-    DEMONSTRATION_REVIEW: lambda changed: (
+    DEMONSTRATION: lambda view, changed: {"response": "A **better** answer." if changed else "The *ideal* answer."},
+    DEMONSTRATION_REVIEW: lambda view, changed: (
         {"decision": "reject", "comment": "no"} if changed else {"decision": "edit", "reviewed_response": "Edited."}
     ),
+    "pairwise": lambda view, changed: {"verdict": "B" if changed else "A"},
+    "likert": lambda view, changed: {
+        "ratings": [{"completion_id": c.id, "value": 2 if changed else 1 + i} for i, c in enumerate(view.completions)]
+    },
+    "good_bad": lambda view, changed: {
+        "ratings": [
+            {"completion_id": c.id, "value": "bad" if changed or i else "good"} for i, c in enumerate(view.completions)
+        ]
+    },
+    "multi_aspect": lambda view, changed: {
+        "ratings": [{"completion_id": c.id, "aspect": "helpfulness", "value": 3} for c in view.completions],
+        "aspect_rankings": {"honesty": [[c.id for c in view.completions]]},
+        "ranking": [[c.id] for c in (reversed(view.completions) if changed else view.completions)],
+    },
 }
-"""What each page sends for the kinds whose answer is no ranking."""
+"""What each page sends for the kinds whose answer is no ranking (the feedback forms' under FORM_SETTINGS)."""
+
+FORM_SETTINGS = {
+    "pairwise": {},
+    "likert": {"likert_points": 5, "likert_labels": ["awful", "poor", "fair", "good", "great"]},
+    "good_bad": {},
+    "multi_aspect": {
+        "likert_points": 5,
+        "likert_labels": [],
+        "aspects": [
+            {"name": "helpfulness", "label": "Helpful", "scale": "likert"},
+            {"name": "honesty", "label": "Honest <b>really</b>", "scale": "ranking"},
+        ],
+        "overall_ranking": True,
+    },
+}
+"""The settings make_form_task gives a project of each feedback form (issue 15)."""
+
+
+def make_form_task(db: Session, project: Project, kind: str, *, k: int | None = None) -> RankingTask:
+    """A task of a feedback form, as an upload to a project of that form makes it: the project
+    takes the form (and FORM_SETTINGS) first. k: 2 for pairwise, 3 otherwise."""
+    from tests.factories import make_task
+
+    project.feedback_form = kind
+    project.form_settings = FORM_SETTINGS[kind]
+    task = make_task(db, project, k=k or (2 if kind == "pairwise" else 3))
+    task.kind = kind
+    db.commit()
+    return task
 
 
 def make_demonstration_task(db: Session, project: Project, *, draft: str | None = "A model draft.") -> RankingTask:
@@ -138,6 +183,8 @@ def snapshot(db: Session) -> dict:
     return {
         "rankings": db.scalar(select(func.count()).select_from(Ranking)),
         "pairs": db.scalar(select(func.count()).select_from(PairwiseComparison)),
+        "feedback": db.scalar(select(func.count()).select_from(Feedback)),
+        "ratings": db.scalar(select(func.count()).select_from(FeedbackRating)),
         "demonstrations": sorted(
             db.execute(select(Demonstration.id, Demonstration.status, Demonstration.reviewer_id)).all()
         ),

@@ -185,7 +185,13 @@ def test_a_verdict_retry_is_answered_with_the_stored_judgment(db):
 
 
 def test_every_kind_of_task_has_a_type(db):
-    assert set(task_types.TASK_TYPES) == {"ranking", "pairwise_eval", "demonstration", "demonstration_review"}
+    assert set(task_types.TASK_TYPES) == {
+        "ranking",
+        "pairwise_eval",
+        "demonstration",
+        "demonstration_review",
+        *("pairwise", "likert", "good_bad", "multi_aspect"),  # the feedback forms (issue 15)
+    }
     assert task_types.task_type("pairwise_eval").completions == (2, 2)
     with pytest.raises(LookupError, match="unknown task kind 'poll'"):
         task_types.task_type("poll")

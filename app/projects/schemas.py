@@ -102,7 +102,7 @@ class ProgressOut(BaseModel):
     tasks_open: int
     tasks_complete: int
     tasks_retired: int
-    rankings: int
+    rankings: int = Field(description="Answers: rankings, pairwise verdicts and rating-form answers.")
     overlap: int
     coverage: float = Field(description="Rankings on live tasks / (tasks × overlap); 1.0 when labeling is done.")
     tasks_by_rankings: dict[str, int] = Field(

@@ -13,6 +13,7 @@ from app.models import (
     DEFAULT_FLAGS,
     Assignment,
     AssignmentState,
+    Feedback,
     FeedbackForm,
     Project,
     Prompt,
@@ -136,7 +137,7 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
     """Counts for dashboards and API clients. Retired tasks are left out of tasks and coverage.
 
     coverage = rankings on live tasks / (live tasks × overlap), 1.0 when every task has all the
-    rankings it wants (0.0 for a project without tasks)."""
+    rankings it wants (0.0 for a project without tasks). A rating-form answer counts as a ranking."""
     live = RankingTask.status != TaskStatus.retired
     prompts = db.scalar(select(func.count()).select_from(Prompt).where(Prompt.project_id == project.id))
     in_eval = Prompt.split == PromptSplit.eval
@@ -154,10 +155,15 @@ def project_progress(db: Session, *, project: Project) -> dict[str, Any]:
         .group_by(RankingTask.rankings_count)
         .order_by(RankingTask.rankings_count)
     ).all()
-    rankings_live = db.execute(
-        select(func.count()).select_from(Ranking).join(RankingTask).where(Ranking.project_id == project.id, live)
-    ).scalar_one()
-    rankings_all = db.scalar(select(func.count()).select_from(Ranking).where(Ranking.project_id == project.id))
+    # Answers: rankings (ranking and pairwise forms) and rating-form answers (Feedback rows).
+    rankings_live = rankings_all = 0
+    for answer in (Ranking, Feedback):
+        rankings_live += db.execute(
+            select(func.count()).select_from(answer).join(RankingTask).where(answer.project_id == project.id, live)
+        ).scalar_one()
+        rankings_all += db.execute(
+            select(func.count()).select_from(answer).where(answer.project_id == project.id)
+        ).scalar_one()
     open_leases = db.scalar(
         select(func.count())
         .select_from(Assignment)

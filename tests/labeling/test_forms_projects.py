@@ -129,3 +129,14 @@ def test_the_admin_form_creates_a_multi_aspect_project_and_shows_errors_by_field
         "overall_ranking": True,
     }
     assert "Multi aspect form" in client.get(f"/admin/projects/{project.id}").text
+
+
+def test_progress_counts_rating_answers_like_rankings(client, db):
+    from tests.labeling.helpers import make_form_task, next_view, submit
+
+    project = make_project(db, overlap=2)
+    make_form_task(db, project, "likert")
+    alice = make_user(db, projects=[project])
+    submit(db, alice, project, next_view(db, alice, project))
+    progress = client.get(f"/api/v1/projects/{project.id}/progress", headers=_auth(db, "export")).json()
+    assert (progress["rankings"], progress["coverage"], progress["tasks_by_rankings"]) == (1, 0.5, {"1": 1})

@@ -41,6 +41,9 @@ LABELS = {
     "rloo.k": "Samples per prompt (group)",
     "beta": "β (pull towards the reference)",
     "rankings_from": "Rankings DPO trains on",
+    "labels_from": "Labels KTO trains on",
+    "desirable_weight": "Weight of good answers (λ_D)",
+    "undesirable_weight": "Weight of bad answers (λ_U)",
     "prompts_per_step": "Prompts per step",
     "update_epochs": "Passes over each batch",
     "kl_in": "KL placed in",
@@ -52,6 +55,7 @@ SECTION_TITLES = {
     "ppo": "Policy (PPO)",
     "dpo": "Policy (DPO)",
     "rloo": "Policy (RLOO / GRPO)",
+    "kto": "Policy (KTO)",
     "labeling": "When to train",
 }
 CHOICE_LABELS = {
@@ -65,6 +69,7 @@ CHOICE_LABELS = {
     "dpo": "DPO (on the rankings)",
     "rloo": "RLOO (k samples, leave-one-out)",
     "grpo": "GRPO (k samples, group-normalised)",
+    "kto": "KTO (on good/bad labels)",
     "sigmoid": "sigmoid (DPO)",
     "ipo": "IPO",
     "policy_line": "this and earlier rounds of the policy line",

@@ -11,9 +11,9 @@ Defaults are small enough for a 2-core CPU with the bundled SmolLM2-135M.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from app.api_types import INT32_MAX, Text
 
@@ -89,6 +89,17 @@ class RewardSettings(BaseModel):
     batch_rankings: int = Field(8, ge=1, le=4096, description="Rankings per optimizer step.")
     max_length: int = Field(512, ge=16, le=32768, description="Tokens per prompt+completion (the end is kept).")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank (mode lora).")
+    weights: Annotated[
+        dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")], Annotated[float, Field(ge=0.0, le=1000.0)]],
+        BeforeValidator(parse_weights),
+    ] = Field(
+        default_factory=dict,
+        description=(
+            "Multi-aspect projects: the weight of each aspect in the reward PPO/RLOO/GRPO maximise (and in DPO's "
+            'ranking where no overall ranking was asked), e.g. {"helpfulness": 0.7, "harmlessness": 0.3}; an '
+            "aspect left out weighs 0. Empty: equal weights. Stored with the reward model."
+        ),
+    )
     init_from: Literal["sft", "base"] = Field(
         "sft",
         description=(
@@ -96,6 +107,20 @@ class RewardSettings(BaseModel):
             "(the base model when the lineage has none); base: the pre-SFT base model."
         ),
     )
+
+
+def parse_weights(value: Any) -> Any:
+    """ "helpfulness: 0.7, harmlessness: 0.3" (the launch form's text) -> {"helpfulness": 0.7, ...}; a
+    mapping passes through. A part that is not `name: number` is left for the field's check to name."""
+    if not isinstance(value, str):
+        return value
+    weights: dict[str, Any] = {}
+    for part in filter(None, (piece.strip() for piece in value.split(","))):
+        name, sep, number = part.partition(":")
+        if not sep:
+            raise ValueError(f"{part!r}: write each weight as aspect: number, e.g. helpfulness: 0.7")
+        weights[name.strip()] = number.strip()
+    return weights
 
 
 class PPOSettings(BaseModel):
@@ -145,7 +170,7 @@ class PPOSettings(BaseModel):
         return self
 
 
-Optimizer = Literal["ppo", "dpo", "rloo", "grpo"]
+Optimizer = Literal["ppo", "dpo", "rloo", "grpo", "kto"]
 
 
 class DPOSettings(BaseModel):
@@ -184,6 +209,29 @@ class DPOSettings(BaseModel):
         if self.label_smoothing and self.loss != "sigmoid":
             raise ValueError(f"label_smoothing applies to the sigmoid loss only, not {self.loss!r}")
         return self
+
+
+class KTOSettings(BaseModel):
+    """KTO on good/bad judgments (worker.ml.kto_config.KTOConfig), when the round's optimizer is
+    "kto": a good/bad project's labels, unpaired; the reference is the lineage's start."""
+
+    model_config = STRICT
+    beta: float = Field(0.1, gt=0.0, le=100.0, description="Implicit reward = beta·(log π − log ref).")
+    desirable_weight: float = Field(1.0, gt=0.0, le=100.0, description="λ_D: weight of the good answers' loss.")
+    undesirable_weight: float = Field(1.0, gt=0.0, le=100.0, description="λ_U: weight of the bad answers' loss.")
+    learning_rate: float = Field(5e-5, gt=0.0, lt=1.0, description="Peak AdamW LR of the policy's LoRA.")
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the labels.")
+    batch_prompts: int = Field(
+        8, ge=2, le=4096, description="Prompts per optimizer step (≥ 2: the KL reference point pairs prompts)."
+    )
+    max_length: int = Field(512, ge=8, le=32768, description="Tokens per prompt+completion.")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank of the policy adapter.")
+    labels_from: Literal["policy_line", "this_round"] = Field(
+        "policy_line",
+        description=(
+            "policy_line: the labels of this and every earlier round of the policy line; this_round: only this round's."
+        ),
+    )
 
 
 class RLOOSettings(BaseModel):
@@ -315,8 +363,8 @@ class RoundConfigIn(BaseModel):
         "ppo",
         description=(
             "The policy step: ppo (LoRA-PPO against the reward model), dpo (DPO on the rankings themselves), "
-            "rloo or grpo (k samples per prompt scored by the reward model, no value head). Each reads its own "
-            "section (ppo, dpo, rloo — grpo shares rloo's)."
+            "rloo or grpo (k samples per prompt scored by the reward model, no value head), kto (KTO on a "
+            "good/bad project's labels). Each reads its own section (ppo, dpo, rloo — grpo shares rloo's — kto)."
         ),
     )
     prompts: PromptSelection = Field(default_factory=PromptSelection)
@@ -325,6 +373,7 @@ class RoundConfigIn(BaseModel):
     ppo: PPOSettings = Field(default_factory=PPOSettings)
     dpo: DPOSettings = Field(default_factory=DPOSettings)
     rloo: RLOOSettings = Field(default_factory=RLOOSettings)
+    kto: KTOSettings = Field(default_factory=KTOSettings)
     labeling: LabelingThreshold = Field(default_factory=LabelingThreshold)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
 

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import ModelKind, ModelVersion, Project, RoundEvent, RoundStatus, TrainingRound, User
+from app.models import FeedbackForm, ModelKind, ModelVersion, Project, RoundEvent, RoundStatus, TrainingRound, User
+from app.projects.forms_config import aspects_of
 from app.refusals import QUEUE_RETRY_AFTER_SECONDS, Refusal, retry_headers
 from app.rounds import lifecycle
 from app.rounds.lifecycle import ACTIVE, BUNDLED_MODEL, RUNNING, S
@@ -67,6 +68,23 @@ def _ensure_queue(db: Session) -> None:
         raise QueueDown("queue", str(exc)) from None
 
 
+def _check_weights(project: Project, config: RoundConfigIn) -> None:
+    """reward.weights name a multi-aspect project's aspects, and some aspect weighs more than 0."""
+    weights = config.reward.weights
+    if not weights:
+        return
+    if project.feedback_form != FeedbackForm.multi_aspect:
+        raise RoundError(
+            "reward.weights", f"only a multi-aspect project has aspects; this one's form is {project.feedback_form}"
+        )
+    names = [aspect.name for aspect in aspects_of(project.form_settings)]
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise RoundError("reward.weights", f"{unknown[0]!r} is not one of the project's aspects ({', '.join(names)})")
+    if not any(weights.values()):
+        raise RoundError("reward.weights", "give at least one aspect a weight above 0")
+
+
 def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: User | None = None) -> TrainingRound:
     """Round N from the project's unused prompts: round 0 starts from `config.model` or the bundled
     SmolLM2; later launches continue from the project's latest policy unless a model is named.
@@ -83,6 +101,7 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
             f"must be ≤ prompts_per_step × k ({config.rloo.prompts_per_step} × {group}), "
             f"got {config.rloo.minibatch_size}",
         )
+    _check_weights(project, config)
     running = active_round(db, project=project)
     if running is not None:
         raise RoundConflict(

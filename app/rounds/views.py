@@ -81,6 +81,15 @@ CHARTS_BY_OPTIMIZER: dict[str, list[ChartSpec]] = {
         ChartSpec("Rejected log-prob drift", ("rejected_drift",), POLICY),
         ChartSpec("Held-out KL to reference", ("val_kl_per_token",), POLICY, unit=" per token"),
     ],
+    "kto": [
+        *REWARD_CHARTS,
+        ChartSpec("KTO loss", ("loss",), POLICY),
+        ChartSpec("Held-out AUC (good above bad)", ("val_auc",), POLICY),
+        ChartSpec("Reward of good answers", ("reward_desirable",), POLICY),
+        ChartSpec("Reward of bad answers", ("reward_undesirable",), POLICY),
+        ChartSpec("KL reference point z0", ("kl",), POLICY),
+        ChartSpec("Held-out KL to reference", ("val_kl_per_token",), POLICY, unit=" per token"),
+    ],
     "rloo": [*REWARD_CHARTS, *GROUP_CHARTS],
     "grpo": [*REWARD_CHARTS, *GROUP_CHARTS],
 }

@@ -134,11 +134,33 @@ def prefer_longer(completions: list[dict]) -> list[list[int]]:
 
 def judgment(task: dict, rank: Callable[[list[dict]], list[list[int]]]) -> dict:
     """A ranking task is ranked by `rank`; a blind pairwise evaluation (a round's human evaluation,
-    its completions without ids) gets a verdict for the longer answer, A on a tie."""
-    if task["kind"] == "pairwise_eval":
+    its completions without ids) gets a verdict for the longer answer, A on a tie; a good/bad task
+    calls the better half of `rank`'s order good; Likert and multi-aspect tasks rate in that order."""
+    if task["kind"] in ("pairwise_eval", "pairwise"):
         a, b = task["completions"]
         return {"verdict": "B" if len(b["text"]) > len(a["text"]) else "A"}
-    return {"ranking": rank(task["completions"])}
+    if task["kind"] == "ranking":
+        return {"ranking": rank(task["completions"])}
+    order = [cid for group in rank(task["completions"]) for cid in group]
+    if task["kind"] == "good_bad":  # the better half is good: a label KTO can learn
+        good = set(order[: max(1, len(order) // 2)])
+        return {"ratings": [{"completion_id": cid, "value": "good" if cid in good else "bad"} for cid in order]}
+    form = task["form"]
+    # Likert: the best gets the top point, each next one point less (never below 1).
+    points = {cid: max(1, form["likert_points"] - i) for i, cid in enumerate(order)}
+    if task["kind"] == "likert":
+        return {"ratings": [{"completion_id": cid, "value": value} for cid, value in points.items()]}
+    answer: dict = {"ratings": [], "aspect_rankings": {}}  # multi_aspect: every aspect agrees with `rank`
+    for aspect in form["aspects"]:
+        if aspect["scale"] == "likert":
+            answer["ratings"] += [
+                {"completion_id": cid, "aspect": aspect["name"], "value": value} for cid, value in points.items()
+            ]
+        else:
+            answer["aspect_rankings"][aspect["name"]] = [[cid] for cid in order]
+    if form["overall_ranking"]:
+        answer["ranking"] = [[cid] for cid in order]
+    return answer
 
 
 def label_everything(

@@ -25,16 +25,18 @@ from pydantic.fields import FieldInfo
 from app.rounds.schemas import (
     DPOSettings,
     GenerationSettings,
+    KTOSettings,
     PPOSettings,
     RewardSettings,
     RLOOSettings,
     RoundConfigIn,
 )
-from worker.loop.configs import dpo_config, generation_config, ppo_config, reward_config, rloo_config
+from worker.loop.configs import dpo_config, generation_config, kto_config, ppo_config, reward_config, rloo_config
 from worker.loop.optimizers import OPTIMIZERS
 from worker.ml.config import RM_LOSSES, RM_MODES, GenerationConfig, RewardConfig
 from worker.ml.dpo_config import DPOConfig
 from worker.ml.dpo_losses import DPO_LOSSES
+from worker.ml.kto_config import KTOConfig
 from worker.ml.ppo_config import REWARD_SOURCES, PPOConfig
 from worker.ml.rloo_config import KL_PLACEMENTS, RLOOConfig
 
@@ -44,20 +46,27 @@ SECTIONS: dict[str, tuple[type[BaseModel], type]] = {
     "ppo": (PPOSettings, PPOConfig),
     "dpo": (DPOSettings, DPOConfig),
     "rloo": (RLOOSettings, RLOOConfig),
+    "kto": (KTOSettings, KTOConfig),
 }
 TOP_LEVEL: dict[str, tuple[type, ...]] = {
     "k": (GenerationConfig,),
-    "seed": (RewardConfig, PPOConfig, DPOConfig, RLOOConfig),
+    "seed": (RewardConfig, PPOConfig, DPOConfig, RLOOConfig, KTOConfig),
 }
 """Top-level settings and the dataclasses whose same-named field they set."""
 NOT_ML = {"model", "start_version_id", "optimizer", "prompts", "labeling", "evaluation"}
 """Resolved by the loop (the starting ModelVersion; the optimizer picks the policy step,
 worker/loop/optimizers.py) or not training settings at all (evaluation: the loop's eval step,
 worker/loop/evaluation.py)."""
-LOOP_ONLY = {"generation.prompts_per_task", "reward.init_from", "dpo.rankings_from"}
+LOOP_ONLY = {
+    "generation.prompts_per_task",
+    "reward.init_from",
+    "reward.weights",
+    "dpo.rankings_from",
+    "kto.labels_from",
+}
 """Settings the loop acts on itself (generation jobs of this many prompts; which model the reward
-model starts from, worker/loop/configs.py reward_backbone; which rounds' rankings DPO reads,
-worker/loop/data.py policy_line_rounds)."""
+model starts from, worker/loop/configs.py reward_backbone; a multi-aspect project's aspect weights,
+reward_aspects; which rounds' judgments DPO and KTO read, worker/loop/data.py policy_line_rounds)."""
 DEFAULT_DIFFERS = {"k", "ppo.max_new_tokens", "ppo.temperature", "rloo.k", "rloo.max_new_tokens", "rloo.temperature"}
 """A round's k defaults to None: the project's k_min, filled in at launch; RLOO's group size to
 None: the round's k. PPO's and RLOO's rollout length and temperature default to None: the
@@ -74,6 +83,7 @@ WEB_ONLY_LIMITS = {
     ("ppo.ppo_epochs", "le"),
     ("ppo.kl_coef", "le"),
     ("dpo.batch_rankings", "le"),
+    ("kto.batch_prompts", "le"),
     ("rloo.steps", "le"),
     ("rloo.prompts_per_step", "le"),
     ("rloo.k", "le"),
@@ -192,6 +202,7 @@ def _loop_configs(stored: dict[str, Any]) -> dict[type, Any]:
         RewardConfig: reward_config(stored, backbone="backbone", round_id=1),
         PPOConfig: ppo_config(stored, model="policy"),
         DPOConfig: dpo_config(stored, model="policy", round_id=1),
+        KTOConfig: kto_config(stored, model="policy", round_id=1),
         # A round of K = 1 (a Likert project may show one completion) cannot launch RLOO with the
         # round's K as its group (app/rounds/service.py refuses it); the probe gives it 2.
         RLOOConfig: rloo_config({**stored, "k": max(stored["k"], 2)}, model="policy", estimator="rloo"),

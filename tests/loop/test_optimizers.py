@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.models import RoundEvent
+from app.models import RankingTask, RoundEvent
 from tests.admin.helpers import admin_client
 from tests.loop.helpers import Api, label_everything
 from tests.loop.test_loop import tiny_config
@@ -25,10 +25,32 @@ SECTIONS = {
     "dpo": {"dpo": {"batch_rankings": 2, "max_length": 64, "lora_r": 4, "epochs": 2, "learning_rate": 1e-3}},
     "rloo": {"rloo": {"steps": 2, "prompts_per_step": 2, "minibatch_size": 4, "max_new_tokens": 8, "lora_r": 4}},
     "grpo": {"rloo": {"steps": 2, "prompts_per_step": 2, "minibatch_size": 4, "max_new_tokens": 8, "lora_r": 4}},
+    # KTO's held-out AUC needs two held-out prompts (its reference point pairs prompts).
+    "kto": {
+        "kto": {"batch_prompts": 2, "max_length": 64, "lora_r": 4, "epochs": 2, "learning_rate": 1e-3},
+        "prompts": {"validation_fraction": 0.5},
+    },
 }
-CHART_KEYS = {"dpo": {"loss", "accuracy", "val_accuracy", "chosen_drift"}, "rloo": {"score", "advantage_std", "kl"}}
+CHART_KEYS = {
+    "dpo": {"loss", "accuracy", "val_accuracy", "chosen_drift"},
+    "rloo": {"score", "advantage_std", "kl"},
+    "kto": {"loss", "val_auc", "reward_desirable", "kl"},
+}
 CHART_KEYS["grpo"] = CHART_KEYS["rloo"]
-CHART_TITLES = {"dpo": "Held-out implicit-reward accuracy", "rloo": "Advantage spread (sd)", "grpo": "Groups with"}
+CHART_TITLES = {
+    "dpo": "Held-out implicit-reward accuracy",
+    "rloo": "Advantage spread (sd)",
+    "grpo": "Groups with",
+    "kto": "Held-out AUC (good above bad)",
+}
+FORMS = {"kto": "good_bad"}
+"""A project of another feedback form than ranking for the optimizers that train on it."""
+
+
+def task_kinds(db, round_id: int) -> str:
+    db.rollback()
+    (kind,) = set(db.scalars(select(RankingTask.kind).where(RankingTask.round_id == round_id)))
+    return kind
 
 
 def policy_metric_keys(db, round_id: int) -> set[str]:
@@ -43,13 +65,23 @@ def policy_metric_keys(db, round_id: int) -> set[str]:
 
 @pytest.mark.parametrize(
     ("db_url", "optimizer"),
-    [("sqlite", "rloo"), ("postgres", "grpo"), ("sqlite", "dpo"), ("postgres", "dpo")],
+    [
+        ("sqlite", "rloo"),
+        ("postgres", "grpo"),
+        ("sqlite", "dpo"),
+        ("postgres", "dpo"),
+        ("sqlite", "kto"),
+        ("postgres", "kto"),
+    ],
     indirect=["db_url"],
 )
 def test_a_round_with_each_optimizer(
     app, db, client, admin_token, loop_project, tiny_model_dir, start_worker, optimizer
 ):
     project, labelers = loop_project
+    if optimizer in FORMS:  # no tasks yet, so the form may still change
+        project.feedback_form = FORMS[optimizer]
+        db.commit()
     api = Api(client, admin_token)
     worker = start_worker()
     config = tiny_config(tiny_model_dir, optimizer=optimizer, **SECTIONS[optimizer])
@@ -68,7 +100,11 @@ def test_a_round_with_each_optimizer(
     card = json.loads((Path(p0["artifact_path"]) / "ranklab_card.json").read_text())
     assert card["kind"] == "policy"
     assert CHART_KEYS[optimizer] <= policy_metric_keys(db, round0["id"])
-    if optimizer == "dpo":
+    if optimizer == "kto":
+        # 2 train prompts × 2 labelers × 4 completions labelled good or bad; 2 prompts held out.
+        assert (policy["train_examples"], policy["val_examples"]) == (16, 16)
+        assert policy["val_auc_before"] == 0.5 and 0.0 <= policy["val_auc"] <= 1.0
+    elif optimizer == "dpo":
         # 4 prompts, one held out for validation: 3 × 2 labelers train, 1 × 2 measure.
         assert (policy["train_rankings"], policy["val_rankings"]) == (6, 2)
         assert 0.0 <= policy["val_accuracy"] <= 1.0 and policy["val_accuracy_before"] == 0.5
@@ -86,6 +122,7 @@ def test_a_round_with_each_optimizer(
     round1 = api.rounds(project.id)[0]
     assert (round1["number"], round1["status"], round1["policy_in_id"]) == (1, "labeling", p0["id"])
     if optimizer != "dpo":
+        assert {"kind": FORMS.get(optimizer, "ranking")} == {"kind": task_kinds(db, round1["id"])}
         return
 
     # Iterative DPO: round 1 trains on rounds 0 and 1's rankings, continuing round 0's adapter.

@@ -11,6 +11,7 @@ again, so a config edited in the database still fails with a message naming the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
@@ -58,12 +59,31 @@ def _sampling(section: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def reward_config(config: dict[str, Any], *, backbone: str, round_id: int):
+def reward_aspects(form: str, form_settings: dict[str, Any], config: dict[str, Any]) -> dict[str, float]:
+    """A multi-aspect project's aspects with their weight in the reward (the round's reward.weights,
+    an aspect left out weighing 0; none given: equal weights); {} for every other form."""
+    if form != "multi_aspect":
+        return {}
+    given = config["reward"].get("weights") or {}
+    names = [aspect["name"] for aspect in form_settings.get("aspects", [])]
+    return {name: float(given.get(name, 0.0)) if given else 1.0 for name in names}
+
+
+def reward_config(config: dict[str, Any], *, backbone: str, round_id: int, aspects: Mapping[str, float] | None = None):
+    """`aspects` (reward_aspects): one score head per aspect, combined with these weights by default."""
     from worker.ml.config import RewardConfig
 
+    aspects = aspects or {}
     # val_fraction 0: the worker holds out the project's validation prompts itself (by Prompt.split).
     return _stage_config(
-        RewardConfig, config["reward"], config, model=backbone, val_fraction=0.0, extra={"round_id": round_id}
+        RewardConfig,
+        config["reward"],
+        config,
+        model=backbone,
+        val_fraction=0.0,
+        extra={"round_id": round_id},
+        aspects=tuple(aspects),
+        aspect_weights=tuple(aspects.values()),
     )
 
 
@@ -78,6 +98,13 @@ def dpo_config(config: dict[str, Any], *, model: str, round_id: int):
 
     # val_fraction 0: the loop holds out the project's validation prompts itself (by Prompt.split).
     return _stage_config(DPOConfig, config["dpo"], config, model=model, val_fraction=0.0, extra={"round_id": round_id})
+
+
+def kto_config(config: dict[str, Any], *, model: str, round_id: int):
+    from worker.ml.kto_config import KTOConfig
+
+    # val_fraction 0: the loop holds out the project's validation prompts itself (by Prompt.split).
+    return _stage_config(KTOConfig, config["kto"], config, model=model, val_fraction=0.0, extra={"round_id": round_id})
 
 
 def rloo_config(config: dict[str, Any], *, model: str, estimator: str):

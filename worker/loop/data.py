@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import (
+    OVERALL,
     Completion,
+    FeedbackForm,
     ModelKind,
     ModelVersion,
     Prompt,
@@ -22,6 +24,9 @@ from app.models import (
     TrainingRound,
 )
 
+RATING_FORMS = (FeedbackForm.likert, FeedbackForm.good_bad, FeedbackForm.multi_aspect)
+"""Task kinds whose answers are ratings (Feedback rows), not Rankings."""
+
 
 def rankings(
     db: Session,
@@ -30,8 +35,10 @@ def rankings(
     round_id: int | None = None,
     round_ids: Sequence[int] | None = None,
     split: str | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> list:
-    """Every labeler's ranking in the project (or of one round's, or some rounds' tasks), as worker.ml Rankings:
+    """Every labeler's ranking in the project (or of one round's, or some rounds' tasks), and every
+    rating-form judgment turned into one (`rated_rankings`), as worker.ml Rankings:
     completions in task order, groups as indices into them, prompt_id = our prompt id (so the
     ML code keeps a prompt's rankings together)."""
     from worker.ml.data import Ranking as MLRanking
@@ -50,6 +57,9 @@ def rankings(
     if split is not None:
         query = query.where(Prompt.split == split)
     rows = db.execute(query).all()
+    rated = rated_rankings(
+        db, project_id=project_id, round_id=round_id, round_ids=round_ids, split=split, weights=weights
+    )
     texts = _task_completions(db, task_ids={row.task_id for row in rows})
     out = []
     for row in rows:
@@ -67,7 +77,100 @@ def rankings(
                 prompt_id=str(row.prompt_id),
             )
         )
+    return out + rated
+
+
+def rated_rankings(
+    db: Session,
+    *,
+    project_id: int,
+    round_id: int | None = None,
+    round_ids: Sequence[int] | None = None,
+    split: str | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> list:
+    """Likert, good/bad and multi-aspect judgments as worker.ml Rankings (app/labeling/feedback_read):
+    completions grouped by score, best first, equal scores tied (so they give no pair). A
+    multi-aspect judgment also carries each aspect's groups (`aspect_groups`, the multi-aspect
+    reward model's rows); its overall groups are its overall ranking when the project asks for one,
+    else the `weights` combination of the aspects (None or empty: equal weights)."""
+    from app.labeling.feedback_read import groups_from_scores, load_feedback, scores
+    from app.projects.forms_config import aspects_of
+    from worker.ml.data import Ranking as MLRanking
+
+    query = (
+        select(RankingTask.id, RankingTask.prompt_id, Prompt.text, Prompt.messages)
+        .join(Prompt, Prompt.id == RankingTask.prompt_id)
+        .where(RankingTask.project_id == project_id, RankingTask.kind.in_(RATING_FORMS))
+    )
+    if round_id is not None:
+        query = query.where(RankingTask.round_id == round_id)
+    if round_ids is not None:
+        query = query.where(RankingTask.round_id.in_(list(round_ids)))
+    if split is not None:
+        query = query.where(Prompt.split == split)
+    tasks = {row.id: row for row in db.execute(query)}
+    judgments = [j for j in load_feedback(db, project_id=project_id) if j.task_id in tasks] if tasks else []
+    texts = _task_completions(db, task_ids={j.task_id for j in judgments})
+    out = []
+    for judgment in judgments:
+        ids, completions = texts[judgment.task_id]
+        index = {cid: i for i, cid in enumerate(ids)}
+        aspects = [aspect.name for aspect in aspects_of(judgment.settings)]
+        own = [value for value in judgment.values.get(OVERALL, {}).values() if value is not None]
+        overall: str | dict[str, float] = OVERALL
+        if aspects and not own:  # no overall rating or ranking asked: combine the aspects
+            overall = {name: weights.get(name, 0.0) for name in aspects} if weights else dict.fromkeys(aspects, 1.0)
+        groups = _positions(groups_from_scores(scores(judgment, overall)), index)
+        aspect_groups = {
+            name: g for name in aspects if len(g := _positions(groups_from_scores(scores(judgment, name)), index)) > 1
+        }
+        if len(groups) < 2 and not aspect_groups:
+            continue  # all tied: nothing to learn or measure
+        task = tasks[judgment.task_id]
+        out.append(
+            MLRanking(
+                prompt=task.text if task.text is not None else task.messages,
+                completions=completions,
+                groups=groups if len(groups) > 1 else [list(range(len(completions)))],
+                prompt_id=str(task.prompt_id),
+                aspect_groups=aspect_groups,
+            )
+        )
     return out
+
+
+def labelled(
+    db: Session, *, project_id: int, round_ids: Sequence[int], split: str, weights: Mapping[str, float] | None = None
+) -> list:
+    """Every good/bad judgment on the given rounds' tasks with prompts of `split`, as worker.ml
+    Labelled examples (KTO's unpaired form): one per judged completion, label = good. (`weights`
+    is there to match `rankings`: good/bad has no aspects.)"""
+    from app.labeling.feedback_read import kto_labels, load_feedback
+    from worker.ml.kto import Labelled
+
+    prompts: dict[int, tuple[int, Any]] = {
+        task_id: (prompt_id, text if text is not None else messages)
+        for task_id, prompt_id, text, messages in db.execute(
+            select(RankingTask.id, Prompt.id, Prompt.text, Prompt.messages)
+            .join(Prompt, Prompt.id == RankingTask.prompt_id)
+            .where(RankingTask.round_id.in_(list(round_ids)), Prompt.split == split)
+        )
+    }
+    judgments = [j for j in load_feedback(db, project_id=project_id, form="good_bad") if j.task_id in prompts]
+    texts = _task_completions(db, task_ids={j.task_id for j in judgments})
+    out = []
+    for judgment in judgments:
+        prompt_id, prompt = prompts[judgment.task_id]
+        text_of = dict(zip(*texts[judgment.task_id], strict=True))
+        for completion_id, good in kto_labels(judgment).items():
+            out.append(Labelled(prompt=prompt, completion=text_of[completion_id], label=good, prompt_id=str(prompt_id)))
+    return out
+
+
+def _positions(groups: list[list[int]], index: Mapping[int, int]) -> list[list[int]]:
+    """Groups of completion ids -> groups of positions in the task's completion list."""
+    return [[index[cid] for cid in group if cid in index] for group in groups]
 
 
 def _task_completions(db: Session, *, task_ids: set[int]) -> dict[int, tuple[list[int], list[str]]]:

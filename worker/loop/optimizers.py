@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker.loop.configs import dpo_config, ppo_config, rloo_config
+from worker.loop import data
+from worker.loop.configs import dpo_config, kto_config, ppo_config, rloo_config
 from worker.loop.runtime import Reporter
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -31,10 +32,10 @@ class PolicyRun:
     reward_path: str | None
     prompts: list[Any]
     """Train-split prompts of this and earlier rounds (PPO, RLOO, GRPO roll out on them)."""
-    rankings: list[Any]
-    """DPO: train-split rankings of the round's policy line (or of this round only)."""
+    judgments: list[Any]
+    """DPO, KTO: the train-split judgments of the round's policy line (or of this round only)."""
     held_out: list[Any]
-    """DPO: validation-split rankings of the same rounds (the held-out implicit-reward accuracy)."""
+    """DPO, KTO: the validation-split judgments of the same rounds (the held-out metrics)."""
     out: Path
     reporter: Reporter
     on_step: StepHook
@@ -46,13 +47,22 @@ class Trained(NamedTuple):
     message: str
 
 
+class JudgmentReader(NamedTuple):
+    """How an optimizer that trains on judgments directly (DPO, KTO) reads them."""
+
+    setting: str
+    """The round setting saying which rounds' judgments: "policy_line" or "this_round"."""
+    load: Callable[..., list[Any]]
+    """(db, *, project_id, round_ids, split, weights) -> worker.ml examples (worker/loop/data.py)."""
+
+
 @dataclass(frozen=True)
 class Optimizer:
     name: str
     label: str
     train: Callable[[PolicyRun], Trained]
     needs_reward_model: bool
-    needs_rankings: bool = False
+    reads: JudgmentReader | None = None
 
 
 SAMPLED_KEYS = (
@@ -84,6 +94,21 @@ DPO_KEYS = (
     "steps",
     "train_rankings",
     "val_rankings",
+)
+KTO_KEYS = (
+    "val_auc",
+    "val_auc_before",
+    "val_accuracy",
+    "val_accuracy_before",
+    "val_loss",
+    "val_loss_before",
+    "val_kl_per_token",
+    "val_examples",
+    "train_loss_first",
+    "train_loss_last",
+    "steps",
+    "train_examples",
+    "train_desirable",
 )
 
 
@@ -124,25 +149,45 @@ def _train_group(estimator: str) -> Callable[[PolicyRun], Trained]:
     return train
 
 
-def train_dpo(run: PolicyRun) -> Trained:
-    from worker.ml.dpo import train_dpo as train
+def _train_on_judgments(
+    stage: Callable[..., dict[str, Any]], build: Callable[..., Any], keys: tuple[str, ...], what: str
+) -> Callable[[PolicyRun], Trained]:
+    """A policy step that trains on the round line's judgments (DPO on rankings, KTO on good/bad
+    labels) and measures on the held-out ones."""
 
-    if not run.rankings:
-        raise ValueError("rankings: the round's policy line has no train-split rankings for DPO")
-    cfg = dpo_config(run.config, model=run.start, round_id=run.round_id)
-    metrics = train(cfg, run.rankings, run.out, run.reporter, run.on_step, held_out=run.held_out)
-    summary = {key: metrics[key] for key in DPO_KEYS if metrics.get(key) is not None}
-    summary["seconds"] = metrics["train_seconds"]
-    message = (
-        f"held-out implicit-reward accuracy {summary.get('val_accuracy_before')} → {summary.get('val_accuracy')}, "
-        f"KL per token {summary.get('val_kl_per_token')}, on {summary['train_rankings']} rankings"
-    )
-    return Trained(cfg.to_dict(), summary, message)
+    def train(run: PolicyRun) -> Trained:
+        if not run.judgments:
+            raise ValueError(f"{what}: the round's policy line has none on train-split prompts")
+        cfg = build(run.config, model=run.start, round_id=run.round_id)
+        metrics = stage(cfg, run.judgments, run.out, run.reporter, run.on_step, held_out=run.held_out)
+        summary = {key: metrics[key] for key in keys if metrics.get(key) is not None}
+        summary["seconds"] = metrics["train_seconds"]
+        headline = "val_auc" if "val_auc" in keys else "val_accuracy"
+        message = (
+            f"held-out {headline} {summary.get(headline + '_before')} → {summary.get(headline)}, "
+            f"KL per token {summary.get('val_kl_per_token')}, on {len(run.judgments)} {what}"
+        )
+        return Trained(cfg.to_dict(), summary, message)
+
+    return train
+
+
+def train_dpo(run: PolicyRun) -> Trained:
+    from worker.ml.dpo import train_dpo as stage
+
+    return _train_on_judgments(stage, dpo_config, DPO_KEYS, "rankings")(run)
+
+
+def train_kto(run: PolicyRun) -> Trained:
+    from worker.ml.kto import train_kto as stage
+
+    return _train_on_judgments(stage, kto_config, KTO_KEYS, "good/bad labels")(run)
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
     "ppo": Optimizer("ppo", "PPO", train_ppo, needs_reward_model=True),
-    "dpo": Optimizer("dpo", "DPO", train_dpo, needs_reward_model=False, needs_rankings=True),
+    "dpo": Optimizer("dpo", "DPO", train_dpo, False, JudgmentReader("dpo.rankings_from", data.rankings)),
+    "kto": Optimizer("kto", "KTO", train_kto, False, JudgmentReader("kto.labels_from", data.labelled)),
     "rloo": Optimizer("rloo", "RLOO", _train_group("rloo"), needs_reward_model=True),
     "grpo": Optimizer("grpo", "GRPO", _train_group("grpo"), needs_reward_model=True),
 }

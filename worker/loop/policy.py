@@ -8,15 +8,16 @@ merged model), else the base. So the KL reported is the distance from that start
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import update
 
-from app.models import ModelKind, ModelVersion, PromptSplit, TrainingRound
+from app.models import ModelKind, ModelVersion, Project, PromptSplit, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
-from worker.loop.configs import VersionRef, root_base, version_path
+from worker.loop.configs import VersionRef, reward_aspects, root_base, version_path
 from worker.loop.optimizers import OPTIMIZERS, PolicyRun
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
@@ -26,7 +27,7 @@ def run(round_id: int) -> dict[str, Any]:
 
 
 def _train(round_id: int) -> dict[str, Any]:
-    # 1. Inputs: the starting policy, the reward model, the prompts, and (DPO) the rankings.
+    # 1. Inputs: the starting policy, the reward model, the prompts, and (DPO, KTO) the judgments.
     with db_session(read_only=True) as db:
         training_round = db.get_one(TrainingRound, round_id)
         optimizer = OPTIMIZERS[training_round.config.get("optimizer", "ppo")]
@@ -38,20 +39,24 @@ def _train(round_id: int) -> dict[str, Any]:
         if optimizer.needs_reward_model and not reward_path:
             raise ValueError("reward_model_id: the round has no reward model; retry from training_reward")
         prompts = data.ppo_prompts(db, training_round=training_round)
-        train_rankings: list = []
+        judgments: list = []
         held_out: list = []
-        if optimizer.needs_rankings:
+        if optimizer.reads is not None:  # DPO, KTO: the judgments themselves, not the reward model
+            section, setting = optimizer.reads.setting.split(".")
             line = (
                 [round_id]
-                if training_round.config["dpo"]["rankings_from"] == "this_round"
+                if training_round.config[section][setting] == "this_round"
                 else data.policy_line_rounds(db, training_round=training_round)
             )
-            train_rankings = data.rankings(
-                db, project_id=training_round.project_id, round_ids=line, split=PromptSplit.train
+            project = db.get_one(Project, training_round.project_id)
+            read = functools.partial(
+                optimizer.reads.load,
+                db,
+                project_id=project.id,
+                round_ids=line,
+                weights=reward_aspects(project.feedback_form, project.form_settings, training_round.config) or None,
             )
-            held_out = data.rankings(
-                db, project_id=training_round.project_id, round_ids=line, split=PromptSplit.validation
-            )
+            judgments, held_out = read(split=PromptSplit.train), read(split=PromptSplit.validation)
         base_model = root_base(db, policy_in).base_model
         policy_ref = VersionRef.of(policy_in)
         project_id, number, config = training_round.project_id, training_round.number, training_round.config
@@ -64,7 +69,7 @@ def _train(round_id: int) -> dict[str, Any]:
         start=version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter),
         reward_path=reward_path,
         prompts=prompts,
-        rankings=train_rankings,
+        judgments=judgments,
         held_out=held_out,
         out=out,
         reporter=reporter,

@@ -10,11 +10,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 
-from app.models import ModelKind, ModelVersion, PromptSplit, TrainingRound
+from app.models import ModelKind, ModelVersion, Project, PromptSplit, TrainingRound
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
-from worker.loop.configs import VersionRef, reward_backbone, reward_config, root_base, version_path
+from worker.loop.configs import VersionRef, reward_aspects, reward_backbone, reward_config, root_base, version_path
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
 
@@ -38,7 +38,7 @@ def rm_accuracy(path: str, rankings: list, cfg) -> dict[str, Any] | None:
     from worker.ml.scorer import RewardScorer
 
     scorer = RewardScorer.load(path, device=cfg.device)
-    sets = encode_sets(scorer.tokenizer, group_rankings(rankings), cfg.max_length)
+    sets = encode_sets(scorer.tokenizer, group_rankings(rankings), cfg.max_length, cfg.aspects)
     result = evaluate(scorer.model, sets, scorer.tokenizer.pad_token_id, scorer.device, cfg)
     return {**result, "rankings": len(rankings)}
 
@@ -57,9 +57,13 @@ def _train(round_id: int) -> dict[str, Any]:
             reward_backbone(db, policy_in, training_round.config["reward"].get("init_from", "sft"))
         )
         base_model = root_base(db, policy_in).base_model
-        train = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.train)
-        val = data.rankings(db, project_id=training_round.project_id, split=PromptSplit.validation)
-        fresh = data.rankings(db, project_id=training_round.project_id, round_id=round_id)
+        project = db.get_one(Project, training_round.project_id)
+        # A multi-aspect project's reward model has one head per aspect, combined by the round's weights.
+        aspects = reward_aspects(project.feedback_form, project.form_settings, training_round.config)
+        weights = aspects or None
+        train = data.rankings(db, project_id=project.id, split=PromptSplit.train, weights=weights)
+        val = data.rankings(db, project_id=project.id, split=PromptSplit.validation, weights=weights)
+        fresh = data.rankings(db, project_id=project.id, round_id=round_id, weights=weights)
         prev = db.scalar(
             select(TrainingRound).where(
                 TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number - 1
@@ -76,7 +80,7 @@ def _train(round_id: int) -> dict[str, Any]:
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
     reporter = Reporter(round_id, S.training_reward)
     backbone = version_path(backbone_ref.kind, backbone_ref.base_model, backbone_ref.artifact_path, reporter)
-    cfg = reward_config(config, backbone=backbone, round_id=round_id)
+    cfg = reward_config(config, backbone=backbone, round_id=round_id, aspects=aspects)
 
     # 2. The previous reward model on rankings of completions it never saw.
     ood = rm_accuracy(prev_ref.artifact_path, fresh, cfg) if prev_ref is not None else None
@@ -93,6 +97,7 @@ def _train(round_id: int) -> dict[str, Any]:
         "val_pairs": held_out and held_out["val_pairs"],
         "val_rankings": len(val),
         "val_accuracy_by_k": held_out and held_out["val_accuracy_by_k"],
+        **({"val_accuracy_by_aspect": held_out and held_out["val_accuracy_by_aspect"]} if aspects else {}),
         "train_rankings": len(train),
         "train_loss_first": metrics["train_loss_first"],
         "train_loss_last": metrics["train_loss_last"],

@@ -97,7 +97,8 @@ def bootstrap(settings: Settings, *, demo: bool = True, out: Print = print) -> N
                 member = auth_service.get_user_by_email(db, email=DEMO_LABELER_EMAIL)
                 project = seed_demo(db, labeler=member)
                 out(
-                    f"Seeded the demo projects “{project.name}” (id {project.id}) and “{DEMONSTRATIONS_PROJECT_NAME}”"
+                    f"Seeded the demo projects “{project.name}” (id {project.id}), “{DEMONSTRATIONS_PROJECT_NAME}”"
+                    " and one per feedback form (A/B, Likert, multi-aspect, good/bad)"
                     f"{f' with {member.email} as a member' if member else ''}."
                 )
             elif projects:

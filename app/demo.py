@@ -3,14 +3,15 @@
 Ranking: ten prompts, each with 4–6 uploaded completions of deliberately mixed quality: good,
 verbose, wrong, off-topic, Markdown with code, and one answer carrying an HTML/script payload that
 the labeling page must show as inert text. Demonstrations: a few prompts (one a multi-turn chat)
-queued as demonstration tasks, step 1 of the InstructGPT workflow. Stored through the same
-services as an API upload."""
+queued as demonstration tasks, step 1 of the InstructGPT workflow. One project per feedback form
+(app/demo_forms.py). Stored through the same services as an API upload."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.demo_forms import seed_form_demos
 from app.models import Project, ProjectMember, Prompt, User
 from app.projects import service as projects
 from app.prompts import service as prompts
@@ -203,6 +204,7 @@ def seed_demo(db: Session, *, labeler: User | None) -> Project:
         db.add(ProjectMember(project_id=project.id, user_id=labeler.id))
     db.flush()
     seed_demonstrations(db, labeler=labeler)
+    seed_form_demos(db, labeler=labeler, demo_prompts=DEMO_PROMPTS)
     return project
 
 

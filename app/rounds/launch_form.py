@@ -24,6 +24,7 @@ LABELS = {
     "model": "Starting model (folder or hub id)",
     "start_version_id": "Start from model version",
     "init_from": "Initialise from",
+    "weights": "Aspect weights (multi-aspect projects)",
     "k": "K (completions per prompt)",
     "seed": "Seed",
     "count": "Prompts",
@@ -87,6 +88,7 @@ def placeholders(project: Any) -> dict[str, str]:
         "ppo.max_new_tokens": "generation's",
         "ppo.temperature": "generation's",
         "rloo.k": "the round's K",
+        "reward.weights": "equal; e.g. helpfulness: 0.7, harmlessness: 0.3",
         "rloo.max_new_tokens": "generation's",
         "rloo.temperature": "generation's",
     }
@@ -241,6 +243,8 @@ def _as_text(value: Any) -> str:
         return "on" if value else ""
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):  # reward.weights: "helpfulness: 0.7, harmlessness: 0.3"
+        return ", ".join(f"{key}: {number}" for key, number in value.items())
     return str(value)
 
 

@@ -179,3 +179,21 @@ def test_the_policy_optimizer_and_its_section_come_from_the_form(client, db):
     row = db.scalar(select(TrainingRound).where(TrainingRound.project_id == project.id))
     assert row.config["optimizer"] == "dpo"
     assert (row.config["dpo"]["beta"], row.config["dpo"]["rankings_from"]) == (0.3, "this_round")
+
+
+def test_aspect_weights_are_typed_as_name_colon_number(client, db):
+    _admin, csrf = admin_client(client, db)
+    project = make_project(db, k_min=4, k_max=4)
+    add_prompts(db, project, 4)
+    form, config = launch_form.parse(defaults() | {"reward.weights": "helpfulness: 0.7, harmlessness:0.3"})
+    assert config is not None and config.reward.weights == {"helpfulness": 0.7, "harmlessness": 0.3}
+    form, config = launch_form.parse(defaults() | {"reward.weights": "helpfulness 0.7"})
+    assert config is None and "aspect: number" in form.errors["reward.weights"]
+    # a ranking project has no aspects: the service's refusal is shown beside the field
+    response = client.post(
+        f"/admin/projects/{project.id}/rounds",
+        data=defaults() | {"csrf_token": csrf, "reward.weights": "helpfulness: 1"},
+    )
+    assert response.status_code == 422
+    assert "only a multi-aspect project has aspects" in error_for(response.text, "reward.weights")
+    assert rounds_count(db) == 0

@@ -39,7 +39,14 @@ _pair_ids = [
     ("rejected_id", pa.int64()),
     ("source", pa.string()),
     ("evaluation_id", pa.int64()),
+    # Which form the judgment came from (the task's kind), and for pairs derived from ratings
+    # (app/exports/feedback.py): the judgment, the score difference, and what was scored.
+    ("form", pa.string()),
+    ("feedback_id", pa.int64()),
+    ("score_gap", pa.float64()),
+    ("scored_by", pa.string()),
 ]
+_critiques = pa.list_(pa.struct([("completion_id", pa.int64()), ("critique", pa.string())]))
 
 RANKINGS = pa.schema(
     [
@@ -53,6 +60,7 @@ RANKINGS = pa.schema(
         ("display_order", _ids),
         ("flags", pa.list_(pa.struct([("completion_id", pa.int64()), ("flags", pa.list_(pa.string()))]))),
         ("none_acceptable", pa.bool_()),
+        ("critiques", _critiques),
         ("time_spent_ms", pa.int64()),
         ("comment", pa.string()),
         ("late", pa.bool_()),
@@ -92,6 +100,64 @@ CONSENSUS = pa.schema(
 )
 PAIRS_STANDARD = pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()), *_pair_ids])
 PAIRS_CONVERSATIONAL = pa.schema([("prompt", _messages), ("chosen", _messages), ("rejected", _messages), *_pair_ids])
+_unpaired_ids = [
+    ("label", pa.bool_()),
+    ("task_id", pa.int64()),
+    ("feedback_id", pa.int64()),
+    ("labeler_id", pa.string()),
+    ("prompt_id", pa.int64()),
+    ("prompt_external_id", pa.string()),
+    ("completion_id", pa.int64()),
+    ("critique", pa.string()),
+]
+UNPAIRED_STANDARD = pa.schema([("prompt", pa.string()), ("completion", pa.string()), *_unpaired_ids])
+UNPAIRED_CONVERSATIONAL = pa.schema([("prompt", _messages), ("completion", _messages), *_unpaired_ids])
+_aspect = pa.struct([("name", pa.string()), ("label", pa.string()), ("scale", pa.string())])
+JUDGMENTS = pa.schema(
+    [
+        ("feedback_id", pa.int64()),
+        ("ranking_id", pa.int64()),
+        ("task_id", pa.int64()),
+        ("form", pa.string()),
+        *_prompt,
+        ("labeler_id", pa.string()),
+        ("completions", pa.list_(pa.struct(_completion))),
+        ("display_order", _ids),
+        (
+            "ratings",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("completion_id", pa.int64()),
+                        ("aspect", pa.string()),
+                        ("value", pa.int64()),
+                        ("critique", pa.string()),
+                    ]
+                )
+            ),
+        ),
+        (
+            "settings",
+            pa.struct(
+                [
+                    ("likert_points", pa.int64()),
+                    ("likert_labels", pa.list_(pa.string())),
+                    ("aspects", pa.list_(_aspect)),
+                    ("overall_ranking", pa.bool_()),
+                ]
+            ),
+        ),
+        ("verdict", pa.string()),
+        ("ranking", pa.list_(_ids)),
+        ("none_acceptable", pa.bool_()),
+        ("flags", pa.list_(pa.struct([("completion_id", pa.int64()), ("flags", pa.list_(pa.string()))]))),
+        ("critiques", _critiques),
+        ("time_spent_ms", pa.int64()),
+        ("comment", pa.string()),
+        ("late", pa.bool_()),
+        ("submitted_at", pa.string()),
+    ]
+)
 
 
 def jsonl_chunks(sessions: sessionmaker[Session], produce: RowProducer) -> Iterator[bytes]:

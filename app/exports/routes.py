@@ -1,18 +1,21 @@
-"""/api/v1 exports: raw rankings, per-task consensus, and TRL preference pairs (JSONL or Parquet)."""
+"""/api/v1 exports: raw rankings, per-task consensus, TRL preference pairs, and the feedback forms'
+unpaired (KTO) rows and raw judgments (JSONL or Parquet)."""
 
 from __future__ import annotations
 
 import os
 from enum import StrEnum
 from functools import partial
+from itertools import chain
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from app.deps import ExportTokenDep, SettingsDep
-from app.exports import formats, service
+from app.exports import feedback, formats, service
+from app.exports.feedback_pairs import ExportParamError, resolve_scoring
 from app.exports.service import PairStyle, TaskSource
 from app.json_api import UNPROCESSABLE, ErrorOut, Responses
 from app.projects.deps import ProjectDep
@@ -97,6 +100,28 @@ def export_consensus(
     )
 
 
+AspectQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description=(
+            "Multi-aspect projects: derive pairs from this aspect's values (`overall` = the overall "
+            "ranking, the default when the project has one). Not with `weights`."
+        ),
+    ),
+]
+WeightsQuery = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        description=(
+            "Multi-aspect projects: score each completion by a weighted sum of Likert aspects, "
+            "`name:w,name:w` (e.g. `helpfulness:1,honesty:0.5`). Not with `aspect`."
+        ),
+    ),
+]
+
+
 @api_router.get(
     "/pairs", summary="Export preference pairs for TRL", response_class=StreamingResponse, responses=RESPONSES
 )
@@ -108,6 +133,8 @@ def export_pairs(
     export_format: FormatQuery = ExportFormat.jsonl,
     style: Annotated[PairStyle, Query(description="standard or conversational")] = PairStyle.standard,
     source: TasksQuery = TaskSource.ranking,
+    aspect: AspectQuery = None,
+    weights: WeightsQuery = None,
 ):
     """One row per (ranking, chosen above rejected); ties give no pair. `style=standard`:
     prompt/chosen/rejected are strings (a multi-turn chat prompt is flattened to 'Role: content'
@@ -117,16 +144,81 @@ def export_pairs(
     extra columns (ids, `rank_gap` = rank groups apart) are dropped by TRL; rename `rank_gap` to
     `margin` to use TRL's margin loss. `tasks=evaluation` (or `all`) adds blind evaluation
     judgments so they can train too: one pair per judgment with a winner (a tie or "both bad"
-    gives none), `source` = "evaluation" and its `evaluation_id`."""
-    produce = partial(
-        service.iter_pairs,
-        project_id=project.id,
-        secret=settings.resolved_secret_key(),
-        style=style,
-        source=source,
-    )
+    gives none), `source` = "evaluation" and its `evaluation_id`.
+
+    Feedback forms (`form` column): a pairwise judgment gives one pair when it has a winner. A
+    Likert, good/bad or multi-aspect judgment gives a pair for every two completions it scored
+    differently, the higher chosen (good over bad); equal scores give none. Such rows have
+    `feedback_id`, `score_gap` (the score difference) and `scored_by`, and null `ranking_id` and
+    `rank_gap`. Multi-aspect projects choose the score with `aspect` or `weights`."""
+    try:
+        scoring = resolve_scoring(project.feedback_form, project.form_settings, aspect=aspect, weights=weights)
+    except ExportParamError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    secret = settings.resolved_secret_key()
+    ranking_pairs = partial(service.iter_pairs, project_id=project.id, secret=secret, style=style, source=source)
+
+    def produce(db):
+        rating_pairs = (
+            feedback.iter_rating_pairs(db, project_id=project.id, secret=secret, style=style, scoring=scoring)
+            if scoring is not None and source is not TaskSource.evaluation
+            else ()
+        )
+        return chain(ranking_pairs(db), rating_pairs)
+
     schema = formats.PAIRS_CONVERSATIONAL if style is PairStyle.conversational else formats.PAIRS_STANDARD
     return _respond(request, produce, schema, export_format, f"project-{project.id}-pairs-{style}")
+
+
+@api_router.get(
+    "/unpaired",
+    summary="Export good/bad judgments for TRL's KTOTrainer",
+    response_class=StreamingResponse,
+    responses=RESPONSES,
+)
+def export_unpaired(
+    request: Request,
+    project: ProjectDep,
+    settings: SettingsDep,
+    _token: ExportTokenDep,
+    export_format: FormatQuery = ExportFormat.jsonl,
+    style: Annotated[PairStyle, Query(description="standard or conversational")] = PairStyle.standard,
+):
+    """KTO's unpaired form: one row per completion a good/bad judgment rated, `prompt`,
+    `completion` and `label` (true = good), with the ids, the labeler's pseudonym and the
+    optional `critique`. `style` as for pairs (conversational: `completion` is one assistant
+    message). Empty for projects of other forms. Loads with `datasets.load_dataset` straight into
+    TRL's KTOTrainer."""
+    produce = partial(feedback.iter_unpaired, project_id=project.id, secret=settings.resolved_secret_key(), style=style)
+    schema = formats.UNPAIRED_CONVERSATIONAL if style is PairStyle.conversational else formats.UNPAIRED_STANDARD
+    return _respond(request, produce, schema, export_format, f"project-{project.id}-unpaired-{style}")
+
+
+@api_router.get(
+    "/judgments",
+    summary="Export every feedback-form judgment",
+    response_class=StreamingResponse,
+    responses=RESPONSES,
+)
+def export_judgments(
+    request: Request,
+    project: ProjectDep,
+    settings: SettingsDep,
+    _token: ExportTokenDep,
+    export_format: FormatQuery = ExportFormat.jsonl,
+):
+    """One row per submitted judgment of a feedback form, every stored field kept. Rating forms
+    (likert, good_bad, multi_aspect; `feedback_id` set): `ratings` lists each value given,
+    `{completion_id, aspect, value, critique}` (aspect "" = the completion's own rating: the
+    Likert point, 1 good / 0 bad, or its level in a multi-aspect overall ranking, 0 = best; a
+    ranked aspect's value is a level too), and `settings` the form settings it was given under.
+    Pairwise (`ranking_id` set): `verdict` in completion terms, `first` / `second` (the
+    completion at task position 0 / 1 is better), `tie` or `both_bad`, never the sides, which
+    `display_order` records (A first); `ranking`, `none_acceptable` and `flags` as stored. Both:
+    the task's `completions`, `critiques`, `time_spent_ms`, `comment`, `late`, `submitted_at` and
+    the labeler's pseudonym. Ranking-form projects export their rankings at `/rankings`."""
+    produce = partial(feedback.iter_judgments, project_id=project.id, secret=settings.resolved_secret_key())
+    return _respond(request, produce, formats.JUDGMENTS, export_format, f"project-{project.id}-judgments")
 
 
 def _respond(request: Request, produce, schema, export_format: ExportFormat, name: str):

@@ -92,6 +92,11 @@ def iter_rankings(
                     if names
                 ],
                 "none_acceptable": ranking.none_acceptable,
+                "critiques": [
+                    {"completion_id": int(cid), "critique": text}
+                    for cid, text in sorted((ranking.critiques or {}).items(), key=lambda kv: int(kv[0]))
+                    if text
+                ],
                 "time_spent_ms": ranking.time_spent_ms,
                 "comment": ranking.comment,
                 "late": ranking.late,
@@ -247,6 +252,10 @@ def iter_pairs(
                 "rejected_id": rejected_id,
                 "source": _source_of(kind),
                 "evaluation_id": evaluation_id,
+                "form": kind,
+                "feedback_id": None,
+                "score_gap": None,
+                "scored_by": None,
             }
 
 

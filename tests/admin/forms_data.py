@@ -28,8 +28,8 @@ SETTINGS = {"pairwise": {}, "likert": LIKERT, "good_bad": {}, "multi_aspect": AS
 
 
 def form_project(db: Session, form: str, **fields: Any) -> Project:
-    k_range = {"k_min": 2, "k_max": 2} if form == "pairwise" else {"k_min": 1, "k_max": 9}
-    return make_project(db, feedback_form=form, form_settings=SETTINGS[form], overlap=3, **k_range, **fields)
+    defaults = {"overlap": 3, **({"k_min": 2, "k_max": 2} if form == "pairwise" else {"k_min": 1, "k_max": 9})}
+    return make_project(db, feedback_form=form, form_settings=SETTINGS[form], **{**defaults, **fields})
 
 
 def form_task(db: Session, project: Project, *, texts: list[str], prompt_text: str | None = None) -> RankingTask:

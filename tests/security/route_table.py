@@ -118,6 +118,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project_id}/exports/rankings"): API_EXPORT,
     ("GET", "/api/v1/projects/{project_id}/exports/consensus"): API_EXPORT,
     ("GET", "/api/v1/projects/{project_id}/exports/pairs"): API_EXPORT,
+    ("GET", "/api/v1/projects/{project_id}/exports/unpaired"): API_EXPORT,
+    ("GET", "/api/v1/projects/{project_id}/exports/judgments"): API_EXPORT,
     ("POST", "/api/v1/projects/{project_id}/demonstrations"): API_UPLOAD,
     ("POST", "/api/v1/projects/{project_id}/demonstration-tasks"): API_UPLOAD,
     ("GET", "/api/v1/projects/{project_id}/demonstrations/export"): API_EXPORT,

@@ -169,3 +169,22 @@ def test_the_json_api_keeps_a_pairwise_task_blind_and_takes_side_critiques(clien
     ranking = db.get(Ranking, answer.json()["ranking_id"])
     a, b = ranking.display_order
     assert ranking.groups == [[a, b]] and ranking.critiques == {str(a): "fine", str(b): "also fine"}
+
+
+@pytest.mark.parametrize("kind", ["likert", "good_bad", "multi_aspect"])
+def test_each_rating_page_submits_as_rendered_without_javascript(client, db, kind):
+    """What a browser without scripts sends: the first choice of every radio group on the page."""
+    project, task = _labeler_on(client, db, kind)
+    html = client.get(f"/projects/{project.id}/label").text
+    choices: dict[str, str] = {}
+    for name, value in re.findall(r'type="radio" name="([^"]+)" value="([^"]+)"', html):
+        choices.setdefault(name, value)
+    form = {"csrf_token": csrf_of(client, db), **choices, f"critique-{task.completion_ids[0]}": "ok"}
+    answer = client.post(f"/projects/{project.id}/label/{_assignment_id(html)}", data=form, headers=HX)
+    assert answer.status_code == 200 and "Saved." in answer.text, answer.text
+    fresh(db)
+    feedback = db.scalars(select(Feedback)).one()
+    rows = db.scalars(select(FeedbackRating).where(FeedbackRating.feedback_id == feedback.id)).all()
+    aspects = {"likert": 1, "good_bad": 1, "multi_aspect": 3}[kind]  # overall + helpfulness + honesty
+    assert len(rows) == 3 * aspects and all(r.value is not None for r in rows)
+    assert [r.critique for r in rows if r.critique] == ["ok"]

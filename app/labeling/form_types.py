@@ -41,13 +41,17 @@ PAIRWISE_FORM_FIELDS = frozenset(
 _RATING_FIELDS = frozenset({"ratings", "critiques", "time_spent_ms", "comment"})
 
 
-_CRITIQUE_KEYS = ("<kbd>Tab</kbd> to a critique box", "write an optional critique of that completion")
-_SUBMIT_KEYS = ("<kbd>Enter</kbd> on a choice", "submit the answer")
-_RATING_KEYS = (
-    ("<kbd>Tab</kbd> / <kbd>Shift</kbd>+<kbd>Tab</kbd>", "go to the next / previous completion's choices"),
-    ("<kbd>←</kbd> <kbd>→</kbd> or <kbd>↑</kbd> <kbd>↓</kbd>", "change the choice within a completion"),
-    _CRITIQUE_KEYS,
-    _SUBMIT_KEYS,
+# The shortcuts static/js/rating.js gives the rating forms (and pairwise.js the pairwise one).
+_CRITIQUE_KEY = ("<kbd>C</kbd>", "write a critique of it (optional); <kbd>Esc</kbd> leaves the box")
+_ROW_KEYS = (
+    ("<kbd>↑</kbd> / <kbd>↓</kbd>", "the previous / next completion"),
+    _CRITIQUE_KEY,
+    ("<kbd>Tab</kbd>", "reach a completion's text, choices and critique box in turn"),
+    ("<kbd>Enter</kbd>", "submit (<kbd>Ctrl</kbd>+<kbd>Enter</kbd> from a text box)"),
+)
+PAIRWISE_CRITIQUE_KEYS = (
+    "<kbd>C</kbd> / <kbd>Shift</kbd>+<kbd>C</kbd>",
+    "write a critique of response A / B (optional); <kbd>Esc</kbd> leaves the box",
 )
 
 FORM_TYPES: dict[str, TaskType] = {
@@ -62,6 +66,7 @@ FORM_TYPES: dict[str, TaskType] = {
             ("<kbd>T</kbd>", "a tie: both are about as good"),
             ("<kbd>X</kbd>", "both are bad"),
             ("<kbd>R</kbd>", "write a reason (optional); <kbd>Esc</kbd> leaves the box"),
+            PAIRWISE_CRITIQUE_KEYS,
             ("<kbd>Enter</kbd>", "submit the judgment (<kbd>Ctrl</kbd>+<kbd>Enter</kbd> from a text box)"),
         ),
         title="Compare",
@@ -79,7 +84,11 @@ FORM_TYPES: dict[str, TaskType] = {
         template="labeling/_likert.html",
         completions=(1, 9),
         takes_flags=False,
-        keys=keys_panel(*_RATING_KEYS),
+        keys=keys_panel(
+            ("<kbd>1</kbd>…<kbd>9</kbd>", "rate the completion in focus (1 = worst); focus moves to the next"),
+            ("<kbd>←</kbd> / <kbd>→</kbd>", "one point lower / higher"),
+            *_ROW_KEYS,
+        ),
         title="Rate",
         done="rated",
         blind=False,
@@ -94,7 +103,11 @@ FORM_TYPES: dict[str, TaskType] = {
         template="labeling/_good_bad.html",
         completions=(1, 9),
         takes_flags=False,
-        keys=keys_panel(*_RATING_KEYS),
+        keys=keys_panel(
+            ("<kbd>G</kbd> / <kbd>B</kbd>", "the completion in focus is good / bad; focus moves to the next"),
+            ("<kbd>←</kbd> / <kbd>→</kbd>", "switch between good and bad"),
+            *_ROW_KEYS,
+        ),
         title="Judge",
         done="judged",
         blind=False,
@@ -109,7 +122,16 @@ FORM_TYPES: dict[str, TaskType] = {
         template="labeling/_multi_aspect.html",
         completions=(1, 9),
         takes_flags=False,
-        keys=keys_panel(*_RATING_KEYS),
+        keys=keys_panel(
+            (
+                "<kbd>1</kbd>…<kbd>9</kbd>",
+                "rate the aspect in focus (1 = worst), or give a ranked aspect's place "
+                "(1 = best; the same place ties); focus moves to the next",
+            ),
+            ("<kbd>←</kbd> / <kbd>→</kbd>", "move the choice left / right"),
+            ("<kbd>↑</kbd> / <kbd>↓</kbd>", "the previous / next aspect, then completion"),
+            *_ROW_KEYS[1:],
+        ),
         title="Rate",
         done="rated",
         blind=False,

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from app.demonstrations.recorders import DemonstrationRecorder, ReviewRecorder, load_review
 from app.demonstrations.service import DEMONSTRATION, DEMONSTRATION_REVIEW
-from app.labeling.form_types import FORM_TYPES
+from app.labeling.form_types import FORM_TYPES, PAIRWISE_CRITIQUE_KEYS
 from app.labeling.judgments import VERDICTS, pairwise_judgment, ranking_judgment, verdict_of
 from app.labeling.recorders import RankingRecorder
 from app.labeling.schemas import FormInput, Submission
@@ -76,6 +76,10 @@ TASK_TYPES: dict[str, TaskType] = {
             ("<kbd>1</kbd>…<kbd>9</kbd>", "move it to that place"),
             ("<kbd>T</kbd> or <kbd>=</kbd>", "tie it with the one above; again to split the tie"),
             ("<kbd>E</kbd>", "show more / less of a long completion"),
+            (
+                "<kbd>C</kbd>",
+                "write a critique of the focused completion (optional); <kbd>Esc</kbd> goes back to its card",
+            ),
             ("<kbd>Tab</kbd> inside a card", "reach its flags and buttons"),
             ("<kbd>Ctrl</kbd>+<kbd>Enter</kbd>", "submit the ranking"),
         ),
@@ -97,6 +101,7 @@ TASK_TYPES: dict[str, TaskType] = {
             ("<kbd>T</kbd>", "a tie: both are about as good"),
             ("<kbd>X</kbd>", "both are bad"),
             ("<kbd>R</kbd>", "write a reason (optional); <kbd>Esc</kbd> leaves the box"),
+            PAIRWISE_CRITIQUE_KEYS,
             ("<kbd>Enter</kbd>", "submit the judgment (<kbd>Ctrl</kbd>+<kbd>Enter</kbd> from the reason box)"),
         ),
         title="Compare",

@@ -25,9 +25,12 @@ from app.backup.restore import import_all
 from app.db import make_engine
 from app.main import create_app
 from app.models import (
+    OVERALL,
     Assignment,
     Completion,
     Demonstration,
+    Feedback,
+    FeedbackRating,
     ModelVersion,
     Project,
     Prompt,
@@ -158,6 +161,7 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     make_ranking(db, rt, bob, [[x], [y, z], [w]])
     evaluation = add_evaluation_sample(db, project, base=base, policy=policy, reward=reward, judges=[alice, bob]).id
     build_demonstrations(db, project, author=alice, reviewer=bob)
+    build_feedback(db, author=alice)
     # An SFT run: its version (no artifact: the archive's folders are checked above), a loss point, lineage.
     populate_jobs(db, project, start=base, artifact_path=None)
 
@@ -220,6 +224,41 @@ def build_demonstrations(db: Session, project, *, author, reviewer) -> None:
         RankingTask(
             project_id=project.id, prompt_id=task.prompt_id, kind="demonstration_review", demonstration_id=written.id
         )
+    )
+    db.commit()
+
+
+def build_feedback(db: Session, *, author) -> None:
+    """A multi-aspect project's judgment: its feedback row (the form settings it was answered
+    under) and per-completion, per-aspect ratings, one with a critique."""
+    settings = {
+        "likert_points": 5,
+        "likert_labels": [],
+        "overall_ranking": True,
+        "aspects": [{"name": "helpfulness", "label": "Helpful ✓", "scale": "likert"}],
+    }
+    project = make_project(db, name="aspects ✓", feedback_form="multi_aspect", k_min=1, k_max=9)
+    project.form_settings = settings
+    task = make_task(db, project, k=2)
+    task.kind = "multi_aspect"
+    first, second = task.completion_ids
+    db.add(
+        Feedback(
+            task_id=task.id,
+            user_id=author.id,
+            project_id=project.id,
+            form="multi_aspect",
+            settings=settings,
+            display_order=[second, first],
+            time_spent_ms=4200,
+            comment="close call ✓",
+            ratings=[
+                FeedbackRating(completion_id=first, aspect=OVERALL, value=0, critique="cites a *source* ✓"),
+                FeedbackRating(completion_id=second, aspect=OVERALL, value=1),
+                FeedbackRating(completion_id=first, aspect="helpfulness", value=5),
+                FeedbackRating(completion_id=second, aspect="helpfulness", value=2),
+            ],
+        )  # fmt: skip
     )
     db.commit()
 
@@ -306,7 +345,7 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target,
     for url in (source.sqlalchemy_url, target.sqlalchemy_url):
         engine = make_engine(url)
         with engine.connect() as conn:
-            assert conn.scalar(text(null_messages)) == 5  # three of the project, two eval prompts
+            assert conn.scalar(text(null_messages)) == 6  # three of the project, two eval prompts, one rated
         engine.dispose()
 
     restored = create_app(target)

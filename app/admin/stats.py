@@ -7,12 +7,21 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from app.admin.agreement import AgreementReport, Outcome, agreement_report, verdict_agreement, verdict_outcome
 from app.labeling.task_types import PAIRWISE_EVAL
-from app.models import Assignment, AssignmentState, FeedbackForm, ProjectMember, Ranking, RankingTask, User
+from app.models import (
+    Assignment,
+    AssignmentState,
+    Feedback,
+    FeedbackForm,
+    ProjectMember,
+    Ranking,
+    RankingTask,
+    User,
+)
 
 
 @dataclass
@@ -37,12 +46,17 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
     counts: dict[int, int] = defaultdict(int)
     judgments: dict[int, int] = defaultdict(int)
     last: dict[int, datetime] = {}
-    # Narrow columns per ranking: the median needs every value, and SQLite has no percentile.
-    for user_id, spent_ms, created_at, kind in db.execute(
+    # Narrow columns per answer: the median needs every value, and SQLite has no percentile. A
+    # rating-form judgment (Likert, good/bad, multi-aspect) is a Feedback row, counted as an answer.
+    answers = union_all(
         select(Ranking.user_id, Ranking.time_spent_ms, Ranking.created_at, RankingTask.kind)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .where(Ranking.project_id == project_id)
-    ):
+        .where(Ranking.project_id == project_id),
+        select(Feedback.user_id, Feedback.time_spent_ms, Feedback.created_at, Feedback.form).where(
+            Feedback.project_id == project_id
+        ),
+    )
+    for user_id, spent_ms, created_at, kind in db.execute(answers):
         if kind == PAIRWISE_EVAL:
             judgments[user_id] += 1
         else:

@@ -35,6 +35,20 @@ def test_labeler_counts_and_median_time(db, labeled):
     assert rows["idle@example.com"].rankings == 0 and rows["idle@example.com"].median_seconds is None
 
 
+def test_rating_form_judgments_count_as_answers(db):
+    from app.models import Feedback
+
+    project = make_project(db, feedback_form="likert", k_min=1, k_max=9)
+    rater = make_user(db, email="rater@example.com", projects=[project])
+    for spent in (6_000, 8_000):
+        task = make_task(db, project, k=2)
+        task.kind = "likert"
+        db.add(Feedback(task_id=task.id, user_id=rater.id, project_id=project.id, form="likert", time_spent_ms=spent))
+    db.commit()
+    (row,) = stats.labeler_stats(db, project_id=project.id)
+    assert (row.rankings, row.median_seconds) == (2, 7.0) and row.last_ranking_at is not None
+
+
 def test_agreement_on_overlapped_tasks(db, labeled):
     project, users = labeled
     report = stats.project_agreement(db, project_id=project.id)

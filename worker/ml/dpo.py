@@ -40,6 +40,7 @@ from worker.ml.models import (
     match_embeddings,
     pick_device,
     read_card,
+    report,
     save_artifact,
 )
 from worker.ml.reward import warmup_step_count
@@ -274,7 +275,7 @@ def train_dpo(
     model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     device = pick_device(cfg.device)
     rng = random.Random(cfg.seed)
-    _report(on_progress, 0, 1, "loading")
+    report(on_progress, 0, 1, "loading")
 
     # 1. data: labelers' rankings of one task merged, split by prompt, tokenised once
     tokenizer = load_tokenizer(model_path, padding_side="right")
@@ -296,7 +297,7 @@ def train_dpo(
             "model: its attention takes no block mask (flash attention) or has a sliding window shorter "
             "than a ranking's longest sequence; load it with sdpa or eager attention"
         )
-    _report(on_progress, 0, 1, "reference")
+    report(on_progress, 0, 1, "reference")
     train_ref = reference_logps(model, train, pad_id, device, cfg)
     held_ref = reference_logps(model, held, pad_id, device, cfg)
 
@@ -344,9 +345,9 @@ def train_dpo(
                     "margin": float(margin.sum()) / n_pairs, "chosen_drift": chosen,
                     "rejected_drift": rejected, "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch,
                 })  # fmt: skip
-            _report(on_progress, step, total_steps, "train")
+            report(on_progress, step, total_steps, "train")
         if held and on_step is not None:
-            _report(on_progress, epoch, cfg.epochs, "evaluate")
+            report(on_progress, epoch, cfg.epochs, "evaluate")
             history.append(evaluate(model, held, held_ref, pad_id, device, cfg))
             on_step(step, {k: v for k, v in history[-1].items() if isinstance(v, float)} | {"epoch": epoch})
     seconds = time.perf_counter() - started
@@ -373,9 +374,18 @@ def train_dpo(
         "train_rankings": n_rankings,
         "val_rankings": sum(r.n_rankings for r in held),
     }
+    save_policy_adapter(model, tokenizer, out_dir, "dpo", model_path, cfg, data, metrics, on_progress)
+    return {**metrics, **data}
+
+
+def save_policy_adapter(
+    model, tokenizer, out_dir, optimizer: str, model_path: str, cfg, data: dict, metrics: dict, on_progress=None
+) -> None:
+    """Save a DPO or KTO policy: the peft adapter on the starting model, with a card of kind
+    "policy" so a later PPO, RLOO, GRPO, DPO or KTO run continues it (against the same reference)."""
     card = {
-        "kind": "policy",  # a later PPO, RLOO, GRPO or DPO run continues it
-        "optimizer": "dpo",
+        "kind": "policy",
+        "optimizer": optimizer,
         "base_model": model_path,
         "config": cfg.to_dict(),
         "data": data,
@@ -384,15 +394,9 @@ def train_dpo(
         "load": "peft.AutoPeftModelForCausalLM.from_pretrained(path) when the base is a model folder, "
         "or worker.ml.models.load_causal_lm(path) (also when the base is an SFT adapter folder)",
     }
-    _report(on_progress, 0, 1, "saving")
+    report(on_progress, 0, 1, "saving")
     save_artifact(model, tokenizer, out_dir, card)
-    _report(on_progress, 1, 1, "saved")
-    return {**metrics, **data}
+    report(on_progress, 1, 1, "saved")
 
 
-def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
-    if on_progress is not None:
-        on_progress(done, total, stage)
-
-
-__all__ = ["DPOConfig", "train_dpo"]
+__all__ = ["DPOConfig", "save_policy_adapter", "train_dpo"]

@@ -36,10 +36,16 @@ import torch
 from transformers import get_scheduler
 
 from worker.ml.data import Prompt, RankedSet, parse_prompt, prompt_key, read_jsonl, split_by_prompt
-from worker.ml.dpo import EncodedRanking, StepHook, build_policy, encode_rankings, response_logps
-from worker.ml.formatting import has_chat_template
+from worker.ml.dpo import (
+    EncodedRanking,
+    StepHook,
+    build_policy,
+    encode_rankings,
+    response_logps,
+    save_policy_adapter,
+)
 from worker.ml.kto_config import KTOConfig
-from worker.ml.models import Progress, autocast, load_tokenizer, pick_device, save_artifact
+from worker.ml.models import Progress, autocast, load_tokenizer, pick_device, report
 from worker.ml.reward import warmup_step_count
 from worker.ml.sft import packing_exact
 
@@ -278,7 +284,7 @@ def train_kto(
     model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
     device = pick_device(cfg.device)
     rng = random.Random(cfg.seed)
-    _report(on_progress, 0, 1, "loading")
+    report(on_progress, 0, 1, "loading")
 
     # 1. data: examples grouped by prompt, split by prompt, tokenised once, cut into fixed batches
     tokenizer = load_tokenizer(model_path, padding_side="right")
@@ -306,7 +312,7 @@ def train_kto(
             "model: its attention takes no block mask (flash attention) or has a sliding window shorter "
             "than an example's sequence; load it with sdpa or eager attention"
         )
-    _report(on_progress, 0, 1, "reference")
+    report(on_progress, 0, 1, "reference")
     cache_reference(model, [*train, *held], pad_id, device, cfg)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -350,9 +356,9 @@ def train_kto(
                 stats = label_stats((policy.detach() - reference).cpu(), good.cpu(), cfg.beta)
                 on_step(step, {"loss": losses[-1], "kl": float(z0), **stats,
                                "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch})  # fmt: skip
-            _report(on_progress, step, total_steps, "train")
+            report(on_progress, step, total_steps, "train")
         if held and on_step is not None:
-            _report(on_progress, epoch, cfg.epochs, "evaluate")
+            report(on_progress, epoch, cfg.epochs, "evaluate")
             history.append(evaluate(model, held, pad_id, device, cfg))
             on_step(step, {k: v for k, v in history[-1].items() if isinstance(v, float)} | {"epoch": epoch})
     seconds = time.perf_counter() - started
@@ -381,26 +387,8 @@ def train_kto(
         "train_desirable": sum(int(b.label.sum()) for b in train),
         "val_examples": sum(len(b.label) for b in held),
     }
-    card = {
-        "kind": "policy",  # a later PPO, RLOO, GRPO, DPO or KTO run continues it
-        "optimizer": "kto",
-        "base_model": model_path,
-        "config": cfg.to_dict(),
-        "data": data,
-        "metrics": metrics,
-        "text_format": "chat_template" if has_chat_template(tokenizer) else "plain",
-        "load": "peft.AutoPeftModelForCausalLM.from_pretrained(path) when the base is a model folder, "
-        "or worker.ml.models.load_causal_lm(path) (also when the base is an SFT adapter folder)",
-    }
-    _report(on_progress, 0, 1, "saving")
-    save_artifact(model, tokenizer, out_dir, card)
-    _report(on_progress, 1, 1, "saved")
+    save_policy_adapter(model, tokenizer, out_dir, "kto", model_path, cfg, data, metrics, on_progress)
     return {**metrics, **data}
-
-
-def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
-    if on_progress is not None:
-        on_progress(done, total, stage)
 
 
 __all__ = ["KTOConfig", "Labelled", "kto_loss", "read_labelled", "train_kto"]

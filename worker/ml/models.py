@@ -234,27 +234,27 @@ def convert_default_model(data_dir: str | os.PathLike, on_progress: Progress | N
     """
     target = default_model_dir(data_dir)
     if is_model_dir(target):
-        _report(on_progress, 3, 3, "ready")
+        report(on_progress, 3, 3, "ready")
         return target
     gguf = bundled_gguf_path()
-    _report(on_progress, 0, 3, "loading gguf")
+    report(on_progress, 0, 3, "loading gguf")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    _report(on_progress, 1, 3, "preparing")
+    report(on_progress, 1, 3, "preparing")
     # The GGUF loader marks the model as quantized, but the weights are already plain fp32.
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:
         quantizer.remove_quantization_config(model)
     ensure_distinct_pad(tokenizer)
     match_embeddings(model, tokenizer)
-    _report(on_progress, 2, 3, "saving")
+    report(on_progress, 2, 3, "saving")
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     _atomic_write_dir(target, write, replace=False)
-    _report(on_progress, 3, 3, "ready")
+    report(on_progress, 3, 3, "ready")
     return target
 
 
@@ -328,7 +328,8 @@ def _atomic_write_dir(target: Path, write: Callable[[Path], None], *, replace: b
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
+def report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
+    """on_progress(done, total, stage) when a callback was given (every stage reports this way)."""
     if on_progress is not None:
         on_progress(done, total, stage)
 

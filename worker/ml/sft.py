@@ -32,6 +32,7 @@ from worker.ml.models import (
     load_tokenizer,
     match_embeddings,
     pick_device,
+    report,
     save_artifact,
 )
 from worker.ml.reward import warmup_step_count
@@ -180,7 +181,7 @@ def train_sft(
         train_examples = examples
     else:
         train_examples, held = split_examples(examples, cfg.eval_fraction, cfg.seed)
-    _report(on_progress, 0, 1, "loading")
+    report(on_progress, 0, 1, "loading")
 
     # 1. tokens and labels; the pad must not be the end-of-turn token (special_tokens.py)
     tokenizer = load_tokenizer(model_path, padding_side="right")
@@ -235,9 +236,9 @@ def train_sft(
             step += 1
             if on_step is not None:
                 on_step(step, {"loss": losses[-1], "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch})
-            _report(on_progress, step, total_steps, "train")
+            report(on_progress, step, total_steps, "train")
         if held_enc:
-            _report(on_progress, epoch, cfg.epochs, "evaluate")
+            report(on_progress, epoch, cfg.epochs, "evaluate")
             eval_losses.append(evaluate(model, held_enc, cfg, pad_id, device, packed, n_virtual))
             if on_step is not None:
                 on_step(step, {"eval_loss": eval_losses[-1], "epoch": epoch})
@@ -289,15 +290,10 @@ def train_sft(
         else "peft.AutoPeftModelForCausalLM.from_pretrained(path), or worker.ml.models.load_causal_lm(path"
         + (")" if mergeable else ", merge_adapter=False): a soft prompt cannot be merged into the weights)"),
     }
-    _report(on_progress, 0, 1, "saving")
+    report(on_progress, 0, 1, "saving")
     save_artifact(model, tokenizer, out_dir, card)
-    _report(on_progress, 1, 1, "saved")
+    report(on_progress, 1, 1, "saved")
     return {**metrics, **data_counts}
-
-
-def _report(on_progress: Progress | None, done: int, total: int, stage: str) -> None:
-    if on_progress is not None:
-        on_progress(done, total, stage)
 
 
 __all__ = ["SFTConfig", "Messages", "train_sft"]

@@ -6,6 +6,8 @@ the next task without a reload, and the stored answer is the one typed."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
@@ -77,6 +79,7 @@ def _assert_hostile_text_shown(page) -> None:
 
 def _assert_fits_phone(page, screenshots, name: str) -> None:
     """At 390 px nothing scrolls sideways and every card and choice lies within the screen."""
+    page.screenshot(path=screenshots / f"forms-{name}-desktop.png")
     page.set_viewport_size(PHONE)
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     boxes = page.eval_on_selector_all(
@@ -135,6 +138,8 @@ def test_likert_by_keyboard(live_url, browser, db, screenshots):
     page.keyboard.type("Invented a <b>citation</b> 7")  # digits typed here are text, not ratings
     page.keyboard.press("Escape")  # back to C's row
     expect(rows.nth(2)).to_be_focused()
+    # Active time is counted while the labeler works (active_time.js ticks each second).
+    expect(page.locator("[data-rating-form] [data-time-field]")).to_have_value(re.compile(r"^[1-9][0-9]{2,}$"))
     page.keyboard.press("5")  # C = 5: all answered, the submit button has focus
     expect(page.locator("[data-submit]")).to_be_focused()
     page.keyboard.press("Enter")
@@ -144,7 +149,7 @@ def test_likert_by_keyboard(live_url, browser, db, screenshots):
     fresh(db)
     assert _values(db, user) == {a: 4, b: 3, c: 5}
     feedback = db.scalars(select(Feedback).where(Feedback.user_id == user.id)).one()
-    assert feedback.time_spent_ms is not None and feedback.display_order == [a, b, c]
+    assert feedback.time_spent_ms >= 100 and feedback.display_order == [a, b, c]
     critiques = {r.completion_id: r.critique for r in feedback.ratings if r.critique}
     assert critiques == {c: "Invented a <b>citation</b> 7"}
 

@@ -50,12 +50,7 @@ def rankings(
         .where(Ranking.project_id == project_id)
         .order_by(Ranking.id)
     )
-    if round_id is not None:
-        query = query.where(RankingTask.round_id == round_id)
-    if round_ids is not None:
-        query = query.where(RankingTask.round_id.in_(list(round_ids)))
-    if split is not None:
-        query = query.where(Prompt.split == split)
+    query = _where_tasks(query, round_id=round_id, round_ids=round_ids, split=split)
     rows = db.execute(query).all()
     rated = rated_rankings(
         db, project_id=project_id, round_id=round_id, round_ids=round_ids, split=split, weights=weights
@@ -103,12 +98,7 @@ def rated_rankings(
         .join(Prompt, Prompt.id == RankingTask.prompt_id)
         .where(RankingTask.project_id == project_id, RankingTask.kind.in_(RATING_FORMS))
     )
-    if round_id is not None:
-        query = query.where(RankingTask.round_id == round_id)
-    if round_ids is not None:
-        query = query.where(RankingTask.round_id.in_(list(round_ids)))
-    if split is not None:
-        query = query.where(Prompt.split == split)
+    query = _where_tasks(query, round_id=round_id, round_ids=round_ids, split=split)
     tasks = {row.id: row for row in db.execute(query)}
     judgments = [j for j in load_feedback(db, project_id=project_id) if j.task_id in tasks] if tasks else []
     texts = _task_completions(db, task_ids={j.task_id for j in judgments})
@@ -166,6 +156,18 @@ def labelled(
         for completion_id, good in kto_labels(judgment).items():
             out.append(Labelled(prompt=prompt, completion=text_of[completion_id], label=good, prompt_id=str(prompt_id)))
     return out
+
+
+def _where_tasks(query, *, round_id: int | None, round_ids: Sequence[int] | None, split: str | None):
+    """`query` (joined to RankingTask and Prompt) narrowed to one round's or some rounds' tasks and
+    to prompts of one split, for the arguments given."""
+    if round_id is not None:
+        query = query.where(RankingTask.round_id == round_id)
+    if round_ids is not None:
+        query = query.where(RankingTask.round_id.in_(list(round_ids)))
+    if split is not None:
+        query = query.where(Prompt.split == split)
+    return query
 
 
 def _positions(groups: list[list[int]], index: Mapping[int, int]) -> list[list[int]]:

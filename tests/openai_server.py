@@ -16,8 +16,9 @@ string) or "length"; usage counts tokens with the model's tokenizer (EOS include
 
 `reply` replaces the model's text by a function of (messages, sample index), so a test can serve
 parseable answers (a judge's verdict) while keeping the HTTP, auth and failure behaviour real.
-Failures are planned per request: an HTTP status (with Retry-After and OpenAI's error body), a
-dropped connection (headers sent, body cut), or a stall longer than the client's timeout.
+`max_n=1` plays a server that ignores n. Failures are planned per request: an HTTP status (with
+Retry-After and OpenAI's error body), a dropped connection (headers sent, body cut), or a stall
+longer than the client's timeout.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class OpenAIServer:
         model_name: str = "tiny-chat",
         api_key: str | None = None,
         reply: Reply | None = None,
+        max_n: int | None = None,
     ) -> None:
         if model is None:
             model, tokenizer = tiny_causal_lm(seed=0)
@@ -99,6 +101,7 @@ class OpenAIServer:
             model = load_causal_lm(model, device="cpu")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.model_name, self.api_key, self.reply = model_name, api_key, reply
+        self.max_n = max_n  # answer at most this many choices whatever n asks (servers that ignore n)
         self.state = _State()
         self._generate_lock = threading.Lock()  # one model, one global RNG: generate one at a time
         self._server: uvicorn.Server | None = None
@@ -173,7 +176,7 @@ class OpenAIServer:
 
     def complete(self, messages: list[dict[str, str]] | None, prompt: str | None, body: dict) -> dict:
         """OpenAI's choices and usage for one request (chat when `messages` is given)."""
-        n = int(body.get("n") or 1)
+        n = min(int(body.get("n") or 1), self.max_n or 128)
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
         temperature = float(body.get("temperature", 1.0))
         top_p = float(body.get("top_p", 1.0))

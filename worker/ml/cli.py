@@ -119,7 +119,12 @@ def _convert_run(args: argparse.Namespace) -> int:
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="hub id or folder (default: the converted bundled SmolLM2)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id or folder (default: the converted bundled SmolLM2); not read with --backend openai, "
+        "which asks --remote-model at --base-url (API key from the variable named by --api-key-env)",
+    )
     parser.add_argument(
         "--prompts", type=Path, required=True, help='JSONL: {"prompt": str | [messages], "prompt_id"?: ...} per line'
     )
@@ -134,14 +139,22 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _generate_run(args: argparse.Namespace) -> int:
     from worker.ml.data import read_prompts, write_jsonl
     from worker.ml.generate import generate
+    from worker.ml.remote_generate import RemoteGenerationError
 
     cfg = config_from_args(GenerationConfig, args)
     prompts = read_prompts(args.prompts)
-    model = args.model or str(_default_model())
+    if cfg.backend == "openai":  # the served model answers; nothing is loaded here
+        model, version = "", args.model_version or cfg.remote_model
+    else:
+        model = args.model or str(_default_model())
+        version = args.model_version or Path(model).name
     bars = ProgressBars()
-    results = generate(
-        model, [p for _, p in prompts], cfg, on_progress=bars, model_version=args.model_version or Path(model).name
-    )
+    try:
+        results = generate(model, [p for _, p in prompts], cfg, on_progress=bars, model_version=version)
+    except RemoteGenerationError as error:  # the endpoint refused or stayed down: say so, no traceback
+        bars.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     bars.close()
     write_jsonl(
         args.out,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 LR_SCHEDULES = ("linear", "cosine", "constant")
 RM_LOSSES = ("kwise", "plackett_luce")
 RM_MODES = ("lora", "full")
-GEN_BACKENDS = ("auto", "hf", "vllm")
+GEN_BACKENDS = ("auto", "hf", "vllm", "openai")
 
 # How a policy samples, in one place: the completions labelers rank (GenerationConfig) are what
 # the reward model learns from, and PPO's rollouts (PPOConfig) are what it then scores, so both
@@ -70,11 +71,33 @@ class GenerationConfig(_Config):
     seed: int | None = 0
     """Sampling seed for reproducible rounds; None draws a fresh one."""
     backend: str = "auto"
-    """"hf" (transformers generate), "vllm" (needs vllm and CUDA), or "auto" (vllm when usable)."""
+    """"hf" (transformers generate), "vllm" (needs vllm and CUDA), "auto" (vllm when usable, else
+    hf), or "openai": a served model at `base_url` (remote_generate.py; never picked by "auto")."""
     device: str | None = None
     """"cpu", "cuda", ...; None picks CUDA when present."""
     autocast: bool = True
     """bf16 autocast where the hardware has it (faster: docs/measured-facts.md); False for fp32."""
+    # The "openai" backend: an OpenAI-compatible server (vLLM, TGI, SGLang, Ollama, a provider).
+    base_url: str = ""
+    """The server's API root, up to and including /v1 (e.g. http://gpu-box:8000/v1)."""
+    remote_model: str = ""
+    """The model name the server serves (the request's "model"); also the completions' default
+    model_version."""
+    api_key_env: str = "RANKLAB_GENERATION_API_KEY"
+    """Name of the environment variable holding the API key (sent as a Bearer token; unset or
+    empty: no key). The key itself never enters a config, a card or a log."""
+    concurrency: int = 4
+    """Requests in flight at once (one request per prompt, or per sample without use_n)."""
+    use_n: bool = True
+    """Ask for the K samples in one request (n=K); False sends K requests of n=1, for servers that
+    reject n. A server that returns fewer than asked is asked again for the rest either way."""
+    max_retries: int = 5
+    """Retries of a request after a 429, 5xx, timeout or dropped connection, waiting
+    retry_backoff_s x 2^attempt or the server's Retry-After (either capped at 120 s)."""
+    retry_backoff_s: float = 1.0
+    """First wait before a retry, in seconds."""
+    timeout_s: float = 120.0
+    """Seconds one request may take (connect, send, wait, read) before it counts as failed."""
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 9, "k", f"must be between 1 and 9, got {self.k}")
@@ -86,6 +109,23 @@ class GenerationConfig(_Config):
         _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
         _check(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
         _check(self.backend in GEN_BACKENDS, "backend", f"must be one of {GEN_BACKENDS}")
+        if self.backend == "openai":
+            _check(
+                self.base_url.startswith(("http://", "https://")),
+                "base_url",
+                f"backend openai needs the server's http(s) URL up to /v1, got {self.base_url!r}",
+            )
+            _check(
+                "@" not in urlsplit(self.base_url).netloc,
+                "base_url",
+                "must not carry credentials (they would be saved with the round); put the API key in "
+                "the environment variable named by api_key_env",
+            )
+            _check(bool(self.remote_model), "remote_model", "backend openai needs the served model's name")
+        _check(1 <= self.concurrency <= 256, "concurrency", f"must be between 1 and 256, got {self.concurrency}")
+        _check(0 <= self.max_retries <= 20, "max_retries", f"must be between 0 and 20, got {self.max_retries}")
+        _check(0 <= self.retry_backoff_s <= 60, "retry_backoff_s", "must be between 0 and 60 seconds")
+        _check(0 < self.timeout_s <= 3600, "timeout_s", "must be in (0, 3600] seconds")
 
     @property
     def prompts_per_batch(self) -> int:

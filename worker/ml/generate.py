@@ -3,7 +3,8 @@
 Prompts are sorted by token length and packed `cfg.prompts_per_batch` at a time into one
 left-padded batch; `generate(num_return_sequences=K)` then decodes prompts x K rows together,
 one forward per new token for the whole batch. vLLM is used instead when it is installed and
-CUDA is present (or when asked for explicitly).
+CUDA is present (or when asked for explicitly); backend "openai" asks a served model over HTTP
+instead (remote_generate.py).
 """
 
 from __future__ import annotations
@@ -57,10 +58,15 @@ def generate(
     """K completions for each prompt, in prompt order.
 
     `model` is a folder / hub id (loaded here) or an already loaded causal LM, in which case pass
-    its `tokenizer` too (otherwise it is loaded from the model's own folder).
+    its `tokenizer` too (otherwise it is loaded from the model's own folder). With backend
+    "openai", `model` is not read: the server at `cfg.base_url` serves `cfg.remote_model`.
     """
     if not prompts:
         return []
+    if cfg.backend == "openai":
+        from worker.ml.remote_generate import generate_remote  # imports this module
+
+        return generate_remote(prompts, cfg, on_progress, model_version=model_version)
     is_path = isinstance(model, (str, os.PathLike))
     backend = cfg.backend
     if backend == "vllm" and not (is_path and vllm_usable()):

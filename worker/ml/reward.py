@@ -28,6 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from worker.ml.config import RewardConfig
 from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
+from worker.ml.distributed import data_parallel_step, main_process_model
 from worker.ml.formatting import encode_reward_texts, has_chat_template
 from worker.ml.lora import resolve_lora_targets
 from worker.ml.losses import LOSSES, informative, pair_accuracy_counts
@@ -211,13 +212,39 @@ def forward_sets(
     return assemble(flat, sets)
 
 
+class SetScorer(torch.nn.Module):
+    """forward_sets as a module, so a data-parallel wrapper (DDP, FSDP, DeepSpeed) sees the whole
+    forward: prefix sharing calls the backbone and head directly, which would bypass the hooks
+    of a wrapper around the bare model (DDP would then all-reduce nothing)."""
+
+    def __init__(self, model, pad_id: int, share_prefix: bool):
+        super().__init__()
+        self.model, self.pad_id, self.share_prefix = model, pad_id, share_prefix
+        self._no_split_modules = getattr(model, "_no_split_modules", None)  # FSDP's wrap policy reads it
+
+    def forward(self, sets: Sequence[EncodedSet]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        return forward_sets(self.model, sets, self.pad_id, device, self.share_prefix)
+
+
 def train_reward(
-    cfg: RewardConfig, rankings: Sequence[Ranking], out_dir: str | Path, on_progress: Progress | None = None
+    cfg: RewardConfig,
+    rankings: Sequence[Ranking],
+    out_dir: str | Path,
+    on_progress: Progress | None = None,
+    *,
+    accelerator: Any = None,
 ) -> dict[str, Any]:
-    """Train a reward model on `rankings`, save it to `out_dir`, return its metrics."""
+    """Train a reward model on `rankings`, save it to `out_dir`, return its metrics.
+
+    With `accelerator` (an accelerate.Accelerator; worker/ml/distributed.py starts the processes)
+    this is one of N data-parallel ranks: every rank builds the same global batches, takes its
+    slice of each, and the all-reduced gradient is that of the whole batch, so N processes train
+    as one would (docs/distributed.md). Rank 0 then evaluates and saves; the others return {}."""
     if not cfg.model:
         raise ValueError("model: name the backbone to train (hub id or local folder)")
-    device = pick_device(cfg.device)
+    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
+    world = accelerator.num_processes if accelerator is not None else 1
     rng = random.Random(cfg.seed)
     tokenizer = load_tokenizer(cfg.model, padding_side="right")
 
@@ -244,6 +271,10 @@ def train_reward(
     )
     loss_fn = LOSSES[cfg.loss]
     pad_id = tokenizer.pad_token_id
+    scorer: Any = None
+    if accelerator is not None:
+        # the scheduler stays unprepared: accelerate would step it once per process per step
+        scorer, optimizer = accelerator.prepare(SetScorer(model, pad_id, cfg.share_prompt_prefix), optimizer)
 
     # 3. training loop: per step, whole rankings are packed into forwards by token budget
     model.train()
@@ -253,21 +284,26 @@ def train_reward(
     for _epoch in range(cfg.epochs):
         for batch in batches_by_length(train_enc, cfg.batch_rankings, rng):
             sets = [train_enc[i] for i in batch]
-            n_informative = sum(int(informative(s.levels).sum()) for s in sets)
-            step_loss = 0.0
-            for chunk in token_budget_chunks(
-                [s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward
-            ):
-                with autocast(device, cfg.autocast):
-                    scores, levels = forward_sets(
-                        model, [sets[i] for i in chunk], pad_id, device, cfg.share_prompt_prefix
-                    )
-                _, per_ranking = loss_fn(scores, levels)  # (rows,)
-                # sum over this chunk / informative rankings in the step = the step's mean
-                loss = (per_ranking * informative(levels)).sum() / n_informative
-                loss.backward()
-                step_loss += loss.item()
-            if cfg.max_grad_norm > 0:
+            n_informative = sum(int(informative(s.levels).sum()) for s in sets)  # of the global batch
+            if accelerator is not None:  # this rank's slice; the gradient all-reduced
+                step_loss = data_parallel_step(accelerator, scorer, sets, n_informative, cfg)
+            else:
+                step_loss = 0.0
+                for chunk in token_budget_chunks(
+                    [s.cost(cfg.share_prompt_prefix) for s in sets], cfg.max_tokens_per_forward
+                ):
+                    with autocast(device, cfg.autocast):
+                        scores, levels = forward_sets(
+                            model, [sets[i] for i in chunk], pad_id, device, cfg.share_prompt_prefix
+                        )
+                    _, per_ranking = loss_fn(scores, levels)  # (rows,)
+                    # sum over this chunk / informative rankings in the step = the step's mean
+                    loss = (per_ranking * informative(levels)).sum() / n_informative
+                    loss.backward()
+                    step_loss += loss.item()
+            if cfg.max_grad_norm > 0 and accelerator is not None:
+                accelerator.clip_grad_norm_(scorer.parameters(), cfg.max_grad_norm)
+            elif cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -277,6 +313,11 @@ def train_reward(
             _report(on_progress, step, total_steps, "train")
     train_seconds = time.perf_counter() - started
     train_cpu_seconds = time.process_time() - started_cpu
+    if accelerator is not None:
+        # every rank joins the gather of sharded weights; rank 0 alone evaluates and saves
+        model = main_process_model(accelerator, scorer, model, lambda: build_reward_model(cfg, tokenizer, device))
+        if model is None:
+            return {}
 
     # 4. validation metrics and the reward normalisation, then save
     model.eval()
@@ -289,6 +330,8 @@ def train_reward(
         "warmup_steps": warmup_steps,
         "train_rankings_per_second": round(n_train_rankings * cfg.epochs / train_seconds, 3),
     }
+    if accelerator is not None:
+        metrics["processes"] = world
     _report(on_progress, 0, 1, "validate")
     metrics.update(evaluate(model, val_enc, pad_id, device, cfg))
     _report(on_progress, 0, 1, "normalize")

@@ -1,0 +1,300 @@
+"""Data-parallel training across N processes through accelerate (docs/distributed.md).
+
+`launch_reward` runs `accelerate launch` (torchrun underneath) as a subprocess: N ranks of
+`python -m worker.ml.distributed reward`, gloo on CPU, NCCL on GPUs. The parent tails the
+progress JSONL rank 0 writes, forwards it to on_progress, and returns rank 0's metrics; a rank
+that fails (or a run past its time limit) ends every rank and raises DistributedRunError.
+
+Inside a rank, train_reward(..., accelerator=...) builds the same global batches as one process
+would, from the same seed; each rank takes a slice of every batch (`data_parallel_step`), the
+loss is normalised by the global batch's count, and the all-reduced gradient is that of the
+whole batch. Rank 0 alone evaluates and saves (`main_process_model`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker.ml.config import RewardConfig, _check, _Config
+from worker.ml.data import Ranking, write_jsonl
+from worker.ml.losses import LOSSES, informative
+from worker.ml.models import Progress, autocast
+from worker.ml.scorer import token_budget_chunks
+
+STRATEGIES = ("ddp", "fsdp", "deepspeed2", "deepspeed3")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+FAULT_ENV = "RANKLAB_DISTRIBUTED_FAULT"
+"""Fault injection for tests and drills: "RANK:STEP" makes that rank raise at that step."""
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class DistributedRunError(RuntimeError):
+    """A distributed run failed: a rank raised, was killed, or the run passed its time limit."""
+
+
+@dataclass
+class DistributedConfig(_Config):
+    processes: int = 1
+    """Ranks to start: one per GPU the worker owns (CPU: processes on gloo, for tests)."""
+    strategy: str = "ddp"
+    """"ddp" (every rank holds the whole model; the default), "fsdp" (parameters, gradients and
+    optimizer state sharded, for models that do not fit one GPU), "deepspeed2" / "deepspeed3"
+    (ZeRO stage 2 / 3; needs the deepspeed package). Ignored when accelerate_config is given."""
+    mixed_precision: str = "no"
+    """accelerate's mixed precision: "no", "bf16" or "fp16". RewardConfig.autocast already runs
+    bf16 autocast on GPUs, so "no" suits DDP; FSDP and DeepSpeed use it for their own casting."""
+    accelerate_config: str | None = None
+    """An `accelerate config` YAML file: any setup the flags above do not cover (offload,
+    several machines, ...). It replaces strategy and mixed_precision."""
+    device: str | None = None
+    """"cpu" or "cuda"; None picks CUDA when present."""
+    timeout_seconds: float = 24 * 3600
+    """Wall-clock limit of the whole run; past it every rank is killed."""
+    collective_timeout_seconds: float = 1800
+    """How long a rank waits in a collective (all-reduce) for the others before it fails."""
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.processes <= 1024, "processes", f"must be between 1 and 1024, got {self.processes}")
+        _check(self.strategy in STRATEGIES, "strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
+        _check(self.mixed_precision in MIXED_PRECISIONS, "mixed_precision", f"must be one of {MIXED_PRECISIONS}")
+        _check(self.timeout_seconds > 0, "timeout_seconds", "must be positive")
+        _check(self.collective_timeout_seconds > 0, "collective_timeout_seconds", "must be positive")
+
+
+# --- inside a rank ---------------------------------------------------------------------------
+
+
+def data_parallel_step(accelerator, scorer, sets: Sequence[Any], n_informative: int, cfg: RewardConfig) -> float:
+    """Forward and backward this rank's slice of a global batch of EncodedSets (`sets`, the
+    same list on every rank); gradients are all-reduced once. Returns the global batch's mean
+    loss, the same on every rank and the same as one process computes."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    # DDP / FSDP / DeepSpeed average gradients over ranks; `world / n` turns that average into
+    # the sum of every rank's share over the global count: the one-process gradient.
+    mine, weight = list(sets[rank::world]), world / n_informative
+    if not mine:  # fewer rankings than ranks this step: join the all-reduce with a zero gradient
+        mine, weight = list(sets[:1]), 0.0
+    chunks = token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in mine], cfg.max_tokens_per_forward)
+    if len(chunks) > 1 and accelerator.distributed_type.value == "DEEPSPEED":
+        raise ValueError(
+            "max_tokens_per_forward: DeepSpeed steps the optimizer on every backward; raise it so "
+            f"a rank's slice of a step fits one forward ({len(chunks)} needed)"
+        )
+    local = 0.0
+    for c, chunk in enumerate(chunks):
+        # ranks may need different numbers of forwards: all-reduce on the last backward only
+        last = c == len(chunks) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(scorer):
+            with autocast(accelerator.device, cfg.autocast):
+                scores, levels = scorer([mine[i] for i in chunk])  # (rows, K) each
+            _, per_ranking = LOSSES[cfg.loss](scores, levels)  # (rows,)
+            share = (per_ranking * informative(levels)).sum()
+            accelerator.backward(share * weight)
+        local += share.item() * weight / world
+    return float(accelerator.reduce(torch.tensor([local], device=accelerator.device), "sum")[0])
+
+
+def main_process_model(accelerator, scorer, model, rebuild: Callable[[], Any]):
+    """The trained model, whole, on rank 0; None on the other ranks. Under DDP every rank
+    already holds it; under FSDP or DeepSpeed every rank joins the gather of the shards, which
+    rank 0 loads into a fresh copy from `rebuild()`."""
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    state = accelerator.get_state_dict(scorer) if sharded else None  # a collective
+    if not accelerator.is_main_process:
+        return None
+    if state is not None:
+        model = rebuild()
+        model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
+    return model
+
+
+class RankReporter:
+    """on_progress inside a rank: rank 0 appends {"done", "total", "stage"} lines to the
+    progress JSONL the parent tails; every rank checks FAULT_ENV at each training step."""
+
+    def __init__(self, path: Path, rank: int):
+        self.path, self.rank = path, rank
+        fault = os.environ.get(FAULT_ENV, "")
+        self.fault = tuple(int(x) for x in fault.split(":")) if fault else None
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        if self.fault == (self.rank, done) and stage == "train":
+            raise RuntimeError(f"injected fault ({FAULT_ENV}) on rank {self.rank} at step {done}")
+        if self.rank == 0:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"done": done, "total": total, "stage": stage}) + "\n")
+
+
+def _rank_main(argv: Sequence[str]) -> int:
+    """`python -m worker.ml.distributed reward --run-dir D`: one rank, started by accelerate launch."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from worker.ml.data import read_rankings
+    from worker.ml.reward import train_reward
+
+    stage, flag, run_dir = argv
+    if stage != "reward" or flag != "--run-dir":
+        raise SystemExit("usage: python -m worker.ml.distributed reward --run-dir DIR")
+    run = Path(run_dir)
+    spec = json.loads((run / "spec.json").read_text())
+    accelerator = Accelerator(
+        cpu=spec["device"] == "cpu",
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=spec["collective_timeout_seconds"]))],
+    )
+    cfg = RewardConfig.from_dict(spec["config"])
+    reporter = RankReporter(run / "progress.jsonl", accelerator.process_index)
+    metrics = train_reward(
+        cfg, read_rankings(run / "rankings.jsonl"), spec["out_dir"], reporter, accelerator=accelerator
+    )
+    if accelerator.is_main_process:
+        (run / "result.tmp").write_text(json.dumps(metrics, default=str))
+        (run / "result.tmp").rename(run / "result.json")
+    accelerator.end_training()
+    return 0
+
+
+# --- the parent: launch, tail progress, read the result ---------------------------------------
+
+
+def launch_reward(
+    cfg: RewardConfig,
+    rankings: Sequence[Ranking],
+    out_dir: str | Path,
+    dist: DistributedConfig,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """train_reward across `dist.processes` ranks; returns rank 0's metrics (as train_reward's)."""
+    device = dist.device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory(prefix="ranklab-distributed-") as tmp:
+        run = Path(tmp)
+        write_jsonl(run / "rankings.jsonl", (_ranking_record(r) for r in rankings))
+        kind = "cpu" if device.startswith("cpu") else "cuda"
+        spec = {
+            "config": cfg.to_dict(),
+            "out_dir": str(Path(out_dir).resolve()),
+            "device": kind,
+            "collective_timeout_seconds": dist.collective_timeout_seconds,
+        }
+        (run / "spec.json").write_text(json.dumps(spec))
+        command = [*accelerate_command(dist, kind), "-m", "worker.ml.distributed", "reward"]
+        _run(command + ["--run-dir", str(run)], run, dist, on_progress)
+        return json.loads((run / "result.json").read_text())
+
+
+def accelerate_command(dist: DistributedConfig, device: str) -> list[str]:
+    """The `accelerate launch` argv (before the script) for this config on one machine."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(dist.processes)]
+    command += ["--num_machines", "1", "--main_process_port", str(_free_port()), "--dynamo_backend", "no"]
+    if dist.accelerate_config:
+        return [*command, "--config_file", dist.accelerate_config]
+    command += ["--mixed_precision", dist.mixed_precision]
+    if dist.strategy == "fsdp" and device != "cpu":
+        # use_orig_params: LoRA mixes frozen and trainable weights in one wrapped layer;
+        # FULL_STATE_DICT: rank 0 gathers the whole model to evaluate and save it
+        command += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_use_orig_params", "true"]
+        command += ["--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    elif dist.strategy.startswith("deepspeed") and device != "cpu":
+        stage = dist.strategy.removeprefix("deepspeed")
+        command += ["--use_deepspeed", "--zero_stage", stage, "--gradient_accumulation_steps", "1"]
+        command += ["--zero3_save_16bit_model", "true"] if stage == "3" else []
+    elif dist.strategy != "ddp":
+        raise ValueError(f"strategy: {dist.strategy!r} needs GPUs; on CPU only 'ddp' (gloo) runs")
+    elif dist.processes > 1:
+        command += ["--multi_gpu"]  # torchrun; the ranks pick gloo on CPU, NCCL on GPUs
+    return command
+
+
+def _run(command: list[str], run: Path, dist: DistributedConfig, on_progress: Progress | None) -> None:
+    """Start the launcher in its own process group, forward progress until it exits; a failed
+    rank, a timeout or an on_progress exception (a cancelled job) ends every rank."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    log_path, progress = run / "launch.log", run / "progress.jsonl"
+    deadline, seen = time.monotonic() + dist.timeout_seconds, 0
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while True:
+                finished = process.poll() is not None
+                seen = _forward_progress(progress, seen, on_progress)
+                if finished:
+                    break
+                if time.monotonic() > deadline:
+                    raise DistributedRunError(f"the run passed its time limit ({dist.timeout_seconds:g} s)")
+                time.sleep(0.2)
+        finally:
+            _stop(process)
+    if process.returncode != 0 or not (run / "result.json").is_file():
+        raise DistributedRunError(_failure_message(process.returncode, log_path.read_text(errors="replace"), dist))
+
+
+def _forward_progress(path: Path, seen: int, on_progress: Progress | None) -> int:
+    """Pass the complete lines past the first `seen` to on_progress; returns lines now seen."""
+    if not path.is_file():
+        return seen
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    complete = [line for line in lines[seen:] if line.endswith("\n")]
+    for line in complete:
+        if on_progress is not None:
+            event = json.loads(line)
+            on_progress(event["done"], event["total"], event["stage"])
+    return seen + len(complete)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM the launcher's whole process group (the agent and its ranks), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(wait)
+            return
+
+
+def _failure_message(code: int | None, log: str, dist: DistributedConfig) -> str:
+    """The ranks' first error line, then the log's tail (torchrun names the failed rank)."""
+    lines = log.splitlines()
+    errors = [line for line in lines if "Error: " in line or "Exception: " in line]
+    first = errors[0].strip() if errors else "no error line in the log"
+    tail = "\n".join(lines[-40:])
+    return f"reward training on {dist.processes} processes failed (exit {code}): {first}\n--- log tail ---\n{tail}"
+
+
+def _ranking_record(ranking: Ranking) -> dict[str, Any]:
+    """A Ranking as a line of the rankings JSONL (worker/ml/data.py reads it back)."""
+    record: dict[str, Any] = {
+        "prompt": ranking.prompt,
+        "completions": ranking.completions,
+        "ranking": ranking.groups,
+        "prompt_id": ranking.prompt_id,
+    }
+    if ranking.aspect_groups:
+        record["aspects"] = ranking.aspect_groups
+    return record
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(_rank_main(sys.argv[1:]))

@@ -196,13 +196,19 @@ def _train_reward_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --aspects: default weights combining the aspects into one reward, one per aspect, "
         "normalised to sum 1, stored with the model (default: equal)",
     )
+    from worker.ml.distributed import DistributedConfig
+
+    # --processes N (data-parallel through accelerate launch), --strategy, --mixed-precision, ...
+    add_config_flags(parser, DistributedConfig, skip=("device",))
 
 
 def _train_reward_run(args: argparse.Namespace) -> int:
     from worker.ml.data import read_rankings
+    from worker.ml.distributed import DistributedConfig, launch_reward
     from worker.ml.reward import train_reward
 
     cfg = config_from_args(RewardConfig, args, model=args.model or str(_default_model()))
+    dist = config_from_args(DistributedConfig, args, device=cfg.device)
     rankings = read_rankings(args.rankings)
     named = sorted({a for r in rankings for a in r.aspect_groups})
     if not cfg.aspects and named and not any(r.groups for r in rankings):
@@ -211,7 +217,10 @@ def _train_reward_run(args: argparse.Namespace) -> int:
             f"score heads to train, e.g. --aspects {' '.join(named)}"
         )
     bars = ProgressBars()
-    metrics = train_reward(cfg, rankings, args.out, on_progress=bars)
+    if dist.processes > 1 or dist.accelerate_config:
+        metrics = launch_reward(cfg, rankings, args.out, dist, on_progress=bars)
+    else:
+        metrics = train_reward(cfg, rankings, args.out, on_progress=bars)
     bars.close()
     print(json.dumps(metrics, indent=2))
     return 0

@@ -170,11 +170,31 @@
     }
   }
 
+  // Multi-aspect: each ranked aspect's places read as an order, best first ("A = B > C").
+  function showOrders(form) {
+    form.querySelectorAll("[data-order-of]").forEach(function (slot) {
+      var byPlace = {};
+      var unplaced = [];
+      form.querySelectorAll('[data-row][data-aspect="' + slot.dataset.orderOf + '"]').forEach(function (row) {
+        var letter = row.closest(".rating-card").dataset.letter;
+        var chosen = checkedOf(row);
+        if (chosen) (byPlace[chosen.value] = byPlace[chosen.value] || []).push(letter);
+        else unplaced.push(letter);
+      });
+      var places = Object.keys(byPlace).sort(function (x, y) { return Number(x) - Number(y); });
+      var order = places.map(function (place) { return byPlace[place].join(" = "); }).join(" > ");
+      if (!order) order = "none placed yet";
+      else if (unplaced.length) order += " (not placed: " + unplaced.join(", ") + ")";
+      slot.textContent = order;
+    });
+  }
+
   function setupRatingForm(form) {
     if (form.dataset.ready === "1") return;
     form.dataset.ready = "1";
     window.ranklabActiveTime.track(form);
-    form.addEventListener("change", function () { clearError(form); });
+    form.addEventListener("change", function () { clearError(form); showOrders(form); });
+    showOrders(form);
     var first = rowsOf(form)[0];
     if (first) first.focus({ preventScroll: true });
   }

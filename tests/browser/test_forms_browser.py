@@ -59,6 +59,8 @@ def _open(browser, live_url, user, project, selector):
     page.wait_for_url(f"{live_url}/")
     page.goto(f"{live_url}/projects/{project.id}/label")
     page.wait_for_selector(selector)
+    # The deferred scripts have set the form up (its keys work): a key pressed before would be lost.
+    page.wait_for_selector("form[data-ready='1']", state="attached")
     page.evaluate("() => { window.__sameDocument = true; }")
     return context, page, problems
 
@@ -219,6 +221,8 @@ def test_multi_aspect_by_keyboard(live_url, browser, db, screenshots):
     page.keyboard.press("Shift+Tab")  # ... C's critique ...
     page.keyboard.press("Shift+Tab")  # ... C's overall place (#3)
     page.keyboard.press("ArrowLeft")  # C overall #2: tied with B
+    expect(page.locator("[data-order-of=honesty]")).to_have_text("A = B > C")  # the places, read as orders
+    expect(page.locator("[data-order-of=overall]")).to_have_text("A > B = C")
     page.keyboard.press("Control+Enter")
     _next_task(page, "[data-rating-form]")
 

@@ -17,6 +17,7 @@ from worker.ml.cli import main
 from worker.ml.config import GenerationConfig
 from worker.ml.generate import generate
 from worker.ml.remote_generate import RemoteGenerationError, _split, generate_remote
+from worker.ml.tiny import save_tiny_model
 
 KEY_ENV = "RANKLAB_TEST_GENERATION_KEY"
 PROMPTS = [
@@ -181,7 +182,7 @@ def test_config_checks_and_no_secret_in_the_config():
 
 def test_usage_split_sums_to_the_servers_total():
     assert _split(10, [5]) == [10]
-    assert _split(10, [1, 1, 2]) == [3, 2, 5] or sum(_split(10, [1, 1, 2])) == 10
+    assert _split(10, [1, 1, 2]) == [3, 2, 5]  # 2.5, 2.5, 5: one of the halves rounds up
     assert sum(_split(7, [3, 0, 4])) == 7 and _split(4, [0, 0]) == [2, 2]
 
 
@@ -227,3 +228,17 @@ def test_the_server_speaks_openai(server):
     assert legacy["object"] == "text_completion" and isinstance(legacy["choices"][0]["text"], str)
     assert client.get("/models").json()["data"][0]["id"] == "tiny-chat"
     assert httpx.post(f"{server.url}/chat/completions", json=ask).status_code == 401
+
+
+def test_the_server_serves_a_model_folder_and_scripted_replies(tmp_path):
+    """A saved model folder loads as the served model; `reply` scripts the text (a judge's verdict)
+    while usage, n, stop strings and finish reasons stay the server's."""
+    save_tiny_model(tmp_path / "model")
+    with OpenAIServer(str(tmp_path / "model"), model_name="judge", reply=lambda m, i: f"verdict {i} . done") as server:
+        cfg = GenerationConfig(backend="openai", base_url=server.url, remote_model="judge", k=2, api_key_env="")
+        (samples,) = generate_remote(["rank these"], cfg)
+        assert [c.text for c in samples] == ["verdict 0 . done", "verdict 1 . done"]
+        assert [c.finish_reason for c in samples] == ["eos", "eos"] and all(c.token_count > 0 for c in samples)
+        ask = {"model": "judge", "messages": [{"role": "user", "content": "x"}], "stop": " ."}
+        answer = httpx.post(f"{server.url}/chat/completions", json=ask).json()
+        assert answer["choices"][0]["message"]["content"] == "verdict 0"

@@ -87,7 +87,8 @@ class GenerationConfig(_Config):
     """Name of the environment variable holding the API key (sent as a Bearer token; unset or
     empty: no key). The key itself never enters a config, a card or a log."""
     concurrency: int = 4
-    """Requests in flight at once (one request per prompt, or per sample without use_n)."""
+    """Requests in flight at once: that many prompts are asked in parallel (a prompt's own
+    requests, several without use_n, go one after another)."""
     use_n: bool = True
     """Ask for the K samples in one request (n=K); False sends K requests of n=1, for servers that
     reject n. A server that returns fewer than asked is asked again for the rest either way."""

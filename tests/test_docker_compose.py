@@ -73,3 +73,9 @@ def test_dockerfile_installs_torch_before_the_project_and_copies_existing_paths(
             assert (ROOT / source).exists(), source
             assert source not in ignored, source
     assert "static/vendor" in ignored and ".venv" in ignored and "data" in ignored
+
+
+def test_a_served_models_api_key_reaches_the_worker_only():
+    services = _compose()["services"]
+    assert "RANKLAB_GENERATION_API_KEY" in services["worker"]["environment"]
+    assert "RANKLAB_GENERATION_API_KEY" not in services["web"]["environment"]

@@ -69,6 +69,37 @@ class GenerationSettings(BaseModel):
     seed: int | None = Field(
         0, ge=0, le=INT32_MAX, description="Sampling seed (per job it is offset by the job number); null = random."
     )
+    backend: Literal["auto", "hf", "vllm", "openai"] = Field(
+        "auto",
+        description=(
+            "auto: vLLM where the worker has it and a GPU, else transformers (hf); openai: your own served model "
+            "(vLLM server, TGI, Ollama, a provider) at base_url writes the completions to label. The round still "
+            "trains its starting policy, so serve the same weights (docs/remote-generation.md)."
+        ),
+    )
+    base_url: Text = Field(
+        "", max_length=500, description="backend openai: the server's API root up to /v1, e.g. http://gpu-box:8000/v1."
+    )
+    remote_model: Text = Field("", max_length=200, description="backend openai: the served model's name.")
+    api_key_env: str = Field(
+        "RANKLAB_GENERATION_API_KEY",
+        pattern=r"^RANKLAB_GENERATION_API_KEY(_[A-Z0-9]+)*$",
+        description=(
+            "backend openai: the worker's environment variable holding the API key (RANKLAB_GENERATION_API_KEY or "
+            "RANKLAB_GENERATION_API_KEY_<NAME>); the key itself is never stored."
+        ),
+    )
+    concurrency: int = Field(4, ge=1, le=256, description="backend openai: requests in flight at once.")
+    use_n: bool = Field(
+        True, description="backend openai: ask for the K samples in one request (n=K); off for servers without n."
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_named(self) -> GenerationSettings:
+        if self.backend == "openai" and not (self.base_url and self.remote_model):
+            missing = "base_url" if not self.base_url else "remote_model"
+            raise ValueError(f"{missing}: backend openai needs the server's base_url and remote_model")
+        return self
 
 
 class RewardSettings(BaseModel):

@@ -33,7 +33,7 @@ from app.rounds.schemas import (
 )
 from worker.loop.configs import dpo_config, generation_config, kto_config, ppo_config, reward_config, rloo_config
 from worker.loop.optimizers import OPTIMIZERS
-from worker.ml.config import RM_LOSSES, RM_MODES, GenerationConfig, RewardConfig
+from worker.ml.config import GEN_BACKENDS, RM_LOSSES, RM_MODES, GenerationConfig, RewardConfig
 from worker.ml.dpo_config import DPOConfig
 from worker.ml.dpo_losses import DPO_LOSSES
 from worker.ml.kto_config import KTOConfig
@@ -97,6 +97,7 @@ ML_CHOICES = {
     "reward.loss": RM_LOSSES,
     "reward.mode": RM_MODES,
     "ppo.reward_source": REWARD_SOURCES,
+    "generation.backend": GEN_BACKENDS,
     "dpo.loss": DPO_LOSSES,
     "rloo.kl_in": KL_PLACEMENTS,
     "rloo.reward_source": REWARD_SOURCES,
@@ -171,6 +172,14 @@ def _steps(info: FieldInfo):
     return (lambda v: math.nextafter(v, math.inf)), (lambda v: math.nextafter(v, -math.inf))
 
 
+TEXT_EXAMPLES = {
+    "generation.base_url": "http://127.0.0.1:8001/v1",
+    "generation.remote_model": "served-model",
+    "generation.api_key_env": "RANKLAB_GENERATION_API_KEY_TEAM",
+}
+"""A value the web accepts for each free-text setting (probed as typed)."""
+
+
 def _context(path: str, value: Any) -> dict[str, Any]:
     """Other settings a probe needs so the cross-field rule minibatch_size ≤ batch_size holds."""
     if path == "ppo.minibatch_size":
@@ -181,6 +190,8 @@ def _context(path: str, value: Any) -> dict[str, Any]:
         return {"prompts_per_step": max(value, 1)}
     if path in ("rloo.prompts_per_step", "rloo.k"):
         return {"minibatch_size": 1}
+    if path == "generation.backend" and value == "openai":  # the endpoint must be named
+        return {"base_url": TEXT_EXAMPLES["generation.base_url"], "remote_model": "served-model"}
     return {}
 
 
@@ -209,11 +220,13 @@ def _loop_configs(stored: dict[str, Any]) -> dict[type, Any]:
     }
 
 
-def _inside(info: FieldInfo) -> list[Any]:
+def _inside(path: str, info: FieldInfo) -> list[Any]:
     """The extreme values the web accepts (every choice, for a choice), and a large value
     where the web sets no upper bound."""
     if _choices(info.annotation):
         return list(_choices(info.annotation))
+    if _base_type(info.annotation) is str:
+        return [info.default, TEXT_EXAMPLES[path]]
     bounds = _bounds(info)
     step_up, step_down = _steps(info)
     values = []
@@ -270,7 +283,7 @@ def test_defaults_agree(path, info, targets):
 
 @pytest.mark.parametrize(("path", "info", "targets"), SETTINGS, ids=IDS)
 def test_every_value_the_web_accepts_reaches_the_dataclass_unchanged(path, info, targets):
-    for value in _inside(info):
+    for value in _inside(path, info):
         built = _loop_configs(_stored_round_config(path, value))
         for cls in targets:
             assert getattr(built[cls], _leaf(path)) == value, f"{path}={value!r} did not reach {cls.__name__}"

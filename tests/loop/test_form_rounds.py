@@ -90,3 +90,35 @@ def test_weights_name_the_projects_aspects(db, client, admin_token, loop_project
         )
         assert response.status_code == 422 and response.json()["detail"] == f"reward.weights: {message}"
     assert api.rounds(project.id) == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_round_generates_from_a_served_model(
+    app, db, client, admin_token, loop_project, tiny_model_dir, start_worker
+):
+    """generation.backend openai: the completions to label come from an OpenAI-compatible server
+    (a real one on this machine), with the API key taken from the worker's environment; the round
+    keeps its starting policy for training and names the served model on each completion."""
+    from app.models import Completion
+    from tests.openai_server import TEST_API_KEY, OpenAIServer
+
+    project, _ = loop_project
+    api = Api(client, admin_token)
+    with OpenAIServer(api_key=TEST_API_KEY, model_name="served") as server:
+        worker = start_worker(RANKLAB_GENERATION_API_KEY_TEAM=TEST_API_KEY)
+        generation = {
+            "backend": "openai",
+            "base_url": server.url,
+            "remote_model": "served",
+            "api_key_env": "RANKLAB_GENERATION_API_KEY_TEAM",
+        }
+        round0 = api.post(
+            f"/api/v1/projects/{project.id}/rounds", tiny_config(tiny_model_dir, generation=generation), expect=201
+        )
+        round0 = api.wait_status(round0["id"], "labeling", worker=worker)
+        assert round0["metrics"]["generation"]["completions"] == 16
+        assert {seen.authorization for seen in server.requests} == {f"Bearer {TEST_API_KEY}"}
+    db.rollback()
+    names = set(db.scalars(select(Completion.model_name).where(Completion.model_version_id == round0["policy_in_id"])))
+    assert names == {f"served (served at {server.url})"}
+    assert TEST_API_KEY not in worker.output()  # the key never reaches the worker's log

@@ -90,9 +90,14 @@ def _generate(round_id, rows, config, number, batch, policy_ref, total, done_bef
         round_id, S.generating, statuses=GENERATING, overall=lambda done, _n: (done_before + done) / total
     )
     reporter.check()
-    model = version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter)
-    prompts = [text if text is not None else messages for _pid, text, messages in rows]
     cfg = generation_config(config, batch=batch, number=number)
+    # A served model (backend openai) writes the completions: nothing is loaded here.
+    model = (
+        ""
+        if cfg.backend == "openai"
+        else version_path(policy_ref.kind, policy_ref.base_model, policy_ref.artifact_path, reporter)
+    )
+    prompts = [text if text is not None else messages for _pid, text, messages in rows]
     return generate(model, prompts, cfg, reporter, model_version=str(policy_ref.id)), cfg
 
 
@@ -100,6 +105,9 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
     """Completions and the prompts' generated_at in one transaction, or nothing at all."""
     results, cfg = generated
     prompt_ids = [row.id for row in rows]
+    remote = cfg.backend == "openai"
+    # Provenance: a served model's completions name it; the round still trains its starting policy.
+    model_name = f"{cfg.remote_model} (served at {cfg.base_url})" if remote else policy_ref.name
     params = {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
@@ -108,6 +116,7 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
         "k": cfg.k,
         "round_id": round_id,
         "batch": batch,
+        **({"backend": "openai", "base_url": cfg.base_url, "remote_model": cfg.remote_model} if remote else {}),
     }
     with db_session() as db:
         status = db.scalar(select(TrainingRound.status).where(TrainingRound.id == round_id).with_for_update())
@@ -131,7 +140,7 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
                 "prompt_id": pid,
                 "text": c.text,
                 "source": CompletionSource.model,
-                "model_name": policy_ref.name,
+                "model_name": model_name,
                 "model_version_id": policy_ref.id,
                 "generation_params": params,
                 "token_count": c.token_count,

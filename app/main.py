@@ -34,6 +34,7 @@ DOMAINS = [
     "evaluation",
     "sft",
     "demonstrations",
+    "judges",
 ]
 
 

@@ -115,6 +115,7 @@ def _populate_at_head(url: str, tmp_path) -> None:
         # Migration 0007: a finished SFT run, its version (job_id), a loss point, lineage to the demonstrations.
         populate_jobs(db, project, start=base, admin=admin)
         _populate_feedback_forms(db, labeler=labelers[0])
+        _populate_judges(db, project, task=tasks[1])
     finally:
         db.close()
         app.state.engine.dispose()
@@ -185,6 +186,32 @@ def _populate_feedback_forms(db, *, labeler) -> None:
     db.add(feedback)
     ranking = db.scalar(select(Ranking).order_by(Ranking.id).limit(1))
     ranking.critiques = {str(ranking.groups[0][0]): "Too long, <b>but</b> right."}
+    db.commit()
+
+
+def _populate_judges(db, project, *, task) -> None:
+    """Issue 16's rows (0009): a judge with its AI labeler account, a finished run, and its
+    verdict on a task with the compare-only ranking it stored (no slot taken)."""
+    from app.judges import service as judges
+    from app.judges.store import STORED, record_verdict
+    from app.models.judges import JudgeRun
+
+    judge = judges.save_judge(db, project=project, data={"name": "critic", "kind": "local", "orders": 2})
+    run = JudgeRun(judge_id=judge.id, project_id=project.id, user_id=judge.user_id, status="done", judged=1, calls=2)
+    db.add(run)
+    db.flush()
+    ids = task.completion_ids
+    record_verdict(
+        db,
+        run_id=run.id,
+        user_id=judge.user_id,
+        task_id=task.id,
+        mode="compare",
+        groups=[[c] for c in ids],
+        outcome=STORED,
+        shown=ids,
+        orders=";".join([",".join(map(str, ids))] * 2),
+    )
     db.commit()
 
 

@@ -29,6 +29,8 @@ GENERATE_EVAL = "ranklab.generate_eval"
 Enqueued on GENERATE_QUEUE, like GENERATE_BATCH."""
 TRAIN_SFT = "ranklab.job.train_sft"
 """(job_id): supervised fine-tuning on the job's demonstrations (worker/loop/sft.py, docs/sft-stage.md)."""
+JUDGE_RUN = "ranklab.judge.run"
+"""(run_id): a project's AI judge over its tasks (worker/loop/judging.py). Enqueued on GENERATE_QUEUE."""
 SWEEP_ROUNDS = "ranklab.round.sweep"
 """(): re-enqueue steps and jobs whose worker died; auto-start rounds whose labeling reached the threshold."""
 # Queues: training steps run one at a time per GPU worker; generation batches can fan out.

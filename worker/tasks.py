@@ -14,6 +14,7 @@ from worker.celery_app import (
     GENERATE_BATCH,
     GENERATE_EVAL,
     GENERATE_NEXT,
+    JUDGE_RUN,
     PING,
     SWEEP_ROUNDS,
     TRAIN_POLICY,
@@ -21,7 +22,7 @@ from worker.celery_app import (
     TRAIN_SFT,
     celery_app,
 )
-from worker.loop import eval_generation, evaluation, generation, next_round, policy, recovery, reward, sft
+from worker.loop import eval_generation, evaluation, generation, judging, next_round, policy, recovery, reward, sft
 
 
 @celery_app.task(name=PING)
@@ -63,6 +64,11 @@ def generate_next(round_id: int) -> dict:
 @celery_app.task(name=TRAIN_SFT)
 def train_sft(job_id: int) -> dict:
     return sft.run(job_id)
+
+
+@celery_app.task(name=JUDGE_RUN)
+def judge_run(run_id: int) -> dict:
+    return judging.run(run_id)
 
 
 @celery_app.task(name=SWEEP_ROUNDS)

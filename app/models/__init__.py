@@ -1,5 +1,6 @@
 """All ORM tables, shared by the web process and the worker."""
 
+from app.models import judges as judges  # noqa: F401  (AI judges' tables, issue 16)
 from app.models._types import utcnow
 from app.models.demonstrations import Demonstration, DemonstrationSource, DemonstrationStatus
 from app.models.evaluation import CompletionScore, Evaluation, EvaluationStatus, VersionEval

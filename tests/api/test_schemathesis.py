@@ -208,6 +208,7 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     )
     assert (project.id, spare.id, labeling.id, leased["assignment_id"]) == (1, 2, 1, 1)
     _seed_sft(db, project, start=base)
+    _seed_judge(db, project)
     seeded = Seeded(
         app=application,
         admin=bearer(make_token(db, "admin")),
@@ -220,6 +221,16 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     # would wait on it for good.
     db.commit()
     return seeded
+
+
+def _seed_judge(db: Session, project) -> None:
+    """An AI judge on project 1 with a finished run 1 (a new run may start; run 1 can be read)."""
+    from app.judges import service as judges
+    from app.models.judges import JudgeRun
+
+    judge = judges.save_judge(db, project=project, data={})
+    db.add(JudgeRun(judge_id=judge.id, project_id=project.id, user_id=judge.user_id, status="done"))
+    db.commit()
 
 
 def _seed_sft(db: Session, project, *, start) -> None:

@@ -90,6 +90,10 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/sft/{job_id}"): ADMIN_PAGE,
     ("POST", "/admin/sft/{job_id}/cancel"): ADMIN_PAGE,
     ("POST", "/admin/sft/{job_id}/retry"): ADMIN_PAGE,
+    # AI judges (issue 16)
+    ("GET", "/admin/projects/{project_id}/judge"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/judge"): ADMIN_PAGE,
+    ("POST", "/admin/projects/{project_id}/judge/runs"): ADMIN_PAGE,
     ("GET", "/admin/projects/{project_id}/models"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}/download"): ADMIN_PAGE,
@@ -137,6 +141,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/sft-runs/{job_id}"): API_ADMIN,
     ("POST", "/api/v1/sft-runs/{job_id}/cancel"): API_ADMIN,
     ("POST", "/api/v1/sft-runs/{job_id}/retry"): API_ADMIN,
+    ("GET", "/api/v1/projects/{project_id}/judge"): API_ADMIN,
+    ("PUT", "/api/v1/projects/{project_id}/judge"): API_ADMIN,
+    ("POST", "/api/v1/projects/{project_id}/judge/runs"): API_ADMIN,
+    ("GET", "/api/v1/projects/{project_id}/judge/runs"): API_ADMIN,
+    ("GET", "/api/v1/projects/{project_id}/judge/agreement"): API_ADMIN,
+    ("GET", "/api/v1/judge-runs/{run_id}"): API_ADMIN,
     # API: evaluations
     ("POST", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,
     ("GET", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,

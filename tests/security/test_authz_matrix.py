@@ -88,6 +88,17 @@ class World:
     assignments: dict[str, int]
 
 
+def _judge_run(db, project) -> int:
+    from app.judges import service as judges
+    from app.models.judges import JudgeRun
+
+    judge = judges.save_judge(db, project=project, data={})
+    run = JudgeRun(judge_id=judge.id, project_id=project.id, user_id=judge.user_id)
+    db.add(run)
+    db.commit()
+    return run.id
+
+
 def build_world(db, settings: Settings) -> World:
     project = make_project(db, name="project in every path")
     elsewhere = make_project(db, name="another project")
@@ -116,6 +127,7 @@ def build_world(db, settings: Settings) -> World:
     db.commit()
     job_id = populate_jobs(db, project, start=version).id  # an SFT run (app/sft)
     external_id = db.get(Prompt, tasks[0].prompt_id).external_id
+    run_id = _judge_run(db, project)  # an AI judge run (app/judges)
     return World(
         path_values={
             "project_id": str(project.id),
@@ -127,6 +139,7 @@ def build_world(db, settings: Settings) -> World:
             "assignment_id": str(held["labeler"]),
             "evaluation_id": str(evaluation_id),
             "job_id": str(job_id),
+            "run_id": str(run_id),
         },
         users={"labeler": labeler, "other_project_labeler": other, "admin": admin},
         tokens={scope: make_token(db, scope) for scope in ("upload", "export", "admin")},

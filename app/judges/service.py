@@ -1,0 +1,189 @@
+"""A project's AI judge: its settings and versions, the AI labeler account of each version,
+launching a run on the worker, the suggestion shown to labelers, and agreement with humans."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.admin.agreement import AgreementSummary, agreement_report, compare_rankings
+from app.judges.schemas import JudgeIn
+from app.models import FeedbackForm, Project, Ranking, RankingTask, User
+from app.models.judges import AI_ROLE, Judge, JudgeKind, JudgeRun, JudgeRunStatus
+from app.refusals import Refusal
+from app.rounds.queue import QueueUnreachable, check_reachable, enqueue_on_commit, settings_of
+from worker.celery_app import GENERATE_QUEUE, JUDGE_RUN
+from worker.ml.judge import DEFAULT_TEMPLATE, TemplateError, check_template
+
+INSTRUCTGPT_AGREEMENT_PCT = 72.6
+"""InstructGPT (Ouyang et al. 2022): training labelers agreed with each other 72.6 ± 1.5% of the time."""
+KEY_ENV = re.compile(r"^(RANKLAB_JUDGE_[A-Z0-9_]+|OPENAI_API_KEY)$")
+JUDGING_FIELDS = ("kind", "model_path", "endpoint_url", "endpoint_model", "prompt_template", "orders")
+"""A change to any of these makes a new judge version (and AI labeler account)."""
+LIVE = (JudgeRunStatus.pending, JudgeRunStatus.running)
+
+
+class JudgeError(Refusal):
+    pass
+
+
+class JudgeNotFound(JudgeError):
+    status_code = 404
+
+
+class JudgeConflict(JudgeError):
+    status_code = 409
+
+
+class QueueDown(JudgeError):
+    status_code = 503
+
+
+def get_judge(db: Session, *, project_id: int) -> Judge | None:
+    return db.scalar(select(Judge).where(Judge.project_id == project_id))
+
+
+def require_judge(db: Session, *, project_id: int) -> Judge:
+    judge = get_judge(db, project_id=project_id)
+    if judge is None:
+        raise JudgeNotFound("judge", "this project has no judge yet; set one up first (PUT .../judge)")
+    return judge
+
+
+def labeler_name(judge: Judge) -> str:
+    return f"{judge.name} v{judge.version} (AI)"
+
+
+def save_judge(db: Session, *, project: Project, data: dict) -> Judge:
+    """Creates or updates the project's judge from JudgeIn fields (those left out take JudgeIn's
+    defaults); refuses what cannot work."""
+    data = {**JudgeIn().model_dump(mode="json"), **data}
+    data["prompt_template"] = data.get("prompt_template") or DEFAULT_TEMPLATE
+    _check(project, data)
+    judge = get_judge(db, project_id=project.id)
+    if judge is None:
+        judge = Judge(project_id=project.id, version=0, **data)
+        db.add(judge)
+        db.flush()
+        new_version = True
+    else:
+        new_version = any(getattr(judge, name) != data[name] for name in JUDGING_FIELDS)
+        for name, value in data.items():
+            setattr(judge, name, value)
+    if new_version or judge.user_id is None:
+        judge.version += 1
+        judge.user_id = _ai_account(db, judge).id
+    elif data["name"]:
+        user = db.get(User, judge.user_id)
+        if user is not None:
+            user.display_name = labeler_name(judge)
+    db.flush()
+    return judge
+
+
+def _check(project: Project, data: dict) -> None:
+    if project.feedback_form != FeedbackForm.ranking:
+        raise JudgeError("project", "judges rank ranking projects only for now (not pairwise or rating forms)")
+    try:
+        check_template(data["prompt_template"])
+    except TemplateError as exc:
+        raise JudgeError("prompt_template", str(exc)) from None
+    if data["kind"] == JudgeKind.endpoint:
+        if not re.match(r"^https?://[^\s/]+", data["endpoint_url"] or ""):
+            raise JudgeError("endpoint_url", "give the endpoint's base URL, e.g. http://vllm:8000/v1")
+        if not data["endpoint_model"]:
+            raise JudgeError("endpoint_model", "name the model the endpoint should answer with")
+    if data.get("api_key_env") and not KEY_ENV.match(data["api_key_env"]):
+        raise JudgeError(
+            "api_key_env",
+            "name an environment variable of the worker that starts with RANKLAB_JUDGE_ (or OPENAI_API_KEY); "
+            "put the key there, never in this form",
+        )
+
+
+def _ai_account(db: Session, judge: Judge) -> User:
+    """The AI labeler of this judge version: no usable password, inactive, role "ai"."""
+    user = User(
+        email=f"judge-{judge.id}-v{judge.version}@ai.ranklab.invalid",
+        display_name=labeler_name(judge),
+        password_hash="!ai-judge: cannot log in",
+        role=AI_ROLE,
+        is_active=False,
+    )
+    db.add(user)
+    db.flush()
+    return user
+
+
+def launch_run(db: Session, *, judge: Judge) -> JudgeRun:
+    """A run of the judge over the project's tasks, sent to the worker after the caller commits."""
+    live = db.scalar(select(JudgeRun.id).where(JudgeRun.judge_id == judge.id, JudgeRun.status.in_(LIVE)))
+    if live is not None:
+        raise JudgeConflict("run", f"judge run {live} is still going; wait for it to finish")
+    try:
+        check_reachable(settings_of(db))
+    except QueueUnreachable as exc:
+        raise QueueDown("queue", str(exc)) from None
+    run = JudgeRun(judge_id=judge.id, project_id=judge.project_id, user_id=judge.user_id)
+    db.add(run)
+    db.flush()
+    enqueue_on_commit(db, JUDGE_RUN, run.id, queue=GENERATE_QUEUE)
+    return run
+
+
+def get_run(db: Session, *, run_id: int) -> JudgeRun:
+    run = db.get(JudgeRun, run_id)
+    if run is None:
+        raise JudgeNotFound("run", f"no judge run {run_id}")
+    return run
+
+
+def list_runs(db: Session, *, project_id: int, limit: int = 20) -> list[JudgeRun]:
+    return list(
+        db.scalars(select(JudgeRun).where(JudgeRun.project_id == project_id).order_by(JudgeRun.id.desc()).limit(limit))
+    )
+
+
+def suggestion(db: Session, *, project_id: int, task_id: int) -> list[list[int]] | None:
+    """The judge's order of the task's completions (groups, best first) to show a human labeler
+    as a suggestion, or None: none when the project turned suggestions off (the default)."""
+    judge = get_judge(db, project_id=project_id)
+    if judge is None or not judge.show_suggestion or judge.user_id is None:
+        return None
+    return db.scalar(select(Ranking.groups).where(Ranking.task_id == task_id, Ranking.user_id == judge.user_id))
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    human: AgreementSummary
+    """Human–human on ranking tasks with two or more human rankings (AI accounts left out)."""
+    judge: AgreementSummary
+    """The current judge version against each human who ranked the same task."""
+    instructgpt_pct: float = INSTRUCTGPT_AGREEMENT_PCT
+
+
+def agreement(db: Session, *, project_id: int) -> JudgeAgreement:
+    humans: dict[int, dict[int, list[list[int]]]] = defaultdict(dict)
+    ai: dict[int, dict[int, list[list[int]]]] = defaultdict(dict)
+    for task_id, user_id, role, groups in db.execute(
+        select(Ranking.task_id, Ranking.user_id, User.role, Ranking.groups)
+        .join(RankingTask, RankingTask.id == Ranking.task_id)
+        .join(User, User.id == Ranking.user_id)
+        .where(Ranking.project_id == project_id, RankingTask.kind == FeedbackForm.ranking)
+    ):
+        (ai if role == AI_ROLE else humans)[task_id][user_id] = groups
+    human = agreement_report(humans).overall
+    judge = get_judge(db, project_id=project_id)
+    versus = AgreementSummary()
+    if judge is not None and judge.user_id is not None:
+        for task_id, by_ai in ai.items():
+            mine = by_ai.get(judge.user_id)
+            if mine is None:
+                continue
+            for groups in humans.get(task_id, {}).values():
+                versus.add(task_id, compare_rankings(mine, groups))
+    return JudgeAgreement(human=human, judge=versus)

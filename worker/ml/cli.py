@@ -281,18 +281,27 @@ def _train_sft_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="pack examples into rows with a block mask (default: wherever exact; never with prompt tuning)",
     )
+    from worker.ml.distributed import DistributedConfig
+
+    # --processes N: data-parallel (DDP) through accelerate launch (docs/distributed.md)
+    add_config_flags(parser, DistributedConfig, skip=("device", "strategy", "accelerate_config"))
 
 
 def _train_sft_run(args: argparse.Namespace) -> int:
+    from worker.ml.distributed import DistributedConfig, launch_sft
     from worker.ml.sft import train_sft
     from worker.ml.sft_config import SFTConfig
     from worker.ml.sft_data import read_examples
 
     cfg = config_from_args(SFTConfig, args, model=args.model or str(_default_model()))
+    dist = config_from_args(DistributedConfig, args, device=cfg.device)
     data = read_examples(args.data)
     eval_data = read_examples(args.eval_data) if args.eval_data else None
     bars = ProgressBars()
-    metrics = train_sft(cfg, data, args.out, on_progress=bars, eval_data=eval_data)
+    if dist.processes > 1:
+        metrics = launch_sft(cfg, data, args.out, dist, on_progress=bars, eval_data=eval_data)
+    else:
+        metrics = train_sft(cfg, data, args.out, on_progress=bars, eval_data=eval_data)
     bars.close()
     print(json.dumps({k: v for k, v in metrics.items() if k != "train_loss"}, indent=2))
     return 0

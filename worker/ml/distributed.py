@@ -1,14 +1,16 @@
 """Data-parallel training across N processes through accelerate (docs/distributed.md).
 
-`launch_reward` runs `accelerate launch` (torchrun underneath) as a subprocess: N ranks of
-`python -m worker.ml.distributed reward`, gloo on CPU, NCCL on GPUs. The parent tails the
-progress JSONL rank 0 writes, forwards it to on_progress, and returns rank 0's metrics; a rank
-that fails (or a run past its time limit) ends every rank and raises DistributedRunError.
+`launch_reward` / `launch_sft` run `accelerate launch` (torchrun underneath) as a subprocess: N
+ranks of `python -m worker.ml.distributed reward|sft`, gloo on CPU, NCCL on GPUs. The parent
+tails the progress JSONL rank 0 writes, forwards it to on_progress (and SFT's on_step), and
+returns rank 0's metrics; a rank that fails (or a run past its time limit) ends every rank and
+raises DistributedRunError.
 
 Inside a rank, train_reward(..., accelerator=...) builds the same global batches as one process
 would, from the same seed; each rank takes a slice of every batch (`data_parallel_step`), the
 loss is normalised by the global batch's count, and the all-reduced gradient is that of the
-whole batch. Rank 0 alone evaluates and saves (`main_process_model`).
+whole batch. Rank 0 alone evaluates and saves (`main_process_model`). train_sft does the same
+with its planned token-budget steps (sft.py `_data_parallel_step`; DDP only).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from worker.ml.data import Ranking, write_jsonl
 from worker.ml.losses import LOSSES, informative
 from worker.ml.models import Progress, autocast
 from worker.ml.scorer import token_budget_chunks
+from worker.ml.sft_config import SFTConfig
 
 STRATEGIES = ("ddp", "fsdp", "deepspeed2", "deepspeed3")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -123,9 +126,13 @@ def main_process_model(accelerator, scorer, model, rebuild: Callable[[], Any]):
     return model
 
 
+StepHook = Callable[[int, dict[str, float]], None]
+
+
 class RankReporter:
-    """on_progress inside a rank: rank 0 appends {"done", "total", "stage"} lines to the
-    progress JSONL the parent tails; every rank checks FAULT_ENV at each training step."""
+    """on_progress inside a rank: rank 0 appends {"done", "total", "stage"} lines (and SFT's
+    on_step points, {"step", "stats"}) to the progress JSONL the parent tails; every rank checks
+    FAULT_ENV at each training step."""
 
     def __init__(self, path: Path, rank: int):
         self.path, self.rank = path, rank
@@ -135,33 +142,45 @@ class RankReporter:
     def __call__(self, done: int, total: int, stage: str) -> None:
         if self.fault == (self.rank, done) and stage == "train":
             raise RuntimeError(f"injected fault ({FAULT_ENV}) on rank {self.rank} at step {done}")
+        self._write({"done": done, "total": total, "stage": stage})
+
+    def point(self, step: int, stats: dict[str, float]) -> None:
+        self._write({"step": step, "stats": stats})
+
+    def _write(self, event: dict[str, Any]) -> None:
         if self.rank == 0:
             with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"done": done, "total": total, "stage": stage}) + "\n")
+                handle.write(json.dumps(event) + "\n")
 
 
 def _rank_main(argv: Sequence[str]) -> int:
-    """`python -m worker.ml.distributed reward --run-dir D`: one rank, started by accelerate launch."""
+    """`python -m worker.ml.distributed reward|sft --run-dir D`: one rank, from accelerate launch."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     from worker.ml.data import read_rankings
     from worker.ml.reward import train_reward
+    from worker.ml.sft import train_sft
 
     stage, flag, run_dir = argv
-    if stage != "reward" or flag != "--run-dir":
-        raise SystemExit("usage: python -m worker.ml.distributed reward --run-dir DIR")
+    if stage not in ("reward", "sft") or flag != "--run-dir":
+        raise SystemExit("usage: python -m worker.ml.distributed reward|sft --run-dir DIR")
     run = Path(run_dir)
     spec = json.loads((run / "spec.json").read_text())
     accelerator = Accelerator(
         cpu=spec["device"] == "cpu",
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=spec["collective_timeout_seconds"]))],
     )
-    cfg = RewardConfig.from_dict(spec["config"])
     reporter = RankReporter(run / "progress.jsonl", accelerator.process_index)
-    metrics = train_reward(
-        cfg, read_rankings(run / "rankings.jsonl"), spec["out_dir"], reporter, accelerator=accelerator
-    )
+    if stage == "reward":
+        cfg = RewardConfig.from_dict(spec["config"])
+        rankings = read_rankings(run / "data.jsonl")
+        metrics = train_reward(cfg, rankings, spec["out_dir"], reporter, accelerator=accelerator)
+    else:
+        held = _read_lines(run / "eval.jsonl") if (run / "eval.jsonl").is_file() else None
+        sft = SFTConfig.from_dict(spec["config"])
+        data = _read_lines(run / "data.jsonl")
+        metrics = train_sft(sft, data, spec["out_dir"], reporter, held, on_step=reporter.point, accelerator=accelerator)
     if accelerator.is_main_process:
         (run / "result.tmp").write_text(json.dumps(metrics, default=str))
         (run / "result.tmp").rename(run / "result.json")
@@ -180,20 +199,54 @@ def launch_reward(
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """train_reward across `dist.processes` ranks; returns rank 0's metrics (as train_reward's)."""
-    device = dist.device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    records = [_ranking_record(r) for r in rankings]
+    return _launch("reward", cfg.to_dict(), cfg.device, records, None, out_dir, dist, on_progress, None)
+
+
+def launch_sft(
+    cfg: SFTConfig,
+    data: Sequence[Any],
+    out_dir: str | Path,
+    dist: DistributedConfig,
+    on_progress: Progress | None = None,
+    eval_data: Sequence[Any] | None = None,
+    *,
+    on_step: StepHook | None = None,
+) -> dict[str, Any]:
+    """train_sft across `dist.processes` ranks (DDP); returns rank 0's metrics (as train_sft's).
+    `data` / `eval_data` as train_sft takes them (JSON values: dicts or message lists)."""
+    if dist.strategy != "ddp" or dist.accelerate_config:
+        raise ValueError("strategy: SFT runs data-parallel with DDP only (docs/distributed.md)")
+    return _launch("sft", cfg.to_dict(), cfg.device, list(data), eval_data, out_dir, dist, on_progress, on_step)
+
+
+def _launch(
+    stage: str,
+    config: dict[str, Any],
+    config_device: str | None,
+    records: list[Any],
+    eval_records: Sequence[Any] | None,
+    out_dir: str | Path,
+    dist: DistributedConfig,
+    on_progress: Progress | None,
+    on_step: StepHook | None,
+) -> dict[str, Any]:
+    device = dist.device or config_device or ("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="ranklab-distributed-") as tmp:
         run = Path(tmp)
-        write_jsonl(run / "rankings.jsonl", (_ranking_record(r) for r in rankings))
+        write_jsonl(run / "data.jsonl", records)
+        if eval_records is not None:
+            write_jsonl(run / "eval.jsonl", eval_records)
         kind = "cpu" if device.startswith("cpu") else "cuda"
         spec = {
-            "config": cfg.to_dict(),
+            "config": config,
             "out_dir": str(Path(out_dir).resolve()),
             "device": kind,
             "collective_timeout_seconds": dist.collective_timeout_seconds,
         }
         (run / "spec.json").write_text(json.dumps(spec))
-        command = [*accelerate_command(dist, kind), "-m", "worker.ml.distributed", "reward"]
-        _run(command + ["--run-dir", str(run)], run, dist, on_progress)
+        command = [*accelerate_command(dist, kind), "-m", "worker.ml.distributed", stage]
+        _run(command + ["--run-dir", str(run)], run, stage, dist, on_progress, on_step)
         return json.loads((run / "result.json").read_text())
 
 
@@ -220,7 +273,14 @@ def accelerate_command(dist: DistributedConfig, device: str) -> list[str]:
     return command
 
 
-def _run(command: list[str], run: Path, dist: DistributedConfig, on_progress: Progress | None) -> None:
+def _run(
+    command: list[str],
+    run: Path,
+    stage: str,
+    dist: DistributedConfig,
+    on_progress: Progress | None,
+    on_step: StepHook | None,
+) -> None:
     """Start the launcher in its own process group, forward progress until it exits; a failed
     rank, a timeout or an on_progress exception (a cancelled job) ends every rank."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))}
@@ -231,7 +291,7 @@ def _run(command: list[str], run: Path, dist: DistributedConfig, on_progress: Pr
         try:
             while True:
                 finished = process.poll() is not None
-                seen = _forward_progress(progress, seen, on_progress)
+                seen = _forward_progress(progress, seen, on_progress, on_step)
                 if finished:
                     break
                 if time.monotonic() > deadline:
@@ -240,18 +300,21 @@ def _run(command: list[str], run: Path, dist: DistributedConfig, on_progress: Pr
         finally:
             _stop(process)
     if process.returncode != 0 or not (run / "result.json").is_file():
-        raise DistributedRunError(_failure_message(process.returncode, log_path.read_text(errors="replace"), dist))
+        output = log_path.read_text(errors="replace")
+        raise DistributedRunError(_failure_message(stage, process.returncode, output, dist))
 
 
-def _forward_progress(path: Path, seen: int, on_progress: Progress | None) -> int:
-    """Pass the complete lines past the first `seen` to on_progress; returns lines now seen."""
+def _forward_progress(path: Path, seen: int, on_progress: Progress | None, on_step: StepHook | None) -> int:
+    """Pass the complete lines past the first `seen` to on_progress / on_step; returns lines seen."""
     if not path.is_file():
         return seen
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     complete = [line for line in lines[seen:] if line.endswith("\n")]
     for line in complete:
-        if on_progress is not None:
-            event = json.loads(line)
+        event = json.loads(line)
+        if "step" in event and on_step is not None:
+            on_step(event["step"], event["stats"])
+        elif "stage" in event and on_progress is not None:
             on_progress(event["done"], event["total"], event["stage"])
     return seen + len(complete)
 
@@ -268,13 +331,13 @@ def _stop(process: subprocess.Popen) -> None:
             return
 
 
-def _failure_message(code: int | None, log: str, dist: DistributedConfig) -> str:
+def _failure_message(stage: str, code: int | None, log: str, dist: DistributedConfig) -> str:
     """The ranks' first error line, then the log's tail (torchrun names the failed rank)."""
     lines = log.splitlines()
     errors = [line for line in lines if "Error: " in line or "Exception: " in line]
     first = errors[0].strip() if errors else "no error line in the log"
     tail = "\n".join(lines[-40:])
-    return f"reward training on {dist.processes} processes failed (exit {code}): {first}\n--- log tail ---\n{tail}"
+    return f"{stage} training on {dist.processes} processes failed (exit {code}): {first}\n--- log tail ---\n{tail}"
 
 
 def _ranking_record(ranking: Ranking) -> dict[str, Any]:
@@ -288,6 +351,10 @@ def _ranking_record(ranking: Ranking) -> dict[str, Any]:
     if ranking.aspect_groups:
         record["aspects"] = ranking.aspect_groups
     return record
+
+
+def _read_lines(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _free_port() -> int:

@@ -107,6 +107,18 @@ def token_loss_sum(model, batch: Batch, device: torch.device, n_virtual: int) ->
     return loss, int(targets.numel())
 
 
+class TokenLoss(torch.nn.Module):
+    """token_loss_sum as a module, so a data-parallel wrapper (DDP) sees the whole forward:
+    answer_logits calls the backbone and head directly, around a wrapper on the bare model."""
+
+    def __init__(self, model, n_virtual: int):
+        super().__init__()
+        self.model, self.n_virtual = model, n_virtual
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        return token_loss_sum(self.model, batch, next(self.model.parameters()).device, self.n_virtual)
+
+
 def build_model(cfg: SFTConfig, model_path: str, tokenizer, device: torch.device):
     """The model to train: a peft model (adapter methods) or the whole model (mode "full"), with
     fp32 weights outside QLoRA (autocast supplies bf16 speed; AdamW keeps full precision)."""
@@ -163,17 +175,24 @@ def train_sft(
     eval_data: Sequence[Any] | None = None,
     *,
     on_step: StepHook | None = None,
+    accelerator: Any = None,
 ) -> dict[str, Any]:
     """Fine-tune `cfg.model` on `data` (demonstrations: {"messages": [...]} or {"prompt",
     "completion"}, or message lists) and save the best epoch to `out_dir`; returns the metrics.
 
     Held out: `eval_data`, else cfg.eval_fraction of the prompts. `on_progress(done, total,
     stage)` as the other stages; `on_step(step, stats)` per optimizer step with the training
-    loss and learning rate, and after each epoch with its eval_loss, for a live loss chart."""
+    loss and learning rate, and after each epoch with its eval_loss, for a live loss chart.
+
+    With `accelerator` (worker/ml/distributed.py starts the processes; DDP only) this is one of N
+    data-parallel ranks: each takes a slice of every planned step, the loss is over the global
+    step's answer tokens, every rank evaluates the same held-out set; rank 0 saves, others return {}."""
     if not cfg.model:
         raise ValueError("model: name the model to fine-tune (hub id or local folder)")
     model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
-    device = pick_device(cfg.device)
+    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
+    if accelerator is not None and accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+        raise ValueError("strategy: SFT runs data-parallel with DDP only (docs/distributed.md)")
     rng = random.Random(cfg.seed)
     examples = [m if isinstance(m, list) else as_example(m, f"example {i + 1}") for i, m in enumerate(data)]
     if eval_data is not None:
@@ -209,6 +228,9 @@ def train_sft(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup_steps = warmup_step_count(cfg.warmup_fraction, total_steps)
     scheduler = get_scheduler(_SCHEDULES[cfg.lr_schedule], optimizer, warmup_steps, total_steps)
+    wrapped: Any = None
+    if accelerator is not None:  # the scheduler stays unprepared: accelerate would step it N times
+        wrapped, optimizer = accelerator.prepare(TokenLoss(model, n_virtual), optimizer)
 
     # 3. train; after each epoch the held-out loss, keeping the best epoch's trainable weights
     losses: list[float] = []
@@ -219,20 +241,26 @@ def train_sft(
     for epoch, plan in enumerate(plans, start=1):
         for indices in plan:
             started, started_cpu = time.perf_counter(), time.process_time()
-            batch = make_batch([train[i] for i in indices], pad_id, packed, cfg.max_length)
-            with autocast(device, cfg.autocast):
-                loss_sum, n = token_loss_sum(model, batch, device, n_virtual)
-            loss = loss_sum / n
-            loss.backward()
-            if cfg.grad_clip > 0:
+            if accelerator is not None:  # this rank's slice of the step; the gradient all-reduced
+                step_loss, real, padded = _data_parallel_step(accelerator, wrapped, train, indices, pad_id, packed, cfg)
+            else:
+                batch = make_batch([train[i] for i in indices], pad_id, packed, cfg.max_length)
+                with autocast(device, cfg.autocast):
+                    loss_sum, n = token_loss_sum(model, batch, device, n_virtual)
+                loss = loss_sum / n
+                loss.backward()
+                step_loss, real, padded = float(loss.detach()), batch.real_tokens, batch.ids.numel()
+            if cfg.grad_clip > 0 and accelerator is not None:
+                accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
+            elif cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(step_loss)
             seconds += time.perf_counter() - started
             cpu_seconds += time.process_time() - started_cpu
-            tokens, padded_tokens = tokens + batch.real_tokens, padded_tokens + batch.ids.numel()
+            tokens, padded_tokens = tokens + real, padded_tokens + padded
             step += 1
             if on_step is not None:
                 on_step(step, {"loss": losses[-1], "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch})
@@ -245,6 +273,11 @@ def train_sft(
             if best is None or eval_losses[-1] < best[0]:
                 state = {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
                 best = (eval_losses[-1], epoch, state)
+    if accelerator is not None:  # every rank's slices' token counts; rank 0 saves alone
+        counts = accelerator.reduce(torch.tensor([tokens, padded_tokens], device=device, dtype=torch.float64), "sum")
+        tokens, padded_tokens = int(counts[0]), int(counts[1])
+        if not accelerator.is_main_process:
+            return {}
     if best is not None and best[1] != cfg.epochs:
         with torch.no_grad():
             for name, param in model.named_parameters():
@@ -275,6 +308,8 @@ def train_sft(
         "peak_memory_mb": round(memory, 1),
         "peak_memory_kind": memory_kind,
     }
+    if accelerator is not None:
+        metrics["processes"] = accelerator.num_processes
     data_counts = {"train_examples": len(train), "eval_examples": len(held_enc), "skipped_too_long": skipped}
     mergeable = not cfg.prompt_tuning  # (a QLoRA adapter merges into the unquantized base)
     card = {
@@ -294,6 +329,27 @@ def train_sft(
     save_artifact(model, tokenizer, out_dir, card)
     report(on_progress, 1, 1, "saved")
     return {**metrics, **data_counts}
+
+
+def _data_parallel_step(
+    accelerator, wrapped, train: Sequence[Encoded], indices: Sequence[int], pad_id: int, packed: bool, cfg: SFTConfig
+) -> tuple[float, int, int]:
+    """Forward and backward this rank's slice of a planned step (`indices`, the same on every
+    rank); once all-reduced, the gradient is that of the global step's mean token loss.
+    Returns (the global mean loss, this rank's real tokens, its padded tokens)."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine, weight = list(indices[rank::world]), 1.0
+    if not mine:  # fewer examples than ranks this step: join the all-reduce with a zero gradient
+        mine, weight = list(indices[:1]), 0.0
+    batch = make_batch([train[i] for i in mine], pad_id, packed, cfg.max_length)
+    with autocast(accelerator.device, cfg.autocast):
+        loss_sum, n = wrapped(batch)
+    # the global token count; DDP averages gradients over ranks, so `world` turns that average
+    # into the sum of the ranks' shares over the global count: the one-process gradient
+    shares = torch.tensor([n, float(loss_sum.detach())], device=accelerator.device, dtype=torch.float64) * weight
+    n_global, loss_global = accelerator.reduce(shares, "sum").tolist()
+    accelerator.backward(loss_sum * (weight * world / n_global))
+    return loss_global / n_global, int(batch.real_tokens * weight), int(batch.ids.numel() * weight)
 
 
 __all__ = ["SFTConfig", "Messages", "train_sft"]

@@ -86,3 +86,15 @@ def test_a_failing_rank_fails_the_run_with_its_error(tiny_model_dir, tmp_path, r
     with pytest.raises(DistributedRunError, match="injected fault .* on rank 1 at step 2"):
         launch_reward(_cfg(tiny_model_dir), rankings, tmp_path / "rm", dist)
     assert not (tmp_path / "rm").exists()
+
+
+def test_a_stalled_rank_times_the_others_out_instead_of_hanging(tiny_model_dir, tmp_path, rankings, monkeypatch):
+    # rank 1 hangs after step 2; rank 0's all-reduce in step 3 gives up after the collective
+    # timeout, its exit ends the run, and torchrun stops the stalled rank
+    monkeypatch.setenv(FAULT_ENV, "1:2:stall")
+    dist = DistributedConfig(processes=2, timeout_seconds=240, collective_timeout_seconds=5)
+    with pytest.raises(DistributedRunError, match="reward training on 2 processes failed") as error:
+        launch_reward(_cfg(tiny_model_dir), rankings, tmp_path / "rm", dist)
+    print(str(error.value).splitlines()[0])
+    assert "timed out" in str(error.value).splitlines()[0].lower()
+    assert not (tmp_path / "rm").exists()

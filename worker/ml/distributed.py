@@ -42,7 +42,8 @@ from worker.ml.sft_config import SFTConfig
 STRATEGIES = ("ddp", "fsdp", "deepspeed2", "deepspeed3")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 FAULT_ENV = "RANKLAB_DISTRIBUTED_FAULT"
-"""Fault injection for tests and drills: "RANK:STEP" makes that rank raise at that step."""
+"""Fault injection for tests and drills: "RANK:STEP" makes that rank raise after that training
+step, "RANK:STEP:stall" makes it hang there (the others then time out in their all-reduce)."""
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -136,11 +137,14 @@ class RankReporter:
 
     def __init__(self, path: Path, rank: int):
         self.path, self.rank = path, rank
-        fault = os.environ.get(FAULT_ENV, "")
-        self.fault = tuple(int(x) for x in fault.split(":")) if fault else None
+        fault = os.environ.get(FAULT_ENV, "").split(":")
+        self.fault = (int(fault[0]), int(fault[1])) if len(fault) >= 2 else None
+        self.stall = fault[2:] == ["stall"]
 
     def __call__(self, done: int, total: int, stage: str) -> None:
         if self.fault == (self.rank, done) and stage == "train":
+            if self.stall:
+                time.sleep(24 * 3600)
             raise RuntimeError(f"injected fault ({FAULT_ENV}) on rank {self.rank} at step {done}")
         self._write({"done": done, "total": total, "stage": stage})
 

@@ -25,6 +25,9 @@ KEY_ENV = re.compile(r"^(RANKLAB_JUDGE_[A-Z0-9_]+|OPENAI_API_KEY)$")
 JUDGING_FIELDS = ("kind", "model_path", "endpoint_url", "endpoint_model", "prompt_template", "orders")
 """A change to any of these makes a new judge version (and AI labeler account)."""
 LIVE = (JudgeRunStatus.pending, JudgeRunStatus.running)
+JUDGED_FORMS = (FeedbackForm.ranking, FeedbackForm.pairwise)
+"""A pairwise task is a ranking of two (a verdict stored as a Ranking, app/labeling/form_types.py):
+the judge ranks its two answers in both orders; orders that disagree tie and store nothing."""
 
 
 class JudgeError(Refusal):
@@ -86,8 +89,8 @@ def save_judge(db: Session, *, project: Project, data: dict) -> Judge:
 
 
 def _check(project: Project, data: dict) -> None:
-    if project.feedback_form != FeedbackForm.ranking:
-        raise JudgeError("project", "judges rank ranking projects only for now (not pairwise or rating forms)")
+    if project.feedback_form not in JUDGED_FORMS:
+        raise JudgeError("project", "judges answer ranking and pairwise projects only for now (not the rating forms)")
     try:
         check_template(data["prompt_template"])
     except TemplateError as exc:
@@ -173,7 +176,7 @@ def agreement(db: Session, *, project_id: int) -> JudgeAgreement:
         select(Ranking.task_id, Ranking.user_id, User.role, Ranking.groups)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
         .join(User, User.id == Ranking.user_id)
-        .where(Ranking.project_id == project_id, RankingTask.kind == FeedbackForm.ranking)
+        .where(Ranking.project_id == project_id, RankingTask.kind.in_(JUDGED_FORMS))
     ):
         (ai if role == AI_ROLE else humans)[task_id][user_id] = groups
     human = agreement_report(humans).overall

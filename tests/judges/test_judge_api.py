@@ -74,11 +74,11 @@ def test_settings_that_cannot_work_are_refused_by_name(db, client, change, field
     assert refused.status_code == 422 and field in refused.text and words in refused.text, refused.text
 
 
-def test_only_ranking_projects_get_a_judge_for_now(db, client):
+def test_rating_form_projects_get_no_judge_yet(db, client):
     token = make_token(db, "admin")
-    project = make_project(db, k_min=2, k_max=2, feedback_form="pairwise")
+    project = make_project(db, k_min=4, k_max=4, feedback_form="likert", form_settings={"likert_points": 5})
     refused = client.put(f"/api/v1/projects/{project.id}/judge", json={}, headers=_auth(token))
-    assert refused.status_code == 422 and "ranking projects only" in refused.text
+    assert refused.status_code == 422 and "ranking and pairwise projects only" in refused.text
 
 
 def test_the_admin_page_saves_the_judge_and_launches_a_run(db, client):

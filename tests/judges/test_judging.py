@@ -235,3 +235,30 @@ def test_a_new_judge_version_gets_its_own_ai_account(db):
     assert db.get_one(User, second.user_id).display_name == "critic v2 (AI)"
     assert db.get_one(User, first_user).display_name == "critic v1 (AI)"
     assert db.scalar(select(User.role).where(User.id == first_user)) == AI_ROLE
+
+
+def test_a_pairwise_project_gets_verdicts_and_position_bias_stores_nothing(db, unit):
+    project = make_project(db, k_min=2, k_max=2, feedback_form="pairwise")
+    humans = [make_user(db, projects=[project]) for _ in range(2)]
+    clear, biased = (
+        make_task(db, project, texts=t, prompt_text=p)
+        for t, p in ((["bad", "best"], "clear"), (["ok", "good"], "biased"))
+    )
+    for task in (clear, biased):
+        task.kind = "pairwise"
+    db.commit()
+    make_ranking(db, clear, humans[0], [[clear.completion_ids[1]], [clear.completion_ids[0]]])  # B wins
+    make_ranking(db, clear, humans[1], [clear.completion_ids])  # a tie
+
+    def reply(messages, i):
+        return "Ranking: 1 > 2" if "biased" in messages[-1]["content"] else _best_first(messages, i)
+
+    with OpenAIServer(model_name="j", reply=reply) as server:
+        judge = set_judge(db, project, kind="endpoint", endpoint_url=server.url, endpoint_model="j")
+        judging.run(new_run(db, judge), session=unit)
+    assert verdicts(db, judge.user_id) == {clear.id: "stored", biased.id: "undecided"}
+    (ranking,) = ai_rankings(db, judge.user_id)
+    assert ranking.groups == [[clear.completion_ids[1]], [clear.completion_ids[0]]]
+    result = service.agreement(db, project_id=project.id)
+    assert (result.judge.comparisons, result.judge.agreement_pct) == (2, 50.0)  # agrees with one human of two
+    assert (result.human.comparisons, result.human.agreement_pct) == (1, 0.0)

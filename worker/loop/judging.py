@@ -28,7 +28,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.judges.store import STORED, UNDECIDED, UNPARSEABLE, already_judged, record_verdict
-from app.models import FeedbackForm, Prompt, RankingTask, TaskStatus, utcnow
+from app.models import Project, Prompt, RankingTask, TaskStatus, utcnow
 from app.models.judges import Judge, JudgeKind, JudgeMode, JudgeRun, JudgeRunStatus
 from app.rounds.lifecycle import BUNDLED_MODEL
 from worker.loop import runtime
@@ -227,14 +227,18 @@ def _settings_of(judge: Judge) -> JudgeSettings:
 
 
 def _task_ids(db: Session, cfg: JudgeSettings) -> list[int]:
-    project_id = db.scalar(select(Judge.project_id).where(Judge.id == cfg.judge_id))
+    project_id, form = db.execute(
+        select(Project.id, Project.feedback_form)
+        .join(Judge, Judge.project_id == Project.id)
+        .where(Judge.id == cfg.judge_id)
+    ).one()
     statuses = [TaskStatus.open] if cfg.mode == JudgeMode.slot else [TaskStatus.open, TaskStatus.complete]
     return list(
         db.scalars(
             select(RankingTask.id)
             .where(
                 RankingTask.project_id == project_id,
-                RankingTask.kind == FeedbackForm.ranking,
+                RankingTask.kind == form,  # ranking, or pairwise (a ranking of two)
                 RankingTask.status.in_(statuses),
             )
             .order_by(RankingTask.id)

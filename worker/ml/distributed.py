@@ -178,6 +178,7 @@ def _rank_main(argv: Sequence[str]) -> int:
     reporter = RankReporter(run / "progress.jsonl", accelerator.process_index)
     if stage == "reward":
         cfg = RewardConfig.from_dict(spec["config"])
+        _fill_deepspeed_config(accelerator, cfg)
         rankings = read_rankings(run / "data.jsonl")
         metrics = train_reward(cfg, rankings, spec["out_dir"], reporter, accelerator=accelerator)
     else:
@@ -190,6 +191,18 @@ def _rank_main(argv: Sequence[str]) -> int:
         (run / "result.tmp").rename(run / "result.json")
     accelerator.end_training()
     return 0
+
+
+def _fill_deepspeed_config(accelerator, cfg: RewardConfig) -> None:
+    """DeepSpeed reads a micro-batch size from a DataLoader we do not have (the value is nominal:
+    our batches are our own) and clips by its own config: give it ours."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    if plugin.is_auto("train_micro_batch_size_per_gpu"):
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1
+    if plugin.is_auto("gradient_clipping"):
+        plugin.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm
 
 
 # --- the parent: launch, tail progress, read the result ---------------------------------------

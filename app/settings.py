@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,16 @@ class Settings(BaseSettings):
     presumed dead (worker killed) and enqueued again."""
     round_sweep_seconds: float = 30.0
     """How often each worker looks for dead steps and rounds whose labeling reached the threshold."""
+    train_processes: int = Field(1, ge=1, le=1024)
+    """Processes a training worker starts for reward-model and SFT training: one per GPU it owns
+    (docs/distributed.md). 1 trains in the worker's own process."""
+    train_strategy: Literal["ddp", "fsdp", "deepspeed2", "deepspeed3"] = "ddp"
+    """With train_processes > 1: data-parallel DDP, or sharded FSDP / DeepSpeed ZeRO-2/3 (reward
+    model only; SFT runs DDP)."""
+    train_mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """accelerate's mixed precision for those runs."""
+    train_accelerate_config: str = ""
+    """An `accelerate config` YAML on the worker for setups the settings above do not cover."""
     fault_inject: str = ""
     """Testing only: a round step name (e.g. training_policy) whose task raises on purpose;
     `<step>:stall` makes it stop for good at its first progress report, still heartbeating."""

@@ -182,3 +182,19 @@ def version_path(kind: str, base_model: str, artifact_path: str | None, on_progr
     if not artifact_path:
         raise ValueError(f"model version ({kind}) has no artifact folder")
     return artifact_path
+
+
+def distributed_config():
+    """The worker's multi-process training settings (Settings.train_*), or None to train in this
+    process (train_processes 1)."""
+    worker = settings()
+    if worker.train_processes <= 1:
+        return None
+    from worker.ml.distributed import DistributedConfig
+
+    return DistributedConfig(
+        processes=worker.train_processes,
+        strategy=worker.train_strategy,
+        mixed_precision=worker.train_mixed_precision,
+        accelerate_config=worker.train_accelerate_config or None,
+    )

@@ -14,7 +14,15 @@ from app.models import ModelKind, ModelVersion, Project, PromptSplit, TrainingRo
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
-from worker.loop.configs import VersionRef, reward_aspects, reward_backbone, reward_config, root_base, version_path
+from worker.loop.configs import (
+    VersionRef,
+    distributed_config,
+    reward_aspects,
+    reward_backbone,
+    reward_config,
+    root_base,
+    version_path,
+)
 from worker.loop.runtime import Reporter, db_session, run_claimed_step
 
 
@@ -44,6 +52,7 @@ def rm_accuracy(path: str, rankings: list, cfg) -> dict[str, Any] | None:
 
 
 def _train(round_id: int) -> dict[str, Any]:
+    from worker.ml.distributed import launch_reward
     from worker.ml.reward import train_reward
 
     # 1. Inputs: rankings by split, this round's fresh rankings, the previous reward model.
@@ -89,7 +98,10 @@ def _train(round_id: int) -> dict[str, Any]:
     # 3. Train (validation prompts are not in `train`), then measure on the held-out prompts.
     #    The folder appears complete or not at all; a disk fault gets a message naming it.
     with artifacts.writing(out, "the reward model"):
-        metrics = train_reward(cfg, train, out, reporter)
+        dist = distributed_config()  # a worker owning N GPUs trains on all of them
+        metrics = (
+            train_reward(cfg, train, out, reporter) if dist is None else launch_reward(cfg, train, out, dist, reporter)
+        )
     held_out = rm_accuracy(str(out), val, cfg)
     summary = {
         "val_accuracy": held_out and held_out["val_accuracy"],
@@ -105,6 +117,7 @@ def _train(round_id: int) -> dict[str, Any]:
         "train_seconds": metrics["train_seconds"],
         "reward_mean": metrics["reward_mean"],
         "reward_std": metrics["reward_std"],
+        "processes": metrics.get("processes", 1),
     }
 
     # 4. Register the model and move on, in one transaction (only if still training_reward).

@@ -19,7 +19,7 @@ from app.models.jobs import JobDemonstration, TrainingJob
 from app.sft import jobs, selection
 from app.sft.jobs import J
 from worker.loop import artifacts
-from worker.loop.configs import VersionRef, version_path
+from worker.loop.configs import VersionRef, distributed_config, version_path
 from worker.loop.job_runtime import STALL_STEP, JobReporter, run_claimed
 from worker.loop.runtime import db_session, settings
 
@@ -42,6 +42,7 @@ def sft_config(settings_section: dict[str, Any], *, model: str, job_id: int):
 
 
 def _train(job_id: int, token: str) -> dict[str, Any]:
+    from worker.ml.distributed import launch_sft
     from worker.ml.sft import train_sft
 
     # 1. Inputs, in a short read-only session: the start model and the demonstrations.
@@ -62,7 +63,11 @@ def _train(job_id: int, token: str) -> dict[str, Any]:
 
     # 2. Train; the folder appears complete or not at all (worker.ml renames it into place).
     with artifacts.writing(out, "the SFT model"):
-        metrics = train_sft(cfg, data, out, on_progress=reporter, on_step=reporter.point)
+        dist = distributed_config()  # a worker owning N GPUs trains on all of them (DDP)
+        if dist is None:
+            metrics = train_sft(cfg, data, out, on_progress=reporter, on_step=reporter.point)
+        else:
+            metrics = launch_sft(cfg, data, out, dist, on_progress=reporter, on_step=reporter.point)
     # The per-step losses are in the metric events already; the summary keeps the rest.
     summary = {key: value for key, value in metrics.items() if key != "train_loss" and _plain(value)}
     summary["demonstrations"] = len(demo_ids)

@@ -20,7 +20,9 @@ class JudgeIn(BaseModel):
         "judge", min_length=1, max_length=60, description="Shown as the AI labeler's name, with the version."
     )
     kind: JudgeKind = Field(
-        JudgeKind.local, description="local: a model folder on the worker; endpoint: OpenAI-compatible."
+        JudgeKind.local_pointwise,
+        description="local_pointwise: a model folder on the worker asked about each answer alone (the default; "
+        "no position bias); local: the same answering the ranking template; endpoint: OpenAI-compatible.",
     )
     model_path: Text = Field("", max_length=1000, description="local: the model folder ('' = the bundled model).")
     endpoint_url: Text = Field("", max_length=1000, description="endpoint: base URL, e.g. http://vllm:8000/v1.")

@@ -19,7 +19,11 @@ never handed a task; its rankings are written by a judge run."""
 
 class JudgeKind(StrEnum):
     local = "local"
-    """A transformers model folder on the worker (worker/ml/judge.py LocalJudge)."""
+    """A transformers model folder on the worker answering the ranking prompt (worker/ml/judge.py
+    LocalJudge.rank: constrained to the numbers, in each presentation order)."""
+    local_pointwise = "local_pointwise"
+    """The same model asked "is this answer correct and helpful?" about each completion alone,
+    ranked by log p(Yes) - log p(No) (LocalJudge.scores): no position bias, no template."""
     endpoint = "endpoint"
     """An OpenAI-compatible /chat/completions endpoint (vLLM, TGI, Ollama, any provider)."""
 
@@ -47,7 +51,7 @@ class Judge(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     """Bumped whenever what judges changes (model, endpoint, template, orders): each version has
     its own AI labeler account, so older judgments keep the name of the judge that made them."""
-    kind: Mapped[str] = mapped_column(String(16), default=JudgeKind.local)
+    kind: Mapped[str] = mapped_column(String(16), default=JudgeKind.local_pointwise)
     model_path: Mapped[str] = mapped_column(Text, default="")
     """local: the model folder on the worker ('' = the bundled base model)."""
     endpoint_url: Mapped[str] = mapped_column(Text, default="")

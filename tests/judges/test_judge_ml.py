@@ -10,13 +10,14 @@ from worker.ml.judge import (
     TemplateError,
     check_template,
     combine_orders,
+    groups_by_score,
     parse_ranking,
     presentation_orders,
     render_prompt,
     to_task_order,
 )
 
-JUDGE_WORDS = [str(i) for i in range(1, 10)] + [">", "Ranking", ":", "Answer", "#"]
+JUDGE_WORDS = [str(i) for i in range(1, 10)] + [">", "Ranking", ":", "Answer", "#", "Yes", "No", "Question"]
 """Words the tiny tokenizer must know for the judge's prompt and answers (others become [UNK])."""
 
 
@@ -100,3 +101,19 @@ def test_the_local_judge_picks_the_most_likely_number_first():
     judge = LocalJudge(model=model, tokenizer=tokenizer)
     order = judge.rank(render_prompt(DEFAULT_TEMPLATE, prompt="hi", completions=["a", "b", "c", "d"]), 4)
     assert order[0] == 2
+
+
+def test_the_pointwise_judge_scores_each_answer_alone():
+    """log p(Yes) - log p(No) per answer: the same score wherever an answer is listed."""
+    from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
+
+    model, tokenizer = tiny_causal_lm(tiny_tokenizer(JUDGE_WORDS), seed=1)
+    judge = LocalJudge(model=model, tokenizer=tokenizer)
+    forward = judge.scores("write a poem", ["a cat", "a dog", "the sun"])
+    backward = judge.scores("write a poem", ["the sun", "a dog", "a cat"])
+    assert forward == pytest.approx(backward[::-1])
+    assert len(set(forward)) == 3
+
+
+def test_groups_by_score_ties_equal_scores_best_first():
+    assert groups_by_score([0.5, 2.0, 0.5, -1.0]) == [[1], [0, 2], [3]]

@@ -262,3 +262,14 @@ def test_a_pairwise_project_gets_verdicts_and_position_bias_stores_nothing(db, u
     result = service.agreement(db, project_id=project.id)
     assert (result.judge.comparisons, result.judge.agreement_pct) == (2, 50.0)  # agrees with one human of two
     assert (result.human.comparisons, result.human.agreement_pct) == (1, 0.0)
+
+
+def test_the_local_pointwise_judge_stores_an_order_free_ranking(db, unit, tiny_judge_dir):
+    project = make_project(db)
+    task = make_task(db, project, texts=["good", "bad", "great", "poor"])  # words the tiny tokenizer knows
+    judge = set_judge(db, project, kind="local_pointwise", model_path=str(tiny_judge_dir))
+    result = judging.run(new_run(db, judge), session=unit)
+    assert result["judged"] == 1
+    (ranking,) = ai_rankings(db, judge.user_id)
+    assert sorted(c for group in ranking.groups for c in group) == sorted(task.completion_ids)
+    assert len(ranking.groups) == 4  # four different answers, four different scores: a strict order

@@ -174,7 +174,7 @@ def _judge_all(unit: SessionFactory, run_id: int, token: str, backoff_seconds: f
         db.execute(update(JudgeRun).where(JudgeRun.id == run_id).values(task_ids=len(task_ids)))
     counts = {"judged": 0, "unparseable": 0, "undecided": 0, "no_slot": 0, "already": 0}
     # 2. The judge: a local model (constrained scoring) or the endpoint (free text, parsed).
-    ask, close, client = _make_judge(cfg, backoff_seconds)
+    decide, close, client = _make_judge(cfg, backoff_seconds)
     try:
         for task_id in task_ids:
             # 3. Every presentation order answered before anything is stored for the task.
@@ -183,7 +183,7 @@ def _judge_all(unit: SessionFactory, run_id: int, token: str, backoff_seconds: f
                     counts["already"] += 1
                     continue
                 prompt, ids, texts = _task_content(db, task_id)
-            outcome, groups, shown, orders = _judge_task(ask, cfg, prompt, ids, texts)
+            outcome, groups, shown, answers = decide(prompt, texts)
             # 4. One transaction per task: verdict (+ ranking) and progress together.
             with unit() as db:
                 stored = record_verdict(
@@ -192,10 +192,10 @@ def _judge_all(unit: SessionFactory, run_id: int, token: str, backoff_seconds: f
                     user_id=cfg.user_id,
                     task_id=task_id,
                     mode=cfg.mode,
-                    groups=groups,
+                    groups=None if groups is None else [[ids[i] for i in group] for group in groups],
                     outcome=outcome,
-                    shown=shown,
-                    orders=orders,
+                    shown=[ids[i] for i in shown],
+                    orders=_orders_text(answers, ids),
                 )
                 counts["judged" if stored == STORED else stored] += 1
                 _progress(db, run_id, token, counts, client)
@@ -256,33 +256,48 @@ def _task_content(db: Session, task_id: int) -> tuple[str, list[int], list[str]]
     return text, [item.completion_id for item in task.items], [item.completion.text for item in task.items]
 
 
-def _judge_task(
-    ask: Callable[[str, int], list[int] | None], cfg: JudgeSettings, prompt: str, ids: list[int], texts: list[str]
-) -> tuple[str, list[list[int]] | None, list[int], str]:
-    """(outcome, groups of completion ids or None, the first order shown, each order's answer)."""
-    k = len(ids)
-    answers: list[list[int]] = []
-    shown_orders = judge_ml.presentation_orders(k, cfg.orders)
-    for shown in shown_orders:
-        rendered = judge_ml.render_prompt(cfg.template, prompt=prompt, completions=[texts[i] for i in shown])
-        answer = ask(rendered, k)
-        if answer is None:
-            return UNPARSEABLE, None, [ids[i] for i in shown_orders[0]], _orders_text(answers, ids)
-        answers.append(judge_ml.to_task_order(answer, shown))
-    groups = judge_ml.combine_orders(answers, k)
-    outcome = UNDECIDED if len(groups) == 1 else STORED
-    id_groups = [[ids[i] for i in group] for group in groups]
-    return outcome, id_groups, [ids[i] for i in shown_orders[0]], _orders_text(answers, ids)
+Decision = tuple[str, list[list[int]] | None, list[int], list[list[int]]]
+"""(outcome, groups of task indices or None, the first order shown, each order's answer as task
+indices best first): what a judge concluded about one task."""
+Decide = Callable[[str, list[str]], Decision]
+
+
+def _by_orders(ask: Callable[[str, int], list[int] | None], cfg: JudgeSettings) -> Decide:
+    """The ranking prompt in each presentation order, the answers combined by mean place."""
+
+    def decide(prompt: str, texts: list[str]) -> Decision:
+        k = len(texts)
+        answers: list[list[int]] = []
+        shown_orders = judge_ml.presentation_orders(k, cfg.orders)
+        for shown in shown_orders:
+            rendered = judge_ml.render_prompt(cfg.template, prompt=prompt, completions=[texts[i] for i in shown])
+            answer = ask(rendered, k)
+            if answer is None:  # nothing of the task is stored, not even the orders that parsed
+                return UNPARSEABLE, None, shown_orders[0], answers
+            answers.append(judge_ml.to_task_order(answer, shown))
+        groups = judge_ml.combine_orders(answers, k)
+        return (UNDECIDED if len(groups) == 1 else STORED), groups, shown_orders[0], answers
+
+    return decide
+
+
+def _pointwise(local: judge_ml.LocalJudge) -> Decide:
+    """Each completion scored alone (LocalJudge.scores): order-free, one pass per completion."""
+
+    def decide(prompt: str, texts: list[str]) -> Decision:
+        groups = judge_ml.groups_by_score(local.scores(prompt, texts))
+        given = list(range(len(texts)))
+        return (UNDECIDED if len(groups) == 1 else STORED), groups, given, [[i for g in groups for i in g]]
+
+    return decide
 
 
 def _orders_text(answers: list[list[int]], ids: list[int]) -> str:
     return ";".join(",".join(str(ids[i]) for i in answer) for answer in answers)
 
 
-def _make_judge(
-    cfg: JudgeSettings, backoff_seconds: float
-) -> tuple[Callable[[str, int], list[int] | None], Callable[[], None], EndpointJudge | None]:
-    """(ask(rendered, k) → 0-based order as shown or None, close(), the endpoint client if any)."""
+def _make_judge(cfg: JudgeSettings, backoff_seconds: float) -> tuple[Decide, Callable[[], None], EndpointJudge | None]:
+    """(decide(prompt, texts), close(), the endpoint client if any)."""
     if cfg.kind == JudgeKind.endpoint:
         key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         client = EndpointJudge(
@@ -302,11 +317,12 @@ def _make_judge(
                     return order
             return None
 
-        return ask_endpoint, client.close, client
+        return _by_orders(ask_endpoint, cfg), client.close, client
     from worker.loop.configs import base_model_path
 
     local = judge_ml.LocalJudge.load(base_model_path(cfg.model_path or BUNDLED_MODEL))
-    return local.rank, lambda: None, None
+    decide = _pointwise(local) if cfg.kind == JudgeKind.local_pointwise else _by_orders(local.rank, cfg)
+    return decide, lambda: None, None
 
 
 def _progress(

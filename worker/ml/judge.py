@@ -34,6 +34,12 @@ Reply with one line and nothing else, listing every number from 1 to {k} exactly
 Ranking: <best> > <next> > ... > <worst>"""
 """The default prompt template. Placeholders: {prompt}, {completions} (numbered blocks), {k}."""
 
+POINTWISE_TEMPLATE = """Question: {prompt}
+Answer: {completion}
+
+Is this answer correct and helpful? Reply Yes or No."""
+"""The local pointwise judge's question about one answer (LocalJudge.score)."""
+
 PLACEHOLDERS = ("{prompt}", "{completions}", "{k}")
 ANSWER_PREFIX = "Ranking:"
 """What the default template asks the answer to start with; the local judge is given it."""
@@ -110,6 +116,14 @@ def to_task_order(answer: Sequence[int], shown: Sequence[int]) -> list[int]:
     return [shown[i] for i in answer]
 
 
+def groups_by_score(scores: Sequence[float]) -> list[list[int]]:
+    """Indices grouped by equal score (rounded to 1e-6), highest first."""
+    groups: dict[float, list[int]] = {}
+    for index, score in enumerate(scores):
+        groups.setdefault(round(score, 6), []).append(index)
+    return [groups[score] for score in sorted(groups, reverse=True)]
+
+
 def combine_orders(rankings: Sequence[Sequence[int]], k: int) -> list[list[int]]:
     """Rankings (task indices, best first) → groups of task indices by mean place, best first;
     equal means are tied. All in one group means the orders cancelled out (no preference)."""
@@ -142,10 +156,10 @@ class LocalJudge:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         return cls(model=model, tokenizer=tokenizer, **kwargs)
 
-    def _context_ids(self, rendered: str) -> list[int]:
+    def _context_ids(self, rendered: str, answer_prefix: str = ANSWER_PREFIX) -> list[int]:
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
             text = tok.apply_chat_template(
@@ -153,8 +167,27 @@ class LocalJudge:
             )
         else:
             text = rendered + "\n"
-        ids = tok(text + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+        ids = tok(text + answer_prefix, add_special_tokens=False)["input_ids"]
         return ids[-self.max_prompt_tokens :]
+
+    def scores(self, prompt: str, completions: Sequence[str]) -> list[float]:
+        """Pointwise judging: each completion asked about alone (POINTWISE_TEMPLATE), scored by
+        log p(Yes) - log p(No) as the reply's first token. No answer sees another, so the order
+        they are listed in cannot matter. On small models this is the better local judge: the
+        bundled 135M model answers the ranking prompt with "1 > 2 > 3 > 4" whatever it is shown
+        (docs/ai-judges.md, bench/judge_bundled.py)."""
+        import torch
+
+        tok = self.tokenizer
+        yes, no = (tok(word, add_special_tokens=False)["input_ids"][0] for word in ("Yes", "No"))
+        out = []
+        with torch.no_grad():
+            for completion in completions:
+                rendered = POINTWISE_TEMPLATE.format(prompt=prompt, completion=completion)
+                ids = torch.tensor([self._context_ids(rendered, answer_prefix="")])  # [1, L]
+                logprobs = torch.log_softmax(self.model(input_ids=ids).logits[0, -1].float(), dim=-1)  # [V]
+                out.append(float(logprobs[yes] - logprobs[no]))
+        return out
 
     def rank(self, rendered: str, k: int) -> list[int]:
         """0-based indices of the shown completions, best first."""

@@ -29,6 +29,7 @@ from app.settings import ROOT, Settings
 from tests import services
 from tests.evaluation.helpers import add_evaluation_sample
 from tests.factories import PASSWORD, login, make_project, make_ranking, make_task, make_token, make_user
+from tests.judges.helpers import populate_judge_rows
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
 from tests.sft.helpers import populate_jobs
 
@@ -115,7 +116,7 @@ def _populate_at_head(url: str, tmp_path) -> None:
         # Migration 0007: a finished SFT run, its version (job_id), a loss point, lineage to the demonstrations.
         populate_jobs(db, project, start=base, admin=admin)
         _populate_feedback_forms(db, labeler=labelers[0])
-        _populate_judges(db, project, task=tasks[1])
+        populate_judge_rows(db, project, task=tasks[1])  # 0009: judges, judge_runs, judge_verdicts
     finally:
         db.close()
         app.state.engine.dispose()
@@ -186,32 +187,6 @@ def _populate_feedback_forms(db, *, labeler) -> None:
     db.add(feedback)
     ranking = db.scalar(select(Ranking).order_by(Ranking.id).limit(1))
     ranking.critiques = {str(ranking.groups[0][0]): "Too long, <b>but</b> right."}
-    db.commit()
-
-
-def _populate_judges(db, project, *, task) -> None:
-    """Issue 16's rows (0009): a judge with its AI labeler account, a finished run, and its
-    verdict on a task with the compare-only ranking it stored (no slot taken)."""
-    from app.judges import service as judges
-    from app.judges.store import STORED, record_verdict
-    from app.models.judges import JudgeRun
-
-    judge = judges.save_judge(db, project=project, data={"name": "critic", "kind": "local", "orders": 2})
-    run = JudgeRun(judge_id=judge.id, project_id=project.id, user_id=judge.user_id, status="done", judged=1, calls=2)
-    db.add(run)
-    db.flush()
-    ids = task.completion_ids
-    record_verdict(
-        db,
-        run_id=run.id,
-        user_id=judge.user_id,
-        task_id=task.id,
-        mode="compare",
-        groups=[[c] for c in ids],
-        outcome=STORED,
-        shown=ids,
-        orders=";".join([",".join(map(str, ids))] * 2),
-    )
     db.commit()
 
 

@@ -52,6 +52,7 @@ from tests.factories import (
     make_token,
     make_user,
 )
+from tests.judges.helpers import populate_judge_rows
 from tests.rounds.helpers import add_event, make_round, make_round_task, make_version
 from tests.sft.helpers import populate_jobs
 
@@ -162,6 +163,7 @@ def build_project(db: Session, settings: Settings, client: TestClient) -> dict:
     evaluation = add_evaluation_sample(db, project, base=base, policy=policy, reward=reward, judges=[alice, bob]).id
     build_demonstrations(db, project, author=alice, reviewer=bob)
     build_feedback(db, author=alice)
+    populate_judge_rows(db, project, task=rt)  # an AI judge, its run, its verdict and ranking (issue 16)
     # An SFT run: its version (no artifact: the archive's folders are checked above), a loss point, lineage.
     populate_jobs(db, project, start=base, artifact_path=None)
 
@@ -333,7 +335,8 @@ def test_round_trip_keeps_every_row_artifact_and_answer(source, app, db, target,
     archive = tmp_path / "backup.tar.gz"
     manifest = export_all(source, archive)
     assert manifest["alembic_revision"] == schema.code_head()
-    assert manifest["tables"]["rankings"]["rows"] == 6 and manifest["tables"]["pairwise_comparisons"]["rows"] == 20
+    # 7 rankings: 6 by people, 1 by the AI judge (its 4 completions give 6 of the 26 pairs)
+    assert manifest["tables"]["rankings"]["rows"] == 7 and manifest["tables"]["pairwise_comparisons"]["rows"] == 26
     assert manifest["tables"]["evaluations"]["rows"] == 1 and manifest["tables"]["version_evals"]["rows"] == 1
     assert [s["artifact_path"] for s in manifest["not_archived"]] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
 
@@ -407,6 +410,6 @@ def test_cli_round_trip_to_the_other_backend_and_refusal_of_a_second_import(requ
     check_restored(source, target, manifest)
 
     again = cli("import-all", str(archive), settings=target)
-    assert again.returncode == 2 and "already holds data (" in again.stderr and "users: 4" in again.stderr
+    assert again.returncode == 2 and "already holds data (" in again.stderr and "users: 5" in again.stderr  # 4 + AI
     assert "Traceback" not in again.stderr
     assert counts(target.sqlalchemy_url) == {name: meta["rows"] for name, meta in manifest["tables"].items()}

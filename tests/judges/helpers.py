@@ -57,3 +57,27 @@ def verdicts(db, user_id: int) -> dict[int, str]:
 def task_counts(db, task_id: int) -> tuple[int, int, str]:
     task = fresh(db, RankingTask, task_id)
     return task.slots_taken, task.rankings_count, task.status
+
+
+def populate_judge_rows(db, project: Project, *, task: RankingTask) -> None:
+    """Rows for every judge table (the migration and backup tests): a judge with its AI labeler
+    account, a finished run, and its verdict on `task` with the compare-only ranking it stored."""
+    from app.judges.store import STORED, record_verdict
+
+    judge = service.save_judge(db, project=project, data={"name": "critic ✓", "kind": "local", "orders": 2})
+    run = JudgeRun(judge_id=judge.id, project_id=project.id, user_id=judge.user_id, status="done", judged=1, calls=2)
+    db.add(run)
+    db.flush()
+    ids = task.completion_ids
+    record_verdict(
+        db,
+        run_id=run.id,
+        user_id=judge.user_id,
+        task_id=task.id,
+        mode="compare",
+        groups=[[c] for c in ids],
+        outcome=STORED,
+        shown=ids,
+        orders=";".join([",".join(map(str, ids))] * 2),
+    )
+    db.commit()

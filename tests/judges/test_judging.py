@@ -273,3 +273,22 @@ def test_the_local_pointwise_judge_stores_an_order_free_ranking(db, unit, tiny_j
     (ranking,) = ai_rankings(db, judge.user_id)
     assert sorted(c for group in ranking.groups for c in group) == sorted(task.completion_ids)
     assert len(ranking.groups) == 4  # four different answers, four different scores: a strict order
+
+
+def test_the_rate_limit_spaces_endpoint_calls_and_a_wrong_key_fails_at_once():
+    import time
+
+    with OpenAIServer(model_name="j", api_key="sk-right", reply=lambda m, i: "Ranking: 1 > 2") as server:
+        client = judging.EndpointJudge(url=server.url, model="j", api_key="sk-right", requests_per_minute=600)
+        started = time.monotonic()
+        answers = [client.ask("which?") for _ in range(3)]
+        assert answers == ["Ranking: 1 > 2"] * 3 and time.monotonic() - started >= 0.2  # 0.1 s apart
+        client.close()
+        wrong = judging.EndpointJudge(url=server.url, model="j", api_key="sk-wrong", max_attempts=4, sleep=_no_sleep)
+        with pytest.raises(judging.EndpointDown, match="refused the request \\(HTTP 401") as refused:
+            wrong.ask("which?")
+        assert wrong.calls == 1 and "sk-wrong" not in str(refused.value)  # no retry of a 401; key not echoed
+
+
+def _no_sleep(_seconds: float) -> None:
+    raise AssertionError("a refused request is not retried")

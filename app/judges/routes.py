@@ -114,6 +114,7 @@ def agreement(project: ProjectDep, db: DbDep, _token: AdminTokenDep):
 
 def _page(request: Request, db: Session, project: Project, *, values=None, error: str = "", status_code: int = 200):
     judge = service.get_judge(db, project_id=project.id)
+    runs = service.list_runs(db, project_id=project.id)
     if values is None:
         values = JudgeIn().model_dump(mode="json") if judge is None else _out(db, judge).model_dump(mode="json")
         values["prompt_template"] = values.get("prompt_template") or DEFAULT_TEMPLATE
@@ -126,9 +127,11 @@ def _page(request: Request, db: Session, project: Project, *, values=None, error
             "labeler_name": service.labeler_name(judge) if judge else "",
             "values": values,
             "error": error,
-            "runs": service.list_runs(db, project_id=project.id),
+            "runs": runs,
+            "live": any(run.status in service.LIVE for run in runs),
             "agreement": _agreement(db, project.id),
         },
+        block="runs",  # an htmx poll (every 2 s while a run is live) gets the runs table only
         status_code=status_code,
     )
 

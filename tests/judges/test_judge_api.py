@@ -118,4 +118,11 @@ def test_the_admin_page_saves_the_judge_and_launches_a_run(db, client):
     assert launched.status_code == 303
     fresh(db)
     run = db.query(JudgeRun).one()
-    assert run.status == "pending" and f'data-run="{run.id}"' in client.get(launched.headers["location"]).text
+    page = client.get(launched.headers["location"]).text
+    assert run.status == "pending" and f'data-run="{run.id}"' in page and 'hx-trigger="every 2s"' in page
+    polled = client.get(launched.headers["location"], headers={"HX-Request": "true"})
+    assert polled.text.lstrip().startswith('<section class="card" aria-labelledby="runs-h" id="judge-runs"')
+    assert f'data-run="{run.id}"' in polled.text and "Settings" not in polled.text  # the runs table only
+    run.status = "done"
+    db.commit()
+    assert "every 2s" not in client.get(launched.headers["location"]).text  # polling stops with the run

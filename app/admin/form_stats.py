@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.admin.form_agreement import FormAgreement, categorical_agreement, pairwise_category, scale_agreement
 from app.admin.stats import user_emails
+from app.judges.data_filter import labelling_data
 from app.models import OVERALL, Feedback, FeedbackForm, FeedbackRating, Ranking, RankingTask, TaskCompletion
 
 
@@ -42,7 +43,7 @@ def _pairwise(db: Session, project_id: int) -> FormAgreement | None:
     )
     judgments = db.execute(
         select(Ranking.task_id, Ranking.user_id, Ranking.groups, Ranking.none_acceptable).where(
-            Ranking.task_id.in_(overlapped)
+            Ranking.task_id.in_(overlapped), labelling_data()
         )
     ).all()
     if not judgments:

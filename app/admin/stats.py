@@ -11,6 +11,7 @@ from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from app.admin.agreement import AgreementReport, Outcome, agreement_report, verdict_agreement, verdict_outcome
+from app.judges.data_filter import labelling_data
 from app.labeling.task_types import PAIRWISE_EVAL
 from app.models import (
     Assignment,
@@ -51,7 +52,7 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
     answers = union_all(
         select(Ranking.user_id, Ranking.time_spent_ms, Ranking.created_at, RankingTask.kind)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .where(Ranking.project_id == project_id),
+        .where(Ranking.project_id == project_id, labelling_data()),
         select(Feedback.user_id, Feedback.time_spent_ms, Feedback.created_at, Feedback.form).where(
             Feedback.project_id == project_id
         ),
@@ -99,7 +100,7 @@ def project_agreement(db: Session, *, project_id: int) -> AgreementReport:
     for task_id, kind, user_id, groups, none_acceptable in db.execute(
         select(Ranking.task_id, RankingTask.kind, Ranking.user_id, Ranking.groups, Ranking.none_acceptable)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .where(Ranking.task_id.in_(overlapped))
+        .where(Ranking.task_id.in_(overlapped), labelling_data())
     ):
         if kind == PAIRWISE_EVAL:
             outcomes[task_id][user_id] = verdict_outcome(groups, none_acceptable=none_acceptable)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app.admin.form_agreement import pairwise_category
 from app.exports.feedback_pairs import RATING_FORMS, Scoring
 from app.exports.service import PairStyle, _pages, _task_context, labeler_pseudonym, plain_prompt
+from app.judges.data_filter import labelling_data
 from app.labeling import feedback_read
 from app.models import OVERALL, Feedback, FeedbackForm, FeedbackRating, Ranking, RankingTask
 
@@ -128,7 +129,7 @@ def _pairwise_judgments(db: Session, project_id: int, secret: str) -> Iterator[d
     query = (
         select(Ranking)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .where(Ranking.project_id == project_id, RankingTask.kind == FeedbackForm.pairwise.value)
+        .where(Ranking.project_id == project_id, RankingTask.kind == FeedbackForm.pairwise.value, labelling_data())
     )
     for page in _pages(db, query, Ranking.id):
         rankings = [row[0] for row in page]

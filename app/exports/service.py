@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.admin.agreement import verdict_agreement, verdict_outcome
 from app.exports.consensus import consensus
+from app.judges.data_filter import labelling_data
 from app.models import Completion, PairwiseComparison, Prompt, Ranking, RankingTask, TaskCompletion
 
 BATCH = 500
@@ -69,7 +70,7 @@ def iter_rankings(
     query = (
         select(Ranking)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .where(Ranking.project_id == project_id, _tasks_from(source))
+        .where(Ranking.project_id == project_id, _tasks_from(source), labelling_data())
     )
     for page in _pages(db, query, Ranking.id):
         rankings = [row[0] for row in page]
@@ -122,7 +123,7 @@ def iter_consensus(
     for tasks in _pages(db, query, RankingTask.id):
         by_task: dict[int, list[Ranking]] = defaultdict(list)
         for ranking in db.scalars(
-            select(Ranking).where(Ranking.task_id.in_([t.id for t in tasks])).order_by(Ranking.id)
+            select(Ranking).where(Ranking.task_id.in_([t.id for t in tasks]), labelling_data()).order_by(Ranking.id)
         ):
             by_task[ranking.task_id].append(ranking)
         context = _task_context(db, set(by_task))
@@ -212,7 +213,7 @@ def iter_pairs(
         .join(Prompt, Prompt.id == RankingTask.prompt_id)
         .join(chosen, chosen.id == PairwiseComparison.chosen_id)
         .join(rejected, rejected.id == PairwiseComparison.rejected_id)
-        .where(Ranking.project_id == project_id, _tasks_from(source))
+        .where(Ranking.project_id == project_id, _tasks_from(source), labelling_data())
     )
     for rows in _pages(db, query, PairwiseComparison.id):
         for (

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.judges.data_filter import labelling_data
 from app.models import (
     OVERALL,
     Completion,
@@ -47,7 +48,7 @@ def rankings(
         select(Ranking.task_id, Ranking.groups, RankingTask.prompt_id, Prompt.text, Prompt.messages)
         .join(RankingTask, RankingTask.id == Ranking.task_id)
         .join(Prompt, Prompt.id == RankingTask.prompt_id)
-        .where(Ranking.project_id == project_id)
+        .where(Ranking.project_id == project_id, labelling_data())  # no compare-only AI judgments
         .order_by(Ranking.id)
     )
     query = _where_tasks(query, round_id=round_id, round_ids=round_ids, split=split)

@@ -126,3 +126,14 @@ def test_the_admin_page_saves_the_judge_and_launches_a_run(db, client):
     run.status = "done"
     db.commit()
     assert "every 2s" not in client.get(launched.headers["location"]).text  # polling stops with the run
+
+
+def test_the_project_page_links_to_its_judge(db, client):
+    from tests.admin.helpers import admin_client
+    from tests.factories import make_project
+
+    admin_client(client, db)
+    project = make_project(db)
+    page = client.get(f"/admin/projects/{project.id}").text
+    assert f'href="/admin/projects/{project.id}/judge">AI judge</a>' in page
+    assert client.get(f"/admin/projects/{project.id}/judge").status_code == 200

@@ -1,100 +1,29 @@
 """`python -m worker.ml <command>`: the ML library from a shell, with progress bars.
 
-Commands are registered in COMMANDS (name -> Command). Config flags are derived from the
-config dataclasses, with each field's docstring as its help, so they never drift apart.
+Commands are registered in COMMANDS (name -> Command); the preference optimisers' live in
+cli_policies.py. Config flags are derived from the config dataclasses, with each field's
+docstring as its help, so they never drift apart (cli_flags.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import inspect
 import json
-import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from worker.ml.cli_flags import (
+    Command,
+    ProgressBars,
+    add_config_flags,
+    config_from_args,
+    default_data_dir,
+    default_model,
+    run_with_bars,
+)
+from worker.ml.cli_policies import POLICY_COMMANDS
 from worker.ml.config import GenerationConfig, RewardConfig
 from worker.ml.ppo_config import PPOConfig
-
-
-@dataclass
-class Command:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-def default_data_dir() -> Path:
-    # Same variable the web app's Settings reads (worker.ml must not import app/).
-    return Path(os.environ.get("RANKLAB_DATA_DIR", "data"))
-
-
-class ProgressBars:
-    """An on_progress callback drawing one tqdm bar per stage."""
-
-    def __init__(self) -> None:
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, done: int, total: int, stage: str) -> None:
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="step", leave=True)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-
-
-def field_docs(cls) -> dict[str, str]:
-    """{field: docstring} from the string literal written under each dataclass field."""
-    node = ast.parse(inspect.getsource(cls)).body[0]
-    if not isinstance(node, ast.ClassDef):
-        raise TypeError(f"{cls!r} is not a class")
-    body = node.body
-    docs = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-        ):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """--field-name flags for every simple field of a config dataclass."""
-    docs = field_docs(cls)
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = (docs.get(f.name, "") + f" (default: {default})").replace("%", "%%")
-        if isinstance(default, bool):
-            parser.add_argument(flag, dest=f.name, default=None, help=help_text, action=argparse.BooleanOptionalAction)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, dest=f.name, default=None, nargs="+", help=help_text)
-        elif isinstance(default, (int, float, str)) or default is None:
-            kind = type(default) if default is not None else str
-            parser.add_argument(flag, dest=f.name, default=None, type=kind, help=help_text)
-
-
-def config_from_args(cls, args: argparse.Namespace, **fixed):
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
-    return cls.from_dict({**values, **fixed})
-
 
 # --- convert-default -------------------------------------------------------------------------
 
@@ -146,7 +75,7 @@ def _generate_run(args: argparse.Namespace) -> int:
     if cfg.backend == "openai":  # the served model answers; nothing is loaded here
         model, version = "", args.model_version or cfg.remote_model
     else:
-        model = args.model or str(_default_model())
+        model = args.model or str(default_model())
         version = args.model_version or Path(model).name
     bars = ProgressBars()
     try:
@@ -207,7 +136,7 @@ def _train_reward_run(args: argparse.Namespace) -> int:
     from worker.ml.distributed import DistributedConfig, launch_reward
     from worker.ml.reward import train_reward
 
-    cfg = config_from_args(RewardConfig, args, model=args.model or str(_default_model()))
+    cfg = config_from_args(RewardConfig, args, model=args.model or str(default_model()))
     dist = config_from_args(DistributedConfig, args, device=cfg.device)
     rankings = read_rankings(args.rankings)
     named = sorted({a for r in rankings for a in r.aspect_groups})
@@ -216,14 +145,9 @@ def _train_reward_run(args: argparse.Namespace) -> int:
             f"aspects: the rankings rank aspects ({', '.join(named)}) and nothing overall; name the "
             f"score heads to train, e.g. --aspects {' '.join(named)}"
         )
-    bars = ProgressBars()
     if dist.processes > 1 or dist.accelerate_config:
-        metrics = launch_reward(cfg, rankings, args.out, dist, on_progress=bars)
-    else:
-        metrics = train_reward(cfg, rankings, args.out, on_progress=bars)
-    bars.close()
-    print(json.dumps(metrics, indent=2))
-    return 0
+        return run_with_bars(lambda bars: launch_reward(cfg, rankings, args.out, dist, on_progress=bars))
+    return run_with_bars(lambda bars: train_reward(cfg, rankings, args.out, on_progress=bars))
 
 
 # --- train-policy ----------------------------------------------------------------------------
@@ -245,13 +169,11 @@ def _train_policy_run(args: argparse.Namespace) -> int:
     from worker.ml.data import read_prompts
     from worker.ml.ppo import train_policy
 
-    cfg = config_from_args(PPOConfig, args, model=args.model or str(_default_model()))
+    cfg = config_from_args(PPOConfig, args, model=args.model or str(default_model()))
     prompts = read_prompts(args.prompts)
-    bars = ProgressBars()
-    metrics = train_policy(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars)
-    bars.close()
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return run_with_bars(
+        lambda bars: train_policy(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars)
+    )
 
 
 # --- train-sft -------------------------------------------------------------------------------
@@ -293,7 +215,7 @@ def _train_sft_run(args: argparse.Namespace) -> int:
     from worker.ml.sft_config import SFTConfig
     from worker.ml.sft_data import read_examples
 
-    cfg = config_from_args(SFTConfig, args, model=args.model or str(_default_model()))
+    cfg = config_from_args(SFTConfig, args, model=args.model or str(default_model()))
     dist = config_from_args(DistributedConfig, args, device=cfg.device)
     data = read_examples(args.data)
     eval_data = read_examples(args.eval_data) if args.eval_data else None
@@ -305,119 +227,6 @@ def _train_sft_run(args: argparse.Namespace) -> int:
     bars.close()
     print(json.dumps({k: v for k, v in metrics.items() if k != "train_loss"}, indent=2))
     return 0
-
-
-# --- train-dpo -------------------------------------------------------------------------------
-
-
-def _train_dpo_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.ml.dpo_config import DPOConfig
-
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="starting policy: model or adapter folder, or hub id (default: the bundled SmolLM2)",
-    )
-    parser.add_argument("--rankings", type=Path, required=True, help="rankings JSONL (format in worker/ml/data.py)")
-    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write (with its card)")
-    add_config_flags(parser, DPOConfig, skip=("model", "extra"))
-
-
-def _train_dpo_run(args: argparse.Namespace) -> int:
-    from worker.ml.data import read_rankings
-    from worker.ml.dpo import train_dpo
-    from worker.ml.dpo_config import DPOConfig
-
-    cfg = config_from_args(DPOConfig, args, model=args.model or str(_default_model()))
-    rankings = read_rankings(args.rankings)
-    bars = ProgressBars()
-    metrics = train_dpo(cfg, rankings, args.out, on_progress=bars)
-    bars.close()
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-# --- train-kto -------------------------------------------------------------------------------
-
-
-def _train_kto_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.ml.kto_config import KTOConfig
-
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="starting policy: model or adapter folder, or hub id (default: the bundled SmolLM2)",
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help='good/bad JSONL (TRL unpaired form): {"prompt": ..., "completion": ..., "label": true|false} per line',
-    )
-    parser.add_argument(
-        "--eval-data", type=Path, default=None, help="held-out JSONL in the same form (default: --val-fraction)"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write (with its card)")
-    add_config_flags(parser, KTOConfig, skip=("model", "extra"))
-
-
-def _train_kto_run(args: argparse.Namespace) -> int:
-    from worker.ml.kto import read_labelled, train_kto
-    from worker.ml.kto_config import KTOConfig
-
-    cfg = config_from_args(KTOConfig, args, model=args.model or str(_default_model()))
-    examples = read_labelled(args.data)
-    held_out = read_labelled(args.eval_data) if args.eval_data else None
-    bars = ProgressBars()
-    metrics = train_kto(cfg, examples, args.out, on_progress=bars, held_out=held_out)
-    bars.close()
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-# --- train-rloo ------------------------------------------------------------------------------
-
-
-def _train_rloo_arguments(parser: argparse.ArgumentParser) -> None:
-    from worker.ml.rloo_config import RLOOConfig
-
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="starting policy: a model folder, an SFT adapter or an earlier policy adapter "
-        "(default: the converted bundled SmolLM2)",
-    )
-    parser.add_argument("--prompts", type=Path, required=True, help='JSONL: {"prompt": str | [messages]} per line')
-    parser.add_argument(
-        "--reward",
-        type=Path,
-        default=None,
-        help="reward model artifact folder (from train-reward); not needed with --reward-source zero",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write")
-    add_config_flags(parser, RLOOConfig, skip=("model",))
-
-
-def _train_rloo_run(args: argparse.Namespace) -> int:
-    from worker.ml.data import read_prompts
-    from worker.ml.rloo import train_rloo
-    from worker.ml.rloo_config import RLOOConfig
-
-    cfg = config_from_args(RLOOConfig, args, model=args.model or str(_default_model()))
-    if args.reward is None and cfg.reward_source != "zero":
-        raise ValueError("reward: name the reward model folder with --reward (or use --reward-source zero)")
-    prompts = read_prompts(args.prompts)
-    bars = ProgressBars()
-    metrics = train_rloo(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars)
-    bars.close()
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-def _default_model() -> Path:
-    from worker.ml.models import convert_default_model
-
-    return convert_default_model(default_data_dir())
 
 
 # Registrations. The PPO side adds "train-policy" here: Command(help, add_arguments, run).
@@ -433,19 +242,7 @@ COMMANDS: dict[str, Command] = {
     "train-sft": Command(
         "supervised fine-tuning on demonstrations (loss on the answers)", _train_sft_arguments, _train_sft_run
     ),
-    "train-dpo": Command(
-        "DPO: train a LoRA policy directly on rankings (no reward model)", _train_dpo_arguments, _train_dpo_run
-    ),
-    "train-kto": Command(
-        "KTO: train a LoRA policy on good/bad labels of single completions (no pairs)",
-        _train_kto_arguments,
-        _train_kto_run,
-    ),
-    "train-rloo": Command(
-        "RLOO / GRPO: train a LoRA policy against a reward model, K samples per prompt, no value head",
-        _train_rloo_arguments,
-        _train_rloo_run,
-    ),
+    **POLICY_COMMANDS,
 }
 
 

@@ -24,8 +24,9 @@ from typing import Any
 from app.settings import Settings
 from app.simulation.gold import control_table
 from app.simulation.noise import POSITION_LOGIT, TARGET_AGREEMENT
-from app.simulation.report import OPTIMIZERS, VARIANTS, EvalSet, Human, Report, summary
+from app.simulation.report import OPTIMIZERS, VARIANTS, EvalSet, Human, Report
 from app.simulation.server import Admin, Server, eval_answers, free_port, setup
+from app.simulation.summary import summary
 from app.simulation.tasks import all_prompts, draw_prompts
 from app.simulation.team import RoundRecord, Team
 

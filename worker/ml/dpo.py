@@ -270,9 +270,7 @@ def train_dpo(
     `on_progress(done, total, stage)` as the other stages; `on_step(step, stats)` per optimizer
     step (loss, accuracy and margin of the batch, chosen/rejected drift, learning rate), and with
     the held-out metrics (evaluate()) before training (step 0) and after each epoch."""
-    if not cfg.model:
-        raise ValueError("model: name the starting policy (hub id, model or adapter folder)")
-    model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    model_path = starting_model_path(cfg.model)
     device = pick_device(cfg.device)
     rng = random.Random(cfg.seed)
     report(on_progress, 0, 1, "loading")
@@ -378,6 +376,14 @@ def train_dpo(
     return {**metrics, **data}
 
 
+def starting_model_path(model: str) -> str:
+    """The starting policy as loaded and recorded as the adapter's base: an existing folder made
+    absolute, else the hub id as given."""
+    if not model:
+        raise ValueError("model: name the starting policy (hub id, model or adapter folder)")
+    return str(Path(model).resolve()) if Path(model).exists() else model
+
+
 def save_policy_adapter(
     model, tokenizer, out_dir, optimizer: str, model_path: str, cfg, data: dict, metrics: dict, on_progress=None
 ) -> None:
@@ -399,4 +405,4 @@ def save_policy_adapter(
     report(on_progress, 1, 1, "saved")
 
 
-__all__ = ["DPOConfig", "save_policy_adapter", "train_dpo"]
+__all__ = ["DPOConfig", "save_policy_adapter", "starting_model_path", "train_dpo"]

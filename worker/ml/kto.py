@@ -43,6 +43,7 @@ from worker.ml.dpo import (
     encode_rankings,
     response_logps,
     save_policy_adapter,
+    starting_model_path,
 )
 from worker.ml.kto_config import KTOConfig
 from worker.ml.models import Progress, autocast, load_tokenizer, pick_device, report
@@ -279,9 +280,7 @@ def train_kto(
     stats)` per optimizer step (loss, kl = z0, mean reward and drift of good and bad completions,
     sign accuracy, learning rate), and with the held-out metrics (evaluate()) before training
     (step 0) and after each epoch."""
-    if not cfg.model:
-        raise ValueError("model: name the starting policy (hub id, model or adapter folder)")
-    model_path = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    model_path = starting_model_path(cfg.model)
     device = pick_device(cfg.device)
     rng = random.Random(cfg.seed)
     report(on_progress, 0, 1, "loading")

@@ -74,7 +74,9 @@ def test_a_failed_step_is_shown_then_retried_to_completion(
         == "FaultInjected: fault injected at training_policy (RANKLAB_FAULT_INJECT=training_policy)"
     )
     assert failed["reward_model_id"] is not None and failed["policy_out_id"] is None  # the RM step was kept
-    assert "Traceback" in faulty.output()  # re-raised: Celery recorded the task as failed, not swallowed
+    # Re-raised: Celery records the task as failed, not swallowed. It logs the traceback after the
+    # task has marked the round failed, so the log line may come a moment after the status.
+    wait_for(lambda: "Traceback" in faulty.output(), timeout=30, what="the task's traceback in the log", worker=faulty)
 
     # The admin fixes the cause (a worker without the fault) and retries: it resumes at PPO.
     faulty.stop()

@@ -169,14 +169,32 @@ def _judge_all(unit: SessionFactory, run_id: int, token: str, backoff_seconds: f
     # 1. What to judge and how (read once; models load and calls run outside any transaction).
     with unit() as db:
         judge_row = db.get_one(Judge, db.get_one(JudgeRun, run_id).judge_id)
-        cfg = _settings_of(judge_row)
+        cfg = settings_of(judge_row)
         task_ids = _task_ids(db, cfg)
+    return judge_tasks(unit, run_id, token, cfg, task_ids, backoff_seconds)
+
+
+def judge_tasks(
+    unit: SessionFactory,
+    run_id: int,
+    token: str,
+    cfg: JudgeSettings,
+    task_ids: list[int],
+    backoff_seconds: float = 1.0,
+    on_task: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Judges `task_ids` as the claimed run `run_id` (claim_token `token`) and marks it done.
+    Also the body of an AI-labelled round (worker/loop/round_judging.py), which passes the
+    round's tasks, slot mode, and `on_task(done, total)` for the round's progress bar."""
+    with unit() as db:
         db.execute(update(JudgeRun).where(JudgeRun.id == run_id).values(task_ids=len(task_ids)))
     counts = {"judged": 0, "unparseable": 0, "undecided": 0, "no_slot": 0, "already": 0}
     # 2. The judge: a local model (constrained scoring) or the endpoint (free text, parsed).
     decide, close, client = _make_judge(cfg, backoff_seconds)
     try:
-        for task_id in task_ids:
+        for done, task_id in enumerate(task_ids):
+            if on_task is not None:
+                on_task(done, len(task_ids))
             # 3. Every presentation order answered before anything is stored for the task.
             with unit() as db:
                 if already_judged(db, task_id=task_id, user_id=cfg.user_id):
@@ -207,7 +225,7 @@ def _judge_all(unit: SessionFactory, run_id: int, token: str, backoff_seconds: f
     return {"run_id": run_id, "tasks": len(task_ids), **counts}
 
 
-def _settings_of(judge: Judge) -> JudgeSettings:
+def settings_of(judge: Judge) -> JudgeSettings:
     if judge.user_id is None:
         raise RuntimeError("the judge has no AI labeler account; save the judge again")
     return JudgeSettings(

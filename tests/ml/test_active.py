@@ -1,0 +1,140 @@
+"""Active learning's ML core: features are what the reward head reads, the score-head ensemble
+puts a constructed ambiguous task first, results repeat given a seed, bad input says which."""
+
+import pytest
+import torch
+
+from worker.ml.active import (
+    completion_features,
+    fit_and_rank,
+    fit_score_heads,
+    head_scores,
+    rank_tasks,
+    task_uncertainty,
+)
+from worker.ml.config import RewardConfig
+from worker.ml.reward import train_reward
+from worker.ml.scorer import RewardScorer
+from worker.ml.synthetic import quality_rankings
+
+D = 6
+
+
+def _labelled(n: int = 40, seed: int = 0) -> tuple[list[torch.Tensor], list[list[list[list[int]]]]]:
+    """Tasks of 3 completions. Most are ranked by feature 0; every fourth differs only along
+    feature 1, and there the rankings conflict (half by +feature 1, half by -feature 1), so each
+    bootstrap resample tips that direction its own way. Features 2.. are small noise; some
+    rankings carry a tie."""
+    g = torch.Generator().manual_seed(seed)
+    features, rankings = [], []
+    for t in range(n):
+        f = torch.randn(3, D, generator=g) * 0.1
+        signal = 1 if t % 4 == 3 else 0
+        f[:, signal] = torch.randn(3, generator=g) * 2
+        key = -f[:, 1] if t % 8 == 7 else f[:, signal]
+        order = key.argsort(descending=True).tolist()
+        groups = [[order[0]], [order[1], order[2]]] if t % 5 == 0 else [[i] for i in order]
+        features.append(f)
+        rankings.append([groups])
+    return features, rankings
+
+
+def _open_tasks() -> list[torch.Tensor]:
+    """Clear tasks differ along feature 0; the ambiguous one (index 2) only along feature 1."""
+    clear = [torch.zeros(2, D) for _ in range(4)]
+    for n, f in enumerate(clear):
+        f[0, 0], f[1, 0] = 1.0 + n, -1.0 - n
+    ambiguous = torch.zeros(2, D)
+    ambiguous[0, 1], ambiguous[1, 1] = 2.0, -2.0
+    return [clear[0], clear[1], ambiguous, clear[2], clear[3]]
+
+
+@pytest.mark.parametrize("method", ["disagreement", "vote", "margin"])
+def test_the_ambiguous_task_is_handed_out_first(method):
+    features, rankings = _labelled()
+    heads = fit_score_heads(features, rankings, n_heads=5, seed=0)
+    assert heads.shape == (5, D + 1)
+    order = rank_tasks(heads, _open_tasks(), method=method)
+    assert order[0] == 2
+    values = task_uncertainty(heads, _open_tasks(), method=method)
+    assert values[2] > max(v for n, v in enumerate(values) if n != 2)
+
+
+def test_heads_agree_on_the_clear_direction_and_split_on_the_conflicting_one():
+    features, rankings = _labelled()
+    heads = fit_score_heads(features, rankings, n_heads=5, seed=0)
+    assert (heads[:, 0] > 0).all()  # every head scores feature 0 up, as the rankings say
+    assert (heads[:, 1] > 0).any() and (heads[:, 1] < 0).any()  # the conflicting direction splits them
+    clear = head_scores(heads, _open_tasks()[3])
+    assert (clear[0] > clear[1]).all()  # a clear task: all heads agree
+
+
+def test_fitting_repeats_given_the_seed_and_the_seed_changes_the_resamples():
+    features, rankings = _labelled()
+    a = fit_score_heads(features, rankings, seed=3)
+    assert torch.equal(a, fit_score_heads(features, rankings, seed=3))
+    assert not torch.equal(a, fit_score_heads(features, rankings, seed=4))
+    assert fit_and_rank(features, rankings, _open_tasks(), seed=3) == task_uncertainty(a, _open_tasks())
+
+
+def test_tasks_without_a_pair_and_without_rankings():
+    features, rankings = _labelled(20)
+    # a task nobody ranked yet and a one-group ranking are fine: they just teach nothing
+    extra = torch.randn(3, D)
+    heads = fit_score_heads([*features, extra], [*rankings, []])
+    tied = fit_score_heads([*features, extra], [*rankings, [[[0, 1, 2]]]])
+    assert torch.equal(heads, tied)
+    assert task_uncertainty(heads, [torch.randn(1, D), _open_tasks()[2]])[0] == 0.0
+    assert task_uncertainty(heads, []) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rankings": [[[[0], [1]]]]}, r"rankings: 1 tasks, but features has 2"),
+        ({"rankings": [[[[0], [3]]], []]}, r"rankings\[0\]\[0\]: completion index 3 outside 0..1"),
+        ({"rankings": [[[[0], [0]]], []]}, r"rankings\[0\]\[0\]: completion 0 appears twice"),
+        ({"rankings": [[[[0], []]], []]}, r"rankings\[0\]\[0\]: empty group at position 1"),
+        ({"rankings": [[[[0, 1]]], []]}, r"rankings: no ranking orders two completions"),
+        ({"features": [torch.zeros(2, 3), torch.zeros(2, 4)]}, r"features\[1\]: hidden size 4, but earlier"),
+        ({"features": [torch.zeros(2, 3), torch.zeros(3)]}, r"features\[1\]: expected a \(K, d\) tensor"),
+        ({"features": []}, r"features: no tasks"),
+        ({"n_heads": 0}, r"n_heads: must be at least 1"),
+    ],
+)
+def test_bad_fit_input_names_the_field(kwargs, message):
+    args = {"features": [torch.zeros(2, 3), torch.zeros(2, 3)], "rankings": [[[[0], [1]]], []], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fit_score_heads(**args)
+
+
+def test_bad_uncertainty_input_names_the_field():
+    heads = torch.zeros(5, D + 1)
+    with pytest.raises(ValueError, match=r"method: 'entropy' is not one of disagreement, vote, margin"):
+        task_uncertainty(heads, _open_tasks(), method="entropy")
+    with pytest.raises(ValueError, match=r"heads: 5 columns, but features have hidden size 6"):
+        task_uncertainty(torch.zeros(5, 5), _open_tasks())
+    with pytest.raises(ValueError, match=r"heads: expected an \(n_heads, d \+ 1\) tensor"):
+        task_uncertainty(torch.zeros(D + 1), _open_tasks())
+
+
+def test_features_are_what_a_lora_reward_model_head_reads(tiny_model_dir, tmp_path):
+    """The trained RM's own score head applied to the features gives its raw scores: features
+    are its last-token hidden state, with its formatting, adapter merged."""
+    rankings = quality_rankings(12, 3, seed=1)
+    cfg = RewardConfig(model=str(tiny_model_dir), mode="lora", val_fraction=0.25, norm_samples=0, autocast=False)
+    train_reward(cfg, rankings, tmp_path / "rm")
+    items = [(r.prompt, r.completions) for r in rankings[:5]]
+    items.append(("one more", ["only one completion"]))
+    features = completion_features(tmp_path / "rm", items, batch_size=3, device="cpu")
+    scorer = RewardScorer.load(tmp_path / "rm", device="cpu", use_autocast=False)
+    d = scorer.model.config.hidden_size
+    assert [tuple(f.shape) for f in features] == [(3, d)] * 5 + [(1, d)]
+    own_head = torch.cat([scorer.model.score.weight, torch.zeros(1, 1)], dim=1)  # the RM's head, no bias
+    prompts = [p for p, cs in items for _ in cs]
+    completions = [c for _, cs in items for c in cs]
+    expected = scorer.score(prompts, completions, normalize=False)
+    got = torch.cat([head_scores(own_head, f)[:, 0] for f in features])
+    assert torch.allclose(got, expected, atol=1e-4)
+    with pytest.raises(ValueError, match=r"items\[0\]: a task needs at least one completion"):
+        completion_features(tmp_path / "rm", [("p", [])], device="cpu")

@@ -11,12 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.admin.agreement import AgreementSummary, agreement_report, compare_rankings
+from app.judges import suggestions
 from app.judges.schemas import JudgeIn
 from app.models import FeedbackForm, Project, Ranking, RankingTask, User
 from app.models.judges import AI_ROLE, Judge, JudgeKind, JudgeRun, JudgeRunStatus
 from app.refusals import Refusal
 from app.rounds.queue import QueueUnreachable, check_reachable, enqueue_on_commit, settings_of
-from worker.celery_app import GENERATE_QUEUE, JUDGE_RUN
+from worker.celery_app import GENERATE, JUDGE_RUN, queue_for
 from worker.ml.judge import DEFAULT_TEMPLATE, TemplateError, check_template
 
 INSTRUCTGPT_AGREEMENT_PCT = 72.6
@@ -85,6 +86,7 @@ def save_judge(db: Session, *, project: Project, data: dict) -> Judge:
         if user is not None:
             user.display_name = labeler_name(judge)
     db.flush()
+    suggestions.forget(db, project_id=project.id)
     return judge
 
 
@@ -134,7 +136,7 @@ def launch_run(db: Session, *, judge: Judge) -> JudgeRun:
     run = JudgeRun(judge_id=judge.id, project_id=judge.project_id, user_id=judge.user_id)
     db.add(run)
     db.flush()
-    enqueue_on_commit(db, JUDGE_RUN, run.id, queue=GENERATE_QUEUE)
+    enqueue_on_commit(db, JUDGE_RUN, run.id, queue=queue_for(GENERATE, settings_of(db)))
     return run
 
 
@@ -154,10 +156,8 @@ def list_runs(db: Session, *, project_id: int, limit: int = 20) -> list[JudgeRun
 def suggestion(db: Session, *, project_id: int, task_id: int) -> list[list[int]] | None:
     """The judge's order of the task's completions (groups, best first) to show a human labeler
     as a suggestion, or None: none when the project turned suggestions off (the default)."""
-    judge = get_judge(db, project_id=project_id)
-    if judge is None or not judge.show_suggestion or judge.user_id is None:
-        return None
-    return db.scalar(select(Ranking.groups).where(Ranking.task_id == task_id, Ranking.user_id == judge.user_id))
+    found = suggestions.suggestion(db, project_id=project_id, task_id=task_id)
+    return None if found is None else found.groups
 
 
 @dataclass(frozen=True)

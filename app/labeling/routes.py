@@ -20,6 +20,7 @@ from app.api_types import id_path
 from app.demonstrations import tasks_api
 from app.deps import CsrfDep, DbDep, SettingsDep, UserDep
 from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
+from app.judges import suggestions
 from app.labeling import service, submission
 from app.labeling.errors import LabelingError
 from app.labeling.hot_path import LabelerRequest, as_labeler
@@ -81,7 +82,7 @@ def label_page(request: Request, project_id: int, db: DbDep, user: UserDep, sett
         )
     except LabelingError as exc:
         return _error(request, db, exc)
-    return _render_task(request, task_page)
+    return _render_task(request, task_page, db=db)
 
 
 @router.post("/projects/{project_id}/label/preview", include_in_schema=False, dependencies=[CsrfDep])
@@ -166,11 +167,16 @@ def _task_page(
     request: Request, db: Session, *, user: User, project: Project, view: service.TaskView | None, notice: str = ""
 ):
     progress = service.progress_with(db, view, user_id=user.id, project=project)
-    return _render_task(request, service.TaskPage(project=project, view=view, progress=progress), notice=notice)
+    task_page = service.TaskPage(project=project, view=view, progress=progress)
+    return _render_task(request, task_page, db=db, notice=notice)
 
 
-def _render_task(request: Request, task_page: service.TaskPage, *, notice: str = ""):
+def _render_task(request: Request, task_page: service.TaskPage, *, db: Session, notice: str = ""):
     view = task_page.view
+    # The project's AI judge's order, shown as a suggestion only (app/judges/suggestions.py).
+    hint = None
+    if view is not None:
+        hint = suggestions.suggestion(db, project_id=view.project_id, task_id=view.task_id, kind=view.kind)
     context = {
         "project": task_page.project,
         "view": view,
@@ -178,6 +184,8 @@ def _render_task(request: Request, task_page: service.TaskPage, *, notice: str =
         "progress": task_page.progress,
         "initial_ranking": json.dumps([[c.id] for c in view.completions]) if view else "[]",
         "notice": notice,
+        "suggestion": hint.text({c.id: c.letter for c in view.completions}) if hint and view else "",
+        "suggested_by": hint.judge if hint else "",
         # An htmx swap also replaces the shortcuts panel (out of band): the next task may be of another kind.
         "swap_keys": is_htmx(request),
     }

@@ -1,0 +1,67 @@
+"""The judge's suggestion in a real Chromium: shown as text beside hostile completions and a
+hostile judge name, nothing of either runs, and the labeler's answer is not pre-filled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import browser, live_url, screenshots  # noqa: F401  (fixtures)
+from tests.factories import PASSWORD, make_project, make_task, make_user
+from tests.judges.helpers import set_judge
+from tests.judges.test_suggestion_page import _judge_ranks
+
+pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+
+HOSTILE = [
+    "<script>window.__pwned='script'</script> first",
+    "<img src=x onerror=\"window.__pwned='img'\"> second",
+    "third",
+]
+JUDGE_NAME = "<img src=x onerror=\"window.__pwned='name'\">critic"
+WATCH = """window.__problems = [];
+document.addEventListener("securitypolicyviolation", e => window.__problems.push("csp " + e.violatedDirective), true);
+Object.defineProperty(window, "__pwned",
+                      { get() { return undefined; }, set(v) { window.__problems.push("ran " + v); } });"""
+
+
+def test_the_suggestion_renders_as_text_and_leaves_the_answer_alone(live_url, browser, db, screenshots):  # noqa: F811
+    project = make_project(db, overlap=1)
+    task = make_task(db, project, texts=HOSTILE, prompt_text="<script>window.__pwned='prompt'</script>?")
+    labeler = make_user(db, projects=[project])
+    judge = set_judge(db, project, name=JUDGE_NAME, show_suggestion=True)
+    first, second, third = task.completion_ids
+    _judge_ranks(db, judge, task, [[third], [first, second]])
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_init_script(WATCH)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("dialog", lambda d: (problems.append(f"dialog {d.message}"), d.dismiss()))
+    page.on("pageerror", lambda e: problems.append(f"pageerror {e}"))
+    page.goto(f"{live_url}/login")
+    page.fill("input[name=email]", labeler.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_url}/")
+    page.goto(f"{live_url}/projects/{project.id}/label")
+    page.wait_for_selector("form[data-ready='1']", state="attached")  # the page's scripts have run
+
+    letters = dict(
+        page.eval_on_selector_all(
+            ".completion-card", "cards => cards.map(c => [Number(c.dataset.completionId), c.dataset.letter])"
+        )
+    )
+    note = page.locator("[data-ai-suggestion]")
+    expect(note).to_contain_text(f"AI suggestion ({JUDGE_NAME} v1): ")
+    order = f"{letters[third]} > {letters[first]} = {letters[second]}"
+    expect(note.locator("[data-ai-order]")).to_have_text(order)
+    assert note.locator("img, script").count() == 0
+    # The cards and the answer field are the labeler's display order, not the judge's.
+    shown = page.eval_on_selector_all(".completion-card", "cards => cards.map(c => Number(c.dataset.completionId))")
+    assert json.loads(page.input_value("input[data-ranking-field]")) == [[cid] for cid in shown]
+    page.screenshot(path=screenshots / "ranklab-ai-suggestion.png")
+    assert problems == [] and page.evaluate("() => window.__problems") == []
+    context.close()

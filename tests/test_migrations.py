@@ -117,9 +117,25 @@ def _populate_at_head(url: str, tmp_path) -> None:
         populate_jobs(db, project, start=base, admin=admin)
         _populate_feedback_forms(db, labeler=labelers[0])
         populate_judge_rows(db, project, task=tasks[1])  # 0009: judges, judge_runs, judge_verdicts
+        _populate_handout_priority(db, project, tasks=tasks, reward=reward)  # 0010
     finally:
         db.close()
         app.state.engine.dispose()
+
+
+def _populate_handout_priority(db, project, *, tasks, reward) -> None:
+    """0010: an active handout order, priorities on two tasks (one left unscored), the refresh's
+    record pointing at the reward model."""
+    from app.models import utcnow
+
+    project.handout_order = "uncertainty"
+    project.priority_model_id = reward.id
+    project.priority_method = "uncertainty"
+    project.priorities_refreshed_at = utcnow()
+    project.priority_stats = {"tasks": 2, "rankings": 2, "heads": 5}
+    tasks[1].handout_priority = 0.25
+    tasks[2].handout_priority = 0.75
+    db.commit()
 
 
 def _populate_demonstrations(db, project, *, author) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, desc
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -25,7 +25,18 @@ class RankingTask(Base):
     """One prompt with 4–9 completions to rank, or (kind pairwise_eval) two to compare blind."""
 
     __tablename__ = "ranking_tasks"
-    __table_args__ = (Index("ix_ranking_tasks_handout", "project_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_ranking_tasks_handout", "project_id", "status", "id"),
+        # The handout in a project ordered by priority (app/labeling/handout.py): highest first,
+        # unscored (NULL) last, then oldest. Postgres sorts NULLs first in DESC unless told;
+        # SQLite sorts them last already and takes no NULLS clause in an index (migration 0010).
+        Index("ix_ranking_tasks_priority", "project_id", "status", desc("handout_priority").nulls_last(), "id").ddl_if(
+            dialect="postgresql"
+        ),
+        Index("ix_ranking_tasks_priority", "project_id", "status", desc("handout_priority"), "id").ddl_if(
+            dialect="sqlite"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -50,6 +61,10 @@ class RankingTask(Base):
     Only changed while the task row is locked (Postgres) or under SQLite's write lock."""
     rankings_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    handout_priority: Mapped[float | None] = mapped_column(Float)
+    """How much a human answer would teach the reward model (worker/loop/active_order.py), higher
+    first when the project's handout_order is not "default"; None: not scored (handed out after
+    the scored tasks). Written by the refresh after each reward-model training."""
 
     items: Mapped[list[TaskCompletion]] = relationship(order_by="TaskCompletion.position", lazy="selectin")
     prompt = relationship("Prompt", lazy="joined")

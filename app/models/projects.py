@@ -32,6 +32,17 @@ class FeedbackForm(StrEnum):
     """Each completion judged good or bad (KTO's unpaired data)."""
 
 
+class HandoutOrder(StrEnum):
+    """Which open task a labeler gets next (app/labeling/handout.py); a project setting."""
+
+    default = "default"
+    """The oldest open task first (by id): the order of upload or generation."""
+    uncertainty = "uncertainty"
+    """Highest disagreement of an ensemble of score heads on the task's completions first."""
+    margin = "margin"
+    """Smallest reward margin between the task's completions first."""
+
+
 class Project(Base):
     __tablename__ = "projects"
     __table_args__ = (
@@ -60,6 +71,18 @@ class Project(Base):
     """The form's options (app/projects/forms_config.py): likert_points, likert_labels; aspects
     [{name, label, scale}], overall_ranking. Empty for ranking and pairwise."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    handout_order: Mapped[str] = mapped_column(String(16), default=HandoutOrder.default, server_default="default")
+    """A HandoutOrder. Any but "default" hands out open tasks by ranking_tasks.handout_priority."""
+    priority_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL", use_alter=True)
+    )
+    """The reward model whose features scored the tasks at the last refresh. use_alter: model
+    versions point at their project too (app/backup restores this column in a second pass)."""
+    priority_method: Mapped[str | None] = mapped_column(String(16))
+    """The HandoutOrder the last refresh computed (uncertainty or margin)."""
+    priorities_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    priority_stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
+    """What the last refresh saw: {"tasks": scored, "rankings": fitted on, "heads": n, "seconds": s}."""
 
 
 class ProjectMember(Base):

@@ -8,7 +8,8 @@ timeout), and the step is enqueued again. At a worker's start-up, running rounds
 heartbeat at all are enqueued again too (their message may have been lost with the broker or
 never sent); a duplicate delivery is a no-op because every step checks status and claim first.
 Training jobs (app/models/jobs.py, e.g. SFT) follow the same rule: running with a stale heartbeat,
-or at start-up pending/running with none, is enqueued again.
+or at start-up pending/running with none, is enqueued again. So do a project's AI judge runs
+(app/models/judges.py JudgeRun; a round's own judge run is the round step's, recovered with it).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from sqlalchemy import CursorResult, or_, select, update
 
 from app.models import TrainingRound, utcnow
 from app.models.jobs import TrainingJob
+from app.models.judges import JudgeRun, JudgeRunStatus
 from app.rounds import lifecycle
 from app.rounds.lifecycle import RUNNING
+from app.rounds.queue import enqueue_on_commit
 from app.sft import jobs
+from worker.celery_app import GENERATE_QUEUE, JUDGE_RUN
 from worker.loop.runtime import db_session, settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,13 @@ def sweep(*, startup: bool = False) -> dict[str, Any]:
             requeued.append(training_round.id)
         started = lifecycle.auto_start_ready(db)
         requeued_jobs = _sweep_jobs(db, cutoff=cutoff, startup=startup)
-    return {"requeued": requeued, "auto_started": started, "requeued_jobs": requeued_jobs}
+        requeued_judge_runs = _sweep_judge_runs(db, cutoff=cutoff, startup=startup)
+    return {
+        "requeued": requeued,
+        "auto_started": started,
+        "requeued_jobs": requeued_jobs,
+        "requeued_judge_runs": requeued_judge_runs,
+    }
 
 
 def _sweep_jobs(db, *, cutoff, startup: bool) -> list[int]:
@@ -81,6 +91,33 @@ def _sweep_jobs(db, *, cutoff, startup: bool) -> list[int]:
     return found
 
 
+def _sweep_judge_runs(db, *, cutoff, startup: bool) -> list[int]:
+    """A project's judge runs whose worker died, as _sweep_jobs: running with a stale heartbeat;
+    at start-up also pending or running with none. The run goes back to pending with no claim, so
+    the new delivery claims it (judging.run takes pending runs) and skips the tasks it judged; the
+    dead worker, if it was only slow, finds its claim gone at its next task and stops there."""
+    live = (JudgeRunStatus.pending, JudgeRunStatus.running)
+    dead = (JudgeRun.status == JudgeRunStatus.running) & (JudgeRun.heartbeat_at < cutoff)
+    if startup:
+        dead = dead | (JudgeRun.status.in_(live) & JudgeRun.heartbeat_at.is_(None))
+    if hasattr(JudgeRun, "round_id"):  # an AI-labelled round's run: its round step owns it
+        dead = dead & JudgeRun.round_id.is_(None)
+    found: list[int] = []
+    for run_id in db.scalars(select(JudgeRun.id).where(dead)).all():
+        # Conditional on the row still looking dead (a delivery may have claimed it since).
+        result = db.execute(
+            update(JudgeRun)
+            .where(JudgeRun.id == run_id, dead)
+            .values(status=JudgeRunStatus.pending, claim_token=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult, result).rowcount != 1:
+            continue
+        enqueue_on_commit(db, JUDGE_RUN, run_id, queue=GENERATE_QUEUE)
+        found.append(run_id)
+    return found
+
+
 class SweepThread(threading.Thread):
     """Runs `sweep` at a worker's start-up and then every Settings.round_sweep_seconds."""
 
@@ -93,7 +130,7 @@ class SweepThread(threading.Thread):
         while True:
             try:
                 result = sweep(startup=startup)
-                if result["requeued"] or result["auto_started"] or result["requeued_jobs"]:
+                if any(result.values()):
                     log.info("round sweep: %s", result)
                 startup = False
             except Exception:

@@ -8,6 +8,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+GPU_CLASS = r"^([a-z0-9][a-z0-9_-]{0,31})?$"
+"""A GPU class names part of a queue (`train.a100`): lower-case letters, digits, - and _."""
 
 
 class Settings(BaseSettings):
@@ -80,6 +82,13 @@ class Settings(BaseSettings):
     """accelerate's mixed precision for those runs."""
     train_accelerate_config: str = ""
     """An `accelerate config` YAML on the worker for setups the settings above do not cover."""
+    train_gpu_class: str = Field("", pattern=GPU_CLASS)
+    """Send training tasks to the queue `train.<class>` (e.g. a100), served by workers started with
+    that class (docs/deployment.md). Empty: the queue `train`. Web and workers must agree."""
+    generate_gpu_class: str = Field("", pattern=GPU_CLASS)
+    """The same for generation and AI judge runs: `generate.<class>`."""
+    evaluate_gpu_class: str = Field("", pattern=GPU_CLASS)
+    """The same for evaluation (eval-set completions and metrics): `evaluate.<class>`."""
     fault_inject: str = ""
     """Testing only: a round step name (e.g. training_policy) whose task raises on purpose;
     `<step>:stall` makes it stop for good at its first progress report, still heartbeating."""

@@ -5,11 +5,12 @@ SQLite file, so no server is needed and the same task code runs in both."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 from celery import Celery
 
-from app.settings import Settings, get_settings
+from app.settings import GPU_CLASS, Settings, get_settings
 
 # Task names are constants so the web process can enqueue by name without importing torch.
 PING = "ranklab.ping"
@@ -25,22 +26,63 @@ GENERATE_NEXT = "ranklab.round.generate_next"
 EVALUATE_ROUND = "ranklab.round.evaluate"
 """(round_id): eval-set completions and automatic metrics for the new policy (docs/evaluation-metrics.md)."""
 GENERATE_EVAL = "ranklab.generate_eval"
-"""(evaluation_id): each version's missing eval completions, then the evaluation opens for labeling.
-Enqueued on GENERATE_QUEUE, like GENERATE_BATCH."""
+"""(evaluation_id): each version's missing eval completions, then the evaluation opens for labeling."""
 TRAIN_SFT = "ranklab.job.train_sft"
 """(job_id): supervised fine-tuning on the job's demonstrations (worker/loop/sft.py, docs/sft-stage.md)."""
 JUDGE_RUN = "ranklab.judge.run"
-"""(run_id): a project's AI judge over its tasks (worker/loop/judging.py). Enqueued on GENERATE_QUEUE."""
+"""(run_id): a project's AI judge over its tasks (worker/loop/judging.py)."""
+JUDGE_ROUND = "ranklab.round.judge"
+"""(round_id): an AI-labelled round's judging step (worker/loop/round_judging.py)."""
 SWEEP_ROUNDS = "ranklab.round.sweep"
 """(): re-enqueue steps and jobs whose worker died; auto-start rounds whose labeling reached the threshold."""
-# Queues: training steps run one at a time per GPU worker; generation batches can fan out.
-TRAIN_QUEUE = "train"
-GENERATE_QUEUE = "generate"
+# Queues by role (docs/deployment.md). Training steps run one at a time per GPU worker; generation
+# batches can fan out over many. `queue_for` names the queue of a role, with its GPU class if one
+# is set; workers of a class listen on `<role>.<class>`.
+TRAIN = "train"
+"""Reward model, PPO/RLOO and SFT/DPO/KTO jobs: the most GPU memory, one task per GPU."""
+GENERATE = "generate"
+"""Labeling completions, the next round's set-up, and AI judge runs: inference only."""
+EVALUATE = "evaluate"
+"""A round's eval-set completions and metrics (loads the policies and the reward model), and a
+human evaluation's missing completions."""
+ROLES = (TRAIN, GENERATE, EVALUATE)
+TASK_ROLES = {
+    GENERATE_BATCH: GENERATE,
+    GENERATE_NEXT: GENERATE,
+    # A judge reads completions and generates verdicts from a local or served model: the same
+    # inference work and backend settings (API key included) as generation, and no training.
+    JUDGE_RUN: GENERATE,
+    JUDGE_ROUND: GENERATE,
+    TRAIN_REWARD: TRAIN,
+    TRAIN_POLICY: TRAIN,
+    TRAIN_SFT: TRAIN,
+    EVALUATE_ROUND: EVALUATE,
+    GENERATE_EVAL: EVALUATE,
+}
+"""Each task's role, for the docs and tests: enqueue sites pass the role to `queue_for`."""
+TRAIN_QUEUE, GENERATE_QUEUE, EVALUATE_QUEUE = ROLES
+"""The queues of the default GPU class (none): what the embedded worker listens on."""
+DEFAULT_QUEUES = ROLES
 
 
-def solo_worker_command(*extra: str) -> list[str]:
+def queue_for(role: str, settings: Settings | None = None, *, gpu_class: str | None = None) -> str:
+    """The queue a task of `role` goes to: `role` itself, or `role.<class>` when `gpu_class` (or
+    else the settings' class for that role, e.g. RANKLAB_TRAIN_GPU_CLASS) names one. The web and
+    every worker must share these settings: both enqueue round steps."""
+    if role not in ROLES:
+        raise ValueError(f"role: {role!r} is not one of {', '.join(ROLES)}")
+    if gpu_class is None:
+        gpu_class = getattr(settings or get_settings(), f"{role}_gpu_class")
+    elif not re.fullmatch(GPU_CLASS, gpu_class):
+        raise ValueError(f"gpu_class: {gpu_class!r} is not lower-case letters, digits, - and _ (e.g. a100)")
+    return f"{role}.{gpu_class}" if gpu_class else role
+
+
+def solo_worker_command(*extra: str, settings: Settings | None = None) -> list[str]:
     """The one-process worker `ranklab serve` starts beside the web server (and the loop tests
-    start): one task at a time, both queues, no gossip between workers. `extra` is appended."""
+    start): one task at a time, no gossip between workers, every default queue and every queue the
+    settings route a role to, so it alone runs everything. `extra` is appended."""
+    queues = dict.fromkeys([*DEFAULT_QUEUES, *(queue_for(role, settings) for role in ROLES)])
     return [
         sys.executable,
         "-m",
@@ -52,7 +94,7 @@ def solo_worker_command(*extra: str) -> list[str]:
         "--concurrency=1",
         "--prefetch-multiplier=1",
         "-Q",
-        f"{TRAIN_QUEUE},{GENERATE_QUEUE}",
+        ",".join(queues),
         "--loglevel=INFO",
         "--without-gossip",
         "--without-mingle",

@@ -47,7 +47,7 @@ from app.models import (
 )
 from app.rounds import lifecycle
 from app.rounds.queue import QueueUnreachable, check_reachable, enqueue_on_commit, settings_of
-from worker.celery_app import GENERATE_EVAL, GENERATE_QUEUE
+from worker.celery_app import EVALUATE, GENERATE_EVAL, queue_for
 
 E = EvaluationStatus
 ACTIVE = (E.generating, E.labeling)
@@ -143,7 +143,7 @@ def launch(
     )
     db.add(evaluation)
     db.flush()
-    enqueue_on_commit(db, GENERATE_EVAL, evaluation.id, queue=GENERATE_QUEUE)
+    enqueue_on_commit(db, GENERATE_EVAL, evaluation.id, queue=queue_for(EVALUATE, settings_of(db)))
     return evaluation
 
 

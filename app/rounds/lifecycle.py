@@ -31,8 +31,9 @@ from app.models import (
     TrainingRound,
     utcnow,
 )
-from app.rounds.queue import enqueue_on_commit
+from app.rounds.queue import enqueue_on_commit, settings_of
 from worker.celery_app import (
+    EVALUATE_QUEUE,
     EVALUATE_ROUND,
     GENERATE_BATCH,
     GENERATE_NEXT,
@@ -40,6 +41,7 @@ from worker.celery_app import (
     TRAIN_POLICY,
     TRAIN_QUEUE,
     TRAIN_REWARD,
+    queue_for,
 )
 
 S = RoundStatus
@@ -47,11 +49,13 @@ RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.eval
 """A worker step is (or should be) under way."""
 ACTIVE = (*RUNNING, S.labeling)
 TERMINAL = (S.done, S.failed, S.cancelled)
-STEP_TASKS: dict[str, tuple[str, str]] = {  # status (RoundStatus, a str) -> (task name, queue)
+STEP_TASKS: dict[str, tuple[str, str]] = {  # status (RoundStatus, a str) -> (task name, role)
+    # A role is its default queue's name; queue_for adds the GPU class the settings give it.
     S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE),
     S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
-    # Loads the policies and the reward model: one at a time on a training worker's GPU.
-    S.evaluating: (EVALUATE_ROUND, TRAIN_QUEUE),
+    # Loads the policies and the reward model: a queue of its own, which the training workers
+    # can serve too (docs/deployment.md).
+    S.evaluating: (EVALUATE_ROUND, EVALUATE_QUEUE),
     S.generating_next: (GENERATE_NEXT, GENERATE_QUEUE),
 }
 BUNDLED_MODEL = "bundled:SmolLM2-135M-Instruct"
@@ -115,11 +119,13 @@ def enqueue_step(db: Session, *, training_round: TrainingRound) -> list[str]:
     if training_round.status in (S.pending, S.generating):
         batches = pending_batches(db, round_id=training_round.id)
         for batch in batches:
-            enqueue_on_commit(db, GENERATE_BATCH, training_round.id, batch, queue=GENERATE_QUEUE)
+            enqueue_on_commit(
+                db, GENERATE_BATCH, training_round.id, batch, queue=queue_for(GENERATE_QUEUE, settings_of(db))
+            )
         return [GENERATE_BATCH] * len(batches)
     if training_round.status in STEP_TASKS:
-        name, queue = STEP_TASKS[training_round.status]
-        enqueue_on_commit(db, name, training_round.id, queue=queue)
+        name, role = STEP_TASKS[training_round.status]
+        enqueue_on_commit(db, name, training_round.id, queue=queue_for(role, settings_of(db)))
         return [name]
     return []
 

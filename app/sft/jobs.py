@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from app.models import utcnow
 from app.models.jobs import JOB_TERMINAL, JobEvent, JobKind, JobStatus, TrainingJob
-from app.rounds.queue import enqueue_on_commit
-from worker.celery_app import TRAIN_QUEUE, TRAIN_SFT
+from app.rounds.queue import enqueue_on_commit, settings_of
+from worker.celery_app import TRAIN, TRAIN_SFT, queue_for
 
 J = JobStatus
 JOB_TASKS: dict[str, str] = {JobKind.sft: TRAIN_SFT}
@@ -56,4 +56,4 @@ def log_event(
 def enqueue(db: Session, *, job: TrainingJob) -> None:
     """Send the job's task after this session commits (a duplicate delivery is a no-op: the
     task claims the job first)."""
-    enqueue_on_commit(db, JOB_TASKS[job.kind], job.id, queue=TRAIN_QUEUE)
+    enqueue_on_commit(db, JOB_TASKS[job.kind], job.id, queue=queue_for(TRAIN, settings_of(db)))

@@ -203,20 +203,20 @@ def test_round_api_needs_an_admin_token_and_names_missing_rounds(db, client, adm
 def test_evaluating_is_a_running_step_between_ppo_and_the_next_round(
     db, client, admin_token, settings, project_with_prompts
 ):
-    """The evaluating step (worker/loop/evaluation.py) runs on the train queue; retry re-enqueues
+    """The evaluating step (worker/loop/evaluation.py) runs on the evaluate queue; retry re-enqueues
     it while running and resumes a failure there; the round page names it; cancel stops it."""
     from app.rounds import lifecycle
-    from worker.celery_app import EVALUATE_ROUND, TRAIN_QUEUE
+    from worker.celery_app import EVALUATE_QUEUE, EVALUATE_ROUND
 
-    assert lifecycle.STEP_TASKS["evaluating"] == (EVALUATE_ROUND, TRAIN_QUEUE)
+    assert lifecycle.STEP_TASKS["evaluating"] == (EVALUATE_ROUND, EVALUATE_QUEUE)
     assert "evaluating" in lifecycle.RUNNING and "evaluating" in lifecycle.ACTIVE
     api = Api(client, admin_token)
     round0, _ = _labeling_round(db, client, api, project_with_prompts, threshold={})
     db.execute(update(TrainingRound).where(TrainingRound.id == round0["id"]).values(status="evaluating"))
     db.commit()
-    before = queued(settings, TRAIN_QUEUE)
+    before = queued(settings, EVALUATE_QUEUE)
     assert api.post(f"/api/v1/rounds/{round0['id']}/retry")["status"] == "evaluating"
-    assert queued(settings, TRAIN_QUEUE) - before == 1
+    assert queued(settings, EVALUATE_QUEUE) - before == 1
     # a transition moves only a round in one of its source statuses (a stale PPO delivery cannot)
     assert not lifecycle.transition(db, round_id=round0["id"], source=["training_policy"], target="evaluating")
     failed = lifecycle.transition(
@@ -226,6 +226,6 @@ def test_evaluating_is_a_running_step_between_ppo_and_the_next_round(
     assert failed and api.round(round0["id"])["error_step"] == "evaluating"
     resumed = api.post(f"/api/v1/rounds/{round0['id']}/retry")
     assert (resumed["status"], resumed["error_step"]) == ("evaluating", None)
-    assert queued(settings, TRAIN_QUEUE) - before == 2
+    assert queued(settings, EVALUATE_QUEUE) - before == 2
     cancelled = api.post(f"/api/v1/rounds/{round0['id']}/cancel")
     assert (cancelled["status"], cancelled["current_step"]) == ("cancelled", "cancelled during evaluating")

@@ -117,6 +117,12 @@ def _populate_at_head(url: str, tmp_path) -> None:
         populate_jobs(db, project, start=base, admin=admin)
         _populate_feedback_forms(db, labeler=labelers[0])
         populate_judge_rows(db, project, task=tasks[1])  # 0009: judges, judge_runs, judge_verdicts
+        # 0011: a judge run of an AI-labelled round
+        db.execute(
+            text("UPDATE judge_runs SET round_id = :r WHERE id = (SELECT MIN(id) FROM judge_runs)"),
+            {"r": training_round.id},
+        )
+        db.commit()
         _populate_handout_priority(db, project, tasks=tasks, reward=reward)  # 0010
     finally:
         db.close()

@@ -14,15 +14,29 @@ from worker.celery_app import (
     GENERATE_BATCH,
     GENERATE_EVAL,
     GENERATE_NEXT,
+    JUDGE_ROUND,
     JUDGE_RUN,
     PING,
+    REFRESH_PRIORITIES,
     SWEEP_ROUNDS,
     TRAIN_POLICY,
     TRAIN_REWARD,
     TRAIN_SFT,
     celery_app,
 )
-from worker.loop import eval_generation, evaluation, generation, judging, next_round, policy, recovery, reward, sft
+from worker.loop import (
+    active_order,
+    eval_generation,
+    evaluation,
+    generation,
+    judging,
+    next_round,
+    policy,
+    recovery,
+    reward,
+    round_judging,
+    sft,
+)
 
 
 @celery_app.task(name=PING)
@@ -69,6 +83,16 @@ def train_sft(job_id: int) -> dict:
 @celery_app.task(name=JUDGE_RUN)
 def judge_run(run_id: int) -> dict:
     return judging.run(run_id)
+
+
+@celery_app.task(name=JUDGE_ROUND)
+def judge_round(round_id: int) -> dict:
+    return round_judging.run(round_id)
+
+
+@celery_app.task(name=REFRESH_PRIORITIES)
+def refresh_priorities(project_id: int, model_version_id: int) -> dict:
+    return active_order.run(project_id, model_version_id)
 
 
 @celery_app.task(name=SWEEP_ROUNDS)

@@ -87,6 +87,9 @@ class JudgeRun(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     """The AI labeler account (judge version) this run writes as."""
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("training_rounds.id", ondelete="SET NULL"), index=True)
+    """Set for the run of an AI-labelled round's judging step (worker/loop/round_judging.py): the
+    round's own step claims, beats and retries it, so the judge-run sweep leaves it alone."""
     status: Mapped[str] = mapped_column(String(16), default=JudgeRunStatus.pending)
     task_ids: Mapped[int] = mapped_column(Integer, default=0)
     """How many tasks the run covers (the open tasks when it started)."""

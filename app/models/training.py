@@ -17,6 +17,8 @@ class RoundStatus(StrEnum):
     pending = "pending"
     generating = "generating"
     labeling = "labeling"
+    judging = "judging"
+    """An AI-labelled round (labeling.source "judge"): the project's judge ranks the round's tasks."""
     training_reward = "training_reward"
     training_policy = "training_policy"
     evaluating = "evaluating"

@@ -38,6 +38,8 @@ LABELS = {
     "ppo_epochs": "PPO epochs",
     "min_coverage": "Minimum coverage",
     "auto_start": "Start training automatically",
+    "source": "Labelled by",
+    "judge_rounds": "AI-labelled rounds in a row",
     "optimizer": "Policy optimizer",
     "rloo.k": "Samples per prompt (group)",
     "beta": "β (pull towards the reference)",
@@ -75,6 +77,8 @@ CHOICE_LABELS = {
     "ipo": "IPO",
     "policy_line": "this and earlier rounds of the policy line",
     "this_round": "this round only",
+    "humans": "the labeling team",
+    "judge": "the project's AI judge only (RLAIF)",
 }
 
 

@@ -1,6 +1,7 @@
 """The round state machine, shared by the web process and the worker (no torch here).
 
     pending → generating → labeling → training_reward → training_policy → evaluating → generating_next → done
+    (an AI-labelled round, labeling.source "judge": generating → judging → training_reward → ...)
     any active status → cancelled;  a running step → failed → (retry) the same step
 
 Every change of status is one conditional UPDATE (`WHERE status IN (...)`), so two requests or two
@@ -38,6 +39,7 @@ from worker.celery_app import (
     GENERATE_BATCH,
     GENERATE_NEXT,
     GENERATE_QUEUE,
+    JUDGE_ROUND,
     TRAIN_POLICY,
     TRAIN_QUEUE,
     TRAIN_REWARD,
@@ -45,12 +47,22 @@ from worker.celery_app import (
 )
 
 S = RoundStatus
-RUNNING = (S.pending, S.generating, S.training_reward, S.training_policy, S.evaluating, S.generating_next)
+RUNNING = (
+    S.pending,
+    S.generating,
+    S.judging,
+    S.training_reward,
+    S.training_policy,
+    S.evaluating,
+    S.generating_next,
+)
 """A worker step is (or should be) under way."""
 ACTIVE = (*RUNNING, S.labeling)
 TERMINAL = (S.done, S.failed, S.cancelled)
 STEP_TASKS: dict[str, tuple[str, str]] = {  # status (RoundStatus, a str) -> (task name, role)
     # A role is its default queue's name; queue_for adds the GPU class the settings give it.
+    # Judge calls (an endpoint, or a small local model): generation-like work, not training.
+    S.judging: (JUDGE_ROUND, GENERATE_QUEUE),
     S.training_reward: (TRAIN_REWARD, TRAIN_QUEUE),
     S.training_policy: (TRAIN_POLICY, TRAIN_QUEUE),
     # Loads the policies and the reward model: a queue of its own, which the training workers
@@ -255,11 +267,31 @@ def labeling_progress(db: Session, *, training_round: TrainingRound, overlap: in
     }
 
 
-def begin_training(db: Session, *, training_round: TrainingRound, reason: str) -> bool:
-    """labeling → training_reward, and enqueue the reward model; False when not in labeling."""
-    if not transition(
-        db, round_id=training_round.id, source=[S.labeling], target=S.training_reward, started_at=utcnow()
-    ):
+def labeled_by_judge(config: dict[str, Any]) -> bool:
+    """An AI-labelled round (RLAIF): the project's judge ranks its tasks; no human is waited for."""
+    return (config.get("labeling") or {}).get("source") == "judge"
+
+
+def next_round_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Round N+1's settings: round N's, except that an AI-labelled run of rounds counts down
+    (labeling.judge_rounds) and hands over to the labeling team after its last round."""
+    if not labeled_by_judge(config):
+        return config
+    labeling = dict(config["labeling"])
+    remaining = int(labeling.get("judge_rounds", 1)) - 1
+    if remaining >= 1:
+        labeling["judge_rounds"] = remaining
+    else:
+        labeling.update(source="humans", judge_rounds=1)
+    return {**config, "labeling": labeling}
+
+
+def begin_training(
+    db: Session, *, training_round: TrainingRound, reason: str, source: Sequence[str] = (S.labeling,)
+) -> bool:
+    """labeling (or judging) → training_reward, and enqueue the reward model; False when the
+    round is no longer in `source`."""
+    if not transition(db, round_id=training_round.id, source=source, target=S.training_reward, started_at=utcnow()):
         return False
     db.refresh(training_round)
     log_event(db, round_id=training_round.id, stage=S.training_reward, message=f"training started ({reason})")

@@ -169,6 +169,23 @@ class LabelingThreshold(BaseModel):
     auto_start: bool = Field(
         False, description=("Start training by itself once the threshold is reached; otherwise an admin starts it.")
     )
+    source: Literal["humans", "judge"] = Field(
+        "humans",
+        description=(
+            "Who labels the round: the labeling team, or the project's AI judge alone (RLAIF: the judge ranks every "
+            "task, each ranking takes an overlap slot, and training starts when it is done; the threshold and "
+            "auto_start do not apply). Set up the judge first (the project's Judge page)."
+        ),
+    )
+    judge_rounds: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description=(
+            "With source judge: AI-labelled rounds in a row, this one included. Each creates the next from its new "
+            "policy, AI-labelled while the count lasts; the round after the last waits for the labeling team."
+        ),
+    )
 
 
 Opponent = Literal["previous", "base", "sft"]
@@ -294,7 +311,8 @@ class RoundOut(BaseModel):
     project_id: int
     number: int
     status: str = Field(
-        description="pending, generating, labeling, training_reward, training_policy, evaluating, "
+        description="pending, generating, labeling (or judging, in an AI-labelled round), training_reward, "
+        "training_policy, evaluating, "
         "generating_next, done, failed or cancelled."
     )
     current_step: str

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import FeedbackForm, ModelKind, ModelVersion, Project, RoundEvent, RoundStatus, TrainingRound, User
+from app.models.judges import Judge
 from app.projects.forms_config import aspects_of
 from app.refusals import QUEUE_RETRY_AFTER_SECONDS, Refusal, retry_headers
 from app.rounds import lifecycle
@@ -102,6 +103,11 @@ def launch_round(db: Session, *, project: Project, config: RoundConfigIn, user: 
             f"got {config.rloo.minibatch_size}",
         )
     _check_weights(project, config)
+    if config.labeling.source == "judge" and db.scalar(select(Judge.id).where(Judge.project_id == project.id)) is None:
+        raise RoundError(
+            "labeling.source",
+            "an AI-labelled round needs the project's AI judge: set one up on the project's Judge page first",
+        )
     running = active_round(db, project=project)
     if running is not None:
         raise RoundConflict(

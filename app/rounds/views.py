@@ -27,6 +27,7 @@ from app.rounds.charts import Point
 STAGES: list[tuple[str, str]] = [
     (RoundStatus.generating, "Generating"),
     (RoundStatus.labeling, "Labeling"),
+    (RoundStatus.judging, "AI labeling"),
     (RoundStatus.training_reward, "Training reward model"),
     (RoundStatus.training_policy, "Training policy"),
     (RoundStatus.evaluating, "Evaluating"),

@@ -158,8 +158,9 @@ def _store(round_id, batch, rows, generated, config, policy_ref) -> int:
 
 
 def finish_if_complete(round_id: int) -> bool:
-    """When every prompt of the round has its completions: ranking tasks, generating → labeling,
-    and round N-1 (in generating_next) → done. Runs once, inside the conditional transition."""
+    """When every prompt of the round has its completions: ranking tasks, generating → labeling
+    (judging, with the judge's step enqueued, in an AI-labelled round), and round N-1 (in
+    generating_next) → done. Runs once, inside the conditional transition."""
     with db_session() as db:
         remaining = db.scalar(
             select(func.count())
@@ -168,7 +169,10 @@ def finish_if_complete(round_id: int) -> bool:
         )
         if remaining:
             return False
-        if not lifecycle.transition(db, round_id=round_id, source=GENERATING, target=S.labeling):
+        config = db.scalar(select(TrainingRound.config).where(TrainingRound.id == round_id)) or {}
+        by_judge = lifecycle.labeled_by_judge(config)
+        target = S.judging if by_judge else S.labeling
+        if not lifecycle.transition(db, round_id=round_id, source=GENERATING, target=target):
             return False
         training_round = db.get_one(TrainingRound, round_id)
         summary = _create_tasks(db, training_round=training_round)
@@ -180,11 +184,14 @@ def finish_if_complete(round_id: int) -> bool:
         lifecycle.log_event(
             db,
             round_id=round_id,
-            stage=S.labeling,
+            stage=target,
             kind="metric",
             data=summary,
-            message=f"{summary['tasks']} {summary['form'].replace('_', ' ')} tasks open for labeling",
+            message=f"{summary['tasks']} {summary['form'].replace('_', ' ')} tasks "
+            + ("for the AI judge to label" if by_judge else "open for labeling"),
         )
+        if by_judge:
+            lifecycle.enqueue_step(db, training_round=training_round)
         prev = db.scalar(
             select(TrainingRound).where(
                 TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number - 1

@@ -1,6 +1,7 @@
 """generating_next: round N's new policy writes the completions of round N+1.
 
-Creates round N+1 (same settings, policy_in = round N's policy, the next unused prompts) and
+Creates round N+1 (same settings but an AI-labelled run's countdown, lifecycle.next_round_config;
+policy_in = round N's policy, the next unused prompts) and
 enqueues its generation; when that finishes (generation.finish_if_complete) round N+1 opens for
 labeling and round N is done. With no unused prompts left, round N is simply done.
 """
@@ -63,7 +64,7 @@ def _spawn(round_id: int) -> dict[str, Any]:
             project_id=training_round.project_id,
             number=training_round.number + 1,
             policy_in_id=training_round.policy_out_id,
-            config=training_round.config,
+            config=lifecycle.next_round_config(training_round.config),
             prompts=prompts,
         )
         lifecycle.log_event(

@@ -100,8 +100,7 @@ def _sweep_judge_runs(db, *, cutoff, startup: bool) -> list[int]:
     dead = (JudgeRun.status == JudgeRunStatus.running) & (JudgeRun.heartbeat_at < cutoff)
     if startup:
         dead = dead | (JudgeRun.status.in_(live) & JudgeRun.heartbeat_at.is_(None))
-    if hasattr(JudgeRun, "round_id"):  # an AI-labelled round's run: its round step owns it
-        dead = dead & JudgeRun.round_id.is_(None)
+    dead = dead & JudgeRun.round_id.is_(None)  # an AI-labelled round's run: its round step owns it
     found: list[int] = []
     for run_id in db.scalars(select(JudgeRun.id).where(dead)).all():
         # Conditional on the row still looking dead (a delivery may have claimed it since).

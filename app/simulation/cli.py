@@ -28,10 +28,12 @@ HELP = {
     "rm_lr": "reward-model learning rate",
     "rm_batch": "rankings per reward-model step",
     "model": "policy to start from (folder or hub id); empty: the bundled SmolLM2-135M-Instruct",
+    "judge_model": "the AI judge's model folder for --control ai_labels; empty: the bundled SmolLM2-135M-Instruct",
     "data_dir": "fresh data dir to use (default: a new temporary one)",
     "port": "web port (0: a free one)",
     "seeds": "comma-separated seeds; each runs every variant (prompts, noise and training follow the seed)",
-    "control": "none (the real run), shuffled (the team submits random rankings) or zero_reward (PPO, KL only)",
+    "control": "none (the real run), shuffled (the team submits random rankings), zero_reward (PPO, KL only) or "
+    "ai_labels (RLAIF: the bundled-model judge labels the training rounds); comma-separated to run several",
     "controls": "run all three variants per seed (overrides --control)",
     "human_eval": "after the last round, launch a blind evaluation last policy vs base and let the team judge it",
     "final_round": "label one more round from the last policy (else it is measured on the eval split only)",

@@ -13,8 +13,15 @@ from app.simulation.gold import combine, length_controlled, parts
 from app.simulation.tasks import words
 from app.simulation.team import RoundRecord
 
-VARIANTS = ("none", "shuffled", "zero_reward")
-VARIANT_NAMES = {"none": "real", "shuffled": "control: shuffled-label RM", "zero_reward": "control: PPO, zero reward"}
+VARIANTS = ("none", "shuffled", "zero_reward", "ai_labels")
+VARIANT_NAMES = {
+    "none": "real",
+    "shuffled": "control: shuffled-label RM",
+    "zero_reward": "control: PPO, zero reward",
+    "ai_labels": "RLAIF: the AI judge labels",
+}
+CONTROLS = ("none", "shuffled", "zero_reward")
+"""The variants `--controls` runs; "ai_labels" (an AI-labelled run, issue 16) is asked for by name."""
 OPTIMIZERS = ("ppo", "dpo", "rloo", "grpo")
 """The round's policy step (app/rounds/schemas.Optimizer); DPO has no zero-reward control."""
 OPTIMIZER_LABELS = {"ppo": "PPO", "dpo": "DPO", "rloo": "RLOO", "grpo": "GRPO"}

@@ -7,7 +7,9 @@ API, the admin (this script) starts training, and the next round appears from th
 After the last round the admin launches a blind evaluation of the last policy against the base
 over REST and the team judges it like any labeler. Variants: "none" (the real run), "shuffled"
 (the team submits random rankings: the reward model learns noise) and "zero_reward" (PPO with
-`ppo.reward_source = "zero"`: only the KL term moves the policy). `--optimizer ppo,dpo,rloo`
+`ppo.reward_source = "zero"`: only the KL term moves the policy); "ai_labels" (RLAIF: the
+project's AI judge labels the training rounds, app/simulation/ai_labels.py) runs when named, e.g.
+`--control none,ai_labels`. `--optimizer ppo,dpo,rloo`
 runs every seed and variant once per policy step named (the round config's `optimizer`), on the
 same prompts, team and reward-model settings, so the optimizers compare side by side. This
 process never imports torch: all model work happens in the server's worker.
@@ -22,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from app.settings import Settings
+from app.simulation.ai_labels import AI_LABELS, judged_record, prepare_ai_labelled
 from app.simulation.gold import control_table
 from app.simulation.noise import POSITION_LOGIT, TARGET_AGREEMENT
-from app.simulation.report import OPTIMIZERS, VARIANTS, EvalSet, Human, Report
+from app.simulation.report import CONTROLS, OPTIMIZERS, VARIANTS, EvalSet, Human, Report
 from app.simulation.server import Admin, Server, eval_answers, free_port, setup
 from app.simulation.summary import summary
 from app.simulation.tasks import all_prompts, draw_prompts
@@ -63,6 +66,8 @@ class Options:
     rm_batch: int = 4
     model: str = ""
     """Empty: the bundled SmolLM2-135M-Instruct."""
+    judge_model: str = ""
+    """The judge of the ai_labels variant (a local_pointwise judge); empty: the bundled model."""
     data_dir: Path | None = None
     port: int = 0
     seeds: str = "0"
@@ -92,9 +97,12 @@ def seeds_of(o: Options) -> list[int]:
 
 
 def variants_of(o: Options) -> tuple[str, ...]:
-    if o.control not in VARIANTS:
-        raise ValueError(f"--control: one of {', '.join(VARIANTS)}")
-    return VARIANTS if o.controls else (o.control,)
+    if o.controls:
+        return CONTROLS
+    names = tuple(name.strip() for name in o.control.split(",") if name.strip())
+    if not names or len(set(names)) != len(names) or not set(names) <= set(VARIANTS):
+        raise ValueError(f"--control: distinct names from {', '.join(VARIANTS)}, comma-separated (got {o.control!r})")
+    return names
 
 
 def optimizers_of(o: Options) -> list[str]:
@@ -168,7 +176,11 @@ def round_config(o: Options, *, seed: int = 0, variant: str = "none", optimizer:
         "generation": {"max_new_tokens": o.max_new_tokens, "temperature": o.temperature, "prompts_per_task": 4},
         "reward": {"learning_rate": o.rm_lr, "batch_rankings": o.rm_batch, "max_length": 256, "epochs": 1},
         **policy_section(o, optimizer, variant),
-        "labeling": {"min_coverage": 1.0, "auto_start": False},
+        "labeling": (
+            {"source": "judge", "judge_rounds": o.rounds}
+            if variant == AI_LABELS
+            else {"min_coverage": 1.0, "auto_start": False}
+        ),
         "evaluation": {
             "metrics": o.eval_metrics,
             "max_prompts": o.eval_prompts,
@@ -251,6 +263,9 @@ def _run_one(
 ) -> None:
     seed, variant = report.seed, report.variant
     admin.call("POST", f"/api/v1/projects/{project_id}/prompts", json={"prompts": prompts(o, seed)})
+    by_judge = variant == AI_LABELS
+    if by_judge:
+        prepare_ai_labelled(admin, project_id, model_path=o.judge_model)
     team = Team(
         url,
         accounts,
@@ -262,16 +277,26 @@ def _run_one(
     try:
         config = round_config(o, seed=seed, variant=variant, optimizer=report.optimizer)
         current = admin.call("POST", f"/api/v1/projects/{project_id}/rounds", json=config)
+        judged: set[int] = set()
         for number in range(o.rounds + (1 if o.final_round else 0)):
-            current = admin.wait(current["id"], ("labeling",), deadline)
-            record = team.label(project_id)
-            rankings = sum(len(v) for v in record.orders.values())
-            out(f"    round {number}: labeled {rankings} rankings (σ = {team.sigma:.3f})")
-            if number == o.rounds:
-                report.add(number, current, record)
-                break
-            admin.call("POST", f"/api/v1/rounds/{current['id']}/start", json={})
-            finished = admin.wait(current["id"], ("done",), deadline)
+            if by_judge and number < o.rounds:  # the judge labels, then training starts by itself
+                finished = admin.wait(current["id"], ("done",), deadline)
+                record = judged_record(admin, project_id, judged)
+                agree, pairs = record.gold_agreement()
+                out(
+                    f"    round {number}: the judge ranked {len(record.orders)} tasks, "
+                    f"{agree:.1%} of {pairs} pairs as gold orders them"
+                )
+            else:
+                current = admin.wait(current["id"], ("labeling",), deadline)
+                record = team.label(project_id)
+                rankings = sum(len(v) for v in record.orders.values())
+                out(f"    round {number}: labeled {rankings} rankings (σ = {team.sigma:.3f})")
+                if number == o.rounds:
+                    report.add(number, current, record)
+                    break
+                admin.call("POST", f"/api/v1/rounds/{current['id']}/start", json={})
+                finished = admin.wait(current["id"], ("done",), deadline)
             report.add(number, finished, record)
             out(report.line(number))
             nxt = admin.round_by_number(project_id, number + 1)

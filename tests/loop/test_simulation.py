@@ -282,7 +282,13 @@ def test_one_simulated_round_per_variant_end_to_end_with_a_tiny_model(tiny_model
     assert _processes_using(data_dir) == []  # the server stopped its embedded worker too
 
 
-def test_a_simulated_dpo_round_reports_its_own_policy_step(tiny_model_dir, tmp_path):
+def test_a_simulated_dpo_round_labelled_by_the_ai_judge(tiny_model_dir, tmp_path):
+    """Two things in one run: the DPO policy step, and the RLAIF variant (the judge labels round
+    0, DPO trains on its rankings, the team labels round 1 and judges the evaluation)."""
+    from tests.judges.test_judge_ml import JUDGE_WORDS
+    from worker.ml.tiny import save_tiny_model
+
+    save_tiny_model(tmp_path / "judge", words=JUDGE_WORDS)
     lines: list[str] = []
     (report,) = simulate(
         Options(
@@ -297,20 +303,29 @@ def test_a_simulated_dpo_round_reports_its_own_policy_step(tiny_model_dir, tmp_p
             timeout_minutes=6,
             optimizer="dpo",
             dpo_epochs=1,
+            control="ai_labels",
+            judge_model=str(tmp_path / "judge"),
         ),
         out=lines.append,
     )
-    assert report.error is None and report.optimizer == "dpo"
+    assert report.error is None and (report.optimizer, report.variant) == ("dpo", "ai_labels")
+    judged, measured = report.records
+    # Round 0: the judge's one ranking per task (overlap 1), read back from the export; no pairs
+    # of labelers to compare, and the judge's own agreement with gold in the ceiling column.
+    assert {tuple(orders) for orders in judged.orders.values()} == {("judge",)} and len(judged.orders) >= 6
+    assert report.rows[0].agreement_pairs == 0 and 0.0 <= report.rows[0].ceiling <= 1.0
+    assert {len(orders) for orders in measured.orders.values()} == {1}  # round 1: the team, overlap 1
     assert [row.number for row in report.rows] == [0, 1]
     step = report.rows[0].policy
     assert step["optimizer"] == "dpo" and step["train_rankings"] > 0 and step["steps"] >= 1
     assert 0.0 <= step["val_accuracy"] <= 1.0 and step["seconds"] > 0
     assert "score" not in step and report.rows[1].kl is None  # no sampling, no reward-model score
-    assert report.human is not None and report.human.judgments == 4 * 2
+    assert report.human is not None and report.human.judgments == 4  # 4 eval prompts, overlap 1
     printed = "\n".join(lines)
     assert "DPO held-out implicit-reward acc" in printed  # the round's line
-    assert "\nDPO, real: mean ± sd over seeds 0" in printed
-    assert "\nDPO, real  " in printed.split("policy step of the last training round")[1]
+    assert "the judge ranked" in printed
+    assert "\nDPO, RLAIF: the AI judge labels: mean ± sd over seeds 0" in printed
+    assert "\nDPO, RLAIF: the AI judge labels  " in printed.split("policy step of the last training round")[1]
 
 
 def test_the_web_app_and_the_simulation_never_import_torch():

@@ -38,11 +38,8 @@ def test_dependencies_wait_for_healthy_services():
 def test_web_migrates_then_serves_against_postgres_and_redis():
     web = _compose()["services"]["web"]
     assert web["command"][-1] == "ranklab bootstrap && exec ranklab serve"
-    env = web["environment"]
-    assert (
-        env["RANKLAB_DATABASE_URL"].startswith("postgresql+psycopg://")
-        and "@postgres:5432/" in env["RANKLAB_DATABASE_URL"]
-    )
+    env = {key: _default(value) for key, value in web["environment"].items()}
+    assert env["RANKLAB_DATABASE_URL"] == "postgresql+psycopg://ranklab:ranklab@postgres:5432/ranklab"
     assert env["RANKLAB_BROKER_URL"] == "redis://redis:6379/0"
     assert env["RANKLAB_EMBEDDED_WORKER"] == "false"  # the worker service does the training
     assert web["build"]["args"]["TORCH_INDEX"] == "none"
@@ -96,7 +93,11 @@ def test_gpu_workers_reserve_their_gpus_and_all_share_the_artifact_volume():
         assert _default(services[name]["build"]["args"]["TORCH_INDEX"]) == "cu128"
     for name in WORKERS:
         assert services[name]["volumes"] == services["web"]["volumes"] == ["ranklab-data:/data"]  # artifacts shared
-        assert services[name]["environment"]["RANKLAB_BROKER_URL"] == "redis://redis:6379/0"
+        assert _default(services[name]["environment"]["RANKLAB_BROKER_URL"]) == "redis://redis:6379/0"
+        assert (
+            services[name]["environment"]["RANKLAB_DATABASE_URL"]
+            == services["web"]["environment"]["RANKLAB_DATABASE_URL"]
+        )
         assert services[name]["environment"]["RANKLAB_DATA_DIR"] == "/data"
 
 

@@ -9,13 +9,14 @@ app/rounds/schemas.py and its charts in app/rounds/views.py.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from worker.loop import data
-from worker.loop.configs import dpo_config, kto_config, ppo_config, rloo_config
+from worker.loop.configs import distributed_config, dpo_config, kto_config, ppo_config, rloo_config
 from worker.loop.runtime import Reporter
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -175,6 +176,11 @@ def _train_on_judgments(
 def train_dpo(run: PolicyRun) -> Trained:
     from worker.ml.dpo import train_dpo as stage
 
+    dist = distributed_config()  # a worker owning N GPUs trains on all of them (DDP)
+    if dist is not None:
+        from worker.ml.distributed_policy import launch_dpo
+
+        stage = functools.partial(launch_dpo, dist=dist)
     return _train_on_judgments(stage, dpo_config, DPO_KEYS, "rankings")(run)
 
 

@@ -157,18 +157,44 @@ class RankReporter:
                 handle.write(json.dumps(event) + "\n")
 
 
+RankStage = Callable[[Any, dict[str, Any], Path, RankReporter], dict[str, Any]]
+"""One stage inside a rank: (accelerator, the run's spec.json, the run folder, the reporter) ->
+metrics (rank 0's are the run's result)."""
+
+
+def _rank_reward(accelerator, spec: dict[str, Any], run: Path, reporter: RankReporter) -> dict[str, Any]:
+    from worker.ml.data import read_rankings
+    from worker.ml.reward import train_reward
+
+    cfg = RewardConfig.from_dict(spec["config"])
+    _fill_deepspeed_config(accelerator, cfg)
+    rankings = read_rankings(run / "data.jsonl")
+    return train_reward(cfg, rankings, spec["out_dir"], reporter, accelerator=accelerator)
+
+
+def _rank_sft(accelerator, spec: dict[str, Any], run: Path, reporter: RankReporter) -> dict[str, Any]:
+    from worker.ml.sft import train_sft
+
+    held = read_lines(run / "eval.jsonl") if (run / "eval.jsonl").is_file() else None
+    sft, data = SFTConfig.from_dict(spec["config"]), read_lines(run / "data.jsonl")
+    return train_sft(sft, data, spec["out_dir"], reporter, held, on_step=reporter.point, accelerator=accelerator)
+
+
+def rank_stages() -> dict[str, RankStage]:
+    from worker.ml.distributed_policy import POLICY_STAGES
+
+    return {"reward": _rank_reward, "sft": _rank_sft, **POLICY_STAGES}
+
+
 def _rank_main(argv: Sequence[str]) -> int:
-    """`python -m worker.ml.distributed reward|sft --run-dir D`: one rank, from accelerate launch."""
+    """`python -m worker.ml.distributed STAGE --run-dir D`: one rank, from accelerate launch."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from worker.ml.data import read_rankings
-    from worker.ml.reward import train_reward
-    from worker.ml.sft import train_sft
-
+    stages = rank_stages()
     stage, flag, run_dir = argv
-    if stage not in ("reward", "sft") or flag != "--run-dir":
-        raise SystemExit("usage: python -m worker.ml.distributed reward|sft --run-dir DIR")
+    if stage not in stages or flag != "--run-dir":
+        raise SystemExit(f"usage: python -m worker.ml.distributed {'|'.join(stages)} --run-dir DIR")
     run = Path(run_dir)
     spec = json.loads((run / "spec.json").read_text())
     accelerator = Accelerator(
@@ -176,16 +202,7 @@ def _rank_main(argv: Sequence[str]) -> int:
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=spec["collective_timeout_seconds"]))],
     )
     reporter = RankReporter(run / "progress.jsonl", accelerator.process_index)
-    if stage == "reward":
-        cfg = RewardConfig.from_dict(spec["config"])
-        _fill_deepspeed_config(accelerator, cfg)
-        rankings = read_rankings(run / "data.jsonl")
-        metrics = train_reward(cfg, rankings, spec["out_dir"], reporter, accelerator=accelerator)
-    else:
-        held = _read_lines(run / "eval.jsonl") if (run / "eval.jsonl").is_file() else None
-        sft = SFTConfig.from_dict(spec["config"])
-        data = _read_lines(run / "data.jsonl")
-        metrics = train_sft(sft, data, spec["out_dir"], reporter, held, on_step=reporter.point, accelerator=accelerator)
+    metrics = stages[stage](accelerator, spec, run, reporter)
     if accelerator.is_main_process:
         (run / "result.tmp").write_text(json.dumps(metrics, default=str))
         (run / "result.tmp").rename(run / "result.json")
@@ -216,8 +233,8 @@ def launch_reward(
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """train_reward across `dist.processes` ranks; returns rank 0's metrics (as train_reward's)."""
-    records = [_ranking_record(r) for r in rankings]
-    return _launch("reward", cfg.to_dict(), cfg.device, records, None, out_dir, dist, on_progress, None)
+    records = [ranking_record(r) for r in rankings]
+    return launch_stage("reward", cfg.to_dict(), cfg.device, records, None, out_dir, dist, on_progress, None)
 
 
 def launch_sft(
@@ -234,10 +251,10 @@ def launch_sft(
     `data` / `eval_data` as train_sft takes them (JSON values: dicts or message lists)."""
     if dist.strategy != "ddp" or dist.accelerate_config:
         raise ValueError("strategy: SFT runs data-parallel with DDP only (docs/distributed.md)")
-    return _launch("sft", cfg.to_dict(), cfg.device, list(data), eval_data, out_dir, dist, on_progress, on_step)
+    return launch_stage("sft", cfg.to_dict(), cfg.device, list(data), eval_data, out_dir, dist, on_progress, on_step)
 
 
-def _launch(
+def launch_stage(
     stage: str,
     config: dict[str, Any],
     config_device: str | None,
@@ -247,7 +264,10 @@ def _launch(
     dist: DistributedConfig,
     on_progress: Progress | None,
     on_step: StepHook | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Run `stage` (a rank_stages() entry) on `dist.processes` ranks: its config, records (the
+    data.jsonl lines), eval records and `extra` reach the ranks through the run folder."""
     device = dist.device or config_device or ("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="ranklab-distributed-") as tmp:
         run = Path(tmp)
@@ -260,6 +280,7 @@ def _launch(
             "out_dir": str(Path(out_dir).resolve()),
             "device": kind,
             "collective_timeout_seconds": dist.collective_timeout_seconds,
+            **(extra or {}),
         }
         (run / "spec.json").write_text(json.dumps(spec))
         command = [*accelerate_command(dist, kind), "-m", "worker.ml.distributed", stage]
@@ -357,7 +378,7 @@ def _failure_message(stage: str, code: int | None, log: str, dist: DistributedCo
     return f"{stage} training on {dist.processes} processes failed (exit {code}): {first}\n--- log tail ---\n{tail}"
 
 
-def _ranking_record(ranking: Ranking) -> dict[str, Any]:
+def ranking_record(ranking: Ranking) -> dict[str, Any]:
     """A Ranking as a line of the rankings JSONL (worker/ml/data.py reads it back)."""
     record: dict[str, Any] = {
         "prompt": ranking.prompt,
@@ -370,7 +391,7 @@ def _ranking_record(ranking: Ranking) -> dict[str, Any]:
     return record
 
 
-def _read_lines(path: Path) -> list[Any]:
+def read_lines(path: Path) -> list[Any]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

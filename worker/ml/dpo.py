@@ -15,6 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,11 +25,19 @@ from transformers import get_scheduler
 
 from worker.ml.batching import pack_prefix_groups
 from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
+from worker.ml.distributed_dpo import (
+    STAT_SUMS,
+    PolicyLogps,
+    dpo_batch_stats,
+    dpo_batch_sums,
+    dpo_step,
+    shared_reference,
+)
 from worker.ml.dpo_config import DPOConfig
-from worker.ml.dpo_losses import dpo_loss, implicit_rewards, reward_margin_counts
+from worker.ml.dpo_losses import dpo_loss
 from worker.ml.formatting import encode_texts, has_chat_template, prompt_text, reward_text
 from worker.ml.lora import resolve_lora_targets
-from worker.ml.losses import informative, pair_accuracy_counts
+from worker.ml.losses import informative
 from worker.ml.models import (
     Progress,
     autocast,
@@ -158,19 +167,6 @@ def assemble(flat: torch.Tensor, rankings: Sequence[EncodedRanking]) -> tuple[to
     return flat[torch.cat(index_rows).to(flat.device)], torch.cat(level_rows).to(flat.device)
 
 
-def drift(policy: torch.Tensor, reference: torch.Tensor, levels: torch.Tensor) -> tuple[float, float]:
-    """Mean log pi - log ref of each ranking's best and of its worst group (rankings with a pair)."""
-    ranked = levels >= 0
-    top = torch.where(ranked, levels, 1 << 30).min(dim=1, keepdim=True).values
-    bottom = torch.where(ranked, levels, -1).max(dim=1, keepdim=True).values
-    keep = informative(levels)[:, None]
-    delta = (policy - reference).float()
-    chosen, rejected = (levels == top) & keep, (levels == bottom) & keep
-    return float(delta[chosen].mean()) if chosen.any() else 0.0, float(
-        delta[rejected].mean()
-    ) if rejected.any() else 0.0
-
-
 class PolicyAdapterSettings(Protocol):
     """The fields build_policy reads (DPOConfig and KTOConfig both have them)."""
 
@@ -237,19 +233,15 @@ def evaluate(model, rankings, reference: list, pad_id: int, device, cfg: DPOConf
     policy, levels = assemble(torch.cat(policy_parts), rankings)
     ref, _ = assemble(torch.cat(reference), rankings)
     loss, _ = dpo_loss(policy, ref, levels, beta=cfg.beta, loss=cfg.loss, label_smoothing=cfg.label_smoothing)
-    rewards = implicit_rewards(policy, ref, cfg.beta)
-    right, pairs = pair_accuracy_counts(rewards, levels)
-    margin, _ = reward_margin_counts(rewards, levels)
-    chosen, rejected = drift(policy, ref, levels)
-    n_pairs = float(pairs.sum().clamp(min=1))
+    stats = dpo_batch_stats(sums := dpo_batch_sums(policy, ref, levels, cfg.beta))
     return {
         "val_loss": round(float(loss), 5),
-        "val_accuracy": round(float(right.sum()) / n_pairs, 4),
-        "val_margin": round(float(margin.sum()) / n_pairs, 5),
-        "val_chosen_drift": round(chosen, 5),
-        "val_rejected_drift": round(rejected, 5),
+        "val_accuracy": round(stats["accuracy"], 4),
+        "val_margin": round(stats["margin"], 5),
+        "val_chosen_drift": round(stats["chosen_drift"], 5),
+        "val_rejected_drift": round(stats["rejected_drift"], 5),
         "val_kl_per_token": round(kl_sum / max(kl_tokens, 1), 6),
-        "val_pairs": int(pairs.sum()),
+        "val_pairs": int(sums[STAT_SUMS.index("pairs")]),
     }
 
 
@@ -261,6 +253,7 @@ def train_dpo(
     on_step: StepHook | None = None,
     *,
     held_out: Sequence[Ranking] | None = None,
+    accelerator: Any = None,
 ) -> dict[str, Any]:
     """Train a LoRA policy on `rankings` by DPO, save the adapter to `out_dir`, return metrics.
 
@@ -269,9 +262,13 @@ def train_dpo(
     cfg.val_fraction share of the prompts is held out.
     `on_progress(done, total, stage)` as the other stages; `on_step(step, stats)` per optimizer
     step (loss, accuracy and margin of the batch, chosen/rejected drift, learning rate), and with
-    the held-out metrics (evaluate()) before training (step 0) and after each epoch."""
+    the held-out metrics (evaluate()) before training (step 0) and after each epoch.
+    With `accelerator`, one of N data-parallel ranks (distributed_dpo.py); rank 0 alone
+    evaluates and saves, the others return {}."""
     model_path = starting_model_path(cfg.model)
-    device = pick_device(cfg.device)
+    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
+    main = accelerator is None or accelerator.is_main_process
+    on_step = on_step if main else None  # rank 0 alone evaluates and reports
     rng = random.Random(cfg.seed)
     report(on_progress, 0, 1, "loading")
 
@@ -296,15 +293,18 @@ def train_dpo(
             "than a ranking's longest sequence; load it with sdpa or eager attention"
         )
     report(on_progress, 0, 1, "reference")
-    train_ref = reference_logps(model, train, pad_id, device, cfg)
-    held_ref = reference_logps(model, held, pad_id, device, cfg)
+    train_ref = shared_reference(accelerator, lambda part: reference_logps(model, part, pad_id, device, cfg), train)
+    held_ref = reference_logps(model, held, pad_id, device, cfg) if main else []
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     total_steps = math.ceil(len(train) / cfg.batch_rankings) * cfg.epochs
     warmup_steps = warmup_step_count(cfg.warmup_fraction, total_steps)
     scheduler = get_scheduler("linear", optimizer, warmup_steps, total_steps)
-    before = evaluate(model, held, held_ref, pad_id, device, cfg)
+    forward: Any = partial(response_logps, model, pad_id=pad_id, device=device)
+    if accelerator is not None:  # the scheduler stays unprepared: accelerate would step it N times
+        forward, optimizer = accelerator.prepare(PolicyLogps(model, pad_id), optimizer)
+    before = evaluate(model, held if main else [], held_ref, pad_id, device, cfg)
     if held and on_step is not None:  # the held-out charts start where the reference stands
         on_step(0, {k: v for k, v in before.items() if isinstance(v, float)} | {"epoch": 0})
 
@@ -319,36 +319,26 @@ def train_dpo(
         for start in range(0, len(order), cfg.batch_rankings):
             batch = order[start : start + cfg.batch_rankings]
             sets = [train[i] for i in batch]
-            with autocast(device, cfg.autocast):
-                flat = response_logps(model, sets, pad_id, device)
-            policy, levels = assemble(flat.float(), sets)
-            ref, _ = assemble(torch.cat([train_ref[i] for i in batch]).to(device), sets)
-            loss, _ = dpo_loss(policy, ref, levels, beta=cfg.beta, loss=cfg.loss, label_smoothing=cfg.label_smoothing)
-            loss.backward()
-            if cfg.grad_clip > 0:
+            step_loss, stats = dpo_step(accelerator, forward, sets, [train_ref[i] for i in batch], cfg, device)
+            if cfg.grad_clip > 0 and accelerator is not None:
+                accelerator.clip_grad_norm_(forward.parameters(), cfg.grad_clip)
+            elif cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(step_loss)
             if on_step is not None:
-                rewards = implicit_rewards(policy.detach(), ref, cfg.beta)
-                right, pairs = pair_accuracy_counts(rewards, levels)
-                margin, _ = reward_margin_counts(rewards, levels)
-                chosen, rejected = drift(policy.detach(), ref, levels)
-                n_pairs = float(pairs.sum().clamp(min=1))
-                on_step(step, {
-                    "loss": losses[-1], "accuracy": float(right.sum()) / n_pairs,
-                    "margin": float(margin.sum()) / n_pairs, "chosen_drift": chosen,
-                    "rejected_drift": rejected, "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch,
-                })  # fmt: skip
+                on_step(step, {"loss": step_loss, **stats, "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch})
             report(on_progress, step, total_steps, "train")
         if held and on_step is not None:
             report(on_progress, epoch, cfg.epochs, "evaluate")
             history.append(evaluate(model, held, held_ref, pad_id, device, cfg))
             on_step(step, {k: v for k, v in history[-1].items() if isinstance(v, float)} | {"epoch": epoch})
     seconds = time.perf_counter() - started
+    if not main:
+        return {}
 
     # 4. held-out metrics and the artifact (a peft adapter on the starting model)
     after = history[-1] if history else evaluate(model, held, held_ref, pad_id, device, cfg)
@@ -365,6 +355,8 @@ def train_dpo(
         "val_accuracy_before": before["val_accuracy"],
         "val_loss_before": before["val_loss"],
     }
+    if accelerator is not None:
+        metrics["processes"] = accelerator.num_processes
     data = {
         "rankings": len(rankings),
         "train_tasks": len(train),

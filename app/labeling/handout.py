@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from app.db import is_sqlite, start_write_transaction  # noqa: F401 (re-exported for submission.py)
 from app.labeling.content import TaskContent, load_task_content
 from app.labeling.lease_postgres import claim_and_lease
-from app.models import Assignment, AssignmentState, RankingTask, TaskStatus, utcnow
+from app.models import Assignment, AssignmentState, HandoutOrder, RankingTask, TaskStatus, utcnow
 
 SWEEP_BATCH = 500
 
@@ -67,11 +67,16 @@ _RENEW_LEASE = (
 _INSERT_LEASE = insert(_assignments).returning(_assignments.c.id)
 
 
-def _claim_statement(*, wait: bool):
+def _claim_statement(*, wait: bool, prioritized: bool = False):
     """Picks the oldest open task with a free slot this labeler never had, locks it and takes the
     slot, in one statement (the row stays locked until commit). Other labelers' picks are skipped;
     when waiting, Postgres re-checks a row after its lock holder commits and moves on to the next
-    row if it no longer qualifies."""
+    row if it no longer qualifies.
+
+    `prioritized` (the project's handout_order is active): the highest handout_priority first,
+    unscored tasks last, then the oldest; the same row rules, so every guarantee holds. Used on
+    SQLite only (Postgres: lease_postgres.py), where DESC already puts NULLs last and matches
+    ix_ranking_tasks_priority as it stands."""
     candidate = _tasks.alias("candidate")
     # (bind names differ from ranking_tasks' columns: SQLAlchemy reserves those in an UPDATE)
     already_had = exists().where(
@@ -85,7 +90,7 @@ def _claim_statement(*, wait: bool):
             candidate.c.slots_taken < bindparam("overlap"),
             ~already_had,
         )
-        .order_by(candidate.c.id)
+        .order_by(*((candidate.c.handout_priority.desc(),) if prioritized else ()), candidate.c.id)
         .limit(1)
         .with_for_update(skip_locked=not wait)
     )
@@ -97,7 +102,11 @@ def _claim_statement(*, wait: bool):
     )
 
 
-_CLAIM = {False: _claim_statement(wait=False), True: _claim_statement(wait=True)}
+_CLAIM = {
+    (wait, prioritized): _claim_statement(wait=wait, prioritized=prioritized)
+    for wait in (False, True)
+    for prioritized in (False, True)
+}
 
 
 class Lease(NamedTuple):
@@ -138,6 +147,7 @@ def lease_next_task(
     after_submit: bool = False,
     check_held: bool = True,
     check_live: bool = True,
+    order: str = HandoutOrder.default,
 ) -> Lease | None:
     """The assignment the labeler should work on now, or None when nothing is left.
 
@@ -147,7 +157,9 @@ def lease_next_task(
     write transaction and labeler lock are already taken, and as that transaction holds row locks
     it must never wait for another task's lock (that could close a cycle), so rows other labelers
     are picking right now are only skipped. A plain request instead waits for them when nothing
-    else is free, so the last slots are never reported empty just because someone was mid-pick."""
+    else is free, so the last slots are never reported empty just because someone was mid-pick.
+
+    `order`: the project's handout_order; any but "default" picks by handout_priority first."""
     now = now or utcnow()
     if not after_submit:
         # Fast path for refreshes and polls: a live lease is only read, with no lock taken (on
@@ -166,7 +178,14 @@ def lease_next_task(
         if held is not None:
             return held
     claim = partial(
-        _claim_task, db, user_id=user_id, project_id=project_id, overlap=overlap, lease_minutes=lease_minutes, now=now
+        _claim_task,
+        db,
+        user_id=user_id,
+        project_id=project_id,
+        overlap=overlap,
+        lease_minutes=lease_minutes,
+        now=now,
+        prioritized=order != HandoutOrder.default,
     )
     claimed = claim(wait=False)
     if claimed is None:
@@ -196,7 +215,15 @@ def _held_lease(db: Session, *, user_id: int, project_id: int, now: datetime, le
 
 
 def _claim_task(
-    db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int, now: datetime, wait: bool
+    db: Session,
+    *,
+    user_id: int,
+    project_id: int,
+    overlap: int,
+    lease_minutes: int,
+    now: datetime,
+    wait: bool,
+    prioritized: bool,
 ) -> Lease | None:
     if not is_sqlite(db):  # one round trip instead of four (see lease_postgres.py)
         new = claim_and_lease(
@@ -208,6 +235,7 @@ def _claim_task(
             now=now,
             wait=wait,
             cap=PROGRESS_CAP,
+            prioritized=prioritized,
         )
         return (
             None
@@ -221,7 +249,7 @@ def _claim_task(
                 (new.done, new.waiting, new.window_full),
             )
         )
-    task_id = db.scalar(_CLAIM[wait], {"labeler": user_id, "project": project_id, "overlap": overlap})
+    task_id = db.scalar(_CLAIM[wait, prioritized], {"labeler": user_id, "project": project_id, "overlap": overlap})
     if task_id is None:
         return None
     content = load_task_content(db, task_id=task_id)  # its completion ids are shuffled, and it is shown next

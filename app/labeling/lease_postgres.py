@@ -47,8 +47,11 @@ SUBMITTED = f"'{AssignmentState.submitted.value}'"  # the same, for the labeler'
 assert AssignmentState.submitted.value.isidentifier()
 
 
-def _statement(*, wait: bool):
+def _statement(*, wait: bool, prioritized: bool = False):
     skip_locked = "" if wait else " SKIP LOCKED"
+    # An active handout order (handout._claim_statement): highest priority first, unscored last,
+    # then the oldest, in the order of ix_ranking_tasks_priority so the pick stays one index probe.
+    priority = " candidate.handout_priority DESC NULLS LAST," if prioritized else ""
     sql = f"""
 WITH claimed AS (
     UPDATE ranking_tasks SET slots_taken = ranking_tasks.slots_taken + 1
@@ -58,7 +61,7 @@ WITH claimed AS (
           AND candidate.slots_taken < :overlap
           AND NOT EXISTS (SELECT 1 FROM assignments AS had
                           WHERE had.task_id = candidate.id AND had.user_id = :labeler)
-        ORDER BY candidate.status, candidate.id LIMIT 1
+        ORDER BY candidate.status,{priority} candidate.id LIMIT 1
         FOR UPDATE OF candidate{skip_locked})
     RETURNING ranking_tasks.id, ranking_tasks.prompt_id, ranking_tasks.kind, ranking_tasks.demonstration_id
 ), shown AS (
@@ -112,7 +115,11 @@ ORDER BY item.position
     )
 
 
-_CLAIM_AND_LEASE = {False: _statement(wait=False), True: _statement(wait=True)}
+_CLAIM_AND_LEASE = {
+    (wait, prioritized): _statement(wait=wait, prioritized=prioritized)
+    for wait in (False, True)
+    for prioritized in (False, True)
+}
 
 
 class NewLease(NamedTuple):
@@ -131,10 +138,19 @@ class NewLease(NamedTuple):
 
 
 def claim_and_lease(
-    db: Session, *, user_id: int, project_id: int, overlap: int, lease_minutes: int, now: datetime, wait: bool, cap: int
+    db: Session,
+    *,
+    user_id: int,
+    project_id: int,
+    overlap: int,
+    lease_minutes: int,
+    now: datetime,
+    wait: bool,
+    cap: int,
+    prioritized: bool = False,
 ) -> NewLease | None:
     rows = db.execute(
-        _CLAIM_AND_LEASE[wait],
+        _CLAIM_AND_LEASE[wait, prioritized],
         {
             "labeler": user_id,
             "project": project_id,

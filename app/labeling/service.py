@@ -285,6 +285,7 @@ def current_task(
         overlap=project.overlap,
         lease_minutes=project.lease_minutes,
         sweep_every=sweep_every,
+        order=project.handout_order,
         now=now,
     )
     return None if lease is None else _task_view(db, lease, project_id=project.id)
@@ -325,6 +326,7 @@ def open_task_page(
         overlap=project.overlap,
         lease_minutes=project.lease_minutes,
         sweep_every=sweep_every,
+        order=project.handout_order,
         now=now,
         check_live=False,
     )
@@ -344,6 +346,7 @@ def next_task_after(
         overlap=project.overlap,
         lease_minutes=project.lease_minutes,
         sweep_every=sweep_every,
+        order=project.handout_order,
         now=now,
         after_submit=True,
         check_held=not finished_lease,

@@ -4,6 +4,7 @@ zero duplicate handouts, zero rankings over overlap, every slot handed out exact
 from __future__ import annotations
 
 import multiprocessing
+import random
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from app.models import Assignment, Ranking, RankingTask
+from app.models import Assignment, HandoutOrder, Ranking, RankingTask
 from tests.factories import make_eval_task, make_project, make_task
 from tests.labeling.helpers import fresh, make_labelers
 from tests.labeling.race_worker import label_until_empty, process_main, take_one
@@ -36,14 +37,21 @@ def _check_every_slot_handed_exactly_once(db, reports, *, tasks, overlap):
         assert (task.slots_taken, task.rankings_count, task.status) == (overlap, overlap, "complete")
 
 
-@pytest.mark.parametrize("queue", ["ranking", "mixed"])
-@pytest.mark.parametrize("overlap", [1, 2])
+@pytest.mark.parametrize(
+    ("overlap", "queue"), [(1, "ranking"), (2, "ranking"), (1, "mixed"), (2, "mixed"), (2, "by_priority")]
+)
 def test_threads_labeling_at_once_share_no_slot(app, db, overlap, queue):
-    """`mixed`: every third task a blind pairwise evaluation, judged with a verdict."""
+    """`mixed`: every third task a blind pairwise evaluation, judged with a verdict. `by_priority`:
+    an active handout order over shuffled priorities, every fourth task unscored."""
     project = make_project(db, overlap=overlap)
     tasks = [
         make_eval_task(db, project) if queue == "mixed" and i % 3 == 2 else make_task(db, project) for i in range(30)
     ]
+    if queue == "by_priority":
+        project.handout_order = HandoutOrder.uncertainty
+        for task, priority in zip(tasks, random.Random(0).sample(range(30), 30), strict=True):
+            task.handout_priority = None if priority % 4 == 0 else float(priority)
+        db.commit()
     users = make_labelers(db, project, LABELERS)
     sessions = sessionmaker(bind=app.state.engine, expire_on_commit=False)
     start = threading.Barrier(len(users))

@@ -33,6 +33,10 @@ JUDGE_RUN = "ranklab.judge.run"
 """(run_id): a project's AI judge over its tasks (worker/loop/judging.py)."""
 JUDGE_ROUND = "ranklab.round.judge"
 """(round_id): an AI-labelled round's judging step (worker/loop/round_judging.py)."""
+REFRESH_PRIORITIES = "ranklab.project.refresh_priorities"
+"""(project_id, model_version_id): the handout's active-learning priorities from that reward model
+(worker/loop/active_order.py). Enqueued after each reward-model training when the project's
+handout order is active, and by an admin's "refresh now"."""
 SWEEP_ROUNDS = "ranklab.round.sweep"
 """(): re-enqueue steps and jobs whose worker died; auto-start rounds whose labeling reached the threshold."""
 # Queues by role (docs/deployment.md). Training steps run one at a time per GPU worker; generation
@@ -58,6 +62,9 @@ TASK_ROLES = {
     TRAIN_SFT: TRAIN,
     EVALUATE_ROUND: EVALUATE,
     GENERATE_EVAL: EVALUATE,
+    # Reads the reward model's features of the open tasks: inference with the reward model, as
+    # the evaluation step does.
+    REFRESH_PRIORITIES: EVALUATE,
 }
 """Each task's role, for the docs and tests: enqueue sites pass the role to `queue_for`."""
 TRAIN_QUEUE, GENERATE_QUEUE, EVALUATE_QUEUE = ROLES

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 
 from app.models import ModelKind, ModelVersion, Project, PromptSplit, TrainingRound
+from app.projects import priorities
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop import artifacts, data
@@ -156,6 +157,8 @@ def _train(round_id: int) -> dict[str, Any]:
             _store_ood(db, prev_id=prev_ref.round_id, round_number=number, ood=ood)
         db.refresh(training_round)
         lifecycle.enqueue_step(db, training_round=training_round)
+        # The handout's active-learning priorities from this model, if the project's order is active.
+        priorities.refresh_after_training(db, project_id=project_id, reward_model_id=version.id)
     return {"round_id": round_id, "reward_model_id": version.id, **summary}
 
 

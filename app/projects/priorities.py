@@ -1,0 +1,81 @@
+"""The handout's active-learning priorities (issue 16 §2): asking a worker to refresh them.
+
+The web process only enqueues (worker/loop/active_order.py computes, with torch): after each
+reward-model training when the project's handout_order is active (the reward step calls
+`refresh_after_training`), or when an admin asks (`request_refresh`)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import HandoutOrder, ModelKind, ModelVersion, Project, RankingTask, TaskStatus
+from app.refusals import Refusal
+from app.rounds.queue import QueueUnreachable, check_reachable, enqueue_on_commit, settings_of
+from worker.celery_app import EVALUATE, REFRESH_PRIORITIES, queue_for
+
+
+class PriorityError(Refusal):
+    pass
+
+
+class NoRewardModel(PriorityError):
+    status_code = 409
+
+
+class QueueDown(PriorityError):
+    status_code = 503
+
+
+def latest_reward_model(db: Session, *, project_id: int) -> ModelVersion | None:
+    """The project's newest reward model with an artifact on disk."""
+    return db.scalar(
+        select(ModelVersion)
+        .where(
+            ModelVersion.project_id == project_id,
+            ModelVersion.kind == ModelKind.reward,
+            ModelVersion.artifact_path.is_not(None),
+        )
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    )
+
+
+def _enqueue(db: Session, *, project_id: int, reward_model_id: int) -> None:
+    enqueue_on_commit(db, REFRESH_PRIORITIES, project_id, reward_model_id, queue=queue_for(EVALUATE, settings_of(db)))
+
+
+def refresh_after_training(db: Session, *, project_id: int, reward_model_id: int) -> bool:
+    """In the transaction that registers a new reward model: a refresh with it, sent on commit,
+    only when the project hands out by priority. True when one was enqueued."""
+    order = db.scalar(select(Project.handout_order).where(Project.id == project_id))
+    if order in (None, HandoutOrder.default):
+        return False
+    _enqueue(db, project_id=project_id, reward_model_id=reward_model_id)
+    return True
+
+
+def request_refresh(db: Session, *, project: Project) -> ModelVersion:
+    """An admin's "refresh priorities now", with the newest reward model; sent after the caller
+    commits. Works whatever the order, so priorities can be ready before the order is turned on."""
+    version = latest_reward_model(db, project_id=project.id)
+    if version is None:
+        raise NoRewardModel(
+            "reward_model", "the project has no reward model yet; priorities come from one (train a round first)"
+        )
+    try:
+        check_reachable(settings_of(db))
+    except QueueUnreachable as exc:
+        raise QueueDown("queue", str(exc)) from None
+    _enqueue(db, project_id=project.id, reward_model_id=version.id)
+    return version
+
+
+def scored_open_tasks(db: Session, *, project_id: int) -> tuple[int, int]:
+    """(open tasks with a priority, open tasks) of the project, for the admin page."""
+    scored, total = db.execute(
+        select(func.count(RankingTask.handout_priority), func.count()).where(
+            RankingTask.project_id == project_id, RankingTask.status == TaskStatus.open
+        )
+    ).one()
+    return scored, total

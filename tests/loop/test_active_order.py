@@ -1,0 +1,86 @@
+"""Refreshing the handout's active-learning priorities (worker/loop/active_order.py) on a tiny
+random-weight model: the score-head ensemble puts a constructed ambiguous task first, the handout
+then gives it out first, and an AI judge's compare-only rankings are never fitted on. The whole
+path through the admin's "refresh now", a real Celery worker and the handout: test_active_worker.py."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app.labeling import service
+from app.models import HandoutOrder, Project, RankingTask, Role
+from app.models.judges import AI_ROLE
+from app.models.labeling import Ranking
+from tests.factories import make_project, make_ranking, make_task, make_user
+from worker.loop.active_order import refresh_priorities
+
+PROMPT = "write a story about the sun"
+GOOD, BAD = "a good story about the sun .", "a bad story about the sun ."
+CAT, DOG = "a story about the cat .", "a story about the dog ."
+
+
+def ambiguous_project(db, *, order: str = HandoutOrder.uncertainty):
+    """Humans always put GOOD above BAD (8 tasks); on CAT against DOG they split 2 : 2. Open: three
+    GOOD/BAD tasks and one CAT/DOG task (the ambiguous one), plus an open task of another kind.
+    An AI judge's compare-only rankings say BAD above GOOD: fitted on, they would blur the clear tasks."""
+    project = make_project(db, k_min=2, k_max=4, overlap=1, handout_order=order)
+    human = make_user(db, projects=[project])
+    judge = make_user(db, role=AI_ROLE)
+    for _ in range(8):
+        task = make_task(db, project, texts=[GOOD, BAD], prompt_text=PROMPT)
+        good, bad = task.completion_ids
+        make_ranking(db, task, human, [[good], [bad]])
+        db.add(Ranking(task_id=task.id, user_id=judge.id, project_id=project.id, groups=[[bad], [good]]))
+    for n in range(4):
+        task = make_task(db, project, texts=[CAT, DOG], prompt_text=PROMPT)
+        cat, dog = task.completion_ids
+        make_ranking(db, task, human, [[cat], [dog]] if n % 2 else [[dog], [cat]])
+    db.commit()
+    clear = [make_task(db, project, texts=[GOOD, BAD], prompt_text=PROMPT) for _ in range(2)]
+    ambiguous = make_task(db, project, texts=[CAT, DOG], prompt_text=PROMPT)
+    clear.append(make_task(db, project, texts=[BAD, GOOD], prompt_text=PROMPT))
+    other = make_task(db, project, texts=[CAT, DOG], prompt_text=PROMPT)
+    other.kind = "demonstration"  # not the project's form: never scored
+    db.commit()
+    return project, clear, ambiguous, other
+
+
+@pytest.mark.parametrize(
+    ("db_url", "order"),
+    [("sqlite", HandoutOrder.uncertainty), ("postgres", HandoutOrder.uncertainty), ("sqlite", HandoutOrder.margin)],
+    indirect=["db_url"],
+)
+def test_the_ambiguous_task_gets_the_top_priority_and_is_handed_out_first(db, tiny_model_dir, order):
+    project, clear, ambiguous, other = ambiguous_project(db, order=order)
+
+    stats = refresh_priorities(db, project.id, str(tiny_model_dir))
+
+    assert stats["method"] == order and stats["tasks"] == 4
+    assert stats["rankings"] == 12  # the humans' only: the judge's 8 compare-only rankings are left out
+    db.expire_all()
+    priority = {t.id: t.handout_priority for t in db.scalars(select(RankingTask))}
+    assert priority[other.id] is None
+    assert priority[ambiguous.id] > max(priority[t.id] for t in clear)
+    refreshed = db.get(Project, project.id)
+    assert refreshed.priority_method == order and refreshed.priorities_refreshed_at is not None
+    assert refreshed.priority_stats["tasks"] == 4
+
+    labeler = make_user(db, role=Role.labeler, projects=[project])
+    view = service.current_task(db, user=labeler, project=refreshed, sweep_every=3600)
+    assert view is not None and view.task_id == ambiguous.id
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_without_a_ranking_to_fit_on_nothing_changes_and_the_stats_say_why(db, tiny_model_dir):
+    project = make_project(db, k_min=2, k_max=4, handout_order=HandoutOrder.uncertainty)
+    task = make_task(db, project, texts=[GOOD, BAD])
+    task.handout_priority = 0.5
+    db.commit()
+
+    stats = refresh_priorities(db, project.id, str(tiny_model_dir))
+
+    assert stats["tasks"] == 0 and "no human ranking orders two completions" in stats["skipped"]
+    db.expire_all()
+    assert db.get(RankingTask, task.id).handout_priority == 0.5
+    assert db.get(Project, project.id).priorities_refreshed_at is None

@@ -9,7 +9,6 @@ instead (remote_generate.py).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
 
+from worker.ml import vllm_engine
 from worker.ml.batching import pad_token_ids
 from worker.ml.config import GenerationConfig
 from worker.ml.data import Prompt
@@ -43,7 +43,21 @@ class Completion:
 
 
 def vllm_usable() -> bool:
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    return vllm_engine.vllm_installed() and torch.cuda.is_available()
+
+
+def resolve_backend(backend: str, model: object) -> str:
+    """The local backend that runs: "auto" is vLLM only where it is known to work (the vllm
+    package, CUDA, and a model folder or hub id vLLM can serve: a full model, or an adapter
+    vllm_engine can serve as a LoRA request or, with RANKLAB_VLLM_ADAPTERS=merge, merged),
+    else HF generate. An explicit "vllm" that cannot run is refused."""
+    is_path = isinstance(model, (str, os.PathLike))
+    if backend == "vllm" and not (is_path and vllm_usable()):
+        raise ValueError("backend: vllm needs the vllm package, a CUDA GPU and a model folder")
+    if backend == "auto":
+        usable = is_path and vllm_usable()
+        return "vllm" if usable and vllm_engine.can_serve(str(model), vllm_engine.VllmSettings.from_env()) else "hf"
+    return backend
 
 
 def generate(
@@ -67,12 +81,7 @@ def generate(
         from worker.ml.remote_generate import generate_remote  # imports this module
 
         return generate_remote(prompts, cfg, on_progress, model_version=model_version)
-    is_path = isinstance(model, (str, os.PathLike))
-    backend = cfg.backend
-    if backend == "vllm" and not (is_path and vllm_usable()):
-        raise ValueError("backend: vllm needs the vllm package, a CUDA GPU and a model folder")
-    if backend == "auto" and is_path and vllm_usable():
-        backend = "vllm"
+    backend = resolve_backend(cfg.backend, model)
     if backend == "vllm":
         return _generate_vllm(str(model), prompts, cfg, on_progress, model_version)
 
@@ -146,28 +155,22 @@ def _generate_vllm(
     model_path: str, prompts: Sequence[Prompt], cfg: GenerationConfig, on_progress: Progress | None, model_version: str
 ) -> list[list[Completion]]:
     """vLLM schedules all prompts itself (continuous batching); we hand it token ids so the
-    chat template is applied exactly as in the HF path."""
-    from vllm import LLM, SamplingParams
+    chat template is applied exactly as in the HF path. The process's one engine is reused
+    (vllm_engine.engine_for); an adapter policy is applied as a LoRA request."""
+    from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
 
-    tokenizer = load_tokenizer(model_path)
+    settings = vllm_engine.VllmSettings.from_env()
+    served = vllm_engine.served_model(model_path, settings)
+    tokenizer = load_tokenizer(vllm_engine.tokenizer_folder(model_path))
     prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
-    llm = LLM(model=model_path, dtype="bfloat16", seed=cfg.seed or 0)
-    # Every field that shapes the distribution, named (as in sampling.py for the HF path).
-    params = SamplingParams(
-        n=cfg.k,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=-1,
-        min_p=0.0,
-        repetition_penalty=1.0,
-        presence_penalty=0.0,
-        frequency_penalty=0.0,
-        min_tokens=0,
-        max_tokens=cfg.max_new_tokens,
-        seed=cfg.seed,
-        stop_token_ids=list(stop_tokens(tokenizer, _saved_generation_config(model_path)).ids),
+    llm = vllm_engine.engine_for(served.base, settings, enable_lora=settings.adapters == "lora")
+    lora = served.lora
+    request = LoRARequest(lora.name, lora.int_id, lora.path) if lora is not None else None
+    params = SamplingParams(**vllm_sampling_kwargs(served, tokenizer, cfg))
+    outputs = llm.generate(
+        [{"prompt_token_ids": ids} for ids in prompt_ids], params, lora_request=request, use_tqdm=False
     )
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)
     results: list[list[Completion]] = []
     for output in outputs:
         results.append(
@@ -184,6 +187,21 @@ def _generate_vllm(
     if on_progress is not None:
         on_progress(len(prompts), len(prompts), "generate")
     return results
+
+
+def vllm_sampling_kwargs(served: vllm_engine.ServedModel, tokenizer, cfg: GenerationConfig) -> dict[str, Any]:
+    """SamplingParams fields for `cfg`; the stop ids are the tokenizer's and the checkpoint's
+    generation_config's (read from the full model under any adapters: an adapter folder has no
+    generation_config.json), by the one rule in special_tokens.py."""
+    generation_config = _saved_generation_config(served.generation_config_from or served.base)
+    return vllm_engine.sampling_kwargs(
+        n=cfg.k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+        stop_ids=list(stop_tokens(tokenizer, generation_config).ids),
+    )
 
 
 def _saved_generation_config(model_path: str) -> HFGenerationConfig | None:

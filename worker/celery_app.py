@@ -5,10 +5,13 @@ SQLite file, so no server is needed and the same task code runs in both."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
+from collections.abc import Iterable
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 
 from app.settings import GPU_CLASS, Settings, get_settings
 
@@ -83,6 +86,33 @@ def queue_for(role: str, settings: Settings | None = None, *, gpu_class: str | N
     elif not re.fullmatch(GPU_CLASS, gpu_class):
         raise ValueError(f"gpu_class: {gpu_class!r} is not lower-case letters, digits, - and _ (e.g. a100)")
     return f"{role}.{gpu_class}" if gpu_class else role
+
+
+def unserved_evaluate(queues: Iterable[str]) -> list[str]:
+    """The evaluate queues a worker started the old way (`-Q train,generate`, before evaluation had
+    a queue of its own) leaves out: of each GPU class whose train and generate queues it serves."""
+    roles_by_class: dict[str, set[str]] = {}
+    for queue in queues:
+        role, _, gpu_class = queue.partition(".")
+        roles_by_class.setdefault(gpu_class, set()).add(role)
+    return [
+        queue_for(EVALUATE, gpu_class=gpu_class)
+        for gpu_class, roles in roles_by_class.items()
+        if {TRAIN, GENERATE} <= roles and EVALUATE not in roles
+    ]
+
+
+@celeryd_after_setup.connect
+def _warn_unserved_evaluate(sender, instance, **_kwargs) -> None:
+    consumed = instance.app.amqp.queues.consume_from  # None: no -Q given
+    missing = unserved_evaluate(consumed or ())
+    if missing:
+        logging.getLogger(__name__).warning(
+            "%s serves train and generate but not %s: unless another worker does, rounds wait at "
+            "'evaluating' (add it to -Q; docs/deployment.md, 'Upgrading')",
+            sender,
+            ", ".join(missing),
+        )
 
 
 def solo_worker_command(*extra: str, settings: Settings | None = None) -> list[str]:

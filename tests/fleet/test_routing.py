@@ -30,6 +30,7 @@ from worker.celery_app import (
     TRAIN_SFT,
     queue_for,
     solo_worker_command,
+    unserved_evaluate,
 )
 
 CLASSES = Settings(train_gpu_class="a100", evaluate_gpu_class="a100", generate_gpu_class="l4", _env_file=None)
@@ -125,6 +126,22 @@ def test_the_embedded_worker_listens_on_every_default_queue_and_the_configured_c
         "generate.l4",
         "evaluate.a100",
     ]
+
+
+def test_a_worker_started_the_old_way_is_told_it_leaves_evaluation_unserved():
+    """`-Q train,generate` was the documented worker before evaluation had its queue; such a worker
+    logs a warning at start (celeryd_after_setup; seen by hand: "legacy@x serves train and generate
+    but not evaluate: ..."). A worker of one role, or of all three, is not warned."""
+    assert unserved_evaluate(["train", "generate"]) == ["evaluate"]
+    assert unserved_evaluate(["train.a100", "generate.a100", "generate", "evaluate"]) == ["evaluate.a100"]
+    for queues in (
+        ["train"],
+        ["generate"],
+        ["train", "evaluate"],
+        list(DEFAULT_QUEUES),
+        fleet.queues(["train"], ["a100"]),
+    ):
+        assert unserved_evaluate(queues) == [], queues
 
 
 def test_the_fleet_cli_prints_the_celery_command_for_its_roles_and_classes():

@@ -28,7 +28,7 @@ from app.rounds import lifecycle
 from app.rounds.lifecycle import RUNNING
 from app.rounds.queue import enqueue_on_commit
 from app.sft import jobs
-from worker.celery_app import GENERATE_QUEUE, JUDGE_RUN
+from worker.celery_app import GENERATE, JUDGE_RUN, queue_for
 from worker.loop.runtime import db_session, settings
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _sweep_judge_runs(db, *, cutoff, startup: bool) -> list[int]:
         )
         if cast(CursorResult, result).rowcount != 1:
             continue
-        enqueue_on_commit(db, JUDGE_RUN, run_id, queue=GENERATE_QUEUE)
+        enqueue_on_commit(db, JUDGE_RUN, run_id, queue=queue_for(GENERATE, settings()))
         found.append(run_id)
     return found
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.models import DEFAULT_FLAGS, FeedbackForm, Project
+from app.models import DEFAULT_FLAGS, FeedbackForm, HandoutOrder, Project
 from app.projects import forms_config
 from app.projects import service as projects
 
@@ -43,6 +43,8 @@ class ProjectFields(BaseModel):
     aspects: str = ""
     """One aspect per line: `name | Label | likert` (label and scale optional)."""
     overall_ranking: str = ""
+    handout_order: str = ""
+    """default, uncertainty or margin (blank: default)."""
 
 
 @dataclass
@@ -71,6 +73,7 @@ def blank_form(default_lease_minutes: int) -> ProjectForm:
             "likert_labels": "",
             "aspects": _aspect_lines(forms_config.DEFAULT_ASPECTS),
             "overall_ranking": "",
+            "handout_order": HandoutOrder.default.value,
         }
     )
 
@@ -85,6 +88,7 @@ def form_of(project: Project) -> ProjectForm:
     raw["likert_labels"] = ", ".join(settings.get("likert_labels") or [])
     raw["aspects"] = _aspect_lines(settings.get("aspects") or forms_config.DEFAULT_ASPECTS)
     raw["overall_ranking"] = "on" if settings.get("overall_ranking") else ""
+    raw["handout_order"] = project.handout_order
     return ProjectForm(raw=raw)
 
 
@@ -109,6 +113,7 @@ def parse(raw: dict[str, str]) -> ProjectForm:
     form.values["demonstration_review"] = raw.get("demonstration_review", "") in ("on", "true", "1")
     form.values["feedback_form"] = raw.get("feedback_form", "").strip() or FeedbackForm.ranking.value
     form.values["form_settings"] = _form_settings(form)
+    form.values["handout_order"] = raw.get("handout_order", "").strip() or HandoutOrder.default.value
     return form
 
 

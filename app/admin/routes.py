@@ -11,7 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from app.admin import form_stats, forms, service, stats
 from app.admin.people_routes import router as people_router
 from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
-from app.models import Project, Role
+from app.models import ModelVersion, Project, Role
+from app.projects import priorities
 from app.projects import service as projects
 from app.projects.deps import ProjectDep
 from app.prompts import service as prompts
@@ -103,9 +104,28 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
             "upload_kinds": UPLOAD_KINDS,
             "errors": errors or {},
             "saved": request.query_params.get("saved") == "1",
+            "handout": _handout_state(db, project),
+            "refresh_queued": request.query_params.get("refresh") == "queued",
         },
         status_code=status_code,
     )
+
+
+def _handout_state(db, project: Project) -> dict:
+    """The handout order's card: what produced the stored priorities and how many tasks have one."""
+    scored, open_tasks = priorities.scored_open_tasks(db, project_id=project.id)
+    model = db.get(ModelVersion, project.priority_model_id) if project.priority_model_id else None
+    return {"scored": scored, "open": open_tasks, "model": model}
+
+
+@pages.post("/projects/{project_id}/priorities/refresh", dependencies=[CsrfDep])
+def refresh_priorities(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep):
+    """Sends a refresh of the handout priorities to a worker (app/projects/priorities.py)."""
+    try:
+        priorities.request_refresh(db, project=project)
+    except priorities.PriorityError as exc:
+        return _project_page(request, db, project, errors={"priorities": exc.message}, status_code=exc.status_code)
+    return RedirectResponse(f"/admin/projects/{project.id}?refresh=queued#handout-order", status_code=303)
 
 
 @pages.get("/projects/{project_id}")

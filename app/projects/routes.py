@@ -4,9 +4,10 @@ from fastapi import APIRouter, HTTPException, status
 
 from app.deps import AdminTokenDep, AnyTokenDep, DbDep, ExportTokenDep, UploadTokenDep
 from app.json_api import UNPROCESSABLE, ErrorOut, JsonApiRoute, Responses
-from app.projects import service
+from app.projects import priorities, service
 from app.projects.deps import ProjectDep
-from app.projects.schemas import ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate
+from app.projects.schemas import ProgressOut, ProjectCreate, ProjectOut, ProjectUpdate, RefreshOut
+from app.refusals import http_error
 
 api_router = APIRouter(prefix="/api/v1", tags=["projects"], route_class=JsonApiRoute)
 ERRORS: Responses = {
@@ -73,3 +74,25 @@ def update_project(body: ProjectUpdate, project: ProjectDep, db: DbDep, _token: 
 def project_progress(project: ProjectDep, db: DbDep, _token: ExportTokenDep):
     """Needs an `export` (or `admin`) token."""
     return service.project_progress(db, project=project)
+
+
+@api_router.post(
+    "/projects/{project_id}/priorities/refresh",
+    status_code=202,
+    response_model=RefreshOut,
+    summary="Refresh the handout's priorities",
+    responses={
+        **ERRORS,
+        **NOT_FOUND,
+        409: {"model": ErrorOut, "description": "The project has no reward model yet."},
+        503: {"model": ErrorOut, "description": "The task queue is unreachable; retry."},
+    },
+)
+def refresh_priorities(project: ProjectDep, db: DbDep, _token: AdminTokenDep):
+    """Needs an `admin` token. A worker scores the open tasks with the project's newest reward model
+    (docs/active-learning.md); works whatever the handout_order, so priorities can be ready first."""
+    try:
+        version = priorities.request_refresh(db, project=project)
+    except priorities.PriorityError as exc:
+        raise http_error(exc) from None
+    return RefreshOut(queued=True, reward_model_id=version.id)

@@ -17,6 +17,13 @@ FORM_DESCRIPTION = (
     "(rate each 1..N), multi_aspect (rate or rank each admin-defined aspect), good_bad (each good or bad). "
     "Fixed once the project has tasks."
 )
+HandoutOrderName = Literal["default", "uncertainty", "margin"]
+HANDOUT_ORDER_DESCRIPTION = (
+    "Which open task a labeler gets next: default (the oldest open task first), uncertainty (the "
+    "tasks an ensemble of score heads disagrees on most first) or margin (the smallest reward margins "
+    "first). The active orders use priorities refreshed after each reward-model training; unscored "
+    "tasks come after the scored ones (docs/active-learning.md)."
+)
 SETTINGS_DESCRIPTION = (
     'The form\'s options. likert: {"likert_points": 3–9 (7), "likert_labels": [one per point]}. multi_aspect: '
     'also {"aspects": [{"name": "helpfulness", "label": "Helpful", "scale": "likert" or "ranking"}] (1–8), '
@@ -57,6 +64,7 @@ class ProjectCreate(BaseModel):
     )
     feedback_form: FormName = Field("ranking", description=FORM_DESCRIPTION)
     form_settings: dict[str, Any] | None = Field(None, description=SETTINGS_DESCRIPTION)
+    handout_order: HandoutOrderName = Field("default", description=HANDOUT_ORDER_DESCRIPTION)
 
 
 class ProjectUpdate(BaseModel):
@@ -74,6 +82,7 @@ class ProjectUpdate(BaseModel):
     demonstration_review: bool | None = None
     feedback_form: FormName | None = Field(None, description="Only while the project has no tasks.")
     form_settings: dict[str, Any] | None = Field(None, description="Only while the project has no tasks.")
+    handout_order: HandoutOrderName | None = Field(None, description=HANDOUT_ORDER_DESCRIPTION)
 
 
 class ProjectOut(BaseModel):
@@ -91,6 +100,13 @@ class ProjectOut(BaseModel):
     feedback_form: str
     form_settings: dict[str, Any]
     created_at: datetime
+    handout_order: str
+    priority_model_id: int | None = Field(description="The reward model version behind the stored priorities.")
+    priority_method: str | None = Field(description="uncertainty or margin: what the last refresh computed.")
+    priorities_refreshed_at: datetime | None
+    priority_stats: dict[str, Any] = Field(
+        description='The last refresh: {"tasks": scored, "rankings": fitted on, "heads": n, "seconds": s}.'
+    )
 
 
 class ProgressOut(BaseModel):
@@ -109,3 +125,10 @@ class ProgressOut(BaseModel):
         description='How many live tasks have 0, 1, 2... rankings, e.g. {"0": 12, "1": 3}.'
     )
     open_leases: int = Field(description="Tasks held right now by a labeler.")
+
+
+class RefreshOut(BaseModel):
+    queued: bool = Field(
+        description="The refresh was sent to a worker; the project's priorities_refreshed_at moves when it is done."
+    )
+    reward_model_id: int = Field(description="The reward model version whose features score the tasks.")

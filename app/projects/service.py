@@ -15,6 +15,7 @@ from app.models import (
     AssignmentState,
     Feedback,
     FeedbackForm,
+    HandoutOrder,
     Project,
     Prompt,
     PromptSplit,
@@ -42,6 +43,7 @@ UPDATABLE_FIELDS = {
     "demonstration_review",
     "feedback_form",
     "form_settings",
+    "handout_order",
 }
 FIXED_ONCE_TASKED = ("feedback_form", "form_settings")
 """Changing these would change what the answers already given mean."""
@@ -74,6 +76,7 @@ def create_project(
     demonstration_review: bool = False,
     feedback_form: str = FeedbackForm.ranking,
     form_settings: dict[str, Any] | None = None,
+    handout_order: str = HandoutOrder.default,
 ) -> Project:
     """Raises ProjectError (a ValueError) naming the field for any refused value. k_min/k_max
     default to the form's usual range (forms_config.DEFAULT_K: ranking 4–9, pairwise 2)."""
@@ -90,6 +93,7 @@ def create_project(
         demonstration_review=demonstration_review,
         feedback_form=feedback_form,
         form_settings=form_settings,
+        handout_order=handout_order,
     )
     _check_name_free(db, values["name"], except_id=None)
     project = Project(**values)
@@ -215,6 +219,7 @@ def _validated(
     demonstration_review,
     feedback_form,
     form_settings,
+    handout_order,
 ) -> dict[str, Any]:
     try:
         feedback_form = forms_config.check_form(feedback_form)
@@ -222,6 +227,9 @@ def _validated(
     except forms_config.FormSettingsError as exc:
         raise ProjectError(exc.field, exc.message) from None
     k_low, k_high = forms_config.K_RANGE[feedback_form]
+    if handout_order not in set(HandoutOrder):
+        choices = ", ".join(order.value for order in HandoutOrder)
+        raise ProjectError("handout_order", f"is {handout_order!r}; choose one of {choices}")
     if not isinstance(demonstration_review, bool):
         raise ProjectError("demonstration_review", "must be true or false")
     if not isinstance(name, str) or not name.strip():
@@ -270,4 +278,5 @@ def _validated(
         "demonstration_review": demonstration_review,
         "feedback_form": feedback_form,
         "form_settings": form_settings,
+        "handout_order": HandoutOrder(handout_order).value,
     }

@@ -65,7 +65,7 @@ def _pairwise(db: Session, project_id: int) -> FormAgreement | None:
 def _rating_forms(db: Session, project_id: int, form_settings: dict[str, Any]) -> list[FormAgreement]:
     overlapped = (
         select(Feedback.task_id)
-        .where(Feedback.project_id == project_id)
+        .where(Feedback.project_id == project_id, labelling_data(Feedback))
         .group_by(Feedback.task_id)
         .having(func.count() >= 2)
     )
@@ -80,7 +80,7 @@ def _rating_forms(db: Session, project_id: int, form_settings: dict[str, Any]) -
             FeedbackRating.value,
         )
         .join(FeedbackRating, FeedbackRating.feedback_id == Feedback.id)
-        .where(Feedback.task_id.in_(overlapped), FeedbackRating.value.is_not(None))
+        .where(Feedback.task_id.in_(overlapped), FeedbackRating.value.is_not(None), labelling_data(Feedback))
     )
     # (form, aspect, scale) -> unit (task, completion) -> user -> value
     grouped: dict[tuple[str, str, str], dict[tuple[int, int], dict[int, int]]] = defaultdict(lambda: defaultdict(dict))

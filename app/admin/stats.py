@@ -54,7 +54,7 @@ def labeler_stats(db: Session, *, project_id: int) -> list[LabelerStats]:
         .join(RankingTask, RankingTask.id == Ranking.task_id)
         .where(Ranking.project_id == project_id, labelling_data()),
         select(Feedback.user_id, Feedback.time_spent_ms, Feedback.created_at, Feedback.form).where(
-            Feedback.project_id == project_id
+            Feedback.project_id == project_id, labelling_data(Feedback)
         ),
     )
     for user_id, spent_ms, created_at, kind in db.execute(answers):

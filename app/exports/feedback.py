@@ -31,7 +31,9 @@ def iter_rating_pairs(
 ) -> Iterator[dict[str, Any]]:
     """One row per (judgment, higher-scored completion, lower-scored one), judgments oldest first.
     `score_gap` is the difference of the two scores (feedback_read.scores, in [0, 1])."""
-    query = select(Feedback).where(Feedback.project_id == project_id, Feedback.form.in_(RATING_FORMS))
+    query = select(Feedback).where(
+        Feedback.project_id == project_id, Feedback.form.in_(RATING_FORMS), labelling_data(Feedback)
+    )
     for page in _pages(db, query, Feedback.id):
         feedback = [row[0] for row in page]
         ratings = _ratings(db, [f.id for f in feedback])
@@ -65,7 +67,9 @@ def iter_rating_pairs(
 def iter_unpaired(db: Session, *, project_id: int, secret: str, style: PairStyle) -> Iterator[dict[str, Any]]:
     """KTO's unpaired form: one row per completion a good/bad judgment rated, `label` true for
     good. Judgments oldest first, completions in task order."""
-    query = select(Feedback).where(Feedback.project_id == project_id, Feedback.form == FeedbackForm.good_bad.value)
+    query = select(Feedback).where(
+        Feedback.project_id == project_id, Feedback.form == FeedbackForm.good_bad.value, labelling_data(Feedback)
+    )
     for page in _pages(db, query, Feedback.id):
         feedback = [row[0] for row in page]
         ratings = _ratings(db, [f.id for f in feedback])
@@ -103,7 +107,7 @@ def iter_judgments(db: Session, *, project_id: int, secret: str) -> Iterator[dic
 
 
 def _feedback_judgments(db: Session, project_id: int, secret: str) -> Iterator[dict[str, Any]]:
-    query = select(Feedback).where(Feedback.project_id == project_id)
+    query = select(Feedback).where(Feedback.project_id == project_id, labelling_data(Feedback))
     for page in _pages(db, query, Feedback.id):
         feedback = [row[0] for row in page]
         ratings = _ratings(db, [f.id for f in feedback])

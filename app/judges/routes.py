@@ -13,13 +13,13 @@ from sqlalchemy.orm import Session
 from app.api_types import id_path
 from app.deps import AdminDep, AdminTokenDep, CsrfDep, DbDep
 from app.json_api import JsonApiRoute, admin_api_responses
+from app.judges import agreement as judge_agreement
 from app.judges import service
 from app.judges.schemas import AgreementOut, JudgeIn, JudgeOut, JudgeRunOut
 from app.models import Project
 from app.projects.deps import ProjectDep
 from app.refusals import http_error
 from app.web import page
-from worker.ml.judge import DEFAULT_TEMPLATE
 
 api_router = APIRouter(prefix="/api/v1", tags=["judges"], route_class=JsonApiRoute)
 router = APIRouter(prefix="/admin", tags=["judges"], include_in_schema=False)
@@ -36,13 +36,17 @@ def _out(db: Session, judge) -> JudgeOut:
 
 
 def _agreement(db: Session, project_id: int) -> AgreementOut:
-    result = service.agreement(db, project_id=project_id)
+    result = judge_agreement.agreement(db, project_id=project_id)
     return AgreementOut(
+        measure=result.measure,
         human_pct=result.human.agreement_pct,
         human_comparisons=result.human.comparisons,
         judge_pct=result.judge.agreement_pct,
         judge_comparisons=result.judge.comparisons,
-        judge_tasks=len(result.judge.tasks),
+        judge_tasks=result.judge.tasks,
+        statistic_name=result.statistic_name,
+        human_statistic=result.human.statistic,
+        judge_statistic=result.judge.statistic,
         instructgpt_pct=result.instructgpt_pct,
     )
 
@@ -117,7 +121,7 @@ def _page(request: Request, db: Session, project: Project, *, values=None, error
     runs = service.list_runs(db, project_id=project.id)
     if values is None:
         values = JudgeIn().model_dump(mode="json") if judge is None else _out(db, judge).model_dump(mode="json")
-        values["prompt_template"] = values.get("prompt_template") or DEFAULT_TEMPLATE
+        values["prompt_template"] = values.get("prompt_template") or service.default_template(project.feedback_form)
     return page(
         request,
         "judges/judge.html",
@@ -130,6 +134,7 @@ def _page(request: Request, db: Session, project: Project, *, values=None, error
             "runs": runs,
             "live": any(run.status in service.LIVE for run in runs),
             "agreement": _agreement(db, project.id),
+            "placeholders": service.placeholders(project.feedback_form),
         },
         block="runs",  # an htmx poll (every 2 s while a run is live) gets the runs table only
         status_code=status_code,

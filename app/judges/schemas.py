@@ -87,9 +87,15 @@ class JudgeRunOut(BaseModel):
 
 
 class AgreementOut(BaseModel):
-    human_pct: float | None = Field(description="Human–human pairwise agreement on overlapped tasks (AI excluded).")
+    measure: str = Field(
+        description='What agrees: "pairwise order" (ranking, pairwise), "Likert points", "good / bad".'
+    )
+    human_pct: float | None = Field(description="Human–human agreement on overlapped tasks (AI excluded).")
     human_comparisons: int
-    judge_pct: float | None = Field(description="Judge–human pairwise agreement on tasks both ranked.")
+    judge_pct: float | None = Field(description="Judge–human agreement on tasks both judged.")
     judge_comparisons: int
     judge_tasks: int
+    statistic_name: str = Field(description="Rating forms: the chance-corrected statistic ('' for rankings).")
+    human_statistic: float | None
+    judge_statistic: float | None
     instructgpt_pct: float = Field(description="InstructGPT's labeler–labeler agreement, for scale.")

@@ -1,34 +1,32 @@
 """A project's AI judge: its settings and versions, the AI labeler account of each version,
-launching a run on the worker, the suggestion shown to labelers, and agreement with humans."""
+launching a run on the worker, and the suggestion shown to labelers (app/judges/suggestions.py).
+Agreement with humans is app/judges/agreement.py."""
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.admin.agreement import AgreementSummary, agreement_report, compare_rankings
 from app.judges import suggestions
 from app.judges.schemas import JudgeIn
-from app.models import FeedbackForm, Project, Ranking, RankingTask, User
+from app.models import FeedbackForm, Project, User
 from app.models.judges import AI_ROLE, Judge, JudgeKind, JudgeRun, JudgeRunStatus
 from app.refusals import Refusal
 from app.rounds.queue import QueueUnreachable, check_reachable, enqueue_on_commit, settings_of
 from worker.celery_app import GENERATE, JUDGE_RUN, queue_for
-from worker.ml.judge import DEFAULT_TEMPLATE, TemplateError, check_template
+from worker.ml.judge import DEFAULT_TEMPLATE, PLACEHOLDERS, TemplateError, check_template
+from worker.ml.judge_forms import RATING_FORMS, check_rating_template
 
-INSTRUCTGPT_AGREEMENT_PCT = 72.6
-"""InstructGPT (Ouyang et al. 2022): training labelers agreed with each other 72.6 ± 1.5% of the time."""
 KEY_ENV = re.compile(r"^(RANKLAB_JUDGE_[A-Z0-9_]+|OPENAI_API_KEY)$")
 JUDGING_FIELDS = ("kind", "model_path", "endpoint_url", "endpoint_model", "prompt_template", "orders")
 """A change to any of these makes a new judge version (and AI labeler account)."""
 LIVE = (JudgeRunStatus.pending, JudgeRunStatus.running)
-JUDGED_FORMS = (FeedbackForm.ranking, FeedbackForm.pairwise)
+JUDGED_FORMS = (FeedbackForm.ranking, FeedbackForm.pairwise, *RATING_FORMS)
 """A pairwise task is a ranking of two (a verdict stored as a Ranking, app/labeling/form_types.py):
-the judge ranks its two answers in both orders; orders that disagree tie and store nothing."""
+the judge ranks its two answers in both orders; orders that disagree tie and store nothing. The
+rating forms with a judge (worker/ml/judge_forms.py) rate each completion alone."""
 
 
 class JudgeError(Refusal):
@@ -66,7 +64,7 @@ def save_judge(db: Session, *, project: Project, data: dict) -> Judge:
     """Creates or updates the project's judge from JudgeIn fields (those left out take JudgeIn's
     defaults); refuses what cannot work."""
     data = {**JudgeIn().model_dump(mode="json"), **data}
-    data["prompt_template"] = data.get("prompt_template") or DEFAULT_TEMPLATE
+    data["prompt_template"] = data.get("prompt_template") or default_template(project.feedback_form)
     _check(project, data)
     judge = get_judge(db, project_id=project.id)
     if judge is None:
@@ -90,12 +88,31 @@ def save_judge(db: Session, *, project: Project, data: dict) -> Judge:
     return judge
 
 
+def default_template(form: str) -> str:
+    """The prompt a new judge of a project of this form starts with."""
+    rating = RATING_FORMS.get(form)
+    return DEFAULT_TEMPLATE if rating is None else rating.template
+
+
+def placeholders(form: str) -> str:
+    """What a template for this form may name, for the admin page."""
+    rating = RATING_FORMS.get(form)
+    return ", ".join(PLACEHOLDERS if rating is None else rating.all_placeholders)
+
+
 def _check(project: Project, data: dict) -> None:
     if project.feedback_form not in JUDGED_FORMS:
-        raise JudgeError("project", "judges answer ranking and pairwise projects only for now (not the rating forms)")
+        raise JudgeError(
+            "project",
+            f"judges answer ranking, pairwise, likert and good_bad projects; not {project.feedback_form} yet",
+        )
+    rating = RATING_FORMS.get(project.feedback_form)
     try:
-        check_template(data["prompt_template"])
-    except TemplateError as exc:
+        if rating is None:
+            check_template(data["prompt_template"])
+        else:
+            check_rating_template(data["prompt_template"], rating)
+    except (TemplateError, ValueError) as exc:
         raise JudgeError("prompt_template", str(exc)) from None
     if data["kind"] == JudgeKind.endpoint:
         if not re.match(r"^https?://[^\s/]+", data["endpoint_url"] or ""):
@@ -158,35 +175,3 @@ def suggestion(db: Session, *, project_id: int, task_id: int) -> list[list[int]]
     as a suggestion, or None: none when the project turned suggestions off (the default)."""
     found = suggestions.suggestion(db, project_id=project_id, task_id=task_id)
     return None if found is None else found.groups
-
-
-@dataclass(frozen=True)
-class JudgeAgreement:
-    human: AgreementSummary
-    """Human–human on ranking tasks with two or more human rankings (AI accounts left out)."""
-    judge: AgreementSummary
-    """The current judge version against each human who ranked the same task."""
-    instructgpt_pct: float = INSTRUCTGPT_AGREEMENT_PCT
-
-
-def agreement(db: Session, *, project_id: int) -> JudgeAgreement:
-    humans: dict[int, dict[int, list[list[int]]]] = defaultdict(dict)
-    ai: dict[int, dict[int, list[list[int]]]] = defaultdict(dict)
-    for task_id, user_id, role, groups in db.execute(
-        select(Ranking.task_id, Ranking.user_id, User.role, Ranking.groups)
-        .join(RankingTask, RankingTask.id == Ranking.task_id)
-        .join(User, User.id == Ranking.user_id)
-        .where(Ranking.project_id == project_id, RankingTask.kind.in_(JUDGED_FORMS))
-    ):
-        (ai if role == AI_ROLE else humans)[task_id][user_id] = groups
-    human = agreement_report(humans).overall
-    judge = get_judge(db, project_id=project_id)
-    versus = AgreementSummary()
-    if judge is not None and judge.user_id is not None:
-        for task_id, by_ai in ai.items():
-            mine = by_ai.get(judge.user_id)
-            if mine is None:
-                continue
-            for groups in humans.get(task_id, {}).values():
-                versus.add(task_id, compare_rankings(mine, groups))
-    return JudgeAgreement(human=human, judge=versus)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.judges.data_filter import labelling_data
 from app.models import OVERALL, Feedback, FeedbackForm, FeedbackRating, RankingTask
 from app.projects.forms_config import aspects_of, likert_points
 
@@ -47,7 +48,7 @@ def load_feedback(db: Session, *, project_id: int, form: str | None = None) -> l
     query = (
         select(Feedback, RankingTask.prompt_id)
         .join(RankingTask, RankingTask.id == Feedback.task_id)
-        .where(Feedback.project_id == project_id)
+        .where(Feedback.project_id == project_id, labelling_data(Feedback))  # no compare-only AI answers
         .order_by(Feedback.id)
     )
     if form is not None:

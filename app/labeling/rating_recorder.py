@@ -68,8 +68,16 @@ class RatingRecorder:
         )
 
     def record(self, db: Session, accepted: Accepted, answer: RatingAnswer) -> int:
-        held = accepted.held
         finish_and_count(db, accepted)  # first: it locks the task row, as every kind's submit does
+        feedback_id = self.write(db, accepted, answer)
+        if accepted.held.round_id is not None:  # a round set to auto-start may have reached its threshold
+            rounds_service.on_rankings_added(db, project_id=accepted.project.id)
+        return feedback_id
+
+    def write(self, db: Session, accepted: Accepted, answer: RatingAnswer) -> int:
+        """The Feedback row and its ratings, counting nothing: `record` counts the answer on its
+        task; an AI judge's compare-only answer (app/judges/store.py, no assignment) must not."""
+        held = accepted.held
         feedback_id: int = db.execute(
             insert(Feedback)
             .values(
@@ -100,8 +108,6 @@ class RatingRecorder:
             for aspect in (OVERALL, *aspects)
         ]
         db.execute(insert(FeedbackRating), rows)
-        if held.round_id is not None:  # a round set to auto-start may have reached its threshold
-            rounds_service.on_rankings_added(db, project_id=accepted.project.id)
         return feedback_id
 
     def stored(self, db: Session, held: Held) -> tuple[int, bool] | None:

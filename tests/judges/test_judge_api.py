@@ -9,6 +9,7 @@ from app.models.judges import JudgeRun
 from tests.admin.helpers import admin_client, fresh
 from tests.factories import make_project, make_task, make_token
 from worker.ml.judge import DEFAULT_TEMPLATE
+from worker.ml.judge_forms import GOOD_BAD_TEMPLATE, LIKERT_TEMPLATE
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -45,11 +46,15 @@ def test_set_up_a_judge_launch_a_run_and_read_its_progress(db, client):
     assert [r["id"] for r in client.get(f"{base}/judge/runs", headers=_auth(token)).json()] == [run["id"]]
     agreement = client.get(f"{base}/judge/agreement", headers=_auth(token)).json()
     assert agreement == {
+        "measure": "pairwise order",
         "human_pct": None,
         "human_comparisons": 0,
         "judge_pct": None,
         "judge_comparisons": 0,
         "judge_tasks": 0,
+        "statistic_name": "",
+        "human_statistic": None,
+        "judge_statistic": None,
         "instructgpt_pct": 72.6,
     }
     assert client.get("/api/v1/judge-runs/999999", headers=_auth(token)).status_code == 404
@@ -74,11 +79,26 @@ def test_settings_that_cannot_work_are_refused_by_name(db, client, change, field
     assert refused.status_code == 422 and field in refused.text and words in refused.text, refused.text
 
 
-def test_rating_form_projects_get_no_judge_yet(db, client):
+def test_rating_form_projects_get_their_forms_template_and_multi_aspect_none_yet(db, client):
     token = make_token(db, "admin")
-    project = make_project(db, k_min=4, k_max=4, feedback_form="likert", form_settings={"likert_points": 5})
-    refused = client.put(f"/api/v1/projects/{project.id}/judge", json={}, headers=_auth(token))
-    assert refused.status_code == 422 and "ranking and pairwise projects only" in refused.text
+    likert = make_project(db, k_min=1, k_max=3, feedback_form="likert", form_settings={"likert_points": 5})
+    made = client.put(
+        f"/api/v1/projects/{likert.id}/judge",
+        json={"kind": "endpoint", "endpoint_url": "http://x/v1", "endpoint_model": "m"},
+        headers=_auth(token),
+    )
+    assert made.status_code == 200 and made.json()["prompt_template"] == LIKERT_TEMPLATE, made.text
+    no_points = client.put(
+        f"/api/v1/projects/{likert.id}/judge", json={"prompt_template": "{prompt} {completion}"}, headers=_auth(token)
+    )
+    assert no_points.status_code == 422 and "prompt_template" in no_points.text and "{points}" in no_points.text
+    good_bad = make_project(db, k_min=1, k_max=3, feedback_form="good_bad")
+    made = client.put(f"/api/v1/projects/{good_bad.id}/judge", json={}, headers=_auth(token))
+    assert made.status_code == 200 and made.json()["prompt_template"] == GOOD_BAD_TEMPLATE, made.text
+    aspects = {"aspects": [{"name": "helpfulness", "scale": "likert"}], "likert_points": 5}
+    multi = make_project(db, k_min=1, k_max=3, feedback_form="multi_aspect", form_settings=aspects)
+    refused = client.put(f"/api/v1/projects/{multi.id}/judge", json={}, headers=_auth(token))
+    assert refused.status_code == 422 and "not multi_aspect yet" in refused.text, refused.text
 
 
 def test_the_admin_page_saves_the_judge_and_launches_a_run(db, client):

@@ -10,6 +10,7 @@ import re
 import pytest
 from sqlalchemy import select
 
+from app.judges import agreement as judge_agreement
 from app.judges import service
 from app.labeling import handout
 from app.models import Assignment, RankingTask, User
@@ -219,7 +220,7 @@ def test_agreement_of_the_judge_beside_human_agreement(db, unit):
     with OpenAIServer(model_name="j", reply=_best_first) as server:
         judge = set_judge(db, project, kind="endpoint", endpoint_url=server.url, endpoint_model="j")
         judging.run(new_run(db, judge), session=unit)
-    result = service.agreement(db, project_id=project.id)
+    result = judge_agreement.agreement(db, project_id=project.id)
     assert result.human.comparisons == 2 and result.human.agreement_pct == pytest.approx(500 / 6)
     # The judge agrees wholly with humans[0] and on 5 of 6 pairs with humans[1], on each task.
     assert result.judge.comparisons == 4 and result.judge.agreement_pct == pytest.approx(100 * 22 / 24)
@@ -259,7 +260,7 @@ def test_a_pairwise_project_gets_verdicts_and_position_bias_stores_nothing(db, u
     assert verdicts(db, judge.user_id) == {clear.id: "stored", biased.id: "undecided"}
     (ranking,) = ai_rankings(db, judge.user_id)
     assert ranking.groups == [[clear.completion_ids[1]], [clear.completion_ids[0]]]
-    result = service.agreement(db, project_id=project.id)
+    result = judge_agreement.agreement(db, project_id=project.id)
     assert (result.judge.comparisons, result.judge.agreement_pct) == (2, 50.0)  # agrees with one human of two
     assert (result.human.comparisons, result.human.agreement_pct) == (1, 0.0)
 

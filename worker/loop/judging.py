@@ -14,97 +14,25 @@ the worker's environment and never stored or logged.
 from __future__ import annotations
 
 import logging
-import os
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
-import httpx
 from sqlalchemy import CursorResult, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from app.judges.store import STORED, UNDECIDED, UNPARSEABLE, already_judged, record_verdict
+from app.judges.store import STORED, already_judged, record_verdict
 from app.models import Project, Prompt, RankingTask, TaskStatus, utcnow
-from app.models.judges import Judge, JudgeKind, JudgeMode, JudgeRun, JudgeRunStatus
-from app.rounds.lifecycle import BUNDLED_MODEL
+from app.models.judges import Judge, JudgeMode, JudgeRun, JudgeRunStatus
 from worker.loop import runtime
-from worker.ml import judge as judge_ml
+from worker.loop.judge_deciders import make_judge
+from worker.loop.judge_endpoint import EndpointDown, EndpointJudge  # noqa: F401  (EndpointDown: callers catch it here)
 
 log = logging.getLogger(__name__)
 SessionFactory = Callable[[], AbstractContextManager[Session]]
-
-
-class EndpointDown(RuntimeError):
-    """The judge endpoint did not answer within max_attempts (or refused the request)."""
-
-
-@dataclass
-class EndpointJudge:
-    """An OpenAI-compatible /chat/completions endpoint, called with retries and a rate limit."""
-
-    url: str
-    model: str
-    api_key: str | None
-    max_attempts: int = 4
-    requests_per_minute: float = 60.0
-    backoff_seconds: float = 1.0
-    """First wait after a failed call; doubles per try (a 429's Retry-After wins when given)."""
-    timeout_seconds: float = 60.0
-    sleep: Callable[[float], None] = time.sleep
-    calls: int = 0
-    retries: int = 0
-    _last_call: float = float("-inf")
-
-    def __post_init__(self) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = httpx.Client(timeout=self.timeout_seconds, headers=headers)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def ask(self, rendered: str) -> str:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": rendered}],
-            "temperature": 0,
-            "max_tokens": 64,
-        }
-        endpoint = self.url.rstrip("/") + "/chat/completions"
-        problem = ""
-        for attempt in range(self.max_attempts):
-            if attempt:
-                self.retries += 1
-            self._wait_for_rate_limit()
-            self.calls += 1
-            wait = self.backoff_seconds * 2**attempt
-            try:
-                response = self._client.post(endpoint, json=body)
-            except httpx.HTTPError as exc:  # refused, reset, timed out
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    return str(response.json()["choices"][0]["message"]["content"] or "")
-                problem = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    wait = max(wait, float(response.headers.get("retry-after") or 0))
-                elif response.status_code < 500:  # 401, 404...: asking again will not help
-                    raise EndpointDown(
-                        f"judge endpoint {endpoint} refused the request ({problem}: {response.text[:200]}); "
-                        "check the model name and the API key variable"
-                    )
-            if attempt + 1 < self.max_attempts:
-                self.sleep(wait)
-        raise EndpointDown(f"judge endpoint {endpoint} did not answer after {self.max_attempts} tries ({problem})")
-
-    def _wait_for_rate_limit(self) -> None:
-        gap = 60.0 / self.requests_per_minute - (time.monotonic() - self._last_call)
-        if gap > 0:
-            self.sleep(gap)
-        self._last_call = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -123,6 +51,9 @@ class JudgeSettings:
     mode: str
     max_attempts: int
     requests_per_minute: float
+    form: str = "ranking"
+    """The project's feedback form: a ranking form, or a rating form of judge_forms.RATING_FORMS."""
+    form_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def run(run_id: int, *, session: SessionFactory | None = None, backoff_seconds: float = 1.0) -> dict[str, Any]:
@@ -190,7 +121,7 @@ def judge_tasks(
         db.execute(update(JudgeRun).where(JudgeRun.id == run_id).values(task_ids=len(task_ids)))
     counts = {"judged": 0, "unparseable": 0, "undecided": 0, "no_slot": 0, "already": 0}
     # 2. The judge: a local model (constrained scoring) or the endpoint (free text, parsed).
-    decide, close, client = _make_judge(cfg, backoff_seconds)
+    decide, close, client = make_judge(cfg, backoff_seconds)
     try:
         for done, task_id in enumerate(task_ids):
             if on_task is not None:
@@ -201,8 +132,8 @@ def judge_tasks(
                     counts["already"] += 1
                     continue
                 prompt, ids, texts = _task_content(db, task_id)
-            outcome, groups, shown, answers = decide(prompt, texts)
-            # 4. One transaction per task: verdict (+ ranking) and progress together.
+            decision = decide(prompt, texts)
+            # 4. One transaction per task: verdict (+ ranking or ratings) and progress together.
             with unit() as db:
                 stored = record_verdict(
                     db,
@@ -210,10 +141,9 @@ def judge_tasks(
                     user_id=cfg.user_id,
                     task_id=task_id,
                     mode=cfg.mode,
-                    groups=None if groups is None else [[ids[i] for i in group] for group in groups],
-                    outcome=outcome,
-                    shown=[ids[i] for i in shown],
-                    orders=_orders_text(answers, ids),
+                    outcome=decision.outcome,
+                    shown=[ids[i] for i in decision.shown],
+                    **decision.stored_as(ids),
                 )
                 counts["judged" if stored == STORED else stored] += 1
                 _progress(db, run_id, token, counts, client)
@@ -226,8 +156,14 @@ def judge_tasks(
 
 
 def settings_of(judge: Judge) -> JudgeSettings:
+    """The judge's settings and its project's form (read through the judge row's session)."""
     if judge.user_id is None:
         raise RuntimeError("the judge has no AI labeler account; save the judge again")
+    db = object_session(judge)
+    assert db is not None, "settings_of reads the project through the judge's session"
+    form, form_settings = db.execute(
+        select(Project.feedback_form, Project.form_settings).where(Project.id == judge.project_id)
+    ).one()
     return JudgeSettings(
         judge.id,
         judge.user_id,
@@ -241,6 +177,8 @@ def settings_of(judge: Judge) -> JudgeSettings:
         judge.mode,
         judge.max_attempts,
         judge.requests_per_minute,
+        form,
+        dict(form_settings or {}),
     )
 
 
@@ -272,75 +210,6 @@ def _task_content(db: Session, task_id: int) -> tuple[str, list[int], list[str]]
     else:
         text = "\n\n".join(f"{turn['role']}: {turn['content']}" for turn in prompt.messages or [])
     return text, [item.completion_id for item in task.items], [item.completion.text for item in task.items]
-
-
-Decision = tuple[str, list[list[int]] | None, list[int], list[list[int]]]
-"""(outcome, groups of task indices or None, the first order shown, each order's answer as task
-indices best first): what a judge concluded about one task."""
-Decide = Callable[[str, list[str]], Decision]
-
-
-def _by_orders(ask: Callable[[str, int], list[int] | None], cfg: JudgeSettings) -> Decide:
-    """The ranking prompt in each presentation order, the answers combined by mean place."""
-
-    def decide(prompt: str, texts: list[str]) -> Decision:
-        k = len(texts)
-        answers: list[list[int]] = []
-        shown_orders = judge_ml.presentation_orders(k, cfg.orders)
-        for shown in shown_orders:
-            rendered = judge_ml.render_prompt(cfg.template, prompt=prompt, completions=[texts[i] for i in shown])
-            answer = ask(rendered, k)
-            if answer is None:  # nothing of the task is stored, not even the orders that parsed
-                return UNPARSEABLE, None, shown_orders[0], answers
-            answers.append(judge_ml.to_task_order(answer, shown))
-        groups = judge_ml.combine_orders(answers, k)
-        return (UNDECIDED if len(groups) == 1 else STORED), groups, shown_orders[0], answers
-
-    return decide
-
-
-def _pointwise(local: judge_ml.LocalJudge) -> Decide:
-    """Each completion scored alone (LocalJudge.scores): order-free, one pass per completion."""
-
-    def decide(prompt: str, texts: list[str]) -> Decision:
-        groups = judge_ml.groups_by_score(local.scores(prompt, texts))
-        given = list(range(len(texts)))
-        return (UNDECIDED if len(groups) == 1 else STORED), groups, given, [[i for g in groups for i in g]]
-
-    return decide
-
-
-def _orders_text(answers: list[list[int]], ids: list[int]) -> str:
-    return ";".join(",".join(str(ids[i]) for i in answer) for answer in answers)
-
-
-def _make_judge(cfg: JudgeSettings, backoff_seconds: float) -> tuple[Decide, Callable[[], None], EndpointJudge | None]:
-    """(decide(prompt, texts), close(), the endpoint client if any)."""
-    if cfg.kind == JudgeKind.endpoint:
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        client = EndpointJudge(
-            url=cfg.endpoint_url,
-            model=cfg.endpoint_model,
-            api_key=key,
-            max_attempts=cfg.max_attempts,
-            requests_per_minute=cfg.requests_per_minute,
-            backoff_seconds=backoff_seconds,
-        )
-
-        def ask_endpoint(rendered: str, k: int) -> list[int] | None:
-            # An answer that does not parse is asked for again (the endpoint may sample), then skipped.
-            for _ in range(cfg.max_attempts):
-                order = judge_ml.parse_ranking(client.ask(rendered), k)
-                if order is not None:
-                    return order
-            return None
-
-        return _by_orders(ask_endpoint, cfg), client.close, client
-    from worker.loop.configs import base_model_path
-
-    local = judge_ml.LocalJudge.load(base_model_path(cfg.model_path or BUNDLED_MODEL))
-    decide = _pointwise(local) if cfg.kind == JudgeKind.local_pointwise else _by_orders(local.rank, cfg)
-    return decide, lambda: None, None
 
 
 def _progress(

@@ -189,6 +189,17 @@ class LocalJudge:
                 out.append(float(logprobs[yes] - logprobs[no]))
         return out
 
+    def choose(self, rendered: str, options: Sequence[str], answer_prefix: str) -> int:
+        """The index of the option the model finds likeliest after `answer_prefix` (a rating
+        form's " 1".." N" or " Good" / " Bad", worker/ml/judge_forms.py): always an answer."""
+        import torch
+
+        tok = self.tokenizer
+        with torch.no_grad():
+            context = self._context_ids(rendered, answer_prefix)
+            ids = [tok(option, add_special_tokens=False)["input_ids"] for option in options]
+            return int(torch.argmax(self._continuation_logprobs(context, ids, torch)))
+
     def rank(self, rendered: str, k: int) -> list[int]:
         """0-based indices of the shown completions, best first."""
         import torch

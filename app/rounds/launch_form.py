@@ -27,6 +27,7 @@ LABELS = {
     "weights": "Aspect weights (multi-aspect projects)",
     "k": "K (completions per prompt)",
     "seed": "Seed",
+    "gpu_class": "GPU class of the workers (empty: default)",
     "count": "Prompts",
     "all_unlabeled": "Use every unused prompt",
     "validation_fraction": "Validation share",

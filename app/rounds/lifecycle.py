@@ -128,16 +128,22 @@ def pending_batches(db: Session, *, round_id: int) -> list[int]:
 def enqueue_step(db: Session, *, training_round: TrainingRound) -> list[str]:
     """Enqueue (on commit) the work the round's status calls for; returns the task names.
     Safe to call again: every task checks the status and what is already stored first."""
+    # A round's own GPU class (config gpu_class) wins over the deployment's class for the role.
+    gpu_class = (training_round.config or {}).get("gpu_class") or None
     if training_round.status in (S.pending, S.generating):
         batches = pending_batches(db, round_id=training_round.id)
         for batch in batches:
             enqueue_on_commit(
-                db, GENERATE_BATCH, training_round.id, batch, queue=queue_for(GENERATE_QUEUE, settings_of(db))
+                db,
+                GENERATE_BATCH,
+                training_round.id,
+                batch,
+                queue=queue_for(GENERATE_QUEUE, settings_of(db), gpu_class=gpu_class),
             )
         return [GENERATE_BATCH] * len(batches)
     if training_round.status in STEP_TASKS:
         name, role = STEP_TASKS[training_round.status]
-        enqueue_on_commit(db, name, training_round.id, queue=queue_for(role, settings_of(db)))
+        enqueue_on_commit(db, name, training_round.id, queue=queue_for(role, settings_of(db), gpu_class=gpu_class))
         return [name]
     return []
 

@@ -252,6 +252,16 @@ class RoundConfigIn(BaseModel):
         ),
     )
     seed: int = Field(0, ge=0, le=INT32_MAX, description="Seed for the validation split and training.")
+    gpu_class: str = Field(
+        "",
+        max_length=32,
+        pattern=r"^[a-z0-9_-]*$",
+        description=(
+            "Workers of this GPU class run every step of the round (queues train.<class>, generate.<class>, "
+            "evaluate.<class>; docs/deployment.md), e.g. a100 for a model the default workers cannot hold. "
+            "Empty: the deployment's class for each role (RANKLAB_TRAIN_GPU_CLASS, ...)."
+        ),
+    )
     optimizer: Optimizer = Field(
         "ppo",
         description=(

@@ -97,6 +97,18 @@ def test_round_steps_and_jobs_are_enqueued_on_the_sessions_gpu_class(db, status,
     db.rollback()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_rounds_own_gpu_class_wins_over_the_deployments(db):
+    db.info["settings"] = CLASSES
+    db.connection()
+    for status, queue in (("training_reward", "train.h100"), ("evaluating", "evaluate.h100")):
+        lifecycle.enqueue_step(db, training_round=TrainingRound(id=7, status=status, config={"gpu_class": "h100"}))
+        assert pending(db)[-1].queue == queue
+    lifecycle.enqueue_step(db, training_round=TrainingRound(id=7, status="training_reward", config={"gpu_class": ""}))
+    assert pending(db)[-1].queue == "train.a100"  # empty: the deployment's class for the role
+    db.rollback()
+
+
 def test_no_enqueue_site_names_a_queue_of_its_own():
     """Every `enqueue_on_commit(..., queue=...)` in app/ and worker/ asks queue_for, so a GPU class
     set in the settings reaches every kind of task."""

@@ -178,14 +178,22 @@ def test_without_vllm_auto_picks_hf_and_release_does_nothing(base_dir, tmp_path)
         resolve_backend("vllm", str(adapter))
     assert vllm_engine.release_for_training() == "none"
     assert vllm_engine.release_for_training() == "none"  # and again: still nothing to release
+    assert vllm_engine.after_job(VllmSettings()) == "none"
 
 
 def test_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("RANKLAB_VLLM_ADAPTERS", "merge")
     monkeypatch.setenv("RANKLAB_VLLM_MAX_LORA_RANK", "20")
     monkeypatch.setenv("RANKLAB_VLLM_SLEEP", "0")
+    monkeypatch.setenv("RANKLAB_VLLM_KEEP_AWAKE", "1")
     settings = VllmSettings.from_env()
-    assert (settings.adapters, settings.max_lora_rank, settings.sleep) == ("merge", 20, False)
+    assert (settings.adapters, settings.max_lora_rank, settings.sleep, settings.keep_awake) == (
+        "merge",
+        20,
+        False,
+        True,
+    )
+    assert VllmSettings() == VllmSettings(adapters="lora", max_lora_rank=64, sleep=True, keep_awake=False)
     monkeypatch.setenv("RANKLAB_VLLM_ADAPTERS", "stack")
     with pytest.raises(ValueError, match="^RANKLAB_VLLM_ADAPTERS: must be lora or merge"):
         VllmSettings.from_env()

@@ -168,9 +168,12 @@ def _generate_vllm(
     lora = served.lora
     request = LoRARequest(lora.name, lora.int_id, lora.path) if lora is not None else None
     params = SamplingParams(**vllm_sampling_kwargs(served, tokenizer, cfg))
-    outputs = llm.generate(
-        [{"prompt_token_ids": ids} for ids in prompt_ids], params, lora_request=request, use_tqdm=False
-    )
+    try:
+        outputs = llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompt_ids], params, lora_request=request, use_tqdm=False
+        )
+    finally:
+        vllm_engine.after_job(settings)  # asleep between jobs unless RANKLAB_VLLM_KEEP_AWAKE
     results: list[list[Completion]] = []
     for output in outputs:
         results.append(

@@ -47,6 +47,7 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 """The max_lora_rank values vLLM accepts (it sizes its LoRA buffers by it)."""
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _LORA_TENSOR_MARKERS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
+_OFF = ("0", "false", "no", "")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class VllmSettings:
     """Share of the GPU vLLM may take for weights + KV cache while awake."""
     sleep: bool = True
     """Sleep (level 1) before training instead of deleting the engine."""
+    keep_awake: bool = False
+    """Stay awake between generation jobs (a worker that only generates); by default the engine
+    sleeps after each job, so whatever GPU work follows in the process (evaluation's reward
+    scoring, a training step) finds the memory free."""
     dtype: str = "bfloat16"
 
     @classmethod
@@ -71,7 +76,8 @@ class VllmSettings:
             adapters=env.get("RANKLAB_VLLM_ADAPTERS", cls.adapters),
             max_lora_rank=int(env.get("RANKLAB_VLLM_MAX_LORA_RANK", cls.max_lora_rank)),
             gpu_memory_utilization=float(env.get("RANKLAB_VLLM_GPU_MEMORY", cls.gpu_memory_utilization)),
-            sleep=env.get("RANKLAB_VLLM_SLEEP", "1") not in ("0", "false", "no"),
+            sleep=env.get("RANKLAB_VLLM_SLEEP", "1") not in _OFF,
+            keep_awake=env.get("RANKLAB_VLLM_KEEP_AWAKE", "0") not in _OFF,
             dtype=env.get("RANKLAB_VLLM_DTYPE", cls.dtype),
         )
         if settings.adapters not in ("lora", "merge"):
@@ -347,6 +353,17 @@ def release_for_training() -> str:
         return "slept"
     _free()
     return "freed"
+
+
+def after_job(settings: VllmSettings) -> str:
+    """After a generation job: the engine sleeps unless `keep_awake` (or sleep mode is off, when
+    it stays awake until `release_for_training`). Returns what release_for_training returns, or
+    "awake"."""
+    if _engine is None:
+        return "none"
+    if settings.keep_awake or not _engine.sleep_mode:
+        return "awake"
+    return release_for_training()
 
 
 def _free() -> None:

@@ -27,6 +27,8 @@ def run(round_id: int) -> dict[str, Any]:
 
 
 def _train(round_id: int) -> dict[str, Any]:
+    from worker.ml.vllm_engine import release_for_training  # torch: the worker's import only
+
     # 1. Inputs: the starting policy, the reward model, the prompts, and (DPO, KTO) the judgments.
     with db_session(read_only=True) as db:
         training_round = db.get_one(TrainingRound, round_id)
@@ -62,6 +64,7 @@ def _train(round_id: int) -> dict[str, Any]:
         project_id, number, config = training_round.project_id, training_round.number, training_round.config
     out = artifacts.round_dir(project_id, number) / "policy"
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
+    release_for_training()  # this process's vLLM engine (if any) sleeps: training gets the GPU
     reporter = Reporter(round_id, S.training_policy)
     policy_run = PolicyRun(
         round_id=round_id,

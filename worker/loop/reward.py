@@ -55,6 +55,7 @@ def rm_accuracy(path: str, rankings: list, cfg) -> dict[str, Any] | None:
 def _train(round_id: int) -> dict[str, Any]:
     from worker.ml.distributed import launch_reward
     from worker.ml.reward import train_reward
+    from worker.ml.vllm_engine import release_for_training
 
     # 1. Inputs: rankings by split, this round's fresh rankings, the previous reward model.
     with db_session(read_only=True) as db:
@@ -88,6 +89,7 @@ def _train(round_id: int) -> dict[str, Any]:
         project_id, number, config = training_round.project_id, training_round.number, training_round.config
     out = artifacts.round_dir(project_id, number) / "reward"
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
+    release_for_training()  # this process's vLLM engine (if any) sleeps: training gets the GPU
     reporter = Reporter(round_id, S.training_reward)
     backbone = version_path(backbone_ref.kind, backbone_ref.base_model, backbone_ref.artifact_path, reporter)
     cfg = reward_config(config, backbone=backbone, round_id=round_id, aspects=aspects)

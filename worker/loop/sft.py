@@ -44,6 +44,7 @@ def sft_config(settings_section: dict[str, Any], *, model: str, job_id: int):
 def _train(job_id: int, token: str) -> dict[str, Any]:
     from worker.ml.distributed import launch_sft
     from worker.ml.sft import train_sft
+    from worker.ml.vllm_engine import release_for_training
 
     # 1. Inputs, in a short read-only session: the start model and the demonstrations.
     with db_session(read_only=True) as db:
@@ -57,6 +58,7 @@ def _train(job_id: int, token: str) -> dict[str, Any]:
         raise ValueError("demonstrations: the filter selects no demonstration any more")
     out = job_dir(project_id, job_id)
     artifacts.prepare(out)  # an unwritable or full artifact disk fails here, before any training
+    release_for_training()  # this process's vLLM engine (if any) sleeps: training gets the GPU
     reporter = JobReporter(job_id, token)
     model = version_path(start.kind, start.base_model, start.artifact_path, reporter)
     cfg = sft_config(config.get("sft", {}), model=model, job_id=job_id)

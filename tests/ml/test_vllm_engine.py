@@ -63,6 +63,7 @@ def test_lora_request_id_is_stable_and_changes_when_the_adapter_is_resaved(base_
     assert first.base == str(base_dir.resolve()) and first.generation_config_from == first.base
     assert first.lora is not None and first.lora.path == str(adapter.resolve()) and first.lora.rank == 4
     assert first == again and 1 <= first.lora.int_id < 2**31
+    assert can_serve(adapter)  # so `auto` would pick vLLM for it on a GPU machine with vLLM
 
     _adapter(base_dir, tmp_path / "policy", _lora(), seed=1)  # the next policy update, same folder
     updated = served_model(adapter)
@@ -72,10 +73,11 @@ def test_lora_request_id_is_stable_and_changes_when_the_adapter_is_resaved(base_
     assert adapter_key(other) not in (first.lora.int_id, updated.lora.int_id)
 
 
-def test_a_full_model_folder_is_served_as_it_is(base_dir):
+def test_a_full_model_folder_is_served_as_it_is(base_dir, tmp_path):
     served = served_model(base_dir)
     assert served.base == str(base_dir.resolve()) and served.lora is None
     assert can_serve(base_dir) and can_serve("HuggingFaceTB/SmolLM2-135M-Instruct")  # a hub id
+    assert not can_serve(tmp_path)  # a folder with neither config.json nor adapter_config.json
 
 
 def test_a_policy_on_an_sft_adapter_gets_its_base_merged(base_dir, tmp_path):

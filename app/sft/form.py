@@ -22,8 +22,10 @@ def hyper_fields() -> list[Field]:
 
 
 def blank_form() -> LaunchForm:
+    # `is`, not `in (None, False)`: 0 == False, and a blank required input (seed 0, dropout 0.0)
+    # kept the browser from submitting the form with its defaults.
     values = {
-        f.name: ("on" if f.default is True else "" if f.default in (None, False) else str(f.default))
+        f.name: ("on" if f.default is True else "" if f.default is None or f.default is False else str(f.default))
         for f in hyper_fields()
     }
     values.update({"name": "", "start_model_id": "", "demonstrations.source": "", "demonstrations.created_after": ""})

@@ -16,10 +16,12 @@ import torch
 from peft import IA3Config, LoraConfig, PeftModel, PromptTuningConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from tests.ml.ppo_helpers import one_step, small_cfg
 from worker.ml import vllm_engine
 from worker.ml.config import GenerationConfig
 from worker.ml.generate import generate, resolve_backend, vllm_sampling_kwargs
 from worker.ml.models import load_causal_lm, load_tokenizer, save_artifact
+from worker.ml.ppo_policy import save_policy
 from worker.ml.tiny import tiny_causal_lm, tiny_tokenizer
 from worker.ml.vllm_engine import VllmSettings, adapter_key, can_serve, merged_copy, served_model
 
@@ -71,6 +73,17 @@ def test_lora_request_id_is_stable_and_changes_when_the_adapter_is_resaved(base_
     assert updated.lora.name != first.lora.name and updated.base == first.base
     other = _adapter(base_dir, tmp_path / "other", _lora())
     assert adapter_key(other) not in (first.lora.int_id, updated.lora.int_id)
+
+
+@pytest.mark.parametrize("value_mode", ["shared", "adapter"])
+def test_the_policy_a_ppo_step_saves_is_served_as_a_lora_request(base_dir, tmp_path, value_mode):
+    """What a round actually hands generation from round 1 on: the adapter save_policy writes
+    after PPO (its value adapter dropped) is plain LoRA, served on the base it names."""
+    policy, tokenizer, _stats = one_step(small_cfg(base_dir, value_mode=value_mode, lora_r=8))
+    written = save_policy(policy, tokenizer, tmp_path / "policy", {"kind": "policy"}, merge=False)
+    served = served_model(written["adapter"])
+    assert served.base == str(base_dir.resolve()) and can_serve(written["adapter"])
+    assert served.lora is not None and served.lora.rank == 8
 
 
 def test_a_full_model_folder_is_served_as_it_is(base_dir, tmp_path):

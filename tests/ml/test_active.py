@@ -75,6 +75,9 @@ def test_fitting_repeats_given_the_seed_and_the_seed_changes_the_resamples():
     assert torch.equal(a, fit_score_heads(features, rankings, seed=3))
     assert not torch.equal(a, fit_score_heads(features, rankings, seed=4))
     assert fit_and_rank(features, rankings, _open_tasks(), seed=3) == task_uncertainty(a, _open_tasks())
+    plain = fit_score_heads(features, rankings, n_heads=2, seed=3, bootstrap=False)  # every head on all tasks
+    assert torch.equal(plain[0], plain[1])
+    assert torch.equal(plain, fit_score_heads(features, rankings, n_heads=2, seed=4, bootstrap=False))
 
 
 def test_tasks_without_a_pair_and_without_rankings():

@@ -93,6 +93,7 @@ def fit_score_heads(
     seed: int = 0,
     l2: float = 1e-2,
     steps: int = 100,
+    bootstrap: bool = True,
 ) -> torch.Tensor:
     """(n_heads, d + 1) linear score heads, score(x) = x @ w + b with [w, b] one row.
 
@@ -104,7 +105,8 @@ def fit_score_heads(
 
     features[t] is task t's (K_t, d) tensor; rankings[t] its rankings (possibly none), each a
     best-first list of groups of indices into 0..K_t-1. Raises ValueError when no ranking orders
-    two completions: with nothing learnt there is nothing to disagree about.
+    two completions: with nothing learnt there is nothing to disagree about. bootstrap=False
+    fits every head on all tasks (n_heads=1: the plain score head, as the reward model's).
     """
     if n_heads < 1:
         raise ValueError(f"n_heads: must be at least 1, not {n_heads}")
@@ -130,7 +132,8 @@ def fit_score_heads(
     heads = torch.empty(n_heads, d + 1)
     for h in range(n_heads):
         draw = torch.randint(len(tasks), (len(tasks),), generator=generator)
-        weight = torch.bincount(draw, minlength=len(tasks)).float()[row_task]  # (R,)
+        counts = torch.bincount(draw, minlength=len(tasks)).float() if bootstrap else torch.ones(len(tasks))
+        weight = counts[row_task]  # (R,)
         w, b = _fit_one(x, levels, weight, l2, steps)
         heads[h, :d] = w / sd
         heads[h, d] = b - (mu / sd) @ w

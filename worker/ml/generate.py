@@ -158,15 +158,13 @@ def _generate_vllm(
     chat template is applied exactly as in the HF path. The process's one engine is reused
     (vllm_engine.engine_for); an adapter policy is applied as a LoRA request."""
     from vllm import SamplingParams
-    from vllm.lora.request import LoRARequest
 
     settings = vllm_engine.VllmSettings.from_env()
     served = vllm_engine.served_model(model_path, settings)
     tokenizer = load_tokenizer(vllm_engine.tokenizer_folder(model_path))
     prompt_ids = encode_texts(tokenizer, [prompt_text(tokenizer, p) for p in prompts], cfg.max_prompt_tokens)
     llm = vllm_engine.engine_for(served.base, settings, enable_lora=settings.adapters == "lora")
-    lora = served.lora
-    request = LoRARequest(lora.name, lora.int_id, lora.path) if lora is not None else None
+    request = vllm_engine.lora_request(served)  # None for a full model
     params = SamplingParams(**vllm_sampling_kwargs(served, tokenizer, cfg))
     try:
         outputs = llm.generate(

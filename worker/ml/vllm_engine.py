@@ -17,7 +17,7 @@ to training (docs/generation-engines.md).
   bias, per-module ranks, saved embedding rows) is refused with a ValueError, or with
   RANKLAB_VLLM_ADAPTERS=merge served from a merged copy (`merged_copy`).
 
-Only `engine_for`, `release_for_training`'s vLLM branch and `lora_request_for`'s LoRARequest
+Only `engine_for`, the vLLM branches of `release_for_training` and `after_job`, and `lora_request`
 need vLLM; everything else is plain Python, tested on CPU (tests/ml/test_vllm_engine.py).
 """
 
@@ -305,14 +305,15 @@ def engine_for(base: str, settings: VllmSettings | None = None, *, enable_lora: 
     base or setting frees the current engine first: one backbone per GPU."""
     global _engine
     settings = settings or VllmSettings()
-    key = (base, settings.dtype, enable_lora, _round_rank(settings.max_lora_rank), settings.gpu_memory_utilization)
+    rank = _round_rank(settings.max_lora_rank)
+    key = (base, settings.dtype, enable_lora, rank, settings.gpu_memory_utilization, settings.sleep)
     if _engine is not None and _engine.key != key:
         _free()
     _empty_cuda_cache()  # what training left cached in torch's allocator goes back to the GPU first
     if _engine is None:
         from vllm import LLM
 
-        lora = {"enable_lora": True, "max_lora_rank": key[3], "max_loras": 1} if enable_lora else {}
+        lora = {"enable_lora": True, "max_lora_rank": rank, "max_loras": 1} if enable_lora else {}
         llm = LLM(
             model=base,
             dtype=settings.dtype,
@@ -328,14 +329,19 @@ def engine_for(base: str, settings: VllmSettings | None = None, *, enable_lora: 
     return _engine.llm
 
 
+def lora_request(served: ServedModel) -> Any:
+    """The vllm LoRARequest for `served`'s adapter, or None for a full model."""
+    if served.lora is None:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(served.lora.name, served.lora.int_id, served.lora.path)
+
+
 def lora_request_for(model_path: str | os.PathLike, settings: VllmSettings | None = None) -> tuple[str, Any]:
     """(base folder for `engine_for`, vllm LoRARequest or None) for a model or adapter folder."""
     served = served_model(model_path, settings)
-    if served.lora is None:
-        return served.base, None
-    from vllm.lora.request import LoRARequest
-
-    return served.base, LoRARequest(served.lora.name, served.lora.int_id, served.lora.path)
+    return served.base, lora_request(served)
 
 
 def release_for_training() -> str:

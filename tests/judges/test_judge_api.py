@@ -99,6 +99,10 @@ def test_rating_form_projects_get_their_forms_template_and_multi_aspect_none_yet
     multi = make_project(db, k_min=1, k_max=3, feedback_form="multi_aspect", form_settings=aspects)
     refused = client.put(f"/api/v1/projects/{multi.id}/judge", json={}, headers=_auth(token))
     assert refused.status_code == 422 and "not multi_aspect yet" in refused.text, refused.text
+    admin_client(client, db)
+    shown = client.get(f"/admin/projects/{likert.id}/judge")
+    assert shown.status_code == 200 and "Prompt template ({prompt}, {completion}, {points}, {labels})" in shown.text
+    assert "Agreement (Likert points)" in shown.text and "Krippendorff" in shown.text
 
 
 def test_the_admin_page_saves_the_judge_and_launches_a_run(db, client):

@@ -147,11 +147,11 @@ def make_judge(cfg: JudgeSettings, backoff_seconds: float) -> tuple[Decide, Call
         if form is not None:
             rating = parsed(lambda answer: form.parse(answer, cfg.form_settings))
             return rate_each(rating, form, cfg), client.close, client
-        return (
-            by_orders(lambda rendered, k: parsed(lambda a: judge_ml.parse_ranking(a, k))(rendered), cfg),
-            client.close,
-            client,
-        )
+
+        def order(rendered: str, k: int) -> list[int] | None:
+            return parsed(lambda answer: judge_ml.parse_ranking(answer, k))(rendered)
+
+        return by_orders(order, cfg), client.close, client
     from app.rounds.lifecycle import BUNDLED_MODEL
     from worker.loop.configs import base_model_path
 

@@ -134,6 +134,11 @@ def train_ppo(run: PolicyRun) -> Trained:
 
     _rollouts_needed(run)
     cfg = ppo_config(run.config, model=run.start)
+    dist = distributed_config()  # a worker owning N GPUs rolls out and trains on all of them
+    if dist is not None:
+        from worker.ml.distributed_policy import launch_ppo
+
+        train_policy = functools.partial(launch_ppo, dist=dist)
     history = train_policy(cfg, run.prompts, run.reward_path, run.out, run.reporter, on_step=run.on_step)
     return Trained(cfg.to_dict(), *_sampled_summary(history, PPO_KEYS, len(run.prompts)))
 
@@ -144,6 +149,11 @@ def _train_group(estimator: str) -> Callable[[PolicyRun], Trained]:
 
         _rollouts_needed(run)
         cfg = rloo_config(run.config, model=run.start, estimator=estimator)
+        dist = distributed_config()  # a worker owning N GPUs rolls out and trains on all of them
+        if dist is not None:
+            from worker.ml.distributed_policy import launch_rloo
+
+            train_rloo = functools.partial(launch_rloo, dist=dist)
         history = train_rloo(cfg, run.prompts, run.reward_path, run.out, run.reporter, on_step=run.on_step)
         return Trained(cfg.to_dict(), *_sampled_summary(history, GROUP_KEYS, len(run.prompts)))
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from worker.ml import ppo_math as pm
 from worker.ml.data import Prompt
+from worker.ml.distributed_rl import Shard, prompt_order, prompt_seeds
 from worker.ml.models import Progress, autocast, pick_device, read_card
 from worker.ml.ppo_config import PPOConfig
 from worker.ml.ppo_policy import build_policy, is_policy_adapter, resolve_reward, save_policy
@@ -39,8 +40,14 @@ def ppo_step(
     reward_fn: RewardFn,
     prompts: Sequence[Prompt],
     cfg: PPOConfig,
+    shard: Shard | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """One PPO iteration on `prompts`: roll out, score, compute advantages, update. Returns stats."""
+    """One PPO iteration on `prompts`: roll out, score, compute advantages, update. Returns stats.
+    With a data-parallel `shard`, `prompts` are this rank's share of the iteration's and the
+    whitening, KL and statistics are over every rank's (distributed_rl.py); `seeds`: one
+    sampling seed per prompt."""
+    shard = shard or Shard()
     device = policy.causal_lm.device
     use_amp = cfg.autocast
     started = time.perf_counter()
@@ -48,7 +55,9 @@ def ppo_step(
     # 1. Roll out with the current policy: one response per prompt, many per generate call;
     # 2. score the decoded responses with the frozen reward; penalise responses without EOS.
     policy.eval()  # dropout is also zeroed for good in build_policy
-    rollout, raw_scores, scores = roll_out_and_score(policy.peft_model, tokenizer, prompts, reward_fn, cfg, device)
+    rollout, raw_scores, scores = roll_out_and_score(
+        policy.peft_model, tokenizer, prompts, reward_fn, cfg, device, group_seeds=seeds
+    )
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
@@ -79,18 +88,20 @@ def ppo_step(
     kl = pm.kl_estimate(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask  # [B, T]
     rewards = pm.per_token_rewards(scores, kl, mask, kl_ctl.value)  # [B, T]
     if cfg.whiten_rewards:
-        rewards = pm.masked_whiten(rewards, mask, shift_mean=False)
+        rewards = shard.whiten(rewards, mask, shift_mean=False)
 
     # 5. Advantages by GAE over response tokens, whitened over the batch; returns for the value.
     advantages, returns = pm.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)  # [B, T] each
-    advantages = pm.masked_whiten(advantages, mask)
+    advantages = shard.whiten(advantages, mask)
 
-    # 6. Several epochs of clipped PPO updates over shuffled minibatches.
+    # 6. Several epochs of clipped PPO updates over shuffled minibatches; each loss a mean over
+    #    the global minibatch's tokens (`share`), the gradients averaged over ranks.
     trainable = policy.trainable_parameters()
     update_stats: dict[str, list[float]] = defaultdict(list)
     for _epoch in range(cfg.ppo_epochs):
-        for rows in torch.randperm(batch).split(cfg.minibatch_size):
+        for rows in torch.randperm(batch).split(cfg.minibatch_size // shard.world):
             ids, am, labels, mb_mask = input_ids[rows], attention_mask[rows], response_ids[rows], mask[rows]
+            share = shard.token_factor(mb_mask)
             with autocast(device, use_amp):
                 logits, values = policy(ids, am, n_context, cfg.temperature)  # [b, T, V], [b, T]
                 new_logprobs = pm.logprobs_of_labels(logits, labels)  # [b, T]
@@ -98,26 +109,27 @@ def ppo_step(
                     new_logprobs, old_logprobs[rows], advantages[rows], mb_mask, cfg.clip_range
                 )
                 if values is None:  # value_mode "adapter": free the policy graph, then the value's
-                    pg_loss.backward()
+                    (pg_loss * share).backward()
                     values = policy.values(ids, am, n_context)  # [b, T]
                 vf_loss, vf_stats = pm.clipped_value_loss(
                     values, old_values[rows], returns[rows], mb_mask, cfg.clip_range_value
                 )
             if policy.value_mode == "shared":  # one backward through the shared trunk
-                (pg_loss + cfg.vf_coef * vf_loss).backward()
+                ((pg_loss + cfg.vf_coef * vf_loss) * share).backward()
             else:
-                (cfg.vf_coef * vf_loss).backward()
+                (cfg.vf_coef * vf_loss * share).backward()
+            shard.all_reduce_grads(trainable)
             if cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             for name, value in {"policy_loss": pg_loss, "value_loss": vf_loss, **pg_stats, **vf_stats}.items():
-                update_stats[name].append(value.item())
+                update_stats[name].append(value.item() * share)
 
     # 7. Adapt beta to the measured KL, and summarise the iteration.
     seq_kl = (pm.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask).sum(1)  # [B]
     kl_coef_used = kl_ctl.value
-    kl_ctl.update(float(seq_kl.mean()), batch)
+    kl_ctl.update(shard.mean(float(seq_kl.mean())), batch * shard.world)
     stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
     stats.update(rollout_stats(rollout, raw_scores, scores, seq_kl, entropy))
     stats.update(
@@ -128,7 +140,7 @@ def ppo_step(
             "seconds": time.perf_counter() - started,
         }
     )
-    return stats
+    return shard.reduce_stats(stats)
 
 
 def zero_reward(prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
@@ -167,6 +179,8 @@ def train_policy(
     on_progress: Progress | None = None,
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    accelerator: Any = None,
+    rollout_seeds: bool = False,
 ) -> dict[str, Any]:
     """Run `cfg.steps` PPO iterations and save the policy adapter (+ card) in `out_dir`.
 
@@ -175,25 +189,34 @@ def train_policy(
     iteration; `on_step(step, stats)` too, for live charts. Returns per-iteration lists (score,
     kl, entropy, clip_fraction, approx_kl, value_loss, response_length, ...), totals, and the
     folders written ("adapter", and "merged" when cfg.merge).
+    With `accelerator` and `rollout_seeds`, as rloo.train_rloo's (distributed_rl.py).
     """
     if not prompts:
         raise ValueError("prompts: need at least one prompt")
+    shard = Shard(accelerator)
+    shard.check_divides(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
     policy, tokenizer = build_policy(cfg, device)
+    shard.sync_start(policy.trainable_parameters())
+    if shard.world > 1:  # each rank samples its own stream
+        torch.manual_seed(cfg.seed + shard.rank)
     reward_fn = zero_reward if cfg.reward_source == "zero" else resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
     kl_ctl = kl_controller(cfg, start=starting_kl_coef(cfg))
 
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []
+    shuffle = prompt_order(cfg.seed, shard, rollout_seeds)
     started = time.perf_counter()
     for step in range(cfg.steps):
         # Walk the prompts in a fresh random order each pass (prompts may be fewer than a batch).
         while len(order) < cfg.batch_size:
-            order += torch.randperm(len(prompts)).tolist()
+            order += torch.randperm(len(prompts), generator=shuffle).tolist()
         batch_prompts, order = [prompts[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
-        stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, batch_prompts, cfg)
+        seeds = prompt_seeds(cfg.seed, step, shard.positions(len(batch_prompts))) if rollout_seeds else None
+        mine = shard.take(batch_prompts)
+        stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, mine, cfg, shard, seeds)
         for name, value in stats.items():
             history[name].append(value)
         if on_step is not None:
@@ -201,8 +224,12 @@ def train_policy(
         if on_progress is not None:
             on_progress(step + 1, cfg.steps, "ppo")
     seconds = time.perf_counter() - started
+    if not shard.main:
+        return {}
 
     metrics: dict[str, Any] = dict(history)
+    if accelerator is not None:
+        metrics["processes"] = shard.world
     metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
     card = {
         "kind": "policy",

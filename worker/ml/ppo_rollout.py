@@ -86,10 +86,13 @@ def sample_rollout(
     max_new_tokens: int,
     temperature: float,
     generation_batch_size: int = 0,
+    group_seeds: Sequence[int] | None = None,
 ) -> Rollout:
     """Sample one response per prompt with plain temperature sampling (no top-k/top-p and none
     of the checkpoint's generation_config, so the logprobs PPO recomputes are those of the
-    sampling distribution)."""
+    sampling distribution). With `group_seeds`, the prompts form len(group_seeds) equal groups
+    (a prompt's k copies), each sampled in its own generate call after seeding the RNG with its
+    seed: what a group gets does not depend on the groups beside it (distributed_rl.py)."""
     # The same prompt text generation and reward scoring use (worker.ml.formatting).
     texts = [prompt_text(tokenizer, p) for p in prompts]
     query_ids, query_mask = encode_prompts(tokenizer, texts, max_prompt_tokens)  # [B, Lq]
@@ -100,9 +103,11 @@ def sample_rollout(
     gen_config = sampling_config(
         temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, stop_ids=stops.ids, pad_id=stops.pad
     )
-    chunk = generation_batch_size or len(texts)
+    chunk = len(texts) // len(group_seeds) if group_seeds else generation_batch_size or len(texts)
     pieces = []
     for start in range(0, len(texts), chunk):  # many prompts per generate call
+        if group_seeds:
+            torch.manual_seed(group_seeds[start // chunk])
         out = sample(model, query_ids[start : start + chunk], query_mask[start : start + chunk], gen_config)
         pieces.append(out[:, query_ids.shape[1] :])  # [b, T_chunk]
     width = max(p.shape[1] for p in pieces)
@@ -130,9 +135,12 @@ def score_rollout(
     return raw, penalised
 
 
-def roll_out_and_score(model, tokenizer, prompts: Sequence[Prompt], reward_fn: RewardFn, cfg, device: torch.device):
+def roll_out_and_score(
+    model, tokenizer, prompts: Sequence[Prompt], reward_fn: RewardFn, cfg, device: torch.device, group_seeds=None
+):
     """The first two steps of a PPO or RLOO/GRPO iteration: sample one response per entry of
-    `prompts` with the current policy at cfg's sampling fields, then score the decoded text.
+    `prompts` with the current policy at cfg's sampling fields (`group_seeds` as sample_rollout's),
+    then score the decoded text.
     Returns (rollout, raw scores [B] on CPU, scores [B] on `device` after the missing-EOS penalty)."""
     with autocast(device, cfg.autocast):
         rollout = sample_rollout(
@@ -143,6 +151,7 @@ def roll_out_and_score(model, tokenizer, prompts: Sequence[Prompt], reward_fn: R
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             generation_batch_size=cfg.generation_batch_size,
+            group_seeds=group_seeds,
         )
     raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)
     return rollout, raw_scores, scores.to(device)

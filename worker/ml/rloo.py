@@ -25,6 +25,7 @@ from torch import nn
 
 from worker.ml import ppo_math as pm
 from worker.ml.data import Prompt
+from worker.ml.distributed_rl import Shard, prompt_order, prompt_seeds
 from worker.ml.models import Progress, autocast, pick_device
 from worker.ml.ppo import zero_reward
 from worker.ml.ppo_policy import load_lora_policy, resolve_reward, save_policy
@@ -94,9 +95,13 @@ def rloo_step(
     reward_fn: RewardFn,
     prompts: Sequence[Prompt],
     cfg: RLOOConfig,
+    shard: Shard | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """One iteration on `prompts` (P of them): sample K responses each, score, take group
-    advantages, update. Returns stats."""
+    advantages, update. Returns stats. With a data-parallel `shard`, `prompts` are this rank's
+    share of the iteration's (distributed_rl.py); `seeds`: one sampling seed per prompt."""
+    shard = shard or Shard()
     device = policy.causal_lm.device
     use_amp = cfg.autocast
     started = time.perf_counter()
@@ -106,7 +111,9 @@ def rloo_step(
     # 2. score the decoded responses with the frozen reward; penalise responses without EOS.
     policy.eval()  # dropout is also zeroed for good in load_lora_policy
     repeated = [prompt for prompt in prompts for _ in range(cfg.k)]  # [B = P*k]
-    rollout, raw_scores, scores = roll_out_and_score(policy.peft_model, tokenizer, repeated, reward_fn, cfg, device)
+    rollout, raw_scores, scores = roll_out_and_score(
+        policy.peft_model, tokenizer, repeated, reward_fn, cfg, device, group_seeds=seeds
+    )
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
     response_ids, mask = rollout.response_ids, rollout.response_mask  # [B, T]
@@ -136,11 +143,11 @@ def rloo_step(
     token_advantages = advantages.unsqueeze(1).expand_as(mask)  # [B, T]
 
     # 5. Clipped-ratio updates over shuffled minibatches; the loss is the mean over response
-    #    tokens (plus beta * per-token k3 KL when kl_in is "loss").
+    #    tokens (plus beta * per-token k3 KL when kl_in is "loss"), over the global minibatch.
     trainable = policy.trainable_parameters()
     update_stats: dict[str, list[float]] = defaultdict(list)
     for _epoch in range(cfg.update_epochs):
-        for rows in torch.randperm(batch).split(cfg.minibatch_size):
+        for rows in torch.randperm(batch).split(cfg.minibatch_size // shard.world):
             ids, am, labels, mb_mask = input_ids[rows], attention_mask[rows], response_ids[rows], mask[rows]
             with autocast(device, use_amp):
                 logits = policy.policy_logits(ids, am, n_context, cfg.temperature)  # [b, T, V]
@@ -152,15 +159,17 @@ def rloo_step(
                 if cfg.kl_in == "loss":  # k3 >= 0 per token, its gradient pulls toward the reference
                     extra["kl_loss"] = pm.masked_mean(pm.kl_estimate(new_logprobs, ref_logprobs[rows], "k3"), mb_mask)
                     loss = pg_loss + cfg.kl_coef * extra["kl_loss"]
-            loss.backward()
+            share = shard.token_factor(mb_mask)
+            (loss * share).backward()
+            shard.all_reduce_grads(trainable)
             if cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             for name, value in {"policy_loss": pg_loss, **pg_stats, **extra}.items():
-                update_stats[name].append(value.item())
+                update_stats[name].append(value.item() * share)
 
-    # 6. Summarise the iteration.
+    # 6. Summarise the iteration (over every rank's share).
     group_reward_std, zero_std_groups = group_spread(scores, cfg.k)
     stats = {name: sum(vals) / len(vals) for name, vals in update_stats.items()}
     stats.update(rollout_stats(rollout, raw_scores, scores, seq_kl, entropy))
@@ -177,7 +186,7 @@ def rloo_step(
             "seconds": time.perf_counter() - started,
         }
     )
-    return stats
+    return shard.reduce_stats(stats)
 
 
 def train_rloo(
@@ -188,6 +197,8 @@ def train_rloo(
     on_progress: Progress | None = None,
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    accelerator: Any = None,
+    rollout_seeds: bool = False,
 ) -> dict[str, Any]:
     """Run `cfg.steps` RLOO or GRPO iterations and save the policy adapter (+ card) in `out_dir`.
 
@@ -197,25 +208,36 @@ def train_rloo(
     kl, entropy, policy_loss, clip_fraction, advantage statistics, ...), totals, and the folders
     written ("adapter", and "merged" when cfg.merge). The card says kind "policy", so a later
     PPO, RLOO or GRPO run continues this adapter with the same reference.
+
+    With `accelerator`, one of N data-parallel ranks (distributed_rl.py): each rolls out every
+    N-th prompt of an iteration; rank 0 saves, the others return {}. `rollout_seeds`: sample
+    each prompt with its own seed, so the samples do not depend on the number of processes.
     """
     if not prompts:
         raise ValueError("prompts: need at least one prompt")
+    shard = Shard(accelerator)
+    shard.check_divides(prompts_per_step=cfg.prompts_per_step, minibatch_size=cfg.minibatch_size)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
     peft_model, tokenizer = load_lora_policy(cfg, device)
     policy = LoraPolicy(peft_model)
+    shard.sync_start(policy.trainable_parameters())
+    if shard.world > 1:  # each rank samples its own stream
+        torch.manual_seed(cfg.seed + shard.rank)
     reward_fn = zero_reward if cfg.reward_source == "zero" else resolve_reward(reward_model_or_fn, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
 
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []
+    shuffle = prompt_order(cfg.seed, shard, rollout_seeds)
     started = time.perf_counter()
     for step in range(cfg.steps):
         # Walk the prompts in a fresh random order each pass (prompts may be fewer than a step's).
         while len(order) < cfg.prompts_per_step:
-            order += torch.randperm(len(prompts)).tolist()
+            order += torch.randperm(len(prompts), generator=shuffle).tolist()
         step_prompts, order = [prompts[i] for i in order[: cfg.prompts_per_step]], order[cfg.prompts_per_step :]
-        stats = rloo_step(policy, tokenizer, optimizer, reward_fn, step_prompts, cfg)
+        seeds = prompt_seeds(cfg.seed, step, shard.positions(len(step_prompts))) if rollout_seeds else None
+        stats = rloo_step(policy, tokenizer, optimizer, reward_fn, shard.take(step_prompts), cfg, shard, seeds)
         for name, value in stats.items():
             history[name].append(value)
         if on_step is not None:
@@ -223,8 +245,12 @@ def train_rloo(
         if on_progress is not None:
             on_progress(step + 1, cfg.steps, "rloo")
     seconds = time.perf_counter() - started
+    if not shard.main:
+        return {}
 
     metrics: dict[str, Any] = dict(history)
+    if accelerator is not None:
+        metrics["processes"] = shard.world
     metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
     card = {
         "kind": "policy",

@@ -23,21 +23,25 @@ from app.models import (
     TrainingRound,
 )
 from app.rounds.charts import Point
+from app.rounds.lifecycle import labeled_by_judge
 
 STAGES: list[tuple[str, str]] = [
     (RoundStatus.generating, "Generating"),
     (RoundStatus.labeling, "Labeling"),
-    (RoundStatus.judging, "AI labeling"),
     (RoundStatus.training_reward, "Training reward model"),
     (RoundStatus.training_policy, "Training policy"),
     (RoundStatus.evaluating, "Evaluating"),
     (RoundStatus.generating_next, "Generating next"),
     (RoundStatus.done, "Done"),
 ]
-STAGE_KEYS = [key for key, _ in STAGES]
+AI_LABELLED_STAGES = [
+    (RoundStatus.judging, "AI labeling") if key == RoundStatus.labeling else (key, label) for key, label in STAGES
+]
+"""An AI-labelled round's row (labeling.source "judge"): the judge's step instead of the team's."""
 FINISHED = {RoundStatus.done, RoundStatus.failed, RoundStatus.cancelled}
 STATUS_LABELS = {
     **dict(STAGES),
+    RoundStatus.judging: "AI labeling",
     RoundStatus.pending: "Queued",
     RoundStatus.failed: "Failed",
     RoundStatus.cancelled: "Cancelled",
@@ -118,17 +122,19 @@ def stepper(training_round: TrainingRound, *, last_stage: str | None = None) -> 
     """The state machine as a row of steps. A failed or cancelled round marks the step it stopped
     in: error_step for failures, else the stage of its latest event."""
     status = training_round.status
+    stages = AI_LABELLED_STAGES if labeled_by_judge(training_round.config or {}) else STAGES
+    keys = [key for key, _ in stages]
     if status == RoundStatus.done:
-        return [Step(key, label, "done") for key, label in STAGES]
+        return [Step(key, label, "done") for key, label in stages]
     if status in (RoundStatus.failed, RoundStatus.cancelled):
-        stopped_in = training_round.error_step if training_round.error_step in STAGE_KEYS else last_stage
-        at = STAGE_KEYS.index(stopped_in) if stopped_in in STAGE_KEYS else -1
+        stopped_in = training_round.error_step if training_round.error_step in keys else last_stage
+        at = keys.index(stopped_in) if stopped_in in keys else -1
         mark = "failed" if status == RoundStatus.failed else "cancelled"
     else:
-        at = STAGE_KEYS.index(status) if status in STAGE_KEYS else -1
+        at = keys.index(status) if status in keys else -1
         mark = "current"
     return [
-        Step(key, label, "done" if i < at else mark if i == at else "todo") for i, (key, label) in enumerate(STAGES)
+        Step(key, label, "done" if i < at else mark if i == at else "todo") for i, (key, label) in enumerate(stages)
     ]
 
 

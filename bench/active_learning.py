@@ -1,0 +1,365 @@
+"""Human rankings needed to reach a held-out reward-model accuracy: active vs random handout
+order (issue 16 §3; docs/active-learning.md has the results).
+
+The pool: every simulated-team prompt (app/simulation/tasks.py, ~330) gets --samples answers
+from the bundled SmolLM2-135M-Instruct (temperature 1, 40 new tokens, as `ranklab simulate`);
+each prompt's answers make --samples/K ranking tasks of K completions. Generated once and
+cached in --out (pool.json), with the frozen model's last-token features (features.pt,
+worker.ml.active.completion_features).
+
+Per seed: prompts split into a held-out third and a pool; noisy simulated labelers (the
+team's: own part weights, position bias, noise solved for InstructGPT's 72.6% agreement,
+app/simulation/noise.py) rank the tasks they are handed, one ranking per task. The reward
+model is the product's score head on the frozen features: a linear Plackett-Luce head fitted on
+every ranking so far (worker.ml.active.fit_score_heads, one head, no resampling). Held-out
+accuracy: share of held-out completion pairs it orders like gold (gold ties left out). The
+handout starts with --start random rankings, then hands out --step tasks at a time, refitting
+after each step, in one of three orders: random, "disagreement" (a 5-head bootstrap ensemble's
+variance of pairwise preference) or "margin" (smallest gap of the ensemble's mean scores).
+
+    nice -n 5 .venv/bin/python bench/active_learning.py                 # pool (~20 min CPU once) + 3 seeds
+    .venv/bin/python bench/active_learning.py --seeds 0 1 2 --budget 300 --chart docs/img/active-learning.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from app.simulation.gold import gold_reward, parts
+from app.simulation.noise import Profile, solve_sigma
+from app.simulation.tasks import all_prompts, parse
+from worker.ml.active import completion_features, fit_score_heads, head_scores, task_uncertainty
+from worker.ml.config import GenerationConfig
+from worker.ml.generate import generate
+from worker.ml.models import convert_default_model
+
+METHODS = ("random", "disagreement", "margin")
+LABELERS = 5
+
+
+# --- the pool, built once -------------------------------------------------------------------------
+
+
+def build_pool(out: Path, data_dir: Path, samples: int, max_new_tokens: int, part: int = 0) -> list[dict]:
+    """[{prompt, completions}] for every simulated prompt, cached in out/pool-<part>.json; parts
+    differ only in their sampling seeds (two processes can generate two parts at once). Written in
+    chunks (pool-<part>.partial.json) so an interrupted run resumes with the same samples."""
+    final = out / f"pool-{part}.json"
+    if final.is_file():
+        return json.loads(final.read_text())
+    model_dir = convert_default_model(data_dir)
+    partial = out / f"pool-{part}.partial.json"
+    pool: list[dict] = json.loads(partial.read_text()) if partial.is_file() else []
+    prompts = all_prompts()
+    cfg = GenerationConfig(k=samples, temperature=1.0, max_new_tokens=max_new_tokens, batch_size=64, seed=0)
+    started = time.time()
+    for start in range(len(pool), len(prompts), 16):
+        chunk = prompts[start : start + 16]
+        cfg.seed = 100_000 * part + start  # each chunk its own fixed seed: resuming gives the same pool
+        answers = generate(str(model_dir), chunk, cfg)
+        pool += [{"prompt": p, "completions": [c.text for c in a]} for p, a in zip(chunk, answers, strict=True)]
+        partial.write_text(json.dumps(pool))
+        print(f"  pool {part}: {len(pool)}/{len(prompts)} prompts, {time.time() - started:.0f} s", file=sys.stderr)
+    final.write_text(json.dumps(pool, indent=1))
+    partial.unlink()
+    return pool
+
+
+def merged_pool(
+    out: Path, data_dir: Path, samples: int, max_new_tokens: int, parts: int, available: bool
+) -> list[dict]:
+    """Every part's samples of a prompt together, part 0 first. available: generate nothing, take
+    the prompts every part has so far (a pool still being generated, pool-<part>.partial.json)."""
+    if available:
+        pools = []
+        for part in range(parts):
+            final, partial = out / f"pool-{part}.json", out / f"pool-{part}.partial.json"
+            pools.append(json.loads((final if final.is_file() else partial).read_text()))
+    else:
+        pools = [build_pool(out, data_dir, samples, max_new_tokens, part) for part in range(parts)]
+    return [
+        {"prompt": entries[0]["prompt"], "completions": [c for e in entries for c in e["completions"]]}
+        for entries in zip(*pools, strict=True)
+    ]
+
+
+def pool_features(out: Path, data_dir: Path, pool: list[dict], chunk: int = 16) -> list[torch.Tensor]:
+    """Per prompt a (samples, d) tensor of the frozen bundled model's features, cached in
+    out/features-cache.pt by (prompt, completions), computed chunk by chunk and saved after each
+    (another process can follow a pool that is still being generated)."""
+    path = out / "features-cache.pt"
+    cache: dict[str, torch.Tensor] = torch.load(path) if path.is_file() else {}
+    keys = [json.dumps([e["prompt"], e["completions"]]) for e in pool]
+    missing = [n for n, key in enumerate(keys) if key not in cache]
+    model_dir = convert_default_model(data_dir)
+    for start in range(0, len(missing), chunk):
+        todo = missing[start : start + chunk]
+        items = [(pool[n]["prompt"], pool[n]["completions"]) for n in todo]
+        for n, f in zip(todo, completion_features(model_dir, items, batch_size=32, device="cpu"), strict=True):
+            cache[keys[n]] = f
+        torch.save(cache, path)
+        print(f"  features: {len(pool) - len(missing) + start + len(todo)}/{len(pool)} prompts", file=sys.stderr)
+    return [cache[key] for key in keys]
+
+
+class Tasks:
+    """Ranking tasks of k completions cut from each prompt's samples, with gold and part values."""
+
+    def __init__(self, pool: list[dict], features: list[torch.Tensor], k: int):
+        self.prompt_of: list[int] = []
+        self.features: list[torch.Tensor] = []
+        self.parts: list[list[dict[str, float]]] = []
+        self.gold: list[list[float]] = []
+        for p, (entry, f) in enumerate(zip(pool, features, strict=True)):
+            task = parse(entry["prompt"])
+            for start in range(0, len(entry["completions"]) - k + 1, k):
+                texts = entry["completions"][start : start + k]
+                self.prompt_of.append(p)
+                self.features.append(f[start : start + k])
+                self.parts.append([parts(task, t) for t in texts])
+                self.gold.append([gold_reward(task, t) for t in texts])
+
+
+# --- one simulated handout ------------------------------------------------------------------------
+
+
+class Team:
+    """The simulation's labelers (noise.py) without the HTTP: σ solved on the pool's pairs."""
+
+    def __init__(self, tasks: Tasks, pool_tasks: list[int], seed: int):
+        rng = random.Random(seed)
+        self.profiles = [Profile.draw(rng) for _ in range(LABELERS)]
+        self.rng = random.Random(rng.random())
+        gaps = []
+        for t in rng.sample(pool_tasks, min(len(pool_tasks), 200)):
+            utilities = [[p.utility(v) for p in self.profiles] for v in tasks.parts[t]]
+            for i in range(len(utilities)):
+                for j in range(i + 1, len(utilities)):
+                    gaps.append([a - b for a, b in zip(utilities[i], utilities[j], strict=True)])
+        self.sigma = solve_sigma(gaps, self.profiles)
+        self.tasks = tasks
+
+    def rank(self, t: int) -> list[list[int]]:
+        """One labeler's strict best-first ranking of task t, shown in a random order."""
+        profile = self.rng.choice(self.profiles)
+        shown = list(range(len(self.tasks.parts[t])))
+        self.rng.shuffle(shown)
+        perceived = profile.perceive([profile.utility(self.tasks.parts[t][i]) for i in shown], self.sigma, self.rng)
+        return [[i] for _, i in sorted(zip(perceived, shown, strict=True), reverse=True)]
+
+
+def accuracy(head: torch.Tensor, tasks: Tasks, held_out: list[int]) -> float:
+    right = total = 0.0
+    for t in held_out:
+        s, g = head_scores(head, tasks.features[t])[:, 0], tasks.gold[t]
+        for i in range(len(g)):
+            for j in range(i + 1, len(g)):
+                if g[i] != g[j]:
+                    total += 1
+                    d = float(s[i] - s[j]) * (1 if g[i] > g[j] else -1)
+                    right += 1.0 if d > 0 else 0.5 if d == 0 else 0.0
+    return right / total if total else float("nan")
+
+
+def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
+    """(rankings so far, held-out accuracy) after the start and after every step."""
+    rng = random.Random(seed)
+    prompts = sorted(set(tasks.prompt_of))
+    rng.shuffle(prompts)
+    held = set(prompts[: len(prompts) // 3])
+    held_out = [t for t, p in enumerate(tasks.prompt_of) if p in held]
+    pool = [t for t, p in enumerate(tasks.prompt_of) if p not in held]
+    team = Team(tasks, pool, seed)  # same labelers, noise and start for every method of a seed
+    order = pool[:]
+    rng.shuffle(order)
+    labelled, rankings = order[: args.start], [[team.rank(t)] for t in order[: args.start]]
+    remaining = order[args.start :]
+    curve = []
+    while True:
+        f = [tasks.features[t] for t in labelled]
+        head = fit_score_heads(f, rankings, n_heads=1, bootstrap=False, l2=args.l2)
+        curve.append((len(labelled), accuracy(head, tasks, held_out)))
+        if len(labelled) >= args.budget or not remaining:
+            return curve
+        if method == "random":
+            picked = remaining[: args.step]
+        else:
+            heads = fit_score_heads(f, rankings, n_heads=5, seed=seed * 1000 + len(labelled), l2=args.l2)
+            values = task_uncertainty(heads, [tasks.features[t] for t in remaining], method=method)
+            best = sorted(range(len(remaining)), key=lambda n: -values[n])[: args.step]
+            picked = [remaining[n] for n in sorted(best)]
+        remaining = [t for t in remaining if t not in set(picked)]
+        labelled += picked
+        rankings += [[team.rank(t)] for t in picked]
+
+
+# --- summary and chart ----------------------------------------------------------------------------
+
+
+def needed(curve: list[tuple[int, float]], target: float) -> float | None:
+    """Rankings at which the curve first reaches target (linear between steps); None: never."""
+    for (n0, a0), (n1, a1) in zip([(0, -1.0), *curve], curve, strict=False):
+        if a1 >= target:
+            return float(n1) if a0 < 0 or a1 == a0 else n0 + (n1 - n0) * (target - a0) / (a1 - a0)
+    return None
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(curves: dict[str, dict[int, list[tuple[int, float]]]], checkpoints: list[int]) -> list[dict]:
+    """Per target (random order's mean accuracy at a checkpoint) and method: rankings needed per
+    seed, and the saving against random on the same seed."""
+    seeds = sorted(curves["random"])
+    grid = [n for n, _ in curves["random"][seeds[0]]]
+    rows = []
+    for checkpoint in checkpoints:
+        at = min(grid, key=lambda n: abs(n - checkpoint))
+        target = statistics.fmean(dict(curves["random"][s])[at] for s in seeds)
+        for method in curves:
+            per_seed = {s: needed(curves[method][s], target) for s in seeds}
+            base = {s: needed(curves["random"][s], target) for s in seeds}
+            savings = [1 - per_seed[s] / base[s] for s in seeds if per_seed[s] and base[s]]  # type: ignore[operator]
+            reached = [v for v in per_seed.values() if v is not None]
+            rows.append(
+                {
+                    "random_at": at,
+                    "target": target,
+                    "method": method,
+                    "needed": per_seed,
+                    "needed_mean_sd": mean_sd(reached) if len(reached) == len(seeds) else None,
+                    "saving_mean_sd": mean_sd(savings) if len(savings) == len(seeds) else None,
+                }
+            )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| target: random's mean accuracy at | target | order | rankings needed, mean ± sd | per seed "
+        "| saving vs random, mean ± sd |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        need = "not reached" if r["needed_mean_sd"] is None else "{:.0f} ± {:.0f}".format(*r["needed_mean_sd"])
+        per_seed = ", ".join("—" if v is None else f"{v:.0f}" for v in r["needed"].values())
+        saving = "—" if r["saving_mean_sd"] is None else "{:+.0%} ± {:.0%}".format(*r["saving_mean_sd"])
+        target = f"{r['target']:.3f}"
+        lines.append(f"| {r['random_at']} rankings | {target} | {r['method']} | {need} | {per_seed} | {saving} |")
+    return "\n".join(lines)
+
+
+COLOURS = {"random": "#555555", "disagreement": "#d62728", "margin": "#1f77b4"}
+
+
+def svg_chart(curves: dict[str, dict[int, list[tuple[int, float]]]], title: str) -> str:
+    """Mean held-out accuracy vs rankings per order, a ±1 sd band over seeds; plain SVG."""
+    width, height, left, right, top, bottom = 640, 400, 60, 150, 40, 50
+    series = {}
+    for method, per_seed in curves.items():
+        grid = [n for n, _ in next(iter(per_seed.values()))]
+        stats = [mean_sd([dict(c)[n] for c in per_seed.values()]) for n in grid]
+        series[method] = (grid, stats)
+    xs = [n for grid, _ in series.values() for n in grid]
+    ys = [m + k * s for _, stats in series.values() for m, s in stats for k in (-1, 1)]
+    x0, x1 = 0, max(xs)
+    y0, y1 = math.floor(min(ys) * 20) / 20, math.ceil(max(ys) * 20) / 20
+
+    def px(n: float) -> float:
+        return left + (n - x0) / (x1 - x0) * (width - left - right)
+
+    def py(a: float) -> float:
+        return height - bottom - (a - y0) / (y1 - y0) * (height - top - bottom)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2 - right / 2 + left / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>',
+    ]
+    for k in range(int(round((y1 - y0) / 0.05)) + 1):
+        a = y0 + 0.05 * k
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{py(a):.1f}" y2="{py(a):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{py(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
+    step = 50 if x1 <= 400 else 100
+    for n in range(0, x1 + 1, step):
+        out.append(f'<text x="{px(n):.1f}" y="{height - bottom + 16}" text-anchor="middle">{n}</text>')
+    out.append(
+        f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">human rankings</text>'
+        f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
+        "held-out pairwise accuracy vs gold</text>"
+    )
+    for row, (method, (grid, stats)) in enumerate(series.items()):
+        colour = COLOURS.get(method, "#2ca02c")
+        upper = [f"{px(n):.1f},{py(m + s):.1f}" for n, (m, s) in zip(grid, stats, strict=True)]
+        lower = [f"{px(n):.1f},{py(m - s):.1f}" for n, (m, s) in zip(grid, stats, strict=True)][::-1]
+        out.append(f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" fill-opacity="0.15" stroke="none"/>')
+        line = " ".join(f"{px(n):.1f},{py(m):.1f}" for n, (m, _) in zip(grid, stats, strict=True))
+        out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        y = top + 20 + 20 * row
+        legend = f'x1="{width - right + 15}" x2="{width - right + 40}" y1="{y}" y2="{y}"'
+        out.append(f'<line {legend} stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{width - right + 45}" y="{y + 4}">{method}</text>')
+    frame = f'x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}"'
+    out.append(f'<rect {frame} fill="none" stroke="#999"/>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("data/bench/active-learning"), help="pool cache and results")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the bundled model is converted")
+    p.add_argument("--samples", type=int, default=4, help="answers generated per prompt and part")
+    p.add_argument("--parts", type=int, default=1, help="generation parts (seeds) merged per prompt")
+    p.add_argument("--available", action="store_true", help="no generation: the prompts generated so far")
+    p.add_argument("-k", type=int, default=4, help="completions per ranking task")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--start", type=int, default=20, help="random rankings before the first refit")
+    p.add_argument("--step", type=int, default=10, help="rankings handed out between refits")
+    p.add_argument("--budget", type=int, default=300, help="rankings in all")
+    p.add_argument("--l2", type=float, default=1.0, help="head L2 on standardised features")
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[50, 100, 200, 300])
+    p.add_argument("--chart", type=Path, default=None, help="write the SVG curve here too")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pool = merged_pool(args.out, args.data_dir, args.samples, args.max_new_tokens, args.parts, args.available)
+    tasks = Tasks(pool, pool_features(args.out, args.data_dir, pool), args.k)
+    print(f"pool: {len(pool)} prompts, {len(tasks.gold)} tasks of {args.k}", file=sys.stderr)
+    curves: dict[str, dict[int, list[tuple[int, float]]]] = {m: {} for m in args.methods}
+    for seed in args.seeds:
+        for method in args.methods:
+            started = time.process_time()
+            curves[method][seed] = run(tasks, seed, method, args)
+            final = curves[method][seed][-1]
+            cpu = time.process_time() - started
+            print(f"seed {seed} {method}: {final[1]:.3f} at {final[0]}, {cpu:.0f} CPU s", file=sys.stderr)
+    rows = summarize(curves, args.checkpoints) if "random" in curves else []
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result = {"settings": settings, "tasks": len(tasks.gold), "curves": curves, "summary": rows}
+    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    title = f"Held-out RM accuracy vs human rankings ({len(args.seeds)} seeds, mean ± sd)"
+    chart = svg_chart(curves, title)
+    (args.out / "curve.svg").write_text(chart)
+    if args.chart:
+        args.chart.parent.mkdir(parents=True, exist_ok=True)
+        args.chart.write_text(chart)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

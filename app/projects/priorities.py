@@ -2,7 +2,8 @@
 
 The web process only enqueues (worker/loop/active_order.py computes, with torch): after each
 reward-model training when the project's handout_order is active (the reward step calls
-`refresh_after_training`), or when an admin asks (`request_refresh`)."""
+`refresh_after_training`; `refresh_after_new_tasks` is the same for a new batch of tasks), or when
+an admin asks (`request_refresh`)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,14 @@ def refresh_after_training(db: Session, *, project_id: int, reward_model_id: int
         return False
     _enqueue(db, project_id=project_id, reward_model_id=reward_model_id)
     return True
+
+
+def refresh_after_new_tasks(db: Session, *, project_id: int) -> bool:
+    """In the transaction that creates a batch of tasks (a round's generation, an upload): a
+    refresh with the newest reward model, so the new tasks are scored rather than handed out
+    after every scored one. Only when the order is active and a reward model exists."""
+    version = latest_reward_model(db, project_id=project_id)
+    return version is not None and refresh_after_training(db, project_id=project_id, reward_model_id=version.id)
 
 
 def request_refresh(db: Session, *, project: Project) -> ModelVersion:

@@ -12,7 +12,11 @@ from app.labeling import service
 from app.models import HandoutOrder, Project, RankingTask, Role
 from app.models.judges import AI_ROLE
 from app.models.labeling import Ranking
+from app.projects import priorities
+from app.rounds.queue import pending
 from tests.factories import make_project, make_ranking, make_task, make_user
+from tests.rounds.helpers import make_version
+from worker.celery_app import REFRESH_PRIORITIES
 from worker.loop.active_order import refresh_priorities
 
 PROMPT = "write a story about the sun"
@@ -85,3 +89,20 @@ def test_without_a_ranking_to_fit_on_nothing_changes_and_the_stats_say_why(db, t
     db.expire_all()
     assert db.get(RankingTask, task.id).handout_priority == 0.5
     assert db.get(Project, project.id).priorities_refreshed_at is None
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_refresh_is_enqueued_after_training_and_new_tasks_only_under_an_active_order(db):
+    project = make_project(db, handout_order=HandoutOrder.default)
+    assert not priorities.refresh_after_new_tasks(db, project_id=project.id)  # no reward model yet
+    version = make_version(db, project, kind="reward", artifact_path="/models/rm")
+    assert not priorities.refresh_after_training(db, project_id=project.id, reward_model_id=version.id)
+    assert pending(db) == []
+    project.handout_order = HandoutOrder.margin
+    db.commit()
+    assert priorities.refresh_after_training(db, project_id=project.id, reward_model_id=version.id)
+    assert priorities.refresh_after_new_tasks(db, project_id=project.id)
+    assert [(m.name, m.args, m.queue) for m in pending(db)] == [
+        (REFRESH_PRIORITIES, (project.id, version.id), "evaluate")
+    ] * 2
+    db.rollback()  # nothing is sent

@@ -5,9 +5,14 @@ log p(Yes) - log p(No)), and with --ranking also the ranking prompt in the given
 orders (slow: ~7 minutes on one busy CPU thread). Prints top-1 accuracy and pairwise agreement
 with the known order (chance: 25% and 50%); for the ranking prompt also how often the first
 shown answer is ranked first (position bias) and how many tasks the combination leaves tied.
+With --forms also the rating-form judges (worker/ml/judge_forms.py) on the same 48 answers, where
+only the right answer is good: good/bad accuracy and the mean 5-point Likert rating of each kind
+of answer, from the pointwise score (p(Yes) bins; good when p(Yes) > 0.5) and from the `local`
+judge answering the form's template constrained to its answers. The model is deterministic, so
+one run is the measure (no seeds to vary).
 A smoke measure of a weak judge on easy items, not a benchmark of judging quality.
 
-    nice -n 5 .venv/bin/python bench/judge_bundled.py [--ranking]
+    nice -n 5 .venv/bin/python bench/judge_bundled.py [--ranking] [--forms]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 
 from app.admin.agreement import compare_rankings
 from app.settings import get_settings
+from worker.ml import judge_forms
 from worker.ml.judge import (
     DEFAULT_TEMPLATE,
     LocalJudge,
@@ -69,7 +75,10 @@ def main() -> None:
     items = [(question, [OFF_TOPIC, wrong, NON_ANSWER, right]) for question, right, wrong in ITEMS]
 
     started = time.perf_counter()
-    _report("pointwise", [groups_by_score(judge.scores(q, texts)) for q, texts in items], time.perf_counter() - started)
+    scores = [judge.scores(q, texts) for q, texts in items]
+    _report("pointwise", [groups_by_score(s) for s in scores], time.perf_counter() - started)
+    if "--forms" in sys.argv:
+        _forms(judge, items, scores)
     if "--ranking" not in sys.argv:
         return
     started, first_wins, results = time.perf_counter(), 0, []
@@ -87,6 +96,39 @@ def main() -> None:
         f"  first shown answer ranked first in {first_wins}/{2 * n} single orders (chance 25%); "
         f"tasks left fully tied (stored as nothing): {sum(len(g) == 1 for g in results)}/{n}"
     )
+
+
+KINDS = ("off-topic", "wrong", "non-answer", "right")
+
+
+def _forms(judge: LocalJudge, items: list[tuple[str, list[str]]], scores: list[list[float]]) -> None:
+    settings = {"likert_points": 5}
+    likert, good_bad = judge_forms.RATING_FORMS["likert"], judge_forms.RATING_FORMS["good_bad"]
+    pointwise = {
+        "likert": [[likert.from_score(s, settings) for s in row] for row in scores],
+        "good_bad": [[good_bad.from_score(s, settings) for s in row] for row in scores],
+    }
+    started = time.perf_counter()
+    constrained: dict[str, list[list[int]]] = {"likert": [], "good_bad": []}
+    for name, form in (("likert", likert), ("good_bad", good_bad)):
+        options = form.options(settings)
+        for question, texts in items:
+            row = []
+            for text in texts:
+                rendered = judge_forms.render_rating_prompt(
+                    form.template, form, settings, prompt=question, completion=text
+                )
+                row.append(options[judge.choose(rendered, [o for o, _ in options], form.answer_prefix)][1])
+            constrained[name].append(row)
+    seconds = time.perf_counter() - started
+    for how, values in (("pointwise", pointwise), (f"constrained template ({seconds:.0f} s)", constrained)):
+        right = sum(row[i] == int(i == 3) for row in values["good_bad"] for i in range(4))
+        means = [sum(row[i] for row in values["likert"]) / len(items) for i in range(4)]
+        print(
+            f"{how}: good/bad accuracy {right}/{4 * len(items)} = {100 * right / (4 * len(items)):.0f}% "
+            f"(all 'bad' scores 75%); mean Likert (1-5) "
+            + ", ".join(f"{kind} {mean:.2f}" for kind, mean in zip(KINDS, means, strict=True))
+        )
 
 
 if __name__ == "__main__":

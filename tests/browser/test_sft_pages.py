@@ -113,7 +113,9 @@ def test_sft_from_the_pages_with_a_real_worker(live_url, browser, db, tiny_model
     expect(page.locator("[data-demonstrations]")).to_have_text(str(N_DEMOS))
     expect(live).to_have_attribute("data-status", "running", timeout=120_000)
     page.wait_for_function("() => document.querySelector('#job-live progress')?.value > 0", timeout=60_000)
-    expect(page.locator("[data-current-step]")).to_have_text("train")
+    expect(page.locator("[data-current-step]")).to_have_text(re.compile("^(train|evaluate)$"))
+    # An ETA once a stage has reported twice, though every short epoch switches train ↔ evaluate.
+    expect(page.locator("#job-live .eta")).to_have_text(re.compile(r"^ETA \d"), timeout=30_000)
     training = page.locator("#charts figure", has_text="Training loss")
     expect(training.locator("svg.chart-svg")).to_be_visible()
     assert page.evaluate("() => window.__sameDocument") is True  # updated in place, never reloaded

@@ -102,14 +102,17 @@ class JobReporter:
         self.job_id, self.token = job_id, token
         self._last_write = 0.0
         self._last_stage = ""
-        self._anchor: tuple[float, int, int] | None = None
+        # One ETA anchor (time, done, total) per stage: SFT alternates "train" and "evaluate" every
+        # epoch, and one shared anchor, reset at each change, left no ETA when epochs are short.
+        self._anchors: dict[str, tuple[float, int, int]] = {}
 
     def __call__(self, done: int, total: int, stage: str) -> None:
         now = time.monotonic()
         stage_key = stage.split()[0] if stage else ""
         changed = stage_key != self._last_stage
-        if changed or self._anchor is None or total != self._anchor[2] or done < self._anchor[1]:
-            self._anchor = (now, done, total)
+        anchor = self._anchors.get(stage_key)
+        if anchor is None or total != anchor[2] or done < anchor[1]:
+            self._anchors[stage_key] = (now, done, total)
         if not changed and now - self._last_write < PROGRESS_SECONDS:
             return
         self._last_write, self._last_stage = now, stage_key
@@ -121,7 +124,7 @@ class JobReporter:
                 .values(
                     progress=min(max(done / total if total else 0.0, 0.0), 1.0),
                     current_step=stage[:64],
-                    eta_seconds=self._eta(now, done, total),
+                    eta_seconds=self._eta(stage_key, now, done, total),
                     heartbeat_at=utcnow(),
                 )
             )
@@ -144,10 +147,10 @@ class JobReporter:
         if status != J.running or token != self.token:
             raise Cancelled(f"job {self.job_id} is {status}; this run stops here")
 
-    def _eta(self, now: float, done: int, total: int) -> float | None:
-        if self._anchor is None or done <= self._anchor[1] or total <= 0:
+    def _eta(self, stage_key: str, now: float, done: int, total: int) -> float | None:
+        started, done0, _ = self._anchors[stage_key]
+        if done <= done0 or total <= 0:
             return None
-        started, done0, _ = self._anchor
         return round((now - started) / (done - done0) * (total - done), 1)
 
 

@@ -53,7 +53,8 @@ class Suggestion:
 
     def text(self, labels: dict[int, str]) -> str:
         """The order in the labeler's own names for the completions, e.g. "C > A = B > D"."""
-        return " > ".join(" = ".join(labels[c] for c in group if c in labels) for group in self.groups)
+        named = [[labels[c] for c in group if c in labels] for group in self.groups]
+        return " > ".join(" = ".join(group) for group in named if group)
 
 
 def shows_suggestions(db: Session, *, project_id: int) -> bool:

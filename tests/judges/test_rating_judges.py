@@ -111,6 +111,7 @@ def test_the_endpoint_judge_rates_likert_tasks_beside_humans(db, unit):
     assert agreement.human.statistic is not None and agreement.judge.statistic is not None
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite: the counting is the humans' in the test above
 def test_the_local_pointwise_judge_takes_good_bad_slots(db, unit, tiny_judge_dir):
     project = make_project(db, overlap=2)
     tasks = [make_form_task(db, project, "good_bad") for _ in range(2)]

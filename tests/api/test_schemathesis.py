@@ -183,7 +183,8 @@ def _seed(application: FastAPI, db: Session) -> Seeded:
     base = make_version(db, project, kind="base", name="base")
     labeling = make_round(db, project, status="labeling", policy_in_id=base.id)
     add_event(db, labeling, kind="metric", stage="reward", step=1, data={"loss": 0.5})
-    make_version(db, project, kind="reward", training_round=labeling, parent=base)
+    # (an artifact path: "refresh the handout's priorities" needs a reward model on disk to send)
+    make_version(db, project, kind="reward", training_round=labeling, parent=base, artifact_path="/data/rm")
     judged = _seed_evaluations(db, project)
     # The oldest task is handed out first: the evaluation task is the labeler's assignment 1 (the
     # schema's example id), so the fuzzer's verdicts reach a task that takes one (and its ranking

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import rawhttp  # noqa: E402
 from cpu_meter import CpuMeter  # noqa: E402
+from handout_order import ORDERS, apply_order  # noqa: E402
 
 from app.auth.security import hash_password  # noqa: E402
 from app.db import make_engine  # noqa: E402
@@ -491,6 +492,9 @@ def main() -> None:
         help="browser: rank the task the submit answered with (what the page does); "
         "two-calls: GET the task before every submit",
     )
+    parser.add_argument(
+        "--order", choices=ORDERS, default="default", help="uncertainty: by random priorities (handout_order.py)"
+    )
     parser.add_argument("--url", help="use a running server instead (its DB must be --db-url)")
     parser.add_argument("--db-url", help="database of the running server given by --url")
     args = parser.parse_args()
@@ -502,6 +506,8 @@ def main() -> None:
     project_id = prepare_database(
         url, labelers=args.labelers, tasks=tasks, k=args.k, overlap=args.overlap, completion_chars=args.completion_chars
     )
+    if args.order != "default":
+        print(f"handout order {args.order}: {apply_order(url, project_id, args.order)} of {tasks} tasks scored")
     server = None
     if args.url:
         base = args.url
@@ -535,7 +541,8 @@ def main() -> None:
     server_ms, client_ms, postgres_ms = meter.per_loop_ms(stats.loops)
     print(
         f"\nranklab labeling load — {args.labelers} labelers, {args.db}, {args.workers} uvicorn workers, "
-        f"{args.client} client, {args.flow} flow, {elapsed:.1f} s, load average {os.getloadavg()[0]:.1f} at the end"
+        f"{args.client} client, {args.flow} flow, {args.order} order, {elapsed:.1f} s, "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
     )
     print(
         f"  loops/s             {stats.loops / elapsed:8.1f}   "

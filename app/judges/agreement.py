@@ -4,9 +4,10 @@ out of the latter), measured the way the project's form is measured elsewhere:
   * ranking and pairwise: pairwise order agreement (app/admin/agreement.py), the judge's current
     version against each human who ranked the same task;
   * likert: exact-match share and Krippendorff's interval alpha over (task, completion) units;
-  * good_bad: exact-match share and Fleiss' kappa (app/admin/form_agreement.py).
+  * good_bad: exact-match share and Fleiss' kappa (app/admin/form_agreement.py);
+  * multi_aspect: as likert, pooled over the Likert-scale aspects (units per aspect too).
 
-For the rating forms the judge's units are (task, completion, human): the judge's value and that
+For the rating forms the judge's units are (task, completion, aspect, human): the judge's value and that
 human's, so the share is "how often the judge gave the same value as a human" and the statistic is
 the same one computed on judge–human pairs. A registry keyed by form picks the measure."""
 
@@ -52,13 +53,15 @@ class JudgeAgreement:
 
 
 def agreement(db: Session, *, project_id: int) -> JudgeAgreement:
-    form = db.scalar(select(Project.feedback_form).where(Project.id == project_id))
+    form, settings = db.execute(
+        select(Project.feedback_form, Project.form_settings).where(Project.id == project_id)
+    ).one()
     judge = db.scalar(select(Judge).where(Judge.project_id == project_id))
     judge_user = None if judge is None else judge.user_id
     rating = RATING_MEASURES.get(str(form))
     if rating is None:
         return _ranking_agreement(db, project_id, judge_user)
-    return _rating_agreement(db, project_id, judge_user, str(form), rating)
+    return _rating_agreement(db, project_id, judge_user, str(form), rating, rating.aspects(settings or {}))
 
 
 def _ranking_agreement(db: Session, project_id: int, judge_user: int | None) -> JudgeAgreement:
@@ -95,6 +98,8 @@ class RatingMeasure:
     statistic_name: str
     measure: Callable[[Mapping[Any, Mapping[int, Any]]], FormAgreement]
     statistic: Callable[[FormAgreement], float | None]
+    aspects: Callable[[Mapping[str, Any]], set[str]] = lambda settings: {OVERALL}
+    """The feedback_ratings aspects measured (the form settings')."""
 
 
 RATING_MEASURES: dict[str, RatingMeasure] = {
@@ -110,30 +115,38 @@ RATING_MEASURES: dict[str, RatingMeasure] = {
         lambda units: categorical_agreement("good_bad", "Good / bad", units),
         lambda result: result.kappa,
     ),
+    FeedbackForm.multi_aspect.value: RatingMeasure(
+        "Likert aspects",
+        "Krippendorff's alpha (interval)",
+        lambda units: scale_agreement("aspects", "Likert aspects", units),
+        lambda result: result.alpha_interval,
+        lambda settings: {a["name"] for a in settings.get("aspects", []) if a.get("scale", "likert") == "likert"},
+    ),
 }
 
 
 def _rating_agreement(
-    db: Session, project_id: int, judge_user: int | None, form: str, rating: RatingMeasure
+    db: Session, project_id: int, judge_user: int | None, form: str, rating: RatingMeasure, aspects: set[str]
 ) -> JudgeAgreement:
-    humans: dict[tuple[int, int], dict[int, int | None]] = defaultdict(dict)
-    ai: dict[tuple[int, int], int | None] = {}
-    for task_id, user_id, role, completion_id, value in db.execute(
-        select(Feedback.task_id, Feedback.user_id, User.role, FeedbackRating.completion_id, FeedbackRating.value)
+    humans: dict[tuple[int, int, str], dict[int, int | None]] = defaultdict(dict)
+    ai: dict[tuple[int, int, str], int | None] = {}
+    for task_id, user_id, role, completion_id, aspect, value in db.execute(
+        select(Feedback.task_id, Feedback.user_id, User.role, FeedbackRating.completion_id)
+        .add_columns(FeedbackRating.aspect, FeedbackRating.value)
         .join(FeedbackRating, FeedbackRating.feedback_id == Feedback.id)
         .join(User, User.id == Feedback.user_id)
         .where(
             Feedback.project_id == project_id,
             Feedback.form == form,
-            FeedbackRating.aspect == OVERALL,
+            FeedbackRating.aspect.in_(aspects),
             FeedbackRating.value.is_not(None),
         )
     ):
         if role != AI_ROLE:
-            humans[(task_id, completion_id)][user_id] = value
+            humans[(task_id, completion_id, aspect)][user_id] = value
         elif user_id == judge_user:
-            ai[(task_id, completion_id)] = value
-    versus: dict[tuple[int, int, int], dict[int, int | None]] = {}
+            ai[(task_id, completion_id, aspect)] = value
+    versus: dict[tuple[int, int, str, int], dict[int, int | None]] = {}
     for unit, mine in ai.items():
         for human, theirs in humans.get(unit, {}).items():
             versus[(*unit, human)] = {-1: mine, human: theirs}  # -1: the judge (no user id clash)

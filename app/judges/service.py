@@ -102,10 +102,8 @@ def placeholders(form: str) -> str:
 
 def _check(project: Project, data: dict) -> None:
     if project.feedback_form not in JUDGED_FORMS:
-        raise JudgeError(
-            "project",
-            f"judges answer ranking, pairwise, likert and good_bad projects; not {project.feedback_form} yet",
-        )
+        judged = ", ".join(str(form) for form in JUDGED_FORMS)
+        raise JudgeError("project", f"judges answer {judged} projects; not {project.feedback_form} yet")
     rating = RATING_FORMS.get(project.feedback_form)
     try:
         if rating is None:

@@ -35,6 +35,7 @@ from app.labeling.recorders import Accepted, Held
 from app.labeling.schemas import SubmissionIn
 from app.models import Assignment, AssignmentState, PairwiseComparison, Project, Ranking, RankingTask, utcnow
 from app.models.judges import JudgeMode, JudgeVerdict
+from worker.ml.judge_forms import RATING_FORMS
 
 STORED, UNPARSEABLE, UNDECIDED, NO_SLOT = "stored", "unparseable", "undecided", "no_slot"
 
@@ -54,13 +55,13 @@ def record_verdict(
     task_id: int,
     mode: str,
     groups: list[list[int]] | None = None,
-    ratings: dict[int, int] | None = None,
+    ratings: dict[int, dict[str, int]] | None = None,
     outcome: str,
     shown: list[int],
     orders: str,
 ) -> str:
     """Stores the judge's verdict on the task (and its ranking, or its `ratings` on a rating
-    form's task: completion id -> value, when `outcome` is STORED);
+    form's task: completion id -> aspect ("" for its own rating) -> value, when `outcome` is STORED);
     returns the outcome, which becomes NO_SLOT when slot mode finds the overlap full, or
     "already" when this judge version judged the task before (a redelivered run)."""
     start_write_transaction(db)
@@ -112,7 +113,7 @@ def record_verdict(
 
 class Answer(NamedTuple):
     groups: list[list[int]] | None
-    ratings: dict[int, int] | None
+    ratings: dict[int, dict[str, int]] | None
     shown: list[int]
     kind: str
     round_id: int | None
@@ -167,8 +168,8 @@ def _rate(
     recorder = FORM_TYPES[answer.kind].recorder
     assert isinstance(recorder, RatingRecorder), f"{answer.kind} tasks take no ratings"
     held = cast(Held, _HeldByJudge(assignment, task_id, answer.shown, answer.round_id, user_id))
-    ratings = [{"completion_id": cid, "value": value} for cid, value in (answer.ratings or {}).items()]
-    checked = recorder.check(SubmissionIn.model_validate({"ratings": ratings}), held, project)
+    fields = RATING_FORMS[answer.kind].submission(answer.ratings or {}, answer.shown, project.form_settings or {})
+    checked = recorder.check(SubmissionIn.model_validate(fields), held, project)
     accepted = Accepted(held=held, user_id=user_id, project=project, now=now, late=False)
     if assignment is None:
         recorder.write(db, accepted, checked)

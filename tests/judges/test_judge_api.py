@@ -9,7 +9,7 @@ from app.models.judges import JudgeRun
 from tests.admin.helpers import admin_client, fresh
 from tests.factories import make_project, make_task, make_token
 from worker.ml.judge import DEFAULT_TEMPLATE
-from worker.ml.judge_forms import GOOD_BAD_TEMPLATE, LIKERT_TEMPLATE
+from worker.ml.judge_forms import GOOD_BAD_TEMPLATE, LIKERT_TEMPLATE, MULTI_ASPECT_TEMPLATE
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -79,7 +79,7 @@ def test_settings_that_cannot_work_are_refused_by_name(db, client, change, field
     assert refused.status_code == 422 and field in refused.text and words in refused.text, refused.text
 
 
-def test_rating_form_projects_get_their_forms_template_and_multi_aspect_none_yet(db, client):
+def test_rating_form_projects_get_their_forms_template(db, client):
     token = make_token(db, "admin")
     likert = make_project(db, k_min=1, k_max=3, feedback_form="likert", form_settings={"likert_points": 5})
     made = client.put(
@@ -97,8 +97,8 @@ def test_rating_form_projects_get_their_forms_template_and_multi_aspect_none_yet
     assert made.status_code == 200 and made.json()["prompt_template"] == GOOD_BAD_TEMPLATE, made.text
     aspects = {"aspects": [{"name": "helpfulness", "scale": "likert"}], "likert_points": 5}
     multi = make_project(db, k_min=1, k_max=3, feedback_form="multi_aspect", form_settings=aspects)
-    refused = client.put(f"/api/v1/projects/{multi.id}/judge", json={}, headers=_auth(token))
-    assert refused.status_code == 422 and "not multi_aspect yet" in refused.text, refused.text
+    made = client.put(f"/api/v1/projects/{multi.id}/judge", json={}, headers=_auth(token))
+    assert made.status_code == 200 and made.json()["prompt_template"] == MULTI_ASPECT_TEMPLATE, made.text
     admin_client(client, db)
     shown = client.get(f"/admin/projects/{likert.id}/judge")
     assert shown.status_code == 200 and "Prompt template ({prompt}, {completion}, {points}, {labels})" in shown.text

@@ -153,3 +153,55 @@ def test_rating_answers_are_parsed_strictly_and_scores_map_to_ratings():
     # Likert: p(Yes) in N equal bins; good/bad: p(Yes) > 0.5.
     assert [judge_forms.likert_from_score(s, 5) for s in (-9.0, -1.0, 0.0, 1.0, 9.0, 800.0)] == [1, 2, 3, 4, 5, 5]
     assert [judge_forms.good_bad_from_score(s) for s in (-0.1, 0.0, 0.1)] == [0, 0, 1]
+
+
+def test_the_endpoint_judge_rates_each_aspect_of_a_multi_aspect_task(db, unit):
+    """helpfulness (Likert) and honesty (ranked) asked about apart; the overall ranking by the
+    mean of a completion's ratings; stored as the form's answer, agreement on the Likert aspect."""
+    project = make_project(db, overlap=2)
+    task = make_form_task(db, project, "multi_aspect")  # FORM_SETTINGS: the overall ranking asked for
+    _task_texts(db, task, ["best", "ok", "bad"])
+    human = make_user(db, projects=[project])
+    ids = {item.completion.text: item.completion_id for item in task.items}
+    view = next_view(db, human, project)
+    answer = SubmissionIn(
+        ratings=[{"completion_id": ids[w], "aspect": "helpfulness", "value": POINTS[w]} for w in ids],
+        aspect_rankings={"honesty": [[ids["best"]], [ids["ok"]], [ids["bad"]]]},
+        ranking=[[ids["best"]], [ids["ok"]], [ids["bad"]]],
+    )
+    submission.submit_answer(
+        db, user=human, project=project, assignment_id=view.assignment_id, data=answer, sweep_every=3600
+    )
+    db.commit()
+    honesty = {"best": 2, "ok": 2, "bad": 5}
+
+    def reply(messages, _i) -> str:
+        text = messages[-1]["content"]
+        word = re.search(r"## The answer\n(\w+)", text).group(1)
+        if "answer's Helpful," in text:
+            return f"Rating: {POINTS[word]}"
+        assert "answer's Honest <b>really</b>," in text  # the aspect's label, as the admin wrote it
+        return f"Rating: {honesty[word]}/5"
+
+    with OpenAIServer(model_name="j", reply=reply) as server:
+        judge = set_judge(db, project, kind="endpoint", endpoint_url=server.url, endpoint_model="j")
+        judging.run(new_run(db, judge), session=unit)
+
+    assert verdicts(db, judge.user_id) == {task.id: "stored"}
+    db.commit()
+    rows = db.execute(
+        select(FeedbackRating.completion_id, FeedbackRating.aspect, FeedbackRating.value)
+        .join(Feedback, Feedback.id == FeedbackRating.feedback_id)
+        .where(Feedback.user_id == judge.user_id)
+    ).all()
+    word = {cid: w for w, cid in ids.items()}
+    stored = {(word[cid], aspect): value for cid, aspect, value in rows}
+    assert {w: stored[(w, "helpfulness")] for w in ids} == {"best": 5, "ok": 3, "bad": 1}
+    # Ranked aspects and the overall ranking are levels (0 = best; ties share one).
+    assert {w: stored[(w, "honesty")] for w in ids} == {"bad": 0, "best": 1, "ok": 1}
+    assert {w: stored[(w, "")] for w in ids} == {"best": 0, "bad": 1, "ok": 2}  # means 3.5, 3, 2.5
+    assert task_counts(db, task.id) == (1, 1, "open")  # compare only: the human's answer alone counts
+
+    agreement = judge_agreement.agreement(db, project_id=project.id)
+    assert agreement.measure == "Likert aspects" and agreement.human.comparisons == 0
+    assert (agreement.judge.comparisons, agreement.judge.agreement_pct) == (3, 100.0)

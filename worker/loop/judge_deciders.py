@@ -30,16 +30,14 @@ class Decision(NamedTuple):
     """Ranking forms: each order's answer, best first (position-bias analysis)."""
     groups: list[list[int]] | None = None
     """Ranking forms: the combined ranking, best first (None when nothing is stored)."""
-    values: list[int] | None = None
-    """Rating forms: each completion's value, as the form stores it."""
+    values: list[dict[str, int]] | None = None
+    """Rating forms: each completion's value per aspect ("" for its own rating)."""
 
     def stored_as(self, ids: list[int]) -> dict[str, Any]:
         """record_verdict's groups / ratings / orders, in completion ids."""
         if self.values is not None:
-            return {
-                "ratings": dict(zip(ids, self.values, strict=True)),
-                "orders": judge_forms.values_text(ids, self.values),
-            }
+            ratings = dict(zip(ids, self.values, strict=True))
+            return {"ratings": ratings, "orders": judge_forms.values_text(ratings)}
         groups = None if self.groups is None else [[ids[i] for i in group] for group in self.groups]
         return {"groups": groups, "orders": ";".join(",".join(str(ids[i]) for i in order) for order in self.orders)}
 
@@ -87,30 +85,40 @@ def pointwise(local: judge_ml.LocalJudge) -> Decide:
 
 
 def rate_each(value_of: Callable[[str], int | None], form: FormJudge, cfg: JudgeSettings) -> Decide:
-    """Each completion asked about alone with the form's template; one that gets no value (an
-    endpoint's answers never parsed) makes the task unparseable, and nothing of it is stored."""
+    """Each completion asked about alone (on each aspect alone) with the form's template; one
+    that gets no value (an endpoint's answers never parsed) makes the task unparseable, and
+    nothing of it is stored."""
+    aspects = form.aspects(cfg.form_settings)
 
     def decide(prompt: str, texts: list[str]) -> Decision:
         given = list(range(len(texts)))
-        values: list[int] = []
+        values: list[dict[str, int]] = []
         for text in texts:
-            rendered = judge_forms.render_rating_prompt(
-                cfg.template, form, cfg.form_settings, prompt=prompt, completion=text
-            )
-            value = value_of(rendered)
-            if value is None:
-                return Decision(UNPARSEABLE, given, [])
-            values.append(value)
+            mine: dict[str, int] = {}
+            for name, label in aspects:
+                rendered = judge_forms.render_rating_prompt(
+                    cfg.template, form, cfg.form_settings, prompt=prompt, completion=text, aspect=label
+                )
+                value = value_of(rendered)
+                if value is None:
+                    return Decision(UNPARSEABLE, given, [])
+                mine[name] = value
+            values.append(mine)
         return Decision(STORED, given, [], values=values)
 
     return decide
 
 
 def rate_pointwise(local: judge_ml.LocalJudge, form: FormJudge, cfg: JudgeSettings) -> Decide:
-    """The pointwise Yes/No score mapped to the form's value (judge_forms: p(Yes) bins / > 0.5)."""
+    """The pointwise Yes/No score mapped to the form's value (judge_forms: p(Yes) bins / > 0.5).
+    Its question names no aspect, so every aspect of a completion gets the same value."""
+    aspects = form.aspects(cfg.form_settings)
 
     def decide(prompt: str, texts: list[str]) -> Decision:
-        values = [form.from_score(score, cfg.form_settings) for score in local.scores(prompt, texts)]
+        values = []
+        for score in local.scores(prompt, texts):
+            value = form.from_score(score, cfg.form_settings)
+            values.append({name: value for name, _label in aspects})
         return Decision(STORED, list(range(len(texts))), [], values=values)
 
     return decide

@@ -24,6 +24,7 @@ from typing import Any
 
 LIKERT = "likert"
 GOOD_BAD = "good_bad"
+MULTI_ASPECT = "multi_aspect"
 
 LIKERT_TEMPLATE = """You are judging an answer written by an AI assistant.
 
@@ -50,6 +51,20 @@ Is this answer good (helpful, correct and harmless) or bad?
 Reply with one line and nothing else:
 Verdict: Good or Bad"""
 """Placeholders: {prompt}, {completion}."""
+
+MULTI_ASPECT_TEMPLATE = """You are judging an answer written by an AI assistant.
+
+## The user's request
+{prompt}
+
+## The answer
+{completion}
+
+Rate only the answer's {aspect}, from 1 (worst) to {points} (best).{labels}
+Reply with one line and nothing else:
+Rating: <a whole number from 1 to {points}>"""
+"""Asked once per completion and aspect. Placeholders: {prompt}, {completion}, {aspect} (the
+aspect's label), {points}, {labels}."""
 
 _RATING_LINE = re.compile(r"^\W*rating\W*[:=]\s*\**\s*(\d+)\s*(?:/\s*(\d+))?\s*\**\.?\s*$", re.IGNORECASE)
 _VERDICT_LINE = re.compile(r"^\W*(?:verdict\W*[:=]\s*)?\**\s*(good|bad)\s*\**\.?\s*$", re.IGNORECASE)
@@ -100,9 +115,48 @@ def _labels(settings: Mapping[str, Any]) -> str:
     return " The points mean: " + ", ".join(f"{i} = {label}" for i, label in enumerate(labels, start=1)) + "."
 
 
+Values = Mapping[int, Mapping[str, int]]
+"""completion id -> aspect ("" for the completion's own rating) -> value."""
+
+
+def _overall(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [("", "")]
+
+
+def _aspects(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(a["name"], a.get("label") or a["name"]) for a in settings.get("aspects", [])]
+
+
+def _one_rating_each(values: Values, ids: Sequence[int], settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {"ratings": [{"completion_id": cid, "value": values[cid][""]} for cid in ids]}
+
+
+def groups_by_value(values: Mapping[int, float]) -> list[list[int]]:
+    """Completion ids grouped by equal value, highest first (a ranking with ties)."""
+    groups: dict[float, list[int]] = {}
+    for cid, value in values.items():
+        groups.setdefault(round(value, 6), []).append(cid)
+    return [groups[value] for value in sorted(groups, reverse=True)]
+
+
+def _multi_aspect(values: Values, ids: Sequence[int], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Likert aspects as ratings; a ranking aspect, and the overall ranking when the project asks
+    for one (by the mean of the completion's aspect ratings), ranked by rating, equal ones tied."""
+    answer: dict[str, Any] = {"ratings": [], "aspect_rankings": {}}
+    for aspect in settings.get("aspects", []):
+        name = aspect["name"]
+        if aspect.get("scale", "likert") == "likert":
+            answer["ratings"] += [{"completion_id": cid, "aspect": name, "value": values[cid][name]} for cid in ids]
+        else:
+            answer["aspect_rankings"][name] = groups_by_value({cid: values[cid][name] for cid in ids})
+    if settings.get("overall_ranking"):
+        answer["ranking"] = groups_by_value({cid: sum(values[cid].values()) / len(values[cid]) for cid in ids})
+    return answer
+
+
 @dataclass(frozen=True)
 class FormJudge:
-    """How a judge rates one completion on a rating form."""
+    """How a judge rates one completion (on each aspect the form has) on a rating form."""
 
     template: str
     """The default prompt template (admins may replace it)."""
@@ -119,18 +173,29 @@ class FormJudge:
     options: Callable[[Mapping[str, Any]], list[tuple[str, int]]]
     """The local judge's constrained answers after the template's answer prefix: (text, value)."""
     answer_prefix: str
+    aspects: Callable[[Mapping[str, Any]], list[tuple[str, str]]] = _overall
+    """(name, label) of what is rated per completion: ("", "") alone, or each aspect."""
+    submission: Callable[[Values, Sequence[int], Mapping[str, Any]], dict[str, Any]] = _one_rating_each
+    """The values as the form's answer (the JSON API's SubmissionIn fields), ids in task order."""
 
 
-RATING_FORMS: dict[str, FormJudge] = {
-    LIKERT: FormJudge(
-        template=LIKERT_TEMPLATE,
-        placeholders=("{prompt}", "{completion}", "{points}"),
-        all_placeholders=("{prompt}", "{completion}", "{points}", "{labels}"),
+def _likert(template: str, **kwargs: Any) -> FormJudge:
+    return FormJudge(
+        template=template,
         fields=lambda s: {"points": _points(s), "labels": _labels(s)},
         parse=lambda answer, s: parse_likert(answer, _points(s)),
         from_score=lambda score, s: likert_from_score(score, _points(s)),
         options=lambda s: [(f" {i}", i) for i in range(1, _points(s) + 1)],
         answer_prefix="Rating:",
+        **kwargs,
+    )
+
+
+RATING_FORMS: dict[str, FormJudge] = {
+    LIKERT: _likert(
+        LIKERT_TEMPLATE,
+        placeholders=("{prompt}", "{completion}", "{points}"),
+        all_placeholders=("{prompt}", "{completion}", "{points}", "{labels}"),
     ),
     GOOD_BAD: FormJudge(
         template=GOOD_BAD_TEMPLATE,
@@ -142,14 +207,24 @@ RATING_FORMS: dict[str, FormJudge] = {
         options=lambda s: [(" Good", 1), (" Bad", 0)],
         answer_prefix="Verdict:",
     ),
+    MULTI_ASPECT: _likert(
+        MULTI_ASPECT_TEMPLATE,
+        placeholders=("{prompt}", "{completion}", "{aspect}", "{points}"),
+        all_placeholders=("{prompt}", "{completion}", "{aspect}", "{points}", "{labels}"),
+        aspects=_aspects,
+        submission=_multi_aspect,
+    ),
 }
-"""The rating forms a judge can answer. multi_aspect has none yet (docs/ai-judges.md)."""
+"""The rating forms a judge can answer, each completion alone (and each aspect alone)."""
 
 
-def render_rating_prompt(template: str, form: FormJudge, settings: Mapping[str, Any], *, prompt: str, completion: str):
-    return template.format(
-        prompt=prompt, completion=completion, **{"points": "", "labels": "", **form.fields(settings)}
-    )
+def render_rating_prompt(
+    template: str, form: FormJudge, settings: Mapping[str, Any], *, prompt: str, completion: str, aspect: str = ""
+) -> str:
+    """The judge's prompt about one completion (on one aspect: its label); the form's other
+    placeholders come from the project's settings."""
+    fields = {"points": "", "labels": "", **form.fields(settings), "aspect": aspect}
+    return template.format(prompt=prompt, completion=completion, **fields)
 
 
 def check_rating_template(template: str, form: FormJudge) -> None:
@@ -158,14 +233,17 @@ def check_rating_template(template: str, form: FormJudge) -> None:
         if needed not in template:
             raise ValueError(f"the template must contain {needed}")
     try:
-        template.format(prompt="", completion="", points=5, labels="")
+        template.format(prompt="", completion="", points=5, labels="", aspect="")
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(
-            f"the template has a placeholder other than {{prompt}}, {{completion}}, {{points}}, {{labels}} "
+            f"the template has a placeholder other than {', '.join(form.all_placeholders)} "
             f"or an unmatched brace ({exc!r}); write a literal brace as {{{{ or }}}}"
         ) from None
 
 
-def values_text(ids: Sequence[int], values: Sequence[int]) -> str:
-    """A verdict's record of a rating answer: "completion id:value" pairs, e.g. "12:4,13:2"."""
-    return ",".join(f"{cid}:{value}" for cid, value in zip(ids, values, strict=True))
+def values_text(values: Values) -> str:
+    """A verdict's record of a rating answer, e.g. "12:4,13:2" or "12:helpfulness=4/honesty=2"."""
+    return ",".join(
+        f"{cid}:" + "/".join(f"{a}={v}" if a else str(v) for a, v in by_aspect.items())
+        for cid, by_aspect in values.items()
+    )

@@ -101,7 +101,9 @@ def format_number(value: float) -> str:
         if "e" in text:  # .3g chose exponent form for e.g. 12345; spell it out
             text = f"{value:.0f}"
         return text
-    return f"{value:.2e}"
+    # Tiny or huge (learning rates): the shortest exponent form, so an axis label fits its margin.
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def frame_for(points: Sequence[Point], y_ticks: Sequence[float]) -> Frame:

@@ -11,7 +11,9 @@ are one statement with data-modifying CTEs. Postgres runs each CTE once, all aga
     in a form only ix_ranking_tasks_handout can serve: given the equality, the planner walked the
     primary key instead whenever its statistics lagged behind a burst of labeling ("all tasks
     open"), stepping over every finished task at the front of the table, slower as the project
-    grows (docs/labeling-performance.md, "The browser flow and a one-statement handout", step 4);
+    grows (docs/labeling-performance.md, "The browser flow and a one-statement handout", step 4).
+    Under an active handout order (`prioritized`) the ORDER BY puts `handout_priority DESC NULLS
+    LAST` between the two, which ix_ranking_tasks_priority serves the same way (migration 0010);
   * `shown` shuffles the task's completion ids by handout.display_order's key, computed in SQL;
   * `lease` inserts the assignment (the unique (task_id, user_id) stays the backstop);
   * the final SELECT reads the content and the progress counts. `left_for_you` takes the

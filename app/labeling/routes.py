@@ -34,6 +34,7 @@ from app.labeling.schemas import (
     SkipOut,
     SubmissionIn,
     SubmitOut,
+    SuggestionOut,
     TaskOut,
     form_family,
     form_out,
@@ -221,10 +222,12 @@ def _raise(exc: LabelingError) -> NoReturn:
     raise HTTPException(exc.status_code, exc.message)
 
 
-def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None:
+def _task_out(view: service.TaskView | None, project: Project, db: Session) -> TaskOut | None:
     if view is None:
         return None
     kind = view.task_type
+    hint = suggestions.suggestion(db, project_id=view.project_id, task_id=view.task_id, kind=view.kind)
+    labels = {c.id: c.letter for c in view.completions}
     return TaskOut(
         kind=view.kind,
         assignment_id=view.assignment_id,
@@ -241,6 +244,9 @@ def _task_out(view: service.TaskView | None, project: Project) -> TaskOut | None
         if view.extra is None
         else DemonstrationOut(id=view.extra.demonstration_id, response=view.extra.response),
         form=form_out(project.form_settings or {}) if kind.shows_form else None,
+        suggestion=None
+        if hint is None
+        else SuggestionOut(judge=hint.judge, order=[[labels[c] for c in g if c in labels] for g in hint.groups]),
     )
 
 
@@ -252,7 +258,7 @@ def api_next_task(project_id: ProjectId, db: DbDep, user: UserDep, settings: Set
         view = service.current_task(db, user=user, project=project, sweep_every=settings.lease_sweep_seconds)
     except LabelingError as exc:
         _raise(exc)
-    return NextTaskOut(task=_task_out(view, project))
+    return NextTaskOut(task=_task_out(view, project, db))
 
 
 @api_router.post(
@@ -299,7 +305,7 @@ def api_submit(
         feedback_id=result.id if result.stores == "feedback" else None,
         late=result.late,
         duplicate=result.duplicate,
-        next=_task_out(view, project),
+        next=_task_out(view, project, db),
     )
 
 
@@ -325,4 +331,4 @@ def api_skip(
         )
     except LabelingError as exc:
         _raise(exc)
-    return SkipOut(next=_task_out(view, project))
+    return SkipOut(next=_task_out(view, project, db))

@@ -267,6 +267,13 @@ def form_out(settings: Mapping[str, Any]) -> FormOut:
     )
 
 
+class SuggestionOut(BaseModel):
+    judge: str
+    """The judge's name and version, e.g. "critic v2"."""
+    order: list[list[str]]
+    """Completion labels (A, B, ...) best first; a group of several is a tie."""
+
+
 class TaskOut(BaseModel):
     kind: Literal[
         "ranking",
@@ -298,6 +305,9 @@ class TaskOut(BaseModel):
     """The demonstration to review (demonstration_review tasks only)."""
     form: FormOut | None = None
     """The rating scale and aspects (likert, good_bad and multi_aspect tasks only)."""
+    suggestion: SuggestionOut | None = None
+    """The project's AI judge's order of these completions, when the project shows suggestions
+    (off by default) and the judge has judged this task: a hint, never the right answer."""
 
 
 class NextTaskOut(BaseModel):

@@ -54,6 +54,7 @@ def test_the_ranking_page_shows_the_suggestion_only_when_turned_on(client, db):
     page = client.get(f"/projects/{project.id}/label")
     assert page.status_code == 200 and "data-completion-id" in page.text
     assert "AI suggestion" not in page.text and "data-ai-suggestion" not in page.text  # off by default
+    assert client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"]["suggestion"] is None
 
     set_judge(db, project, name="critic", show_suggestion=True)
     page = client.get(f"/projects/{project.id}/label")
@@ -65,9 +66,16 @@ def test_the_ranking_page_shows_the_suggestion_only_when_turned_on(client, db):
     field = re.search(r'name="ranking" value="([^"]*)"', page.text).group(1).replace("&#34;", '"')
     assert json.loads(field) == [[cid] for cid in letters]
 
+    # The JSON API carries the same suggestion, in the task's labels.
+    api_task = client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"]
+    by_label = {item["label"]: item["id"] for item in api_task["completions"]}
+    assert api_task["suggestion"]["judge"] == "critic v1"
+    assert [[by_label[x] for x in group] for group in api_task["suggestion"]["order"]] == [[c], [a, b], [d]]
+
     # A new judge version has judged nothing yet: no suggestion (the old version's is not shown).
     set_judge(db, project, name="critic", show_suggestion=True, orders=3)
     assert "AI suggestion" not in client.get(f"/projects/{project.id}/label").text
+    assert client.get(f"/api/v1/labeling/projects/{project.id}/next").json()["task"]["suggestion"] is None
 
 
 def test_the_pairwise_page_shows_it_and_a_task_without_a_verdict_does_not(client, db):

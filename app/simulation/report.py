@@ -185,7 +185,7 @@ class Report:
         row = self.rows[number]
         return (
             f"round {number}: gold {row.gold:+.3f} (length-controlled {row.lc_gold:+.3f}), win vs base "
-            f"{row.win_vs_base:.1%}, {row.words:.1f} words, agreement {row.agreement:.1%}, "
+            f"{row.win_vs_base:.1%}, {row.words:.1f} words, agreement {_pct(row.agreement)}, "
             f"RM val acc {_pct(row.rm_accuracy)} (ceiling {row.ceiling:.1%}), {policy_text(self.optimizer, row.policy)}"
         )
 
@@ -200,7 +200,7 @@ class Report:
             policy = "base" if row.number == 0 else f"{self.label} r{row.number - 1}"
             lines.append(
                 f"{row.number:>5} {policy:>8} {row.gold:>+7.3f} {row.lc_gold:>+7.3f} {row.win_vs_base:>8.1%} "
-                f"{row.words:>6.1f} {_num(row.kl, '6.3f')} {row.agreement:>6.1%} "
+                f"{row.words:>6.1f} {_num(row.kl, '6.3f')} {_pct(row.agreement):>6} "
                 f"{_pct(row.rm_accuracy):>7} {row.ceiling:>7.1%}"
             )
         total_agree = [r for r in self.rows if r.agreement_pairs]
@@ -244,7 +244,8 @@ def human_text(human: Human) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
+    """A share as a percentage; "—" when there is none (None, or NaN: no pairs to compare)."""
+    return "—" if value is None or value != value else f"{value:.1%}"
 
 
 def _num(value: float | None, spec: str) -> str:

@@ -57,7 +57,7 @@ def test_two_processes_train_the_same_reward_model_as_one(tiny_model_dir, tmp_pa
     dist = DistributedConfig(processes=2, timeout_seconds=240, collective_timeout_seconds=60)
     two = launch_reward(cfg, rankings, tmp_path / "two", dist, on_progress=lambda *e: events.append(e))
 
-    assert two["processes"] == 2 and two["steps"] == one["steps"] == 5
+    assert two["processes"] == 2 and two["steps"] == one["steps"] == 5 and two["distributed_type"] == "MULTI_CPU"
     # the parent saw rank 0's progress, every training step, then the save
     assert [e for e in events if e[2] == "train"] == [(s, 5, "train") for s in range(1, 6)]
     assert events[-1] == (1, 1, "saved")
@@ -97,4 +97,13 @@ def test_a_stalled_rank_times_the_others_out_instead_of_hanging(tiny_model_dir, 
         launch_reward(_cfg(tiny_model_dir), rankings, tmp_path / "rm", dist)
     print(str(error.value).splitlines()[0])
     assert "timed out" in str(error.value).splitlines()[0].lower()
+    assert not (tmp_path / "rm").exists()
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed2", "deepspeed3"])
+def test_sharded_strategies_are_refused_on_cpu_before_any_rank_starts(tiny_model_dir, tmp_path, rankings, strategy):
+    # accelerate would run them as plain DDP on CPU ranks without a word (docs/distributed.md)
+    dist = DistributedConfig(processes=2, strategy=strategy, device="cpu")
+    with pytest.raises(ValueError, match=f"strategy: '{strategy}' needs GPUs"):
+        launch_reward(_cfg(tiny_model_dir), rankings, tmp_path / "rm", dist)
     assert not (tmp_path / "rm").exists()

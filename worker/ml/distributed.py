@@ -1,21 +1,25 @@
 """Data-parallel training across N processes through accelerate (docs/distributed.md).
 
-`launch_reward` / `launch_sft` run `accelerate launch` (torchrun underneath) as a subprocess: N
-ranks of `python -m worker.ml.distributed reward|sft`, gloo on CPU, NCCL on GPUs. The parent
-tails the progress JSONL rank 0 writes, forwards it to on_progress (and SFT's on_step), and
-returns rank 0's metrics; a rank that fails (or a run past its time limit) ends every rank and
-raises DistributedRunError.
+`launch_reward` / `launch_sft` (and distributed_policy.py's launch_dpo / launch_rloo /
+launch_ppo) run `accelerate launch` (torchrun underneath) as a subprocess: N ranks of
+`python -m worker.ml.distributed STAGE`, gloo on CPU, NCCL on GPUs; `rank_stages()` maps each
+stage to the trainer a rank runs. The parent tails the progress JSONL rank 0 writes, forwards it
+to on_progress (and on_step), and returns rank 0's metrics; a rank that fails (or a run past its
+time limit) ends every rank and raises DistributedRunError.
 
 Inside a rank, train_reward(..., accelerator=...) builds the same global batches as one process
-would, from the same seed; each rank takes a slice of every batch (`data_parallel_step`), the
+would, from the same seed; each rank takes a slice of every batch (distributed_reward.py), the
 loss is normalised by the global batch's count, and the all-reduced gradient is that of the
-whole batch. Rank 0 alone evaluates and saves (`main_process_model`). train_sft does the same
-with its planned token-budget steps (sft.py `_data_parallel_step`; DDP only).
+whole batch. Rank 0 alone evaluates and saves. train_sft does the same with its planned
+token-budget steps (sft.py `_data_parallel_step`; DDP only), train_dpo with its batches of
+rankings (distributed_dpo.py); PPO, RLOO and GRPO split each iteration's prompts
+(distributed_rl.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -34,9 +38,7 @@ import torch
 
 from worker.ml.config import RewardConfig, _check, _Config
 from worker.ml.data import Ranking, write_jsonl
-from worker.ml.losses import LOSSES, informative
-from worker.ml.models import Progress, autocast
-from worker.ml.scorer import token_budget_chunks
+from worker.ml.models import Progress
 from worker.ml.sft_config import SFTConfig
 
 STRATEGIES = ("ddp", "fsdp", "deepspeed2", "deepspeed3")
@@ -81,50 +83,6 @@ class DistributedConfig(_Config):
 
 
 # --- inside a rank ---------------------------------------------------------------------------
-
-
-def data_parallel_step(accelerator, scorer, sets: Sequence[Any], n_informative: int, cfg: RewardConfig) -> float:
-    """Forward and backward this rank's slice of a global batch of EncodedSets (`sets`, the
-    same list on every rank); gradients are all-reduced once. Returns the global batch's mean
-    loss, the same on every rank and the same as one process computes."""
-    rank, world = accelerator.process_index, accelerator.num_processes
-    # DDP / FSDP / DeepSpeed average gradients over ranks; `world / n` turns that average into
-    # the sum of every rank's share over the global count: the one-process gradient.
-    mine, weight = list(sets[rank::world]), world / n_informative
-    if not mine:  # fewer rankings than ranks this step: join the all-reduce with a zero gradient
-        mine, weight = list(sets[:1]), 0.0
-    chunks = token_budget_chunks([s.cost(cfg.share_prompt_prefix) for s in mine], cfg.max_tokens_per_forward)
-    if len(chunks) > 1 and accelerator.distributed_type.value == "DEEPSPEED":
-        raise ValueError(
-            "max_tokens_per_forward: DeepSpeed steps the optimizer on every backward; raise it so "
-            f"a rank's slice of a step fits one forward ({len(chunks)} needed)"
-        )
-    local = 0.0
-    for c, chunk in enumerate(chunks):
-        # ranks may need different numbers of forwards: all-reduce on the last backward only
-        last = c == len(chunks) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(scorer):
-            with autocast(accelerator.device, cfg.autocast):
-                scores, levels = scorer([mine[i] for i in chunk])  # (rows, K) each
-            _, per_ranking = LOSSES[cfg.loss](scores, levels)  # (rows,)
-            share = (per_ranking * informative(levels)).sum()
-            accelerator.backward(share * weight)
-        local += share.item() * weight / world
-    return float(accelerator.reduce(torch.tensor([local], device=accelerator.device), "sum")[0])
-
-
-def main_process_model(accelerator, scorer, model, rebuild: Callable[[], Any]):
-    """The trained model, whole, on rank 0; None on the other ranks. Under DDP every rank
-    already holds it; under FSDP or DeepSpeed every rank joins the gather of the shards, which
-    rank 0 loads into a fresh copy from `rebuild()`."""
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
-    state = accelerator.get_state_dict(scorer) if sharded else None  # a collective
-    if not accelerator.is_main_process:
-        return None
-    if state is not None:
-        model = rebuild()
-        model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
-    return model
 
 
 StepHook = Callable[[int, dict[str, float]], None]
@@ -203,7 +161,8 @@ def _rank_main(argv: Sequence[str]) -> int:
     )
     reporter = RankReporter(run / "progress.jsonl", accelerator.process_index)
     metrics = stages[stage](accelerator, spec, run, reporter)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process:  # what accelerate made of the flags: MULTI_CPU, FSDP, DEEPSPEED, ...
+        metrics["distributed_type"] = accelerator.distributed_type.value
         (run / "result.tmp").write_text(json.dumps(metrics, default=str))
         (run / "result.tmp").rename(run / "result.json")
     accelerator.end_training()
@@ -295,17 +254,21 @@ def accelerate_command(dist: DistributedConfig, device: str) -> list[str]:
     if dist.accelerate_config:
         return [*command, "--config_file", dist.accelerate_config]
     command += ["--mixed_precision", dist.mixed_precision]
-    if dist.strategy == "fsdp" and device != "cpu":
+    if dist.strategy != "ddp" and device == "cpu":
+        # accelerate (1.16) applies FSDP only to GPU-like process groups and skips DeepSpeed on
+        # CPU ranks: both would silently run plain DDP here (docs/distributed.md, measured)
+        raise ValueError(f"strategy: {dist.strategy!r} needs GPUs; on CPU only 'ddp' (gloo) runs")
+    if dist.strategy == "fsdp":
         # use_orig_params: LoRA mixes frozen and trainable weights in one wrapped layer;
         # FULL_STATE_DICT: rank 0 gathers the whole model to evaluate and save it
         command += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_use_orig_params", "true"]
         command += ["--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
-    elif dist.strategy.startswith("deepspeed") and device != "cpu":
+    elif dist.strategy.startswith("deepspeed"):
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(f"strategy: {dist.strategy!r} needs the deepspeed package (pip install deepspeed)")
         stage = dist.strategy.removeprefix("deepspeed")
         command += ["--use_deepspeed", "--zero_stage", stage, "--gradient_accumulation_steps", "1"]
         command += ["--zero3_save_16bit_model", "true"] if stage == "3" else []
-    elif dist.strategy != "ddp":
-        raise ValueError(f"strategy: {dist.strategy!r} needs GPUs; on CPU only 'ddp' (gloo) runs")
     elif dist.processes > 1:
         command += ["--multi_gpu"]  # torchrun; the ranks pick gloo on CPU, NCCL on GPUs
     return command

@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from worker.ml.config import RewardConfig
 from worker.ml.data import RankedSet, Ranking, group_rankings, split_by_prompt
-from worker.ml.distributed import data_parallel_step, main_process_model
+from worker.ml.distributed_reward import data_parallel_step, main_process_model
 from worker.ml.formatting import encode_reward_texts, has_chat_template
 from worker.ml.lora import resolve_lora_targets
 from worker.ml.losses import LOSSES, informative, pair_accuracy_counts

@@ -25,6 +25,7 @@ from app.models import (
     TrainingRound,
     utcnow,
 )
+from app.projects import priorities
 from app.rounds import lifecycle
 from app.rounds.lifecycle import S
 from worker.loop.configs import VersionRef, generation_config, version_path
@@ -192,6 +193,8 @@ def finish_if_complete(round_id: int) -> bool:
         )
         if by_judge:
             lifecycle.enqueue_step(db, training_round=training_round)
+        else:  # under an active handout order the new tasks get scored, not queued behind the old
+            priorities.refresh_after_new_tasks(db, project_id=training_round.project_id)
         prev = db.scalar(
             select(TrainingRound).where(
                 TrainingRound.project_id == training_round.project_id, TrainingRound.number == training_round.number - 1

@@ -1,11 +1,11 @@
 """Human rankings needed to reach a held-out reward-model accuracy: active vs random handout
 order (issue 16 §3; docs/active-learning.md has the results).
 
-The pool: every simulated-team prompt (app/simulation/tasks.py, ~330) gets --samples answers
-from the bundled SmolLM2-135M-Instruct (temperature 1, 40 new tokens, as `ranklab simulate`);
-each prompt's answers make --samples/K ranking tasks of K completions. Generated once and
-cached in --out (pool.json), with the frozen model's last-token features (features.pt,
-worker.ml.active.completion_features).
+The pool: each of the simulated team's 216 prompts (app/simulation/tasks.py) gets --samples
+answers from the bundled SmolLM2-135M-Instruct per --parts (temperature 1, 40 new tokens, as
+`ranklab simulate`); a prompt's answers make ranking tasks of K. Generated once and cached in
+--out (pool-<part>.json, resumable), with the frozen model's last-token features
+(features-cache.pt, worker.ml.active.completion_features).
 
 Per seed: prompts split into a held-out third and a pool; noisy simulated labelers (the
 team's: own part weights, position bias, noise solved for InstructGPT's 72.6% agreement,
@@ -17,8 +17,12 @@ handout starts with --start random rankings, then hands out --step tasks at a ti
 after each step, in one of three orders: random, "disagreement" (a 5-head bootstrap ensemble's
 variance of pairwise preference) or "margin" (smallest gap of the ensemble's mean scores).
 
-    nice -n 5 .venv/bin/python bench/active_learning.py                 # pool (~20 min CPU once) + 3 seeds
-    .venv/bin/python bench/active_learning.py --seeds 0 1 2 --budget 300 --chart docs/img/active-learning.svg
+    .venv/bin/python bench/active_learning.py --chart docs/img/active-learning.svg
+    .venv/bin/python bench/active_learning.py --available   # use the pool generated so far
+
+The pool took ~45 min wall on a shared 2-core CPU at load 6-15 (generation and features, one
+thread each: torch's OpenMP spin-waits on a busy machine); each acquisition run takes about a
+CPU second per seed and order.
 """
 
 from __future__ import annotations
@@ -217,45 +221,73 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(curves: dict[str, dict[int, list[tuple[int, float]]]], checkpoints: list[int]) -> list[dict]:
-    """Per target (random order's mean accuracy at a checkpoint) and method: rankings needed per
-    seed, and the saving against random on the same seed."""
+def mean_curve(per_seed: dict[int, list[tuple[int, float]]], seeds: list[int]) -> list[tuple[int, float]]:
+    grid = [n for n, _ in per_seed[seeds[0]]]
+    return [(n, statistics.fmean(dict(per_seed[s])[n] for s in seeds)) for n in grid]
+
+
+def summarize(curves: dict[str, dict[int, list[tuple[int, float]]]], checkpoints: list[int]) -> dict:
+    """needed: per target (random order's mean accuracy at a checkpoint) and order, rankings at
+    which the seeds' mean curve first reaches it and the saving against random; the spread is
+    the sd over 1000 bootstrap resamples of the seeds (curves of one seed share its split and
+    labelers, so seeds are resampled together). at_budget: accuracy per order at each budget,
+    mean ± sd over seeds, and its paired difference from random on the same seed."""
     seeds = sorted(curves["random"])
     grid = [n for n, _ in curves["random"][seeds[0]]]
-    rows = []
+    rng = random.Random(0)
+    resamples = [[rng.choice(seeds) for _ in seeds] for _ in range(1000)]
+    needed_rows = []
     for checkpoint in checkpoints:
         at = min(grid, key=lambda n: abs(n - checkpoint))
-        target = statistics.fmean(dict(curves["random"][s])[at] for s in seeds)
         for method in curves:
-            per_seed = {s: needed(curves[method][s], target) for s in seeds}
-            base = {s: needed(curves["random"][s], target) for s in seeds}
-            savings = [1 - per_seed[s] / base[s] for s in seeds if per_seed[s] and base[s]]  # type: ignore[operator]
-            reached = [v for v in per_seed.values() if v is not None]
-            rows.append(
+
+            def saving(draw: list[int], at: int = at, method: str = method) -> tuple[float | None, float | None]:
+                target = dict(mean_curve(curves["random"], draw))[at]
+                base, got = (
+                    needed(mean_curve(curves["random"], draw), target),
+                    needed(mean_curve(curves[method], draw), target),
+                )
+                return got, (1 - got / base if got is not None and base else None)
+
+            got, save = saving(seeds)
+            spread = [v for v in (saving(d)[1] for d in resamples) if v is not None]
+            needed_rows.append(
                 {
                     "random_at": at,
-                    "target": target,
+                    "target": dict(mean_curve(curves["random"], seeds))[at],
                     "method": method,
-                    "needed": per_seed,
-                    "needed_mean_sd": mean_sd(reached) if len(reached) == len(seeds) else None,
-                    "saving_mean_sd": mean_sd(savings) if len(savings) == len(seeds) else None,
+                    "needed": got,
+                    "saving": save,
+                    "saving_sd": statistics.stdev(spread) if len(spread) > 1 else None,
+                    "saving_resamples_reached": len(spread),
                 }
             )
-    return rows
+    budget_rows = []
+    for n in grid:
+        if n not in checkpoints and n != grid[-1]:
+            continue
+        for method in curves:
+            acc = [dict(curves[method][s])[n] for s in seeds]
+            diff = [a - dict(curves["random"][s])[n] for a, s in zip(acc, seeds, strict=True)]
+            budget_rows.append({"rankings": n, "method": method, "accuracy": mean_sd(acc), "vs_random": mean_sd(diff)})
+    return {"needed": needed_rows, "at_budget": budget_rows}
 
 
-def table(rows: list[dict]) -> str:
+def table(summary: dict) -> str:
     lines = [
-        "| target: random's mean accuracy at | target | order | rankings needed, mean ± sd | per seed "
-        "| saving vs random, mean ± sd |",
+        "| target = random's mean accuracy at | target | order | rankings needed (mean curve) "
+        "| saving vs random | sd (seed bootstrap) |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        need = "not reached" if r["needed_mean_sd"] is None else "{:.0f} ± {:.0f}".format(*r["needed_mean_sd"])
-        per_seed = ", ".join("—" if v is None else f"{v:.0f}" for v in r["needed"].values())
-        saving = "—" if r["saving_mean_sd"] is None else "{:+.0%} ± {:.0%}".format(*r["saving_mean_sd"])
-        target = f"{r['target']:.3f}"
-        lines.append(f"| {r['random_at']} rankings | {target} | {r['method']} | {need} | {per_seed} | {saving} |")
+    for r in summary["needed"]:
+        need = "not reached" if r["needed"] is None else f"{r['needed']:.0f}"
+        save = "—" if r["saving"] is None else f"{r['saving']:+.0%}"
+        sd = "—" if r["saving_sd"] is None else f"{r['saving_sd']:.0%}"
+        lines.append(f"| {r['random_at']} rankings | {r['target']:.3f} | {r['method']} | {need} | {save} | {sd} |")
+    lines += ["", "| rankings | order | held-out accuracy, mean ± sd | minus random, same seed |", "|---|---|---|---|"]
+    for r in summary["at_budget"]:
+        (m, sd), (dm, dsd) = r["accuracy"], r["vs_random"]
+        lines.append(f"| {r['rankings']} | {r['method']} | {m:.3f} ± {sd:.3f} | {dm:+.3f} ± {dsd:.3f} |")
     return "\n".join(lines)
 
 
@@ -327,11 +359,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--start", type=int, default=20, help="random rankings before the first refit")
+    p.add_argument("--start", type=int, default=10, help="random rankings before the first refit")
     p.add_argument("--step", type=int, default=10, help="rankings handed out between refits")
-    p.add_argument("--budget", type=int, default=300, help="rankings in all")
-    p.add_argument("--l2", type=float, default=1.0, help="head L2 on standardised features")
-    p.add_argument("--checkpoints", type=int, nargs="+", default=[50, 100, 200, 300])
+    p.add_argument("--budget", type=int, default=120, help="rankings in all (the pool has ~144 tasks)")
+    p.add_argument("--l2", type=float, default=30.0, help="head L2 on standardised features")
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[30, 60, 120])
     p.add_argument("--chart", type=Path, default=None, help="write the SVG curve here too")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -348,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             final = curves[method][seed][-1]
             cpu = time.process_time() - started
             print(f"seed {seed} {method}: {final[1]:.3f} at {final[0]}, {cpu:.0f} CPU s", file=sys.stderr)
-    rows = summarize(curves, args.checkpoints) if "random" in curves else []
+    rows = summarize(curves, args.checkpoints) if "random" in curves else {"needed": [], "at_budget": []}
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result = {"settings": settings, "tasks": len(tasks.gold), "curves": curves, "summary": rows}
     (args.out / "results.json").write_text(json.dumps(result, indent=1))

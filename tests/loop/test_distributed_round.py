@@ -1,6 +1,7 @@
-"""A training worker that owns several devices trains the round's reward model across all of
-them (Settings.train_processes; worker/ml/distributed.py): here 2 processes on gloo, as CI has no
-GPU, through a real Celery worker. 1-process vs 2-process equality is tests/ml/test_distributed_*."""
+"""A training worker that owns several devices trains the round's reward model and its PPO
+policy across all of them (Settings.train_processes; worker/ml/distributed.py,
+distributed_policy.py): here 2 processes on gloo, as CI has no GPU, through a real Celery
+worker. 1-process vs 2-process equality is tests/ml/test_distributed_*."""
 
 from __future__ import annotations
 
@@ -24,3 +25,6 @@ def test_a_round_trains_its_reward_model_in_two_processes(
     round0 = api.wait_status(round0["id"], "done", worker=worker)
     reward = round0["metrics"]["reward"]
     assert reward["processes"] == 2 and reward["train_rankings"] == 6 and 0.0 <= reward["val_accuracy"] <= 1.0
+    # the policy step ran PPO in 2 processes too (TINY's batch of 2 prompts, one per rank)
+    policy = round0["metrics"]["policy"]
+    assert policy["optimizer"] == "ppo" and policy["processes"] == 2 and policy["steps"] == 1

@@ -7,7 +7,7 @@ minibatch per iteration. Then rollouts, RLOO's group advantages, PPO's advantage
 mean and variance all-reduced over both ranks' tokens), the adaptive KL controller and the
 token-weighted loss are the same computations, and 2 processes train as one within float
 rounding. Measured here (printed with -s): the same sampled tokens (response lengths equal),
-per-iteration statistics within ~5e-7 (entropy ~3e-5: float32 sums over the vocabulary), LoRA
+per-iteration statistics within ~5e-6 (entropy ~3e-5: float32 sums over the vocabulary), LoRA
 weights within ~2e-5 (RLOO) / ~2e-6 (PPO; Adam's first steps amplify rounding where a gradient
 is near zero) while training moves LoRA's B matrices (zero at the start) to ~2e-2. Allowed:
 1e-4 on statistics and weights. A rank's share lost, whitening over one rank's tokens, or a

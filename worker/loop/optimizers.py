@@ -120,6 +120,7 @@ def _sampled_summary(history: dict[str, Any], keys: tuple[str, ...], prompts: in
         steps=len(history["score"]),
         seconds=round(history["total_seconds"], 2),
         prompts=prompts,
+        processes=history.get("processes", 1),  # > 1: trained data-parallel (worker/ml/distributed_rl.py)
     )
     return summary, f"score {summary['score_first']} → {summary.get('score')}, KL {summary.get('kl')}"
 

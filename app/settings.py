@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     presumed dead (worker killed) and enqueued again."""
     round_sweep_seconds: float = 30.0
     """How often each worker looks for dead steps and rounds whose labeling reached the threshold."""
+    active_min_ranked_tasks: int = Field(30, ge=1, le=1_000_000)
+    """Active-learning handout orders start scoring tasks once this many training tasks are ranked:
+    before that, uncertainty sampling measured worse than the default order (cold start,
+    docs/active-learning.md)."""
     train_processes: int = Field(1, ge=1, le=1024)
     """Processes a training worker starts for reward-model and SFT training: one per GPU it owns
     (docs/distributed.md). 1 trains in the worker's own process."""

@@ -58,8 +58,13 @@ def ambiguous_project(db, *, order: str = HandoutOrder.uncertainty):
 )
 def test_the_ambiguous_task_gets_the_top_priority_and_is_handed_out_first(db, tiny_model_dir, order):
     project, clear, ambiguous, other = ambiguous_project(db, order=order)
+    # Cold start: with fewer ranked tasks than the minimum, nothing is scored and the stats say so.
+    cold = refresh_priorities(db, project.id, str(tiny_model_dir), min_ranked_tasks=100)
+    assert cold["tasks"] == 0 and "of the 100 ranked tasks needed" in cold["skipped"]
+    db.expire_all()
+    assert db.get(RankingTask, ambiguous.id).handout_priority is None
 
-    stats = refresh_priorities(db, project.id, str(tiny_model_dir))
+    stats = refresh_priorities(db, project.id, str(tiny_model_dir), min_ranked_tasks=1)
 
     assert stats["method"] == order and stats["tasks"] == 4
     assert stats["rankings"] == 12  # the humans' only: the judge's 8 compare-only rankings are left out
@@ -83,7 +88,7 @@ def test_without_a_ranking_to_fit_on_nothing_changes_and_the_stats_say_why(db, t
     task.handout_priority = 0.5
     db.commit()
 
-    stats = refresh_priorities(db, project.id, str(tiny_model_dir))
+    stats = refresh_priorities(db, project.id, str(tiny_model_dir), min_ranked_tasks=1)
 
     assert stats["tasks"] == 0 and "no human ranking orders two completions" in stats["skipped"]
     db.expire_all()

@@ -23,7 +23,7 @@ def test_refresh_now_runs_on_the_worker_and_the_handout_follows(db, client, admi
     refused = client.post(f"/api/v1/projects/{project.id}/priorities/refresh", headers=api.headers)
     assert refused.status_code == 409 and "reward_model" in refused.json()["detail"]
     version = make_version(db, project, kind="reward", name="round 0 reward model", artifact_path=str(tiny_model_dir))
-    worker = start_worker()
+    worker = start_worker(RANKLAB_ACTIVE_MIN_RANKED_TASKS="1")
 
     queued = api.post(f"/api/v1/projects/{project.id}/priorities/refresh", expect=202)
 

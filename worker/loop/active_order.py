@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from app.db import start_write_transaction
 from app.models import HandoutOrder, ModelVersion, Project, Prompt, PromptSplit, RankingTask, TaskStatus, utcnow
 from worker.loop import data
-from worker.loop.runtime import db_session
+from worker.loop.runtime import db_session, settings
 
 N_HEADS = 5
 METHODS = {HandoutOrder.uncertainty: "disagreement", HandoutOrder.margin: "margin"}
@@ -55,6 +55,7 @@ def refresh_priorities(
     method: str | None = None,
     n_heads: int = N_HEADS,
     seed: int = 0,
+    min_ranked_tasks: int | None = None,
 ) -> dict[str, Any]:
     """Scores the project's open tasks with the reward model at `reward_model_dir` and stores the
     priorities (higher = hand out first), then commits. `method`: uncertainty or margin (default:
@@ -64,7 +65,10 @@ def refresh_priorities(
     Fitted on the project's labelling data of training prompts (worker/loop/data.rankings, which
     leaves out an AI judge's compare-only rankings and the validation prompts, as the reward
     model's training does). With no ranking that orders two completions there is nothing to fit:
-    the stored priorities are left as they are and the stats say why."""
+    the stored priorities are left as they are and the stats say why; likewise while fewer than
+    `min_ranked_tasks` (Settings.active_min_ranked_tasks) training tasks are ranked, since
+    uncertainty sampling from a handful of rankings measured worse than the default order."""
+    minimum = settings().active_min_ranked_tasks if min_ranked_tasks is None else min_ranked_tasks
     started = time.monotonic()
     inputs = _read(db, project_id, method)
     db.commit()  # no transaction stays open while the model runs
@@ -72,6 +76,11 @@ def refresh_priorities(
     priorities: dict[int, float | None] | None = None
     if not any(len(groups) >= 2 for _, _, rankings in inputs.ranked for groups in rankings):
         stats["skipped"] = "no human ranking orders two completions yet: nothing to fit the score heads on"
+    elif len(inputs.ranked) < minimum:
+        stats["skipped"] = (
+            f"{len(inputs.ranked)} of the {minimum} ranked tasks needed before the order uses priorities "
+            "(cold start: too few rankings to fit on; RANKLAB_ACTIVE_MIN_RANKED_TASKS)"
+        )
     elif inputs.open_items:
         scores = _score(reward_model_dir, inputs, n_heads=n_heads, seed=seed)
         priorities = {task_id: scores.get(task_id) for task_id in inputs.open_ids}

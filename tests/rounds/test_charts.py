@@ -96,7 +96,16 @@ def test_whole_step_axes_get_whole_labels():
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0, "0"), (0.123456, "0.123"), (12345.6, "12346"), (2.5, "2.5"), (1.2e-5, "1.2e-5"), (1e-5, "1e-5"), (2.5e7, "2.5e7"), (-0.5, "-0.5")],
+    [
+        (0, "0"),
+        (0.123456, "0.123"),
+        (12345.6, "12346"),
+        (2.5, "2.5"),
+        (1.2e-5, "1.2e-5"),
+        (1e-5, "1e-5"),
+        (2.5e7, "2.5e7"),
+        (-0.5, "-0.5"),
+    ],
 )
 def test_format_number(value, text):
     assert charts.format_number(value) == text

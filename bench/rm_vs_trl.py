@@ -59,7 +59,8 @@ from worker.ml.config import RewardConfig
 from worker.ml.data import as_messages, group_rankings, split_by_prompt
 from worker.ml.losses import pair_accuracy_counts
 from worker.ml.models import autocast_available, convert_default_model, load_tokenizer, pick_device
-from worker.ml.reward import EncodedSet, assemble, encode_sets, train_reward
+from worker.ml.reward import train_reward
+from worker.ml.reward_sets import EncodedSet, assemble, encode_sets
 from worker.ml.scorer import score_sequences
 from worker.ml.synthetic import quality_rankings
 from worker.ml.tiny import save_tiny_model

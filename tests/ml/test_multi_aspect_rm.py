@@ -14,7 +14,8 @@ from worker.ml.data import Ranking, group_rankings, split_by_prompt
 from worker.ml.feedback import Rated, to_multi_aspect_rankings
 from worker.ml.losses import pair_accuracy_counts
 from worker.ml.models import read_card
-from worker.ml.reward import build_reward_model, encode_sets, forward_sets, train_reward
+from worker.ml.reward import build_reward_model, train_reward
+from worker.ml.reward_sets import encode_sets, forward_sets
 from worker.ml.scorer import RewardScorer, sequence_scores
 from worker.ml.synthetic import FILLER, PROMPT_WORDS
 from worker.ml.tiny import tiny_tokenizer

@@ -11,7 +11,8 @@ from worker.ml.data import Ranking, group_rankings, split_by_prompt
 from worker.ml.formatting import encode_reward_texts, reward_text
 from worker.ml.model_zoo import FAMILIES, save_family_model
 from worker.ml.models import load_tokenizer, read_card
-from worker.ml.reward import build_reward_model, encode_sets, forward_sets, train_reward
+from worker.ml.reward import build_reward_model, train_reward
+from worker.ml.reward_sets import encode_sets, forward_sets
 from worker.ml.scorer import RewardScorer, score_sequences, sequence_scores
 from worker.ml.shared_prefix import supports_packing
 from worker.ml.synthetic import quality_rankings

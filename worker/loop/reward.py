@@ -43,7 +43,8 @@ def rm_accuracy(path: str, rankings: list, cfg) -> dict[str, Any] | None:
     if not rankings:
         return None
     from worker.ml.data import group_rankings
-    from worker.ml.reward import encode_sets, evaluate
+    from worker.ml.reward import evaluate
+    from worker.ml.reward_sets import encode_sets
     from worker.ml.scorer import RewardScorer
 
     scorer = RewardScorer.load(path, device=cfg.device)

@@ -1,6 +1,6 @@
 """Score K completions of one prompt while forwarding the prompt only once.
 
-Two exact ways, chosen in reward.forward_sets:
+Two exact ways, chosen in reward_sets.forward_sets:
 
 - `packed_scores` (default where the attention takes a 4-D mask): each prompt and its K
   completions are laid out back to back in one row, with a block mask that keeps every

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import services
-from tests.loop.helpers import Api, label_everything
+from tests.loop.helpers import Api, label_everything, wait_for
 from tests.loop.test_failures import SQLITE_ONLY, step_progress, versions
 from tests.loop.test_loop import tiny_config
 from worker.loop import artifacts
@@ -136,7 +136,9 @@ def test_a_full_disk_fails_the_reward_step_cleanly_and_retry_completes_the_round
     assert step_progress(db, round0["id"], "training_reward") >= 1  # it failed saving, after training
     assert versions(db, round0["id"], "reward") == 0 and failed["reward_model_id"] is None
     assert list(out.parent.iterdir()) == []  # no half-written model, no temp folder
-    assert "Traceback" in worker.output()  # re-raised: Celery recorded the task as failed
+    # Re-raised: Celery records the task as failed. It logs the traceback after the task has
+    # marked the round failed, so the line may come a moment after the status.
+    wait_for(lambda: "Traceback" in worker.output(), timeout=30, what="the task's traceback in the log", worker=worker)
 
     # The admin frees space and retries: the step runs again and the round completes.
     ballast.unlink()

@@ -53,7 +53,7 @@ TOP_LEVEL: dict[str, tuple[type, ...]] = {
     "seed": (RewardConfig, PPOConfig, DPOConfig, RLOOConfig, KTOConfig),
 }
 """Top-level settings and the dataclasses whose same-named field they set."""
-NOT_ML = {"model", "start_version_id", "optimizer", "prompts", "labeling", "evaluation"}
+NOT_ML = {"model", "start_version_id", "optimizer", "prompts", "labeling", "evaluation", "gpu_class"}
 """Resolved by the loop (the starting ModelVersion; the optimizer picks the policy step,
 worker/loop/optimizers.py) or not training settings at all (evaluation: the loop's eval step,
 worker/loop/evaluation.py)."""

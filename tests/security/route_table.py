@@ -94,6 +94,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/projects/{project_id}/judge"): ADMIN_PAGE,
     ("POST", "/admin/projects/{project_id}/judge"): ADMIN_PAGE,
     ("POST", "/admin/projects/{project_id}/judge/runs"): ADMIN_PAGE,
+    # Active-learning handout priorities (issue 16 §2)
+    ("POST", "/admin/projects/{project_id}/priorities/refresh"): ADMIN_PAGE,
     ("GET", "/admin/projects/{project_id}/models"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}"): ADMIN_PAGE,
     ("GET", "/admin/models/{version_id}/download"): ADMIN_PAGE,
@@ -147,6 +149,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/projects/{project_id}/judge/runs"): API_ADMIN,
     ("GET", "/api/v1/projects/{project_id}/judge/agreement"): API_ADMIN,
     ("GET", "/api/v1/judge-runs/{run_id}"): API_ADMIN,
+    ("POST", "/api/v1/projects/{project_id}/priorities/refresh"): API_ADMIN,
     # API: evaluations
     ("POST", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,
     ("GET", "/api/v1/projects/{project_id}/evaluations"): API_ADMIN,

@@ -8,7 +8,6 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import browser, live_url, screenshots  # noqa: F401  (fixtures)
 from tests.factories import PASSWORD, make_project, make_task, make_user
 from tests.judges.helpers import set_judge
 from tests.judges.test_suggestion_page import _judge_ranks
@@ -27,7 +26,7 @@ Object.defineProperty(window, "__pwned",
                       { get() { return undefined; }, set(v) { window.__problems.push("ran " + v); } });"""
 
 
-def test_the_suggestion_renders_as_text_and_leaves_the_answer_alone(live_url, browser, db, screenshots):  # noqa: F811
+def test_the_suggestion_renders_as_text_and_leaves_the_answer_alone(live_url, browser, db, screenshots):
     project = make_project(db, overlap=1)
     task = make_task(db, project, texts=HOSTILE, prompt_text="<script>window.__pwned='prompt'</script>?")
     labeler = make_user(db, projects=[project])

@@ -159,12 +159,16 @@ def half_written_artifact(out: Path) -> str:
     return leftover.name
 
 
-@pytest.mark.parametrize("step", list(TRAINED))
+@pytest.mark.parametrize(
+    ("db_url", "step"), [("sqlite", "training_reward"), ("postgres", "training_policy")], indirect=["db_url"]
+)
 def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(
     step, app, db, client, admin_token, loop_project, tiny_model_dir, start_worker, settings
 ):
-    """SIGKILL mid reward-model training and mid PPO, on SQLite (SQL transport) and Postgres
-    (Redis): the step runs again on a new worker, registers one model, and the round finishes."""
+    """SIGKILL mid reward-model training on SQLite (SQL transport) and mid PPO on Postgres
+    (Redis): the step runs again on a new worker, registers one model, and the round finishes.
+    (Each step on one backend: the recovery code is the same for both steps and both backends,
+    and each pairing costs ~25 s.)"""
     project, labelers = loop_project
     api = Api(client, admin_token)
     worker = start_worker(RANKLAB_FAULT_INJECT=f"{step}:stall")  # stops for good after its first step of 3
@@ -198,6 +202,7 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_step_completes_once(
     assert api.rounds(project.id)[0]["policy_in_id"] == done["policy_out_id"]
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite's recovery: the test above
 def test_a_worker_killed_mid_evaluating_is_replaced_and_nothing_is_stored_twice(
     app, db, client, admin_token, loop_project, tiny_model_dir, start_worker
 ):

@@ -3,6 +3,7 @@ a worker killed mid-training replaced by the sweep, on SQLite (SQL transport) an
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from app.models import ModelVersion
@@ -66,6 +67,7 @@ def test_an_sft_run_registers_an_sft_version_with_lineage(db, client, admin_toke
     assert status["status"] == "done" and status["result_model_id"] == version.id and status["demonstrations"] == 8
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # the sweep is the rounds' (tested on both)
 def test_a_worker_killed_mid_training_is_replaced_and_the_job_finishes_once(
     db, client, admin_token, tiny_model_dir, start_worker
 ):
@@ -85,6 +87,7 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_finishes_once(
     assert len(db.scalars(select(ModelVersion.id).where(ModelVersion.job_id == job_id)).all()) == 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_failed_run_keeps_its_error_and_a_retry_finishes_it(db, client, admin_token, tiny_model_dir, start_worker):
     _, _, _, job_id = _launch(db, client, admin_token, tiny_model_dir)
     faulty = start_worker(RANKLAB_FAULT_INJECT="sft")

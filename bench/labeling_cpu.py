@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu_meter import proc_cpu_seconds  # noqa: E402
-from labeling_load import prepare_database  # noqa: E402
+from labeling_setup import prepare_database  # noqa: E402
 
 from app.auth import service as auth_service  # noqa: E402
 from app.db import make_engine  # noqa: E402

@@ -8,7 +8,8 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.factories import PASSWORD, make_project, make_task, make_user
+from tests.browser.test_hidden_chars_browser import _open
+from tests.factories import make_project, make_task, make_user
 from tests.judges.helpers import set_judge
 from tests.judges.test_suggestion_page import _judge_ranks
 
@@ -20,10 +21,6 @@ HOSTILE = [
     "third",
 ]
 JUDGE_NAME = "<img src=x onerror=\"window.__pwned='name'\">critic"
-WATCH = """window.__problems = [];
-document.addEventListener("securitypolicyviolation", e => window.__problems.push("csp " + e.violatedDirective), true);
-Object.defineProperty(window, "__pwned",
-                      { get() { return undefined; }, set(v) { window.__problems.push("ran " + v); } });"""
 
 
 def test_the_suggestion_renders_as_text_and_leaves_the_answer_alone(live_url, browser, db, screenshots):
@@ -34,19 +31,8 @@ def test_the_suggestion_renders_as_text_and_leaves_the_answer_alone(live_url, br
     first, second, third = task.completion_ids
     _judge_ranks(db, judge, task, [[third], [first, second]])
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.add_init_script(WATCH)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("dialog", lambda d: (problems.append(f"dialog {d.message}"), d.dismiss()))
-    page.on("pageerror", lambda e: problems.append(f"pageerror {e}"))
-    page.goto(f"{live_url}/login")
-    page.fill("input[name=email]", labeler.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url(f"{live_url}/")
-    page.goto(f"{live_url}/projects/{project.id}/label")
-    page.wait_for_selector("form[data-ready='1']", state="attached")  # the page's scripts have run
+    # Logged in on the labeling page with the hostile-script watch installed (the hidden-chars test's).
+    context, page, problems = _open(browser, live_url, labeler, project, "form[data-ready='1']")
 
     letters = dict(
         page.eval_on_selector_all(

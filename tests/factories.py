@@ -46,8 +46,18 @@ def password_hash() -> str:
     return hash_password(PASSWORD)
 
 
+def end_read_snapshot(db: Session) -> None:
+    """Commits before a factory writes. On SQLite (WAL) a transaction that began by reading cannot
+    take the write lock once another connection (a Celery worker, a request) has committed since:
+    SQLite fails at once with "database is locked", whatever the busy timeout. A test session often
+    holds such a read open (it just checked a row), so each factory starts a fresh transaction.
+    Anything pending would have been committed by the factory anyway."""
+    db.commit()
+
+
 def make_user(db: Session, *, role: str = Role.labeler, email: str | None = None, projects: list[Project] = ()) -> User:
     """A user as auth_service.create_user makes one, with the shared password hash."""
+    end_read_snapshot(db)
     email = (email or f"user{next(_seq)}@example.com").strip().lower()
     user = User(email=email, password_hash=password_hash(), role=role, display_name=email.split("@")[0])
     db.add(user)
@@ -59,6 +69,7 @@ def make_user(db: Session, *, role: str = Role.labeler, email: str | None = None
 
 
 def make_project(db: Session, **fields) -> Project:
+    end_read_snapshot(db)
     project = Project(name=fields.pop("name", f"project {next(_seq)}"), **fields)
     db.add(project)
     db.commit()
@@ -66,6 +77,7 @@ def make_project(db: Session, **fields) -> Project:
 
 
 def add_member(db: Session, project: Project, user: User) -> None:
+    end_read_snapshot(db)
     db.add(ProjectMember(project_id=project.id, user_id=user.id))
     db.commit()
 
@@ -73,6 +85,7 @@ def add_member(db: Session, project: Project, user: User) -> None:
 def make_task(
     db: Session, project: Project, *, k: int = 4, texts: list[str] | None = None, prompt_text: str | None = None
 ) -> RankingTask:
+    end_read_snapshot(db)
     n = next(_seq)
     prompt = Prompt(project_id=project.id, external_id=f"p{n}", text=prompt_text or f"Prompt number {n}")
     db.add(prompt)
@@ -102,6 +115,7 @@ def make_eval_task(
     ranking_tasks row of kind "pairwise_eval". Without `evaluation`, a new one comparing two new
     policy versions (named "secret-policy-<n>-old"/"-new", so a test can look for the names).
     `texts`: the first version's completion, then the second's."""
+    end_read_snapshot(db)
     n = next(_seq)
     if evaluation is None:
         versions = [
@@ -149,6 +163,7 @@ def make_eval_task(
 
 
 def make_token(db: Session, *scopes: str) -> str:
+    end_read_snapshot(db)
     _row, plaintext = auth_service.create_api_token(db, name="test", scopes=list(scopes), created_by=None)
     db.commit()
     return plaintext
@@ -186,6 +201,7 @@ def make_ranking(db: Session, task: RankingTask, user: User, groups: list[list[i
     `fields` are other ranking columns (flags, none_acceptable, time_spent_ms, comment, late,
     created_at, display_order); the completions were shown in the ranked order unless
     `display_order` says otherwise."""
+    end_read_snapshot(db)
     unknown = set(fields) - set(RANKING_FIELDS)
     if unknown:
         raise TypeError(f"make_ranking: not a ranking field: {', '.join(sorted(unknown))}")

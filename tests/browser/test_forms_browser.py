@@ -104,9 +104,12 @@ def _ids(page, selector=".rating-card") -> list[int]:
     return page.eval_on_selector_all(selector, "cards => cards.map(c => Number(c.dataset.completionId))")
 
 
-def _next_task(page, selector: str) -> None:
-    """Waits for the next task's form to replace the one just answered."""
+def _submit_and_wait_for_next(page, selector: str, key: str) -> None:
+    """Presses `key` to submit and waits for the next task's form to replace the one answered.
+    The answered id is read before the key: read after, a fast swap would already show the next
+    task's id and the wait would be for a third task that never comes."""
     answered = page.get_attribute(selector, "data-assignment-id")
+    page.keyboard.press(key)
     page.wait_for_selector(f"{selector}:not([data-assignment-id='{answered}'])")
     expect(page.get_by_text("Saved.")).to_be_visible()
 
@@ -144,8 +147,7 @@ def test_likert_by_keyboard(live_url, browser, db, screenshots):
     expect(page.locator("[data-rating-form] [data-time-field]")).to_have_value(re.compile(r"^[1-9][0-9]{2,}$"))
     page.keyboard.press("5")  # C = 5: all answered, the submit button has focus
     expect(page.locator("[data-submit]")).to_be_focused()
-    page.keyboard.press("Enter")
-    _next_task(page, "[data-rating-form]")
+    _submit_and_wait_for_next(page, "[data-rating-form]", "Enter")
     expect(page.locator("[data-row]").first).to_be_focused()  # the next task goes on by keyboard
 
     fresh(db)
@@ -223,8 +225,7 @@ def test_multi_aspect_by_keyboard(live_url, browser, db, screenshots):
     page.keyboard.press("ArrowLeft")  # C overall #2: tied with B
     expect(page.locator("[data-order-of=honesty]")).to_have_text("A = B > C")  # the places, read as orders
     expect(page.locator("[data-order-of=overall]")).to_have_text("A > B = C")
-    page.keyboard.press("Control+Enter")
-    _next_task(page, "[data-rating-form]")
+    _submit_and_wait_for_next(page, "[data-rating-form]", "Control+Enter")
 
     fresh(db)
     assert _values(db, user, "helpfulness") == {a: 5, b: 3, c: 2}

@@ -38,7 +38,7 @@ class JudgeIn(BaseModel):
     )
     orders: StrictInt = Field(2, ge=1, le=4, description="Presentation orders per task (given, reversed, rotations).")
     mode: JudgeMode = Field(JudgeMode.compare, description="compare: never takes a slot; slot: one of the overlap.")
-    show_suggestion: StrictBool = Field(False, description="Show the judge's order to human labelers as a suggestion.")
+    show_suggestion: StrictBool = Field(False, description="Show the judge's answer to labelers as a suggestion.")
     max_attempts: StrictInt = Field(4, ge=1, le=10, description="Tries per endpoint call (backoff doubles from 1 s).")
     requests_per_minute: StrictFloat = Field(60.0, gt=0, le=100000, description="Rate limit of endpoint calls.")
 

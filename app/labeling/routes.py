@@ -174,7 +174,7 @@ def _task_page(
 
 def _render_task(request: Request, task_page: service.TaskPage, *, db: Session, notice: str = ""):
     view = task_page.view
-    # The project's AI judge's order, shown as a suggestion only (app/judges/suggestions.py).
+    # The project's AI judge's verdict, shown as a suggestion only (app/judges/suggestions.py).
     hint = None
     if view is not None:
         hint = suggestions.suggestion(db, project_id=view.project_id, task_id=view.task_id, kind=view.kind)
@@ -185,7 +185,7 @@ def _render_task(request: Request, task_page: service.TaskPage, *, db: Session, 
         "progress": task_page.progress,
         "initial_ranking": json.dumps([[c.id] for c in view.completions]) if view else "[]",
         "notice": notice,
-        "suggestion": hint.text({c.id: c.letter for c in view.completions}) if hint and view else "",
+        "suggestion_lines": hint.lines({c.id: c.letter for c in view.completions}) if hint and view else [],
         "suggested_by": hint.judge if hint else "",
         # An htmx swap also replaces the shortcuts panel (out of band): the next task may be of another kind.
         "swap_keys": is_htmx(request),
@@ -244,9 +244,7 @@ def _task_out(view: service.TaskView | None, project: Project, db: Session) -> T
         if view.extra is None
         else DemonstrationOut(id=view.extra.demonstration_id, response=view.extra.response),
         form=form_out(project.form_settings or {}) if kind.shows_form else None,
-        suggestion=None
-        if hint is None
-        else SuggestionOut(judge=hint.judge, order=[[labels[c] for c in g if c in labels] for g in hint.groups]),
+        suggestion=None if hint is None else SuggestionOut(judge=hint.judge, **hint.answer(labels)),
     )
 
 

@@ -267,11 +267,31 @@ def form_out(settings: Mapping[str, Any]) -> FormOut:
     )
 
 
+class SuggestedRatingOut(BaseModel):
+    """One value the judge gave one completion, as a labeler would send it in `ratings`."""
+
+    label: str
+    """The completion's label (A, B, ...)."""
+    value: StrictInt | str
+    """likert (and a likert-scale aspect): 1..likert_points; good_bad: "good" or "bad"."""
+    aspect: str | None = None
+    """multi_aspect: which likert-scale aspect (`task.form.aspects[].name`); null otherwise."""
+
+
 class SuggestionOut(BaseModel):
+    """The judge's answer in the task's labels, shaped like the answer a labeler submits."""
+
     judge: str
     """The judge's name and version, e.g. "critic v2"."""
-    order: list[list[str]]
-    """Completion labels (A, B, ...) best first; a group of several is a tie."""
+    order: list[list[str]] = []
+    """Completion labels (A, B, ...) best first; a group of several is a tie. ranking and
+    pairwise: the judge's order; multi_aspect: its overall ranking (when the project asks for
+    one); empty otherwise."""
+    ratings: list[SuggestedRatingOut] = []
+    """likert, good_bad and multi_aspect (its likert-scale aspects): one per completion (and
+    aspect); empty for ranking and pairwise."""
+    aspect_rankings: dict[str, list[list[str]]] = {}
+    """multi_aspect: each ranking-scale aspect's order, in labels as `order`; empty otherwise."""
 
 
 class TaskOut(BaseModel):
@@ -306,8 +326,9 @@ class TaskOut(BaseModel):
     form: FormOut | None = None
     """The rating scale and aspects (likert, good_bad and multi_aspect tasks only)."""
     suggestion: SuggestionOut | None = None
-    """The project's AI judge's order of these completions, when the project shows suggestions
-    (off by default) and the judge has judged this task: a hint, never the right answer."""
+    """The project's AI judge's answer on this task (its order, or its ratings on a rating form),
+    when the project shows suggestions (off by default) and the judge has judged this task: a
+    hint, never the right answer."""
 
 
 class NextTaskOut(BaseModel):

@@ -66,7 +66,7 @@ class Judge(Base):
     """Presentation orders per task (the given one, its reverse, rotations), combined by mean place."""
     mode: Mapped[str] = mapped_column(String(16), default=JudgeMode.compare)
     show_suggestion: Mapped[bool] = mapped_column(Boolean, default=False)
-    """Human labelers see the judge's order as a suggestion (off by default)."""
+    """Human labelers see the judge's answer (order or ratings) as a suggestion (off by default)."""
     max_attempts: Mapped[int] = mapped_column(Integer, default=4)
     """Endpoint calls per request before the run fails (backoff doubles from 1 s); also the tries
     for an answer that does not parse before the task is skipped."""

@@ -88,9 +88,13 @@ def build_policy(cfg, device: torch.device) -> tuple[PolicyValue, Any]:
     return policy, tokenizer
 
 
-def resolve_reward(reward, device: torch.device) -> RewardFn:
+def resolve_reward(reward, device: torch.device, *, use_autocast: bool = True) -> RewardFn:
     """A reward artifact folder (loaded frozen via RewardScorer, normalised scores), an object
-    with `.score(prompts, completions)`, or any `reward_fn(prompts, responses) -> [B]`."""
+    with `.score(prompts, completions)`, or any `reward_fn(prompts, responses) -> [B]`.
+
+    `use_autocast` is the run's own setting: a run with autocast off scores in fp32 as well. bf16
+    scores depend on the batch's shape by ~1e-2, so with autocast on two processes scoring half a
+    batch each do not reproduce one process's scores."""
     if isinstance(reward, (str, os.PathLike)):
         from worker.ml.scorer import RewardScorer
 
@@ -98,7 +102,7 @@ def resolve_reward(reward, device: torch.device) -> RewardFn:
             raise FileNotFoundError(
                 f"reward: {reward} is not a reward model folder (train one with `python -m worker.ml train-reward`)"
             )
-        reward = RewardScorer.load(reward, device=device)
+        reward = RewardScorer.load(reward, device=device, use_autocast=use_autocast)
         for param in reward.model.parameters():
             param.requires_grad_(False)
     if hasattr(reward, "score") and callable(reward.score):

@@ -224,7 +224,11 @@ def train_rloo(
     shard.sync_start(policy.trainable_parameters())
     if shard.world > 1:  # each rank samples its own stream
         torch.manual_seed(cfg.seed + shard.rank)
-    reward_fn = zero_reward if cfg.reward_source == "zero" else resolve_reward(reward_model_or_fn, device)
+    reward_fn = (
+        zero_reward
+        if cfg.reward_source == "zero"
+        else resolve_reward(reward_model_or_fn, device, use_autocast=cfg.autocast)
+    )
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
 
     history: dict[str, list[float]] = defaultdict(list)

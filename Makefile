@@ -41,8 +41,12 @@ run: venv assets model
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; browser tests will fail"
 
+# Two processes (pytest-xdist), each with a database and Redis database of its own
+# (tests/services.py); whole files go to one process, so a file's shared fixtures are built once.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: venv assets browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff (lint + format check) and mypy on app/ and worker/; the same hooks run in pre-commit.
 lint: venv

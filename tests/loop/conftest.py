@@ -39,7 +39,7 @@ def _redis_url() -> str:
 
     if "RANKLAB_TEST_REDIS_URL" not in os.environ:
         base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-        url = f"{base}/{REDIS_TEST_DB}"
+        url = services.worker_redis_db(f"{base}/{REDIS_TEST_DB}")
     redis.Redis.from_url(url).flushdb()
     return url
 

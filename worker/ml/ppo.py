@@ -6,7 +6,8 @@ Huang et al., "The N Implementation Details of RLHF with PPO": per-token KL pena
 score on the last token, temperature-scaled logprobs recomputed by a forward pass, dropout
 off, GAE with gamma=1 / lambda=0.95, whitened advantages, clipped policy and value losses,
 several epochs over shuffled minibatches, rollouts batched with left padding.
-Pure tensor maths lives in ppo_math.py, sampling and scoring in ppo_rollout.py.
+Pure tensor maths lives in ppo_math.py, sampling and scoring in ppo_rollout.py, sampling with
+vLLM instead (`rollout_backend`) in rollout_engines.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from worker.ml.distributed_rl import Shard, prompt_order, prompt_seeds
 from worker.ml.models import Progress, autocast, pick_device, read_card
 from worker.ml.ppo_config import PPOConfig
 from worker.ml.ppo_policy import build_policy, is_policy_adapter, resolve_reward, save_policy
-from worker.ml.ppo_rollout import RewardFn, roll_out_and_score, rollout_stats
+from worker.ml.ppo_rollout import RewardFn, RolloutSampler, roll_out_and_score, rollout_stats
+from worker.ml.rollout_engines import resolve_rollout_backend, rollout_sampler
 from worker.ml.values import PolicyValue
 
 __all__ = ["PPOConfig", "kl_controller", "ppo_step", "starting_kl_coef", "train_policy"]
@@ -42,11 +44,12 @@ def ppo_step(
     cfg: PPOConfig,
     shard: Shard | None = None,
     seeds: Sequence[int] | None = None,
+    sampler: RolloutSampler | None = None,
 ) -> dict[str, float]:
     """One PPO iteration on `prompts`: roll out, score, compute advantages, update. Returns stats.
     With a data-parallel `shard`, `prompts` are this rank's share of the iteration's and the
     whitening, KL and statistics are over every rank's (distributed_rl.py); `seeds`: one
-    sampling seed per prompt."""
+    sampling seed per prompt; `sampler`: what samples (None: HF generate; rollout_engines.py)."""
     shard = shard or Shard()
     device = policy.causal_lm.device
     use_amp = cfg.autocast
@@ -56,7 +59,7 @@ def ppo_step(
     # 2. score the decoded responses with the frozen reward; penalise responses without EOS.
     policy.eval()  # dropout is also zeroed for good in build_policy
     rollout, raw_scores, scores = roll_out_and_score(
-        policy.peft_model, tokenizer, prompts, reward_fn, cfg, device, group_seeds=seeds
+        policy.peft_model, tokenizer, prompts, reward_fn, cfg, device, group_seeds=seeds, sampler=sampler
     )
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
@@ -197,6 +200,7 @@ def train_policy(
     shard.check_divides(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size)
     torch.manual_seed(cfg.seed)
     device = accelerator.device if accelerator is not None else pick_device(cfg.device)
+    backend = resolve_rollout_backend(cfg.rollout_backend, device, shard.world)  # before loading
     policy, tokenizer = build_policy(cfg, device)
     shard.sync_start(policy.trainable_parameters())
     if shard.world > 1:  # each rank samples its own stream
@@ -212,21 +216,26 @@ def train_policy(
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []
     shuffle = prompt_order(cfg.seed, shard, rollout_seeds)
+    sampler = rollout_sampler(backend, cfg.rollout_backend, policy.peft_model)  # None: HF generate
     started = time.perf_counter()
-    for step in range(cfg.steps):
-        # Walk the prompts in a fresh random order each pass (prompts may be fewer than a batch).
-        while len(order) < cfg.batch_size:
-            order += torch.randperm(len(prompts), generator=shuffle).tolist()
-        batch_prompts, order = [prompts[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
-        seeds = prompt_seeds(cfg.seed, step, shard.positions(len(batch_prompts))) if rollout_seeds else None
-        mine = shard.take(batch_prompts)
-        stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, mine, cfg, shard, seeds)
-        for name, value in stats.items():
-            history[name].append(value)
-        if on_step is not None:
-            on_step(step + 1, stats)
-        if on_progress is not None:
-            on_progress(step + 1, cfg.steps, "ppo")
+    try:
+        for step in range(cfg.steps):
+            # Walk the prompts in a fresh random order each pass (prompts may be fewer than a batch).
+            while len(order) < cfg.batch_size:
+                order += torch.randperm(len(prompts), generator=shuffle).tolist()
+            batch_prompts, order = [prompts[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
+            seeds = prompt_seeds(cfg.seed, step, shard.positions(len(batch_prompts))) if rollout_seeds else None
+            mine = shard.take(batch_prompts)
+            stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, mine, cfg, shard, seeds, sampler)
+            for name, value in stats.items():
+                history[name].append(value)
+            if on_step is not None:
+                on_step(step + 1, stats)
+            if on_progress is not None:
+                on_progress(step + 1, cfg.steps, "ppo")
+    finally:
+        if sampler is not None:
+            sampler.close()
     seconds = time.perf_counter() - started
     if not shard.main:
         return {}
@@ -240,6 +249,7 @@ def train_policy(
         "config": cfg.to_dict(),
         "metrics": {name: values[-1] for name, values in history.items()},
         "samples_per_second": metrics["samples_per_second"],
+        "rollout_backend": "hf" if sampler is None else "vllm",
     }
     if cfg.adaptive_kl_target > 0:  # where the next round of this policy line starts beta
         card["kl_coef_next"] = metrics["kl_coef_next"] = kl_ctl.value

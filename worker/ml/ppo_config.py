@@ -14,6 +14,8 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 VALUE_MODES = ("shared", "adapter")
 REWARD_SOURCES = ("reward_model", "zero")
 """See worker/ml/values.py for what each value mode means and costs."""
+ROLLOUT_BACKENDS = ("auto", "hf", "vllm")
+"""Where rollouts are sampled (worker/ml/rollout_engines.py, docs/generation-engines.md)."""
 
 
 @dataclass
@@ -41,6 +43,12 @@ class PPOConfig(_Config):
     temperature: float = SAMPLING_TEMPERATURE
     """Sampling temperature (no top-k/top-p); logprobs use logits divided by the same value. By
     default the temperature of the completions the reward model learned from."""
+    rollout_backend: str = "auto"
+    """What samples the rollouts: "hf" (transformers generate on the policy in memory), "vllm"
+    (the process's vLLM engine serving the policy's LoRA adapter, re-saved before each
+    iteration's rollouts; needs vllm, CUDA and one process) or "auto" (vllm where that holds,
+    else hf: always hf on CPU). Log-probs, values and KL are computed by the policy in torch
+    either way (rollout_engines.py)."""
     learning_rate: float = 5e-5
     """AdamW learning rate for the LoRA weights and the value head (Adam eps 1e-5)."""
     max_grad_norm: float = 1.0
@@ -109,6 +117,11 @@ class PPOConfig(_Config):
         _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
         _check(self.generation_batch_size >= 0, "generation_batch_size", "must be >= 0")
         _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
+        _check(
+            self.rollout_backend in ROLLOUT_BACKENDS,
+            "rollout_backend",
+            f"must be one of {ROLLOUT_BACKENDS}, got {self.rollout_backend!r}",
+        )
         _check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
         _check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
         _check(1 <= self.lora_r <= 1024, "lora_r", "must be between 1 and 1024")

@@ -114,7 +114,20 @@ def sample_rollout(
     response_ids = torch.cat(
         [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=tokenizer.pad_token_id) for p in pieces]
     )  # [B, T]
-    mask, has_eos = response_mask(response_ids, stops.ids)
+    return finish_rollout(tokenizer, prompts, query_ids, query_mask, response_ids, stops.ids)
+
+
+def finish_rollout(
+    tokenizer,
+    prompts: Sequence[Prompt],
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    stop_ids: Sequence[int],
+) -> Rollout:
+    """The Rollout of sampled `response_ids` [B, T] (whatever sampled them: HF generate here,
+    vLLM in rollout_engines.py): masked after the first stop id, padded there, decoded."""
+    mask, has_eos = response_mask(response_ids, stop_ids)
     # Pad (not EOS) after the end, so decoded text and the mask agree.
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)
     responses = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
@@ -135,24 +148,39 @@ def score_rollout(
     return raw, penalised
 
 
+RolloutSampler = Callable[..., Rollout]
+"""sampler(model, tokenizer, prompts, cfg, group_seeds) -> Rollout: another engine's sampling
+(rollout_engines.VllmRolloutSampler), in place of sample_rollout."""
+
+
 def roll_out_and_score(
-    model, tokenizer, prompts: Sequence[Prompt], reward_fn: RewardFn, cfg, device: torch.device, group_seeds=None
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    reward_fn: RewardFn,
+    cfg,
+    device: torch.device,
+    group_seeds=None,
+    sampler: RolloutSampler | None = None,
 ):
     """The first two steps of a PPO or RLOO/GRPO iteration: sample one response per entry of
     `prompts` with the current policy at cfg's sampling fields (`group_seeds` as sample_rollout's),
-    then score the decoded text.
+    with HF generate or, when given, `sampler`; then score the decoded text.
     Returns (rollout, raw scores [B] on CPU, scores [B] on `device` after the missing-EOS penalty)."""
-    with autocast(device, cfg.autocast):
-        rollout = sample_rollout(
-            model,
-            tokenizer,
-            prompts,
-            max_prompt_tokens=cfg.max_prompt_tokens,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            generation_batch_size=cfg.generation_batch_size,
-            group_seeds=group_seeds,
-        )
+    if sampler is not None:
+        rollout = sampler(model, tokenizer, prompts, cfg, group_seeds)
+    else:
+        with autocast(device, cfg.autocast):
+            rollout = sample_rollout(
+                model,
+                tokenizer,
+                prompts,
+                max_prompt_tokens=cfg.max_prompt_tokens,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                generation_batch_size=cfg.generation_batch_size,
+                group_seeds=group_seeds,
+            )
     raw_scores, scores = score_rollout(reward_fn, rollout, cfg.missing_eos_penalty)
     return rollout, raw_scores, scores.to(device)
 

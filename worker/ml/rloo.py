@@ -5,11 +5,12 @@ no value function: the advantage of a whole response is its score minus the leav
 of the other K-1 (RLOO: Ahmadian et al. 2024, "Back to Basics") or its z-score within the group
 (GRPO: Shao et al. 2024, DeepSeekMath). Every token of a response gets that one advantage.
 
-What is shared with PPO (ppo.py): the sampling (ppo_rollout.sample_rollout: plain temperature
-sampling, nothing from the checkpoint's generation_config), the reference (the same backbone
-with the adapter disabled), logprobs recomputed by a forward pass at the sampling temperature,
-the clipped-ratio loss averaged over response tokens (ppo_math), loading and saving the LoRA
-policy (ppo_policy). What is not: the value head, GAE and whitening.
+What is shared with PPO (ppo.py): the sampling (ppo_rollout.sample_rollout, or vLLM by
+`rollout_backend`: plain temperature sampling, nothing from the checkpoint's generation_config),
+the reference (the same backbone with the adapter disabled), logprobs recomputed by a forward
+pass at the sampling temperature, the clipped-ratio loss averaged over response tokens
+(ppo_math), loading and saving the LoRA policy (ppo_policy). What is not: the value head, GAE
+and whitening.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from worker.ml.distributed_rl import Shard, prompt_order, prompt_seeds
 from worker.ml.models import Progress, autocast, pick_device
 from worker.ml.ppo import zero_reward
 from worker.ml.ppo_policy import load_lora_policy, resolve_reward, save_policy
-from worker.ml.ppo_rollout import RewardFn, roll_out_and_score, rollout_stats
+from worker.ml.ppo_rollout import RewardFn, RolloutSampler, roll_out_and_score, rollout_stats
 from worker.ml.rloo_config import ESTIMATORS, RLOOConfig
+from worker.ml.rollout_engines import resolve_rollout_backend, rollout_sampler
 from worker.ml.values import LoraPolicy
 
 __all__ = ["RLOOConfig", "group_advantages", "group_spread", "rloo_step", "sequence_advantages", "train_rloo"]
@@ -97,10 +99,12 @@ def rloo_step(
     cfg: RLOOConfig,
     shard: Shard | None = None,
     seeds: Sequence[int] | None = None,
+    sampler: RolloutSampler | None = None,
 ) -> dict[str, float]:
     """One iteration on `prompts` (P of them): sample K responses each, score, take group
     advantages, update. Returns stats. With a data-parallel `shard`, `prompts` are this rank's
-    share of the iteration's (distributed_rl.py); `seeds`: one sampling seed per prompt."""
+    share of the iteration's (distributed_rl.py); `seeds`: one sampling seed per prompt;
+    `sampler`: what samples (None: HF generate; rollout_engines.py)."""
     shard = shard or Shard()
     device = policy.causal_lm.device
     use_amp = cfg.autocast
@@ -112,7 +116,7 @@ def rloo_step(
     policy.eval()  # dropout is also zeroed for good in load_lora_policy
     repeated = [prompt for prompt in prompts for _ in range(cfg.k)]  # [B = P*k]
     rollout, raw_scores, scores = roll_out_and_score(
-        policy.peft_model, tokenizer, repeated, reward_fn, cfg, device, group_seeds=seeds
+        policy.peft_model, tokenizer, repeated, reward_fn, cfg, device, group_seeds=seeds, sampler=sampler
     )
     rollout_seconds = time.perf_counter() - started
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask  # [B, Lq + T]
@@ -219,6 +223,7 @@ def train_rloo(
     shard.check_divides(prompts_per_step=cfg.prompts_per_step, minibatch_size=cfg.minibatch_size)
     torch.manual_seed(cfg.seed)
     device = accelerator.device if accelerator is not None else pick_device(cfg.device)
+    backend = resolve_rollout_backend(cfg.rollout_backend, device, shard.world)  # before loading
     peft_model, tokenizer = load_lora_policy(cfg, device)
     policy = LoraPolicy(peft_model)
     shard.sync_start(policy.trainable_parameters())
@@ -234,20 +239,26 @@ def train_rloo(
     history: dict[str, list[float]] = defaultdict(list)
     order: list[int] = []
     shuffle = prompt_order(cfg.seed, shard, rollout_seeds)
+    sampler = rollout_sampler(backend, cfg.rollout_backend, policy.peft_model)  # None: HF generate
     started = time.perf_counter()
-    for step in range(cfg.steps):
-        # Walk the prompts in a fresh random order each pass (prompts may be fewer than a step's).
-        while len(order) < cfg.prompts_per_step:
-            order += torch.randperm(len(prompts), generator=shuffle).tolist()
-        step_prompts, order = [prompts[i] for i in order[: cfg.prompts_per_step]], order[cfg.prompts_per_step :]
-        seeds = prompt_seeds(cfg.seed, step, shard.positions(len(step_prompts))) if rollout_seeds else None
-        stats = rloo_step(policy, tokenizer, optimizer, reward_fn, shard.take(step_prompts), cfg, shard, seeds)
-        for name, value in stats.items():
-            history[name].append(value)
-        if on_step is not None:
-            on_step(step + 1, stats)
-        if on_progress is not None:
-            on_progress(step + 1, cfg.steps, "rloo")
+    try:
+        for step in range(cfg.steps):
+            # Walk the prompts in a fresh random order each pass (prompts may be fewer than a step's).
+            while len(order) < cfg.prompts_per_step:
+                order += torch.randperm(len(prompts), generator=shuffle).tolist()
+            step_prompts, order = [prompts[i] for i in order[: cfg.prompts_per_step]], order[cfg.prompts_per_step :]
+            seeds = prompt_seeds(cfg.seed, step, shard.positions(len(step_prompts))) if rollout_seeds else None
+            mine = shard.take(step_prompts)
+            stats = rloo_step(policy, tokenizer, optimizer, reward_fn, mine, cfg, shard, seeds, sampler)
+            for name, value in stats.items():
+                history[name].append(value)
+            if on_step is not None:
+                on_step(step + 1, stats)
+            if on_progress is not None:
+                on_progress(step + 1, cfg.steps, "rloo")
+    finally:
+        if sampler is not None:
+            sampler.close()
     seconds = time.perf_counter() - started
     if not shard.main:
         return {}
@@ -262,6 +273,7 @@ def train_rloo(
         "config": cfg.to_dict(),
         "metrics": {name: values[-1] for name, values in history.items()},
         "samples_per_second": metrics["samples_per_second"],
+        "rollout_backend": "hf" if sampler is None else "vllm",
     }
     metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
     return metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from worker.ml.config import SAMPLING_MAX_NEW_TOKENS, SAMPLING_TEMPERATURE, _check, _Config
-from worker.ml.ppo_config import REWARD_SOURCES
+from worker.ml.ppo_config import REWARD_SOURCES, ROLLOUT_BACKENDS
 
 ESTIMATORS = ("rloo", "grpo")
 KL_PLACEMENTS = ("reward", "loss")
@@ -63,6 +63,9 @@ class RLOOConfig(_Config):
     default the temperature of the completions the reward model learned from."""
     generation_batch_size: int = 0
     """Responses per `generate` call (left-padded together); 0 = the whole batch in one call."""
+    rollout_backend: str = "auto"
+    """What samples the rollouts: "hf", "vllm" or "auto" (vllm where it can run, else hf;
+    always hf on CPU), as PPOConfig.rollout_backend."""
     missing_eos_penalty: float = 0.0
     """Opt-in: subtracted from the score of a response that hit `max_new_tokens` without a stop
     token (as PPOConfig.missing_eos_penalty)."""
@@ -106,6 +109,11 @@ class RLOOConfig(_Config):
         _check(self.max_prompt_tokens >= 1, "max_prompt_tokens", "must be at least 1")
         _check(0 < self.temperature <= 5, "temperature", f"must be in (0, 5], got {self.temperature}")
         _check(self.generation_batch_size >= 0, "generation_batch_size", "must be >= 0")
+        _check(
+            self.rollout_backend in ROLLOUT_BACKENDS,
+            "rollout_backend",
+            f"must be one of {ROLLOUT_BACKENDS}, got {self.rollout_backend!r}",
+        )
         _check(self.missing_eos_penalty >= 0, "missing_eos_penalty", "must be >= 0")
         _check(
             self.reward_source in REWARD_SOURCES,

@@ -37,7 +37,7 @@ from worker.ml.config import GEN_BACKENDS, RM_LOSSES, RM_MODES, GenerationConfig
 from worker.ml.dpo_config import DPOConfig
 from worker.ml.dpo_losses import DPO_LOSSES
 from worker.ml.kto_config import KTOConfig
-from worker.ml.ppo_config import REWARD_SOURCES, PPOConfig
+from worker.ml.ppo_config import REWARD_SOURCES, ROLLOUT_BACKENDS, PPOConfig
 from worker.ml.rloo_config import KL_PLACEMENTS, RLOOConfig
 
 SECTIONS: dict[str, tuple[type[BaseModel], type]] = {
@@ -101,6 +101,8 @@ ML_CHOICES = {
     "dpo.loss": DPO_LOSSES,
     "rloo.kl_in": KL_PLACEMENTS,
     "rloo.reward_source": REWARD_SOURCES,
+    "ppo.rollout_backend": ROLLOUT_BACKENDS,
+    "rloo.rollout_backend": ROLLOUT_BACKENDS,
 }
 """The dataclass's allowed values for each choice setting."""
 

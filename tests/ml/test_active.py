@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from worker.ml.active import (
+    bald,
     completion_features,
     fit_and_rank,
     fit_score_heads,
     head_scores,
+    pool_information,
     rank_tasks,
     task_uncertainty,
 )
@@ -49,7 +51,7 @@ def _open_tasks() -> list[torch.Tensor]:
     return [clear[0], clear[1], ambiguous, clear[2], clear[3]]
 
 
-@pytest.mark.parametrize("method", ["disagreement", "vote", "margin"])
+@pytest.mark.parametrize("method", ["disagreement", "vote", "margin", "bald", "pool_information"])
 def test_the_ambiguous_task_is_handed_out_first(method):
     features, rankings = _labelled()
     heads = fit_score_heads(features, rankings, n_heads=5, seed=0)
@@ -91,6 +93,35 @@ def test_tasks_without_a_pair_and_without_rankings():
     assert task_uncertainty(heads, []) == []
 
 
+def test_bald_is_the_committees_information_about_the_pair():
+    """Heads that each call the pair surely but split on who wins: log 2 (a label settles it).
+    Heads that agree, whether sure or all calling a coin flip: nothing a label would change."""
+    split = torch.tensor([[20.0, -20.0], [0.0, 0.0]])  # (K=2, heads=2): head 0 says 0 wins, head 1 says 1
+    assert bald(split) == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)
+    assert bald(torch.tensor([[3.0, 3.0], [0.0, 0.0]])) == pytest.approx(0.0, abs=1e-9)
+    assert bald(torch.zeros(2, 5)) == pytest.approx(0.0, abs=1e-9)
+    lean = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])  # same winner, different confidence: a little
+    assert 0 < bald(lean) < bald(split)
+
+
+def test_pool_information_prefers_uncertainty_the_pool_shares_to_an_outliers():
+    """Ten tasks whose heads disagree the same way (heads 0, 1 against 2, 3) and one outlier
+    that disagrees more, but in a pattern no other task has (heads 0, 2 against 1, 3):
+    disagreement and BALD hand the outlier out first; pool_information a shared one, since its
+    ranking also tells the committee about the other nine."""
+    shared = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    own = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    tasks = [torch.stack([(0.8 + 0.01 * n) * shared, torch.zeros(4)]) for n in range(10)]
+    tasks.append(torch.stack([1.0 * own, torch.zeros(4)]))
+    tasks.append(torch.zeros(1, 4))  # one completion: no pair, 0.0
+    values = pool_information(tasks)
+    assert values[-1] == 0.0
+    assert max(range(11), key=lambda t: values[t]) < 10
+    assert values[10] < min(values[:10])
+    assert bald(tasks[10]) > max(bald(t) for t in tasks[:10])
+    assert pool_information([torch.zeros(1, 4)]) == [0.0]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -113,7 +144,8 @@ def test_bad_fit_input_names_the_field(kwargs, message):
 
 def test_bad_uncertainty_input_names_the_field():
     heads = torch.zeros(5, D + 1)
-    with pytest.raises(ValueError, match=r"method: 'entropy' is not one of disagreement, vote, margin"):
+    every = "disagreement, vote, margin, bald, pool_information"
+    with pytest.raises(ValueError, match=rf"method: 'entropy' is not one of {every}$"):
         task_uncertainty(heads, _open_tasks(), method="entropy")
     with pytest.raises(ValueError, match=r"heads: 5 columns, but features have hidden size 6"):
         task_uncertainty(torch.zeros(5, 5), _open_tasks())

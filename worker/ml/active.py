@@ -6,7 +6,8 @@ for an ensemble of reward models is an ensemble of linear heads on those frozen 
 fitted with the product's Plackett-Luce loss (losses.py) on a bootstrap resample of the ranked
 tasks. Where the heads disagree about a task's completions, the reward model's data leave that
 order open; a human ranking there moves the model most (query by committee). The "margin"
-method instead asks where the heads' mean scores two completions nearly equally.
+method instead asks where the heads' mean scores two completions nearly equally; "bald" asks
+how much a ranking would tell the committee (its mutual information with the pair's winner).
 
 Three steps, each a plain function (no database, no web, no Celery):
   completion_features(model_dir, items)      -> per task a (K, d) tensor
@@ -238,8 +239,72 @@ def margin(scores: torch.Tensor) -> float:
     return float(1.0 / (1.0 + (mean[1:] - mean[:-1]).min()))
 
 
-METHODS: dict[str, Callable[[torch.Tensor], float]] = {"disagreement": disagreement, "vote": vote, "margin": margin}
-"""Uncertainty of one task from its (K, n_heads) head scores (K >= 2); higher = ask first."""
+def bald(scores: torch.Tensor) -> float:
+    """Mean over completion pairs of the committee's mutual information about who wins the pair
+    (BALD, Houlsby et al. 2011): H(mean_h p_h) - mean_h H(p_h) with p_h = sigmoid(s_i - s_j) of
+    head h. High where the heads are each confident but disagree, which is what a label settles;
+    a pair every head calls a coin flip scores 0, since a ranking of it teaches the heads little
+    they do not already expect. For small spreads it is about Var_h(p) / (2 p(1 - p)): the
+    disagreement, weighted up where the mean is sure."""
+    i, j = _pairs(len(scores))
+    p = torch.sigmoid(scores[i] - scores[j]).double()  # (pairs, heads); double keeps the difference exact
+    information = _binary_entropy(p.mean(dim=1)) - _binary_entropy(p).mean(dim=1)
+    return float(information.clamp(min=0.0).mean())
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+
+
+def pool_information(scores: Sequence[torch.Tensor]) -> list[float]:
+    """Per task, how much its ranking would tell the committee about the *open pool's* pairs
+    (an EPIG-like target-aware score, Bickford Smith et al. 2023), from every open task's
+    (K, n_heads) scores at once. Disagreement and BALD reward any uncertainty, also an outlier's
+    that no other task shares; here a pair counts by how much observing it would shrink the
+    committee's variance over all open pairs: in a Gaussian view of the heads' score
+    differences, Cov(c, t)^2 / (Var(c) + 1 / (p_c (1 - p_c))) summed over target pairs t (the
+    noise term is a logistic label's inverse Fisher information), each target weighted by
+    (p_t (1 - p_t))^2, its variance in probability. Mean over the task's pairs, like the others;
+    a task with fewer than two completions: 0.0."""
+    pair_rows: list[torch.Tensor] = []
+    for s in scores:
+        if len(s) >= 2:
+            i, j = _pairs(len(s))
+            pair_rows.append((s[i] - s[j]).double())
+    if not pair_rows:
+        return [0.0] * len(scores)
+    differences = torch.cat(pair_rows)  # (pairs, heads)
+    n_heads = differences.shape[1]
+    mean = differences.mean(dim=1)
+    centred = differences - mean[:, None]
+    p = torch.sigmoid(mean)
+    confidence = p * (1 - p)
+    weighted = centred * (confidence**2)[:, None]
+    spread = weighted.T @ centred / (n_heads**2 * len(differences))  # (heads, heads), mean over targets
+    shared = ((centred @ spread) * centred).sum(dim=1)  # sum_t Cov(c, t)^2 weighted, per candidate pair
+    own = (centred**2).sum(dim=1) / n_heads
+    per_pair = shared / (own + 1 / confidence.clamp(min=1e-12))
+    out, at = [], 0
+    for s in scores:
+        count = len(s) * (len(s) - 1) // 2
+        out.append(float(per_pair[at : at + count].mean()) if count else 0.0)
+        at += count
+    return out
+
+
+def _each_task(measure: Callable[[torch.Tensor], float]) -> Callable[[Sequence[torch.Tensor]], list[float]]:
+    return lambda scores: [measure(s) if len(s) >= 2 else 0.0 for s in scores]
+
+
+METHODS: dict[str, Callable[[Sequence[torch.Tensor]], list[float]]] = {
+    "disagreement": _each_task(disagreement),
+    "vote": _each_task(vote),
+    "margin": _each_task(margin),
+    "bald": _each_task(bald),
+    "pool_information": pool_information,
+}
+"""Per open task's (K, n_heads) head scores, all open tasks at once (pool_information weighs each
+task against the rest), its uncertainty; higher = ask first, 0.0 for a task with K < 2."""
 
 
 def task_uncertainty(
@@ -256,8 +321,7 @@ def task_uncertainty(
     d = _check_features(features)
     if heads.shape[1] != d + 1:
         raise ValueError(f"heads: {heads.shape[1]} columns, but features have hidden size {d} (needs d + 1)")
-    measure = METHODS[method]
-    return [measure(head_scores(heads, f)) if len(f) >= 2 else 0.0 for f in features]
+    return METHODS[method]([head_scores(heads, f) for f in features])
 
 
 def rank_tasks(heads: torch.Tensor, features: Sequence[torch.Tensor], *, method: str = "disagreement") -> list[int]:

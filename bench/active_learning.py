@@ -1,28 +1,31 @@
 """Human rankings needed to reach a held-out reward-model accuracy: active vs random handout
 order (issue 16 §3; docs/active-learning.md has the results).
 
-The pool: each of the simulated team's 216 prompts (app/simulation/tasks.py) gets --samples
-answers from the bundled SmolLM2-135M-Instruct per --parts (temperature 1, 40 new tokens, as
-`ranklab simulate`); a prompt's answers make ranking tasks of K. Generated once and cached in
---out (pool-<part>.json, resumable), with the frozen model's last-token features
-(features-cache.pt, worker.ml.active.completion_features).
+The pool (bench/active_pool.py): each of the simulated team's 216 prompts
+(app/simulation/tasks.py) gets 4 answers from the bundled SmolLM2-135M-Instruct per --parts
+(temperature 1, 40 new tokens, as `ranklab simulate`), cached in --out with the frozen model's
+feature of every completion (worker.ml.active.completion_features). A prompt's answers are cut
+into disjoint ranking tasks of K: with --parts 4, 16 answers make 4 tasks per prompt.
 
-Per seed: prompts split into a held-out third and a pool; noisy simulated labelers (the
-team's: own part weights, position bias, noise solved for InstructGPT's 72.6% agreement,
-app/simulation/noise.py) rank the tasks they are handed, one ranking per task. The reward
-model is the product's score head on the frozen features: a linear Plackett-Luce head fitted on
-every ranking so far (worker.ml.active.fit_score_heads, one head, no resampling). Held-out
-accuracy: share of held-out completion pairs it orders like gold (gold ties left out). The
-handout starts with --start random rankings, then hands out --step tasks at a time, refitting
-after each step, in one of three orders: random, "disagreement" (a 5-head bootstrap ensemble's
-variance of pairwise preference) or "margin" (smallest gap of the ensemble's mean scores).
+Per seed: prompts split into a held-out third and a pool (144 prompts, 576 tasks: nearly 5x the
+largest budget, so an order can choose). Noisy simulated labelers (the team's: own part weights,
+position bias, noise solved for InstructGPT's 72.6% agreement, app/simulation/noise.py) rank the
+tasks they are handed, one ranking per task. The reward model is the product's score head on the
+frozen features: a linear Plackett-Luce head fitted on every ranking so far
+(worker.ml.active.fit_score_heads, one head, no resampling). Held-out accuracy: the share of
+pairs of a held-out prompt's answers (all 16, every pair) it orders like gold (gold ties left
+out). The handout starts with --start random rankings, then hands out --step tasks at a time,
+refitting after each step, in random order or by one of worker.ml.active's acquisition methods
+on a --heads bootstrap committee ("disagreement", "margin", "bald", "vote").
 
-    .venv/bin/python bench/active_learning.py --chart docs/img/active-learning.svg
+    .venv/bin/python bench/active_learning.py --seeds $(seq 0 19) \
+        --methods random disagreement margin bald pool_information --chart docs/img/active-learning-576-tasks.svg
     .venv/bin/python bench/active_learning.py --available   # use the pool generated so far
 
-The pool took ~45 min wall on a shared 2-core CPU at load 6-15 (generation and features, one
-thread each: torch's OpenMP spin-waits on a busy machine); each acquisition run takes about a
-CPU second per seed and order.
+Defaults are that measurement's set-up (--parts 4, --l2 3 from a random-order pilot on other
+seeds, 10 random rankings then steps of 5 up to 120). Generating the pool took 19 min and its
+features 6.5 min on one CPU thread of a shared 2-core machine (once, cached); an acquisition run
+takes 0-5 CPU seconds per seed and order.
 """
 
 from __future__ import annotations
@@ -37,141 +40,16 @@ import time
 from pathlib import Path
 
 import torch
+from active_pool import HeldOut, Tasks, Team, merged_pool, pool_features
 
-from app.simulation.gold import gold_reward, parts
-from app.simulation.noise import Profile, solve_sigma
-from app.simulation.tasks import all_prompts, parse
-from worker.ml.active import completion_features, fit_score_heads, head_scores, task_uncertainty
-from worker.ml.config import GenerationConfig
-from worker.ml.generate import generate
-from worker.ml.models import convert_default_model
+from worker.ml.active import METHODS as ACQUISITIONS
+from worker.ml.active import fit_score_heads, task_uncertainty
 
-METHODS = ("random", "disagreement", "margin")
-LABELERS = 5
-
-
-# --- the pool, built once -------------------------------------------------------------------------
-
-
-def build_pool(out: Path, data_dir: Path, samples: int, max_new_tokens: int, part: int = 0) -> list[dict]:
-    """[{prompt, completions}] for every simulated prompt, cached in out/pool-<part>.json; parts
-    differ only in their sampling seeds (two processes can generate two parts at once). Written in
-    chunks (pool-<part>.partial.json) so an interrupted run resumes with the same samples."""
-    final = out / f"pool-{part}.json"
-    if final.is_file():
-        return json.loads(final.read_text())
-    model_dir = convert_default_model(data_dir)
-    partial = out / f"pool-{part}.partial.json"
-    pool: list[dict] = json.loads(partial.read_text()) if partial.is_file() else []
-    prompts = all_prompts()
-    cfg = GenerationConfig(k=samples, temperature=1.0, max_new_tokens=max_new_tokens, batch_size=64, seed=0)
-    started = time.time()
-    for start in range(len(pool), len(prompts), 16):
-        chunk = prompts[start : start + 16]
-        cfg.seed = 100_000 * part + start  # each chunk its own fixed seed: resuming gives the same pool
-        answers = generate(str(model_dir), chunk, cfg)
-        pool += [{"prompt": p, "completions": [c.text for c in a]} for p, a in zip(chunk, answers, strict=True)]
-        partial.write_text(json.dumps(pool))
-        print(f"  pool {part}: {len(pool)}/{len(prompts)} prompts, {time.time() - started:.0f} s", file=sys.stderr)
-    final.write_text(json.dumps(pool, indent=1))
-    partial.unlink()
-    return pool
-
-
-def merged_pool(
-    out: Path, data_dir: Path, samples: int, max_new_tokens: int, parts: int, available: bool
-) -> list[dict]:
-    """Every part's samples of a prompt together, part 0 first. available: generate nothing, take
-    the prompts every part has so far (a pool still being generated, pool-<part>.partial.json)."""
-    if available:
-        pools = []
-        for part in range(parts):
-            final, partial = out / f"pool-{part}.json", out / f"pool-{part}.partial.json"
-            pools.append(json.loads((final if final.is_file() else partial).read_text()))
-    else:
-        pools = [build_pool(out, data_dir, samples, max_new_tokens, part) for part in range(parts)]
-    return [
-        {"prompt": entries[0]["prompt"], "completions": [c for e in entries for c in e["completions"]]}
-        for entries in zip(*pools, strict=True)
-    ]
-
-
-def pool_features(out: Path, data_dir: Path, pool: list[dict], chunk: int = 16) -> list[torch.Tensor]:
-    """Per prompt a (samples, d) tensor of the frozen bundled model's features, cached in
-    out/features-cache.pt by (prompt, completions), computed chunk by chunk and saved after each
-    (another process can follow a pool that is still being generated)."""
-    path = out / "features-cache.pt"
-    cache: dict[str, torch.Tensor] = torch.load(path) if path.is_file() else {}
-    keys = [json.dumps([e["prompt"], e["completions"]]) for e in pool]
-    missing = [n for n, key in enumerate(keys) if key not in cache]
-    model_dir = convert_default_model(data_dir)
-    for start in range(0, len(missing), chunk):
-        todo = missing[start : start + chunk]
-        items = [(pool[n]["prompt"], pool[n]["completions"]) for n in todo]
-        for n, f in zip(todo, completion_features(model_dir, items, batch_size=32, device="cpu"), strict=True):
-            cache[keys[n]] = f
-        torch.save(cache, path)
-        print(f"  features: {len(pool) - len(missing) + start + len(todo)}/{len(pool)} prompts", file=sys.stderr)
-    return [cache[key] for key in keys]
-
-
-class Tasks:
-    """Ranking tasks of k completions cut from each prompt's samples, with gold and part values."""
-
-    def __init__(self, pool: list[dict], features: list[torch.Tensor], k: int):
-        self.prompt_of: list[int] = []
-        self.features: list[torch.Tensor] = []
-        self.parts: list[list[dict[str, float]]] = []
-        self.gold: list[list[float]] = []
-        for p, (entry, f) in enumerate(zip(pool, features, strict=True)):
-            task = parse(entry["prompt"])
-            for start in range(0, len(entry["completions"]) - k + 1, k):
-                texts = entry["completions"][start : start + k]
-                self.prompt_of.append(p)
-                self.features.append(f[start : start + k])
-                self.parts.append([parts(task, t) for t in texts])
-                self.gold.append([gold_reward(task, t) for t in texts])
+METHODS = ("random", *ACQUISITIONS)
+"""Handout orders: random, or any of worker.ml.active's acquisition methods."""
 
 
 # --- one simulated handout ------------------------------------------------------------------------
-
-
-class Team:
-    """The simulation's labelers (noise.py) without the HTTP: σ solved on the pool's pairs."""
-
-    def __init__(self, tasks: Tasks, pool_tasks: list[int], seed: int):
-        rng = random.Random(seed)
-        self.profiles = [Profile.draw(rng) for _ in range(LABELERS)]
-        self.rng = random.Random(rng.random())
-        gaps = []
-        for t in rng.sample(pool_tasks, min(len(pool_tasks), 200)):
-            utilities = [[p.utility(v) for p in self.profiles] for v in tasks.parts[t]]
-            for i in range(len(utilities)):
-                for j in range(i + 1, len(utilities)):
-                    gaps.append([a - b for a, b in zip(utilities[i], utilities[j], strict=True)])
-        self.sigma = solve_sigma(gaps, self.profiles)
-        self.tasks = tasks
-
-    def rank(self, t: int) -> list[list[int]]:
-        """One labeler's strict best-first ranking of task t, shown in a random order."""
-        profile = self.rng.choice(self.profiles)
-        shown = list(range(len(self.tasks.parts[t])))
-        self.rng.shuffle(shown)
-        perceived = profile.perceive([profile.utility(self.tasks.parts[t][i]) for i in shown], self.sigma, self.rng)
-        return [[i] for _, i in sorted(zip(perceived, shown, strict=True), reverse=True)]
-
-
-def accuracy(head: torch.Tensor, tasks: Tasks, held_out: list[int]) -> float:
-    right = total = 0.0
-    for t in held_out:
-        s, g = head_scores(head, tasks.features[t])[:, 0], tasks.gold[t]
-        for i in range(len(g)):
-            for j in range(i + 1, len(g)):
-                if g[i] != g[j]:
-                    total += 1
-                    d = float(s[i] - s[j]) * (1 if g[i] > g[j] else -1)
-                    right += 1.0 if d > 0 else 0.5 if d == 0 else 0.0
-    return right / total if total else float("nan")
 
 
 def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
@@ -180,7 +58,7 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
     prompts = sorted(set(tasks.prompt_of))
     rng.shuffle(prompts)
     held = set(prompts[: len(prompts) // 3])
-    held_out = [t for t, p in enumerate(tasks.prompt_of) if p in held]
+    held_out = HeldOut(tasks, sorted(held))
     pool = [t for t, p in enumerate(tasks.prompt_of) if p not in held]
     team = Team(tasks, pool, seed)  # same labelers, noise and start for every method of a seed
     order = pool[:]
@@ -191,13 +69,13 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
     while True:
         f = [tasks.features[t] for t in labelled]
         head = fit_score_heads(f, rankings, n_heads=1, bootstrap=False, l2=args.l2)
-        curve.append((len(labelled), accuracy(head, tasks, held_out)))
+        curve.append((len(labelled), held_out.accuracy(head)))
         if len(labelled) >= args.budget or not remaining:
             return curve
         if method == "random":
             picked = remaining[: args.step]
         else:
-            heads = fit_score_heads(f, rankings, n_heads=5, seed=seed * 1000 + len(labelled), l2=args.l2)
+            heads = fit_score_heads(f, rankings, n_heads=args.heads, seed=seed * 1000 + len(labelled), l2=args.l2)
             values = task_uncertainty(heads, [tasks.features[t] for t in remaining], method=method)
             best = sorted(range(len(remaining)), key=lambda n: -values[n])[: args.step]
             picked = [remaining[n] for n in sorted(best)]
@@ -291,7 +169,7 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-COLOURS = {"random": "#555555", "disagreement": "#d62728", "margin": "#1f77b4"}
+COLOURS = {"random": "#555555", "disagreement": "#d62728", "margin": "#1f77b4", "bald": "#2ca02c", "vote": "#9467bd"}
 
 
 def svg_chart(curves: dict[str, dict[int, list[tuple[int, float]]]], title: str) -> str:
@@ -323,7 +201,7 @@ def svg_chart(curves: dict[str, dict[int, list[tuple[int, float]]]], title: str)
         a = y0 + 0.05 * k
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{py(a):.1f}" y2="{py(a):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 6}" y="{py(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
-    step = 50 if x1 <= 400 else 100
+    step = 20 if x1 <= 200 else 50 if x1 <= 400 else 100
     for n in range(0, x1 + 1, step):
         out.append(f'<text x="{px(n):.1f}" y="{height - bottom + 16}" text-anchor="middle">{n}</text>')
     out.append(
@@ -353,18 +231,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("data/bench/active-learning"), help="pool cache and results")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the bundled model is converted")
     p.add_argument("--samples", type=int, default=4, help="answers generated per prompt and part")
-    p.add_argument("--parts", type=int, default=1, help="generation parts (seeds) merged per prompt")
+    p.add_argument("--parts", type=int, default=4, help="generation parts (seeds) merged per prompt")
     p.add_argument("--available", action="store_true", help="no generation: the prompts generated so far")
     p.add_argument("-k", type=int, default=4, help="completions per ranking task")
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=["random", "disagreement", "margin", "bald"], choices=METHODS)
+    p.add_argument("--heads", type=int, default=5, help="committee size of the active orders")
     p.add_argument("--start", type=int, default=10, help="random rankings before the first refit")
-    p.add_argument("--step", type=int, default=10, help="rankings handed out between refits")
-    p.add_argument("--budget", type=int, default=120, help="rankings in all (the pool has ~144 tasks)")
-    p.add_argument("--l2", type=float, default=30.0, help="head L2 on standardised features")
-    p.add_argument("--checkpoints", type=int, nargs="+", default=[30, 60, 120])
+    p.add_argument("--step", type=int, default=5, help="rankings handed out between refits")
+    p.add_argument("--budget", type=int, default=120, help="rankings in all (the pool: 576 tasks at --parts 4)")
+    p.add_argument("--l2", type=float, default=3.0, help="head L2 on standardised features (pilot: docs)")
+    p.add_argument("--checkpoints", type=int, nargs="+", default=[20, 40, 60, 80, 120])
     p.add_argument("--chart", type=Path, default=None, help="write the SVG curve here too")
+    p.add_argument("--tag", default="", help="results-<tag>.json and curve-<tag>.svg in --out")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -383,10 +263,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarize(curves, args.checkpoints) if "random" in curves else {"needed": [], "at_budget": []}
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result = {"settings": settings, "tasks": len(tasks.gold), "curves": curves, "summary": rows}
-    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    suffix = f"-{args.tag}" if args.tag else ""
+    (args.out / f"results{suffix}.json").write_text(json.dumps(result, indent=1))
     title = f"Held-out RM accuracy vs human rankings ({len(args.seeds)} seeds, mean ± sd)"
     chart = svg_chart(curves, title)
-    (args.out / "curve.svg").write_text(chart)
+    (args.out / f"curve{suffix}.svg").write_text(chart)
     if args.chart:
         args.chart.parent.mkdir(parents=True, exist_ok=True)
         args.chart.write_text(chart)

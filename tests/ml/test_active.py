@@ -161,7 +161,8 @@ def test_features_are_what_a_lora_reward_model_head_reads(tiny_model_dir, tmp_pa
     train_reward(cfg, rankings, tmp_path / "rm")
     items = [(r.prompt, r.completions) for r in rankings[:5]]
     items.append(("one more", ["only one completion"]))
-    features = completion_features(tmp_path / "rm", items, batch_size=3, device="cpu")
+    # fp32 on both sides: bf16 (autocast, on CPUs that have it) moves scores by ~2e-4 here
+    features = completion_features(tmp_path / "rm", items, batch_size=3, device="cpu", use_autocast=False)
     scorer = RewardScorer.load(tmp_path / "rm", device="cpu", use_autocast=False)
     d = scorer.model.config.hidden_size
     assert [tuple(f.shape) for f in features] == [(3, d)] * 5 + [(1, d)]

@@ -45,6 +45,7 @@ def completion_features(
     batch_size: int = 8,
     max_length: int | None = None,
     device: torch.device | str | None = None,
+    use_autocast: bool = True,
 ) -> list[torch.Tensor]:
     """Per (prompt, completions) item a (K, d) float32 CPU tensor: the reward model's last
     hidden state at each completion's last token, which is exactly what its score head reads.
@@ -52,14 +53,15 @@ def completion_features(
     The model folder is loaded like RewardScorer.load (a full model, a LoRA adapter, a LoRA on an
     SFT adapter); a plain causal LM folder works too (its fresh score head is not used). Texts are
     formatted as the reward model sees them (formatting.reward_text) and cut to `max_length`
-    tokens from the left (default: the reward model's own max_length).
+    tokens from the left (default: the reward model's own max_length). `use_autocast` as in
+    RewardScorer.load: bf16 where the device has it (faster, and slightly off fp32 features).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: must be at least 1, not {batch_size}")
     for n, (_, completions) in enumerate(items):
         if not completions:
             raise ValueError(f"items[{n}]: a task needs at least one completion")
-    scorer = RewardScorer.load(model_dir, device=device)
+    scorer = RewardScorer.load(model_dir, device=device, use_autocast=use_autocast)
     tokenizer, model = scorer.tokenizer, scorer.model
     prompts = [prompt for prompt, completions in items for _ in completions]
     texts = [c for _, completions in items for c in completions]

@@ -15,6 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+ROLLOUT_BACKEND_HELP = (
+    "What samples the rollouts: hf (transformers on the policy in memory), vllm (the worker's vLLM engine, the "
+    "policy adapter re-saved after each update; needs vllm, CUDA, one process), auto: vllm where it can run, else "
+    "hf. vLLM rollouts have never run on a GPU yet (docs/generation-engines.md): set hf if they fail."
+)
+
+
 class PPOSettings(BaseModel):
     """PPO against the round's reward model (worker.ml.ppo.PPOConfig)."""
 
@@ -38,15 +45,7 @@ class PPOSettings(BaseModel):
         le=5.0,
         description="Rollout sampling temperature; empty: generation's, what the reward model learned from.",
     )
-    rollout_backend: Literal["auto", "hf", "vllm"] = Field(
-        "auto",
-        description=(
-            "What samples the rollouts: hf (transformers on the policy in memory), vllm (the worker's vLLM "
-            "engine, the policy adapter re-saved after each update; needs vllm, CUDA, one process), auto: "
-            "vllm where it can run, else hf. vLLM rollouts have never run on a GPU yet "
-            "(docs/generation-engines.md): set hf if they fail."
-        ),
-    )
+    rollout_backend: Literal["auto", "hf", "vllm"] = Field("auto", description=ROLLOUT_BACKEND_HELP)
     missing_eos_penalty: float = Field(
         0.0,
         ge=0.0,
@@ -160,15 +159,7 @@ class RLOOSettings(BaseModel):
         None, ge=1, le=8192, description="Longest sampled response; empty: generation's."
     )
     temperature: float | None = Field(None, gt=0.0, le=5.0, description="Sampling temperature; empty: generation's.")
-    rollout_backend: Literal["auto", "hf", "vllm"] = Field(
-        "auto",
-        description=(
-            "What samples the rollouts: hf (transformers on the policy in memory), vllm (the worker's vLLM "
-            "engine, the policy adapter re-saved after each update; needs vllm, CUDA, one process), auto: "
-            "vllm where it can run, else hf. vLLM rollouts have never run on a GPU yet "
-            "(docs/generation-engines.md): set hf if they fail."
-        ),
-    )
+    rollout_backend: Literal["auto", "hf", "vllm"] = Field("auto", description=ROLLOUT_BACKEND_HELP)
     missing_eos_penalty: float = Field(
         0.0, ge=0.0, description="Opt-in: subtracted from a response cut at max_new_tokens."
     )

@@ -16,7 +16,9 @@ from worker.ml.cli_flags import (
     Command,
     ProgressBars,
     add_config_flags,
+    add_ddp_flags,
     config_from_args,
+    ddp_config,
     default_data_dir,
     default_model,
     run_with_bars,
@@ -163,17 +165,20 @@ def _train_policy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward", type=Path, required=True, help="reward model artifact folder (from train-reward)")
     parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write")
     add_config_flags(parser, PPOConfig, skip=("model",))
+    add_ddp_flags(parser)
 
 
 def _train_policy_run(args: argparse.Namespace) -> int:
     from worker.ml.data import read_prompts
+    from worker.ml.distributed_policy import launch_ppo
     from worker.ml.ppo import train_policy
 
     cfg = config_from_args(PPOConfig, args, model=args.model or str(default_model()))
-    prompts = read_prompts(args.prompts)
-    return run_with_bars(
-        lambda bars: train_policy(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars)
-    )
+    dist = ddp_config(args, cfg.device)
+    prompts = [p for _, p in read_prompts(args.prompts)]
+    if dist.processes > 1:
+        return run_with_bars(lambda bars: launch_ppo(cfg, prompts, args.reward, args.out, bars, dist=dist))
+    return run_with_bars(lambda bars: train_policy(cfg, prompts, args.reward, args.out, on_progress=bars))
 
 
 # --- train-sft -------------------------------------------------------------------------------
@@ -203,20 +208,17 @@ def _train_sft_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="pack examples into rows with a block mask (default: wherever exact; never with prompt tuning)",
     )
-    from worker.ml.distributed import DistributedConfig
-
-    # --processes N: data-parallel (DDP) through accelerate launch (docs/distributed.md)
-    add_config_flags(parser, DistributedConfig, skip=("device", "strategy", "accelerate_config"))
+    add_ddp_flags(parser)
 
 
 def _train_sft_run(args: argparse.Namespace) -> int:
-    from worker.ml.distributed import DistributedConfig, launch_sft
+    from worker.ml.distributed import launch_sft
     from worker.ml.sft import train_sft
     from worker.ml.sft_config import SFTConfig
     from worker.ml.sft_data import read_examples
 
     cfg = config_from_args(SFTConfig, args, model=args.model or str(default_model()))
-    dist = config_from_args(DistributedConfig, args, device=cfg.device)
+    dist = ddp_config(args, cfg.device)
     data = read_examples(args.data)
     eval_data = read_examples(args.eval_data) if args.eval_data else None
     bars = ProgressBars()

@@ -102,6 +102,21 @@ def add_start_model(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--model", default=None, help=help_text)
 
 
+def add_ddp_flags(parser: argparse.ArgumentParser) -> None:
+    """--processes N (with --mixed-precision and the run's timeouts): data-parallel with DDP through
+    accelerate launch (docs/distributed.md). For the trainers that run DDP only."""
+    from worker.ml.distributed import DistributedConfig
+
+    add_config_flags(parser, DistributedConfig, skip=("device", "strategy", "accelerate_config"))
+
+
+def ddp_config(args: argparse.Namespace, device: str | None):
+    """The DistributedConfig the flags of add_ddp_flags name; `processes` 1 means train in-process."""
+    from worker.ml.distributed import DistributedConfig
+
+    return config_from_args(DistributedConfig, args, device=device)
+
+
 def run_with_bars(train: Callable[[ProgressBars], dict[str, Any]]) -> int:
     """`train(on_progress)` with progress bars, then its metrics as JSON on stdout."""
     bars = ProgressBars()

@@ -10,8 +10,10 @@ from pathlib import Path
 from worker.ml.cli_flags import (
     Command,
     add_config_flags,
+    add_ddp_flags,
     add_start_model,
     config_from_args,
+    ddp_config,
     default_model,
     run_with_bars,
 )
@@ -29,15 +31,20 @@ def _train_dpo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rankings", type=Path, required=True, help="rankings JSONL (format in worker/ml/data.py)")
     parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write (with its card)")
     add_config_flags(parser, DPOConfig, skip=("model", "extra"))
+    add_ddp_flags(parser)
 
 
 def _train_dpo_run(args: argparse.Namespace) -> int:
     from worker.ml.data import read_rankings
+    from worker.ml.distributed_policy import launch_dpo
     from worker.ml.dpo import train_dpo
     from worker.ml.dpo_config import DPOConfig
 
     cfg = config_from_args(DPOConfig, args, model=args.model or str(default_model()))
+    dist = ddp_config(args, cfg.device)
     rankings = read_rankings(args.rankings)
+    if dist.processes > 1:
+        return run_with_bars(lambda bars: launch_dpo(cfg, rankings, args.out, bars, dist=dist))
     return run_with_bars(lambda bars: train_dpo(cfg, rankings, args.out, on_progress=bars))
 
 
@@ -92,18 +99,23 @@ def _train_rloo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="policy adapter folder to write")
     add_config_flags(parser, RLOOConfig, skip=("model",))
+    add_ddp_flags(parser)
 
 
 def _train_rloo_run(args: argparse.Namespace) -> int:
     from worker.ml.data import read_prompts
+    from worker.ml.distributed_policy import launch_rloo
     from worker.ml.rloo import train_rloo
     from worker.ml.rloo_config import RLOOConfig
 
     cfg = config_from_args(RLOOConfig, args, model=args.model or str(default_model()))
+    dist = ddp_config(args, cfg.device)
     if args.reward is None and cfg.reward_source != "zero":
         raise ValueError("reward: name the reward model folder with --reward (or use --reward-source zero)")
-    prompts = read_prompts(args.prompts)
-    return run_with_bars(lambda bars: train_rloo(cfg, [p for _, p in prompts], args.reward, args.out, on_progress=bars))
+    prompts = [p for _, p in read_prompts(args.prompts)]
+    if dist.processes > 1:
+        return run_with_bars(lambda bars: launch_rloo(cfg, prompts, args.reward, args.out, bars, dist=dist))
+    return run_with_bars(lambda bars: train_rloo(cfg, prompts, args.reward, args.out, on_progress=bars))
 
 
 POLICY_COMMANDS: dict[str, Command] = {

@@ -7,7 +7,8 @@ score on the last token, temperature-scaled logprobs recomputed by a forward pas
 off, GAE with gamma=1 / lambda=0.95, whitened advantages, clipped policy and value losses,
 several epochs over shuffled minibatches, rollouts batched with left padding.
 Pure tensor maths lives in ppo_math.py, sampling and scoring in ppo_rollout.py, sampling with
-vLLM instead (`rollout_backend`) in rollout_engines.py.
+vLLM instead (`rollout_backend`) in rollout_engines.py, the run's set-up, iteration loop and
+saving (shared with RLOO/GRPO) in policy_loop.py.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from torch import nn
 
 from worker.ml import ppo_math as pm
 from worker.ml.data import Prompt
-from worker.ml.distributed_rl import Shard, prompt_order, prompt_seeds
-from worker.ml.models import Progress, autocast, pick_device, read_card
+from worker.ml.distributed_rl import Shard
+from worker.ml.models import Progress, autocast, read_card
+from worker.ml.policy_loop import finish_policy_run, run_iterations, start_policy_run
 from worker.ml.ppo_config import PPOConfig
-from worker.ml.ppo_policy import build_policy, is_policy_adapter, resolve_reward, save_policy
+from worker.ml.ppo_policy import build_policy, is_policy_adapter
 from worker.ml.ppo_rollout import RewardFn, RolloutSampler, roll_out_and_score, rollout_stats
-from worker.ml.rollout_engines import resolve_rollout_backend, rollout_sampler
 from worker.ml.values import PolicyValue
 
 __all__ = ["PPOConfig", "kl_controller", "ppo_step", "starting_kl_coef", "train_policy"]
@@ -146,11 +147,6 @@ def ppo_step(
     return shard.reduce_stats(stats)
 
 
-def zero_reward(prompts: Sequence[Prompt], responses: Sequence[str]) -> torch.Tensor:
-    """The control run's reward (PPOConfig.reward_source "zero"): 0 for every response."""
-    return torch.zeros(len(responses))
-
-
 def kl_controller(cfg: PPOConfig, start: float | None = None) -> pm.FixedKLController | pm.AdaptiveKLController:
     """beta's controller: fixed, or Ziegler et al.'s adaptive one when a KL target is set. Its
     horizon is counted in samples, as theirs; ours is set in iterations of `batch_size`
@@ -194,64 +190,33 @@ def train_policy(
     folders written ("adapter", and "merged" when cfg.merge).
     With `accelerator` and `rollout_seeds`, as rloo.train_rloo's (distributed_rl.py).
     """
-    if not prompts:
-        raise ValueError("prompts: need at least one prompt")
-    shard = Shard(accelerator)
-    shard.check_divides(batch_size=cfg.batch_size, minibatch_size=cfg.minibatch_size)
-    torch.manual_seed(cfg.seed)
-    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
-    backend = resolve_rollout_backend(cfg.rollout_backend, device, shard.world)  # before loading
-    policy, tokenizer = build_policy(cfg, device)
-    shard.sync_start(policy.trainable_parameters())
-    if shard.world > 1:  # each rank samples its own stream
-        torch.manual_seed(cfg.seed + shard.rank)
-    reward_fn = (
-        zero_reward
-        if cfg.reward_source == "zero"
-        else resolve_reward(reward_model_or_fn, device, use_autocast=cfg.autocast)
+    run = start_policy_run(
+        cfg,
+        prompts,
+        reward_model_or_fn,
+        accelerator,
+        lambda device: build_policy(cfg, device),
+        batch_size=cfg.batch_size,
+        minibatch_size=cfg.minibatch_size,
     )
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
     kl_ctl = kl_controller(cfg, start=starting_kl_coef(cfg))
 
-    history: dict[str, list[float]] = defaultdict(list)
-    order: list[int] = []
-    shuffle = prompt_order(cfg.seed, shard, rollout_seeds)
-    sampler = rollout_sampler(backend, cfg.rollout_backend, policy.peft_model)  # None: HF generate
-    started = time.perf_counter()
-    try:
-        for step in range(cfg.steps):
-            # Walk the prompts in a fresh random order each pass (prompts may be fewer than a batch).
-            while len(order) < cfg.batch_size:
-                order += torch.randperm(len(prompts), generator=shuffle).tolist()
-            batch_prompts, order = [prompts[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
-            seeds = prompt_seeds(cfg.seed, step, shard.positions(len(batch_prompts))) if rollout_seeds else None
-            mine = shard.take(batch_prompts)
-            stats = ppo_step(policy, tokenizer, optimizer, kl_ctl, reward_fn, mine, cfg, shard, seeds, sampler)
-            for name, value in stats.items():
-                history[name].append(value)
-            if on_step is not None:
-                on_step(step + 1, stats)
-            if on_progress is not None:
-                on_progress(step + 1, cfg.steps, "ppo")
-    finally:
-        if sampler is not None:
-            sampler.close()
-    seconds = time.perf_counter() - started
-    if not shard.main:
-        return {}
+    def step(mine: Sequence[Prompt], seeds: Sequence[int] | None, sampler: RolloutSampler | None) -> dict[str, float]:
+        return ppo_step(
+            run.policy, run.tokenizer, run.optimizer, kl_ctl, run.reward_fn, mine, cfg, run.shard, seeds, sampler
+        )
 
-    metrics: dict[str, Any] = dict(history)
-    if accelerator is not None:
-        metrics["processes"] = shard.world
-    metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
-    card = {
-        "kind": "policy",
-        "config": cfg.to_dict(),
-        "metrics": {name: values[-1] for name, values in history.items()},
-        "samples_per_second": metrics["samples_per_second"],
-        "rollout_backend": "hf" if sampler is None else "vllm",
-    }
-    if cfg.adaptive_kl_target > 0:  # where the next round of this policy line starts beta
-        card["kl_coef_next"] = metrics["kl_coef_next"] = kl_ctl.value
-    metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
-    return metrics
+    done = run_iterations(
+        run,
+        cfg,
+        prompts,
+        cfg.batch_size,
+        step,
+        "ppo",
+        on_step=on_step,
+        on_progress=on_progress,
+        rollout_seeds=rollout_seeds,
+    )
+    # where the next round of this policy line starts beta
+    carried = {"kl_coef_next": kl_ctl.value} if cfg.adaptive_kl_target > 0 else {}
+    return finish_policy_run(run, cfg, done, out_dir, carried_fields=carried)

@@ -9,8 +9,8 @@ What is shared with PPO (ppo.py): the sampling (ppo_rollout.sample_rollout, or v
 `rollout_backend`: plain temperature sampling, nothing from the checkpoint's generation_config),
 the reference (the same backbone with the adapter disabled), logprobs recomputed by a forward
 pass at the sampling temperature, the clipped-ratio loss averaged over response tokens
-(ppo_math), loading and saving the LoRA policy (ppo_policy). What is not: the value head, GAE
-and whitening.
+(ppo_math), loading and saving the LoRA policy (ppo_policy), the run's set-up, iteration loop
+and saving (policy_loop). What is not: the value head, GAE and whitening.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from torch import nn
 
 from worker.ml import ppo_math as pm
 from worker.ml.data import Prompt
-from worker.ml.distributed_rl import Shard, prompt_order, prompt_seeds
-from worker.ml.models import Progress, autocast, pick_device
-from worker.ml.ppo import zero_reward
-from worker.ml.ppo_policy import load_lora_policy, resolve_reward, save_policy
+from worker.ml.distributed_rl import Shard
+from worker.ml.models import Progress, autocast
+from worker.ml.policy_loop import finish_policy_run, run_iterations, start_policy_run
+from worker.ml.ppo_policy import load_lora_policy
 from worker.ml.ppo_rollout import RewardFn, RolloutSampler, roll_out_and_score, rollout_stats
 from worker.ml.rloo_config import ESTIMATORS, RLOOConfig
-from worker.ml.rollout_engines import resolve_rollout_backend, rollout_sampler
 from worker.ml.values import LoraPolicy
 
 __all__ = ["RLOOConfig", "group_advantages", "group_spread", "rloo_step", "sequence_advantages", "train_rloo"]
@@ -217,63 +216,33 @@ def train_rloo(
     N-th prompt of an iteration; rank 0 saves, the others return {}. `rollout_seeds`: sample
     each prompt with its own seed, so the samples do not depend on the number of processes.
     """
-    if not prompts:
-        raise ValueError("prompts: need at least one prompt")
-    shard = Shard(accelerator)
-    shard.check_divides(prompts_per_step=cfg.prompts_per_step, minibatch_size=cfg.minibatch_size)
-    torch.manual_seed(cfg.seed)
-    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
-    backend = resolve_rollout_backend(cfg.rollout_backend, device, shard.world)  # before loading
-    peft_model, tokenizer = load_lora_policy(cfg, device)
-    policy = LoraPolicy(peft_model)
-    shard.sync_start(policy.trainable_parameters())
-    if shard.world > 1:  # each rank samples its own stream
-        torch.manual_seed(cfg.seed + shard.rank)
-    reward_fn = (
-        zero_reward
-        if cfg.reward_source == "zero"
-        else resolve_reward(reward_model_or_fn, device, use_autocast=cfg.autocast)
+
+    def load_policy(device: torch.device) -> tuple[LoraPolicy, Any]:
+        peft_model, tokenizer = load_lora_policy(cfg, device)
+        return LoraPolicy(peft_model), tokenizer
+
+    run = start_policy_run(
+        cfg,
+        prompts,
+        reward_model_or_fn,
+        accelerator,
+        load_policy,
+        prompts_per_step=cfg.prompts_per_step,
+        minibatch_size=cfg.minibatch_size,
     )
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate, eps=1e-5)
 
-    history: dict[str, list[float]] = defaultdict(list)
-    order: list[int] = []
-    shuffle = prompt_order(cfg.seed, shard, rollout_seeds)
-    sampler = rollout_sampler(backend, cfg.rollout_backend, policy.peft_model)  # None: HF generate
-    started = time.perf_counter()
-    try:
-        for step in range(cfg.steps):
-            # Walk the prompts in a fresh random order each pass (prompts may be fewer than a step's).
-            while len(order) < cfg.prompts_per_step:
-                order += torch.randperm(len(prompts), generator=shuffle).tolist()
-            step_prompts, order = [prompts[i] for i in order[: cfg.prompts_per_step]], order[cfg.prompts_per_step :]
-            seeds = prompt_seeds(cfg.seed, step, shard.positions(len(step_prompts))) if rollout_seeds else None
-            mine = shard.take(step_prompts)
-            stats = rloo_step(policy, tokenizer, optimizer, reward_fn, mine, cfg, shard, seeds, sampler)
-            for name, value in stats.items():
-                history[name].append(value)
-            if on_step is not None:
-                on_step(step + 1, stats)
-            if on_progress is not None:
-                on_progress(step + 1, cfg.steps, "rloo")
-    finally:
-        if sampler is not None:
-            sampler.close()
-    seconds = time.perf_counter() - started
-    if not shard.main:
-        return {}
+    def step(mine: Sequence[Prompt], seeds: Sequence[int] | None, sampler: RolloutSampler | None) -> dict[str, float]:
+        return rloo_step(run.policy, run.tokenizer, run.optimizer, run.reward_fn, mine, cfg, run.shard, seeds, sampler)
 
-    metrics: dict[str, Any] = dict(history)
-    if accelerator is not None:
-        metrics["processes"] = shard.world
-    metrics.update(total_seconds=seconds, samples_per_second=cfg.steps * cfg.batch_size / seconds)
-    card = {
-        "kind": "policy",
-        "optimizer": cfg.estimator,
-        "config": cfg.to_dict(),
-        "metrics": {name: values[-1] for name, values in history.items()},
-        "samples_per_second": metrics["samples_per_second"],
-        "rollout_backend": "hf" if sampler is None else "vllm",
-    }
-    metrics.update(save_policy(policy, tokenizer, out_dir, card, merge=cfg.merge))
-    return metrics
+    done = run_iterations(
+        run,
+        cfg,
+        prompts,
+        cfg.prompts_per_step,
+        step,
+        "rloo",
+        on_step=on_step,
+        on_progress=on_progress,
+        rollout_seeds=rollout_seeds,
+    )
+    return finish_policy_run(run, cfg, done, out_dir, card_fields={"optimizer": cfg.estimator})

@@ -15,8 +15,10 @@ frozen features: a linear Plackett-Luce head fitted on every ranking so far
 (worker.ml.active.fit_score_heads, one head, no resampling). Held-out accuracy: the share of
 pairs of a held-out prompt's answers (all 16, every pair) it orders like gold (gold ties left
 out). The handout starts with --start random rankings, then hands out --step tasks at a time,
-refitting after each step, in random order or by one of worker.ml.active's acquisition methods
-on a --heads bootstrap committee ("disagreement", "margin", "bald", "vote").
+refitting after each step, in random order, by one of worker.ml.active's acquisition methods
+on a --heads bootstrap committee ("disagreement", "margin", "bald", "vote", "pool_information"),
+or by the head's Laplace posterior (worker.ml.active_laplace: "laplace_information",
+"laplace_pool"; a greedy batch of --step tasks, no committee).
 
     .venv/bin/python bench/active_learning.py --seeds $(seq 0 19) \
         --methods random disagreement margin bald pool_information --chart docs/img/active-learning-576-tasks.svg
@@ -44,9 +46,12 @@ from active_pool import HeldOut, Tasks, Team, merged_pool, pool_features
 
 from worker.ml.active import METHODS as ACQUISITIONS
 from worker.ml.active import fit_score_heads, task_uncertainty
+from worker.ml.active_laplace import laplace_batch, laplace_posterior
 
-METHODS = ("random", *ACQUISITIONS)
-"""Handout orders: random, or any of worker.ml.active's acquisition methods."""
+LAPLACE = {"laplace_information": "information", "laplace_pool": "pool"}
+"""Orders from the head's Laplace posterior (worker.ml.active_laplace), no committee."""
+METHODS = ("random", *ACQUISITIONS, *LAPLACE)
+"""Handout orders: random, any of worker.ml.active's acquisition methods, or a Laplace one."""
 
 
 # --- one simulated handout ------------------------------------------------------------------------
@@ -74,6 +79,10 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
             return curve
         if method == "random":
             picked = remaining[: args.step]
+        elif method in LAPLACE:  # greedy batch under the one head's full-rank posterior
+            posterior = laplace_posterior(f, rankings, l2=args.l2, head=head)
+            best = laplace_batch(posterior, [tasks.features[t] for t in remaining], args.step, score=LAPLACE[method])
+            picked = [remaining[n] for n in sorted(best)]
         else:
             heads = fit_score_heads(f, rankings, n_heads=args.heads, seed=seed * 1000 + len(labelled), l2=args.l2)
             values = task_uncertainty(heads, [tasks.features[t] for t in remaining], method=method)
@@ -169,7 +178,15 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-COLOURS = {"random": "#555555", "disagreement": "#d62728", "margin": "#1f77b4", "bald": "#2ca02c", "vote": "#9467bd"}
+COLOURS = {
+    "random": "#555555",
+    "disagreement": "#d62728",
+    "margin": "#1f77b4",
+    "bald": "#2ca02c",
+    "vote": "#9467bd",
+    "laplace_information": "#ff7f0e",
+    "laplace_pool": "#8c564b",
+}
 
 
 def svg_chart(curves: dict[str, dict[int, list[tuple[int, float]]]], title: str) -> str:

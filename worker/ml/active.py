@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -118,17 +119,8 @@ def fit_score_heads(
     d = _check_features(features)
     if len(rankings) != len(features):
         raise ValueError(f"rankings: {len(rankings)} tasks, but features has {len(features)}")
-    rows, levels = _ranking_rows(features, rankings)
-    if not rows:
-        raise ValueError("rankings: no ranking orders two completions of a task; fit needs at least one")
-    # Standardise so one l2 suits any hidden size and scale; mapped back to raw features below.
-    flat = torch.cat([f.float() for f in features])
-    mu, sd = flat.mean(dim=0), flat.std(dim=0, unbiased=False).clamp(min=1e-6)
-    k_max = levels.shape[1]
-    x = torch.zeros(len(rows), k_max, d)
-    for r, (task, _) in enumerate(rows):
-        f = (features[task].float() - mu) / sd
-        x[r, : len(f)] = f
+    design = ranking_design(features, rankings)
+    rows, x, levels, mu, sd = design.rows, design.x, design.levels, design.mu, design.sd
     tasks = sorted({task for task, _ in rows})
     row_task = torch.tensor([tasks.index(task) for task, _ in rows])
     generator = torch.Generator().manual_seed(seed)
@@ -141,6 +133,33 @@ def fit_score_heads(
         heads[h, :d] = w / sd
         heads[h, d] = b - (mu / sd) @ w
     return heads
+
+
+class RankingDesign(NamedTuple):
+    """The fit's inputs: rankings that order something, their completions' standardised features."""
+
+    rows: list[tuple[int, int]]  # (task, ranking index) per row
+    x: torch.Tensor  # (R, K_max, d) standardised features, zero padding
+    levels: torch.Tensor  # (R, K_max) group level per completion, -1 = padding
+    mu: torch.Tensor  # (d,) feature mean of every labelled completion
+    sd: torch.Tensor  # (d,) their sd (at least 1e-6): standardised = (raw - mu) / sd
+
+
+def ranking_design(features: Sequence[torch.Tensor], rankings: Sequence[Sequence[Groups]]) -> RankingDesign:
+    """Validated rankings and standardised features as fit_score_heads reads them; standardising
+    lets one l2 suit any hidden size and scale (heads are mapped back to raw features). Raises
+    ValueError when no ranking orders two completions."""
+    d = _check_features(features)
+    rows, levels = _ranking_rows(features, rankings)
+    if not rows:
+        raise ValueError("rankings: no ranking orders two completions of a task; fit needs at least one")
+    flat = torch.cat([f.float() for f in features])
+    mu, sd = flat.mean(dim=0), flat.std(dim=0, unbiased=False).clamp(min=1e-6)
+    x = torch.zeros(len(rows), levels.shape[1], d)
+    for r, (task, _) in enumerate(rows):
+        f = (features[task].float() - mu) / sd
+        x[r, : len(f)] = f
+    return RankingDesign(rows, x, levels, mu, sd)
 
 
 def _fit_one(

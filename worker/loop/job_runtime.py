@@ -118,9 +118,12 @@ class JobReporter:
         self._last_write, self._last_stage = now, stage_key
         with db_session() as db:
             self._check(db)
+            # The same conditions as the check, again in the UPDATE: a cancel that commits between
+            # the two must not get a heartbeat written after it released the claim.
             db.execute(
                 update(TrainingJob)
-                .where(TrainingJob.id == self.job_id)
+                .where(TrainingJob.id == self.job_id, TrainingJob.status == J.running)
+                .where(TrainingJob.claim_token == self.token)
                 .values(
                     progress=min(max(done / total if total else 0.0, 0.0), 1.0),
                     current_step=stage[:64],

@@ -203,9 +203,11 @@ class Reporter:
             status = db.scalar(select(TrainingRound.status).where(TrainingRound.id == self.round_id))
             if status not in self.statuses:
                 raise Cancelled(f"round {self.round_id} is {status}; {self.step} stops here")
+            # the status condition again in the UPDATE: a cancel committed since the check keeps
+            # its cleared heartbeat
             db.execute(
                 update(TrainingRound)
-                .where(TrainingRound.id == self.round_id)
+                .where(TrainingRound.id == self.round_id, TrainingRound.status.in_(self.statuses))
                 .values(
                     progress=min(max(self.overall(done, total), 0.0), 1.0),
                     current_step=f"{self.step}: {stage}"[:64],

@@ -18,7 +18,7 @@ out). The handout starts with --start random rankings, then hands out --step tas
 refitting after each step, in random order, by one of worker.ml.active's acquisition methods
 on a --heads bootstrap committee ("disagreement", "margin", "bald", "vote", "pool_information"),
 or by the head's Laplace posterior (worker.ml.active_laplace: "laplace_information",
-"laplace_pool"; a greedy batch of --step tasks, no committee).
+"laplace_pool", "laplace_error"; a greedy batch of --step tasks, no committee).
 
     .venv/bin/python bench/active_learning.py --seeds $(seq 0 19) \
         --methods random disagreement margin bald pool_information --chart docs/img/active-learning-576-tasks.svg
@@ -48,7 +48,7 @@ from worker.ml.active import METHODS as ACQUISITIONS
 from worker.ml.active import fit_score_heads, task_uncertainty
 from worker.ml.active_laplace import laplace_batch, laplace_posterior
 
-LAPLACE = {"laplace_information": "information", "laplace_pool": "pool"}
+LAPLACE = {"laplace_information": "information", "laplace_pool": "pool", "laplace_error": "error"}
 """Orders from the head's Laplace posterior (worker.ml.active_laplace), no committee."""
 METHODS = ("random", *ACQUISITIONS, *LAPLACE)
 """Handout orders: random, any of worker.ml.active's acquisition methods, or a Laplace one."""

@@ -44,7 +44,7 @@ class ProjectFields(BaseModel):
     """One aspect per line: `name | Label | likert` (label and scale optional)."""
     overall_ranking: str = ""
     handout_order: str = ""
-    """default, uncertainty or margin (blank: default)."""
+    """default, uncertainty, margin or information (blank: default)."""
 
 
 @dataclass

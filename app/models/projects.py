@@ -41,6 +41,9 @@ class HandoutOrder(StrEnum):
     """Highest disagreement of an ensemble of score heads on the task's completions first."""
     margin = "margin"
     """Smallest reward margin between the task's completions first."""
+    information = "information"
+    """The task whose ranking is expected to teach the reward model most about the open tasks
+    first: a Laplace posterior of a score head, batches chosen greedily (docs/active-learning.md)."""
 
 
 class Project(Base):
@@ -79,7 +82,7 @@ class Project(Base):
     """The reward model whose features scored the tasks at the last refresh. use_alter: model
     versions point at their project too (app/backup restores this column in a second pass)."""
     priority_method: Mapped[str | None] = mapped_column(String(16))
-    """The HandoutOrder the last refresh computed (uncertainty or margin)."""
+    """The HandoutOrder the last refresh computed (uncertainty, margin or information)."""
     priorities_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     priority_stats: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     """What the last refresh saw: {"tasks": scored, "rankings": fitted on, "heads": n, "seconds": s}."""

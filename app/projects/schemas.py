@@ -17,12 +17,14 @@ FORM_DESCRIPTION = (
     "(rate each 1..N), multi_aspect (rate or rank each admin-defined aspect), good_bad (each good or bad). "
     "Fixed once the project has tasks."
 )
-HandoutOrderName = Literal["default", "uncertainty", "margin"]
+HandoutOrderName = Literal["default", "uncertainty", "margin", "information"]
 HANDOUT_ORDER_DESCRIPTION = (
     "Which open task a labeler gets next: default (the oldest open task first), uncertainty (the "
-    "tasks an ensemble of score heads disagrees on most first) or margin (the smallest reward margins "
-    "first). The active orders use priorities refreshed after each reward-model training; unscored "
-    "tasks come after the scored ones (docs/active-learning.md)."
+    "tasks an ensemble of score heads disagrees on most first), margin (the smallest reward margins "
+    "first) or information (the tasks whose ranking is expected to teach the reward model most about the "
+    "open tasks first; batches chosen so they do not ask the same thing twice). The active orders use "
+    "priorities refreshed after each reward-model training; unscored tasks come after the scored ones "
+    "(docs/active-learning.md)."
 )
 SETTINGS_DESCRIPTION = (
     'The form\'s options. likert: {"likert_points": 3–9 (7), "likert_labels": [one per point]}. multi_aspect: '
@@ -102,7 +104,9 @@ class ProjectOut(BaseModel):
     created_at: datetime
     handout_order: str
     priority_model_id: int | None = Field(description="The reward model version behind the stored priorities.")
-    priority_method: str | None = Field(description="uncertainty or margin: what the last refresh computed.")
+    priority_method: str | None = Field(
+        description="uncertainty, margin or information: what the last refresh computed."
+    )
     priorities_refreshed_at: datetime | None
     priority_stats: dict[str, Any] = Field(
         description='The last refresh: {"tasks": scored, "rankings": fitted on, "heads": n, "seconds": s}.'

@@ -1,4 +1,4 @@
-"""The handout order setting (issue 16 §2) over the API and on the admin settings page: the three
+"""The handout order setting (issue 16 §2) over the API and on the admin settings page: the four
 orders, a bad value refused naming the field with nothing changed, and the project page's card."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ def test_the_order_is_set_at_creation_and_changed_over_the_api(client, db, admin
         "default"
     )
     path = f"/api/v1/projects/{body['id']}"
-    changed = client.patch(path, json={"handout_order": "uncertainty"}, headers=admin_auth)
-    assert changed.status_code == 200 and changed.json()["handout_order"] == "uncertainty"
+    for order in ("uncertainty", "information"):
+        changed = client.patch(path, json={"handout_order": order}, headers=admin_auth)
+        assert changed.status_code == 200 and changed.json()["handout_order"] == order
 
 
 def test_a_bad_order_is_refused_naming_the_field_and_nothing_changes(client, db, admin_auth):
@@ -52,13 +53,13 @@ def test_the_settings_page_sets_the_order_and_the_project_page_shows_it(client, 
     }
     refused = client.post(f"/admin/projects/{project.id}/settings", data={**fields, "handout_order": "loudest"})
     assert refused.status_code == 422 and 'id="handout_order-error"' in refused.text and "loudest" in refused.text
-    saved = client.post(
-        f"/admin/projects/{project.id}/settings", data={**fields, "handout_order": "margin"}, follow_redirects=False
-    )
+    settings = f"/admin/projects/{project.id}/settings"
+    saved = client.post(settings, data={**fields, "handout_order": "information"}, follow_redirects=False)
     assert saved.status_code == 303, saved.text
     fresh(db)
-    assert db.get(Project, project.id).handout_order == "margin"
+    assert db.get(Project, project.id).handout_order == "information"
     page = client.get(f"/admin/projects/{project.id}").text
-    assert 'data-handout-order="margin"' in page and "No priorities yet" in page
+    assert 'data-handout-order="information"' in page and "most informative first" in page
+    assert "No priorities yet" in page
     refused = client.post(f"/admin/projects/{project.id}/priorities/refresh", data={"csrf_token": csrf_of(client, db)})
     assert refused.status_code == 409 and "no reward model yet" in refused.text

@@ -53,7 +53,7 @@ def ambiguous_project(db, *, order: str = HandoutOrder.uncertainty):
 @pytest.mark.parametrize(
     ("db_url", "order"),
     # (uncertainty on SQLite: through the worker in test_active_worker.py)
-    [("postgres", HandoutOrder.uncertainty), ("sqlite", HandoutOrder.margin)],
+    [("postgres", HandoutOrder.uncertainty), ("sqlite", HandoutOrder.margin), ("sqlite", HandoutOrder.information)],
     indirect=["db_url"],
 )
 def test_the_ambiguous_task_gets_the_top_priority_and_is_handed_out_first(db, tiny_model_dir, order):

@@ -10,7 +10,12 @@ import torch
 
 from tests.ml.test_active import _labelled
 from worker.ml.active import fit_score_heads, ranking_design
-from worker.ml.active_laplace import expected_ranking_information, laplace_batch, laplace_posterior
+from worker.ml.active_laplace import (
+    expected_ranking_information,
+    laplace_batch,
+    laplace_order,
+    laplace_posterior,
+)
 from worker.ml.losses import plackett_luce_loss
 
 D = 4
@@ -77,7 +82,7 @@ def _pair(direction: int, size: float) -> torch.Tensor:
     return f
 
 
-@pytest.mark.parametrize("score", ["information", "pool"])
+@pytest.mark.parametrize("score", ["information", "pool", "error"])
 def test_an_unexplored_direction_is_asked_first(score):
     posterior = laplace_posterior(*_explored_along_feature_0(), l2=0.05)
     explored, unexplored = _pair(0, 1.0), _pair(1, 1.0)
@@ -87,7 +92,7 @@ def test_an_unexplored_direction_is_asked_first(score):
     assert order[-1] == 3  # one completion: nothing to learn, last
 
 
-@pytest.mark.parametrize("score", ["information", "pool"])
+@pytest.mark.parametrize("score", ["information", "pool", "error"])
 def test_a_greedy_batch_asks_two_directions_not_two_copies(score):
     """A and its copy each teach a little more than B alone; once A's ranking is counted, its
     copy teaches less than B, which asks about another direction (a weak prior, so one ranking
@@ -100,7 +105,7 @@ def test_a_greedy_batch_asks_two_directions_not_two_copies(score):
 
 def test_bad_batch_input_names_the_field():
     posterior = laplace_posterior(*_explored_along_feature_0(), l2=0.05)
-    with pytest.raises(ValueError, match=r"score: 'entropy' is not one of information, pool"):
+    with pytest.raises(ValueError, match=r"score: 'entropy' is not one of information, pool, error"):
         laplace_batch(posterior, [_pair(1, 1.0)], 1, score="entropy")
     with pytest.raises(ValueError, match=r"batch: must be at least 0"):
         laplace_batch(posterior, [_pair(1, 1.0)], -1)
@@ -108,3 +113,18 @@ def test_bad_batch_input_names_the_field():
         laplace_batch(posterior, [torch.zeros(2, 3)], 1)
     assert laplace_batch(posterior, [], 3) == []
     assert laplace_batch(posterior, [_pair(1, 1.0)], 0) == []
+
+
+@pytest.mark.parametrize("score", ["pool", "error"])
+def test_the_handout_order_is_the_greedy_batch_then_the_rest_by_score(score):
+    """The product's order (HandoutOrder.information): every task once, the greedy batch first,
+    then the rest by their score with that batch counted, a lone completion last."""
+    posterior = laplace_posterior(*_explored_along_feature_0(), l2=0.005)
+    a, b, settled = _pair(1, 1.0), _pair(2, 0.9), _pair(0, 1.0)
+    tasks = [settled, a, torch.zeros(1, D), a.clone(), b, _pair(3, 0.5)]
+    order = laplace_order(posterior, tasks, 2, score=score)
+    assert sorted(order) == list(range(len(tasks)))
+    assert order[:2] == laplace_batch(posterior, tasks, 2, score=score) == [1, 4]
+    assert order[-1] == 2
+    assert order.index(5) < order.index(0)  # an open direction before a settled one
+    assert laplace_order(posterior, tasks, 0, score=score)[0] == 1  # no greedy pick: by score alone

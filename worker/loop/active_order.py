@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -26,9 +26,22 @@ from app.models import HandoutOrder, ModelVersion, Project, Prompt, PromptSplit,
 from worker.loop import data
 from worker.loop.runtime import db_session, settings
 
+if TYPE_CHECKING:  # the web process imports this module's callers; torch loads only in the worker
+    from torch import Tensor
+
 N_HEADS = 5
-METHODS = {HandoutOrder.uncertainty: "disagreement", HandoutOrder.margin: "margin"}
-"""The project's handout_order -> worker.ml.active's method."""
+COMMITTEE_METHODS = {HandoutOrder.uncertainty: "disagreement", HandoutOrder.margin: "margin"}
+"""Orders scored by a committee of score heads: the project's handout_order -> worker.ml.active's method."""
+LAPLACE_SCORE = "pool"
+"""HandoutOrder.information's score in worker.ml.active_laplace (docs/active-learning.md: the
+Laplace order measured best)."""
+LAPLACE_L2 = 3.0
+"""The head's L2 on standardised features, i.e. the Laplace posterior's prior: the value the
+measurement chose on a random-order pilot (docs/active-learning.md)."""
+LAPLACE_BATCH = 100
+"""Tasks picked greedily, each counted before the next (so a batch does not ask the same thing
+twice); the rest follow by their score once those are counted. About a round's handout before
+the next reward model refreshes the order; each pick is one pass over every open task."""
 
 _tasks = RankingTask.__table__
 _SET_PRIORITY = update(_tasks).where(_tasks.c.id == bindparam("task_id")).values(handout_priority=bindparam("priority"))
@@ -37,7 +50,7 @@ _SET_PRIORITY = update(_tasks).where(_tasks.c.id == bindparam("task_id")).values
 @dataclass
 class _Inputs:
     order: str
-    """uncertainty or margin: what this refresh computes."""
+    """uncertainty, margin or information: what this refresh computes."""
     open_ids: list[int]
     """Every open task of the project; those not in `open_items` get no priority (NULL)."""
     open_items: dict[int, tuple[Any, list[str]]]
@@ -58,7 +71,7 @@ def refresh_priorities(
     min_ranked_tasks: int | None = None,
 ) -> dict[str, Any]:
     """Scores the project's open tasks with the reward model at `reward_model_dir` and stores the
-    priorities (higher = hand out first), then commits. `method`: uncertainty or margin (default:
+    priorities (higher = hand out first), then commits. `method`: uncertainty, margin or information (default:
     the project's handout_order, uncertainty while that is "default" so priorities are ready
     before an admin turns the order on). Returns what the project's priority_stats record.
 
@@ -72,7 +85,8 @@ def refresh_priorities(
     started = time.monotonic()
     inputs = _read(db, project_id, method)
     db.commit()  # no transaction stays open while the model runs
-    stats: dict[str, Any] = {"tasks": 0, "rankings": sum(len(r) for _, _, r in inputs.ranked), "heads": n_heads}
+    heads = 1 if inputs.order == HandoutOrder.information else n_heads  # the Laplace order: one head, its posterior
+    stats: dict[str, Any] = {"tasks": 0, "rankings": sum(len(r) for _, _, r in inputs.ranked), "heads": heads}
     priorities: dict[int, float | None] | None = None
     if not any(len(groups) >= 2 for _, _, rankings in inputs.ranked for groups in rankings):
         stats["skipped"] = "no human ranking orders two completions yet: nothing to fit the score heads on"
@@ -123,15 +137,44 @@ def _read(db: Session, project_id: int, method: str | None) -> _Inputs:
 
 
 def _score(reward_model_dir: str, inputs: _Inputs, *, n_heads: int, seed: int) -> dict[int, float]:
-    from worker.ml.active import completion_features, fit_score_heads, task_uncertainty
+    from worker.ml.active import completion_features
 
     open_ids = list(inputs.open_items)
     items = [inputs.open_items[task_id] for task_id in open_ids] + [(p, c) for p, c, _ in inputs.ranked]
     features = completion_features(reward_model_dir, items)
     open_features, ranked_features = features[: len(open_ids)], features[len(open_ids) :]
-    heads = fit_score_heads(ranked_features, [r for _, _, r in inputs.ranked], n_heads=n_heads, seed=seed)
-    values = task_uncertainty(heads, open_features, method=METHODS[HandoutOrder(inputs.order)])
+    rankings = [r for _, _, r in inputs.ranked]
+    order = HandoutOrder(inputs.order)
+    if order == HandoutOrder.information:
+        values = _laplace_priorities(open_features, ranked_features, rankings)
+    else:
+        values = _committee_priorities(
+            open_features, ranked_features, rankings, COMMITTEE_METHODS[order], n_heads, seed
+        )
     return dict(zip(open_ids, values, strict=True))
+
+
+def _committee_priorities(
+    open_features: list[Tensor], ranked_features: list[Tensor], rankings: list, method: str, n_heads: int, seed: int
+) -> list[float]:
+    from worker.ml.active import fit_score_heads, task_uncertainty
+
+    heads = fit_score_heads(ranked_features, rankings, n_heads=n_heads, seed=seed)
+    return task_uncertainty(heads, open_features, method=method)
+
+
+def _laplace_priorities(open_features: list[Tensor], ranked_features: list[Tensor], rankings: list) -> list[float]:
+    """The handout order as priorities in (0, 1], first = 1; a task with fewer than two
+    completions (nothing to order) gets 0.0, as the committee orders give it."""
+    from worker.ml.active_laplace import laplace_order, laplace_posterior
+
+    posterior = laplace_posterior(ranked_features, rankings, l2=LAPLACE_L2)
+    order = laplace_order(posterior, open_features, LAPLACE_BATCH, score=LAPLACE_SCORE)
+    priorities = [0.0] * len(open_features)
+    for position, task in enumerate(order):
+        if len(open_features[task]) >= 2:
+            priorities[task] = 1.0 - position / len(order)
+    return priorities
 
 
 def _store(

@@ -13,7 +13,14 @@ Two scores per open task, both under the Gaussian approximation:
       log det(I + Sigma F_task), F_task the ranking's expected Fisher information;
   "pool" (V-optimal, EPIG-like): how much the ranking would shrink the posterior variance of the
       open pool's pair score differences, each pair weighted by (p (1 - p))^2, its variance in
-      probability.
+      probability;
+  "error" (expected error reduction, Roy & McCallum 2001, on the pool's pairs): how many of the
+      open pool's pairs the head is expected to order correctly once the ranking is in, under
+      the Gaussian preposterior. A pair's score difference z.w is N(mu, s^2); the head orders it
+      right with chance Phi(|mu| / s); after the batch its variance is s'^2 and its mean moves by
+      N(0, s^2 - s'^2), so the expected chance is E Phi(|mu + sqrt(s^2 - s'^2) xi| / s'),
+      xi ~ N(0, 1) (24-node Gauss-Hermite). Unlike "pool" it ignores pairs whose order is
+      already settled however wide their variance, and pairs no ranking can settle.
 
 Plain functions on tensors, like worker/ml/active.py: no database, web or Celery.
 """
@@ -21,15 +28,23 @@ Plain functions on tensors, like worker/ml/active.py: no database, web or Celery
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy
 import torch
 
 from worker.ml.active import Groups, fit_score_heads, ranking_design
 
-SCORES = ("information", "pool")
-"""What laplace_batch maximises: the task's information about the head, or about the pool."""
+SCORES = ("information", "pool", "error")
+"""What laplace_batch maximises: the task's information about the head, about the pool, or the
+pool pairs' expected misorderings it removes."""
+ERROR_TARGET_PAIRS = 2000
+"""At most this many open pool pairs (a fixed-seed sample) for the "error" score: its cost grows
+with candidates x pairs, and 2,000 pairs estimate the pool's error to about a percent."""
+_NODES, _WEIGHTS = (a.tolist() for a in numpy.polynomial.hermite_e.hermegauss(24))
+"""Gauss-Hermite (probabilists') nodes and weights: E f(xi) = sum w f(node) / sqrt(2 pi)."""
 
 
 class LaplacePosterior(NamedTuple):
@@ -121,6 +136,22 @@ def laplace_batch(
     as if its ranking were observed (rank-K update: the Gaussian's information gain does not
     depend on the outcome), so a batch does not ask the same thing twice. Tasks with fewer than
     two completions teach nothing and come last."""
+    return _greedy(posterior, features, batch, score=score, rank_rest=False)
+
+
+def laplace_order(
+    posterior: LaplacePosterior, features: Sequence[torch.Tensor], batch: int, *, score: str = "information"
+) -> list[int]:
+    """Every task's index in handout order: laplace_batch's `batch` greedy picks, then the rest
+    by their score once that batch is counted (no further updates: each greedy pick costs a pass
+    over every open task, and a refresh comes after the next reward model anyway). Tasks with
+    fewer than two completions come last."""
+    return _greedy(posterior, features, batch, score=score, rank_rest=True)
+
+
+def _greedy(
+    posterior: LaplacePosterior, features: Sequence[torch.Tensor], batch: int, *, score: str, rank_rest: bool
+) -> list[int]:
     if score not in SCORES:
         raise ValueError(f"score: {score!r} is not one of {', '.join(SCORES)}")
     if batch < 0:
@@ -140,17 +171,28 @@ def laplace_batch(
         u[t, :, : len(f)] = f.T @ _information_root(f @ posterior.mean.double())
     covariance = posterior.covariance.clone()
     target = _pool_target(x, posterior.mean.double()) if score == "pool" else None
+    pairs = _pool_pairs(x) if score == "error" else None
+    if pairs is not None:
+        pair_mean = pairs @ posterior.mean.double()  # (P,) fixed: a hallucinated ranking has no outcome
+        pair_variance_before = ((pairs @ covariance) * pairs).sum(-1)  # s^2, before this batch
     eye = torch.eye(k_max, dtype=torch.float64)
     picked: list[int] = []
     open_ = torch.ones(len(x), dtype=torch.bool)
-    for _ in range(min(batch, len(x))):
+    teaches = torch.tensor([len(f) >= 2 for f in x])  # a lone completion orders nothing: last
+    while len(picked) < len(x) and (len(picked) < batch or rank_rest):
         spread = covariance @ u  # (n, d, K)
         inner = eye + u.transpose(1, 2) @ spread  # (n, K, K)
-        if target is None:
+        if pairs is not None:
+            gains = _expected_correct(pairs, pair_mean, pair_variance_before, covariance, spread, inner)
+        elif target is None:
             gains = torch.linalg.slogdet(inner).logabsdet
         else:  # tr((I + U^T Sigma U)^-1 U^T Sigma A Sigma U): the target's variance removed
             gains = torch.linalg.solve(inner, spread.transpose(1, 2) @ target @ spread).diagonal(dim1=1, dim2=2).sum(-1)
-        best = int(gains.masked_fill(~open_, float("-inf")).argmax())
+        gains = gains.masked_fill(~teaches, -torch.finfo(gains.dtype).max).masked_fill(~open_, float("-inf"))
+        if len(picked) >= batch:  # the rest by this score, stable among equals
+            rest = sorted(torch.nonzero(open_).flatten().tolist(), key=lambda t: -float(gains[t]))
+            return picked + rest
+        best = int(gains.argmax())
         picked.append(best)
         open_[best] = False
         covariance = covariance - spread[best] @ torch.linalg.solve(inner[best], spread[best].T)
@@ -181,3 +223,42 @@ def _pool_target(x: list[torch.Tensor], mean: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(mean), len(mean), dtype=torch.float64)
     difference, weight = torch.cat(rows), torch.cat(weights)
     return (difference * weight[:, None]).T @ difference
+
+
+def _pool_pairs(x: list[torch.Tensor]) -> torch.Tensor:
+    """(P, d) the difference x_i - x_j of every pair of completions of an open task, at most
+    ERROR_TARGET_PAIRS of them (a fixed-seed sample, so a batch is reproducible)."""
+    rows = []
+    for f in x:
+        if len(f) >= 2:
+            i, j = zip(*itertools.combinations(range(len(f)), 2), strict=True)
+            rows.append(f[list(i)] - f[list(j)])
+    if not rows:
+        return torch.zeros(0, x[0].shape[1], dtype=torch.float64)
+    difference = torch.cat(rows)
+    if len(difference) > ERROR_TARGET_PAIRS:
+        keep = torch.randperm(len(difference), generator=torch.Generator().manual_seed(0))[:ERROR_TARGET_PAIRS]
+        difference = difference[keep.sort().values]
+    return difference
+
+
+def _expected_correct(
+    pairs: torch.Tensor,
+    mean: torch.Tensor,
+    variance_before: torch.Tensor,
+    covariance: torch.Tensor,
+    spread: torch.Tensor,
+    inner: torch.Tensor,
+) -> torch.Tensor:
+    """(n,) per candidate task, the expected number of the pairs the head orders right (by the
+    posterior's sign of z.w) once the batch so far and the candidate are in. covariance: the
+    posterior after the batch so far; spread = covariance U (n, d, K); inner = I + U^T spread."""
+    variance_now = ((pairs @ covariance) * pairs).sum(-1)  # (P,)
+    chol = torch.linalg.cholesky(inner)  # (n, K, K)
+    projected = torch.linalg.solve_triangular(chol, spread.transpose(1, 2) @ pairs.T, upper=False)  # (n, K, P)
+    variance_after = (variance_now - projected.square().sum(1)).clamp(min=1e-12)  # (n, P)
+    moved = (variance_before - variance_after).clamp(min=0).sqrt()  # (n, P) sd of the mean's move
+    correct = torch.zeros_like(variance_after)
+    for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+        correct += weight * torch.special.ndtr((mean + moved * node).abs() / variance_after.sqrt())
+    return correct.sum(-1) / math.sqrt(2 * math.pi)

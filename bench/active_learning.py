@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from active_pool import HeldOut, Tasks, Team, merged_pool, pool_features
 
+from app.simulation.noise import TARGET_AGREEMENT
 from worker.ml.active import METHODS as ACQUISITIONS
 from worker.ml.active import fit_score_heads, task_uncertainty
 from worker.ml.active_laplace import laplace_batch, laplace_posterior
@@ -65,7 +66,7 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
     held = set(prompts[: len(prompts) // 3])
     held_out = HeldOut(tasks, sorted(held))
     pool = [t for t, p in enumerate(tasks.prompt_of) if p not in held]
-    team = Team(tasks, pool, seed)  # same labelers, noise and start for every method of a seed
+    team = Team(tasks, pool, seed, args.agreement)  # same labelers, noise and start for every method of a seed
     order = pool[:]
     rng.shuffle(order)
     labelled, rankings = order[: args.start], [[team.rank(t)] for t in order[: args.start]]
@@ -263,6 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chart", type=Path, default=None, help="write the SVG curve here too")
     p.add_argument("--tag", default="", help="results-<tag>.json and curve-<tag>.svg in --out")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--agreement",
+        type=float,
+        default=TARGET_AGREEMENT,
+        help="labeler-labeler pair agreement the noise is solved for (default InstructGPT's 72.6%%)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

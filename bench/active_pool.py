@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from app.simulation.gold import gold_reward, parts
-from app.simulation.noise import Profile, solve_sigma
+from app.simulation.noise import TARGET_AGREEMENT, Profile, solve_sigma
 from app.simulation.tasks import all_prompts, parse
 from worker.ml.active import completion_features
 from worker.ml.config import GenerationConfig
@@ -156,7 +156,7 @@ class HeldOut:
 class Team:
     """The simulation's labelers (noise.py) without the HTTP: σ solved on the pool's pairs."""
 
-    def __init__(self, tasks: Tasks, pool_tasks: list[int], seed: int):
+    def __init__(self, tasks: Tasks, pool_tasks: list[int], seed: int, agreement: float = TARGET_AGREEMENT):
         rng = random.Random(seed)
         self.profiles = [Profile.draw(rng) for _ in range(LABELERS)]
         self.rng = random.Random(rng.random())
@@ -166,7 +166,7 @@ class Team:
             for i in range(len(utilities)):
                 for j in range(i + 1, len(utilities)):
                     gaps.append([a - b for a, b in zip(utilities[i], utilities[j], strict=True)])
-        self.sigma = solve_sigma(gaps, self.profiles)
+        self.sigma = solve_sigma(gaps, self.profiles, agreement)
         self.tasks = tasks
 
     def rank(self, t: int) -> list[list[int]]:

@@ -33,8 +33,8 @@ N_HEADS = 5
 COMMITTEE_METHODS = {HandoutOrder.uncertainty: "disagreement", HandoutOrder.margin: "margin"}
 """Orders scored by a committee of score heads: the project's handout_order -> worker.ml.active's method."""
 LAPLACE_SCORE = "pool"
-"""HandoutOrder.information's score in worker.ml.active_laplace (docs/active-learning.md: the
-Laplace order measured best)."""
+"""HandoutOrder.information's score in worker.ml.active_laplace: the order that saved the most
+rankings with labelers who agree on 85% of pairs (docs/active-learning.md, "Label noise decides it")."""
 LAPLACE_L2 = 3.0
 """The head's L2 on standardised features, i.e. the Laplace posterior's prior: the value the
 measurement chose on a random-order pilot (docs/active-learning.md)."""

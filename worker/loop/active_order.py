@@ -15,8 +15,10 @@ while they are locked, so labelers never wait on a refresh).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -30,8 +32,6 @@ if TYPE_CHECKING:  # the web process imports this module's callers; torch loads 
     from torch import Tensor
 
 N_HEADS = 5
-COMMITTEE_METHODS = {HandoutOrder.uncertainty: "disagreement", HandoutOrder.margin: "margin"}
-"""Orders scored by a committee of score heads: the project's handout_order -> worker.ml.active's method."""
 LAPLACE_SCORE = "pool"
 """HandoutOrder.information's score in worker.ml.active_laplace: the order that saved the most
 rankings with labelers who agree on 85% of pairs (docs/active-learning.md, "Label noise decides it")."""
@@ -85,7 +85,7 @@ def refresh_priorities(
     started = time.monotonic()
     inputs = _read(db, project_id, method)
     db.commit()  # no transaction stays open while the model runs
-    heads = 1 if inputs.order == HandoutOrder.information else n_heads  # the Laplace order: one head, its posterior
+    heads = SCORERS[HandoutOrder(inputs.order)].heads or n_heads
     stats: dict[str, Any] = {"tasks": 0, "rankings": sum(len(r) for _, _, r in inputs.ranked), "heads": heads}
     priorities: dict[int, float | None] | None = None
     if not any(len(groups) >= 2 for _, _, rankings in inputs.ranked for groups in rankings):
@@ -144,28 +144,27 @@ def _score(reward_model_dir: str, inputs: _Inputs, *, n_heads: int, seed: int) -
     features = completion_features(reward_model_dir, items)
     open_features, ranked_features = features[: len(open_ids)], features[len(open_ids) :]
     rankings = [r for _, _, r in inputs.ranked]
-    order = HandoutOrder(inputs.order)
-    if order == HandoutOrder.information:
-        values = _laplace_priorities(open_features, ranked_features, rankings)
-    else:
-        values = _committee_priorities(
-            open_features, ranked_features, rankings, COMMITTEE_METHODS[order], n_heads, seed
-        )
+    score = SCORERS[HandoutOrder(inputs.order)].priorities
+    values = score(open_features, ranked_features, rankings, n_heads=n_heads, seed=seed)
     return dict(zip(open_ids, values, strict=True))
 
 
 def _committee_priorities(
-    open_features: list[Tensor], ranked_features: list[Tensor], rankings: list, method: str, n_heads: int, seed: int
+    open_features: list[Tensor], ranked_features: list[Tensor], rankings: list, *, method: str, n_heads: int, seed: int
 ) -> list[float]:
+    """worker.ml.active's `method` on a committee of n_heads bootstrap score heads."""
     from worker.ml.active import fit_score_heads, task_uncertainty
 
     heads = fit_score_heads(ranked_features, rankings, n_heads=n_heads, seed=seed)
     return task_uncertainty(heads, open_features, method=method)
 
 
-def _laplace_priorities(open_features: list[Tensor], ranked_features: list[Tensor], rankings: list) -> list[float]:
-    """The handout order as priorities in (0, 1], first = 1; a task with fewer than two
-    completions (nothing to order) gets 0.0, as the committee orders give it."""
+def _laplace_priorities(
+    open_features: list[Tensor], ranked_features: list[Tensor], rankings: list, *, n_heads: int, seed: int
+) -> list[float]:
+    """The Laplace order (one head: n_heads and seed play no part) as priorities in (0, 1], first
+    = 1; a task with fewer than two completions (nothing to order) gets 0.0, as the committee
+    orders give it."""
     from worker.ml.active_laplace import laplace_order, laplace_posterior
 
     posterior = laplace_posterior(ranked_features, rankings, l2=LAPLACE_L2)
@@ -175,6 +174,21 @@ def _laplace_priorities(open_features: list[Tensor], ranked_features: list[Tenso
         if len(open_features[task]) >= 2:
             priorities[task] = 1.0 - position / len(order)
     return priorities
+
+
+class _Scorer(NamedTuple):
+    heads: int | None
+    """Score heads it fits (the refresh's stats); None: the refresh's n_heads, a committee."""
+    priorities: Callable[..., list[float]]
+    """(open features, ranked features, rankings, *, n_heads, seed) -> a priority per open task."""
+
+
+SCORERS = {
+    HandoutOrder.uncertainty: _Scorer(None, partial(_committee_priorities, method="disagreement")),
+    HandoutOrder.margin: _Scorer(None, partial(_committee_priorities, method="margin")),
+    HandoutOrder.information: _Scorer(1, _laplace_priorities),
+}
+"""Each active handout order's priorities (the default order needs none)."""
 
 
 def _store(

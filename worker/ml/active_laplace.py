@@ -210,36 +210,29 @@ def _information_root(scores: torch.Tensor) -> torch.Tensor:
 def _pool_target(x: list[torch.Tensor], mean: torch.Tensor) -> torch.Tensor:
     """(d, d) sum over every open pair (i, j) of a task of (p (1 - p))^2 (x_i - x_j)(x_i - x_j)^T:
     the posterior variance of a pair's probability is about (p (1 - p))^2 Var(s_i - s_j)."""
-    rows, weights = [], []
-    for f in x:
-        if len(f) < 2:
-            continue
-        i, j = zip(*itertools.combinations(range(len(f)), 2), strict=True)
-        difference = f[list(i)] - f[list(j)]
-        p = torch.sigmoid(difference @ mean)
-        rows.append(difference)
-        weights.append((p * (1 - p)) ** 2)
-    if not rows:
-        return torch.zeros(len(mean), len(mean), dtype=torch.float64)
-    difference, weight = torch.cat(rows), torch.cat(weights)
-    return (difference * weight[:, None]).T @ difference
+    difference = _pair_differences(x)
+    p = torch.sigmoid(difference @ mean)
+    return (difference * ((p * (1 - p)) ** 2)[:, None]).T @ difference
 
 
 def _pool_pairs(x: list[torch.Tensor]) -> torch.Tensor:
-    """(P, d) the difference x_i - x_j of every pair of completions of an open task, at most
-    ERROR_TARGET_PAIRS of them (a fixed-seed sample, so a batch is reproducible)."""
-    rows = []
-    for f in x:
-        if len(f) >= 2:
-            i, j = zip(*itertools.combinations(range(len(f)), 2), strict=True)
-            rows.append(f[list(i)] - f[list(j)])
-    if not rows:
-        return torch.zeros(0, x[0].shape[1], dtype=torch.float64)
-    difference = torch.cat(rows)
+    """_pair_differences, at most ERROR_TARGET_PAIRS of them (a fixed-seed sample, so a batch is
+    reproducible)."""
+    difference = _pair_differences(x)
     if len(difference) > ERROR_TARGET_PAIRS:
         keep = torch.randperm(len(difference), generator=torch.Generator().manual_seed(0))[:ERROR_TARGET_PAIRS]
         difference = difference[keep.sort().values]
     return difference
+
+
+def _pair_differences(x: list[torch.Tensor]) -> torch.Tensor:
+    """(P, d) x_i - x_j for every pair of completions of every open task (P = 0 when none has two)."""
+    rows = [torch.zeros(0, x[0].shape[1], dtype=x[0].dtype)]
+    for f in x:
+        if len(f) >= 2:
+            i, j = zip(*itertools.combinations(range(len(f)), 2), strict=True)
+            rows.append(f[list(i)] - f[list(j)])
+    return torch.cat(rows)
 
 
 def _expected_correct(

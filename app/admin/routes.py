@@ -15,6 +15,7 @@ from app.models import ModelVersion, Project, Role
 from app.projects import priorities
 from app.projects import service as projects
 from app.projects.deps import ProjectDep
+from app.projects.handout_advice import HandoutAdvice, handout_advice
 from app.prompts import service as prompts
 from app.prompts.jsonl import read_lines
 from app.web import page, render_markdown
@@ -56,8 +57,9 @@ def create_project(
 
 
 @pages.get("/projects/{project_id}/settings")
-def project_settings(request: Request, _admin: AdminDep, project: ProjectDep):
-    return page(request, "admin/project_form.html", {"form": forms.form_of(project), "project": project})
+def project_settings(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep):
+    context = {"form": forms.form_of(project), "project": project, "advice": _advice(db, project)}
+    return page(request, "admin/project_form.html", context)
 
 
 @pages.post("/projects/{project_id}/settings", dependencies=[CsrfDep])
@@ -70,7 +72,8 @@ def save_settings(
 ):
     form = forms.parse(fields.model_dump())
     if forms.save(db, form=form, project=project) is None:  # refused: nothing was changed
-        return page(request, "admin/project_form.html", {"form": form, "project": project}, status_code=422)
+        context = {"form": form, "project": project, "advice": _advice(db, project)}
+        return page(request, "admin/project_form.html", context, status_code=422)
     return RedirectResponse(f"/admin/projects/{project.id}?saved=1", status_code=303)
 
 
@@ -87,6 +90,7 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
     candidates = [
         u for u in service.list_users(db) if u.id not in member_ids and u.is_active and u.role == Role.labeler
     ]
+    agreement = stats.project_agreement(db, project_id=project.id)
     return page(
         request,
         "admin/project.html",
@@ -94,7 +98,8 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
             "project": project,
             "progress": projects.project_progress(db, project=project),
             "labelers": labelers,
-            "agreement": stats.project_agreement(db, project_id=project.id),
+            "agreement": agreement,
+            "advice": handout_advice(agreement.overall.agreement_pct, agreement.overall.pairs),
             "form_agreement": form_stats.project_form_agreement(
                 db, project_id=project.id, form_settings=project.form_settings
             ),
@@ -109,6 +114,12 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
         },
         status_code=status_code,
     )
+
+
+def _advice(db, project: Project) -> HandoutAdvice:
+    """Which handout order the measurement supports at the team's own pair agreement."""
+    overall = stats.project_agreement(db, project_id=project.id).overall
+    return handout_advice(overall.agreement_pct, overall.pairs)
 
 
 def _handout_state(db, project: Project) -> dict:

@@ -91,8 +91,8 @@ def judge_round(round_id: int) -> dict:
 
 
 @celery_app.task(name=REFRESH_PRIORITIES)
-def refresh_priorities(project_id: int, model_version_id: int) -> dict:
-    return active_order.run(project_id, model_version_id)
+def refresh_priorities(project_id: int, model_version_id: int, covers_task_id: int | None = None) -> dict:
+    return active_order.run(project_id, model_version_id, covers_task_id)
 
 
 @celery_app.task(name=SWEEP_ROUNDS)

@@ -2,8 +2,8 @@
 
 The web process only enqueues (worker/loop/active_order.py computes, with torch): after each
 reward-model training when the project's handout_order is active (the reward step calls
-`refresh_after_training`; `refresh_after_new_tasks` is the same for a new batch of tasks), or when
-an admin asks (`request_refresh`)."""
+`refresh_after_training`; `refresh_after_new_tasks` is the same for a new batch of tasks: a
+round's generation or an upload of completions), or when an admin asks (`request_refresh`)."""
 
 from __future__ import annotations
 
@@ -42,26 +42,37 @@ def latest_reward_model(db: Session, *, project_id: int) -> ModelVersion | None:
     )
 
 
-def _enqueue(db: Session, *, project_id: int, reward_model_id: int) -> None:
-    enqueue_on_commit(db, REFRESH_PRIORITIES, project_id, reward_model_id, queue=queue_for(EVALUATE, settings_of(db)))
+def _enqueue(db: Session, *args: int | None) -> None:
+    enqueue_on_commit(db, REFRESH_PRIORITIES, *args, queue=queue_for(EVALUATE, settings_of(db)))
+
+
+def _active(db: Session, project_id: int) -> bool:
+    order = db.scalar(select(Project.handout_order).where(Project.id == project_id))
+    return order not in (None, HandoutOrder.default)
 
 
 def refresh_after_training(db: Session, *, project_id: int, reward_model_id: int) -> bool:
     """In the transaction that registers a new reward model: a refresh with it, sent on commit,
     only when the project hands out by priority. True when one was enqueued."""
-    order = db.scalar(select(Project.handout_order).where(Project.id == project_id))
-    if order in (None, HandoutOrder.default):
+    if not _active(db, project_id):
         return False
-    _enqueue(db, project_id=project_id, reward_model_id=reward_model_id)
+    _enqueue(db, project_id, reward_model_id)
     return True
 
 
 def refresh_after_new_tasks(db: Session, *, project_id: int) -> bool:
     """In the transaction that creates a batch of tasks (a round's generation, an upload): a
     refresh with the newest reward model, so the new tasks are scored rather than handed out
-    after every scored one. Only when the order is active and a reward model exists."""
+    after every scored one. Only when the order is active and a reward model exists. The message
+    names the project's newest task: the worker skips it when a later refresh has already read
+    that task (worker/loop/active_order.run), so uploads task by task queue a refresh each but
+    run few."""
     version = latest_reward_model(db, project_id=project_id)
-    return version is not None and refresh_after_training(db, project_id=project_id, reward_model_id=version.id)
+    if version is None or not _active(db, project_id):
+        return False
+    newest = db.scalar(select(func.max(RankingTask.id)).where(RankingTask.project_id == project_id))
+    _enqueue(db, project_id, version.id, newest)
+    return True
 
 
 def request_refresh(db: Session, *, project: Project) -> ModelVersion:
@@ -76,7 +87,7 @@ def request_refresh(db: Session, *, project: Project) -> ModelVersion:
         check_reachable(settings_of(db))
     except QueueUnreachable as exc:
         raise QueueDown("queue", str(exc)) from None
-    _enqueue(db, project_id=project.id, reward_model_id=version.id)
+    _enqueue(db, project.id, version.id)
     return version
 
 

@@ -109,7 +109,8 @@ class ProjectOut(BaseModel):
     )
     priorities_refreshed_at: datetime | None
     priority_stats: dict[str, Any] = Field(
-        description='The last refresh: {"tasks": scored, "rankings": fitted on, "heads": n, "seconds": s}.'
+        description='The last refresh: {"tasks": scored, "rankings": fitted on, "heads": n, "seconds": s, '
+        '"newest_task_id": the newest task it read}; "skipped" says why nothing was scored.'
     )
 
 

@@ -32,6 +32,7 @@ from app.models import (
     TaskStatus,
     utcnow,
 )
+from app.projects import priorities
 from app.projects.forms_config import task_kind_for
 from app.prompts.jsonl import describe_errors, parse_lines
 from app.prompts.schemas import CompletionGroupIn, CompletionIn
@@ -99,6 +100,8 @@ def add_completions(
     outcome = outcomes[1]
     if outcome is None:
         raise PromptNotFound(external_id)
+    if outcome.created:
+        priorities.refresh_after_new_tasks(db, project_id=project.id)
     task = db.get_one(RankingTask, outcome.task_id)
     return task, outcome
 
@@ -130,6 +133,8 @@ def ingest_completion_groups(
             _finish_batch(db, project, pending, report)
             pending = []
     _finish_batch(db, project, pending, report)
+    if report.created:  # under an active handout order the new tasks get scored, not queued last
+        priorities.refresh_after_new_tasks(db, project_id=project.id)
     return report
 
 

@@ -5,19 +5,24 @@ path through the admin's "refresh now", a real Celery worker and the handout: te
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.labeling import service
 from app.models import HandoutOrder, Project, RankingTask, Role
 from app.models.judges import AI_ROLE
 from app.models.labeling import Ranking
 from app.projects import priorities
+from app.prompts import completions
+from app.prompts.schemas import PromptIn
+from app.prompts.service import add_prompts
 from app.rounds.queue import pending
 from tests.factories import make_project, make_ranking, make_task, make_user
 from tests.rounds.helpers import make_version
 from worker.celery_app import REFRESH_PRIORITIES
-from worker.loop.active_order import refresh_priorities
+from worker.loop.active_order import refresh_priorities, refresh_with
 
 PROMPT = "write a story about the sun"
 GOOD, BAD = "a good story about the sun .", "a bad story about the sun ."
@@ -108,6 +113,63 @@ def test_a_refresh_is_enqueued_after_training_and_new_tasks_only_under_an_active
     assert priorities.refresh_after_training(db, project_id=project.id, reward_model_id=version.id)
     assert priorities.refresh_after_new_tasks(db, project_id=project.id)
     assert [(m.name, m.args, m.queue) for m in pending(db)] == [
-        (REFRESH_PRIORITIES, (project.id, version.id), "evaluate")
-    ] * 2
+        (REFRESH_PRIORITIES, (project.id, version.id), "evaluate"),
+        (REFRESH_PRIORITIES, (project.id, version.id, None), "evaluate"),  # no task yet: None is the newest
+    ]
     db.rollback()  # nothing is sent
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_uploaded_completions_ask_for_a_refresh_naming_the_newest_task(db):
+    project = make_project(db, k_min=2, k_max=4, handout_order=HandoutOrder.information)
+    add_prompts(db, project=project, prompts=[PromptIn(external_id=p, text=f"prompt {p}") for p in ("p1", "p2", "p3")])
+    completions.add_completions(
+        db, project=project, prompt_external_id="p1", completions=[{"text": GOOD}, {"text": BAD}]
+    )
+    assert pending(db) == []  # no reward model yet: nothing to score with
+    db.commit()
+    version = make_version(db, project, kind="reward", artifact_path="/models/rm")
+    task, report = completions.add_completions(
+        db, project=project, prompt_external_id="p2", completions=[{"text": GOOD}, {"text": BAD}]
+    )
+    assert report.created and [m.args for m in pending(db)] == [(project.id, version.id, task.id)]
+    db.commit()
+    completions.add_completions(
+        db, project=project, prompt_external_id="p2", completions=[{"text": BAD}, {"text": GOOD}]
+    )
+    assert pending(db) == []  # the same set again creates nothing, so asks for nothing
+    lines = [
+        json.dumps({"external_id": p, "completions": [{"text": CAT}, {"text": DOG}]}).encode() for p in ("p1", "p3")
+    ]
+    report = completions.ingest_completion_groups(db, project=project, lines=lines)
+    newest = db.scalar(select(func.max(RankingTask.id)))
+    assert report.created == 2 and [m.args for m in pending(db)] == [(project.id, version.id, newest)]  # one per file
+    db.rollback()
+    project.handout_order = HandoutOrder.default
+    db.commit()
+    completions.add_completions(
+        db, project=project, prompt_external_id="p3", completions=[{"text": GOOD}, {"text": DOG}]
+    )
+    assert pending(db) == []  # the default order uses no priorities
+    db.rollback()
+
+
+def test_a_refresh_asked_for_after_new_tasks_runs_once_per_newer_task(db, tiny_model_dir):
+    project, _clear, ambiguous, _other = ambiguous_project(db)
+    version = make_version(db, project, kind="reward", artifact_path=str(tiny_model_dir))
+    newest = db.scalar(select(func.max(RankingTask.id)))
+
+    first = refresh_with(db, project.id, version.id, covers_task_id=newest, min_ranked_tasks=1)
+    assert first["tasks"] == 4 and first["newest_task_id"] == newest
+    again = refresh_with(db, project.id, version.id, covers_task_id=newest, min_ranked_tasks=1)
+    assert again == {"project_id": project.id, "skipped": f"a later refresh already scored task {newest}"}
+
+    late = make_task(db, project, texts=[CAT, DOG], prompt_text=PROMPT)
+    assert refresh_with(db, project.id, version.id, covers_task_id=late.id, min_ranked_tasks=1)["tasks"] == 5
+    db.expire_all()
+    assert db.get(RankingTask, late.id).handout_priority is not None
+    project = db.get(Project, project.id)
+    project.handout_order = HandoutOrder.margin  # another order: the stored priorities do not cover it
+    db.commit()
+    assert refresh_with(db, project.id, version.id, covers_task_id=late.id, min_ranked_tasks=1)["tasks"] == 5
+    assert db.get(Project, project.id).priority_method == "margin"

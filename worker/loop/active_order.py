@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db import start_write_transaction
@@ -53,6 +53,9 @@ class _Inputs:
     """uncertainty, margin or information: what this refresh computes."""
     open_ids: list[int]
     """Every open task of the project; those not in `open_items` get no priority (NULL)."""
+    newest_task_id: int | None
+    """The project's newest task when the inputs were read: a refresh asked for after tasks up to
+    it were created is covered by this one (`run`'s covers_task_id)."""
     open_items: dict[int, tuple[Any, list[str]]]
     """Open tasks of the project's own form with two or more completions: (prompt, completions)."""
     ranked: list[tuple[Any, list[str], list[list[list[int]]]]]
@@ -86,7 +89,12 @@ def refresh_priorities(
     inputs = _read(db, project_id, method)
     db.commit()  # no transaction stays open while the model runs
     heads = SCORERS[HandoutOrder(inputs.order)].heads or n_heads
-    stats: dict[str, Any] = {"tasks": 0, "rankings": sum(len(r) for _, _, r in inputs.ranked), "heads": heads}
+    stats: dict[str, Any] = {
+        "tasks": 0,
+        "rankings": sum(len(r) for _, _, r in inputs.ranked),
+        "heads": heads,
+        "newest_task_id": inputs.newest_task_id,
+    }
     priorities: dict[int, float | None] | None = None
     if not any(len(groups) >= 2 for _, _, rankings in inputs.ranked for groups in rankings):
         stats["skipped"] = "no human ranking orders two completions yet: nothing to fit the score heads on"
@@ -132,7 +140,11 @@ def _read(db: Session, project_id: int, method: str | None) -> _Inputs:
         key = (ranking.prompt_id, tuple(ranking.completions))
         by_task.setdefault(key, (ranking.prompt, list(ranking.completions), []))[2].append(ranking.groups)
     return _Inputs(
-        order=order.value, open_ids=[row.id for row in open_rows], open_items=open_items, ranked=list(by_task.values())
+        order=order.value,
+        open_ids=[row.id for row in open_rows],
+        newest_task_id=db.scalar(select(func.max(RankingTask.id)).where(RankingTask.project_id == project_id)),
+        open_items=open_items,
+        ranked=list(by_task.values()),
     )
 
 
@@ -214,10 +226,41 @@ def _store(
     db.flush()
 
 
-def run(project_id: int, model_version_id: int) -> dict[str, Any]:
-    """The Celery task's body (worker/tasks.py): refresh with that reward model version."""
+def run(project_id: int, model_version_id: int, covers_task_id: int | None = None) -> dict[str, Any]:
+    """The Celery task's body (worker/tasks.py)."""
     with db_session(read_only=True) as db:
-        version = db.get(ModelVersion, model_version_id)
-        if version is None or not version.artifact_path or version.project_id != project_id:
-            return {"project_id": project_id, "skipped": f"reward model version {model_version_id} is gone"}
-        return refresh_priorities(db, project_id, version.artifact_path, model_version_id=model_version_id)
+        return refresh_with(db, project_id, model_version_id, covers_task_id=covers_task_id)
+
+
+def refresh_with(
+    db: Session,
+    project_id: int,
+    model_version_id: int,
+    *,
+    covers_task_id: int | None = None,
+    min_ranked_tasks: int | None = None,
+) -> dict[str, Any]:
+    """Refresh with that reward model version. covers_task_id: the project's newest task when the
+    refresh was asked for after new tasks (app/projects/priorities.refresh_after_new_tasks);
+    skipped when a refresh that read that task, with this model or a newer one and the project's
+    current order, has run since, so a client uploading task after task queues many refreshes
+    but runs few."""
+    version = db.get(ModelVersion, model_version_id)
+    if version is None or not version.artifact_path or version.project_id != project_id:
+        return {"project_id": project_id, "skipped": f"reward model version {model_version_id} is gone"}
+    if covers_task_id is not None and _covered(db.get_one(Project, project_id), model_version_id, covers_task_id):
+        return {"project_id": project_id, "skipped": f"a later refresh already scored task {covers_task_id}"}
+    return refresh_priorities(
+        db, project_id, version.artifact_path, model_version_id=model_version_id, min_ranked_tasks=min_ranked_tasks
+    )
+
+
+def _covered(project: Project, model_version_id: int, task_id: int) -> bool:
+    order = HandoutOrder(project.handout_order)
+    method = HandoutOrder.uncertainty if order == HandoutOrder.default else order
+    return (
+        project.priority_model_id is not None
+        and project.priority_model_id >= model_version_id
+        and project.priority_method == method.value
+        and ((project.priority_stats or {}).get("newest_task_id") or 0) >= task_id
+    )

@@ -1,7 +1,8 @@
 """Refreshing the handout's active-learning priorities (issue 16 §2, docs/active-learning.md).
 
 After a reward model is trained (worker/loop/reward.py enqueues it when the project's
-handout_order is active) or when an admin asks (app/projects/priorities.py): the reward model's
+handout_order is active), after new tasks (a round's generation, an upload; coalesced, see
+`refresh_with`) or when an admin asks (app/projects/priorities.py): the reward model's
 features of every open task's completions and of every ranked task's, an ensemble of score heads
 fitted on the project's rankings (worker/ml/active.py), and each open task's uncertainty stored
 as ranking_tasks.handout_priority, which the handout reads (app/labeling/handout.py).

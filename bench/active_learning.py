@@ -49,7 +49,12 @@ from worker.ml.active import METHODS as ACQUISITIONS
 from worker.ml.active import fit_score_heads, task_uncertainty
 from worker.ml.active_laplace import laplace_batch, laplace_posterior
 
-LAPLACE = {"laplace_information": "information", "laplace_pool": "pool", "laplace_error": "error"}
+LAPLACE = {
+    "laplace_information": "information",
+    "laplace_pool": "pool",
+    "laplace_error": "error",
+    "laplace_prompt_pool": "pool",
+}
 """Orders from the head's Laplace posterior (worker.ml.active_laplace), no committee."""
 METHODS = ("random", *ACQUISITIONS, *LAPLACE)
 """Handout orders: random, any of worker.ml.active's acquisition methods, or a Laplace one."""
@@ -82,7 +87,10 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
             picked = remaining[: args.step]
         elif method in LAPLACE:  # greedy batch under the one head's full-rank posterior
             posterior = laplace_posterior(f, rankings, l2=args.l2, head=head)
-            best = laplace_batch(posterior, [tasks.features[t] for t in remaining], args.step, score=LAPLACE[method])
+            target = _prompt_groups(tasks, remaining) if method == "laplace_prompt_pool" else None
+            best = laplace_batch(
+                posterior, [tasks.features[t] for t in remaining], args.step, score=LAPLACE[method], target=target
+            )
             picked = [remaining[n] for n in sorted(best)]
         else:
             heads = fit_score_heads(f, rankings, n_heads=args.heads, seed=seed * 1000 + len(labelled), l2=args.l2)
@@ -92,6 +100,16 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
         remaining = [t for t in remaining if t not in set(picked)]
         labelled += picked
         rankings += [[team.rank(t)] for t in picked]
+
+
+def _prompt_groups(tasks: Tasks, open_tasks: list[int]) -> list[torch.Tensor]:
+    """Per prompt, the features of every answer in an open task of it: laplace_prompt_pool's
+    target is every pair of answers to the same prompt (what the held-out test scores), not only
+    the pairs inside one task."""
+    by_prompt: dict[int, list[torch.Tensor]] = {}
+    for t in open_tasks:
+        by_prompt.setdefault(tasks.prompt_of[t], []).append(tasks.features[t])
+    return [torch.cat(rows) for rows in by_prompt.values()]
 
 
 # --- summary and chart ----------------------------------------------------------------------------

@@ -103,6 +103,19 @@ def test_a_greedy_batch_asks_two_directions_not_two_copies(score):
     assert laplace_batch(posterior, [a, a.clone(), b], 2, score=score) == [0, 2]
 
 
+def test_the_pool_score_is_about_the_target_pairs():
+    """By default the pool is the open tasks' own pairs; a target that only has pairs along
+    direction 2 makes the task that teaches direction 2 the first, though A teaches more alone."""
+    posterior = laplace_posterior(*_explored_along_feature_0(), l2=0.005)
+    a, b = _pair(1, 1.0), _pair(2, 0.9)
+    assert laplace_batch(posterior, [a, b], 1, score="pool") == [0]
+    along_2 = torch.zeros(3, D)
+    along_2[:, 2] = torch.tensor([1.0, 0.0, -1.0])
+    assert laplace_batch(posterior, [a, b], 1, score="pool", target=[along_2]) == [1]
+    with pytest.raises(ValueError, match=r"target\[0\]: expected an \(n, 4\) tensor"):
+        laplace_batch(posterior, [a, b], 1, score="pool", target=[torch.zeros(3, 2)])
+
+
 def test_bad_batch_input_names_the_field():
     posterior = laplace_posterior(*_explored_along_feature_0(), l2=0.05)
     with pytest.raises(ValueError, match=r"score: 'entropy' is not one of information, pool, error"):

@@ -129,14 +129,22 @@ def expected_ranking_information(scores: torch.Tensor) -> torch.Tensor:
 
 
 def laplace_batch(
-    posterior: LaplacePosterior, features: Sequence[torch.Tensor], batch: int, *, score: str = "information"
+    posterior: LaplacePosterior,
+    features: Sequence[torch.Tensor],
+    batch: int,
+    *,
+    score: str = "information",
+    target: Sequence[torch.Tensor] | None = None,
 ) -> list[int]:
     """Indices of `batch` open tasks (features[t] is task t's (K_t, d) raw features), best first:
     greedily the task with the highest score under the current posterior, which is then updated
     as if its ranking were observed (rank-K update: the Gaussian's information gain does not
     depend on the outcome), so a batch does not ask the same thing twice. Tasks with fewer than
-    two completions teach nothing and come last."""
-    return _greedy(posterior, features, batch, score=score, rank_rest=False)
+    two completions teach nothing and come last. target ("pool" only): groups of raw features,
+    (n_g, d) each, whose every within-group pair is the pool the score is about (default: the
+    open tasks, each its own group; e.g. every open answer to a prompt as one group, so pairs
+    across a prompt's tasks count too)."""
+    return _greedy(posterior, features, batch, score=score, rank_rest=False, target=target)
 
 
 def laplace_order(
@@ -150,7 +158,13 @@ def laplace_order(
 
 
 def _greedy(
-    posterior: LaplacePosterior, features: Sequence[torch.Tensor], batch: int, *, score: str, rank_rest: bool
+    posterior: LaplacePosterior,
+    features: Sequence[torch.Tensor],
+    batch: int,
+    *,
+    score: str,
+    rank_rest: bool,
+    target: Sequence[torch.Tensor] | None = None,
 ) -> list[int]:
     if score not in SCORES:
         raise ValueError(f"score: {score!r} is not one of {', '.join(SCORES)}")
@@ -162,6 +176,9 @@ def _greedy(
     for t, f in enumerate(features):
         if f.dim() != 2 or f.shape[1] != d:
             raise ValueError(f"features[{t}]: expected a (K, {d}) tensor (the posterior's hidden size)")
+    for g, f in enumerate(target or []):
+        if f.dim() != 2 or f.shape[1] != d:
+            raise ValueError(f"target[{g}]: expected an (n, {d}) tensor (the posterior's hidden size)")
     x = [((f.float() - posterior.mu) / posterior.sd).double() for f in features]  # (K_t, d) each
     k_max = max(len(f) for f in x)
     # F_t = U_t U_t^T, U_t = X_t^T L_t with L_t L_t^T = M_t; zero columns pad every U_t to K_max
@@ -170,7 +187,11 @@ def _greedy(
     for t, f in enumerate(x):
         u[t, :, : len(f)] = f.T @ _information_root(f @ posterior.mean.double())
     covariance = posterior.covariance.clone()
-    target = _pool_target(x, posterior.mean.double()) if score == "pool" else None
+    if score == "pool":
+        groups = x if target is None else [((f.float() - posterior.mu) / posterior.sd).double() for f in target]
+        target_matrix = _pool_target(groups, posterior.mean.double())
+    else:
+        target_matrix = None
     pairs = _pool_pairs(x) if score == "error" else None
     if pairs is not None:
         pair_mean = pairs @ posterior.mean.double()  # (P,) fixed: a hallucinated ranking has no outcome
@@ -184,10 +205,14 @@ def _greedy(
         inner = eye + u.transpose(1, 2) @ spread  # (n, K, K)
         if pairs is not None:
             gains = _expected_correct(pairs, pair_mean, pair_variance_before, covariance, spread, inner)
-        elif target is None:
+        elif target_matrix is None:
             gains = torch.linalg.slogdet(inner).logabsdet
         else:  # tr((I + U^T Sigma U)^-1 U^T Sigma A Sigma U): the target's variance removed
-            gains = torch.linalg.solve(inner, spread.transpose(1, 2) @ target @ spread).diagonal(dim1=1, dim2=2).sum(-1)
+            gains = (
+                torch.linalg.solve(inner, spread.transpose(1, 2) @ target_matrix @ spread)
+                .diagonal(dim1=1, dim2=2)
+                .sum(-1)
+            )
         gains = gains.masked_fill(~teaches, -torch.finfo(gains.dtype).max).masked_fill(~open_, float("-inf"))
         if len(picked) >= batch:  # the rest by this score, stable among equals
             rest = sorted(torch.nonzero(open_).flatten().tolist(), key=lambda t: -float(gains[t]))

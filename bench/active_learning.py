@@ -18,7 +18,8 @@ out). The handout starts with --start random rankings, then hands out --step tas
 refitting after each step, in random order, by one of worker.ml.active's acquisition methods
 on a --heads bootstrap committee ("disagreement", "margin", "bald", "vote", "pool_information"),
 or by the head's Laplace posterior (worker.ml.active_laplace: "laplace_information",
-"laplace_pool", "laplace_error"; a greedy batch of --step tasks, no committee).
+"laplace_pool", "laplace_error"; a greedy batch of --step tasks, no committee; "laplace_prompt_pool"
+is laplace_pool about every pair of a prompt's open answers, across its tasks, as the test is).
 
     .venv/bin/python bench/active_learning.py --seeds $(seq 0 19) \
         --methods random disagreement margin bald pool_information --chart docs/img/active-learning-576-tasks.svg
@@ -205,6 +206,7 @@ COLOURS = {
     "vote": "#9467bd",
     "laplace_information": "#ff7f0e",
     "laplace_pool": "#8c564b",
+    "laplace_prompt_pool": "#17becf",
 }
 
 

@@ -2,9 +2,9 @@
 own pair agreement (docs/active-learning.md, "Label noise decides it").
 
 The measurement found that label noise decides whether an active order saves rankings: with
-simulated labelers who agree on InstructGPT's 72.6% of completion pairs no order beat the default,
-at 80% the `information` order gained a little, at 85% it saved 11-39% of the rankings for the same
-reward-model accuracy. The admin pages show this next to the setting, with the team's measured
+simulated labelers who agree on InstructGPT's 72.6% of completion pairs no order was shown to beat
+the default, at 80% the `information` order gained a little, at 85% it saved 11-39% of the
+rankings for the same reward-model accuracy. The admin pages show this next to the setting, with the team's measured
 agreement (the same measure: the share of completion pairs two labelers order alike on a task both
 ranked), so the choice is made on the team's numbers and not on a hope. A pure function: the
 caller passes the agreement (app/admin/stats.project_agreement)."""
@@ -56,7 +56,8 @@ def handout_advice(agreement_pct: float | None, pairs: int) -> HandoutAdvice:
         )
         return HandoutAdvice(("default", "information"), agreement_pct, pairs, text)
     text = (
-        f"{measured} At InstructGPT's 72.6% no active order needed fewer rankings than the default one "
-        "(noisy labelers rank the near ties an active order picks almost at random): keep the default."
+        f"{measured} At InstructGPT's 72.6% no active order was shown to need fewer rankings than the "
+        "default one (information, after the 30 ranked tasks it waits for: +0.27 accuracy points, standard "
+        "error 0.19; noisy labelers rank the near ties an active order picks almost at random): keep the default."
     )
     return HandoutAdvice(("default",), agreement_pct, pairs, text)

@@ -57,7 +57,7 @@ def handout_advice(agreement_pct: float | None, pairs: int) -> HandoutAdvice:
         return HandoutAdvice(("default", "information"), agreement_pct, pairs, text)
     text = (
         f"{measured} At InstructGPT's 72.6% no active order was shown to need fewer rankings than the "
-        "default one (information, after the 30 ranked tasks it waits for: +0.27 accuracy points, standard "
-        "error 0.19; noisy labelers rank the near ties an active order picks almost at random): keep the default."
+        "default one (information, after the 30 ranked tasks it waits for: +0.14 accuracy points, standard "
+        "error 0.15; noisy labelers rank the near ties an active order picks almost at random): keep the default."
     )
     return HandoutAdvice(("default",), agreement_pct, pairs, text)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from app.admin import form_stats, forms, service, stats
+from app.admin.agreement import AgreementReport
 from app.admin.people_routes import router as people_router
 from app.deps import AdminDep, CsrfDep, DbDep, SettingsDep
 from app.models import ModelVersion, Project, Role
@@ -58,7 +59,11 @@ def create_project(
 
 @pages.get("/projects/{project_id}/settings")
 def project_settings(request: Request, db: DbDep, _admin: AdminDep, project: ProjectDep):
-    context = {"form": forms.form_of(project), "project": project, "advice": _advice(db, project)}
+    context = {
+        "form": forms.form_of(project),
+        "project": project,
+        "advice": _advice(stats.project_agreement(db, project_id=project.id)),
+    }
     return page(request, "admin/project_form.html", context)
 
 
@@ -72,7 +77,11 @@ def save_settings(
 ):
     form = forms.parse(fields.model_dump())
     if forms.save(db, form=form, project=project) is None:  # refused: nothing was changed
-        context = {"form": form, "project": project, "advice": _advice(db, project)}
+        context = {
+            "form": form,
+            "project": project,
+            "advice": _advice(stats.project_agreement(db, project_id=project.id)),
+        }
         return page(request, "admin/project_form.html", context, status_code=422)
     return RedirectResponse(f"/admin/projects/{project.id}?saved=1", status_code=303)
 
@@ -99,7 +108,7 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
             "progress": projects.project_progress(db, project=project),
             "labelers": labelers,
             "agreement": agreement,
-            "advice": handout_advice(agreement.overall.agreement_pct, agreement.overall.pairs),
+            "advice": _advice(agreement),
             "form_agreement": form_stats.project_form_agreement(
                 db, project_id=project.id, form_settings=project.form_settings
             ),
@@ -116,10 +125,9 @@ def _project_page(request: Request, db, project: Project, *, upload=None, errors
     )
 
 
-def _advice(db, project: Project) -> HandoutAdvice:
+def _advice(agreement: AgreementReport) -> HandoutAdvice:
     """Which handout order the measurement supports at the team's own pair agreement."""
-    overall = stats.project_agreement(db, project_id=project.id).overall
-    return handout_advice(overall.agreement_pct, overall.pairs)
+    return handout_advice(agreement.overall.agreement_pct, agreement.overall.pairs)
 
 
 def _handout_state(db, project: Project) -> dict:

@@ -67,8 +67,10 @@ def refresh_after_new_tasks(db: Session, *, project_id: int) -> bool:
     names the project's newest task: the worker skips it when a later refresh has already read
     that task (worker/loop/active_order.run), so uploads task by task queue a refresh each but
     run few."""
+    if not _active(db, project_id):  # first: the default order's uploads pay one cheap query
+        return False
     version = latest_reward_model(db, project_id=project_id)
-    if version is None or not _active(db, project_id):
+    if version is None:
         return False
     newest = db.scalar(select(func.max(RankingTask.id)).where(RankingTask.project_id == project_id))
     _enqueue(db, project_id, version.id, newest)

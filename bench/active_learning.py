@@ -20,6 +20,9 @@ on a --heads bootstrap committee ("disagreement", "margin", "bald", "vote", "poo
 or by the head's Laplace posterior (worker.ml.active_laplace: "laplace_information",
 "laplace_pool", "laplace_error"; a greedy batch of --step tasks, no committee; "laplace_prompt_pool"
 is laplace_pool about every pair of a prompt's open answers, across its tasks, as the test is).
+"laplace_pool_draw" draws each pick at random in proportion to laplace_pool's score instead of
+taking the best; "laplace_pool_lure" also refits the head with LURE importance weights, so the
+fit is unbiased for the whole pool although the handout is not random.
 
     .venv/bin/python bench/active_learning.py --seeds $(seq 0 19) \
         --methods random disagreement margin bald pool_information --chart docs/img/active-learning-576-tasks.svg
@@ -47,8 +50,8 @@ from active_pool import HeldOut, Tasks, Team, merged_pool, pool_features
 
 from app.simulation.noise import TARGET_AGREEMENT
 from worker.ml.active import METHODS as ACQUISITIONS
-from worker.ml.active import fit_score_heads, task_uncertainty
-from worker.ml.active_laplace import laplace_batch, laplace_posterior
+from worker.ml.active import fit_score_heads, lure_weights, task_uncertainty
+from worker.ml.active_laplace import laplace_batch, laplace_draw, laplace_posterior
 
 LAPLACE = {
     "laplace_information": "information",
@@ -57,7 +60,10 @@ LAPLACE = {
     "laplace_prompt_pool": "pool",
 }
 """Orders from the head's Laplace posterior (worker.ml.active_laplace), no committee."""
-METHODS = ("random", *ACQUISITIONS, *LAPLACE)
+DRAWN = ("laplace_pool_draw", "laplace_pool_lure")
+"""laplace_pool's score, each pick drawn at random in proportion to it (laplace_draw);
+"_lure" also refits the head with LURE importance weights (lure_weights)."""
+METHODS = ("random", *ACQUISITIONS, *LAPLACE, *DRAWN)
 """Handout orders: random, any of worker.ml.active's acquisition methods, or a Laplace one."""
 
 
@@ -77,15 +83,23 @@ def run(tasks: Tasks, seed: int, method: str, args) -> list[tuple[int, float]]:
     rng.shuffle(order)
     labelled, rankings = order[: args.start], [[team.rank(t)] for t in order[: args.start]]
     remaining = order[args.start :]
+    chances = [1 / (len(pool) - m) for m in range(args.start)]  # each start task's chance when drawn
+    generator = torch.Generator().manual_seed(seed)
     curve = []
     while True:
         f = [tasks.features[t] for t in labelled]
-        head = fit_score_heads(f, rankings, n_heads=1, bootstrap=False, l2=args.l2)
+        weights = lure_weights(chances, len(pool)) if method == "laplace_pool_lure" else None
+        head = fit_score_heads(f, rankings, n_heads=1, bootstrap=False, l2=args.l2, weights=weights)
         curve.append((len(labelled), held_out.accuracy(head)))
         if len(labelled) >= args.budget or not remaining:
             return curve
         if method == "random":
             picked = remaining[: args.step]
+        elif method in DRAWN:  # in draw order: a task's place in it is the m of its LURE weight
+            posterior = laplace_posterior(f, rankings, l2=args.l2, head=head)
+            drawn = laplace_draw(posterior, [tasks.features[t] for t in remaining], args.step, generator)
+            picked = [remaining[n] for n, _ in drawn]
+            chances += [q for _, q in drawn]
         elif method in LAPLACE:  # greedy batch under the one head's full-rank posterior
             posterior = laplace_posterior(f, rankings, l2=args.l2, head=head)
             target = _prompt_groups(tasks, remaining) if method == "laplace_prompt_pool" else None

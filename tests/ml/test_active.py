@@ -1,6 +1,9 @@
 """Active learning's ML core: features are what the reward head reads, the score-head ensemble
 puts a constructed ambiguous task first, results repeat given a seed, bad input says which."""
 
+import itertools
+from functools import partial
+
 import pytest
 import torch
 
@@ -10,6 +13,7 @@ from worker.ml.active import (
     fit_and_rank,
     fit_score_heads,
     head_scores,
+    lure_weights,
     pool_information,
     rank_tasks,
     task_uncertainty,
@@ -134,6 +138,9 @@ def test_pool_information_prefers_uncertainty_the_pool_shares_to_an_outliers():
         ({"features": [torch.zeros(2, 3), torch.zeros(3)]}, r"features\[1\]: expected a \(K, d\) tensor"),
         ({"features": []}, r"features: no tasks"),
         ({"n_heads": 0}, r"n_heads: must be at least 1"),
+        ({"weights": [1.0]}, r"weights: expected 2 finite values >= 0, one per task"),
+        ({"weights": [1.0, -1.0]}, r"weights: expected 2 finite values >= 0"),
+        ({"weights": [float("nan"), 1.0]}, r"weights: expected 2 finite values >= 0"),
     ],
 )
 def test_bad_fit_input_names_the_field(kwargs, message):
@@ -174,3 +181,38 @@ def test_features_are_what_a_lora_reward_model_head_reads(tiny_model_dir, tmp_pa
     assert torch.allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match=r"items\[0\]: a task needs at least one completion"):
         completion_features(tmp_path / "rm", [("p", [])], device="cpu")
+
+
+def test_a_tasks_weight_counts_like_that_many_copies_of_its_rankings():
+    """Weights multiply a task's rankings in the loss: weight 2 fits as the task twice, weight 0
+    as the task left out."""
+    a, b, c = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.eye(2)
+    first, second = [[[0], [1]]], [[[1], [0]]]
+    fit = partial(fit_score_heads, n_heads=1, bootstrap=False, l2=0.1)
+    twice = fit([a, b, c], [first, first + first, second])
+    assert torch.allclose(fit([a, b, c], [first, first, second], weights=[1, 2, 1]), twice, atol=1e-4)
+    left_out = fit([a, c], [first, second])
+    assert torch.allclose(fit([a, b, c], [first, first, second], weights=[1, 0, 1]), left_out, atol=1e-4)
+    assert torch.equal(fit([a, b], [first, second], weights=[1, 1]), fit([a, b], [first, second]))
+
+
+def test_lure_weights_make_a_biased_draw_estimate_the_pools_mean_loss():
+    """Farquhar et al.'s LURE: over every way to draw 2 of 4 tasks one at a time in proportion to
+    fixed scores, the expected weighted mean of the drawn tasks' losses is the pool's mean loss
+    exactly (the unweighted one is not); a uniform draw weighs 1."""
+    losses, scores = [4.0, 3.0, 1.0, 0.5], [1.0, 2.0, 3.0, 4.0]  # high scores, low losses
+    weighted = unweighted = 0.0
+    for first, second in itertools.permutations(range(4), 2):
+        q1 = scores[first] / sum(scores)
+        q2 = scores[second] / (sum(scores) - scores[first])
+        v1, v2 = lure_weights([q1, q2], 4)
+        weighted += q1 * q2 * (v1 * losses[first] + v2 * losses[second]) / 2
+        unweighted += q1 * q2 * (losses[first] + losses[second]) / 2
+    assert weighted == pytest.approx(sum(losses) / 4, abs=1e-12)
+    assert unweighted < sum(losses) / 4 - 0.3
+    assert lure_weights([1 / 4, 1 / 3, 1 / 2], 4) == pytest.approx([1.0, 1.0, 1.0])
+    assert lure_weights([0.5, 1.0], 2) == pytest.approx([1.0, 1.0])  # the whole pool: no correction
+    with pytest.raises(ValueError, match=r"chances: expected at most pool_size=2 values in \(0, 1\]"):
+        lure_weights([0.5, 0.5, 1.0], 2)
+    with pytest.raises(ValueError, match=r"chances: expected at most pool_size=3"):
+        lure_weights([0.0], 3)

@@ -1,6 +1,7 @@
 """The Laplace-posterior acquisition (worker/ml/active_laplace.py): its covariance is the inverse
 Hessian of the fit's objective, the expected information of a ranking is the average over every
-ordering, an unexplored direction is asked first, and a greedy batch does not ask twice."""
+ordering, an unexplored direction is asked first, a greedy batch does not ask twice, and a drawn
+batch draws in proportion to the score."""
 
 import itertools
 import math
@@ -13,6 +14,7 @@ from worker.ml.active import fit_score_heads, ranking_design
 from worker.ml.active_laplace import (
     expected_ranking_information,
     laplace_batch,
+    laplace_draw,
     laplace_order,
     laplace_posterior,
 )
@@ -141,3 +143,26 @@ def test_the_handout_order_is_the_greedy_batch_then_the_rest_by_score(score):
     assert order[-1] == 2
     assert order.index(5) < order.index(0)  # an open direction before a settled one
     assert laplace_order(posterior, tasks, 0, score=score)[0] == 1  # no greedy pick: by score alone
+
+
+def test_a_drawn_batch_draws_in_proportion_to_the_score():
+    """laplace_draw: distinct open tasks, never a lone completion while another can teach, the
+    recorded chance is the one the draw used (frequencies over 400 generator seeds match it), and
+    a generator seed repeats the draw."""
+    posterior = laplace_posterior(*_explored_along_feature_0(), l2=0.05)
+    explored, unexplored = _pair(0, 1.0), _pair(1, 0.2)  # small: the two scores are comparable
+    tasks = [explored, unexplored, torch.zeros(1, D)]
+    draws = [laplace_draw(posterior, tasks, 2, torch.Generator().manual_seed(s)) for s in range(400)]
+    for drawn in draws:
+        assert sorted(n for n, _ in drawn) == [0, 1]  # the lone completion never
+        assert drawn[1][1] == pytest.approx(1.0)  # the only teaching task left
+    chance = {n: q for (n, q), _ in draws}  # first draw: task -> its chance
+    assert 0.9 > chance[1] > 0.5 > chance[0] > 0.1  # the unexplored direction is likelier
+    assert chance[0] + chance[1] == pytest.approx(1.0)
+    first_unexplored = sum(drawn[0][0] == 1 for drawn in draws)
+    sd = math.sqrt(400 * chance[1] * (1 - chance[1]))
+    assert abs(first_unexplored - 400 * chance[1]) < 4 * sd
+    again = laplace_draw(posterior, tasks, 2, torch.Generator().manual_seed(7))
+    assert again == draws[7]
+    lone = laplace_draw(posterior, [torch.zeros(1, D)], 1, torch.Generator().manual_seed(0))
+    assert lone == [(0, 1.0)]  # nothing can teach: any open task

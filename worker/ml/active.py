@@ -18,6 +18,7 @@ Three steps, each a plain function (no database, no web, no Celery):
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -98,6 +99,7 @@ def fit_score_heads(
     l2: float = 1e-2,
     steps: int = 100,
     bootstrap: bool = True,
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """(n_heads, d + 1) linear score heads, score(x) = x @ w + b with [w, b] one row.
 
@@ -111,6 +113,8 @@ def fit_score_heads(
     best-first list of groups of indices into 0..K_t-1. Raises ValueError when no ranking orders
     two completions: with nothing learnt there is nothing to disagree about. bootstrap=False
     fits every head on all tasks (n_heads=1: the plain score head, as the reward model's).
+    weights[t], when given, multiplies task t's rankings in the loss (e.g. importance weights
+    after a non-random handout); each must be finite and >= 0.
     """
     if n_heads < 1:
         raise ValueError(f"n_heads: must be at least 1, not {n_heads}")
@@ -119,6 +123,8 @@ def fit_score_heads(
     d = _check_features(features)
     if len(rankings) != len(features):
         raise ValueError(f"rankings: {len(rankings)} tasks, but features has {len(features)}")
+    if weights is not None and (len(weights) != len(features) or not all(math.isfinite(v) and v >= 0 for v in weights)):
+        raise ValueError(f"weights: expected {len(features)} finite values >= 0, one per task")
     design = ranking_design(features, rankings)
     rows, x, levels, mu, sd = design.rows, design.x, design.levels, design.mu, design.sd
     tasks = sorted({task for task, _ in rows})
@@ -128,11 +134,29 @@ def fit_score_heads(
     for h in range(n_heads):
         draw = torch.randint(len(tasks), (len(tasks),), generator=generator)
         counts = torch.bincount(draw, minlength=len(tasks)).float() if bootstrap else torch.ones(len(tasks))
+        if weights is not None:
+            counts = counts * torch.tensor([float(weights[task]) for task in tasks])
         weight = counts[row_task]  # (R,)
         w, b = _fit_one(x, levels, weight, l2, steps)
         heads[h, :d] = w / sd
         heads[h, d] = b - (mu / sd) @ w
     return heads
+
+
+def lure_weights(chances: list[float], pool_size: int) -> list[float]:
+    """LURE importance weights (Farquhar, Gal & Rainforth 2021, eq. 5) of the M tasks ranked so far,
+    the m-th drawn from the N - m + 1 still open with chance q_m: v_m = 1 + (N - M) / (N - m)
+    (1 / ((N - m + 1) q_m) - 1). A uniform draw (q_m = 1 / (N - m + 1)) weighs 1, so a random
+    handout's fit is unchanged; the weighted mean loss is an unbiased estimate of the whole
+    pool's. For fit_score_heads(..., weights=...)."""
+    n, total = pool_size, len(chances)
+    if total > n or not all(0 < q <= 1 for q in chances):
+        raise ValueError(f"chances: expected at most pool_size={n} values in (0, 1], got {total}")
+    # m = N only when the whole pool is ranked (M = N): then every weight is 1
+    return [
+        1 + ((n - total) / (n - m) if m < n else 0.0) * (1 / ((n - m + 1) * q) - 1)
+        for m, q in enumerate(chances, start=1)
+    ]
 
 
 class RankingDesign(NamedTuple):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy
@@ -157,6 +157,39 @@ def laplace_order(
     return _greedy(posterior, features, batch, score=score, rank_rest=True)
 
 
+def laplace_draw(
+    posterior: LaplacePosterior,
+    features: Sequence[torch.Tensor],
+    batch: int,
+    generator: torch.Generator,
+    *,
+    score: str = "pool",
+) -> list[tuple[int, float]]:
+    """(index, probability it was drawn with) for `batch` open tasks drawn at random, each with
+    probability proportional to its score under the current posterior (power acquisition with
+    exponent 1, Kirsch et al. 2023: a greedy top-k over a noisy score chases its outliers), the
+    posterior updated after each draw as in laplace_batch. The probabilities are what an
+    importance-weighted refit needs (LURE, Farquhar et al. 2021; worker.ml.active.lure_weights).
+    A negative score counts as 0; when no open task scores above 0 the draw is uniform among
+    those that can teach (any open task when none can)."""
+    drawn: list[tuple[int, float]] = []
+
+    def choose(gains: torch.Tensor) -> int:
+        usable = torch.isfinite(gains) & (gains > -torch.finfo(gains.dtype).max)
+        if not bool(usable.any()):  # nothing open can teach: any open task
+            usable = torch.isfinite(gains)
+        weight = torch.where(usable, gains.clamp(min=0), torch.zeros_like(gains))
+        if float(weight.sum()) <= 0:
+            weight = usable.to(gains.dtype)
+        probability = weight / weight.sum()
+        pick = int(torch.multinomial(probability.float(), 1, generator=generator))
+        drawn.append((pick, float(probability[pick])))
+        return pick
+
+    _greedy(posterior, features, batch, score=score, rank_rest=False, choose=choose)
+    return drawn
+
+
 def _greedy(
     posterior: LaplacePosterior,
     features: Sequence[torch.Tensor],
@@ -165,6 +198,7 @@ def _greedy(
     score: str,
     rank_rest: bool,
     target: Sequence[torch.Tensor] | None = None,
+    choose: Callable[[torch.Tensor], int] | None = None,
 ) -> list[int]:
     if score not in SCORES:
         raise ValueError(f"score: {score!r} is not one of {', '.join(SCORES)}")
@@ -217,7 +251,7 @@ def _greedy(
         if len(picked) >= batch:  # the rest by this score, stable among equals
             rest = sorted(torch.nonzero(open_).flatten().tolist(), key=lambda t: -float(gains[t]))
             return picked + rest
-        best = int(gains.argmax())
+        best = int(gains.argmax()) if choose is None else choose(gains)
         picked.append(best)
         open_[best] = False
         covariance = covariance - spread[best] @ torch.linalg.solve(inner[best], spread[best].T)

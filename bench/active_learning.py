@@ -221,6 +221,8 @@ COLOURS = {
     "laplace_information": "#ff7f0e",
     "laplace_pool": "#8c564b",
     "laplace_prompt_pool": "#17becf",
+    "laplace_pool_draw": "#e377c2",
+    "laplace_pool_lure": "#bcbd22",
 }
 
 

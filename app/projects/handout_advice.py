@@ -58,6 +58,7 @@ def handout_advice(agreement_pct: float | None, pairs: int) -> HandoutAdvice:
     text = (
         f"{measured} At InstructGPT's 72.6% no active order was shown to need fewer rankings than the "
         "default one (information, after the 30 ranked tasks it waits for: +0.14 accuracy points, standard "
-        "error 0.15; noisy labelers rank the near ties an active order picks almost at random): keep the default."
+        "error 0.15, on one simulated pool and -0.11, standard error 0.18, on another; noisy labelers rank "
+        "the near ties an active order picks almost at random): keep the default."
     )
     return HandoutAdvice(("default",), agreement_pct, pairs, text)
